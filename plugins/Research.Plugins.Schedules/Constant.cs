@@ -1,0 +1,10 @@
+using Research.Abstractions;
+
+namespace Research.Plugins.Schedules;
+
+/// <summary>f(t) = warmup(t) · 1.</summary>
+[Plugin("constant", Summary = "constant peak learning rate after linear warmup")]
+public sealed class Constant(WarmupOptions options) : ISchedule
+{
+    public double Multiplier(in ScheduleContext c) => Warmup.Apply(options.WarmupSteps, c.Step, 1.0);
+}

@@ -1,0 +1,34 @@
+using Research.Abstractions;
+
+namespace Research.Plugins.Schedules;
+
+/// <summary>Options of <see cref="Polynomial"/>.</summary>
+public sealed record PolynomialOptions : WarmupOptions
+{
+    /// <summary>e: the multiplier reached at the last step T, as a fraction of the peak.</summary>
+    public double EndRatio { get; init; }
+
+    /// <summary>k: the exponent; 1 is linear decay, above 1 falls fast early, below 1 falls late.</summary>
+    public double Power { get; init; } = 1.0;
+
+    public override IEnumerable<OptionError> Validate() =>
+        base.Validate().Concat(OptionCheck.Errors(
+            OptionCheck.Ratio("end_ratio", EndRatio),
+            OptionCheck.Positive("power", Power)));
+}
+
+/// <summary>
+/// Polynomial decay after warmup: f(t) = e + (1 − e)(1 − p)^k, p = (t − W) / (T − W) clamped to [0, 1].
+/// PyTorch <c>PolynomialLR</c>; optax <c>polynomial_schedule</c>; Hugging Face
+/// <c>get_polynomial_decay_schedule_with_warmup</c>.
+/// </summary>
+[Plugin("polynomial", Summary = "polynomial decay (1 - p)^power from the peak to end_ratio at the last step")]
+public sealed class Polynomial(PolynomialOptions options) : ISchedule
+{
+    public double Multiplier(in ScheduleContext c)
+    {
+        var p = Warmup.Progress(options.WarmupSteps, c);
+        var e = options.EndRatio;
+        return Warmup.Apply(options.WarmupSteps, c.Step, e + (1 - e) * Math.Pow(1 - p, options.Power));
+    }
+}

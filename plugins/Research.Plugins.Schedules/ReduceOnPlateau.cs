@@ -1,0 +1,94 @@
+using Research.Abstractions;
+
+namespace Research.Plugins.Schedules;
+
+/// <summary>Which way the watched metric improves.</summary>
+public enum PlateauMode
+{
+    /// <summary>Lower is better (losses).</summary>
+    Min,
+
+    /// <summary>Higher is better (accuracies).</summary>
+    Max,
+}
+
+/// <summary>Options of <see cref="ReduceOnPlateau"/>.</summary>
+public sealed record ReduceOnPlateauOptions : WarmupOptions
+{
+    /// <summary>The evaluation metric watched, by its recorded name.</summary>
+    public string Metric { get; init; } = "val_loss";
+
+    /// <summary>"min" when lower is better (losses), "max" when higher is better (accuracies).</summary>
+    public PlateauMode Mode { get; init; } = PlateauMode.Min;
+
+    /// <summary>The multiplier applied at each reduction.</summary>
+    public double Factor { get; init; } = 0.1;
+
+    /// <summary>Evaluations without improvement that are tolerated; the next one reduces the rate.</summary>
+    public int Patience { get; init; } = 2;
+
+    /// <summary>Relative improvement that counts: below best·(1 − threshold) in "min" mode, above
+    /// best·(1 + threshold) in "max" mode.</summary>
+    public double Threshold { get; init; } = 1e-4;
+
+    /// <summary>Evaluations after a reduction during which evaluations without improvement are not counted.</summary>
+    public int Cooldown { get; init; }
+
+    /// <summary>m: the floor of the multiplier.</summary>
+    public double MinLrRatio { get; init; }
+
+    public override IEnumerable<OptionError> Validate() =>
+        base.Validate().Concat(OptionCheck.Errors(
+            string.IsNullOrWhiteSpace(Metric) ? new("metric", "must name an evaluation metric") : null,
+            OptionCheck.Named("mode", Mode),
+            OptionCheck.OpenUnit("factor", Factor),
+            OptionCheck.NonNegative("patience", Patience),
+            OptionCheck.NonNegative("threshold", Threshold),
+            OptionCheck.NonNegative("cooldown", Cooldown),
+            OptionCheck.Ratio("min_lr_ratio", MinLrRatio)));
+}
+
+/// <summary>
+/// Reduce on plateau, as a pure function of the evaluations recorded up to t (PyTorch
+/// <c>ReduceLROnPlateau</c>, threshold_mode = "rel"): replaying PyTorch's rule over the evaluations with
+/// step ≤ t counts the reductions r, and f(t) = warmup(t) · max(m, factor^r). An evaluation without
+/// improvement raises a counter (not while cooling down, which resets it); when the counter exceeds
+/// patience the rate is reduced, the counter reset and cooldown started.
+/// </summary>
+[Plugin("reduce-on-plateau", Summary = "multiply by factor when the watched metric stops improving")]
+public sealed class ReduceOnPlateau(ReduceOnPlateauOptions options) : ISchedule
+{
+    public double Multiplier(in ScheduleContext c) =>
+        Warmup.Apply(options.WarmupSteps, c.Step, 1.0)
+        * Math.Max(options.MinLrRatio, Math.Pow(options.Factor, Reductions(c)));
+
+    private int Reductions(in ScheduleContext c)
+    {
+        var minimize = options.Mode == PlateauMode.Min;
+        var best = minimize ? double.PositiveInfinity : double.NegativeInfinity;
+        int withoutImprovement = 0, cooldownLeft = 0, reductions = 0;
+        foreach (var evaluation in c.Evaluations ?? [])
+        {
+            if (evaluation.Step > c.Step) continue;
+            var value = Watched(evaluation);
+            var improved = minimize ? value < best * (1 - options.Threshold) : value > best * (1 + options.Threshold);
+            if (improved) (best, withoutImprovement) = (value, 0);
+            else withoutImprovement++;
+            if (cooldownLeft > 0) (cooldownLeft, withoutImprovement) = (cooldownLeft - 1, 0);
+            if (withoutImprovement > options.Patience)
+            {
+                reductions++;
+                (cooldownLeft, withoutImprovement) = (options.Cooldown, 0);
+            }
+        }
+        return reductions;
+    }
+
+    // A misspelt metric would otherwise never reduce the rate, silently.
+    private double Watched(EvaluationPoint evaluation) =>
+        evaluation.Metrics.TryGetValue(options.Metric, out var value)
+            ? value
+            : throw new InvalidOperationException(
+                $"reduce-on-plateau watches \"{options.Metric}\", but the evaluation at step {evaluation.Step} " +
+                $"has only: {string.Join(", ", evaluation.Metrics.Keys)}");
+}

@@ -1,0 +1,39 @@
+using Research.Abstractions;
+
+namespace Research.Plugins.Schedules;
+
+/// <summary>Options shared by every schedule with a linear warmup.</summary>
+public record WarmupOptions : IValidatable
+{
+    /// <summary>W: updates of linear warmup from 0 to the peak; 0 disables warmup.</summary>
+    public long WarmupSteps { get; init; }
+
+    public virtual IEnumerable<OptionError> Validate() =>
+        OptionCheck.Errors(OptionCheck.NonNegative("warmup_steps", WarmupSteps));
+}
+
+/// <summary>
+/// Linear warmup: f(t) = t / W for t &lt; W, then the schedule's own g(t) for t ≥ W.
+/// Every schedule here has it except one-cycle, whose rising phase is its warmup.
+/// </summary>
+/// <remarks>
+/// Step-0 convention: t counts the updates already taken, so the first update uses f(0) = 0. It moves no
+/// weight, but the optimizer's moments already see its gradient. The update at t = W is the first at the
+/// peak: f(W) = g(W), which is 1 for every decay that starts at the end of warmup. This is Hugging Face's
+/// <c>get_linear_schedule_with_warmup</c> and optax's <c>linear_schedule(0, 1, W)</c> joined with the decay
+/// at W (<c>join_schedules</c>). Decays measure their progress from the end of warmup, so a decay that
+/// reaches its end value "at T" does so at t = T and stays there.
+/// </remarks>
+public static class Warmup
+{
+    public static double Apply(long warmupSteps, long step, double afterWarmup) =>
+        step < warmupSteps ? (double)step / warmupSteps : afterWarmup;
+
+    /// <summary>Progress of a phase that starts at update <paramref name="start"/> and ends at T:
+    /// p = (t − start) / (T − start) clamped to [0, 1]; p = 1 when the phase is empty.</summary>
+    public static double Progress(long start, in ScheduleContext c)
+    {
+        var span = c.TotalSteps - start;
+        return span <= 0 ? 1.0 : Math.Clamp((double)(c.Step - start) / span, 0.0, 1.0);
+    }
+}

@@ -1,0 +1,32 @@
+namespace Research.Abstractions;
+
+/// <summary>
+/// Names a plugin. The name is what a run config uses (<c>[schedule] name = "cosine"</c>); it must be
+/// unique within its role (schedule, regularizer, forgetting metric) across all loaded plugin folders.
+/// </summary>
+/// <remarks>
+/// A plugin class is public, non-abstract, implements exactly one role interface, and has a public
+/// constructor that takes either nothing or one options object. The options object is bound from the
+/// plugin's TOML table: each public settable property <c>WarmupSteps</c> is the key <c>warmup_steps</c>;
+/// a key with no property is an error that names it. Options may implement <see cref="IValidatable"/>.
+/// </remarks>
+[AttributeUsage(AttributeTargets.Class, AllowMultiple = false, Inherited = false)]
+public sealed class PluginAttribute(string name) : Attribute
+{
+    /// <summary>The name used in configs and on the command line, lower-case with dashes.</summary>
+    public string Name { get; } = name;
+
+    /// <summary>One line for <c>research plugins list</c>.</summary>
+    public string Summary { get; init; } = "";
+}
+
+/// <summary>One problem with one option value: the TOML key and what is wrong with its value.</summary>
+public sealed record OptionError(string Key, string Message);
+
+/// <summary>Options records that check their own values implement this; the host reports every error
+/// with the config file and the key before any training starts.</summary>
+public interface IValidatable
+{
+    /// <summary>Every problem found; empty when the options are valid.</summary>
+    IEnumerable<OptionError> Validate();
+}

@@ -1,0 +1,148 @@
+using System.Globalization;
+using System.Reflection;
+using Research.Abstractions;
+using Research.Core.Config;
+using Research.Core.Data;
+using Research.Core.Plotting;
+using Research.Core.Plugins;
+using Research.Core.Training;
+using Tomlyn.Model;
+
+namespace Research.Cli;
+
+static class Commands
+{
+    /// <summary>Loads the built-in plugins and the given folders. A folder the user named that does not exist
+    /// is an error; other problems are warnings now and errors only when the run asks for that plugin.</summary>
+    static PluginHost LoadPlugins(IEnumerable<string> dirs)
+    {
+        var host = PluginHost.Load(dirs);
+        var missing = host.MissingFolders.ToList();
+        if (missing.Count > 0) throw new PluginException(string.Join("; ", missing));
+        foreach (var p in host.Problems) Console.Error.WriteLine($"warning: {p}");
+        return host;
+    }
+
+    public static int Train(string[] argv)
+    {
+        var a = new Args(argv, ["--set", "--plugins"], []);
+        if (a.Positional.Count != 1) throw new UsageException("train needs exactly one CONFIG file");
+        var config = ConfigLoader.Load(a.Positional[0], a.All("--set"));
+        var host = LoadPlugins(a.All("--plugins").Concat(config.PluginDirs));
+        var observer = new ConsoleObserver();
+        var outcome = observer.Run(config.Run.Name, o => Trainer.Run(config, host, o));
+        Console.WriteLine($"finished: {outcome.RunDir}");
+        foreach (var (split, r) in outcome.Final)
+            Console.WriteLine($"  {split,-6} loss {r.Loss:F4}  accuracy {r.Accuracy:F4}  ({r.Items} items)");
+        return 0;
+    }
+
+    static string Embedded(string name)
+    {
+        using var s = Assembly.GetExecutingAssembly().GetManifestResourceStream(name)
+            ?? throw new InvalidOperationException($"embedded config {name} is missing from the build");
+        return new StreamReader(s).ReadToEnd();
+    }
+
+    /// <summary>
+    /// Catastrophic forgetting on the embedded default: pre-train on Fashion-MNIST classes 0–4, fully fine-tune
+    /// on 5–9, and evaluate both halves of the test set after each phase.
+    /// </summary>
+    public static int Demo(string[] argv)
+    {
+        var a = new Args(argv, ["--set", "--plugins"], []);
+        var pretrain = ConfigLoader.Parse(Embedded("demo-pretrain.toml"), "experiments/configs/demo-pretrain.toml (embedded)", a.All("--set"));
+        var host = LoadPlugins(a.All("--plugins").Concat(pretrain.PluginDirs));
+
+        var (fullTrain, fullTest) = RunSetup.LoadDataset(pretrain.Data, pretrain.Run.Seed);
+        fullTrain.Dispose();
+        using var _test = fullTest;
+        using var first = fullTest.WithClasses([0, 1, 2, 3, 4]);
+        using var second = fullTest.WithClasses([5, 6, 7, 8, 9]);
+        IReadOnlyList<(string, TensorDataset)> halves = [("test_0_4", first), ("test_5_9", second)];
+
+        var observer = new ConsoleObserver();
+        Console.WriteLine("Phase 1: pre-train on classes 0–4 (" + string.Join(", ", FashionMnist.ClassNames[..5]) + ")");
+        var p1 = observer.Run("pre-train 0–4", o => Trainer.Run(pretrain, host, o, halves));
+        var finetune = ConfigLoader.Parse(Embedded("demo-finetune.toml"), "experiments/configs/demo-finetune.toml (embedded)",
+            a.All("--set").Append($"model.init_from=\"{p1.WeightsPath}\""));
+        Console.WriteLine("Phase 2: fully fine-tune on classes 5–9 (" + string.Join(", ", FashionMnist.ClassNames[5..]) + ")");
+        var p2 = observer.Run("fine-tune 5–9", o => Trainer.Run(finetune, host, o, halves));
+
+        Console.WriteLine();
+        Console.WriteLine("Test accuracy            classes 0–4   classes 5–9");
+        Console.WriteLine($"after pre-training 0–4   {p1.Final["test_0_4"].Accuracy,11:F4}   {p1.Final["test_5_9"].Accuracy,11:F4}");
+        Console.WriteLine($"after fine-tuning 5–9    {p2.Final["test_0_4"].Accuracy,11:F4}   {p2.Final["test_5_9"].Accuracy,11:F4}");
+        var drop = p1.Final["test_0_4"].Accuracy - p2.Final["test_0_4"].Accuracy;
+        var lossIncrease = p2.Final["test_0_4"].Loss - p1.Final["test_0_4"].Loss;
+        Console.WriteLine($"forgetting on classes 0–4: accuracy drop {drop * 100:F1} points; loss increase ΔL = {lossIncrease:F3} nats/item");
+        Console.WriteLine($"runs: {p1.RunDir}  {p2.RunDir}");
+        return 0;
+    }
+
+    public static int PluginsList(string[] argv)
+    {
+        var a = new Args(argv, ["--plugins"], []);
+        var host = LoadPlugins(a.All("--plugins"));
+        foreach (var role in Enum.GetValues<PluginRole>())
+        {
+            var ps = host.Plugins.Where(p => p.Role == role).OrderBy(p => p.Name, StringComparer.Ordinal).ToList();
+            if (ps.Count == 0) continue;
+            Console.WriteLine($"{PluginHost.RoleName(role)}s:");
+            foreach (var p in ps)
+            {
+                Console.WriteLine($"  {p.Name,-22} {p.Summary}");
+                var options = PluginHost.OptionDefaults(p).Select(o => $"{o.Key} = {Format(o.Default)}").ToList();
+                if (options.Count > 0) Console.WriteLine($"  {"",-22} options: {string.Join(", ", options)}");
+                Console.WriteLine($"  {"",-22} {p.AssemblyPath}");
+            }
+        }
+        return 0;
+    }
+
+    static string Format(object? v) => v switch
+    {
+        null => "none",
+        string s => $"\"{s}\"",
+        bool b => b ? "true" : "false",
+        double d => d.ToString("R", CultureInfo.InvariantCulture),
+        Array arr => "[" + string.Join(", ", arr.Cast<object?>().Select(Format)) + "]",
+        IFormattable f => f.ToString(null, CultureInfo.InvariantCulture),
+        _ => v.ToString() ?? "",
+    };
+
+    /// <summary>Draws schedules side by side by calling each pure schedule at every step t = 0…T.</summary>
+    public static int PlotSchedule(string[] argv)
+    {
+        var a = new Args(argv, ["--steps", "--warmup", "--lr", "--set", "--plugins", "-o", "--output", "--steps-per-epoch"], ["--csv"]);
+        if (a.Positional.Count == 0) throw new UsageException("plot schedule needs at least one schedule name");
+        long steps = a.Long("--steps", 1000), warmup = a.Long("--warmup", 0);
+        if (steps <= 0) throw new UsageException("--steps must be > 0");
+        var peak = a.Double("--lr", 1e-3);
+        var host = LoadPlugins(a.All("--plugins"));
+        var series = new List<(string Name, double[] Values)>();
+        foreach (var name in a.Positional)
+        {
+            var descriptor = host.Find(PluginRole.Schedule, name);
+            var options = new TomlTable();
+            if (warmup > 0 && descriptor.OptionsType != null && OptionsBinder.Keys(descriptor.OptionsType).ContainsKey("warmup_steps"))
+                options["warmup_steps"] = warmup;
+            var root = new TomlTable { [name] = options };
+            foreach (var s in a.All("--set").Where(s => s.StartsWith(name + ".", StringComparison.Ordinal)))
+                ConfigLoader.ApplyOverride(root, s, "--set");
+            var schedule = (ISchedule)PluginHost.Instantiate(descriptor, options, "--set", name);
+            var values = new double[steps + 1];
+            var spe = a.Long("--steps-per-epoch", steps);
+            for (long t = 0; t <= steps; t++) values[t] = schedule.Multiplier(new ScheduleContext(t, steps, spe, []));
+            series.Add((name, values));
+        }
+        if (a.Flag("--csv")) Console.Write(SchedulePlot.ToCsv(series, peak));
+        var output = a.One("-o") ?? a.One("--output") ?? (a.Flag("--csv") ? null : "schedules.png");
+        if (output != null)
+        {
+            SchedulePlot.WritePng(output, series, peak);
+            Console.Error.WriteLine($"wrote {Path.GetFullPath(output)}");
+        }
+        return 0;
+    }
+}

@@ -1,0 +1,43 @@
+using Research.Cli;
+using Research.Core.Config;
+using Research.Core.Plugins;
+using Research.Core.Training;
+
+// Exit codes: 0 success; 1 a run failed while training (e.g. a plugin threw); 2 a user mistake
+// (usage, config, plugin that cannot be loaded or found, missing data). User mistakes print one line
+// per problem, never a stack trace.
+try
+{
+    return args switch
+    {
+        [] or ["-h" or "--help" or "help", ..] => Usage(0),
+        ["train", .. var rest] => Commands.Train(rest),
+        ["demo", .. var rest] => Commands.Demo(rest),
+        ["plugins", "list", .. var rest] => Commands.PluginsList(rest),
+        ["plot", "schedule", .. var rest] => Commands.PlotSchedule(rest),
+        _ => throw new UsageException($"unknown command '{string.Join(' ', args.Take(2))}'"),
+    };
+}
+catch (UsageException e) { Console.Error.WriteLine($"error: {e.Message}"); Usage(2, Console.Error); return 2; }
+catch (ConfigException e) { foreach (var err in e.Errors) Console.Error.WriteLine($"error: {err}"); return 2; }
+catch (PluginException e) { Console.Error.WriteLine($"error: {e.Message}"); return 2; }
+catch (PluginFailureException e) { Console.Error.WriteLine($"run failed: {e.Message}"); return 1; }
+catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException or InvalidDataException)
+{
+    Console.Error.WriteLine($"error: {e.Message}");
+    return 2;
+}
+
+static int Usage(int code, TextWriter? to = null)
+{
+    (to ?? Console.Out).WriteLine("""
+        research — full fine-tuning and catastrophic-forgetting studies on TorchSharp
+
+          research train CONFIG [--set section.key=value]... [--plugins DIR]...
+          research demo [--plugins DIR]... [--set section.key=value]...
+          research plugins list [--plugins DIR]...
+          research plot schedule NAME... [--steps N] [--warmup W] [--lr PEAK] [--set NAME.key=value]...
+                                        [-o FILE.png] [--csv]
+        """);
+    return code;
+}

@@ -1,0 +1,107 @@
+using System.Globalization;
+using Tomlyn;
+using Tomlyn.Model;
+
+namespace Research.Core.Config;
+
+/// <summary>Reads a run config: TOML → overrides (<c>--set optimizer.lr=3e-4</c>) → bound, validated sections.</summary>
+public static class ConfigLoader
+{
+    static readonly string[] Sections = ["run", "data", "model", "optimizer", "train", "schedule", "regularizers", "plugins"];
+
+    public static RunConfig Load(string path, IEnumerable<string>? overrides = null)
+    {
+        if (!File.Exists(path)) throw new ConfigException(path, "(file)", "no such config file");
+        return Parse(File.ReadAllText(path), path, overrides);
+    }
+
+    /// <summary>Parses config text; <paramref name="file"/> is the name errors report.</summary>
+    public static RunConfig Parse(string text, string file, IEnumerable<string>? overrides = null)
+    {
+        TomlTable root;
+        try { root = TomlSerializer.Deserialize<TomlTable>(text) ?? new TomlTable(); }
+        catch (TomlException e) { throw new ConfigException(file, "(syntax)", e.Message); }
+        foreach (var o in overrides ?? []) ApplyOverride(root, o, file);
+
+        var errors = new List<ConfigError>();
+        foreach (var key in root.Keys)
+            if (!Sections.Contains(key))
+                errors.Add(new(file, key, $"unknown section (known sections: {string.Join(", ", Sections.Order())})"));
+
+        T Section<T>(string name) where T : new()
+        {
+            try { return OptionsBinder.Bind<T>(TableAt(root, name, file, errors), file, name); }
+            catch (ConfigException e) { errors.AddRange(e.Errors); return new T(); }
+        }
+        var run = Section<RunSection>("run");
+        var data = Section<DataSection>("data");
+        var model = Section<ModelSection>("model");
+        var optimizer = Section<OptimizerSection>("optimizer");
+        var train = Section<TrainSection>("train");
+        var plugins = Section<PluginsSection>("plugins");
+
+        var scheduleTable = TableAt(root, "schedule", file, errors) ?? new TomlTable();
+        var schedule = Choice(scheduleTable, "schedule", "constant", file, errors);
+        var regularizers = new List<PluginChoice>();
+        if (root.TryGetValue("regularizers", out var regs))
+        {
+            if (regs is TomlTableArray array)
+                for (int i = 0; i < array.Count; i++)
+                    regularizers.Add(Choice(array[i], $"regularizers[{i}]", null, file, errors));
+            else errors.Add(new(file, "regularizers", "must be an array of tables: [[regularizers]]"));
+        }
+        if (errors.Count > 0) throw new ConfigException(errors);
+        return new RunConfig(file, root, run, data, model, optimizer, train, plugins, schedule, regularizers);
+    }
+
+    static TomlTable? TableAt(TomlTable root, string name, string file, List<ConfigError> errors)
+    {
+        if (!root.TryGetValue(name, out var value)) return null;
+        if (value is TomlTable t) return t;
+        errors.Add(new(file, name, $"must be a table: [{name}]"));
+        return null;
+    }
+
+    static PluginChoice Choice(TomlTable table, string key, string? defaultName, string file, List<ConfigError> errors)
+    {
+        if (table.TryGetValue("name", out var n) && n is string name && name.Length > 0) return new(name, table, key);
+        if (defaultName != null && !table.ContainsKey("name")) return new(defaultName, table, key);
+        errors.Add(new(file, $"{key}.name", "must name a plugin (a string)"));
+        return new("", table, key);
+    }
+
+    /// <summary>
+    /// Applies <c>a.b.c=value</c>. The value is read as a TOML value (<c>3e-4</c>, <c>true</c>, <c>[1, 2]</c>,
+    /// <c>"text"</c>); a bare word that is not TOML is taken as a string. A numeric segment indexes an
+    /// array of tables (<c>regularizers.0.lambda=10</c>).
+    /// </summary>
+    public static void ApplyOverride(TomlTable root, string assignment, string file)
+    {
+        var eq = assignment.IndexOf('=');
+        if (eq <= 0) throw new ConfigException(file, assignment, "an override must look like section.key=value");
+        var path = assignment[..eq].Trim().Split('.');
+        var text = assignment[(eq + 1)..].Trim();
+        object value;
+        try { value = TomlSerializer.Deserialize<TomlTable>("v = " + text)!["v"]; }
+        catch (TomlException) { value = text; }
+
+        object node = root;
+        for (int i = 0; i < path.Length - 1; i++)
+        {
+            var seg = path[i];
+            node = node switch
+            {
+                TomlTable t when t.TryGetValue(seg, out var next) => next,
+                TomlTable t => t[seg] = new TomlTable(),
+                TomlTableArray a when int.TryParse(seg, NumberStyles.None, CultureInfo.InvariantCulture, out var idx) && idx < a.Count => a[idx],
+                _ => throw new ConfigException(file, string.Join('.', path[..(i + 1)]), "cannot be overridden: not a table"),
+            };
+        }
+        if (node is not TomlTable target)
+            throw new ConfigException(file, string.Join('.', path), "cannot be overridden: not a table");
+        target[path[^1]] = value;
+    }
+
+    /// <summary>The resolved config as TOML text, as stored with the run.</summary>
+    public static string ToToml(TomlTable table) => TomlSerializer.Serialize(table);
+}

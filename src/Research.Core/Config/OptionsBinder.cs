@@ -1,0 +1,136 @@
+using System.Globalization;
+using System.Reflection;
+using System.Text;
+using Research.Abstractions;
+using Tomlyn.Model;
+
+namespace Research.Core.Config;
+
+/// <summary>
+/// Binds a TOML table to a plain options object: key <c>warmup_steps</c> ↔ property <c>WarmupSteps</c>.
+/// Written by hand rather than with Tomlyn's serializer so that every error names the file and the full
+/// key path, lists the keys that would have been accepted, and all errors are reported at once.
+/// </summary>
+public static class OptionsBinder
+{
+    /// <summary>Binds <paramref name="table"/> to a new <typeparamref name="T"/> (defaults for absent keys).</summary>
+    public static T Bind<T>(TomlTable? table, string file, string section, params string[] ignoredKeys) where T : new() =>
+        (T)Bind(typeof(T), table, file, section, ignoredKeys);
+
+    public static object Bind(Type type, TomlTable? table, string file, string section, params string[] ignoredKeys)
+    {
+        var errors = new List<ConfigError>();
+        var result = BindInto(type, table, file, section, ignoredKeys, errors);
+        if (errors.Count > 0) throw new ConfigException(errors);
+        return result;
+    }
+
+    /// <summary>The settable properties of an options type, by TOML key.</summary>
+    public static IReadOnlyDictionary<string, PropertyInfo> Keys(Type type) =>
+        type.GetProperties(BindingFlags.Public | BindingFlags.Instance)
+            .Where(p => p.CanWrite && p.SetMethod is { IsPublic: true })
+            .ToDictionary(p => SnakeCase(p.Name), p => p);
+
+    static object BindInto(Type type, TomlTable? table, string file, string section, string[] ignored, List<ConfigError> errors)
+    {
+        var instance = Activator.CreateInstance(type)
+            ?? throw new InvalidOperationException($"{type} has no public parameterless constructor");
+        var keys = Keys(type);
+        foreach (var (key, value) in table ?? new TomlTable())
+        {
+            if (ignored.Contains(key)) continue;
+            var path = section.Length == 0 ? key : $"{section}.{key}";
+            if (!keys.TryGetValue(key, out var prop))
+            {
+                var known = keys.Keys.Where(k => !ignored.Contains(k)).Order().ToList();
+                errors.Add(new(file, path, $"unknown key (known keys: {(known.Count == 0 ? "none" : string.Join(", ", known))})"));
+                continue;
+            }
+            if (value is TomlTable sub && IsOptionsType(prop.PropertyType))
+            {
+                prop.SetValue(instance, BindInto(prop.PropertyType, sub, file, path, [], errors));
+                continue;
+            }
+            if (TryConvert(value, prop.PropertyType, out var converted, out var why)) prop.SetValue(instance, converted);
+            else errors.Add(new(file, path, $"{Describe(value)} {why}"));
+        }
+        if (instance is IValidatable v)
+            foreach (var e in v.Validate())
+                errors.Add(new(file, section.Length == 0 ? e.Key : $"{section}.{e.Key}",
+                    keys.TryGetValue(e.Key, out var p) ? $"{Describe(p.GetValue(instance))} {e.Message}" : e.Message));
+        return instance;
+    }
+
+    static bool IsOptionsType(Type t) => t.IsClass && t != typeof(string) && !t.IsArray && t.GetConstructor(Type.EmptyTypes) != null;
+
+    /// <summary>Converts a TOML value (long, double, bool, string, array) to a CLR property type.</summary>
+    public static bool TryConvert(object? value, Type target, out object? result, out string why)
+    {
+        result = null; why = "";
+        var t = Nullable.GetUnderlyingType(target) ?? target;
+        switch (value)
+        {
+            case long l when t == typeof(int):
+                if (l is < int.MinValue or > int.MaxValue) { why = "is out of range for an integer"; return false; }
+                result = (int)l; return true;
+            case long l when t == typeof(long): result = l; return true;
+            case long l when t == typeof(double): result = (double)l; return true;
+            case long l when t == typeof(float): result = (float)l; return true;
+            case double d when t == typeof(double): result = d; return true;
+            case double d when t == typeof(float): result = (float)d; return true;
+            case bool b when t == typeof(bool): result = b; return true;
+            case string s when t == typeof(string): result = s; return true;
+            case string s when t.IsEnum:
+                var match = Enum.GetNames(t).FirstOrDefault(n => SnakeCase(n).Replace('_', '-') == s || SnakeCase(n) == s);
+                if (match is null) { why = $"is not one of: {string.Join(", ", Enum.GetNames(t).Select(n => SnakeCase(n).Replace('_', '-')))}"; return false; }
+                result = Enum.Parse(t, match); return true;
+            case TomlArray arr when t.IsArray:
+                var element = t.GetElementType()!;
+                var items = Array.CreateInstance(element, arr.Count);
+                for (int i = 0; i < arr.Count; i++)
+                {
+                    if (!TryConvert(arr[i], element, out var item, out var inner)) { why = $"has element {i} that {inner}"; return false; }
+                    items.SetValue(item, i);
+                }
+                result = items; return true;
+        }
+        why = $"is not {Article(t)}";
+        return false;
+    }
+
+    static string Article(Type t) =>
+        t == typeof(int) || t == typeof(long) ? "an integer" :
+        t == typeof(double) || t == typeof(float) ? "a number" :
+        t == typeof(bool) ? "a boolean (true or false)" :
+        t == typeof(string) ? "a string" :
+        t.IsArray ? $"an array of {Article(t.GetElementType()!).Replace("an ", "").Replace("a ", "")}s" :
+        t.Name;
+
+    static string Describe(object? value) => value switch
+    {
+        null => "(none)",
+        string s => $"\"{s}\"",
+        double d => d.ToString("R", CultureInfo.InvariantCulture),
+        bool b => b ? "true" : "false",
+        TomlArray a => "[" + string.Join(", ", a.Select(Describe)) + "]",
+        Array a => "[" + string.Join(", ", a.Cast<object?>().Select(Describe)) + "]",
+        TomlTable => "a table",
+        IFormattable f => f.ToString(null, CultureInfo.InvariantCulture),
+        _ => value.ToString() ?? "",
+    };
+
+    /// <summary><c>WarmupSteps</c> → <c>warmup_steps</c>; <c>LR</c> stays <c>lr</c>.</summary>
+    public static string SnakeCase(string name)
+    {
+        var sb = new StringBuilder(name.Length + 4);
+        for (int i = 0; i < name.Length; i++)
+        {
+            var c = name[i];
+            if (char.IsUpper(c) && i > 0 && (char.IsLower(name[i - 1]) || char.IsDigit(name[i - 1]) ||
+                                              (i + 1 < name.Length && char.IsLower(name[i + 1]))))
+                sb.Append('_');
+            sb.Append(char.ToLowerInvariant(c));
+        }
+        return sb.ToString();
+    }
+}

@@ -1,0 +1,154 @@
+using Research.Abstractions;
+using Tomlyn.Model;
+
+namespace Research.Core.Config;
+
+/// <summary>[run]: identity and reproducibility of a run.</summary>
+public sealed record RunSection : IValidatable
+{
+    /// <summary>Name of the run; the run directory is <c>&lt;output_dir&gt;/&lt;name&gt;-&lt;timestamp&gt;</c>.</summary>
+    public string Name { get; init; } = "run";
+    /// <summary>Root seed: every random stream (split, init, data order) is derived from it by name.</summary>
+    public long Seed { get; init; } = 0;
+    /// <summary>Intra-op threads of libtorch; 0 keeps libtorch's default (one per core).</summary>
+    public int Threads { get; init; } = 0;
+    /// <summary>Where run directories are created, relative to the working directory.</summary>
+    public string OutputDir { get; init; } = "runs";
+
+    public IEnumerable<OptionError> Validate()
+    {
+        if (Threads < 0) yield return new("threads", "must be ≥ 0");
+        if (string.IsNullOrWhiteSpace(Name) || Name.IndexOfAny(Path.GetInvalidFileNameChars()) >= 0)
+            yield return new("name", "must be a non-empty file name");
+    }
+}
+
+/// <summary>[data]: which data, which classes, how it is split and batched.</summary>
+public sealed record DataSection : IValidatable
+{
+    /// <summary><c>fashion-mnist</c> (from <c>path</c>) or <c>synthetic</c> (Gaussian class clusters, for tests).</summary>
+    public string Dataset { get; init; } = "fashion-mnist";
+    /// <summary>Folder with the four gzipped IDX files; empty: <c>$FASHION_MNIST_DIR</c>, then
+    /// <c>/usr/share/datasets/fashion-mnist</c> (Debian package <c>dataset-fashion-mnist</c>).</summary>
+    public string Path { get; init; } = "";
+    /// <summary>Classes kept for training and evaluation; empty keeps all. Labels keep their original ids.</summary>
+    public int[] Classes { get; init; } = [];
+    /// <summary>Fraction of the training set held out (seeded) as the validation split for model selection.</summary>
+    public double ValidationFraction { get; init; } = 0.1;
+    /// <summary>Items per optimizer step.</summary>
+    public int BatchSize { get; init; } = 128;
+    /// <summary>Items per forward pass during evaluation (no gradients; larger is faster).</summary>
+    public int EvalBatchSize { get; init; } = 1000;
+    /// <summary>Use only the first N training items after class filtering (0: all) — for quick runs.</summary>
+    public int TrainLimit { get; init; } = 0;
+    /// <summary>Synthetic data: number of training items.</summary>
+    public int SyntheticSamples { get; init; } = 2000;
+    /// <summary>Synthetic data: input features.</summary>
+    public int SyntheticFeatures { get; init; } = 16;
+    /// <summary>Synthetic data: number of classes.</summary>
+    public int SyntheticClasses { get; init; } = 4;
+
+    public IEnumerable<OptionError> Validate()
+    {
+        if (Dataset is not ("fashion-mnist" or "synthetic")) yield return new("dataset", "must be \"fashion-mnist\" or \"synthetic\"");
+        if (ValidationFraction is < 0 or >= 1) yield return new("validation_fraction", "must be in [0, 1)");
+        if (BatchSize <= 0) yield return new("batch_size", "must be > 0");
+        if (EvalBatchSize <= 0) yield return new("eval_batch_size", "must be > 0");
+        if (TrainLimit < 0) yield return new("train_limit", "must be ≥ 0");
+        if (Classes.Any(c => c < 0)) yield return new("classes", "must hold class ids ≥ 0");
+    }
+}
+
+/// <summary>[model]: architecture and where its initial weights come from.</summary>
+public sealed record ModelSection : IValidatable
+{
+    /// <summary><c>mlp</c>: Linear-ReLU layers; parameters are named <c>layers.{i}.weight|bias</c> and <c>head.weight|bias</c>.</summary>
+    public string Kind { get; init; } = "mlp";
+    /// <summary>Hidden layer widths.</summary>
+    public int[] Hidden { get; init; } = [256, 256];
+    /// <summary>Output classes of the head; 0: the dataset's number of classes.</summary>
+    public int Outputs { get; init; } = 0;
+    /// <summary>Fine-tuning: a checkpoint directory or <c>.safetensors</c> file whose tensors are loaded by parameter name.</summary>
+    public string InitFrom { get; init; } = "";
+    /// <summary>Strict loading: every parameter must be found with its shape, and nothing else may be in the file.
+    /// When false, a partial load lists the missing and unexpected keys.</summary>
+    public bool Strict { get; init; } = true;
+    /// <summary>Parameter-name prefixes re-initialised after loading (e.g. <c>["head"]</c> for a new head);
+    /// those keys may be absent from the checkpoint even when strict.</summary>
+    public string[] Reinit { get; init; } = [];
+
+    public IEnumerable<OptionError> Validate()
+    {
+        if (Kind != "mlp") yield return new("kind", "must be \"mlp\"");
+        if (Hidden.Any(h => h <= 0)) yield return new("hidden", "must hold widths > 0");
+        if (Outputs < 0) yield return new("outputs", "must be ≥ 0");
+    }
+}
+
+/// <summary>[optimizer]: the core's composed optimizers.</summary>
+public sealed record OptimizerSection : IValidatable
+{
+    /// <summary><c>adamw</c> (decoupled decay, Loshchilov &amp; Hutter 2019) or <c>adam</c> (L2 added to the gradient).</summary>
+    public string Name { get; init; } = "adamw";
+    /// <summary>Peak learning rate η; the schedule multiplies it.</summary>
+    public double Lr { get; init; } = 1e-3;
+    public double Beta1 { get; init; } = 0.9;
+    public double Beta2 { get; init; } = 0.999;
+    public double Eps { get; init; } = 1e-8;
+    /// <summary>λ, applied to parameters of rank ≥ 2 (weights); biases and norms do not decay.</summary>
+    public double WeightDecay { get; init; } = 0.01;
+    /// <summary>Clip gradients to this global L2 norm before the update; 0 disables clipping.</summary>
+    public double ClipNorm { get; init; } = 0;
+
+    public IEnumerable<OptionError> Validate()
+    {
+        if (Name is not ("adamw" or "adam")) yield return new("name", "must be \"adamw\" or \"adam\"");
+        if (!(Lr > 0) || double.IsInfinity(Lr)) yield return new("lr", "must be a finite number > 0");
+        if (Beta1 is < 0 or >= 1) yield return new("beta1", "must be in [0, 1)");
+        if (Beta2 is < 0 or >= 1) yield return new("beta2", "must be in [0, 1)");
+        if (!(Eps > 0)) yield return new("eps", "must be > 0");
+        if (WeightDecay < 0) yield return new("weight_decay", "must be ≥ 0");
+        if (ClipNorm < 0) yield return new("clip_norm", "must be ≥ 0");
+    }
+}
+
+/// <summary>[train]: how long, and how often to log and evaluate.</summary>
+public sealed record TrainSection : IValidatable
+{
+    public int Epochs { get; init; } = 1;
+    /// <summary>Log training metrics every N optimizer steps.</summary>
+    public int LogEvery { get; init; } = 10;
+
+    public IEnumerable<OptionError> Validate()
+    {
+        if (Epochs <= 0) yield return new("epochs", "must be > 0");
+        if (LogEvery <= 0) yield return new("log_every", "must be > 0");
+    }
+}
+
+/// <summary>[plugins]: extra plugin folders, relative to the config file.</summary>
+public sealed record PluginsSection
+{
+    public string[] Dirs { get; init; } = [];
+}
+
+/// <summary>A plugin chosen in a config: its name and its own TOML table (bound by the plugin host).</summary>
+public sealed record PluginChoice(string Name, TomlTable Options, string Key);
+
+/// <summary>A run config after overrides, bound and validated; <see cref="Source"/> is the resolved TOML.</summary>
+public sealed record RunConfig(
+    string File,
+    TomlTable Source,
+    RunSection Run,
+    DataSection Data,
+    ModelSection Model,
+    OptimizerSection Optimizer,
+    TrainSection Train,
+    PluginsSection Plugins,
+    PluginChoice Schedule,
+    IReadOnlyList<PluginChoice> Regularizers)
+{
+    /// <summary>Plugin folders from the config, made absolute relative to the config file's folder.</summary>
+    public IEnumerable<string> PluginDirs =>
+        Plugins.Dirs.Select(d => System.IO.Path.GetFullPath(d, System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(File))!));
+}

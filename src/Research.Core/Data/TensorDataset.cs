@@ -1,0 +1,72 @@
+using Research.Abstractions;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Research.Core.Data;
+
+/// <summary>Inputs X (N × D, float32) and integer class labels Y (N, int64), held in memory.</summary>
+public sealed class TensorDataset(Tensor inputs, Tensor targets, int numClasses) : IDisposable
+{
+    public Tensor Inputs { get; } = inputs;
+    public Tensor Targets { get; } = targets;
+    /// <summary>Number of classes of the label space (labels keep their ids when classes are filtered).</summary>
+    public int NumClasses { get; } = numClasses;
+    public long Count => Targets.shape[0];
+    public long Features => Inputs.shape[1];
+
+    public TensorDataset Select(Tensor indices) =>
+        new(Inputs.index_select(0, indices).DetachFromDisposeScope(), Targets.index_select(0, indices).DetachFromDisposeScope(), NumClasses);
+
+    /// <summary>The items whose label is one of <paramref name="classes"/> (all when empty).</summary>
+    public TensorDataset WithClasses(IReadOnlyCollection<int> classes)
+    {
+        if (classes.Count == 0) return Select(arange(Count));
+        using var _ = NewDisposeScope();
+        var mask = isin(Targets, tensor(classes.Select(c => (long)c).ToArray()));
+        return Select(nonzero(mask).squeeze(1));
+    }
+
+    public TensorDataset Take(long n) => n <= 0 || n >= Count ? Select(arange(Count)) : Select(arange(n));
+
+    /// <summary>
+    /// Splits off a held-out fraction, seeded: a permutation from <paramref name="generator"/>; the first
+    /// ⌈fraction·N⌉ items of it form the validation split, the rest the training split (both in original order).
+    /// </summary>
+    public (TensorDataset Train, TensorDataset Validation) Holdout(double fraction, Generator generator)
+    {
+        using var _ = NewDisposeScope();
+        var n = Count;
+        var nVal = (long)Math.Ceiling(fraction * n);
+        var perm = randperm(n, generator: generator);
+        var val = perm.narrow(0, 0, nVal).sort().Values;
+        var train = perm.narrow(0, nVal, n - nVal).sort().Values;
+        return (Select(train), Select(val));
+    }
+
+    /// <summary>Mini-batches in a seeded random order (one permutation per call), the last one possibly short.</summary>
+    public IEnumerable<Batch> Shuffled(int batchSize, Generator generator)
+    {
+        var perm = randperm(Count, generator: generator).DetachFromDisposeScope();
+        try
+        {
+            for (long start = 0; start < Count; start += batchSize)
+            {
+                var idx = perm.narrow(0, start, Math.Min(batchSize, Count - start));
+                yield return new Batch(Inputs.index_select(0, idx), Targets.index_select(0, idx));
+            }
+        }
+        finally { perm.Dispose(); }
+    }
+
+    /// <summary>Mini-batches in stored order (evaluation).</summary>
+    public IEnumerable<Batch> InOrder(int batchSize)
+    {
+        for (long start = 0; start < Count; start += batchSize)
+        {
+            var len = Math.Min(batchSize, Count - start);
+            yield return new Batch(Inputs.narrow(0, start, len), Targets.narrow(0, start, len));
+        }
+    }
+
+    public void Dispose() { Inputs.Dispose(); Targets.Dispose(); }
+}

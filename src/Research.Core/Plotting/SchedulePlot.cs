@@ -1,0 +1,64 @@
+using System.Globalization;
+using System.Text;
+
+namespace Research.Core.Plotting;
+
+/// <summary>
+/// Learning-rate schedules drawn or tabulated side by side. Each series holds a schedule's multipliers
+/// f(0), f(1), ... (calling a pure schedule once per step); the learning rate at step t is η · f(t).
+/// </summary>
+public static class SchedulePlot
+{
+    /// <summary>One PNG with every series as a line of learning rate against step, with a legend.</summary>
+    public static void WritePng(
+        string path,
+        IReadOnlyList<(string Name, double[] Values)> series,
+        double peakLearningRate,
+        int width = 1000,
+        int height = 500)
+    {
+        var plot = new ScottPlot.Plot();
+        // The default palette has 10 colours; there are more schedules than that.
+        plot.Add.Palette = new ScottPlot.Palettes.Category20();
+        foreach (var (name, values) in series)
+        {
+            var steps = Enumerable.Range(0, values.Length).Select(t => (double)t).ToArray();
+            var line = plot.Add.Scatter(steps, values.Select(f => peakLearningRate * f).ToArray());
+            line.LegendText = name;
+            line.MarkerSize = 0;
+            line.LineWidth = 2;
+        }
+        plot.Title("Learning-rate schedules");
+        plot.XLabel("step");
+        plot.YLabel("learning rate");
+        plot.ShowLegend();
+        plot.SavePng(path, width, height);
+    }
+
+    /// <summary>
+    /// <c>step,name₁,name₂,...</c> then one row per step with η · f(t) in round-trip format (invariant
+    /// culture); a series shorter than the longest leaves its cells empty.
+    /// </summary>
+    public static string ToCsv(IReadOnlyList<(string Name, double[] Values)> series, double peakLearningRate)
+    {
+        var csv = new StringBuilder("step");
+        foreach (var (name, _) in series) csv.Append(',').Append(Field(name));
+        csv.Append('\n');
+        var steps = series.Count == 0 ? 0 : series.Max(s => s.Values.Length);
+        for (var t = 0; t < steps; t++)
+        {
+            csv.Append(t.ToString(CultureInfo.InvariantCulture));
+            foreach (var (_, values) in series)
+            {
+                csv.Append(',');
+                if (t < values.Length) csv.Append((peakLearningRate * values[t]).ToString("R", CultureInfo.InvariantCulture));
+            }
+            csv.Append('\n');
+        }
+        return csv.ToString();
+    }
+
+    /// <summary>RFC 4180 quoting, for names with commas or quotes.</summary>
+    private static string Field(string text) =>
+        text.IndexOfAny([',', '"', '\n', '\r']) < 0 ? text : $"\"{text.Replace("\"", "\"\"")}\"";
+}

@@ -1,0 +1,254 @@
+using System.Reflection;
+using System.Reflection.Metadata;
+using System.Reflection.PortableExecutable;
+using System.Runtime.Loader;
+using McMaster.NETCore.Plugins;
+using Research.Abstractions;
+using Research.Core.Config;
+using TorchSharp;
+
+namespace Research.Core.Plugins;
+
+/// <summary>The three plugin roles; each is one interface of the contract.</summary>
+public enum PluginRole { Schedule, Regularizer, ForgettingMetric }
+
+/// <summary>A plugin found in a DLL: its role, name, type, options type (if any) and where it came from.</summary>
+public sealed record PluginDescriptor(PluginRole Role, string Name, string Summary, Type Type, Type? OptionsType, string AssemblyPath);
+
+/// <summary>Something wrong with one DLL or folder, reported as one line: the path and the reason.</summary>
+public sealed record PluginProblem(string Path, string Reason)
+{
+    public override string ToString() => $"{Path}: {Reason}";
+}
+
+/// <summary>A user-facing plugin error (one line, no stack trace); the run that needs the plugin stops.</summary>
+public sealed class PluginException(string message, Exception? inner = null) : Exception(message, inner);
+
+/// <summary>
+/// Loads plugins from folders (McMaster.NETCore.Plugins), each DLL in its own load context that shares the
+/// host's contract and TorchSharp types, so one TorchSharp and one libtorch exist per process.
+/// </summary>
+/// <remarks>
+/// A folder is scanned for <c>X.dll</c> with <c>X.deps.json</c> beside it (a plugin's main assembly; the
+/// other DLLs there are its dependencies), in the folder itself and one level of sub-folders. A folder
+/// without any deps.json has every DLL scanned. Problems are collected, not thrown: a broken plugin that
+/// the run does not use is a warning; asking for it is an error that names the DLL and the reason.
+/// </remarks>
+public sealed class PluginHost
+{
+    static readonly Type[] SharedTypes =
+        [typeof(ISchedule), typeof(IRegularizer), typeof(IForgettingMetric), typeof(torch.Tensor), typeof(torch.nn.Module)];
+
+    static readonly Dictionary<PluginRole, Type> RoleInterfaces = new()
+    {
+        [PluginRole.Schedule] = typeof(ISchedule),
+        [PluginRole.Regularizer] = typeof(IRegularizer),
+        [PluginRole.ForgettingMetric] = typeof(IForgettingMetric),
+    };
+
+    readonly List<PluginDescriptor> _plugins = [];
+    readonly List<PluginProblem> _problems = [];
+    readonly Dictionary<(PluginRole, string), List<string>> _claims = [];
+    readonly List<PluginLoader> _loaders = [];
+
+    public IReadOnlyList<PluginDescriptor> Plugins => _plugins;
+    public IReadOnlyList<PluginProblem> Problems => _problems;
+
+    /// <summary>The folder of built-in plugins, beside the host's assemblies.</summary>
+    public static string BuiltInDirectory => Path.Combine(AppContext.BaseDirectory, "plugins");
+
+    /// <summary>Loads the built-in folder (unless excluded) and every folder given.</summary>
+    public static PluginHost Load(IEnumerable<string> directories, bool includeBuiltIn = true)
+    {
+        var host = new PluginHost();
+        var dirs = (includeBuiltIn ? [BuiltInDirectory] : Array.Empty<string>()).Concat(directories)
+            .Select(d => Path.GetFullPath(d)).Distinct().ToList();
+        foreach (var dir in dirs) host.LoadDirectory(dir);
+        foreach (var ((role, name), paths) in host._claims.Where(c => c.Value.Count > 1))
+            host._problems.Add(new(paths[^1], $"{RoleName(role)} '{name}' is claimed by two plugins: {string.Join(" and ", paths)}"));
+        return host;
+    }
+
+    /// <summary>The folders the host would refuse to scan, as problems (a missing folder is always an error).</summary>
+    public IEnumerable<PluginProblem> MissingFolders => _problems.Where(p => p.Reason.StartsWith("plugin folder does not exist"));
+
+    void LoadDirectory(string dir)
+    {
+        if (!Directory.Exists(dir)) { _problems.Add(new(dir, "plugin folder does not exist")); return; }
+        foreach (var dll in Candidates(dir)) LoadAssembly(dll);
+    }
+
+    static IEnumerable<string> Candidates(string dir)
+    {
+        IEnumerable<string> InFolder(string d)
+        {
+            var dlls = Directory.GetFiles(d, "*.dll").Order(StringComparer.Ordinal).ToList();
+            var withDeps = dlls.Where(f => File.Exists(Path.ChangeExtension(f, ".deps.json"))).ToList();
+            return withDeps.Count > 0 ? withDeps : dlls;
+        }
+        return InFolder(dir).Concat(Directory.GetDirectories(dir).Order(StringComparer.Ordinal).SelectMany(InFolder));
+    }
+
+    void LoadAssembly(string path)
+    {
+        var refused = CheckMetadata(path);
+        if (refused != null) { if (refused.Length > 0) _problems.Add(new(path, refused)); return; }
+
+        Type[] types;
+        try
+        {
+            var loader = PluginLoader.CreateFromAssemblyFile(path, SharedTypes, c => c.PreferSharedTypes = true);
+            _loaders.Add(loader);
+            types = loader.LoadDefaultAssembly().GetTypes();
+        }
+        catch (ReflectionTypeLoadException e)
+        {
+            var first = e.LoaderExceptions.FirstOrDefault(x => x != null);
+            _problems.Add(new(path, $"its types cannot be loaded: {first?.Message ?? e.Message}"));
+            return;
+        }
+        catch (Exception e) when (e is BadImageFormatException or FileLoadException or FileNotFoundException)
+        {
+            _problems.Add(new(path, $"cannot be loaded: {e.Message}"));
+            return;
+        }
+
+        int found = 0;
+        foreach (var type in types.Where(t => t is { IsClass: true, IsAbstract: false, IsPublic: true }))
+        {
+            var roles = RoleInterfaces.Where(r => r.Value.IsAssignableFrom(type)).Select(r => r.Key).ToList();
+            var attribute = type.GetCustomAttribute<PluginAttribute>();
+            if (roles.Count == 0)
+            {
+                var foreign = type.GetInterfaces().FirstOrDefault(i => RoleInterfaces.Values.Any(r => r.FullName == i.FullName));
+                if (foreign != null) { _problems.Add(new(path, ForeignContract(type, foreign))); found++; }
+                else if (attribute != null) { _problems.Add(new(path, $"{type.FullName} has [Plugin(\"{attribute.Name}\")] but implements none of ISchedule, IRegularizer, IForgettingMetric")); found++; }
+                continue;
+            }
+            found++;
+            if (roles.Count > 1) { _problems.Add(new(path, $"{type.FullName} implements more than one role ({string.Join(", ", roles)}); a plugin type has one")); continue; }
+            if (attribute == null) { _problems.Add(new(path, $"{type.FullName} implements {RoleInterfaces[roles[0]].Name} but has no [Plugin(\"name\")] attribute")); continue; }
+            if (!TryOptionsType(type, out var optionsType, out var why)) { _problems.Add(new(path, $"{type.FullName} ('{attribute.Name}'): {why}")); continue; }
+
+            var key = (roles[0], attribute.Name);
+            if (!_claims.TryGetValue(key, out var claimants)) _claims[key] = claimants = [];
+            claimants.Add(path);
+            _plugins.Add(new(roles[0], attribute.Name, attribute.Summary, type, optionsType, path));
+        }
+        if (found == 0)
+            _problems.Add(new(path, "no plugin type found: no public class implements ISchedule, IRegularizer or IForgettingMetric"));
+    }
+
+    /// <summary>
+    /// Reads the DLL's metadata without loading it. Returns null when it may be loaded, "" when it is not a
+    /// plugin and not worth a word (a dependency), or the reason it is refused.
+    /// </summary>
+    static string? CheckMetadata(string path)
+    {
+        try
+        {
+            using var stream = File.OpenRead(path);
+            using var pe = new PEReader(stream);
+            if (!pe.HasMetadata) return "not a .NET assembly (no CLI metadata)";
+            var md = pe.GetMetadataReader();
+            if (!md.IsAssembly) return "not a .NET assembly (a module without an assembly manifest)";
+            var host = typeof(ISchedule).Assembly.GetName().Version!;
+            foreach (var handle in md.AssemblyReferences)
+            {
+                var r = md.GetAssemblyReference(handle);
+                if (md.GetString(r.Name) != "Research.Abstractions") continue;
+                var v = r.Version;
+                if (v.Major != host.Major || v.Minor > host.Minor)
+                    return $"built against plugin contract {v.Major}.{v.Minor}; this host provides {host.Major}.{host.Minor} " +
+                           "(rebuild the plugin against this Research.Abstractions)";
+                return null;
+            }
+            return "does not reference Research.Abstractions, so it holds no plugin";
+        }
+        catch (BadImageFormatException) { return "not a .NET assembly (not a PE file)"; }
+        catch (IOException e) { return $"cannot be read: {e.Message}"; }
+    }
+
+    static string ForeignContract(Type type, Type foreign)
+    {
+        var copy = foreign.Assembly.Location;
+        var context = AssemblyLoadContext.GetLoadContext(type.Assembly);
+        var ownCopies = context?.Assemblies.Where(a => a.GetName().Name is "TorchSharp" or "Research.Abstractions")
+            .Select(a => $"{a.GetName().Name} {a.GetName().Version} from {a.Location}") ?? [];
+        return $"{type.FullName} implements {foreign.FullName} from another copy of the contract ({copy}), so the host " +
+               $"cannot use it: the plugin carries its own {string.Join(", ", ownCopies.DefaultIfEmpty("Research.Abstractions/TorchSharp"))}. " +
+               "Reference Research.Abstractions and TorchSharp with Private=false and ExcludeAssets=runtime;native";
+    }
+
+    static bool TryOptionsType(Type type, out Type? optionsType, out string why)
+    {
+        optionsType = null; why = "";
+        var ctors = type.GetConstructors();
+        var withOptions = ctors.FirstOrDefault(c => c.GetParameters().Length == 1);
+        if (withOptions != null)
+        {
+            optionsType = withOptions.GetParameters()[0].ParameterType;
+            if (optionsType.GetConstructor(Type.EmptyTypes) == null)
+            { why = $"its options type {optionsType.Name} needs a public parameterless constructor (defaults for every key)"; return false; }
+            return true;
+        }
+        if (ctors.Any(c => c.GetParameters().Length == 0)) return true;
+        why = "needs a public constructor taking nothing or one options object";
+        return false;
+    }
+
+    public static string RoleName(PluginRole role) => role switch
+    {
+        PluginRole.Schedule => "schedule",
+        PluginRole.Regularizer => "regularizer",
+        _ => "forgetting metric",
+    };
+
+    /// <summary>The descriptor for a name, or an error naming what is available and which DLLs failed.</summary>
+    public PluginDescriptor Find(PluginRole role, string name)
+    {
+        var matches = _plugins.Where(p => p.Role == role && p.Name == name).ToList();
+        if (matches.Count > 1)
+            throw new PluginException($"{RoleName(role)} '{name}' is claimed by two plugins: {string.Join(" and ", matches.Select(m => m.AssemblyPath))}; remove one");
+        if (matches.Count == 1) return matches[0];
+        var available = _plugins.Where(p => p.Role == role).Select(p => p.Name).Order().ToList();
+        var message = $"no {RoleName(role)} named '{name}' (available: {(available.Count == 0 ? "none" : string.Join(", ", available))})";
+        if (_problems.Count > 0) message += "; plugins that failed to load: " + string.Join("; ", _problems);
+        throw new PluginException(message);
+    }
+
+    /// <summary>Creates the plugin a config chose: finds it, binds its TOML table, runs its constructor.</summary>
+    public T Create<T>(PluginRole role, PluginChoice choice, string file) where T : class
+    {
+        var descriptor = Find(role, choice.Name);
+        return (T)Instantiate(descriptor, choice.Options, file, choice.Key);
+    }
+
+    /// <summary>Binds options (ignoring <c>name</c>) and runs the plugin's constructor.</summary>
+    public static object Instantiate(PluginDescriptor d, Tomlyn.Model.TomlTable? options, string file, string section)
+    {
+        object? boundOptions = null;
+        if (d.OptionsType != null) boundOptions = OptionsBinder.Bind(d.OptionsType, options, file, section, "name");
+        else if (options != null && options.Keys.Any(k => k != "name"))
+            throw new ConfigException(file, $"{section}.{options.Keys.First(k => k != "name")}",
+                $"unknown key ({RoleName(d.Role)} '{d.Name}' takes no options)");
+        try
+        {
+            return boundOptions != null ? Activator.CreateInstance(d.Type, boundOptions)! : Activator.CreateInstance(d.Type)!;
+        }
+        catch (TargetInvocationException e) when (e.InnerException != null)
+        {
+            throw new PluginException($"{d.AssemblyPath}: the constructor of {RoleName(d.Role)} '{d.Name}' ({d.Type.FullName}) threw " +
+                                      $"{e.InnerException.GetType().Name}: {e.InnerException.Message}", e.InnerException);
+        }
+    }
+
+    /// <summary>The options type's keys with their default values, for <c>research plugins list</c>.</summary>
+    public static IEnumerable<(string Key, object? Default)> OptionDefaults(PluginDescriptor d)
+    {
+        if (d.OptionsType == null) yield break;
+        var defaults = Activator.CreateInstance(d.OptionsType);
+        foreach (var (key, prop) in OptionsBinder.Keys(d.OptionsType).OrderBy(k => k.Key, StringComparer.Ordinal))
+            yield return (key, prop.GetValue(defaults));
+    }
+}

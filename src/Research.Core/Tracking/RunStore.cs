@@ -1,0 +1,128 @@
+using Microsoft.Data.Sqlite;
+
+namespace Research.Core.Tracking;
+
+/// <summary>What the store knows about a run before it starts: identity and everything needed to reproduce it.</summary>
+public sealed record RunInfo(
+    string Id, string Name, string ConfigFile, string ConfigToml, string ResolvedJson, long Seed,
+    string CodeVersion, string Packages, int Threads, string Device);
+
+/// <summary>
+/// The run store: one SQLite file per run directory (SQLite's locking is unreliable on the network file
+/// systems of clusters; a sweep merges stores). Runs, metrics by step (written in batches, one transaction
+/// per flush), evaluations, and artifacts.
+/// </summary>
+public sealed class RunStore : IDisposable
+{
+    public const string FileName = "run.sqlite";
+    const int FlushEvery = 256;
+
+    readonly SqliteConnection _db;
+    readonly List<(string Run, long Step, string Key, double Value)> _pending = [];
+
+    public string Path { get; }
+
+    public RunStore(string path)
+    {
+        Path = path;
+        Directory.CreateDirectory(System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(path))!);
+        _db = new SqliteConnection(new SqliteConnectionStringBuilder { DataSource = path, Pooling = false }.ToString());
+        _db.Open();
+        Execute("""
+            PRAGMA journal_mode = WAL;
+            CREATE TABLE IF NOT EXISTS runs (
+              id TEXT PRIMARY KEY, name TEXT NOT NULL, status TEXT NOT NULL, started_utc TEXT NOT NULL, ended_utc TEXT,
+              config_file TEXT, config_toml TEXT, resolved_json TEXT, seed INTEGER, code_version TEXT, packages TEXT,
+              threads INTEGER, device TEXT, error TEXT);
+            CREATE TABLE IF NOT EXISTS metrics (run_id TEXT NOT NULL, step INTEGER NOT NULL, key TEXT NOT NULL, value REAL);
+            CREATE INDEX IF NOT EXISTS metrics_by_run ON metrics (run_id, key, step);
+            CREATE TABLE IF NOT EXISTS evaluations (
+              run_id TEXT NOT NULL, step INTEGER NOT NULL, epoch INTEGER NOT NULL, phase TEXT NOT NULL, split TEXT NOT NULL,
+              loss REAL, accuracy REAL, items INTEGER);
+            CREATE TABLE IF NOT EXISTS artifacts (run_id TEXT NOT NULL, kind TEXT NOT NULL, path TEXT NOT NULL);
+            """);
+    }
+
+    void Execute(string sql, params (string Name, object? Value)[] args)
+    {
+        using var cmd = _db.CreateCommand();
+        cmd.CommandText = sql;
+        foreach (var (n, v) in args) cmd.Parameters.AddWithValue(n, v ?? DBNull.Value);
+        cmd.ExecuteNonQuery();
+    }
+
+    public void BeginRun(RunInfo r) => Execute("""
+        INSERT INTO runs (id, name, status, started_utc, config_file, config_toml, resolved_json, seed, code_version, packages, threads, device)
+        VALUES ($id, $name, 'running', $t, $file, $toml, $json, $seed, $code, $pkgs, $threads, $device)
+        """, ("$id", r.Id), ("$name", r.Name), ("$t", DateTime.UtcNow.ToString("O")), ("$file", r.ConfigFile), ("$toml", r.ConfigToml),
+        ("$json", r.ResolvedJson), ("$seed", r.Seed), ("$code", r.CodeVersion), ("$pkgs", r.Packages), ("$threads", r.Threads), ("$device", r.Device));
+
+    /// <summary>Marks the run finished or failed; a failed run keeps the one-line reason.</summary>
+    public void EndRun(string runId, bool succeeded, string? error = null)
+    {
+        Flush();
+        Execute("UPDATE runs SET status = $s, ended_utc = $t, error = $e WHERE id = $id",
+            ("$s", succeeded ? "finished" : "failed"), ("$t", DateTime.UtcNow.ToString("O")), ("$e", error), ("$id", runId));
+    }
+
+    /// <summary>Buffers one metric value; rows reach the file in batches.</summary>
+    public void Metric(string runId, long step, string key, double value)
+    {
+        _pending.Add((runId, step, key, value));
+        if (_pending.Count >= FlushEvery) Flush();
+    }
+
+    public void Evaluation(string runId, long step, int epoch, string phase, string split, double loss, double accuracy, long items)
+    {
+        Flush();
+        Execute("INSERT INTO evaluations VALUES ($r, $s, $e, $p, $sp, $l, $a, $n)",
+            ("$r", runId), ("$s", step), ("$e", epoch), ("$p", phase), ("$sp", split), ("$l", loss), ("$a", accuracy), ("$n", items));
+    }
+
+    public void Artifact(string runId, string kind, string path) =>
+        Execute("INSERT INTO artifacts VALUES ($r, $k, $p)", ("$r", runId), ("$k", kind), ("$p", path));
+
+    public void Flush()
+    {
+        if (_pending.Count == 0) return;
+        using var tx = _db.BeginTransaction();
+        using var cmd = _db.CreateCommand();
+        cmd.Transaction = tx;
+        cmd.CommandText = "INSERT INTO metrics VALUES ($r, $s, $k, $v)";
+        var r = cmd.Parameters.Add("$r", SqliteType.Text);
+        var s = cmd.Parameters.Add("$s", SqliteType.Integer);
+        var k = cmd.Parameters.Add("$k", SqliteType.Text);
+        var v = cmd.Parameters.Add("$v", SqliteType.Real);
+        foreach (var row in _pending)
+        {
+            r.Value = row.Run; s.Value = row.Step; k.Value = row.Key; v.Value = row.Value;
+            cmd.ExecuteNonQuery();
+        }
+        tx.Commit();
+        _pending.Clear();
+    }
+
+    /// <summary>Runs a query and returns its rows (for <c>research runs</c> and tests).</summary>
+    public List<object?[]> Query(string sql, params (string Name, object? Value)[] args)
+    {
+        Flush();
+        using var cmd = _db.CreateCommand();
+        cmd.CommandText = sql;
+        foreach (var (n, v) in args) cmd.Parameters.AddWithValue(n, v ?? DBNull.Value);
+        using var reader = cmd.ExecuteReader();
+        var rows = new List<object?[]>();
+        while (reader.Read())
+        {
+            var row = new object?[reader.FieldCount];
+            for (int i = 0; i < row.Length; i++) row[i] = reader.IsDBNull(i) ? null : reader.GetValue(i);
+            rows.Add(row);
+        }
+        return rows;
+    }
+
+    public void Dispose()
+    {
+        Flush();
+        _db.Dispose();
+    }
+}

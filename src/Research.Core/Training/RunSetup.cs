@@ -1,0 +1,76 @@
+using System.Text.Json;
+using Research.Abstractions;
+using Research.Core.Config;
+using Research.Core.Data;
+using Research.Core.Models;
+using Research.Core.Optim;
+using Research.Core.Plugins;
+using static TorchSharp.torch;
+
+namespace Research.Core.Training;
+
+/// <summary>A task's data: training split, the held-out validation split (for every model selection), and test.</summary>
+public sealed record TaskData(string Name, TensorDataset Train, TensorDataset Validation, TensorDataset Test) : IDisposable
+{
+    public void Dispose() { Train.Dispose(); Validation.Dispose(); Test.Dispose(); }
+}
+
+/// <summary>Turns a bound config into the objects a run needs: data, model, optimizer, plugins.</summary>
+public static class RunSetup
+{
+    /// <summary>The dataset's train and test sets, before class filtering and splitting.</summary>
+    public static (TensorDataset Train, TensorDataset Test) LoadDataset(DataSection d, long seed) => d.Dataset switch
+    {
+        "synthetic" => SyntheticClusters.Make(d.SyntheticSamples, d.SyntheticFeatures, d.SyntheticClasses, Seeds.Generator(seed, "synthetic-data")),
+        _ => FashionMnist.Load(FashionMnist.ResolveDirectory(d.Path)),
+    };
+
+    /// <summary>Class filter, size limit, and the seeded validation holdout (seed stream "validation-split").</summary>
+    public static TaskData Task(string name, TensorDataset fullTrain, TensorDataset fullTest, DataSection d, long seed)
+    {
+        using var filtered = fullTrain.WithClasses(d.Classes);
+        using var limited = filtered.Take(d.TrainLimit);
+        var (train, val) = limited.Holdout(d.ValidationFraction, Seeds.Generator(seed, "validation-split"));
+        return new TaskData(name, train, val, fullTest.WithClasses(d.Classes));
+    }
+
+    /// <summary>Builds the model (initialised from the seed stream "init"), then applies init_from and reinit.</summary>
+    public static (Mlp Model, string? LoadSummary) Model(ModelSection m, long features, int numClasses, long seed, string configFile)
+    {
+        var model = new Mlp(features, m.Hidden, m.Outputs > 0 ? m.Outputs : numClasses);
+        Init.LinearDefault(model, Seeds.Generator(seed, "init"));
+        if (m.InitFrom.Length == 0) return (model, null);
+        var path = Path.GetFullPath(m.InitFrom, Path.GetDirectoryName(Path.GetFullPath(configFile))!);
+        if (!File.Exists(path) && !Directory.Exists(path)) path = Path.GetFullPath(m.InitFrom);
+        var report = Checkpoints.WeightFile.Load(model, path, m.Strict, m.Reinit);
+        if (m.Reinit.Length > 0) Init.LinearDefault(model, Seeds.Generator(seed, "reinit"), m.Reinit);
+        var summary = $"init_from {path}: loaded {report.Loaded.Count} tensors";
+        if (!report.IsComplete)
+            summary += $"; missing: [{string.Join(", ", report.Missing)}]; unexpected: [{string.Join(", ", report.Unexpected)}]" +
+                       (report.ShapeMismatch.Count > 0 ? $"; shape mismatch: [{string.Join(", ", report.ShapeMismatch)}]" : "");
+        if (m.Reinit.Length > 0) summary += $"; re-initialised: [{string.Join(", ", m.Reinit)}]";
+        return (model, summary);
+    }
+
+    public static Optimizer Optimizer(OptimizerSection o, nn.Module model)
+    {
+        var ps = ParameterGroups.Assign(model.named_parameters().Select(p => (p.name, (Tensor)p.parameter)), GroupRule.DecayByRank(o.WeightDecay));
+        return o.Name == "adam" ? Optim.Optimizer.AdamL2(ps, o.Beta1, o.Beta2, o.Eps) : Optim.Optimizer.AdamW(ps, o.Beta1, o.Beta2, o.Eps);
+    }
+
+    /// <summary>The schedule and regularizers the config names, created by the plugin host and guarded.</summary>
+    public static (GuardedSchedule Schedule, IReadOnlyList<GuardedRegularizer> Regularizers) Plugins(RunConfig c, PluginHost host)
+    {
+        var schedule = new GuardedSchedule(host.Create<ISchedule>(PluginRole.Schedule, c.Schedule, c.File), host.Find(PluginRole.Schedule, c.Schedule.Name));
+        var regs = c.Regularizers.Select(r =>
+            new GuardedRegularizer(host.Create<IRegularizer>(PluginRole.Regularizer, r, c.File), host.Find(PluginRole.Regularizer, r.Name))).ToList();
+        return (schedule, regs);
+    }
+
+    /// <summary>The bound sections with every default filled in, as JSON (the "resolved config" of the record).</summary>
+    public static string ResolvedJson(RunConfig c) => JsonSerializer.Serialize(new
+    {
+        run = c.Run, data = c.Data, model = c.Model, optimizer = c.Optimizer, train = c.Train,
+        schedule = c.Schedule.Name, regularizers = c.Regularizers.Select(r => r.Name),
+    }, new JsonSerializerOptions { WriteIndented = false });
+}

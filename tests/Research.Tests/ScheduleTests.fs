@@ -9,6 +9,7 @@ open System.Reflection
 open Expecto
 open FsCheck
 open Research.Abstractions
+open Research.Core.Config
 open Research.Plugins.Schedules
 
 let private config = { FsCheckConfig.defaultConfig with maxTest = 200 }
@@ -21,8 +22,11 @@ let private noEvaluations : IReadOnlyList<EvaluationPoint> = [||]
 let private contextWith (evaluations: IReadOnlyList<EvaluationPoint>) (total: int64) (step: int64) =
     ScheduleContext(step, total, 1L, evaluations)
 
+/// ISchedule.Multiplier takes its context as an `in` parameter, which F# passes by address.
+let private multiplier (schedule: ISchedule) (context: ScheduleContext) = schedule.Multiplier &context
+
 let private at (schedule: ISchedule) (total: int64) (step: int64) =
-    schedule.Multiplier(contextWith noEvaluations total step)
+    multiplier schedule (contextWith noEvaluations total step)
 
 let private near (expected: float) (actual: float) (what: string) =
     if not (abs (actual - expected) <= tolerance + tolerance * abs expected) then
@@ -41,38 +45,55 @@ let private nonIncreasing (f: int64 -> float) (first: int64) (last: int64) (what
     for t in first .. last - 1L do
         atMost (f t) (f (t + 1L)) (sprintf "%s, from t = %d to t + 1" what t)
 
+/// ½(1 + cos(π/4)): how much of the way from start to end a cosine has still to go at p = ¼. At p = ½ a
+/// cosine and a line agree, so a quarter is where a test can tell them apart.
+let private cosineAtQuarter = (2.0 + sqrt 2.0) / 4.0
+
 let private evaluation (step: int64) (valLoss: float) =
     EvaluationPoint(step, 0, readOnlyDict [ "val_loss", valLoss ])
 
-/// Every schedule, with options drawn from rng such that each reaches its peak at the end of its warmup
-/// w when T > w (one-cycle has no warmup and is listed apart).
+/// The options unchanged, after checking that the test itself drew valid ones.
+let private valid (options: 'o when 'o :> IValidatable) =
+    match List.ofSeq (options.Validate()) with
+    | [] -> options
+    | errors -> failwithf "the test drew invalid options %A: %A" options errors
+
+/// FsCheck draws small integers; two of them make a few tens of thousands of distinct generators.
+let private randomFrom (a: int) (b: int) = Random(1000 * a + b)
+
+/// Every schedule, with valid options drawn from rng such that each reaches its peak at the end of its
+/// warmup w when T > w (one-cycle has no warmup and is listed apart).
 let private warmupSchedules (rng: Random) (w: int64) : (string * ISchedule) list =
     let r () = float (rng.Next 1001) / 1000.0
     let shape = [| DecayShape.Linear; DecayShape.Cosine; DecayShape.Sqrt |]
-    [ "constant", Constant(WarmupOptions(WarmupSteps = w))
-      "linear", Linear(LinearOptions(WarmupSteps = w, EndRatio = r ()))
-      "cosine", Cosine(CosineOptions(WarmupSteps = w, MinLrRatio = r ()))
-      "cosine-restarts",
-      CosineRestarts(CosineRestartsOptions(WarmupSteps = w, CycleSteps = int64 (rng.Next(1, 60)),
-                                           CycleMult = 1.0 + 2.0 * r (), MinLrRatio = r ()))
-      "step", StepDecay(StepDecayOptions(WarmupSteps = w, StepSize = int64 (rng.Next(1, 60)), Gamma = max 0.01 (r ())))
-      "exponential",
-      Exponential(ExponentialOptions(WarmupSteps = w, DecayRate = max 0.01 (r ()), DecaySteps = int64 (rng.Next 60)))
-      "polynomial", Polynomial(PolynomialOptions(WarmupSteps = w, EndRatio = r (), Power = 0.1 + 3.0 * r ()))
-      "inverse-sqrt", InverseSqrt(InverseSqrtOptions(WarmupSteps = w))
-      "warmup-stable-decay",
-      WarmupStableDecay(WarmupStableDecayOptions(WarmupSteps = w, DecayFraction = r (), MinLrRatio = r (),
-                                                 DecayShape = shape[rng.Next shape.Length]))
-      "reduce-on-plateau",
-      ReduceOnPlateau(ReduceOnPlateauOptions(WarmupSteps = w, Patience = rng.Next 4, Cooldown = rng.Next 3,
-                                             Factor = 0.05 + 0.9 * r (), MinLrRatio = r ())) ]
-    |> List.map (fun (name, s) -> name, (s :> ISchedule))
+    let named name (s: ISchedule) = name, s
+    [ named "constant" (Constant(valid (WarmupOptions(WarmupSteps = w))))
+      named "linear" (Linear(valid (LinearOptions(WarmupSteps = w, EndRatio = r ()))))
+      named "cosine" (Cosine(valid (CosineOptions(WarmupSteps = w, MinLrRatio = r ()))))
+      named "cosine-restarts" (
+          CosineRestarts(valid (CosineRestartsOptions(WarmupSteps = w, CycleSteps = int64 (rng.Next(1, 60)),
+                                                      CycleMult = 1.0 + 2.0 * r (), MinLrRatio = r ()))))
+      named "step" (
+          StepDecay(valid (StepDecayOptions(WarmupSteps = w, StepSize = int64 (rng.Next(1, 60)), Gamma = max 0.01 (r ())))))
+      named "exponential" (
+          Exponential(valid (ExponentialOptions(WarmupSteps = w, DecayRate = max 0.01 (r ()),
+                                                DecaySteps = int64 (rng.Next 60)))))
+      named "polynomial" (Polynomial(valid (PolynomialOptions(WarmupSteps = w, EndRatio = r (), Power = 0.1 + 3.0 * r ()))))
+      // Without warmup the timescale must be given.
+      named "inverse-sqrt" (
+          InverseSqrt(valid (InverseSqrtOptions(WarmupSteps = w, Timescale = (if w = 0L then int64 (rng.Next(1, 60)) else 0L)))))
+      named "warmup-stable-decay" (
+          WarmupStableDecay(valid (WarmupStableDecayOptions(WarmupSteps = w, DecayFraction = r (), MinLrRatio = r (),
+                                                            DecayShape = shape[rng.Next shape.Length]))))
+      named "reduce-on-plateau" (
+          ReduceOnPlateau(valid (ReduceOnPlateauOptions(WarmupSteps = w, Patience = rng.Next 4, Cooldown = rng.Next 3,
+                                                        Factor = 0.05 + 0.9 * r (), MinLrRatio = r ())))) ]
 
 let private allSchedules (rng: Random) (w: int64) =
     let oneCycle =
-        OneCycle(OneCycleOptions(PctStart = 0.05 + 0.9 * float (rng.Next 1001) / 1000.0,
-                                 DivFactor = float (rng.Next(1, 100)), FinalDivFactor = float (rng.Next(1, 100000)),
-                                 Anneal = (if rng.Next 2 = 0 then AnnealStrategy.Cos else AnnealStrategy.Linear)))
+        OneCycle(valid (OneCycleOptions(PctStart = 0.05 + 0.9 * float (rng.Next 1001) / 1000.0,
+                                        DivFactor = float (rng.Next(1, 100)), FinalDivFactor = float (rng.Next(1, 100000)),
+                                        Anneal = (if rng.Next 2 = 0 then AnnealStrategy.Cos else AnnealStrategy.Linear))))
     ("one-cycle", oneCycle :> ISchedule) :: warmupSchedules rng w
 
 /// A val_loss history with plateaus (values from a small set), one evaluation every `every` steps.
@@ -103,24 +124,13 @@ type private PlateauReference(mode: PlateauMode, factor, patience, threshold, co
             numBadEpochs <- 0
         lr
 
-/// WarmupSteps → warmup_steps, the key the host binds a property to.
-let private snakeCase (name: string) =
-    name |> Seq.mapi (fun i c -> if i > 0 && Char.IsUpper c then $"_{Char.ToLowerInvariant c}" else string (Char.ToLowerInvariant c))
-    |> String.concat ""
-
-let private optionKeys (options: obj) =
-    options.GetType().GetProperties(BindingFlags.Public ||| BindingFlags.Instance)
-    |> Array.filter (fun p -> p.CanWrite)
-    |> Array.map (fun p -> snakeCase p.Name)
-    |> Set.ofArray
-
 let tests =
     testList "schedules" [
         testPropertyWithConfig config "warmup starts at 0, is t/W during warmup and reaches the peak at its end"
         <| fun (PositiveInt w') (PositiveInt span) (seed: int) ->
             let w = int64 (within 1 300 w')
             let total = w + int64 (within 1 2000 span)
-            for name, s in warmupSchedules (Random seed) w do
+            for name, s in warmupSchedules (randomFrom w' seed) w do
                 near 0.0 (at s total 0L) $"{name}: f(0)"
                 let t = int64 (within 0 (int w - 1) seed)
                 near (float t / float w) (at s total t) $"{name}: f({t}) with W = {w}"
@@ -151,7 +161,8 @@ let tests =
             near m (at s total total) "f(T)"
             near m (at s total (2L * total + 1L)) "f after T (not periodic)"
             nonIncreasing (at s total) w (total + 3L) "f"
-            if (total - w) % 2L = 0L then near ((1.0 + m) / 2.0) (at s total ((w + total) / 2L)) "f halfway"
+            if (total - w) % 4L = 0L then
+                near (m + (1.0 - m) * cosineAtQuarter) (at s total (w + (total - w) / 4L)) "f a quarter through the decay"
 
         testPropertyWithConfig config "cosine-restarts returns to the peak at each cycle start and falls within a cycle"
         <| fun (NonNegativeInt w') (PositiveInt l0') (mult': int) (m': int) ->
@@ -251,9 +262,14 @@ let tests =
             near m (at s total total) $"f(T) with shape {shape}"
             near m (at s total (total + 9L)) "f after T"
             nonIncreasing (at s total) decayStart total "f in the decay"
-            if (total - decayStart) % 2L = 0L && total > decayStart then
-                let half = if shape = DecayShape.Sqrt then 1.0 - sqrt 0.5 else 0.5
-                near (m + (1.0 - m) * half) (at s total ((decayStart + total) / 2L)) $"f halfway through the {shape} decay"
+            if (total - decayStart) % 4L = 0L && total > decayStart then
+                let remaining =
+                    match shape with
+                    | DecayShape.Linear -> 0.75
+                    | DecayShape.Cosine -> cosineAtQuarter
+                    | _ -> 1.0 - sqrt 0.25
+                let quarter = decayStart + (total - decayStart) / 4L
+                near (m + (1.0 - m) * remaining) (at s total quarter) $"f a quarter through the {shape} decay"
 
         testPropertyWithConfig config "one-cycle starts at 1/div, peaks at round(pct_start·T), ends at 1/(div·final_div)"
         <| fun (PositiveInt total') (p': int) (d': int) (f': int) (a': int) ->
@@ -269,6 +285,10 @@ let tests =
             near (1.0 / (div * finalDiv)) (at s total (total + 5L)) "f after T"
             nonIncreasing (fun t -> -(at s total t)) 0L peak "−f while rising"
             nonIncreasing (at s total) peak total "f while falling"
+            if (total - peak) % 4L = 0L then
+                let e = 1.0 / (div * finalDiv)
+                let remaining = if anneal = AnnealStrategy.Cos then cosineAtQuarter else 0.75
+                near (e + (1.0 - e) * remaining) (at s total (peak + (total - peak) / 4L)) $"f a quarter through the {anneal} fall"
 
         testPropertyWithConfig config "reduce-on-plateau reduces by factor at the (patience+1)-th evaluation without improvement, not before"
         <| fun (NonNegativeInt w') (NonNegativeInt p') (f': int) (maximize: bool) ->
@@ -279,15 +299,15 @@ let tests =
             // One evaluation that improves on the initial ±∞, then patience + 1 that repeat it: no improvement.
             let stepOf i = w + 1L + 3L * int64 i
             let history : IReadOnlyList<EvaluationPoint> = [| for i in 0 .. patience + 1 -> evaluation (stepOf i) 2.0 |]
-            let f t = s.Multiplier(contextWith history 1000L t)
+            let f t = multiplier s (contextWith history 1000L t)
             near 1.0 (f w) "f(W)"
             for i in 0 .. patience do near 1.0 (f (stepOf i)) $"f at evaluation {i} (without improvement: {i})"
             near 1.0 (f (stepOf (patience + 1) - 1L)) "f just before the reducing evaluation"
             near factor (f (stepOf (patience + 1))) "f at the reducing evaluation"
 
         testPropertyWithConfig config "reduce-on-plateau equals PyTorch's stateful ReduceLROnPlateau stepped at each evaluation"
-        <| fun (seed: int) ->
-            let rng = Random seed
+        <| fun (a: int) (b: int) ->
+            let rng = randomFrom a b
             let mode = if rng.Next 2 = 0 then PlateauMode.Min else PlateauMode.Max
             let factor, threshold = 0.1 + 0.8 * rng.NextDouble(), [| 0.0; 1e-4; 0.3 |][rng.Next 3]
             let patience, cooldown, minLr = rng.Next 4, rng.Next 3, [| 0.0; 0.05; 0.5 |][rng.Next 3]
@@ -298,24 +318,24 @@ let tests =
             let reference = PlateauReference(mode, factor, patience, threshold, cooldown, minLr)
             for e in history do
                 let expected = reference.Step e.Metrics["val_loss"]
-                near expected (s.Multiplier(contextWith history 1000L e.Step)) $"f at step {e.Step}"
-                near expected (s.Multiplier(contextWith history 1000L (e.Step + 3L))) $"f just before the next evaluation"
+                near expected (multiplier s (contextWith history 1000L e.Step)) $"f at step {e.Step}"
+                near expected (multiplier s (contextWith history 1000L (e.Step + 3L))) $"f just before the next evaluation"
 
         testCase "reduce-on-plateau names a missing metric" <| fun () ->
             let s = ReduceOnPlateau(ReduceOnPlateauOptions(Metric = "val_accuracy"))
             let history : IReadOnlyList<EvaluationPoint> = [| evaluation 1L 0.5 |]
-            let e = Expect.throwsC (fun () -> s.Multiplier(contextWith history 10L 5L) |> ignore) id
+            let e = Expect.throwsC (fun () -> multiplier s (contextWith history 10L 5L) |> ignore) id
             Expect.stringContains e.Message "val_accuracy" "the message names the watched metric"
             Expect.stringContains e.Message "val_loss" "the message lists the recorded metrics"
 
         testPropertyWithConfig config "every schedule is pure: calling twice or out of order gives the same value"
-        <| fun (seed: int) ->
-            let rng = Random seed
+        <| fun (a: int) (b: int) ->
+            let rng = randomFrom a b
             let w, total = int64 (rng.Next 50), int64 (rng.Next(51, 300))
             let history = randomHistory rng 7L 40
             let steps = [| 0L .. total + 20L |]
             for name, s in allSchedules rng w do
-                let f t = s.Multiplier(contextWith history total t)
+                let f t = multiplier s (contextWith history total t)
                 let inOrder = steps |> Array.map f
                 let shuffled = steps |> Array.sortBy (fun _ -> rng.Next())
                 for t in shuffled do
@@ -324,13 +344,13 @@ let tests =
                         failtestf "%s: f(%d) was %.17g in order, then %.17g and %.17g" name t inOrder[int t] first second
 
         testPropertyWithConfig config "every schedule stays within [0, 1]"
-        <| fun (seed: int) ->
-            let rng = Random seed
+        <| fun (a: int) (b: int) ->
+            let rng = randomFrom a b
             let w, total = int64 (rng.Next 50), int64 (rng.Next(1, 300))
             let history = randomHistory rng 5L 60
             for name, s in allSchedules rng w do
                 for t in 0L .. 2L * total do
-                    let f = s.Multiplier(contextWith history total t)
+                    let f = multiplier s (contextWith history total t)
                     if not (f >= 0.0 && f <= 1.0 + tolerance) then failtestf "%s: f(%d) = %.17g with W = %d, T = %d" name t f w total
 
         testCase "the tests cover every schedule plugin of the assembly" <| fun () ->
@@ -378,7 +398,7 @@ let tests =
             for what, options, key in cases do
                 let keys = options.Validate() |> Seq.map (fun e -> e.Key) |> List.ofSeq
                 Expect.equal keys [ key ] $"{what}: the keys reported"
-                Expect.contains (optionKeys options) key $"{what}: {key} is the key of an option"
+                Expect.contains (OptionsBinder.Keys(options.GetType()).Keys) key $"{what}: {key} is a key the host binds"
 
         testCase "default options are valid where every option has a default" <| fun () ->
             let defaults : IValidatable list = [

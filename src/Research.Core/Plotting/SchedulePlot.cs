@@ -31,7 +31,8 @@ public static class SchedulePlot
         plot.Title("Learning-rate schedules");
         plot.XLabel("step");
         plot.YLabel("learning rate");
-        plot.ShowLegend();
+        // Outside the data area: the schedules end in the lower right, where an inner legend would hide them.
+        plot.ShowLegend(ScottPlot.Edge.Right);
         plot.SavePng(path, width, height);
     }
 

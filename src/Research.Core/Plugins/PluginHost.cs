@@ -163,7 +163,7 @@ public sealed class PluginHost
                            "(rebuild the plugin against this Research.Abstractions)";
                 return null;
             }
-            return "does not reference Research.Abstractions, so it holds no plugin";
+            return "no plugin type found: it does not reference Research.Abstractions";
         }
         catch (BadImageFormatException) { return "not a .NET assembly (not a PE file)"; }
         catch (IOException e) { return $"cannot be read: {e.Message}"; }

@@ -1,0 +1,25 @@
+using Research.Abstractions;
+
+namespace Research.Fixtures.Faulty;
+
+/// <summary>Claims the name of a built-in schedule.</summary>
+[Plugin("cosine", Summary = "fixture: a second schedule named cosine")]
+public sealed class AnotherCosine : ISchedule
+{
+    public double Multiplier(in ScheduleContext context) => 1.0;
+}
+
+public sealed record ThrowingOptions
+{
+    public double Value { get; init; } = 1.0;
+}
+
+/// <summary>Its constructor fails, as a plugin with a broken dependency or a bad option check would.</summary>
+[Plugin("ctor-throws", Summary = "fixture: constructor throws")]
+public sealed class CtorThrows : ISchedule
+{
+    public CtorThrows(ThrowingOptions options) =>
+        throw new InvalidOperationException($"cannot start with value {options.Value}");
+
+    public double Multiplier(in ScheduleContext context) => 1.0;
+}

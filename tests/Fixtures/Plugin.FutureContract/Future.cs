@@ -1,0 +1,9 @@
+using Research.Abstractions;
+
+namespace Research.Fixtures.Future;
+
+[Plugin("future-constant", Summary = "fixture: built against contract 2.0")]
+public sealed class FutureConstant : ISchedule
+{
+    public double Multiplier(in ScheduleContext context) => 1.0;
+}

@@ -1,0 +1,74 @@
+module Research.Tests.ConfigTests
+
+open System.IO
+open Expecto
+open Research.Core.Config
+open Research.Core.Plugins
+open Research.Tests.TestSupport
+
+/// The error lines of a config that must fail.
+let errorsOf (text: string) (overrides: string list) =
+    try
+        ConfigLoader.Parse(text, "bad.toml", overrides) |> ignore
+        failtest "the config was accepted"
+    with :? ConfigException as e -> e.Errors |> Seq.map string |> List.ofSeq
+
+let tests =
+    testList "config" [
+        test "an unknown key fails naming the key, the file and the keys that exist" {
+            let errs = errorsOf "[optimizer]\nlrr = 0.1\n" []
+            Expect.equal errs.Length 1 "one error"
+            Expect.stringContains errs.Head "bad.toml: optimizer.lrr: unknown key" "file and key path"
+            Expect.stringContains errs.Head "lr, " "lists the known keys"
+        }
+        test "an unknown section fails naming it" {
+            let errs = errorsOf "[optimiser]\nlr = 0.1\n" []
+            Expect.stringContains errs.Head "bad.toml: optimiser: unknown section" "section named"
+        }
+        test "a value of the wrong type names the key, the value and the expected type" {
+            let errs = errorsOf "[optimizer]\nlr = \"fast\"\n" []
+            Expect.stringContains errs.Head "optimizer.lr: \"fast\" is not a number" "type error"
+        }
+        test "an invalid value names the key and the rule it breaks; all errors are reported at once" {
+            let errs = errorsOf "[optimizer]\nlr = -1.0\n[data]\nvalidation_fraction = 1.5\n" []
+            Expect.equal errs.Length 2 "two errors"
+            Expect.exists errs (fun e -> e.Contains "optimizer.lr: -1 must be a finite number > 0") "negative lr"
+            Expect.exists errs (fun e -> e.Contains "data.validation_fraction: 1.5 must be in [0, 1)") "fraction"
+        }
+        test "a TOML syntax error names the file and the position" {
+            let errs = errorsOf "[run]\nseed = = 3\n" []
+            Expect.stringContains errs.Head "bad.toml: (syntax): (2," "line 2"
+        }
+        test "--set overrides a key with a TOML value and is validated like the file" {
+            let c = ConfigLoader.Parse("[optimizer]\nlr = 0.1\n", "ok.toml", [ "optimizer.lr=3e-4"; "model.hidden=[8, 4]"; "run.name=probe" ])
+            Expect.equal c.Optimizer.Lr 3e-4 "lr overridden"
+            Expect.equal c.Model.Hidden [| 8; 4 |] "array value"
+            Expect.equal c.Run.Name "probe" "a bare word is a string"
+            let errs = errorsOf "" [ "optimizer.beta3=0.5" ]
+            Expect.stringContains errs.Head "optimizer.beta3: unknown key" "unknown override key"
+        }
+        test "defaults are what a researcher expects: AdamW, lr 1e-3, wd 0.01 on rank ≥ 2, 10% validation, constant schedule" {
+            let c = ConfigLoader.Parse("", "empty.toml")
+            Expect.equal (c.Optimizer.Name, c.Optimizer.Lr, c.Optimizer.WeightDecay) ("adamw", 1e-3, 0.01) "optimizer"
+            Expect.equal c.Data.ValidationFraction 0.1 "validation"
+            Expect.equal c.Schedule.Name "constant" "schedule"
+        }
+        test "a plugin's options are bound from its table; an unknown option names the key and the plugin's keys" {
+            let host = PluginHost.Load([])
+            let c2 = ConfigLoader.Parse("[schedule]\nname = \"cosine\"\nwarmup_steps = 10\nmin_lr = 0.1\n", "s.toml")
+            try
+                host.Create<Research.Abstractions.ISchedule>(PluginRole.Schedule, c2.Schedule, c2.File) |> ignore
+                failtest "accepted"
+            with :? ConfigException as e ->
+                Expect.stringContains e.Message "s.toml: schedule.min_lr: unknown key (known keys: min_lr_ratio, warmup_steps)" "named"
+        }
+        test "research train with an unknown key exits 2 and prints one line naming the key and the file, no stack trace" {
+            let dir = tempDir "cfg"
+            let path = syntheticConfig dir "[optimizer]\nlrr = 0.1\n"
+            let r = research dir [ "train"; path ]
+            Expect.equal r.ExitCode 2 "exit code"
+            Expect.stringContains r.Err (sprintf "%s: optimizer.lrr: unknown key" path) "message"
+            Expect.isFalse (r.Err.Contains "   at ") "no stack trace"
+            Expect.isFalse (Directory.Exists(Path.Combine(dir, "runs"))) "nothing was started"
+        }
+    ]

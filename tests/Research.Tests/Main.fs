@@ -1,0 +1,45 @@
+module Research.Tests.Main
+
+open System
+open Expecto
+open Expecto.Impl
+
+/// The counts of the finished run, written last, straight to the standard output stream (Expecto's own
+/// console writer adds colour resets and padding around what goes through Console.Out).
+let mutable finalLine = ""
+
+/// Every test prints its name and duration; the last line is exactly "N passed, N failed[, N skipped]".
+let printer (inner: TestPrinters) =
+    { inner with
+        passed = fun name (d: TimeSpan) -> async { printfn "PASS %s (%.2f s)" name d.TotalSeconds }
+        failed = fun name msg d -> async { printfn "FAIL %s (%.2f s)\n%s" name d.TotalSeconds msg }
+        exn = fun name e d -> async { printfn "FAIL %s (%.2f s)\n%O" name d.TotalSeconds e }
+        ignored = fun name msg -> async { printfn "SKIP %s: %s" name msg }
+        summary = fun cfg s -> async {
+            do! inner.summary cfg s
+            let failed = s.failed.Length + s.errored.Length
+            finalLine <-
+                if s.ignored.IsEmpty then sprintf "%d passed, %d failed" s.passed.Length failed
+                else sprintf "%d passed, %d failed, %d skipped" s.passed.Length failed s.ignored.Length } }
+
+[<EntryPoint>]
+let main argv =
+    let all =
+        testList "research" [
+            NativeTests.tests
+            ScheduleTests.tests
+            OptimizerTests.tests
+            ConfigTests.tests
+            TrainingTests.tests
+            PluginHostTests.tests
+            ReadmeTests.tests
+        ]
+    let config = { defaultConfig with printer = printer defaultConfig.printer }
+    // Plain output (no colours, no spinner) so logs and CI read cleanly and the last line is exact.
+    let code = runTestsWithCLIArgs [ CLIArguments.Printer config.printer; CLIArguments.Colours 0; CLIArguments.No_Spinner ] argv all
+    Console.Out.Flush()
+    if finalLine <> "" then
+        use stdout = Console.OpenStandardOutput()
+        let bytes = Text.Encoding.UTF8.GetBytes("\n" + finalLine + "\n")
+        stdout.Write(bytes, 0, bytes.Length)
+    code

@@ -1,0 +1,122 @@
+module Research.Tests.PluginHostTests
+
+open System
+open System.IO
+open Expecto
+open Research.Core.Plugins
+open Research.Core.Tracking
+open Research.Tests.TestSupport
+
+let allSchedules =
+    [ "constant"; "linear"; "cosine"; "cosine-restarts"; "step"; "exponential"; "polynomial"
+      "inverse-sqrt"; "warmup-stable-decay"; "one-cycle"; "reduce-on-plateau" ]
+
+/// Runs `research train` on a small synthetic config with the given TOML and plugin folders.
+let trainWith (toml: string) (pluginDirs: string list) =
+    let dir = tempDir "host"
+    let path = syntheticConfig dir toml
+    let args = [ "train"; path ] @ (pluginDirs |> List.collect (fun d -> [ "--plugins"; d ]))
+    dir, research dir args
+
+/// The error a run that needs the plugin must end with: exit 2, one line naming the DLL and the reason.
+let expectRefused (r: ProcessResult) (dll: string) (reason: string) =
+    Expect.equal r.ExitCode 2 (sprintf "exit code 2; stderr: %s" r.Err)
+    let line = r.Err.Split('\n') |> Array.tryFind (fun l -> l.StartsWith "error:" && l.Contains dll)
+    Expect.isSome line (sprintf "an error line names %s; stderr: %s" dll r.Err)
+    Expect.stringContains line.Value reason "the reason"
+    Expect.isFalse (r.Err.Contains "   at ") "no stack trace"
+
+let tests =
+    testList "plugin host" [
+        test "the built-in folder holds every schedule, each named with its DLL" {
+            let host = PluginHost.Load([])
+            let names = host.Plugins |> Seq.filter (fun p -> p.Role = PluginRole.Schedule) |> Seq.map (fun p -> p.Name) |> Set
+            Expect.equal names (Set allSchedules) "the eleven schedules"
+            Expect.isEmpty host.Problems "no problems"
+        }
+        test "research plugins list shows every schedule with its DLL" {
+            let r = research (tempDir "list") [ "plugins"; "list" ]
+            Expect.equal r.ExitCode 0 r.Err
+            for name in allSchedules do
+                Expect.stringContains r.Out (sprintf "  %s " name) name
+            Expect.stringContains r.Out "Research.Plugins.Schedules.dll" "DLL"
+        }
+        test "a missing plugin folder: one error line naming the folder, exit 2" {
+            let _, r = trainWith "" [ "/no/such/folder" ]
+            expectRefused r "/no/such/folder" "plugin folder does not exist"
+        }
+        test "a file that is not a .NET assembly is named with the reason when the run needs a plugin" {
+            let junk = tempDir "junk"
+            File.WriteAllBytes(Path.Combine(junk, "junk.dll"), Array.init 4096 byte)
+            let _, r = trainWith "[schedule]\nname = \"junk-schedule\"\n" [ junk ]
+            expectRefused r "junk.dll" "not a .NET assembly"
+            Expect.stringContains r.Err "no schedule named 'junk-schedule'" "what was asked for"
+        }
+        test "a .NET assembly without plugin types: no plugin type found" {
+            let folder = tempDir "noplugin"
+            File.Copy(Path.Combine(binDir, "Tomlyn.dll"), Path.Combine(folder, "Tomlyn.dll"))
+            let _, r = trainWith "[schedule]\nname = \"absent\"\n" [ folder ]
+            expectRefused r "Tomlyn.dll" "no plugin type found"
+        }
+        test "a plugin built against contract 2.0 is refused, naming the DLL and both versions" {
+            let _, r = trainWith "[schedule]\nname = \"future-constant\"\n" [ fixtureDir "Plugin.FutureContract" ]
+            expectRefused r "Plugin.FutureContract.dll" "built against plugin contract 2.0; this host provides 1.0"
+        }
+        test "a plugin that carries its own contract copy is reported, not silently ignored" {
+            let _, r = trainWith "[schedule]\nname = \"own-constant\"\n" [ fixtureDir "Plugin.OwnContract" ]
+            expectRefused r "Plugin.OwnContract.dll" "carries its own Research.Abstractions 1.0.99.0"
+        }
+        test "two plugins claiming one name: asking for it names both DLLs" {
+            let _, r = trainWith "[schedule]\nname = \"cosine\"\n" [ fixtureDir "Plugin.Faulty" ]
+            expectRefused r "Plugin.Faulty.dll" "schedule 'cosine' is claimed by two plugins"
+            Expect.stringContains r.Err "Research.Plugins.Schedules.dll" "the other claimant"
+        }
+        test "a duplicate name the run does not use is only a warning" {
+            let _, r = trainWith "[schedule]\nname = \"linear\"\n" [ fixtureDir "Plugin.Faulty" ]
+            Expect.equal r.ExitCode 0 r.Err
+            Expect.stringContains r.Err "warning:" "warned"
+        }
+        test "a constructor that throws is reported with the DLL, the plugin and the exception" {
+            let _, r = trainWith "[schedule]\nname = \"ctor-throws\"\nvalue = 4.0\n" [ fixtureDir "Plugin.Faulty" ]
+            expectRefused r "Plugin.Faulty.dll" "the constructor of schedule 'ctor-throws'"
+            Expect.stringContains r.Err "InvalidOperationException: cannot start with value 4" "inner message"
+        }
+        test "an F# plugin works: its schedule sets the learning rate of each step" {
+            // The synthetic config ends inside [train]: the first line belongs to it.
+            let toml = "log_every = 1\n[optimizer]\nlr = 0.01\n[schedule]\nname = \"fs-step-down\"\nfactor = 0.5\nat = 4\n"
+            let dir, r = trainWith toml [ fixtureDir "Plugin.FSharp" ]
+            Expect.equal r.ExitCode 0 r.Err
+            use store = new RunStore(Path.Combine(onlyRunDir dir, RunStore.FileName))
+            let lrs = store.Query("SELECT step, value FROM metrics WHERE key = 'lr' ORDER BY step") |> List.ofSeq
+            for row in lrs do
+                let step = row[0] :?> int64
+                let expected = if step - 1L < 4L then 0.01 else 0.005
+                Expect.floatClose Accuracy.veryHigh (row[1] :?> float) expected (sprintf "lr of update %d" step)
+        }
+        test "a plugin that throws during training stops the run, names the plugin, and the run is recorded as failed" {
+            let dir, r = trainWith "[[regularizers]]\nname = \"fs-throws\"\nat_step = 3\n" [ fixtureDir "Plugin.FSharp" ]
+            Expect.equal r.ExitCode 1 (sprintf "exit 1; stderr: %s" r.Err)
+            Expect.stringContains r.Err "run failed: regularizer 'fs-throws'" "names the plugin"
+            Expect.stringContains r.Err "Plugin.FSharp.dll" "names the DLL"
+            Expect.stringContains r.Err "fixture failure at step 3" "the plugin's message"
+            Expect.isFalse (r.Err.Contains "   at ") "no stack trace"
+            use store = new RunStore(Path.Combine(onlyRunDir dir, RunStore.FileName))
+            let row = store.Query("SELECT status, error FROM runs") |> Seq.exactlyOne
+            Expect.equal row[0] (box "failed") "status"
+            Expect.stringContains (string row[1]) "fs-throws" "error recorded"
+        }
+        test "research plot schedule writes a PNG, and --csv prints lr for t = 0…T" {
+            let dir = tempDir "plot"
+            let r = research dir [ "plot"; "schedule"; "cosine"; "linear"; "step"; "--steps"; "1000"; "--warmup"; "100"
+                                   "--set"; "step.step_size=300"; "-o"; "schedules.png" ]
+            Expect.equal r.ExitCode 0 r.Err
+            let png = File.ReadAllBytes(Path.Combine(dir, "schedules.png"))
+            Expect.equal png[0..3] [| 0x89uy; byte 'P'; byte 'N'; byte 'G' |] "PNG signature"
+            let csv = research dir [ "plot"; "schedule"; "cosine"; "--steps"; "10"; "--warmup"; "2"; "--lr"; "1"; "--csv" ]
+            let lines = csv.Out.Trim().Split('\n')
+            Expect.equal lines[0] "step,cosine" "header"
+            Expect.equal lines.Length 12 "header + 11 steps"
+            Expect.equal (lines[1].Split(',')[1] |> float) 0.0 "warmup starts at 0"
+            Expect.equal (lines[3].Split(',')[1] |> float) 1.0 "peak at the end of warmup"
+        }
+    ]

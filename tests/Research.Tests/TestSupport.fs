@@ -1,0 +1,79 @@
+/// Shared helpers: paths of the build, running the `research` command as a real process, temp folders.
+module Research.Tests.TestSupport
+
+open System
+open System.Diagnostics
+open System.IO
+open Expecto
+
+/// The repository root: the first folder above the test assembly that holds Research.sln.
+let repoRoot =
+    let rec up (d: DirectoryInfo) =
+        if isNull d then failwith "Research.sln not found above the test assembly"
+        elif File.Exists(Path.Combine(d.FullName, "Research.sln")) then d.FullName
+        else up d.Parent
+    up (DirectoryInfo AppContext.BaseDirectory)
+
+/// artifacts/bin: the `research` command, the tests and libtorch share it.
+let binDir = AppContext.BaseDirectory
+
+/// Output folder of a plugin fixture project (tests/Fixtures/NAME).
+let fixtureDir name = Path.Combine(repoRoot, "artifacts", "fixtures", name)
+
+/// A fresh folder under the system temp folder, unique per call.
+let tempDir (prefix: string) =
+    let d = Path.Combine(Path.GetTempPath(), "research-tests", sprintf "%s-%s" prefix (Guid.NewGuid().ToString("N").Substring(0, 8)))
+    Directory.CreateDirectory d |> ignore
+    d
+
+type ProcessResult = { ExitCode: int; Out: string; Err: string }
+
+/// Runs a program to completion, capturing both streams.
+let runProcess (workDir: string) (file: string) (args: string list) =
+    let psi = ProcessStartInfo(file, WorkingDirectory = workDir, RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false)
+    for a in args do psi.ArgumentList.Add a
+    psi.Environment["TERM"] <- "dumb"
+    use p = Process.Start psi
+    let out = p.StandardOutput.ReadToEndAsync()
+    let err = p.StandardError.ReadToEndAsync()
+    p.WaitForExit()
+    { ExitCode = p.ExitCode; Out = out.Result; Err = err.Result }
+
+/// Runs `research ARGS` (the built command in artifacts/bin) in a working folder.
+let research (workDir: string) (args: string list) =
+    runProcess workDir "dotnet" (Path.Combine(binDir, "research.dll") :: args)
+
+/// A small, fast run config on synthetic data (Gaussian clusters), with extra TOML appended.
+let syntheticConfig (dir: string) (extra: string) =
+    let path = Path.Combine(dir, "run.toml")
+    File.WriteAllText(path, sprintf """
+[run]
+name = "t"
+seed = 3
+threads = 1
+output_dir = "%s"
+
+[data]
+dataset = "synthetic"
+synthetic_samples = 512
+synthetic_features = 8
+synthetic_classes = 3
+batch_size = 64
+
+[model]
+hidden = [16]
+
+[train]
+epochs = 2
+%s
+""" (Path.Combine(dir, "runs").Replace("\\", "/")) extra)
+    path
+
+/// The single run directory a test run created under DIR/runs.
+let onlyRunDir (dir: string) =
+    match Directory.GetDirectories(Path.Combine(dir, "runs")) with
+    | [| d |] -> d
+    | ds -> failtestf "expected one run directory, found %d" ds.Length
+
+/// FsCheck settings for properties: fixed test count, replayable.
+let propConfig = { FsCheckConfig.defaultConfig with maxTest = 100 }

@@ -22,5 +22,5 @@ public sealed class Linear(LinearOptions options) : ISchedule
 {
     public double Multiplier(in ScheduleContext c) =>
         Warmup.Apply(options.WarmupSteps, c.Step,
-            Annealing.Linear(1.0, 0.0, Warmup.Progress(options.WarmupSteps, c)));
+            Annealing.Linear(1.0, options.EndRatio, Warmup.Progress(options.WarmupSteps, c)));
 }

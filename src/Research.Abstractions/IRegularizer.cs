@@ -15,9 +15,13 @@ public sealed record NamedParameter(string Name, Tensor Value);
 public sealed record PenaltyContext(long Step, int TaskIndex, IReadOnlyList<NamedParameter> Parameters);
 
 /// <summary>What <see cref="IRegularizer.AfterStep"/> sees about the update just taken.</summary>
+/// <param name="Step">t, the number of the update just taken minus one (the value the schedule saw).</param>
+/// <param name="TaskIndex">Index of the task being trained.</param>
+/// <param name="Parameters">The parameters after the update, θ_{t+1}.</param>
 /// <param name="Gradients">g_t, the gradient used by the update (after unscaling and clipping), by parameter.</param>
 /// <param name="Deltas">Δθ_t = θ_{t+1} − θ_t, the change the update made, by parameter.</param>
 /// <param name="LearningRate">The multiplier-applied base learning rate of the update.</param>
+/// <param name="Loss">The loss of the step, penalties included.</param>
 public sealed record StepContext(
     long Step,
     int TaskIndex,
@@ -31,6 +35,9 @@ public sealed record StepContext(
 public sealed record Batch(Tensor Inputs, Tensor Targets);
 
 /// <summary>What <see cref="IRegularizer.Consolidate"/> sees when a task ends.</summary>
+/// <param name="TaskIndex">Index of the task that ended, 0 for the first.</param>
+/// <param name="TaskName">Its name, as in the evaluation record.</param>
+/// <param name="Parameters">The trained parameters θ* by name.</param>
 /// <param name="Model">The model as trained on the task; call it to get logits.</param>
 /// <param name="Data">Mini-batches of the task's training data (a fresh pass on each enumeration).</param>
 /// <param name="PerItemLoss">ℓ(logits, targets) → one loss per item (no reduction); the task's loss.</param>

@@ -1,12 +1,13 @@
 /// The optimizers are chains of gradient transforms; each test states an identity of AdamW or Adam with L2:
 /// against the update equations computed by hand in float64, against each other, and against TorchSharp's
 /// AdamW fed the same recorded gradients and learning-rate schedule. A gradient is given exactly: for a leaf
-/// tensor p, backward of sum(p ⊙ g) leaves p.grad = g. Randomness comes from explicit generators seeded by
-/// an integer FsCheck draws over the whole int range (DoNotSize), so FsCheck needs no registered generators and every
-/// failure replays.
+/// tensor p, backward of sum(p ⊙ g) leaves p.grad = g. Randomness comes from explicit generators seeded by an
+/// integer FsCheck draws over the whole int range (DoNotSize), so FsCheck needs no registered generators and
+/// every failure replays.
 module Research.Tests.OptimizerTests
 
 open System
+open System.Collections.Generic
 open Expecto
 open FsCheck
 open TorchSharp
@@ -58,20 +59,20 @@ let private step (opt: Optimizer) (lr: float) (gs: Tensor list) =
 
 let private everything (group: ParameterGroup) = [| GroupRule(group, Func<string, Tensor, bool>(fun _ _ -> true)) |]
 
-let private assign (rules: GroupRule[]) (named: (string * Tensor) list) =
+let private assign (rules: IReadOnlyList<GroupRule>) (named: (string * Tensor) list) =
     ParameterGroups.Assign(named |> List.map (fun (n, t) -> struct (n, t)), rules)
 
-/// One group, λ for every parameter.
-let private adamW (beta1, beta2, eps) (decay: float) (named: (string * Tensor) list) =
-    Optimizer.AdamW(assign (everything (ParameterGroup("all", 1.0, decay))) named, beta1, beta2, eps)
+/// Every parameter in one group with weight decay λ.
+let private oneGroup (decay: float) named = assign (everything (ParameterGroup("all", 1.0, decay))) named
 
-let private adamL2 (beta1, beta2, eps) (decay: float) (named: (string * Tensor) list) =
-    Optimizer.AdamL2(assign (everything (ParameterGroup("all", 1.0, decay))) named, beta1, beta2, eps)
+let private adamW (beta1, beta2, eps) decay named = Optimizer.AdamW(oneGroup decay named, beta1, beta2, eps)
+
+let private adamL2 (beta1, beta2, eps) decay named = Optimizer.AdamL2(oneGroup decay named, beta1, beta2, eps)
 
 /// β₁, β₂ and ε drawn widely; ε up to 0.1 so that where it enters (outside the square root) is visible.
 let private drawBetasEps (rng: Random) = uniform rng 0.5 0.99, uniform rng 0.9 0.9999, logUniform rng 1e-8 1e-1
 
-/// The seed's AdamW in float64, one element at a time: m ← β₁m + (1−β₁)g, v ← β₂v + (1−β₂)g²,
+/// AdamW as written (Loshchilov & Hutter 2019, Algorithm 2) in float64, one element at a time: m ← β₁m + (1−β₁)g, v ← β₂v + (1−β₂)g²,
 /// m̂ = m/(1−β₁ᵗ), v̂ = v/(1−β₂ᵗ), Δθ = −η_t(m̂/(√v̂+ε) + λθ), θ ← θ + Δθ. Returns Δθ of every step.
 let private adamWReference (beta1, beta2, eps) (decay: float) (theta0: float[]) (steps: (float * float[]) list) =
     let theta = Array.copy theta0
@@ -120,7 +121,7 @@ let private formulaTests =
           let a = leaf gen [| 6L; 3L |]
           let b = twin a
           let optW = adamW hyper 0.0 [ "a", a ]
-          let optL2 = adamL2 hyper 0.0 [ "b", b ]
+          let optL2 = adamL2 hyper 1e-4 [ "b", b ]
           for t in 1..10 do
               use _ = torch.NewDisposeScope()
               let g = torch.randn([| 6L; 3L |], generator = gen)
@@ -186,7 +187,7 @@ let private torchSharpTests =
           use gen = generator 2024
           let beta1, beta2, eps, decay, peak = 0.9, 0.95, 1e-8, 0.1, 1e-2
           let named = [ "layer.weight", leaf gen [| 32L; 16L |]; "layer.bias", leaf gen [| 16L |]; "conv.kernel", leaf gen [| 4L; 3L; 3L |] ]
-          let core = Optimizer.AdamW(assign (Array.ofSeq (GroupRule.DecayByRank decay)) named, beta1, beta2, eps)
+          let core = Optimizer.AdamW(assign (GroupRule.DecayByRank decay) named, beta1, beta2, eps)
           let reference = [ for p in core.Parameters -> p, torch.nn.Parameter(p.Value.detach().clone()) ]
           // The core's group table decides the mask; TorchSharp gets the same split as two parameter groups.
           // Every option is passed: a ParamGroup's own defaults (lr 1e-3, β₂ 0.999, …) override the optimizer's.
@@ -227,7 +228,7 @@ let private maskAndScaleTests =
           // ηλ ≥ 1e-5: the shrink is ten times the tolerance, so "no decay" cannot pass.
           let decay = logUniform rng 1e-2 1.0
           let named = [ "w", leaf gen [| 6L; 4L |]; "kernel", leaf gen [| 2L; 3L; 3L |]; "b", leaf gen [| 4L |]; "gain", leaf gen [||] ]
-          let opt = Optimizer.AdamW(assign (Array.ofSeq (GroupRule.DecayByRank decay)) named)
+          let opt = Optimizer.AdamW(assign (GroupRule.DecayByRank decay) named)
           let groups = [ for p in opt.Parameters -> p.Name, p.Group.Name ]
           Expect.equal groups [ "w", "decay"; "kernel", "decay"; "b", "no_decay"; "gain", "no_decay" ] "group of each parameter"
           for t in 1..3 do

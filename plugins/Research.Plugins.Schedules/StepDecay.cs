@@ -45,7 +45,7 @@ public sealed class StepDecay(StepDecayOptions options) : ISchedule
 
     private long Decays(long step)
     {
-        if (options.Milestones.Length > 0) return options.Milestones.Count(m => m < step);
+        if (options.Milestones.Length > 0) return options.Milestones.Count(m => m <= step);
         return Math.Max(0, step - options.WarmupSteps) / options.StepSize;
     }
 }

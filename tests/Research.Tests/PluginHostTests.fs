@@ -93,6 +93,13 @@ let tests =
                 let expected = if step - 1L < 4L then 0.01 else 0.005
                 Expect.floatClose Accuracy.veryHigh (row[1] :?> float) expected (sprintf "lr of update %d" step)
         }
+        test "plugin folders listed in the config's [plugins] dirs are loaded, relative to the config file" {
+            let dir = tempDir "cfgdirs"
+            let relative = Path.GetRelativePath(dir, fixtureDir "Plugin.FSharp").Replace("\\", "/")
+            let path = syntheticConfig dir (sprintf "[plugins]\ndirs = [\"%s\"]\n[schedule]\nname = \"fs-step-down\"\nfactor = 0.5\nat = 2\n" relative)
+            let r = research (tempDir "elsewhere") [ "train"; path ]
+            Expect.equal r.ExitCode 0 r.Err
+        }
         test "a plugin that throws during training stops the run, names the plugin, and the run is recorded as failed" {
             let dir, r = trainWith "[[regularizers]]\nname = \"fs-throws\"\nat_step = 3\n" [ fixtureDir "Plugin.FSharp" ]
             Expect.equal r.ExitCode 1 (sprintf "exit 1; stderr: %s" r.Err)

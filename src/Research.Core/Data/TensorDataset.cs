@@ -43,28 +43,44 @@ public sealed class TensorDataset(Tensor inputs, Tensor targets, int numClasses)
         return (Select(train), Select(val));
     }
 
-    /// <summary>Mini-batches in a seeded random order (one permutation per call), the last one possibly short.</summary>
+    /// <summary>
+    /// Mini-batches in a seeded random order (one permutation per call), the last one possibly short.
+    /// A batch's tensors live until the consumer asks for the next batch (or stops): keep nothing beyond
+    /// one iteration. So an epoch holds no more than one batch in native memory, whatever dispose scopes
+    /// the consumer opens.
+    /// </summary>
     public IEnumerable<Batch> Shuffled(int batchSize, Generator generator)
     {
-        var perm = randperm(Count, generator: generator).DetachFromDisposeScope();
+        using var perm = randperm(Count, generator: generator).DetachFromDisposeScope();
+        foreach (var b in Batches(batchSize, (start, len) =>
+        {
+            using var idx = perm.narrow(0, start, len);
+            return new Batch(Inputs.index_select(0, idx), Targets.index_select(0, idx));
+        }))
+            yield return b;
+    }
+
+    /// <summary>Mini-batches in stored order (evaluation), with the lifetime of <see cref="Shuffled"/>.</summary>
+    public IEnumerable<Batch> InOrder(int batchSize) =>
+        Batches(batchSize, (start, len) => new Batch(Inputs.narrow(0, start, len), Targets.narrow(0, start, len)));
+
+    IEnumerable<Batch> Batches(int batchSize, Func<long, long, Batch> make)
+    {
+        Batch? current = null;
         try
         {
             for (long start = 0; start < Count; start += batchSize)
             {
-                var idx = perm.narrow(0, start, Math.Min(batchSize, Count - start));
-                yield return new Batch(Inputs.index_select(0, idx), Targets.index_select(0, idx));
+                if (current != null) { current.Inputs.Dispose(); current.Targets.Dispose(); }
+                current = make(start, Math.Min(batchSize, Count - start));
+                current.Inputs.DetachFromDisposeScope();
+                current.Targets.DetachFromDisposeScope();
+                yield return current;
             }
         }
-        finally { perm.Dispose(); }
-    }
-
-    /// <summary>Mini-batches in stored order (evaluation).</summary>
-    public IEnumerable<Batch> InOrder(int batchSize)
-    {
-        for (long start = 0; start < Count; start += batchSize)
+        finally
         {
-            var len = Math.Min(batchSize, Count - start);
-            yield return new Batch(Inputs.narrow(0, start, len), Targets.narrow(0, start, len));
+            if (current != null) { current.Inputs.Dispose(); current.Targets.Dispose(); }
         }
     }
 

@@ -55,7 +55,11 @@ let private accumulateGrad (p: Tensor) (g: Tensor) =
 let private step (opt: Optimizer) (lr: float) (gs: Tensor list) =
     opt.ZeroGrad()
     List.iter2 (fun (p: OptimParameter) g -> accumulateGrad p.Value g) (List.ofSeq opt.Parameters) gs
-    opt.Step lr |> Seq.map values |> List.ofSeq
+    let delta = opt.Step lr
+    // Δθ per parameter, in the order the parameters were given (the flat buffer orders them by group).
+    [ for p in opt.Parameters ->
+        let slot = opt.Buffer.Slots |> Seq.find (fun s -> s.Name = p.Name)
+        values (FlatBuffer.ViewOf(delta, slot)) ]
 
 let private everything (group: ParameterGroup) = [| GroupRule(group, Func<string, Tensor, bool>(fun _ _ -> true)) |]
 

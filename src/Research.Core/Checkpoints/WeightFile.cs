@@ -19,10 +19,15 @@ public static class WeightFile
 {
     public const string FileName = "model.safetensors";
 
-    public static void Save(nn.Module module, string path)
+    public static void Save(nn.Module module, string path) =>
+        Save(module.state_dict().Select(kv => (kv.Key, kv.Value)), path);
+
+    /// <summary>Writes named tensors (written under a temporary name, then renamed).</summary>
+    public static void Save(IEnumerable<(string Name, Tensor Value)> tensors, string path)
     {
         Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
-        var state = module.state_dict().ToDictionary(kv => kv.Key, kv => kv.Value.detach().cpu().contiguous());
+        using var _ = NewDisposeScope();
+        var state = tensors.ToDictionary(t => t.Name, t => t.Value.detach().cpu().contiguous());
         var tmp = path + ".tmp";
         Safetensors.SaveStateDict(tmp, state);
         File.Move(tmp, path, overwrite: true);

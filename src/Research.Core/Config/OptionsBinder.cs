@@ -51,6 +51,14 @@ public static class OptionsBinder
                 prop.SetValue(instance, BindInto(prop.PropertyType, sub, file, path, [], errors));
                 continue;
             }
+            if (value is TomlTableArray tables && prop.PropertyType.IsArray && IsOptionsType(prop.PropertyType.GetElementType()!))
+            {
+                var element = prop.PropertyType.GetElementType()!;
+                var items = Array.CreateInstance(element, tables.Count);
+                for (int i = 0; i < tables.Count; i++) items.SetValue(BindInto(element, tables[i], file, $"{path}[{i}]", [], errors), i);
+                prop.SetValue(instance, items);
+                continue;
+            }
             if (TryConvert(value, prop.PropertyType, out var converted, out var why)) prop.SetValue(instance, converted);
             else errors.Add(new(file, path, $"{Describe(value)} {why}"));
         }

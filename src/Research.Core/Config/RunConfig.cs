@@ -85,10 +85,40 @@ public sealed record ModelSection : IValidatable
     }
 }
 
-/// <summary>[optimizer]: the core's composed optimizers.</summary>
+/// <summary>[[optimizer.components]]: a part of the model with its own learning rate, or frozen.</summary>
+public sealed record ComponentSection : IValidatable
+{
+    public string Name { get; init; } = "";
+    /// <summary>Regular expression matched against parameter names (<c>^vision_encoder\.</c>); the first component that matches wins.</summary>
+    public string Match { get; init; } = "";
+    /// <summary>The component's learning rate; 0 means base lr × lr_scale.</summary>
+    public double Lr { get; init; } = 0;
+    /// <summary>Multiplier of the base learning rate when <c>lr</c> is 0.</summary>
+    public double LrScale { get; init; } = 1.0;
+    /// <summary>Freeze: requires_grad = false, not in the optimizer.</summary>
+    public bool Frozen { get; init; } = false;
+
+    public IEnumerable<OptionError> Validate()
+    {
+        if (Name.Length == 0) yield return new("name", "must name the component");
+        if (Match.Length == 0) yield return new("match", "must be a regular expression over parameter names");
+        else if (!IsRegex(Match)) yield return new("match", "is not a valid regular expression");
+        if (Lr < 0) yield return new("lr", "must be ≥ 0");
+        if (LrScale < 0) yield return new("lr_scale", "must be ≥ 0");
+    }
+
+    internal static bool IsRegex(string pattern)
+    {
+        try { _ = new System.Text.RegularExpressions.Regex(pattern); return true; }
+        catch (ArgumentException) { return false; }
+    }
+}
+
+/// <summary>[optimizer]: the core's composed optimizers and the parameter groups.</summary>
 public sealed record OptimizerSection : IValidatable
 {
-    /// <summary><c>adamw</c> (decoupled decay, Loshchilov &amp; Hutter 2019) or <c>adam</c> (L2 added to the gradient).</summary>
+    /// <summary><c>adamw</c> (decoupled decay, Loshchilov &amp; Hutter 2019), <c>adam</c> (L2 added to the gradient)
+    /// or <c>sgd</c> (with <c>momentum</c>, <c>nesterov</c>; L2 added to the gradient).</summary>
     public string Name { get; init; } = "adamw";
     /// <summary>Peak learning rate η; the schedule multiplies it.</summary>
     public double Lr { get; init; } = 1e-3;
@@ -99,10 +129,27 @@ public sealed record OptimizerSection : IValidatable
     public double WeightDecay { get; init; } = 0.01;
     /// <summary>Clip gradients to this global L2 norm before the update; 0 disables clipping.</summary>
     public double ClipNorm { get; init; } = 0;
+    /// <summary>SGD momentum μ (0: plain SGD).</summary>
+    public double Momentum { get; init; } = 0;
+    /// <summary>SGD: Nesterov momentum.</summary>
+    public bool Nesterov { get; init; } = false;
+    /// <summary>Regular expressions of parameter names that never decay, beside rank &lt; 2 (e.g. <c>"embed"</c>).</summary>
+    public string[] NoDecayPatterns { get; init; } = [];
+    /// <summary>Layer-wise lr decay factor (1: off); a parameter at depth d of D gets factor^(D − d).</summary>
+    public double LayerDecay { get; init; } = 1.0;
+    /// <summary>Regular expression whose first group captures a parameter's layer index, for layer decay.</summary>
+    public string LayerPattern { get; init; } = @"\.(\d+)\.";
+    /// <summary>Per-component learning rates and freezing; composed with decay/no-decay as a cross product.</summary>
+    public ComponentSection[] Components { get; init; } = [];
 
     public IEnumerable<OptionError> Validate()
     {
-        if (Name is not ("adamw" or "adam")) yield return new("name", "must be \"adamw\" or \"adam\"");
+        if (Name is not ("adamw" or "adam" or "sgd")) yield return new("name", "must be \"adamw\", \"adam\" or \"sgd\"");
+        if (Momentum is < 0 or >= 1) yield return new("momentum", "must be in [0, 1)");
+        if (Nesterov && Momentum == 0) yield return new("nesterov", "needs momentum > 0");
+        if (LayerDecay is <= 0 or > 1) yield return new("layer_decay", "must be in (0, 1]");
+        if (!ComponentSection.IsRegex(LayerPattern)) yield return new("layer_pattern", "is not a valid regular expression");
+        foreach (var p in NoDecayPatterns.Where(p => !ComponentSection.IsRegex(p))) yield return new("no_decay_patterns", $"'{p}' is not a valid regular expression");
         if (!(Lr > 0) || double.IsInfinity(Lr)) yield return new("lr", "must be a finite number > 0");
         if (Beta1 is < 0 or >= 1) yield return new("beta1", "must be in [0, 1)");
         if (Beta2 is < 0 or >= 1) yield return new("beta2", "must be in [0, 1)");
@@ -112,16 +159,37 @@ public sealed record OptimizerSection : IValidatable
     }
 }
 
-/// <summary>[train]: how long, and how often to log and evaluate.</summary>
+/// <summary>[precision]: numeric formats (see <c>Research.Core.Precision.PrecisionPolicy</c>).</summary>
+public sealed record PrecisionSection : IValidatable
+{
+    /// <summary><c>fp32</c>, <c>bf16</c> (bf16 compute, fp32 master weights) or <c>fp16</c> (plus dynamic loss scaling).</summary>
+    public string Mode { get; init; } = "fp32";
+    /// <summary>fp16: the initial loss scale.</summary>
+    public double InitialScale { get; init; } = 65536;
+    /// <summary>fp16: finite steps in a row before the scale doubles.</summary>
+    public int GrowthInterval { get; init; } = 2000;
+
+    public IEnumerable<OptionError> Validate()
+    {
+        if (Mode is not ("fp32" or "bf16" or "fp16")) yield return new("mode", "must be \"fp32\", \"bf16\" or \"fp16\"");
+        if (!(InitialScale >= 1)) yield return new("initial_scale", "must be ≥ 1");
+        if (GrowthInterval <= 0) yield return new("growth_interval", "must be > 0");
+    }
+}
+
+/// <summary>[train]: how long, how many micro-batches per step, and how often to log.</summary>
 public sealed record TrainSection : IValidatable
 {
     public int Epochs { get; init; } = 1;
+    /// <summary>k: micro-batches of <c>[data] batch_size</c> accumulated into one optimizer step.</summary>
+    public int GradAccum { get; init; } = 1;
     /// <summary>Log training metrics every N optimizer steps.</summary>
     public int LogEvery { get; init; } = 10;
 
     public IEnumerable<OptionError> Validate()
     {
         if (Epochs <= 0) yield return new("epochs", "must be > 0");
+        if (GradAccum <= 0) yield return new("grad_accum", "must be > 0");
         if (LogEvery <= 0) yield return new("log_every", "must be > 0");
     }
 }
@@ -144,6 +212,7 @@ public sealed record RunConfig(
     ModelSection Model,
     OptimizerSection Optimizer,
     TrainSection Train,
+    PrecisionSection Precision,
     PluginsSection Plugins,
     PluginChoice Schedule,
     IReadOnlyList<PluginChoice> Regularizers)

@@ -45,43 +45,60 @@ public sealed class TensorDataset(Tensor inputs, Tensor targets, int numClasses)
 
     /// <summary>
     /// Mini-batches in a seeded random order (one permutation per call), the last one possibly short.
-    /// A batch's tensors live until the consumer asks for the next batch (or stops): keep nothing beyond
-    /// one iteration. So an epoch holds no more than one batch in native memory, whatever dispose scopes
-    /// the consumer opens.
+    /// A batch's tensors live until the consumer asks for the next one (or stops): keep nothing beyond one
+    /// iteration. So an epoch holds no more than one batch in native memory, whatever dispose scopes the
+    /// consumer opens.
     /// </summary>
-    public IEnumerable<Batch> Shuffled(int batchSize, Generator generator)
+    public IEnumerable<Batch> Shuffled(int batchSize, Generator generator) =>
+        ShuffledWindows(batchSize, 1, generator).Select(w => w[0]);
+
+    /// <summary>
+    /// Accumulation windows of up to <paramref name="microBatches"/> shuffled micro-batches each; the last window
+    /// of an epoch holds what is left (it is not dropped). A window lives until the next is asked for.
+    /// </summary>
+    public IEnumerable<IReadOnlyList<Batch>> ShuffledWindows(int batchSize, int microBatches, Generator generator)
     {
         using var perm = randperm(Count, generator: generator).DetachFromDisposeScope();
-        foreach (var b in Batches(batchSize, (start, len) =>
+        foreach (var w in Windows(batchSize, microBatches, (start, len) =>
         {
             using var idx = perm.narrow(0, start, len);
             return new Batch(Inputs.index_select(0, idx), Targets.index_select(0, idx));
         }))
-            yield return b;
+            yield return w;
     }
 
     /// <summary>Mini-batches in stored order (evaluation), with the lifetime of <see cref="Shuffled"/>.</summary>
     public IEnumerable<Batch> InOrder(int batchSize) =>
-        Batches(batchSize, (start, len) => new Batch(Inputs.narrow(0, start, len), Targets.narrow(0, start, len)));
+        Windows(batchSize, 1, (start, len) => new Batch(Inputs.narrow(0, start, len), Targets.narrow(0, start, len))).Select(w => w[0]);
 
-    IEnumerable<Batch> Batches(int batchSize, Func<long, long, Batch> make)
+    /// <summary>Number of windows of <paramref name="microBatches"/> batches of <paramref name="batchSize"/> in one epoch.</summary>
+    public long WindowsPerEpoch(int batchSize, int microBatches) => ((Count + batchSize - 1) / batchSize + microBatches - 1) / microBatches;
+
+    IEnumerable<IReadOnlyList<Batch>> Windows(int batchSize, int microBatches, Func<long, long, Batch> make)
     {
-        Batch? current = null;
+        var window = new List<Batch>(microBatches);
+        void Release()
+        {
+            foreach (var b in window) { b.Inputs.Dispose(); b.Targets.Dispose(); }
+            window.Clear();
+        }
         try
         {
-            for (long start = 0; start < Count; start += batchSize)
+            long start = 0;
+            while (start < Count)
             {
-                if (current != null) { current.Inputs.Dispose(); current.Targets.Dispose(); }
-                current = make(start, Math.Min(batchSize, Count - start));
-                current.Inputs.DetachFromDisposeScope();
-                current.Targets.DetachFromDisposeScope();
-                yield return current;
+                Release();
+                for (int i = 0; i < microBatches && start < Count; i++, start += batchSize)
+                {
+                    var b = make(start, Math.Min(batchSize, Count - start));
+                    b.Inputs.DetachFromDisposeScope();
+                    b.Targets.DetachFromDisposeScope();
+                    window.Add(b);
+                }
+                yield return window.ToArray();
             }
         }
-        finally
-        {
-            if (current != null) { current.Inputs.Dispose(); current.Targets.Dispose(); }
-        }
+        finally { Release(); }
     }
 
     public void Dispose() { Inputs.Dispose(); Targets.Dispose(); }

@@ -8,81 +8,111 @@ namespace Research.Core.Optim;
 public readonly record struct StepInfo(long Count, double LearningRate);
 
 /// <summary>
-/// One small piece of an optimizer, applied in place to the update tensors uᵢ (which start as the
-/// gradients gᵢ). An optimizer is a chain of them, as in optax (<c>optax.chain</c>): AdamW =
-/// scale-by-Adam → add decayed weights → scale by −η; Adam with L2 = add decayed weights → scale-by-Adam → scale by −η.
+/// One small piece of an optimizer, applied in place to the flat update u (which starts as the gradient g,
+/// laid out like the parameter buffer θ). An optimizer is a chain of them, as in optax (<c>optax.chain</c>):
+/// AdamW = scale-by-Adam → add decayed weights → scale by −η; Adam with L2 = add decayed weights →
+/// scale-by-Adam → scale by −η; SGD = add decayed weights → trace momentum → scale by −η.
 /// </summary>
 public interface IGradientTransform
 {
-    /// <summary>Allocates per-parameter state (moments), zero-initialised.</summary>
-    void Init(IReadOnlyList<OptimParameter> parameters) { }
+    /// <summary>Allocates flat state (moments) laid out like <paramref name="buffer"/>, zero-initialised.</summary>
+    void Init(FlatBuffer buffer) { }
 
-    /// <summary>uᵢ ← T(uᵢ) for every parameter i, in place.</summary>
-    void Update(IReadOnlyList<OptimParameter> parameters, IReadOnlyList<Tensor> updates, in StepInfo step);
+    /// <summary>u ← T(u), in place; <paramref name="theta"/> is the flat fp32 parameter vector.</summary>
+    void Update(Tensor u, Tensor theta, IReadOnlyList<GroupSlice> groups, in StepInfo step);
 
-    /// <summary>State tensors by "parameter-name/slot", for checkpoints and inspection.</summary>
-    IEnumerable<(string Key, Tensor Value)> State() => [];
+    /// <summary>Flat state tensors by slot name (<c>exp_avg</c>, <c>exp_avg_sq</c>, <c>momentum</c>).</summary>
+    IEnumerable<(string Slot, Tensor Flat)> State() => [];
 }
 
 /// <summary>
 /// Adam's scaling (Kingma &amp; Ba 2015): m ← β₁m + (1−β₁)u, v ← β₂v + (1−β₂)u²,
 /// u ← m̂ / (√v̂ + ε) with m̂ = m/(1−β₁ᵗ), v̂ = v/(1−β₂ᵗ). optax: <c>scale_by_adam</c>.
 /// </summary>
-public sealed class ScaleByAdam(double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8) : IGradientTransform
+public sealed class ScaleByAdam(double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8) : IGradientTransform, IDisposable
 {
-    readonly List<(string Name, Tensor M, Tensor V)> _moments = [];
+    Tensor? _m, _v;
 
-    public void Init(IReadOnlyList<OptimParameter> parameters)
+    public void Init(FlatBuffer buffer)
     {
-        foreach (var (m, v) in _moments.Select(x => (x.M, x.V))) { m.Dispose(); v.Dispose(); }
-        _moments.Clear();
-        foreach (var p in parameters)
-            _moments.Add((p.Name, zeros_like(p.Value).DetachFromDisposeScope(), zeros_like(p.Value).DetachFromDisposeScope()));
+        Dispose();
+        _m = zeros(buffer.Count, dtype: ScalarType.Float32).DetachFromDisposeScope();
+        _v = zeros(buffer.Count, dtype: ScalarType.Float32).DetachFromDisposeScope();
     }
 
-    public void Update(IReadOnlyList<OptimParameter> parameters, IReadOnlyList<Tensor> updates, in StepInfo step)
+    public void Update(Tensor u, Tensor theta, IReadOnlyList<GroupSlice> groups, in StepInfo step)
     {
-        // PyTorch's Adam arranges the same arithmetic as u = (m / bc1) / (√v / √bc2 + ε).
+        // Arranged as PyTorch's Adam arranges it: u = (m / bc1) / (√v / √bc2 + ε).
         double bc1 = 1 - Math.Pow(beta1, step.Count), bc2Sqrt = Math.Sqrt(1 - Math.Pow(beta2, step.Count));
-        using var _ = NewDisposeScope();
-        for (int i = 0; i < updates.Count; i++)
-        {
-            var (_, m, v) = _moments[i];
-            var u = updates[i];
-            m.mul_(beta1).add_(u, alpha: 1 - beta1);
-            v.mul_(beta2).addcmul_(u, u, value: 1 - beta2);
-            var denom = v.sqrt().div_(bc2Sqrt).add_(eps);
-            u.copy_(m).div_(denom).div_(bc1);
-        }
+        _m!.mul_(beta1).add_(u, alpha: 1 - beta1);
+        _v!.mul_(beta2).addcmul_(u, u, value: 1 - beta2);
+        using var denom = _v.sqrt();
+        denom.div_(bc2Sqrt).add_(eps);
+        u.copy_(_m).div_(denom).div_(bc1);
     }
 
-    public IEnumerable<(string Key, Tensor Value)> State() =>
-        _moments.SelectMany(x => new[] { ($"{x.Name}/exp_avg", x.M), ($"{x.Name}/exp_avg_sq", x.V) });
+    public IEnumerable<(string Slot, Tensor Flat)> State() => [("exp_avg", _m!), ("exp_avg_sq", _v!)];
+
+    public void Dispose() { _m?.Dispose(); _v?.Dispose(); }
 }
 
 /// <summary>
-/// u ← u + λ_g·θ for parameters whose group has λ_g &gt; 0 (the mask is the group table). After Adam's
-/// scaling this is decoupled weight decay (Loshchilov &amp; Hutter 2019); before it, it is L2 in the gradient.
-/// optax: <c>add_decayed_weights</c>.
+/// u ← u + λ_g·θ on each group slice with λ_g ≠ 0 (the group table is the mask). After Adam's scaling this is
+/// decoupled weight decay (Loshchilov &amp; Hutter 2019); before it, it is L2 in the gradient. Either way it
+/// pulls θ toward zero — pulling toward pre-trained weights is L2-SP, a regularizer. optax: <c>add_decayed_weights</c>.
 /// </summary>
 public sealed class AddDecayedWeights : IGradientTransform
 {
-    public void Update(IReadOnlyList<OptimParameter> parameters, IReadOnlyList<Tensor> updates, in StepInfo step)
+    public void Update(Tensor u, Tensor theta, IReadOnlyList<GroupSlice> groups, in StepInfo step)
     {
-        for (int i = 0; i < updates.Count; i++)
+        foreach (var g in groups)
         {
-            var wd = parameters[i].Group.WeightDecay;
-            if (wd != 0) updates[i].add_(parameters[i].Value.detach(), alpha: wd);
+            if (g.Group.WeightDecay == 0) continue;
+            using var us = u.narrow(0, g.Offset, g.Count);
+            using var ts = theta.narrow(0, g.Offset, g.Count);
+            us.add_(ts, alpha: g.Group.WeightDecay);
         }
     }
 }
 
-/// <summary>u ← −η·f(t)·μ_g·u, with μ_g the group's learning-rate multiplier. optax: <c>scale_by_learning_rate</c>.</summary>
+/// <summary>
+/// Heavy-ball momentum (Polyak 1964; PyTorch's SGD with dampening 0): b ← μb + u, then u ← b, or with
+/// Nesterov (Sutskever et al. 2013) u ← u + μb. optax: <c>trace</c>.
+/// </summary>
+public sealed class TraceMomentum(double momentum, bool nesterov) : IGradientTransform, IDisposable
+{
+    Tensor? _b;
+
+    public void Init(FlatBuffer buffer)
+    {
+        Dispose();
+        _b = zeros(buffer.Count, dtype: ScalarType.Float32).DetachFromDisposeScope();
+    }
+
+    public void Update(Tensor u, Tensor theta, IReadOnlyList<GroupSlice> groups, in StepInfo step)
+    {
+        // PyTorch starts the buffer at the first gradient: b₁ = g₁, which b ← μ·0 + g also gives.
+        _b!.mul_(momentum).add_(u);
+        if (nesterov) u.add_(_b, alpha: momentum);
+        else u.copy_(_b);
+    }
+
+    public IEnumerable<(string Slot, Tensor Flat)> State() => [("momentum", _b!)];
+
+    public void Dispose() => _b?.Dispose();
+}
+
+/// <summary>u ← −η·f(t)·μ_g·u on each group slice, μ_g the group's learning-rate multiplier.
+/// optax: <c>scale_by_learning_rate</c>.</summary>
 public sealed class ScaleByLearningRate : IGradientTransform
 {
-    public void Update(IReadOnlyList<OptimParameter> parameters, IReadOnlyList<Tensor> updates, in StepInfo step)
+    public void Update(Tensor u, Tensor theta, IReadOnlyList<GroupSlice> groups, in StepInfo step)
     {
-        for (int i = 0; i < updates.Count; i++)
-            updates[i].mul_(-step.LearningRate * parameters[i].Group.LrMultiplier);
+        if (groups.Count == 1) { u.mul_(-step.LearningRate * groups[0].Group.LrMultiplier); return; }
+        foreach (var g in groups)
+        {
+            using var us = u.narrow(0, g.Offset, g.Count);
+            us.mul_(-step.LearningRate * g.Group.LrMultiplier);
+        }
     }
 }

@@ -1,32 +1,56 @@
+using Research.Abstractions;
 using TorchSharp;
 using static TorchSharp.torch;
 
 namespace Research.Core.Optim;
 
 /// <summary>
-/// An optimizer is a chain of gradient transforms applied to the gradients, then added to the parameters:
-/// θ ← θ + T_k(…T_1(g)). The returned updates are Δθ, the change the step made (SI reads it).
+/// An optimizer is a chain of gradient transforms applied to the flat fp32 gradient, then added to the flat
+/// fp32 parameters: θ ← θ + T_k(…T_1(g)). The model's parameters are views into one flat buffer
+/// (<see cref="FlatBuffer"/>). With a master copy (mixed precision) the model's buffer is bf16/fp16,
+/// micro-batch gradients accumulate into an fp32 master gradient, the update is applied to the fp32 master
+/// weights, and the model's buffer is refreshed from them.
 /// </summary>
-public sealed class Optimizer
+public sealed class Optimizer : IDisposable
 {
     readonly IReadOnlyList<IGradientTransform> _chain;
 
-    public IReadOnlyList<OptimParameter> Parameters { get; }
-    /// <summary>Updates taken so far (t after the last update).</summary>
-    public long StepCount { get; private set; }
     public string Name { get; }
+    /// <summary>The parameters in the order given (the buffer orders them by group).</summary>
+    public IReadOnlyList<OptimParameter> Parameters { get; }
+    public FlatBuffer Buffer { get; }
+    /// <summary>θ in fp32, laid out like <see cref="Buffer"/>: the buffer itself in fp32, else a master copy.</summary>
+    public Tensor Master { get; }
+    /// <summary>The fp32 gradient the step uses: the buffer's gradient in fp32, else the master gradient.</summary>
+    public Tensor MasterGrad { get; }
+    public bool HasMasterCopy { get; }
+    /// <summary>Updates taken so far (t after the last update); a skipped step does not count.</summary>
+    public long StepCount { get; private set; }
 
     public Optimizer(string name, IReadOnlyList<OptimParameter> parameters, params IGradientTransform[] chain)
     {
         Name = name;
         Parameters = parameters;
         _chain = chain;
-        foreach (var t in _chain) t.Init(parameters);
+        Buffer = FlatBuffer.Adopt(parameters);
+        HasMasterCopy = Buffer.DType != ScalarType.Float32;
+        if (HasMasterCopy)
+        {
+            Master = Buffer.Values.detach().to(ScalarType.Float32).requires_grad_(true).DetachFromDisposeScope();
+            MasterGrad = zeros(Buffer.Count, dtype: ScalarType.Float32).DetachFromDisposeScope();
+            Master.grad = MasterGrad;
+        }
+        else
+        {
+            Master = Buffer.Values;
+            MasterGrad = Buffer.Grads;
+        }
+        foreach (var t in _chain) t.Init(Buffer);
     }
 
     /// <summary>
-    /// AdamW: θ ← θ − η(m̂/(√v̂+ε) + λθ) = (1−ηλ)θ − η·m̂/(√v̂+ε) (Loshchilov &amp; Hutter 2019, Algorithm 2 with
-    /// schedule multiplier folded into η). optax: <c>chain(scale_by_adam, add_decayed_weights, scale_by_learning_rate)</c>.
+    /// AdamW (Loshchilov &amp; Hutter 2019): θ ← θ − η(m̂/(√v̂+ε) + λθ) = (1−ηλ)θ − η·m̂/(√v̂+ε), with the schedule's
+    /// multiplier folded into η. optax: <c>chain(scale_by_adam, add_decayed_weights, scale_by_learning_rate)</c>.
     /// </summary>
     public static Optimizer AdamW(IReadOnlyList<OptimParameter> ps, double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8) =>
         new("adamw", ps, new ScaleByAdam(beta1, beta2, eps), new AddDecayedWeights(), new ScaleByLearningRate());
@@ -38,27 +62,76 @@ public sealed class Optimizer
     public static Optimizer AdamL2(IReadOnlyList<OptimParameter> ps, double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8) =>
         new("adam", ps, new AddDecayedWeights(), new ScaleByAdam(beta1, beta2, eps), new ScaleByLearningRate());
 
+    /// <summary>SGD with coupled L2 and (Nesterov) momentum, as PyTorch's <c>SGD(momentum=μ, nesterov, weight_decay=λ)</c>
+    /// with dampening 0: g ← g + λθ; b ← μb + g; θ ← θ − η·(nesterov ? g + μb : b).</summary>
+    public static Optimizer Sgd(IReadOnlyList<OptimParameter> ps, double momentum = 0.0, bool nesterov = false) =>
+        momentum == 0
+            ? new("sgd", ps, new AddDecayedWeights(), new ScaleByLearningRate())
+            : new("sgd", ps, new AddDecayedWeights(), new TraceMomentum(momentum, nesterov), new ScaleByLearningRate());
+
     /// <summary>
-    /// One update with learning rate η·f(t). Parameters without a gradient are left alone (their update is 0).
-    /// Returns Δθ per parameter (owned by the caller's dispose scope).
+    /// After each micro-batch's backward with a master copy: the fp32 master gradient accumulates the
+    /// half-precision gradient, which is zeroed (so it never sums many micro-batches in 8 bits of mantissa).
+    /// Without a master copy the buffer's gradient already is the accumulator.
     /// </summary>
-    public IReadOnlyList<Tensor> Step(double learningRate)
+    public void AccumulateMicroBatch()
+    {
+        if (!HasMasterCopy) return;
+        MasterGrad.add_(Buffer.Grads);
+        Buffer.ZeroGrad();
+    }
+
+    /// <summary>
+    /// One update with learning rate η·f(t) from <see cref="MasterGrad"/>. Returns Δθ, the flat update the step
+    /// added (owned by the caller's dispose scope). With a master copy the model's buffer is refreshed.
+    /// </summary>
+    public Tensor Step(double learningRate)
     {
         StepCount++;
         var info = new StepInfo(StepCount, learningRate);
-        var updates = Parameters.Select(p => p.Value.grad is { } g ? g.detach().clone() : zeros_like(p.Value)).ToList();
-        foreach (var t in _chain) t.Update(Parameters, updates, info);
+        var u = MasterGrad.clone();
         using (no_grad())
-            for (int i = 0; i < updates.Count; i++) Parameters[i].Value.add_(updates[i]);
-        return updates;
+        {
+            foreach (var t in _chain) t.Update(u, Master, Buffer.Groups, info);
+            Master.add_(u);
+            if (HasMasterCopy) Buffer.Values.copy_(Master);
+        }
+        return u;
     }
 
-    /// <summary>Sets every gradient to zero in place (keeps the gradient tensors).</summary>
+    /// <summary>Zeroes the gradients in place (the views stay; never set them to none).</summary>
     public void ZeroGrad()
     {
-        foreach (var p in Parameters) p.Value.grad?.zero_();
+        Buffer.ZeroGrad();
+        if (HasMasterCopy) MasterGrad.zero_();
     }
 
-    /// <summary>State tensors of every transform by "parameter/slot".</summary>
-    public IEnumerable<(string Key, Tensor Value)> State() => _chain.SelectMany(t => t.State());
+    /// <summary>The parameters a regularizer's penalty is built from: fp32, receiving gradients into
+    /// <see cref="MasterGrad"/>. Views, owned by the caller's dispose scope.</summary>
+    public IReadOnlyList<NamedParameter> PenaltyParameters() =>
+        HasMasterCopy
+            ? Buffer.Slots.Select(s => new NamedParameter(s.Name, FlatBuffer.ViewOf(Master, s))).ToList()
+            : Buffer.Slots.Select(s => new NamedParameter(s.Name, s.Parameter)).ToList();
+
+    /// <summary>Per-parameter views of a flat tensor laid out like the buffer (gradients, updates), in slot order.</summary>
+    public IReadOnlyList<Tensor> Views(Tensor flat) => Buffer.Slots.Select(s => FlatBuffer.ViewOf(flat, s)).ToList();
+
+    /// <summary>Optimizer state of one parameter by name and slot (<c>exp_avg</c>, <c>exp_avg_sq</c>, <c>momentum</c>), as a view.</summary>
+    public Tensor StateOf(string parameter, string slot)
+    {
+        var s = Buffer.Slots.FirstOrDefault(x => x.Name == parameter) ?? throw new KeyNotFoundException($"no parameter '{parameter}'");
+        var flat = _chain.SelectMany(t => t.State()).FirstOrDefault(x => x.Slot == slot).Flat
+                   ?? throw new KeyNotFoundException($"{Name} has no state '{slot}' (it has: {string.Join(", ", _chain.SelectMany(t => t.State()).Select(x => x.Slot))})");
+        return FlatBuffer.ViewOf(flat, s);
+    }
+
+    /// <summary>All flat state tensors by slot name.</summary>
+    public IEnumerable<(string Slot, Tensor Flat)> State() => _chain.SelectMany(t => t.State());
+
+    public void Dispose()
+    {
+        foreach (var t in _chain.OfType<IDisposable>()) t.Dispose();
+        if (HasMasterCopy) { Master.Dispose(); MasterGrad.Dispose(); }
+        Buffer.Dispose();
+    }
 }

@@ -1,4 +1,5 @@
 using Research.Core.Data;
+using Research.Core.Precision;
 using static TorchSharp.torch;
 
 namespace Research.Core.Training;
@@ -11,22 +12,25 @@ public sealed record EvalResult(double Loss, double Accuracy, long Items);
 public static class Evaluation
 {
     /// <summary>Evaluates without gradients, in eval mode, restoring the module's mode afterwards.</summary>
-    public static EvalResult Run(nn.Module<Tensor, Tensor> model, TensorDataset data, int batchSize)
+    public static EvalResult Run(nn.Module<Tensor, Tensor> model, TensorDataset data, int batchSize, PrecisionPolicy? precision = null)
     {
         var wasTraining = model.training;
         model.eval();
         try
         {
             using var _ = no_grad();
-            double lossSum = 0; long correct = 0;
+            double lossSum = 0; long correct = 0, items = 0;
             foreach (var batch in data.InOrder(batchSize))
             {
                 using var scope = NewDisposeScope();
-                var logits = model.forward(batch.Inputs);
-                lossSum += nn.functional.cross_entropy(logits, batch.Targets, reduction: nn.Reduction.Sum).to_type(ScalarType.Float64).item<double>();
-                correct += logits.argmax(1).eq(batch.Targets).sum().item<long>();
+                var logits = PrecisionPolicy.Output(model.forward((precision ?? PrecisionPolicy.Fp32).Input(batch.Inputs)));
+                lossSum += nn.functional.cross_entropy(logits, batch.Targets, ignore_index: TrainStep.IgnoreIndex, reduction: nn.Reduction.Sum)
+                    .to_type(ScalarType.Float64).item<double>();
+                var counted = batch.Targets.ne(TrainStep.IgnoreIndex);
+                correct += logits.argmax(1).eq(batch.Targets).logical_and(counted).sum().item<long>();
+                items += counted.sum().item<long>();
             }
-            return data.Count == 0 ? new EvalResult(double.NaN, double.NaN, 0) : new EvalResult(lossSum / data.Count, (double)correct / data.Count, data.Count);
+            return items == 0 ? new EvalResult(double.NaN, double.NaN, 0) : new EvalResult(lossSum / items, (double)correct / items, items);
         }
         finally { model.train(wasTraining); }
     }

@@ -5,6 +5,7 @@ using Research.Core.Data;
 using Research.Core.Models;
 using Research.Core.Optim;
 using Research.Core.Plugins;
+using Research.Core.Precision;
 using static TorchSharp.torch;
 
 namespace Research.Core.Training;
@@ -52,11 +53,39 @@ public static class RunSetup
         return (model, summary);
     }
 
-    public static Optimizer Optimizer(OptimizerSection o, nn.Module model)
+    /// <summary>The parameter-group plan the [optimizer] section describes.</summary>
+    public static GroupPlan Plan(OptimizerSection o) => new(
+        o.WeightDecay,
+        o.Components.Select(c => new ComponentRule(c.Name, c.Match, c.Lr > 0 ? c.Lr / o.Lr : c.LrScale, c.Frozen)).ToList(),
+        o.NoDecayPatterns,
+        o.LayerDecay < 1 ? new LayerDecay(o.LayerDecay, o.LayerPattern) : null);
+
+    /// <summary>Groups the model's parameters, freezes what the plan freezes, and builds the optimizer over
+    /// the rest (after <see cref="PrecisionPolicy.Prepare"/>, so the flat buffer has the compute dtype).
+    /// Returns the group table too.</summary>
+    public static (Optimizer Optimizer, IReadOnlyList<string> Table) Optimizer(OptimizerSection o, nn.Module model, string configFile)
     {
-        var ps = ParameterGroups.Assign(model.named_parameters().Select(p => (p.name, (Tensor)p.parameter)), GroupRule.DecayByRank(o.WeightDecay));
-        return o.Name == "adam" ? Optim.Optimizer.AdamL2(ps, o.Beta1, o.Beta2, o.Eps) : Optim.Optimizer.AdamW(ps, o.Beta1, o.Beta2, o.Eps);
+        IReadOnlyList<OptimParameter> trainable;
+        IReadOnlyList<(string, Tensor)> frozen;
+        try { (trainable, frozen) = ParameterGroups.Build(model.named_parameters().Select(p => (p.name, (Tensor)p.parameter)).ToList(), Plan(o)); }
+        catch (InvalidOperationException e) { throw new ConfigException(configFile, "optimizer", e.Message); }
+        if (trainable.Count == 0) throw new ConfigException(configFile, "optimizer.components", "every parameter is frozen: nothing to train");
+        var optimizer = o.Name switch
+        {
+            "adam" => Optim.Optimizer.AdamL2(trainable, o.Beta1, o.Beta2, o.Eps),
+            "sgd" => Optim.Optimizer.Sgd(trainable, o.Momentum, o.Nesterov),
+            _ => Optim.Optimizer.AdamW(trainable, o.Beta1, o.Beta2, o.Eps),
+        };
+        return (optimizer, ParameterGroups.Table(trainable, frozen, o.Lr).ToList());
     }
+
+    /// <summary>The precision policy the [precision] section describes.</summary>
+    public static PrecisionPolicy Precision(PrecisionSection p) => p.Mode switch
+    {
+        "bf16" => new PrecisionPolicy(PrecisionMode.Bf16),
+        "fp16" => new PrecisionPolicy(PrecisionMode.Fp16, new DynamicLossScaler(p.InitialScale, growthInterval: p.GrowthInterval)),
+        _ => PrecisionPolicy.Fp32,
+    };
 
     /// <summary>The schedule and regularizers the config names, created by the plugin host and guarded.</summary>
     public static (GuardedSchedule Schedule, IReadOnlyList<GuardedRegularizer> Regularizers) Plugins(RunConfig c, PluginHost host)
@@ -70,7 +99,7 @@ public static class RunSetup
     /// <summary>The bound sections with every default filled in, as JSON (the "resolved config" of the record).</summary>
     public static string ResolvedJson(RunConfig c) => JsonSerializer.Serialize(new
     {
-        run = c.Run, data = c.Data, model = c.Model, optimizer = c.Optimizer, train = c.Train,
+        run = c.Run, data = c.Data, model = c.Model, optimizer = c.Optimizer, train = c.Train, precision = c.Precision,
         schedule = c.Schedule.Name, regularizers = c.Regularizers.Select(r => r.Name),
     }, new JsonSerializerOptions { WriteIndented = false });
 }

@@ -1,0 +1,142 @@
+using System.Globalization;
+using Research.Core.Memory;
+
+namespace Research.Cli;
+
+/// <summary>
+/// <c>research memory</c>: the memory of full fine-tuning by component (<see cref="MemoryEstimate"/>), in GB and GiB,
+/// then the seed chapter's 7B example beside the corrected figures and what it left out.
+/// </summary>
+public static class MemoryCommand
+{
+    const double GB = 1e9, GiB = 1L << 30;
+    static readonly string[] ShapeOptions = ["--layers", "--hidden", "--heads", "--seq", "--batch"];
+    static readonly CultureInfo Inv = CultureInfo.InvariantCulture;
+
+    public static int Run(string[] argv)
+    {
+        var a = new Args(argv, ["--params", "--precision", "--optimizer", .. ShapeOptions], ["--recompute"]);
+        if (a.Positional.Count > 0) throw new UsageException($"memory takes no positional arguments, got '{a.Positional[0]}'");
+        if (a.One("--params") is null) throw new UsageException("memory needs --params, the number of parameters (e.g. --params 7e9)");
+        var parameters = a.Double("--params", 0);
+        if (!(parameters > 0 && double.IsFinite(parameters))) throw new UsageException($"--params must be > 0, not '{a.One("--params")}'");
+        // Defaults a researcher would pick today: bf16 mixed precision (no loss scaling) and AdamW.
+        var precision = Lookup(Precision.ByName, "--precision", a.One("--precision") ?? "mixed-bf16");
+        var optimizer = Lookup(OptimizerState.ByName, "--optimizer", a.One("--optimizer") ?? "adamw");
+        var shape = ReadShape(a);
+        if (a.Flag("--recompute") && shape is null)
+            throw new UsageException($"--recompute needs the model's shape: {string.Join(" ", ShapeOptions)}");
+
+        var estimate = new MemoryEstimate(parameters, precision, optimizer, shape, a.Flag("--recompute"));
+        PrintEstimate(estimate);
+        Console.WriteLine();
+        PrintSeedExample(precision);
+        return 0;
+    }
+
+    static T Lookup<T>(IReadOnlyDictionary<string, T> byName, string option, string name) =>
+        byName.TryGetValue(name, out var v) ? v
+            : throw new UsageException($"unknown {option} '{name}' (valid: {string.Join(", ", byName.Keys)})");
+
+    /// <summary>The shape is all five options or none: activations from a partial shape would be a guess.</summary>
+    static TransformerShape? ReadShape(Args a)
+    {
+        var given = ShapeOptions.Where(o => a.One(o) is not null).ToList();
+        if (given.Count == 0) return null;
+        var missing = ShapeOptions.Except(given).ToList();
+        if (missing.Count > 0)
+            throw new UsageException($"activations need {string.Join(" ", ShapeOptions)} together; missing {string.Join(", ", missing)}");
+        long Positive(string o) => a.Long(o, 0) is var v and > 0 ? v : throw new UsageException($"{o} must be > 0, not '{a.One(o)}'");
+        var shape = new TransformerShape(Positive("--layers"), Positive("--hidden"), Positive("--heads"), Positive("--seq"), Positive("--batch"));
+        if (shape.Hidden % shape.Heads != 0)
+            throw new UsageException($"--hidden {shape.Hidden} must be a multiple of --heads {shape.Heads}");
+        return shape;
+    }
+
+    static void PrintEstimate(MemoryEstimate e)
+    {
+        Console.WriteLine($"Full fine-tuning of {e.Parameters.ToString("0.###e0", Inv)} parameters, {e.Precision.Name}, {e.Optimizer.Name}");
+        Console.WriteLine($"  {e.Precision.Name}: {e.Precision.Summary}");
+        Console.WriteLine();
+        var rows = e.Components.Where(c => c.Kind != Component.Activations)
+            .Select(c => (Label(c.Kind, e), c.BytesPerParameter.ToString(), c.Bytes))
+            .Append(("model state", e.ModelStateBytesPerParameter.ToString(), e.ModelState))
+            .Concat(e.Shape is null ? [] : [(Label(Component.Activations, e), "", e.Activations)])
+            .Append((e.Shape is null ? "total (activations not estimated)" : "total", "", e.Total))
+            .ToList();
+        var width = rows.Max(r => r.Item1.Length) + 2;
+        Console.WriteLine($"{"component".PadRight(width)}{"B/param",8}{"GB",12}{"GiB",12}");
+        foreach (var (label, perParameter, bytes) in rows)
+            Console.WriteLine($"{label.PadRight(width)}{perParameter,8}{Size(bytes / GB),12}{Size(bytes / GiB),12}");
+        Console.WriteLine();
+        if (e.Shape is not { } s)
+        {
+            Console.WriteLine($"activations: give {string.Join(" ", ShapeOptions)} to estimate them (Korthikanti et al. 2022)");
+            return;
+        }
+        Console.WriteLine(e.Recompute
+            ? "activations: 2·s·b·h bytes per layer, full recomputation keeps only each layer's input (Korthikanti et al. 2022, Table 2)"
+            : "activations: s·b·h·(34 + 5·a·s/h) bytes per layer, 16-bit, no recomputation (Korthikanti et al. 2022, Eq. 1)");
+        var terms = e.Recompute ? $"s = {s.Sequence}, b = {s.Batch}, h = {s.Hidden}"
+            : $"s = {s.Sequence}, b = {s.Batch}, h = {s.Hidden}, a = {s.Heads}: 5·a·s/h = {s.AttentionTerm.ToString("0.##", Inv)}";
+        Console.WriteLine($"  {terms}; {s.ActivationBytesPerLayer(e.Recompute).ToString("N0", Inv)} bytes per layer × {s.Layers} layers; "
+            + "embeddings and logits not counted");
+    }
+
+    static string Label(Component kind, MemoryEstimate e) => kind switch
+    {
+        Component.Weights => $"weights ({e.Precision.WeightType})",
+        Component.Gradients => $"gradients ({e.Precision.WeightType})",
+        Component.MasterCopy => e.Precision.MasterBytes > 0 ? "fp32 master copy" : "fp32 master copy (none)",
+        Component.OptimizerMoments => $"optimizer moments ({e.Optimizer.Name}: {e.Optimizer.Slots}{(e.Optimizer.BytesPerParameter > 0 ? ", fp32" : "")})",
+        Component.Activations => $"activations ({e.Shape!.Layers} layers{(e.Recompute ? ", recomputed" : "")})",
+        _ => throw new ArgumentOutOfRangeException(nameof(kind), kind, null),
+    };
+
+    /// <summary>Two decimals; three significant digits below 0.1 so a small model does not print as 0.00.</summary>
+    static string Size(double v) =>
+        v >= 0.1 || v == 0 ? v.ToString("F2", Inv) : v >= 1e-4 ? v.ToString("G3", Inv) : v.ToString("0.##e0", Inv);
+
+    /// <summary>
+    /// The seed's line for this precision (its fp32 line for fp32, its mixed-precision row otherwise) beside the same
+    /// 7B AdamW model state computed here; activations are the seed's own figure in both rows (it names no shape).
+    /// </summary>
+    static void PrintSeedExample(Precision precision)
+    {
+        var (seed, label, correctedPrecision) = precision == Precision.Fp32
+            ? (SeedChapter.Fp32, "fp32 line", Precision.Fp32)
+            : (SeedChapter.MixedPrecision, "mixed-precision row", Precision.MixedFp16);
+        var corrected = new MemoryEstimate(SeedChapter.Parameters, correctedPrecision, OptimizerState.Adam);
+        var activations = seed.Figures.TryGetValue(Component.Activations, out var act) ? act : (double?)null;
+        string Approx(double v) => (activations is null ? "" : "~") + v.ToString("0.#", Inv);
+
+        Console.WriteLine($"The seed chapter's 7B example ({label}, AdamW, GB){(activations is null ? "" : "; its activation figure is kept, it names no shape")}:");
+        Console.WriteLine($"  \"{seed.Quote}\"");
+        const string row = "  {0,-14}{1,9}{2,11}{3,13}{4,11}{5,13}{6,9}";
+        Console.WriteLine(row, "", "weights", "gradients", "fp32 master", "optimizer", "activations", "total");
+        string Seed(Component k) => seed.Figures.TryGetValue(k, out var v) ? (k == Component.Activations ? "~" : "") + v.ToString("0.#", Inv) : "-";
+        Console.WriteLine(row, "seed chapter", Seed(Component.Weights), Seed(Component.Gradients), Seed(Component.MasterCopy),
+            Seed(Component.OptimizerMoments), Seed(Component.Activations), Approx(seed.Total));
+        string Gb(double bytes) => (bytes / GB).ToString("0.#", Inv);
+        Console.WriteLine(row, "corrected", Gb(corrected.Weights), Gb(corrected.Gradients), Gb(corrected.MasterCopy),
+            Gb(corrected.OptimizerMoments), Seed(Component.Activations), Approx(corrected.ModelState / GB + (activations ?? 0)));
+
+        var omitted = seed.OmittedFrom(corrected).Select(c => Omission(c.Kind, correctedPrecision, Gb(c.Bytes)));
+        var terms = string.Join(" + ", corrected.Components.Where(c => c.BytesPerParameter > 0).Select(c => c.BytesPerParameter));
+        Console.WriteLine($"The seed's {label} leaves out {string.Join(" and ", omitted)}: the model state is {terms} = "
+            + $"{corrected.ModelStateBytesPerParameter} B/param, {Gb(corrected.ModelState)} GB before activations (ZeRO, Rajbhandari et al. 2020).");
+        if (precision == Precision.PureBf16)
+        {
+            var pure = new MemoryEstimate(SeedChapter.Parameters, Precision.PureBf16, OptimizerState.Adam);
+            Console.WriteLine($"pure-bf16 keeps no master copy, {pure.ModelStateBytesPerParameter} B/param = {Gb(pure.ModelState)} GB: the seed's model "
+                + "state, right only for pure 16-bit training, which loses small updates.");
+        }
+    }
+
+    static string Omission(Component kind, Precision p, string gb) => kind switch
+    {
+        Component.MasterCopy => $"the {gb} GB fp32 master copy, the weights the optimizer actually updates under mixed precision",
+        Component.Gradients => $"the {gb} GB of {p.WeightType} gradients, one per weight",
+        _ => $"the {gb} GB of {kind}",
+    };
+}

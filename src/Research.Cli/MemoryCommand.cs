@@ -111,7 +111,7 @@ public static class MemoryCommand
         string Approx(double v) => (activations is null ? "" : "~") + v.ToString("0.#", Inv);
 
         Console.WriteLine($"The seed chapter's 7B example ({label}, AdamW, GB){(activations is null ? "" : "; its activation figure is kept, it names no shape")}:");
-        Console.WriteLine($"  \"{seed.Quote}\"");
+        Console.WriteLine($"  as given: {seed.AsGiven}");
         const string row = "  {0,-14}{1,9}{2,11}{3,13}{4,11}{5,13}{6,9}";
         Console.WriteLine(row, "", "weights", "gradients", "fp32 master", "optimizer", "activations", "total");
         string Seed(Component k) => seed.Figures.TryGetValue(k, out var v) ? (k == Component.Activations ? "~" : "") + v.ToString("0.#", Inv) : "-";

@@ -15,6 +15,7 @@ try
         ["demo", .. var rest] => Commands.Demo(rest),
         ["plugins", "list", .. var rest] => Commands.PluginsList(rest),
         ["plot", "schedule", .. var rest] => Commands.PlotSchedule(rest),
+        ["memory", .. var rest] => MemoryCommand.Run(rest),
         _ => throw new UsageException($"unknown command '{string.Join(' ', args.Take(2))}'"),
     };
 }
@@ -38,6 +39,8 @@ static int Usage(int code, TextWriter? to = null)
           research plugins list [--plugins DIR]...
           research plot schedule NAME... [--steps N] [--warmup W] [--lr PEAK] [--set NAME.key=value]...
                                         [-o FILE.png] [--csv]
+          research memory --params P [--precision fp32|mixed-bf16|mixed-fp16|pure-bf16] [--optimizer adamw|adam|sgd-momentum|sgd]
+                          [--layers L --hidden H --heads A --seq S --batch B [--recompute]]
         """);
     return code;
 }

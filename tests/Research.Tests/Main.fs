@@ -31,6 +31,8 @@ let main argv =
             OptimizerTests.tests
             ConfigTests.tests
             TrainingTests.tests
+            TrainStepTests.tests
+            MemoryTests.tests
             PluginHostTests.tests
             ReadmeTests.tests
         ]

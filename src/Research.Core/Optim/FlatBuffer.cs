@@ -89,6 +89,8 @@ public sealed class FlatBuffer : IDisposable
         IntPtr values = DataPointer(Values), grads = DataPointer(Grads);
         foreach (var s in Slots)
         {
+            if (s.Parameter.IsInvalid)
+                throw new InvalidOperationException($"parameter '{s.Name}' was replaced and disposed (e.g. by Module.to(dtype) or load_state_dict): it no longer lies in its flat buffer");
             if (DataPointer(s.Parameter) != values + (nint)(s.Offset * size))
                 throw new InvalidOperationException($"parameter '{s.Name}' no longer lies in its flat buffer (its storage was replaced, e.g. by .to(dtype) or load_state_dict)");
             using var g = s.Parameter.grad;

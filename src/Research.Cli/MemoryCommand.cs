@@ -15,7 +15,8 @@ public static class MemoryCommand
 
     public static int Run(string[] argv)
     {
-        var a = new Args(argv, ["--params", "--precision", "--optimizer", .. ShapeOptions], ["--recompute"]);
+        var a = new Args(argv, ["--params", "--precision", "--optimizer", "--config", "--set", .. ShapeOptions], ["--recompute"]);
+        if (a.One("--config") is { } config) return ForConfig(config, a.All("--set"));
         if (a.Positional.Count > 0) throw new UsageException($"memory takes no positional arguments, got '{a.Positional[0]}'");
         if (a.One("--params") is null) throw new UsageException("memory needs --params, the number of parameters (e.g. --params 7e9)");
         var parameters = a.Double("--params", 0);
@@ -32,6 +33,42 @@ public static class MemoryCommand
         Console.WriteLine();
         PrintSeedExample(precision);
         return 0;
+    }
+
+    /// <summary>
+    /// The exact model-state bytes of the model a run config builds: predicted from parameter counts
+    /// (<see cref="ModelMemory.Predict"/>) and measured on the tensors the framework allocates.
+    /// </summary>
+    static int ForConfig(string path, IReadOnlyList<string> overrides)
+    {
+        var config = Research.Core.Config.ConfigLoader.Load(path, overrides);
+        var (features, classes) = Research.Core.Training.RunSetup.DatasetShape(config.Data);
+        var (model, _) = Research.Core.Training.RunSetup.Model(config.Model, features, classes, config.Run.Seed, config.File);
+        using var _model = model;
+        var policy = Research.Core.Training.RunSetup.Precision(config.Precision);
+        policy.Prepare(model);
+        var (optimizer, table) = Research.Core.Training.RunSetup.Optimizer(config.Optimizer, model, config.File);
+        using var _optimizer = optimizer;
+        long trainable = optimizer.Buffer.Count, frozen = model.parameters().Sum(p => p.numel()) - trainable;
+        var predicted = ModelMemory.Predict(trainable, frozen, policy.Mode, config.Optimizer.Name, config.Optimizer.Momentum);
+        var measured = ModelMemory.Measure(model, optimizer);
+
+        Console.WriteLine($"{config.File}: {config.Model.Kind} with {trainable + frozen:N0} parameters ({trainable:N0} trainable), " +
+                          $"precision {config.Precision.Mode}, optimizer {config.Optimizer.Name}");
+        foreach (var line in table) Console.WriteLine("  " + line);
+        Console.WriteLine();
+        Console.WriteLine($"{"component",-28} {"predicted B",14} {"allocated B",14} {"MB",10}");
+        void Row(string name, long p, long m) => Console.WriteLine($"{name,-28} {p,14:N0} {m,14:N0} {m / 1e6,10:F3}");
+        Row("weights", predicted.Weights, measured.Weights);
+        Row("gradients", predicted.Gradients, measured.Gradients);
+        Row("fp32 master weights", predicted.MasterWeights, measured.MasterWeights);
+        Row("fp32 master gradients", predicted.MasterGradients, measured.MasterGradients);
+        Row("optimizer moments", predicted.Moments, measured.Moments);
+        Row("total model state", predicted.Total, measured.Total);
+        Console.WriteLine(predicted == measured
+            ? "allocated = predicted, byte for byte (activations are not counted)"
+            : "allocated differs from predicted: the memory model is out of date");
+        return predicted == measured ? 0 : 1;
     }
 
     static T Lookup<T>(IReadOnlyDictionary<string, T> byName, string option, string name) =>

@@ -33,6 +33,7 @@ let main argv =
             TrainingTests.tests
             TrainStepTests.tests
             MemoryTests.tests
+            ParameterGroupTests.tests
             PluginHostTests.tests
             ReadmeTests.tests
         ]

@@ -19,7 +19,7 @@ public sealed record TransformerShape(long Vocab, long MaxLen, long Width, long 
     public static TransformerShape Benchmark { get; } = new(Vocab: 4096, MaxLen: 64, Width: 256, Heads: 4, Layers: 4, Classes: 10);
 
     /// <summary>Sequences per batch for <see cref="Benchmark"/> (each of <see cref="MaxLen"/> tokens).</summary>
-    public const int BenchmarkBatch = 16;
+    public const int BenchmarkBatch = 8;
 
     /// <summary>
     /// Many small tensors (12 blocks of width 64: 150 tensors, 0.64 M parameters), so that an optimizer step is

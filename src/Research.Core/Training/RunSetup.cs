@@ -26,6 +26,10 @@ public static class RunSetup
         _ => FashionMnist.Load(FashionMnist.ResolveDirectory(d.Path)),
     };
 
+    /// <summary>(features, classes) of a dataset without loading it.</summary>
+    public static (long Features, int Classes) DatasetShape(DataSection d) =>
+        d.Dataset == "synthetic" ? (d.SyntheticFeatures, d.SyntheticClasses) : (784, 10);
+
     /// <summary>Class filter, size limit, and the seeded validation holdout (seed stream "validation-split").</summary>
     public static TaskData Task(string name, TensorDataset fullTrain, TensorDataset fullTest, DataSection d, long seed)
     {

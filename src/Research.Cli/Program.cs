@@ -16,6 +16,7 @@ try
         ["plugins", "list", .. var rest] => Commands.PluginsList(rest),
         ["plot", "schedule", .. var rest] => Commands.PlotSchedule(rest),
         ["memory", .. var rest] => MemoryCommand.Run(rest),
+        ["bench", .. var rest] => BenchCommand.Run(rest),
         _ => throw new UsageException($"unknown command '{string.Join(' ', args.Take(2))}'"),
     };
 }
@@ -41,6 +42,8 @@ static int Usage(int code, TextWriter? to = null)
                                         [-o FILE.png] [--csv]
           research memory --params P [--precision fp32|mixed-bf16|mixed-fp16|pure-bf16] [--optimizer adamw|adam|sgd-momentum|sgd]
                           [--layers L --hidden H --heads A --seq S --batch B [--recompute]]
+          research memory --config CONFIG [--set section.key=value]...
+          research bench step [--repetitions N] [--steps S] [--threads T]
         """);
     return code;
 }

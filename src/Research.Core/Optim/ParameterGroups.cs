@@ -135,7 +135,7 @@ public static class ParameterGroups
         int width = Math.Max(5, rows.Select(r => r.Group.Name.Length).DefaultIfEmpty(0).Max());
         yield return $"{"group".PadRight(width)}  {"tensors",7}  {"parameters",12}  {"lr",10}  {"weight decay",12}";
         foreach (var (g, tensors, count) in rows)
-            yield return $"{g.Name.PadRight(width)}  {tensors,7}  {count,12:N0}  {baseLr * g.LrMultiplier,10:G3}  {g.WeightDecay,12:G3}";
+            yield return $"{g.Name.PadRight(width)}  {tensors,7}  {count,12:N0}  {(baseLr * g.LrMultiplier).ToString("0.###e+00", System.Globalization.CultureInfo.InvariantCulture),10}  {g.WeightDecay,12:G3}";
         long trainableCount = rows.Sum(r => r.Parameters), frozenCount = frozen.Sum(f => f.Value.numel()), total = trainableCount + frozenCount;
         if (frozen.Count > 0) yield return $"{"frozen".PadRight(width)}  {frozen.Count,7}  {frozenCount,12:N0}";
         yield return $"parameters {total:N0}, trainable {trainableCount:N0} ({100.0 * trainableCount / Math.Max(1, total):F1}%)";

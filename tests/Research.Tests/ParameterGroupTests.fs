@@ -44,8 +44,12 @@ let tests =
                 "language_model.no_decay", 3, 18L, 2e-5, 0.0 ] "the six groups, in buffer order"
             Expect.isEmpty frozen "nothing frozen"
             let table = ParameterGroups.Table(trainable, frozen, 2e-5) |> List.ofSeq
-            Expect.equal table.Length 8 "header, six rows, totals"
-            Expect.equal (List.last table) "parameters 228, trainable 228 (100.0%)" "totals line"
+            // The README documents this table: it must be exactly what the code prints.
+            let readme = IO.File.ReadAllText(IO.Path.Combine(repoRoot, "README.md"))
+            let documented =
+                let start = readme.IndexOf("```\ngroup ") + 4
+                readme.Substring(start, readme.IndexOf("```", start) - start).TrimEnd('\n').Split('\n') |> List.ofArray
+            Expect.equal table documented "the README's table, line by line"
         }
         test "a frozen component gets requires_grad = false, stays out of the optimizer, and the table reports the trainable share" {
             use m = vlm ()

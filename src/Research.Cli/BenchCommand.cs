@@ -58,7 +58,7 @@ static class BenchCommand
         {
             var batch = candidateModel.Batches[next];
             next = (next + 1) % candidateModel.Batches.Count;
-            step.Run([batch], Lr);
+            step.Run([batch], Lr, measureNorm: false);   // logging off, as in the hand-written loop
         }
         Console.WriteLine($"{workload.Name}: {workload.ParameterCount:N0} parameters in {workload.TensorCount} tensors, " +
                           $"batch {workload.Batches[0].Inputs.shape[0]}");
@@ -80,7 +80,7 @@ static class BenchCommand
         void Candidate()
         {
             using var scope = NewDisposeScope();
-            core.Step(Lr);
+            core.Step(Lr, returnDelta: false);
         }
         Console.WriteLine($"{coreModel.Name}: {coreModel.ParameterCount:N0} parameters in {coreModel.TensorCount} tensors (optimizer step only)");
         return StepBench.Compare($"core AdamW vs built-in AdamW: {coreModel.TensorCount} tensors", builtIn.Step, Candidate,

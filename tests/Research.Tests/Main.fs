@@ -27,6 +27,7 @@ let main argv =
     let all =
         testList "research" [
             NativeTests.tests
+            ModelTests.tests
             ScheduleTests.tests
             OptimizerTests.tests
             ConfigTests.tests

@@ -13,9 +13,9 @@ open Research.Core.Models
 type private Tensor = torch.Tensor
 
 /// A transformer small enough for a test to build in milliseconds.
-let private small = TransformerShape(Vocab = 50L, MaxLen = 12L, Width = 16L, Heads = 2L, Layers = 2L, Classes = 3L)
+let private small = TinyTransformerShape(Vocab = 50L, MaxLen = 12L, Width = 16L, Heads = 2L, Layers = 2L, Classes = 3L)
 
-let private build (shape: TransformerShape) (seed: int) = TinyTransformer.Create(shape, new torch.Generator(uint64 seed))
+let private build (shape: TinyTransformerShape) (seed: int) = TinyTransformer.Create(shape, new torch.Generator(uint64 seed))
 
 let private names (m: torch.nn.Module) = m.named_parameters() |> Seq.map (fun struct (n, _) -> n) |> List.ofSeq
 
@@ -23,7 +23,7 @@ let private tensors (m: torch.nn.Module) = m.named_parameters() |> Seq.map (fun 
 
 let private bitwiseEqual (a: Tensor) (b: Tensor) = torch.eq(a, b).all().item<bool>()
 
-let private tokens (shape: TransformerShape) (n: int64) (length: int64) (seed: int) =
+let private tokens (shape: TinyTransformerShape) (n: int64) (length: int64) (seed: int) =
     torch.randint(0L, shape.Vocab, [| n; length |], dtype = torch.int64, generator = new torch.Generator(uint64 seed))
 
 /// Mean cross-entropy of the model over the batches, without gradients.
@@ -55,8 +55,8 @@ let private transformerTests =
             Expect.sequenceEqual (names model) expected "parameter names in registration order"
         }
 
-        test "TransformerShape's tensor and parameter counts equal the built models'" {
-            for shape in [ small; TransformerShape.ManyTensors; TransformerShape.Benchmark ] do
+        test "TinyTransformerShape's tensor and parameter counts equal the built models'" {
+            for shape in [ small; TinyTransformerShape.ManyTensors; TinyTransformerShape.Benchmark ] do
                 use model = build shape 1
                 let ps = tensors model
                 Expect.equal (int64 ps.Length) shape.TensorCount (sprintf "tensor count of %A" shape)
@@ -79,7 +79,7 @@ let private transformerTests =
         }
 
         test "initialisation: embeddings N(0, 0.02²), LayerNorm gain 1 and shift 0, Linear weights within ±1/√fan_in" {
-            use model = build TransformerShape.ManyTensors 3
+            use model = build TinyTransformerShape.ManyTensors 3
             for struct (n, p) in model.named_parameters() do
                 use _ = torch.NewDisposeScope()
                 let std = p.std().item<float32>() |> float
@@ -114,7 +114,7 @@ let private transformerTests =
         }
 
         test "the transformer learns the synthetic task: after 60 AdamW steps training loss < 0.3 and held-out loss < 0.6 (chance ≈ 1.1)" {
-            let shape = TransformerShape(Vocab = 24L, MaxLen = 15L, Width = 32L, Heads = 2L, Layers = 1L, Classes = 3L)
+            let shape = TinyTransformerShape(Vocab = 24L, MaxLen = 15L, Width = 32L, Heads = 2L, Layers = 1L, Classes = 3L)
             use model = build shape 11
             use data = SyntheticTokens.Make(256, 15, 24, 3, new torch.Generator(12UL))
             use heldOut = SyntheticTokens.Make(512, 15, 24, 3, new torch.Generator(13UL))

@@ -181,6 +181,26 @@ let flatBufferTests =
         }
     ]
 
+let fusedTests =
+    testList "fused AdamW" [
+        test "the fused in-place AdamW step equals the composed chain (Adam → decoupled decay → −η) within 1e-6 over 20 steps, two groups" {
+            use _ = torch.NewDisposeScope()
+            use a = mlp 5L
+            use b = mlp 5L
+            use composed = Optimizer.AdamW(ParameterGroups.Assign(named a, GroupRule.DecayByRank 0.1))
+            use fused = Optimizer.AdamW(ParameterGroups.Assign(named b, GroupRule.DecayByRank 0.1))
+            use gen = new torch.Generator(8UL)
+            for i in 1 .. 20 do
+                let x, y = data gen 24L
+                for (m, o, fusedPath) in [ a, composed, false; b, fused, true ] do
+                    o.ZeroGrad()
+                    torch.nn.functional.cross_entropy(m.forward(x), y, ignore_index = TrainStep.IgnoreIndex).backward()
+                    o.Step(1e-2 / float i, returnDelta = not fusedPath) |> ignore
+            Expect.isLessThanOrEqual (relative fused.Master composed.Master) 1e-6 "‖Δθ‖/‖θ‖"
+            Expect.isGreaterThan (relative composed.Master (flatValues (sgd (mlp 5L)))) 1e-3 "the parameters moved"
+        }
+    ]
+
 let sgdTests =
     testList "sgd" [
         for momentum, nesterov in [ 0.0, false; 0.9, false; 0.9, true ] ->
@@ -282,4 +302,4 @@ let precisionTests =
         }
     ]
 
-let tests = testList "training step" [ accumulationTests; clippingTests; flatBufferTests; sgdTests; precisionTests ]
+let tests = testList "training step" [ accumulationTests; clippingTests; flatBufferTests; fusedTests; sgdTests; precisionTests ]

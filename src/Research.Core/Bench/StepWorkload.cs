@@ -18,15 +18,15 @@ public sealed class StepWorkload(string name, nn.Module<Tensor, Tensor> model, I
     public int TensorCount => Model.parameters().Count();
 
     /// <summary>
-    /// <see cref="TransformerShape.Benchmark"/>: batches of <see cref="TransformerShape.BenchmarkBatch"/> sequences of
+    /// <see cref="TinyTransformerShape.Benchmark"/>: batches of <see cref="TinyTransformerShape.BenchmarkBatch"/> sequences of
     /// full length from <see cref="SyntheticTokens"/>.
     /// </summary>
     public static StepWorkload Transformer(long seed, int batches = 4) =>
-        OfTransformer("transformer", TransformerShape.Benchmark, TransformerShape.BenchmarkBatch, seed, batches);
+        OfTransformer("transformer", TinyTransformerShape.Benchmark, TinyTransformerShape.BenchmarkBatch, seed, batches);
 
-    /// <summary><see cref="TransformerShape.ManyTensors"/> with batches of 32 full-length sequences.</summary>
+    /// <summary><see cref="TinyTransformerShape.ManyTensors"/> with batches of 32 full-length sequences.</summary>
     public static StepWorkload ManyTensors(long seed, int batches = 1) =>
-        OfTransformer("many-tensor transformer", TransformerShape.ManyTensors, 32, seed, batches);
+        OfTransformer("many-tensor transformer", TinyTransformerShape.ManyTensors, 32, seed, batches);
 
     /// <summary>An MLP 784-256-256-10 (Fashion-MNIST sized) on batches of 128 N(0, 1) inputs with uniform labels.</summary>
     public static StepWorkload Mlp(long seed, int batches = 4)
@@ -40,7 +40,7 @@ public sealed class StepWorkload(string name, nn.Module<Tensor, Tensor> model, I
         return new StepWorkload("mlp 784-256-256-10", model, list);
     }
 
-    static StepWorkload OfTransformer(string name, TransformerShape shape, int batchSize, long seed, int batches)
+    static StepWorkload OfTransformer(string name, TinyTransformerShape shape, int batchSize, long seed, int batches)
     {
         var model = TinyTransformer.Create(shape, Seeds.Generator(seed, "bench.init"));
         using var data = SyntheticTokens.Make(batchSize * batches, (int)shape.MaxLen, (int)shape.Vocab, (int)shape.Classes,

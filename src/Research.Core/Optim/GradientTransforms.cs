@@ -43,12 +43,39 @@ public sealed class ScaleByAdam(double beta1 = 0.9, double beta2 = 0.999, double
     public void Update(Tensor u, Tensor theta, IReadOnlyList<GroupSlice> groups, in StepInfo step)
     {
         // Arranged as PyTorch's Adam arranges it: u = (m / bc1) / (√v / √bc2 + ε).
-        double bc1 = 1 - Math.Pow(beta1, step.Count), bc2Sqrt = Math.Sqrt(1 - Math.Pow(beta2, step.Count));
-        _m!.mul_(beta1).add_(u, alpha: 1 - beta1);
-        _v!.mul_(beta2).addcmul_(u, u, value: 1 - beta2);
-        using var denom = _v.sqrt();
-        denom.div_(bc2Sqrt).add_(eps);
-        u.copy_(_m).div_(denom).div_(bc1);
+        using var denom = Moments(u, step);
+        u.copy_(_m!).div_(denom).div_(1 - Math.Pow(beta1, step.Count));
+    }
+
+    /// <summary>Updates m and v from the gradient g; returns √v / √bc2 + ε.</summary>
+    Tensor Moments(Tensor g, in StepInfo step)
+    {
+        double bc2Sqrt = Math.Sqrt(1 - Math.Pow(beta2, step.Count));
+        _m!.lerp_(g, 1 - beta1);                       // m + (1−β₁)(g − m) = β₁m + (1−β₁)g, one pass
+        _v!.mul_(beta2).addcmul_(g, g, value: 1 - beta2);
+        var denom = _v.sqrt();
+        return denom.div_(bc2Sqrt).add_(eps);
+    }
+
+    /// <summary>
+    /// The whole AdamW update in place, fused as PyTorch's single-tensor AdamW fuses it:
+    /// θ_g ← θ_g·(1 − η_g λ_g), then θ ← θ − (η_g / bc1)·m / (√v/√bc2 + ε) — 8 passes over the parameters instead of
+    /// the 13 of the composed chain. Used by <see cref="Optimizer"/> only for the chain (scale-by-Adam → add decayed
+    /// weights → scale by −η) when nobody needs Δθ; a test checks it against the chain.
+    /// </summary>
+    internal void FusedAdamW(Tensor g, Tensor theta, IReadOnlyList<GroupSlice> groups, in StepInfo step)
+    {
+        using var denom = Moments(g, step);
+        double bc1 = 1 - Math.Pow(beta1, step.Count);
+        foreach (var group in groups)
+        {
+            double lr = step.LearningRate * group.Group.LrMultiplier;
+            using var t = groups.Count == 1 ? theta.alias() : theta.narrow(0, group.Offset, group.Count);
+            if (group.Group.WeightDecay != 0) t.mul_(1 - lr * group.Group.WeightDecay);
+            using var m = groups.Count == 1 ? _m!.alias() : _m!.narrow(0, group.Offset, group.Count);
+            using var d = groups.Count == 1 ? denom.alias() : denom.narrow(0, group.Offset, group.Count);
+            t.addcdiv_(m, d, value: -lr / bc1);
+        }
     }
 
     public IEnumerable<(string Slot, Tensor Flat)> State() => [("exp_avg", _m!), ("exp_avg_sq", _v!)];

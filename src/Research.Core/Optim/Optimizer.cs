@@ -85,18 +85,31 @@ public sealed class Optimizer : IDisposable
     /// One update with learning rate η·f(t) from <see cref="MasterGrad"/>. Returns Δθ, the flat update the step
     /// added (owned by the caller's dispose scope). With a master copy the model's buffer is refreshed.
     /// </summary>
-    public Tensor Step(double learningRate)
+    public Tensor Step(double learningRate) => Step(learningRate, returnDelta: true)!;
+
+    /// <summary>
+    /// As <see cref="Step(double)"/>; when <paramref name="returnDelta"/> is false nobody needs Δθ nor the gradient
+    /// afterwards (the gradient buffer is left undefined until zeroed), so AdamW takes its fused in-place path.
+    /// </summary>
+    public Tensor? Step(double learningRate, bool returnDelta)
     {
         StepCount++;
         var info = new StepInfo(StepCount, learningRate);
-        var u = MasterGrad.clone();
         using (no_grad())
         {
-            foreach (var t in _chain) t.Update(u, Master, Buffer.Groups, info);
-            Master.add_(u);
+            Tensor? u = null;
+            if (!returnDelta && _chain is [ScaleByAdam adam, AddDecayedWeights, ScaleByLearningRate])
+                adam.FusedAdamW(MasterGrad, Master, Buffer.Groups, info);
+            else
+            {
+                // Without a caller for Δθ the gradient buffer itself becomes the update: no copy.
+                u = returnDelta ? MasterGrad.clone() : MasterGrad;
+                foreach (var t in _chain) t.Update(u, Master, Buffer.Groups, info);
+                Master.add_(u);
+            }
             if (HasMasterCopy) Buffer.Values.copy_(Master);
+            return returnDelta ? u : null;
         }
-        return u;
     }
 
     /// <summary>Zeroes the gradients in place (the views stay; never set them to none).</summary>

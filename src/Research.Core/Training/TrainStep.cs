@@ -21,7 +21,8 @@ public sealed class NonFiniteGradientException(string message) : Exception(messa
 /// for each micro-batch: forward → loss normalised by the number of target items in the WHOLE window →
 /// (× loss scale) → backward → accumulate into the fp32 master gradient; then unscale → regularizer
 /// penalties (once per window, fp32, not divided by the item count) → non-finite check → clip by global
-/// norm → optimizer update at η·f(t) → regularizers' AfterStep → zero gradients. All temporaries die in
+/// norm (the norm is measured when clipping, loss scaling or logging needs it) → optimizer update at η·f(t)
+/// → regularizers' AfterStep → zero gradients. All temporaries die in
 /// one dispose scope, so native memory stays flat.
 /// </summary>
 /// <remarks>
@@ -41,7 +42,9 @@ public sealed class TrainStep(
     /// <summary>Targets equal to this are padding or ignored, as in PyTorch's cross-entropy.</summary>
     public const long IgnoreIndex = -100;
 
-    public StepOutcome Run(IReadOnlyList<Batch> window, double learningRate)
+    /// <param name="measureNorm">Compute ‖g‖ for logging even when neither clipping nor loss scaling needs it
+    /// (one pass over the gradient). Unmeasured, the reported norm is NaN and divergence shows in the loss.</param>
+    public StepOutcome Run(IReadOnlyList<Batch> window, double learningRate, bool measureNorm = true)
     {
         using var scope = NewDisposeScope();
         optimizer.Buffer.CheckViews();
@@ -77,11 +80,12 @@ public sealed class TrainStep(
             }
         }
 
-        double norm = optimizer.MasterGrad.norm().item<float>();
-        if (!double.IsFinite(norm))
+        bool needNorm = measureNorm || clipNorm > 0 || precision.Scaler is not null;
+        double norm = needNorm ? optimizer.MasterGrad.norm().item<float>() : double.NaN;
+        if (needNorm ? !double.IsFinite(norm) : !double.IsFinite(loss))
         {
             if (precision.Scaler is null)
-                throw new NonFiniteGradientException($"the gradient is {norm} at step {t} (loss {loss}): the run diverged; lower the learning rate or set [optimizer] clip_norm");
+                throw new NonFiniteGradientException($"the loss or gradient is not finite at step {t} (loss {loss}, ‖g‖ {norm}): the run diverged; lower the learning rate or set [optimizer] clip_norm");
             precision.Scaler.Update(gradientsFinite: false);
             optimizer.ZeroGrad();
             return new StepOutcome(false, loss, norm, learningRate, items, scale);
@@ -89,10 +93,10 @@ public sealed class TrainStep(
         precision.Scaler?.Update(gradientsFinite: true);
         if (clipNorm > 0 && norm > clipNorm) optimizer.MasterGrad.mul_(clipNorm / (norm + 1e-6));
 
-        var delta = optimizer.Step(learningRate);
+        var delta = optimizer.Step(learningRate, returnDelta: regularizers.Count > 0);
         if (regularizers.Count > 0)
         {
-            var context = new StepContext(t, taskIndex, named!, optimizer.Views(optimizer.MasterGrad), optimizer.Views(delta), learningRate, loss);
+            var context = new StepContext(t, taskIndex, named!, optimizer.Views(optimizer.MasterGrad), optimizer.Views(delta!), learningRate, loss);
             foreach (var r in regularizers) r.AfterStep(context);
         }
         optimizer.ZeroGrad();

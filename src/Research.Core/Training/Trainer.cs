@@ -92,8 +92,8 @@ public static class Trainer
                 // t counts applied updates only: a step the loss scaler skipped advances neither t nor the schedule.
                 long t = optimizer.StepCount;
                 double lr = config.Optimizer.Lr * schedule.Multiplier(new ScheduleContext(t, totalSteps, stepsPerEpoch, evaluations));
-                var result = trainStep.Run(window, lr);
                 windows++;
+                var result = trainStep.Run(window, lr, measureNorm: windows % config.Train.LogEvery == 0);
                 if (!result.Applied) skipped++;
                 itemsSinceLog += result.Items;
                 if (windows % config.Train.LogEvery == 0 || !result.Applied)

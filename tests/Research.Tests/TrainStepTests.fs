@@ -119,6 +119,33 @@ let accumulationTests =
         }
     ]
 
+/// R(θ) = c/2·‖θ‖² over every parameter: its gradient is c·θ.
+type private HalfSquaredNorm(c: float32) =
+    interface IRegularizer with
+        member _.Penalty(context) =
+            context.Parameters |> Seq.map (fun p -> p.Value.pow(torch.tensor 2.0f).sum()) |> Seq.reduce (+) |> fun s -> s.mul(torch.tensor (c / 2.0f))
+
+let penaltyTests =
+    testList "penalty" [
+        test "a regularizer's penalty is added once per window, in fp32, not divided by the item count: its gradient c·θ appears exactly once" {
+            use _ = torch.NewDisposeScope()
+            use gen = new torch.Generator(12UL)
+            let x, y = data gen 30L
+            let parts = [ 0L, 7L; 7L, 13L; 20L, 10L ]
+            let gradient (regularizers: IRegularizer[]) =
+                use m = mlp 4L
+                use o = sgd m
+                let before = flatValues o
+                TrainStep(m, o, PrecisionPolicy.Fp32, regularizers, 0.0).Run(window x y parts, 1.0) |> ignore
+                before.sub_(o.Master)
+            let plain = gradient [||]
+            let withPenalty = gradient [| HalfSquaredNorm(0.5f) |]
+            use o = sgd (mlp 4L)          // θ before the step, laid out as the buffers are
+            let expected = plain.add(o.Master.mul(torch.tensor 0.5f))
+            Expect.isLessThanOrEqual (relative withPenalty expected) 1e-6 "g + c·θ, once (not k times, not divided by N)"
+        }
+    ]
+
 let clippingTests =
     testList "clipping" [
         test "clipping by global norm scales the gradient to norm c, and the step reports the norm before clipping" {
@@ -302,4 +329,4 @@ let precisionTests =
         }
     ]
 
-let tests = testList "training step" [ accumulationTests; clippingTests; flatBufferTests; fusedTests; sgdTests; precisionTests ]
+let tests = testList "training step" [ accumulationTests; penaltyTests; clippingTests; flatBufferTests; fusedTests; sgdTests; precisionTests ]

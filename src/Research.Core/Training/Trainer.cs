@@ -93,7 +93,9 @@ public static class Trainer
                 long t = optimizer.StepCount;
                 double lr = config.Optimizer.Lr * schedule.Multiplier(new ScheduleContext(t, totalSteps, stepsPerEpoch, evaluations));
                 windows++;
-                var result = trainStep.Run(window, lr, measureNorm: windows % config.Train.LogEvery == 0);
+                var result = trainStep.Run(window, lr);
+                // The pre-clip gradient norm is recorded at every step; the rest every log_every steps.
+                store.Metric(runId, optimizer.StepCount, "grad_norm", result.GradNorm);
                 if (!result.Applied) skipped++;
                 itemsSinceLog += result.Items;
                 if (windows % config.Train.LogEvery == 0 || !result.Applied)
@@ -104,7 +106,6 @@ public static class Trainer
                     long at = optimizer.StepCount;
                     store.Metric(runId, at, "train_loss", result.Loss);
                     store.Metric(runId, at, "lr", lr);
-                    store.Metric(runId, at, "grad_norm", result.GradNorm);
                     store.Metric(runId, at, "items_per_second", throughput);
                     if (precision.Scaler != null)
                     {

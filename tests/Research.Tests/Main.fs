@@ -35,6 +35,7 @@ let main argv =
             TrainStepTests.tests
             MemoryTests.tests
             ParameterGroupTests.tests
+            ResumeTests.tests
             PluginHostTests.tests
             ReadmeTests.tests
         ]

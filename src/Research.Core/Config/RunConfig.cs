@@ -194,6 +194,30 @@ public sealed record TrainSection : IValidatable
     }
 }
 
+/// <summary>[checkpoint]: when checkpoints are written and which are kept.</summary>
+public sealed record CheckpointSection : IValidatable
+{
+    /// <summary>Write a checkpoint every N optimizer steps (0: only at the end of each epoch and of the run).</summary>
+    public int Every { get; init; } = 0;
+    /// <summary>Also write one after each epoch's evaluation.</summary>
+    public bool AtEpochEnd { get; init; } = true;
+    /// <summary>Periodic checkpoints kept (the newest K); <c>best</c> and <c>final</c> are kept besides.</summary>
+    public int KeepLast { get; init; } = 2;
+    /// <summary>Validation metric that selects <c>checkpoints/best</c> (e.g. <c>val_loss</c>, <c>val_accuracy</c>); empty: no best.</summary>
+    public string BestMetric { get; init; } = "val_loss";
+    /// <summary><c>min</c> or <c>max</c>.</summary>
+    public string BestMode { get; init; } = "min";
+
+    public IEnumerable<OptionError> Validate()
+    {
+        if (Every < 0) yield return new("every", "must be ≥ 0");
+        if (KeepLast < 1) yield return new("keep_last", "must be ≥ 1");
+        if (BestMode is not ("min" or "max")) yield return new("best_mode", "must be \"min\" or \"max\"");
+        if (BestMetric.Length > 0 && !BestMetric.StartsWith("val_"))
+            yield return new("best_metric", "must be a validation metric (val_loss, val_accuracy): selecting on test data leaks it");
+    }
+}
+
 /// <summary>[plugins]: extra plugin folders, relative to the config file.</summary>
 public sealed record PluginsSection
 {
@@ -213,6 +237,7 @@ public sealed record RunConfig(
     OptimizerSection Optimizer,
     TrainSection Train,
     PrecisionSection Precision,
+    CheckpointSection Checkpoint,
     PluginsSection Plugins,
     PluginChoice Schedule,
     IReadOnlyList<PluginChoice> Regularizers)

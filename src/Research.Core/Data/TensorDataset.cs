@@ -20,13 +20,17 @@ public sealed class TensorDataset(Tensor inputs, Tensor targets, int numClasses)
     /// <summary>The items whose label is one of <paramref name="classes"/> (all when empty).</summary>
     public TensorDataset WithClasses(IReadOnlyCollection<int> classes)
     {
-        if (classes.Count == 0) return Select(arange(Count));
+        if (classes.Count == 0) { using var all = arange(Count); return Select(all); }
         using var _ = NewDisposeScope();
         var mask = isin(Targets, tensor(classes.Select(c => (long)c).ToArray()));
         return Select(nonzero(mask).squeeze(1));
     }
 
-    public TensorDataset Take(long n) => n <= 0 || n >= Count ? Select(arange(Count)) : Select(arange(n));
+    public TensorDataset Take(long n)
+    {
+        using var first = arange(n <= 0 || n >= Count ? Count : n);
+        return Select(first);
+    }
 
     /// <summary>
     /// Splits off a held-out fraction, seeded: a permutation from <paramref name="generator"/>; the first
@@ -56,10 +60,11 @@ public sealed class TensorDataset(Tensor inputs, Tensor targets, int numClasses)
     /// Accumulation windows of up to <paramref name="microBatches"/> shuffled micro-batches each; the last window
     /// of an epoch holds what is left (it is not dropped). A window lives until the next is asked for.
     /// </summary>
-    public IEnumerable<IReadOnlyList<Batch>> ShuffledWindows(int batchSize, int microBatches, Generator generator)
+    /// <param name="skipWindows">Windows to pass over without materialising them (a resumed epoch).</param>
+    public IEnumerable<IReadOnlyList<Batch>> ShuffledWindows(int batchSize, int microBatches, Generator generator, long skipWindows = 0)
     {
         using var perm = randperm(Count, generator: generator).DetachFromDisposeScope();
-        foreach (var w in Windows(batchSize, microBatches, (start, len) =>
+        foreach (var w in Windows(batchSize, microBatches, skipWindows * microBatches * (long)batchSize, (start, len) =>
         {
             using var idx = perm.narrow(0, start, len);
             return new Batch(Inputs.index_select(0, idx), Targets.index_select(0, idx));
@@ -69,12 +74,12 @@ public sealed class TensorDataset(Tensor inputs, Tensor targets, int numClasses)
 
     /// <summary>Mini-batches in stored order (evaluation), with the lifetime of <see cref="Shuffled"/>.</summary>
     public IEnumerable<Batch> InOrder(int batchSize) =>
-        Windows(batchSize, 1, (start, len) => new Batch(Inputs.narrow(0, start, len), Targets.narrow(0, start, len))).Select(w => w[0]);
+        Windows(batchSize, 1, 0, (start, len) => new Batch(Inputs.narrow(0, start, len), Targets.narrow(0, start, len))).Select(w => w[0]);
 
     /// <summary>Number of windows of <paramref name="microBatches"/> batches of <paramref name="batchSize"/> in one epoch.</summary>
     public long WindowsPerEpoch(int batchSize, int microBatches) => ((Count + batchSize - 1) / batchSize + microBatches - 1) / microBatches;
 
-    IEnumerable<IReadOnlyList<Batch>> Windows(int batchSize, int microBatches, Func<long, long, Batch> make)
+    IEnumerable<IReadOnlyList<Batch>> Windows(int batchSize, int microBatches, long first, Func<long, long, Batch> make)
     {
         var window = new List<Batch>(microBatches);
         void Release()
@@ -84,7 +89,7 @@ public sealed class TensorDataset(Tensor inputs, Tensor targets, int numClasses)
         }
         try
         {
-            long start = 0;
+            long start = first;
             while (start < Count)
             {
                 Release();

@@ -52,6 +52,7 @@ public sealed class FlatBuffer : IDisposable
         {
             foreach (var p in ordered)
             {
+                using var temporaries = NewDisposeScope(); // the narrow/detach/reshape/view wrappers of this parameter
                 var n = p.Value.numel();
                 var shape = p.Value.shape;
                 values.narrow(0, offset, n).copy_(p.Value.detach().reshape(n));
@@ -76,7 +77,11 @@ public sealed class FlatBuffer : IDisposable
     public void ZeroGrad() => Grads.zero_();
 
     /// <summary>A view of <paramref name="flat"/> (a tensor laid out like this buffer) for one slot, in the parameter's shape.</summary>
-    public static Tensor ViewOf(Tensor flat, Slot slot) => flat.narrow(0, slot.Offset, slot.Count).view(slot.Shape);
+    public static Tensor ViewOf(Tensor flat, Slot slot)
+    {
+        using var part = flat.narrow(0, slot.Offset, slot.Count);
+        return part.view(slot.Shape);
+    }
 
     /// <summary>
     /// Throws, naming the parameter, when a parameter's values or gradient no longer lie in this buffer

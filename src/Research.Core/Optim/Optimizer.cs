@@ -36,7 +36,8 @@ public sealed class Optimizer : IDisposable
         HasMasterCopy = Buffer.DType != ScalarType.Float32;
         if (HasMasterCopy)
         {
-            Master = Buffer.Values.detach().to(ScalarType.Float32).requires_grad_(true).DetachFromDisposeScope();
+            using (var values = Buffer.Values.detach())
+                Master = values.to(ScalarType.Float32).requires_grad_(true).DetachFromDisposeScope();
             MasterGrad = zeros(Buffer.Count, dtype: ScalarType.Float32).DetachFromDisposeScope();
             Master.grad = MasterGrad;
         }
@@ -136,6 +137,34 @@ public sealed class Optimizer : IDisposable
         var flat = _chain.SelectMany(t => t.State()).FirstOrDefault(x => x.Slot == slot).Flat
                    ?? throw new KeyNotFoundException($"{Name} has no state '{slot}' (it has: {string.Join(", ", _chain.SelectMany(t => t.State()).Select(x => x.Slot))})");
         return FlatBuffer.ViewOf(flat, s);
+    }
+
+    /// <summary>State of every parameter as <c>slot/parameter</c> views, for checkpoints.</summary>
+    public IEnumerable<(string Name, Tensor Value)> NamedState() =>
+        State().SelectMany(st => Buffer.Slots.Select(s => ($"{st.Slot}/{s.Name}", FlatBuffer.ViewOf(st.Flat, s))));
+
+    /// <summary>The fp32 weights of record by name: the master copy's views, or the parameters themselves in fp32.</summary>
+    public IEnumerable<(string Name, Tensor Value)> NamedMaster() =>
+        Buffer.Slots.Select(s => (s.Name, HasMasterCopy ? FlatBuffer.ViewOf(Master, s) : s.Parameter));
+
+    /// <summary>
+    /// Restores a checkpoint: fp32 weights (and the module's copy), moments by <c>slot/parameter</c>, and the step
+    /// count. Every expected tensor must be present with its shape; the error names the first that is not.
+    /// </summary>
+    public void Restore(IReadOnlyDictionary<string, Tensor> weights, IReadOnlyDictionary<string, Tensor> state, long stepCount)
+    {
+        using var _ = NewDisposeScope();
+        using var __ = no_grad();
+        foreach (var (name, target) in NamedMaster().Concat(NamedState()))
+        {
+            var source = (weights.TryGetValue(name, out var w) ? w : state.TryGetValue(name, out var st) ? st : null)
+                         ?? throw new InvalidDataException($"the checkpoint has no tensor '{name}'");
+            if (!source.shape.SequenceEqual(target.shape))
+                throw new InvalidDataException($"the checkpoint's '{name}' has shape [{string.Join("×", source.shape)}], the model [{string.Join("×", target.shape)}]");
+            target.copy_(source);
+        }
+        if (HasMasterCopy) Buffer.Values.copy_(Master);
+        StepCount = stepCount;
     }
 
     /// <summary>All flat state tensors by slot name.</summary>

@@ -65,6 +65,18 @@ public sealed class RunStore : IDisposable
             ("$s", succeeded ? "finished" : "failed"), ("$t", DateTime.UtcNow.ToString("O")), ("$e", error), ("$id", runId));
     }
 
+    /// <summary>
+    /// Prepares a run to continue from a checkpoint at <paramref name="step"/>: rows logged after that step (by the
+    /// interrupted process) are dropped, since the resumed run writes them again; the run is running again.
+    /// </summary>
+    public void ResumeRun(string runId, long step)
+    {
+        Flush();
+        Execute("DELETE FROM metrics WHERE run_id = $id AND step > $s", ("$id", runId), ("$s", step));
+        Execute("DELETE FROM evaluations WHERE run_id = $id AND step > $s", ("$id", runId), ("$s", step));
+        Execute("UPDATE runs SET status = 'running', ended_utc = NULL, error = NULL WHERE id = $id", ("$id", runId));
+    }
+
     /// <summary>Buffers one metric value; rows reach the file in batches.</summary>
     public void Metric(string runId, long step, string key, double value)
     {

@@ -62,6 +62,7 @@ public sealed class TrainStep(
             loss += normalised.item<float>();
             (scale != 1 ? normalised.mul(scale) : normalised).backward();
             optimizer.AccumulateMicroBatch();
+            FaultInjection.AfterMicroBatch();
         }
         if (scale != 1) optimizer.MasterGrad.div_(scale);
 

@@ -1,0 +1,103 @@
+/// Native memory stays flat: the real trainer (Trainer.Run, synthetic data, plugin schedule, SQLite store, evaluation
+/// at every epoch end) runs 1,000 optimizer steps, and the number of live native tensors is the same at step 100 and
+/// at step 1,000.
+module Research.Tests.MemoryFlatTests
+
+open System
+open System.Collections.Generic
+open Expecto
+open TorchSharp
+open Research.Core.Config
+open Research.Core.Plugins
+open Research.Core.Training
+open Research.Tests.TestSupport
+
+/// The counter: TorchSharp's per-thread statistics, tensors created on this thread minus tensors disposed on this
+/// thread (`DisposeScopeManager.Statistics.ThreadTotalLiveCount`; every managed Tensor holds one native at::Tensor
+/// handle until disposed — parameters, gradient views, flat buffers, moments, data and batches included).
+/// Why not the process-wide `torch.Tensor.TotalCount`:
+/// - Expecto runs other tests in parallel in this process, and they create and free tensors at any moment; the
+///   per-thread count sees only this test's thread. Trainer.Run is synchronous, so the whole run (every tensor it
+///   creates and disposes) happens on the thread that calls it, and no other test runs on that thread meanwhile.
+///   So the test needs no `testSequenced`.
+/// - A tensor that is never disposed but dropped is eventually disposed by its finalizer, which decrements
+///   TotalCount: a leak could then look flat or not depending on when the GC runs. The finalizer runs on the
+///   finalizer thread and is counted there, so on this thread the leaked tensor stays live forever: the per-thread
+///   count sees every tensor not disposed deterministically, whatever the GC does.
+let liveTensors () = DisposeScopeManager.Statistics.ThreadTotalLiveCount
+
+/// Records the live-tensor count (relative to <paramref name="baseline"/>) when the trainer reports one of
+/// <paramref name="steps"/>. The trainer reports a step between two windows: the step's own dispose scope has ended,
+/// the current window's batch tensors are alive, and they are as many in every window.
+/// <paramref name="duringStep"/> runs at every reported step (the negative control leaks from there).
+type LiveCountObserver(baseline: int64, steps: int64 list, ?duringStep: int64 -> unit) =
+    let counts = Dictionary<int64, int64>()
+    let mutable reported = 0L
+    member _.Counts = counts
+    member _.Reported = reported
+    member _.CountAt step =
+        match counts.TryGetValue step with
+        | true, c -> c
+        | _ -> failtestf "the trainer never reported step %d (it reported %d steps)" step reported
+    interface ITrainingObserver with
+        member _.Step(step, _, _, _, _) =
+            reported <- reported + 1L
+            duringStep |> Option.iter (fun f -> f step)
+            if List.contains step steps then counts[step] <- liveTensors () - baseline
+
+let private host = lazy (PluginHost.Load([]))
+
+/// 512 synthetic items → 461 train / 51 validation; batch 64 → ⌈461/64⌉ = 8 steps per epoch, so 125 epochs are
+/// exactly 1,000 steps and 250 evaluations (validation and test at each epoch end) fall between step 100 and 1,000.
+/// log_every = 1, so the observer hears of every step. A linear warmup schedule comes from the plugin host.
+let private run (overrides: string list) (observer: ITrainingObserver) =
+    let dir = tempDir "flat"
+    let path = syntheticConfig dir "[schedule]\nname = \"linear\"\nwarmup_steps = 20\n"
+    let config = ConfigLoader.Load(path, [ "train.log_every=1" ] @ overrides)
+    Trainer.Run(config, host.Value, observer) |> ignore
+
+/// Every tensor the run holds at step 100 — data splits, model parameters and their gradient views, flat value and
+/// gradient buffers, AdamW moments, the epoch's permutation and the current batch — is a few dozen at most: a bound
+/// that fails for anything growing per step well before step 100.
+let private saneBound = 100L
+
+let tests =
+    testList "native memory" [
+        test "native memory stays flat: the trainer runs 1,000 steps and the live native tensor count at step 1,000 equals that at step 100" {
+            let baseline = liveTensors ()
+            let observer = LiveCountObserver(baseline, [ 100L; 1000L ])
+            run [ "train.epochs=125" ] observer
+            Expect.equal observer.Reported 1000L "the run took exactly 1,000 optimizer steps"
+            let at100, at1000 = observer.CountAt 100L, observer.CountAt 1000L
+            eprintfn "DEBUGCOUNT %d %d after=%d stats=%O" at100 at1000 (liveTensors () - baseline) DisposeScopeManager.Statistics
+            Expect.isGreaterThan at100 0L "the counter sees the run's tensors (parameters, buffers, data)"
+            Expect.isLessThanOrEqual at100 saneBound (sprintf "live tensors at step 100: %d, above %d" at100 saneBound)
+            Expect.equal (at1000 - at100) 0L
+                (sprintf "live native tensors grew from %d at step 100 to %d at step 1,000: a leak of %.2f per step"
+                    at100 at1000 (float (at1000 - at100) / 900.0))
+        }
+        test "native memory stays flat with a master copy, loss scaling, accumulation and clipping: fp16, 2 micro-batches, clip_norm, 1,000 steps" {
+            // batch 32, grad_accum 2: ⌈461/32⌉ = 15 micro-batches → 8 windows per epoch, the last one a single micro-batch.
+            let baseline = liveTensors ()
+            let observer = LiveCountObserver(baseline, [ 100L; 1000L ])
+            run [ "train.epochs=130"; "data.batch_size=32"; "train.grad_accum=2"; "optimizer.clip_norm=1.0"
+                  "precision.mode=\"fp16\""; "precision.initial_scale=1024.0"; "precision.growth_interval=50" ] observer
+            Expect.isGreaterThanOrEqual observer.Reported 1000L "at least 1,000 windows were reported"
+            let at100, at1000 = observer.CountAt 100L, observer.CountAt 1000L
+            eprintfn "DEBUGCOUNT %d %d after=%d stats=%O" at100 at1000 (liveTensors () - baseline) DisposeScopeManager.Statistics
+            Expect.isLessThanOrEqual at100 saneBound (sprintf "live tensors at step 100: %d, above %d" at100 saneBound)
+            Expect.equal (at1000 - at100) 0L (sprintf "live native tensors grew from %d at step 100 to %d at step 1,000" at100 at1000)
+        }
+        test "the counter catches a leak the GC would hide: one dropped, finalized tensor per step shows as exactly one more live tensor per step" {
+            let baseline = liveTensors ()
+            let leak (_: int64) =
+                // Created outside any dispose scope, never disposed, no reference kept: only a finalizer frees it,
+                // and here it does, at once (the finalizer disposes the native tensor on the finalizer thread).
+                torch.zeros(4L) |> ignore
+                GC.Collect()
+                GC.WaitForPendingFinalizers()
+            let observer = LiveCountObserver(baseline, [ 4L; 16L ], leak)
+            run [ "train.epochs=2" ] observer
+            Expect.equal (observer.CountAt 16L - observer.CountAt 4L) 12L "12 leaked tensors between step 4 and step 16"
+        }
+    ]

@@ -25,13 +25,18 @@ static class Commands
 
     public static int Train(string[] argv)
     {
-        var a = new Args(argv, ["--set", "--plugins", "--resume"], []);
+        var a = new Args(argv, ["--set", "--plugins", "--resume"], ["--dry-run"]);
         if (a.Positional.Count != 1) throw new UsageException("train needs exactly one CONFIG file");
         var config = ConfigLoader.Load(a.Positional[0], a.All("--set"));
         var resume = a.One("--resume");
         if (resume != null && !Directory.Exists(resume)) throw new UsageException($"--resume {resume}: no such run directory");
         var host = LoadPlugins(a.All("--plugins").Concat(config.PluginDirs));
         var observer = new ConsoleObserver();
+        if (a.Flag("--dry-run"))
+        {
+            Trainer.Run(config, host, observer, resumeDir: resume, dryRun: true);
+            return 0;
+        }
         var outcome = observer.Run(config.Run.Name, o => Trainer.Run(config, host, o, resumeDir: resume));
         Console.WriteLine($"finished: {outcome.RunDir}");
         foreach (var (split, r) in outcome.Final)

@@ -27,8 +27,9 @@ open Research.Tests.TestSupport
 let liveTensors () = DisposeScopeManager.Statistics.ThreadTotalLiveCount
 
 /// Records the live-tensor count (relative to <paramref name="baseline"/>) when the trainer reports one of
-/// <paramref name="steps"/>. The trainer reports a step between two windows: the step's own dispose scope has ended,
-/// the current window's batch tensors are alive, and they are as many in every window.
+/// <paramref name="steps"/>. The trainer reports a step between two windows: the step's own dispose scope has ended
+/// and the current window's batches (inputs and targets of each micro-batch) are alive, so the two steps compared
+/// must come from windows of as many micro-batches (the last window of an epoch may hold fewer).
 /// <paramref name="duringStep"/> runs at every reported step (the negative control leaks from there).
 type LiveCountObserver(baseline: int64, steps: int64 list, ?duringStep: int64 -> unit) =
     let counts = Dictionary<int64, int64>()
@@ -47,12 +48,16 @@ type LiveCountObserver(baseline: int64, steps: int64 list, ?duringStep: int64 ->
 
 let private host = lazy (PluginHost.Load([]))
 
+/// A tensor nobody disposes or references (the negative control's leak); the weak reference tells when it is collected.
+[<Runtime.CompilerServices.MethodImpl(Runtime.CompilerServices.MethodImplOptions.NoInlining)>]
+let private leakOne () = WeakReference(torch.zeros(4L))
+
 /// 512 synthetic items → 461 train / 51 validation; batch 64 → ⌈461/64⌉ = 8 steps per epoch, so 125 epochs are
 /// exactly 1,000 steps and 250 evaluations (validation and test at each epoch end) fall between step 100 and 1,000.
 /// log_every = 1, so the observer hears of every step. A linear warmup schedule comes from the plugin host.
 let private run (overrides: string list) (observer: ITrainingObserver) =
     let dir = tempDir "flat"
-    let path = syntheticConfig dir "[schedule]\nname = \"linear\"\nwarmup_steps = 20\n"
+    let path = syntheticConfig dir "[schedule]\nname = \"linear\"\nwarmup_steps = 10\n"
     let config = ConfigLoader.Load(path, [ "train.log_every=1" ] @ overrides)
     Trainer.Run(config, host.Value, observer) |> ignore
 
@@ -69,35 +74,48 @@ let tests =
             run [ "train.epochs=125" ] observer
             Expect.equal observer.Reported 1000L "the run took exactly 1,000 optimizer steps"
             let at100, at1000 = observer.CountAt 100L, observer.CountAt 1000L
-            eprintfn "DEBUGCOUNT %d %d after=%d stats=%O" at100 at1000 (liveTensors () - baseline) DisposeScopeManager.Statistics
-            Expect.isGreaterThan at100 0L "the counter sees the run's tensors (parameters, buffers, data)"
-            Expect.isLessThanOrEqual at100 saneBound (sprintf "live tensors at step 100: %d, above %d" at100 saneBound)
             Expect.equal (at1000 - at100) 0L
                 (sprintf "live native tensors grew from %d at step 100 to %d at step 1,000: a leak of %.2f per step"
                     at100 at1000 (float (at1000 - at100) / 900.0))
+            Expect.isGreaterThan at100 0L "the counter sees the run's tensors (parameters, buffers, data)"
+            Expect.isLessThanOrEqual at100 saneBound (sprintf "live tensors at step 100: %d, above %d" at100 saneBound)
         }
         test "native memory stays flat with a master copy, loss scaling, accumulation and clipping: fp16, 2 micro-batches, clip_norm, 1,000 steps" {
-            // batch 32, grad_accum 2: ⌈461/32⌉ = 15 micro-batches → 8 windows per epoch, the last one a single micro-batch.
+            // 569 items → 57 validation, 512 train; batch 32 → 16 micro-batches, grad_accum 2 → 8 full windows per epoch,
+            // 125 epochs = 1,000 steps. (With 15 micro-batches the last window would hold one, two tensors fewer.)
+            // A fixed loss scale of 1024 (growth_interval beyond the run): scaled backward, unscaling, fp32 master
+            // weights and gradient, every step applied.
             let baseline = liveTensors ()
             let observer = LiveCountObserver(baseline, [ 100L; 1000L ])
-            run [ "train.epochs=130"; "data.batch_size=32"; "train.grad_accum=2"; "optimizer.clip_norm=1.0"
-                  "precision.mode=\"fp16\""; "precision.initial_scale=1024.0"; "precision.growth_interval=50" ] observer
-            Expect.isGreaterThanOrEqual observer.Reported 1000L "at least 1,000 windows were reported"
+            run [ "train.epochs=125"; "data.synthetic_samples=569"; "data.batch_size=32"; "train.grad_accum=2"; "optimizer.clip_norm=1.0"
+                  "precision.mode=\"fp16\""; "precision.initial_scale=1024.0"; "precision.growth_interval=1000000" ] observer
+            Expect.equal observer.Reported 1000L "the run took exactly 1,000 optimizer steps"
             let at100, at1000 = observer.CountAt 100L, observer.CountAt 1000L
-            eprintfn "DEBUGCOUNT %d %d after=%d stats=%O" at100 at1000 (liveTensors () - baseline) DisposeScopeManager.Statistics
-            Expect.isLessThanOrEqual at100 saneBound (sprintf "live tensors at step 100: %d, above %d" at100 saneBound)
             Expect.equal (at1000 - at100) 0L (sprintf "live native tensors grew from %d at step 100 to %d at step 1,000" at100 at1000)
+            Expect.isLessThanOrEqual at100 saneBound (sprintf "live tensors at step 100: %d, above %d" at100 saneBound)
         }
-        test "the counter catches a leak the GC would hide: one dropped, finalized tensor per step shows as exactly one more live tensor per step" {
-            let baseline = liveTensors ()
+        test "a run disposes every tensor it created: the live native tensor count after Trainer.Run (2 epochs) equals the count before" {
+            let before = liveTensors ()
+            run [] (LiveCountObserver(before, []))
+            Expect.equal (liveTensors () - before) 0L "tensors the run left live (setup, checkpoints, evaluation)"
+        }
+        test "the counter catches a leak the GC hides: one dropped tensor per step, finalized at once, is still one more live tensor per step" {
+            // The same 16-step run twice, with and without the leak, so only the leak's own tensors are counted.
+            let growth (duringStep: int64 -> unit) =
+                let observer = LiveCountObserver(liveTensors (), [ 4L; 16L ], duringStep)
+                run [] observer
+                observer.CountAt 16L - observer.CountAt 4L
+            let finalized = ref 0
             let leak (_: int64) =
-                // Created outside any dispose scope, never disposed, no reference kept: only a finalizer frees it,
-                // and here it does, at once (the finalizer disposes the native tensor on the finalizer thread).
-                torch.zeros(4L) |> ignore
+                // Created outside any dispose scope, never disposed, no reference kept: only its finalizer frees it,
+                // here at once, on the finalizer thread (where TorchSharp counts the disposal, and where
+                // torch.Tensor.TotalCount would be decremented: that counter would stay flat).
+                let weak = leakOne ()
                 GC.Collect()
                 GC.WaitForPendingFinalizers()
-            let observer = LiveCountObserver(baseline, [ 4L; 16L ], leak)
-            run [ "train.epochs=2" ] observer
-            Expect.equal (observer.CountAt 16L - observer.CountAt 4L) 12L "12 leaked tensors between step 4 and step 16"
+                if not weak.IsAlive then finalized.Value <- finalized.Value + 1
+            let clean, leaking = growth ignore, growth leak
+            Expect.equal finalized.Value 16 "every leaked tensor was collected and finalized"
+            Expect.equal (leaking - clean) 12L "12 leaked tensors between step 4 and step 16"
         }
     ]

@@ -185,12 +185,27 @@ public sealed record TrainSection : IValidatable
     public int GradAccum { get; init; } = 1;
     /// <summary>Log training metrics every N optimizer steps.</summary>
     public int LogEvery { get; init; } = 10;
+    /// <summary>Also evaluate every N optimizer steps (0: only at the end of each epoch).</summary>
+    public int EvalEvery { get; init; } = 0;
+    /// <summary>Evaluations without improvement before stopping (0: no early stopping).</summary>
+    public int EarlyStoppingPatience { get; init; } = 0;
+    /// <summary>Validation metric early stopping watches.</summary>
+    public string EarlyStoppingMetric { get; init; } = "val_loss";
+    /// <summary><c>min</c> or <c>max</c>.</summary>
+    public string EarlyStoppingMode { get; init; } = "min";
+    /// <summary>An improvement must exceed this (absolute) to count.</summary>
+    public double EarlyStoppingThreshold { get; init; } = 0;
 
     public IEnumerable<OptionError> Validate()
     {
         if (Epochs <= 0) yield return new("epochs", "must be > 0");
         if (GradAccum <= 0) yield return new("grad_accum", "must be > 0");
         if (LogEvery <= 0) yield return new("log_every", "must be > 0");
+        if (EvalEvery < 0) yield return new("eval_every", "must be ≥ 0");
+        if (EarlyStoppingPatience < 0) yield return new("early_stopping_patience", "must be ≥ 0");
+        if (EarlyStoppingMode is not ("min" or "max")) yield return new("early_stopping_mode", "must be \"min\" or \"max\"");
+        if (EarlyStoppingThreshold < 0) yield return new("early_stopping_threshold", "must be ≥ 0");
+        if (!EarlyStoppingMetric.StartsWith("val_")) yield return new("early_stopping_metric", "must be a validation metric (val_loss, val_accuracy)");
     }
 }
 

@@ -33,7 +33,7 @@ public sealed class RunStore : IDisposable
             CREATE TABLE IF NOT EXISTS runs (
               id TEXT PRIMARY KEY, name TEXT NOT NULL, status TEXT NOT NULL, started_utc TEXT NOT NULL, ended_utc TEXT,
               config_file TEXT, config_toml TEXT, resolved_json TEXT, seed INTEGER, code_version TEXT, packages TEXT,
-              threads INTEGER, device TEXT, error TEXT);
+              threads INTEGER, device TEXT, error TEXT, stop_reason TEXT, derived_seeds TEXT);
             CREATE TABLE IF NOT EXISTS metrics (run_id TEXT NOT NULL, step INTEGER NOT NULL, key TEXT NOT NULL, value REAL);
             CREATE INDEX IF NOT EXISTS metrics_by_run ON metrics (run_id, key, step);
             CREATE TABLE IF NOT EXISTS evaluations (
@@ -76,6 +76,14 @@ public sealed class RunStore : IDisposable
         Execute("DELETE FROM evaluations WHERE run_id = $id AND step > $s", ("$id", runId), ("$s", step));
         Execute("UPDATE runs SET status = 'running', ended_utc = NULL, error = NULL WHERE id = $id", ("$id", runId));
     }
+
+    /// <summary>Records why a run ended before its last epoch (early stopping).</summary>
+    public void StopReason(string runId, string reason) =>
+        Execute("UPDATE runs SET stop_reason = $r WHERE id = $id", ("$r", reason), ("$id", runId));
+
+    /// <summary>Records the seeds derived from the root seed, by stream name (JSON).</summary>
+    public void DerivedSeeds(string runId, string json) =>
+        Execute("UPDATE runs SET derived_seeds = $s WHERE id = $id", ("$s", json), ("$id", runId));
 
     /// <summary>Buffers one metric value; rows reach the file in batches.</summary>
     public void Metric(string runId, long step, string key, double value)

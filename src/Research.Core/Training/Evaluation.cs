@@ -7,7 +7,11 @@ namespace Research.Core.Training;
 /// <summary>Loss and accuracy over a whole split.</summary>
 /// <param name="Loss">Σᵢ ℓᵢ / N over all N items — weighted by items, not a mean of batch means
 /// (which over-weights a short last batch).</param>
-public sealed record EvalResult(double Loss, double Accuracy, long Items);
+public sealed record EvalResult(double Loss, double Accuracy, long Items)
+{
+    /// <summary>exp(loss): the perplexity of the model's predictive distribution (for language models, per token).</summary>
+    public double Perplexity => Math.Exp(Loss);
+}
 
 public static class Evaluation
 {

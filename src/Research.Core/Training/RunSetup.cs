@@ -100,6 +100,82 @@ public static class RunSetup
         return (schedule, regs);
     }
 
+    /// <summary>
+    /// Checks what needs the run's length T (known once the data is loaded), before any training: a warmup or a
+    /// checkpoint interval longer than training is a mistake, reported with the key, the value and the file.
+    /// </summary>
+    public static void CheckLength(RunConfig c, long totalSteps)
+    {
+        var errors = new List<ConfigError>();
+        if (c.Schedule.Options.TryGetValue("warmup_steps", out var w) && w is long warmup && warmup > totalSteps)
+            errors.Add(new(c.File, $"{c.Schedule.Key}.warmup_steps", $"{warmup} is longer than training ({totalSteps} optimizer steps)"));
+        if (c.Checkpoint.Every > totalSteps)
+            errors.Add(new(c.File, "checkpoint.every", $"{c.Checkpoint.Every} is longer than training ({totalSteps} optimizer steps): no periodic checkpoint would be written"));
+        if (errors.Count > 0) throw new ConfigException(errors);
+    }
+
+    /// <summary>The resolved config as TOML: every section with every key, defaults included; plugin tables as given.</summary>
+    public static string ResolvedToml(RunConfig c)
+    {
+        var root = new Tomlyn.Model.TomlTable
+        {
+            ["run"] = Table(c.Run), ["data"] = Table(c.Data), ["model"] = Table(c.Model), ["optimizer"] = Table(c.Optimizer),
+            ["precision"] = Table(c.Precision), ["checkpoint"] = Table(c.Checkpoint), ["train"] = Table(c.Train),
+        };
+        var schedule = new Tomlyn.Model.TomlTable { ["name"] = c.Schedule.Name };
+        foreach (var (k, v) in c.Schedule.Options) schedule[k] = v;
+        root["schedule"] = schedule;
+        if (c.Regularizers.Count > 0)
+        {
+            var regs = new Tomlyn.Model.TomlTableArray();
+            foreach (var r in c.Regularizers) regs.Add(r.Options);
+            root["regularizers"] = regs;
+        }
+        return ConfigLoader.ToToml(root);
+    }
+
+    /// <summary>An options record as a TOML table, by the binder's key names (the inverse of binding).</summary>
+    static Tomlyn.Model.TomlTable Table(object options)
+    {
+        static object Value(object v) => v switch
+        {
+            int i => (long)i,
+            float f => (double)f,
+            Enum e => OptionsBinder.SnakeCase(e.ToString()).Replace('_', '-'),
+            _ => v,
+        };
+        var table = new Tomlyn.Model.TomlTable();
+        foreach (var (key, prop) in OptionsBinder.Keys(options.GetType()).OrderBy(k => k.Key, StringComparer.Ordinal))
+        {
+            switch (prop.GetValue(options))
+            {
+                case null: break;
+                case string or bool or int or long or double or float or Enum: table[key] = Value(prop.GetValue(options)!); break;
+                case Array a when a.GetType().GetElementType()!.IsClass && a.GetType().GetElementType() != typeof(string):
+                    var tables = new Tomlyn.Model.TomlTableArray();
+                    foreach (var item in a) tables.Add(Table(item!));
+                    if (tables.Count > 0) table[key] = tables;
+                    break;
+                case Array a:
+                    var array = new Tomlyn.Model.TomlArray();
+                    foreach (var item in a) array.Add(Value(item!));
+                    table[key] = array;
+                    break;
+            }
+        }
+        return table;
+    }
+
+    /// <summary>Every random stream of the run by name, with the seed derived from the root seed (JSON).</summary>
+    public static string DerivedSeedsJson(RunConfig c)
+    {
+        var names = new List<string> { "validation-split", "init" };
+        if (c.Data.Dataset == "synthetic") names.Add("synthetic-data");
+        if (c.Model.Reinit.Length > 0) names.Add("reinit");
+        names.AddRange(Enumerable.Range(0, c.Train.Epochs).Select(e => $"data-order/epoch-{e}"));
+        return JsonSerializer.Serialize(names.ToDictionary(n => n, n => Seeds.Derive(c.Run.Seed, n)));
+    }
+
     /// <summary>The bound sections with every default filled in, as JSON (the "resolved config" of the record).</summary>
     public static string ResolvedJson(RunConfig c) => JsonSerializer.Serialize(new
     {

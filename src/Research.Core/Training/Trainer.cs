@@ -31,7 +31,7 @@ public static class Trainer
     /// stops the run, records it as failed, and is rethrown as <see cref="PluginFailureException"/>.
     /// </summary>
     public static TrainingOutcome Run(RunConfig config, PluginHost host, ITrainingObserver? observer = null,
-        IReadOnlyList<(string Name, TensorDataset Data)>? extraEvaluations = null, string? resumeDir = null)
+        IReadOnlyList<(string Name, TensorDataset Data)>? extraEvaluations = null, string? resumeDir = null, bool dryRun = false)
     {
         observer ??= new SilentObserver();
         var (schedule, regularizers) = RunSetup.Plugins(config, host);
@@ -60,6 +60,18 @@ public static class Trainer
         precision.Prepare(model);
         var (optimizer, groupTable) = RunSetup.Optimizer(config.Optimizer, model, config.File);
         using var _optimizer = optimizer;
+        long totalSteps = task.Train.WindowsPerEpoch(config.Data.BatchSize, config.Train.GradAccum) * config.Train.Epochs;
+        RunSetup.CheckLength(config, totalSteps);
+        if (dryRun)
+        {
+            observer.Message($"# {config.File}, resolved (every default filled in):");
+            observer.Message(RunSetup.ResolvedToml(config));
+            observer.Message($"# {task.Train.Count} training items, {task.Validation.Count} validation, {task.Test.Count} test; " +
+                             $"{totalSteps} optimizer steps ({config.Train.Epochs} epochs × {totalSteps / config.Train.Epochs})");
+            if (loadSummary != null) observer.Message(loadSummary);
+            foreach (var line in groupTable) observer.Message(line);
+            return new TrainingOutcome("", "", "", new Dictionary<string, EvalResult>());
+        }
 
         var runDir = resumeDir != null ? Path.GetFullPath(resumeDir)
             : Path.GetFullPath(Path.Combine(config.Run.OutputDir, $"{config.Run.Name}-{DateTime.UtcNow:yyyyMMdd-HHmmss-fff}"));
@@ -76,6 +88,7 @@ public static class Trainer
         {
             store.BeginRun(new RunInfo(runId, config.Run.Name, config.File, configText, RunSetup.ResolvedJson(config),
                 seed, Provenance.CodeVersion(), Provenance.PackageVersions(), torch.get_num_threads(), "cpu"));
+            store.DerivedSeeds(runId, RunSetup.DerivedSeedsJson(config));
             File.WriteAllText(Path.Combine(runDir, "config.toml"), configText);
         }
 
@@ -128,8 +141,9 @@ public static class Trainer
         var clock = Stopwatch.StartNew();
         long itemsSinceLog = 0;
         IReadOnlyDictionary<string, EvalResult> last = new Dictionary<string, EvalResult>();
+        string? stopReason = null;
         run.Model.train();
-        while (at.Epoch < config.Train.Epochs)
+        while (stopReason is null && at.Epoch < config.Train.Epochs)
         {
             // Data order depends only on (seed, epoch): a resumed run sees the same batches.
             using var order = Seeds.Generator(config.Run.Seed, $"data-order/epoch-{at.Epoch}");
@@ -160,30 +174,30 @@ public static class Trainer
                     }
                     run.Observer.Step(s, totalSteps, result.Loss, lr, throughput);
                 }
-                // A periodic checkpoint that falls on an epoch's last window waits for that epoch's evaluation,
-                // so a checkpoint is always either inside an epoch or after its evaluation.
-                if (config.Checkpoint.Every > 0 && result.Applied && optimizer.StepCount % config.Checkpoint.Every == 0
-                    && at.WindowInEpoch < stepsPerEpoch)
+                // Evaluations and checkpoints that fall on an epoch's last window wait for the epoch's end, so a
+                // checkpoint is always either inside an epoch or after its evaluation.
+                bool insideEpoch = at.WindowInEpoch < stepsPerEpoch;
+                if (config.Train.EvalEvery > 0 && result.Applied && optimizer.StepCount % config.Train.EvalEvery == 0 && insideEpoch)
+                {
+                    last = Evaluate(run, at);
+                    if ((stopReason = Stopping(run, at)) != null) break;
+                }
+                if (config.Checkpoint.Every > 0 && result.Applied && optimizer.StepCount % config.Checkpoint.Every == 0 && insideEpoch)
                     WritePeriodic(run, at);
             }
+            if (stopReason != null) break;
 
-            last = Trainer.EvaluateAll(run.Model, run.Task, run.Extra, config.Data.EvalBatchSize, run.Precision);
-            foreach (var (split, r) in last) store.Evaluation(run.RunId, optimizer.StepCount, at.Epoch, "train", split, r.Loss, r.Accuracy, r.Items);
-            at.Evaluations.Add(new EvaluationPoint(optimizer.StepCount, at.Epoch, last.SelectMany(r => new[]
-            {
-                KeyValuePair.Create($"{r.Key}_loss", r.Value.Loss), KeyValuePair.Create($"{r.Key}_accuracy", r.Value.Accuracy),
-            }).ToDictionary()));
-            run.Observer.EpochEnded(at.Epoch, optimizer.StepCount, last);
-
+            last = Evaluate(run, at);
             // After the evaluation the next window is window 0 of the next epoch; checkpoints record that.
             at.Epoch++; at.WindowInEpoch = 0;
-            if (IsBest(config.Checkpoint, at.Evaluations[^1].Metrics, at.Best) is { } best)
-            {
-                at.Best = best;
-                Write(run, at, "best");
-            }
+            stopReason = Stopping(run, at);
             bool dueByStep = config.Checkpoint.Every > 0 && optimizer.StepCount % config.Checkpoint.Every == 0;
             if (config.Checkpoint.AtEpochEnd || dueByStep) WritePeriodic(run, at);
+        }
+        if (stopReason != null)
+        {
+            run.Observer.Message(stopReason);
+            store.StopReason(run.RunId, stopReason);
         }
         if (at.Skipped > 0) run.Observer.Message($"the loss scaler skipped {at.Skipped} of {at.Windows} steps (final scale {run.Precision.LossScale})");
 
@@ -191,6 +205,33 @@ public static class Trainer
         var weights = Path.Combine(final, Checkpoint.Model);
         store.Artifact(run.RunId, "checkpoint", final);
         return new TrainingOutcome(run.RunDir, run.RunId, weights, last);
+    }
+
+    /// <summary>Evaluates validation and test (and the extra sets), records them, and writes <c>best</c> when the
+    /// selection metric improved.</summary>
+    static IReadOnlyDictionary<string, EvalResult> Evaluate(RunContext run, Position at)
+    {
+        var step = run.Optimizer.StepCount;
+        var results = EvaluateAll(run.Model, run.Task, run.Extra, run.Config.Data.EvalBatchSize, run.Precision);
+        foreach (var (split, r) in results) run.Store.Evaluation(run.RunId, step, at.Epoch, "train", split, r.Loss, r.Accuracy, r.Items);
+        at.Evaluations.Add(new EvaluationPoint(step, at.Epoch, results.SelectMany(r => new[]
+        {
+            KeyValuePair.Create($"{r.Key}_loss", r.Value.Loss), KeyValuePair.Create($"{r.Key}_accuracy", r.Value.Accuracy),
+        }).ToDictionary()));
+        run.Observer.EpochEnded(at.Epoch, step, results);
+        return results;
+    }
+
+    /// <summary>After an evaluation: the best checkpoint, then whether early stopping says stop (and why).</summary>
+    static string? Stopping(RunContext run, Position at)
+    {
+        if (IsBest(run.Config.Checkpoint, at.Evaluations[^1].Metrics, at.Best) is { } best)
+        {
+            at.Best = best;
+            Write(run, at, "best");
+        }
+        var t = run.Config.Train;
+        return EarlyStopping.Decide(at.Evaluations, t.EarlyStoppingMetric, t.EarlyStoppingMode, t.EarlyStoppingPatience, t.EarlyStoppingThreshold);
     }
 
     /// <summary>The new best value when the latest evaluation improves on <paramref name="best"/>.</summary>

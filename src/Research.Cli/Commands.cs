@@ -44,6 +44,34 @@ static class Commands
         return 0;
     }
 
+    /// <summary>
+    /// <c>research eval CHECKPOINT</c>: the weights of a checkpoint evaluated on the validation and test splits of
+    /// its run's config (or another config), with <c>--set data.classes=[...]</c> to evaluate other data.
+    /// </summary>
+    public static int Eval(string[] argv)
+    {
+        var a = new Args(argv, ["--set", "--config"], []);
+        if (a.Positional.Count != 1) throw new UsageException("eval needs exactly one CHECKPOINT (a checkpoint directory or .safetensors file)");
+        var checkpoint = Path.GetFullPath(a.Positional[0]);
+        if (Directory.Exists(checkpoint) && Research.Core.Checkpoints.Checkpoint.Verify(checkpoint) is { } problem)
+            throw new InvalidDataException($"checkpoint {checkpoint} is refused: {problem}");
+        // A checkpoint lives in RUN/checkpoints/NAME; the run's config is RUN/config.toml.
+        var configPath = a.One("--config") ?? Path.Combine(Path.GetDirectoryName(Path.GetDirectoryName(checkpoint.TrimEnd('/'))!)!, "config.toml");
+        var overrides = a.All("--set").Append($"model.init_from=\"{checkpoint}\"").Append("model.strict=true").Append("model.reinit=[]");
+        var config = ConfigLoader.Load(configPath, overrides);
+        var (fullTrain, fullTest) = RunSetup.LoadDataset(config.Data, config.Run.Seed);
+        using var _train = fullTrain; using var _test = fullTest;
+        using var task = RunSetup.Task(config.Run.Name, fullTrain, fullTest, config.Data, config.Run.Seed);
+        var (model, summary) = RunSetup.Model(config.Model, fullTrain.Features, fullTrain.NumClasses, config.Run.Seed, config.File);
+        using var _model = model;
+        var precision = RunSetup.Precision(config.Precision);
+        precision.Prepare(model);
+        Console.WriteLine(summary);
+        foreach (var (split, r) in Trainer.EvaluateAll(model, task, [], config.Data.EvalBatchSize, precision))
+            Console.WriteLine($"  {split,-6} loss {r.Loss:F4}  perplexity {r.Perplexity:F3}  accuracy {r.Accuracy:F4}  ({r.Items} items)");
+        return 0;
+    }
+
     static string Embedded(string name)
     {
         using var s = Assembly.GetExecutingAssembly().GetManifestResourceStream(name)

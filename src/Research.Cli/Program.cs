@@ -13,6 +13,7 @@ try
         [] or ["-h" or "--help" or "help", ..] => Usage(0),
         ["train", .. var rest] => Commands.Train(rest),
         ["demo", .. var rest] => Commands.Demo(rest),
+        ["eval", .. var rest] => Commands.Eval(rest),
         ["plugins", "list", .. var rest] => Commands.PluginsList(rest),
         ["plot", "schedule", .. var rest] => Commands.PlotSchedule(rest),
         ["memory", .. var rest] => MemoryCommand.Run(rest),
@@ -36,6 +37,7 @@ static int Usage(int code, TextWriter? to = null)
         research — full fine-tuning and catastrophic-forgetting studies on TorchSharp
 
           research train CONFIG [--set section.key=value]... [--plugins DIR]... [--resume RUN_DIR] [--dry-run]
+          research eval CHECKPOINT [--config CONFIG] [--set section.key=value]...
           research demo [--plugins DIR]... [--set section.key=value]...
           research plugins list [--plugins DIR]...
           research plot schedule NAME... [--steps N] [--warmup W] [--lr PEAK] [--set NAME.key=value]...

@@ -36,6 +36,7 @@ let main argv =
             MemoryTests.tests
             ParameterGroupTests.tests
             ResumeTests.tests
+            RunLifecycleTests.tests
             PluginHostTests.tests
             ReadmeTests.tests
         ]

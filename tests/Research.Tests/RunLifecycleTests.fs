@@ -1,0 +1,102 @@
+/// Evaluation, early stopping, config checks before training, the reproducibility record, research eval.
+module Research.Tests.RunLifecycleTests
+
+open System
+open System.IO
+open System.Collections.Generic
+open Expecto
+open Research.Abstractions
+open Research.Core.Tracking
+open Research.Core.Training
+open Research.Tests.TestSupport
+
+let private history (values: float list) =
+    values |> List.mapi (fun i v -> EvaluationPoint(int64 (10 * (i + 1)), i, dict [ "val_loss", v ] |> Dictionary)) |> List.toArray
+
+let private rows (runDir: string) sql =
+    use store = new RunStore(Path.Combine(runDir, RunStore.FileName))
+    store.Query(sql) |> List.ofSeq
+
+let tests =
+    testList "run lifecycle" [
+        test "early stopping: stops once the last `patience` evaluations fail to improve the earlier best by more than the threshold" {
+            let decide values patience threshold = EarlyStopping.Decide(history values, "val_loss", "min", patience, threshold)
+            Expect.isNull (decide [ 1.0; 0.9; 0.8 ] 2 0.0) "improving: go on"
+            Expect.isNull (decide [ 1.0; 0.9 ] 2 0.0) "not enough evaluations yet"
+            Expect.isNotNull (decide [ 1.0; 0.9; 0.95; 0.91 ] 2 0.0) "two evaluations without beating 0.9: stop"
+            Expect.isNull (decide [ 1.0; 0.9; 0.95; 0.89 ] 2 0.0) "0.89 beats 0.9"
+            Expect.isNotNull (decide [ 1.0; 0.9; 0.95; 0.89 ] 2 0.05) "but not by more than the threshold 0.05"
+            Expect.isNull (decide [ 1.0; 0.9; 0.95; 0.91 ] 0 0.0) "patience 0: never"
+            Expect.isNotNull (EarlyStopping.Decide(history [ 0.5; 0.6; 0.55 ], "val_loss", "max", 1, 0.0)) "max mode: 0.55 < 0.6"
+        }
+        test "a run that stops early says why, in the console and in the run store, and still writes its final checkpoint" {
+            let dir = tempDir "early"
+            let path = syntheticConfig dir "epochs = 20\nearly_stopping_patience = 1\nearly_stopping_threshold = 100.0\n"
+            let r = research dir [ "train"; path ]
+            Expect.equal r.ExitCode 0 r.Err
+            Expect.stringContains r.Out "early stopping at step" "console"
+            let run = onlyRunDir dir
+            let reason = rows run "SELECT stop_reason FROM runs" |> List.exactlyOne
+            Expect.stringContains (string reason[0]) "val_loss has not improved" "store"
+            let epochs = rows run "SELECT COUNT(DISTINCT epoch) FROM evaluations" |> List.exactlyOne
+            Expect.equal epochs[0] (box 2L) "stopped after the second evaluation, not after 20"
+            Expect.isTrue (File.Exists(Path.Combine(run, "checkpoints", "final", "model.safetensors"))) "final checkpoint"
+        }
+        test "eval_every N evaluates validation and test every N steps inside epochs, and once at each epoch end" {
+            let dir = tempDir "evalevery"
+            // 461 training items in batches of 64: 8 steps per epoch, 2 epochs.
+            let path = syntheticConfig dir "eval_every = 3\n"
+            Expect.equal (research dir [ "train"; path ]).ExitCode 0 "ran"
+            let steps = rows (onlyRunDir dir) "SELECT step FROM evaluations WHERE split = 'val' ORDER BY step" |> List.map (fun r -> r[0] :?> int64)
+            Expect.equal steps [ 3L; 6L; 8L; 9L; 12L; 15L; 16L ] "steps 3, 6, 9, 12, 15 and the epoch ends 8, 16"
+        }
+        test "a warmup longer than training fails before training, naming the key, the value and the file" {
+            let dir = tempDir "warm"
+            let path = syntheticConfig dir "[schedule]\nname = \"cosine\"\nwarmup_steps = 500\n"
+            let r = research dir [ "train"; path ]
+            Expect.equal r.ExitCode 2 r.Err
+            Expect.stringContains r.Err (sprintf "%s: schedule.warmup_steps: 500 is longer than training (16 optimizer steps)" path) "message"
+            Expect.isFalse (Directory.Exists(Path.Combine(dir, "runs"))) "no run was started"
+        }
+        test "an unknown plugin fails before training, naming the key and what is available" {
+            let dir = tempDir "unknown"
+            let r = research dir [ "train"; syntheticConfig dir "[schedule]\nname = \"cosinus\"\n" ]
+            Expect.equal r.ExitCode 2 r.Err
+            Expect.stringContains r.Err "no schedule named 'cosinus' (available: constant, cosine," "message"
+            Expect.isFalse (Directory.Exists(Path.Combine(dir, "runs"))) "no run was started"
+        }
+        test "--dry-run prints the resolved config with every default and the parameter-group table, and trains nothing" {
+            let dir = tempDir "dry"
+            let r = research dir [ "train"; syntheticConfig dir ""; "--dry-run" ]
+            Expect.equal r.ExitCode 0 r.Err
+            for line in [ "[optimizer]"; "beta2 = 0.999"; "validation_fraction = 0.1"; "[checkpoint]"; "16 optimizer steps"; "no_decay" ] do
+                Expect.stringContains r.Out line line
+            Expect.isFalse (Directory.Exists(Path.Combine(dir, "runs"))) "no run directory"
+        }
+        test "the record holds the resolved config, the root seed and every derived seed, code version, packages, threads, device" {
+            let dir = tempDir "record"
+            Expect.equal (research dir [ "train"; syntheticConfig dir "" ]).ExitCode 0 "ran"
+            let r = rows (onlyRunDir dir) "SELECT seed, derived_seeds, code_version, packages, threads, device, resolved_json FROM runs" |> List.exactlyOne
+            Expect.equal r[0] (box 3L) "root seed"
+            let seeds = Text.Json.JsonSerializer.Deserialize<Dictionary<string, int64>>(string r[1])
+            Expect.equal (Set seeds.Keys) (Set [ "validation-split"; "init"; "synthetic-data"; "data-order/epoch-0"; "data-order/epoch-1" ]) "streams"
+            Expect.equal seeds["init"] (Research.Core.Seeds.Derive(3L, "init")) "derived by name"
+            Expect.stringContains (string r[2]) "0.1.0" "code version"
+            Expect.stringContains (string r[3]) "TorchSharp" "packages"
+            Expect.equal r[4] (box 1L) "threads"
+            Expect.equal r[5] (box "cpu") "device"
+        }
+        test "research eval CHECKPOINT reproduces the run's final validation and test figures" {
+            let dir = tempDir "eval"
+            let train = research dir [ "train"; syntheticConfig dir "" ]
+            Expect.equal train.ExitCode 0 train.Err
+            let r = research dir [ "eval"; Path.Combine(onlyRunDir dir, "checkpoints", "final") ]
+            Expect.equal r.ExitCode 0 r.Err
+            let figures (text: string) split =
+                text.Split('\n') |> Array.find (fun l -> l.TrimStart().StartsWith(split + " "))
+                |> fun l -> l.Split(' ', StringSplitOptions.RemoveEmptyEntries) |> fun w -> w[2], w[Array.IndexOf(w, "accuracy") + 1]
+            Expect.equal (figures r.Out "val") (figures train.Out "val") "validation loss and accuracy"
+            Expect.equal (figures r.Out "test") (figures train.Out "test") "test loss and accuracy"
+            Expect.stringContains r.Out "perplexity" "perplexity"
+        }
+    ]

@@ -108,6 +108,30 @@ let tests =
             Expect.equal r.ExitCode 2 r.Err
             Expect.stringContains r.Err "differs from the config of the run being resumed" "refused"
         }
+        test "the demo's pre-training killed after its second checkpoint and resumed ends with the uninterrupted run's accuracy, digit for digit" {
+            let demo = Path.Combine(repoRoot, "experiments", "configs", "demo-pretrain.toml")
+            let args dir = [ "train"; demo; "--set"; "train.epochs=3"; "--set"; "checkpoint.keep_last=3"; "--set"; sprintf "run.output_dir=\"%s\"" dir ]
+            let finalLine (text: string) = text.Split('\n') |> Array.filter (fun l -> l.TrimStart().StartsWith "test ") |> Array.last
+            let whole = tempDir "demo-whole"
+            let uninterrupted = research whole (args whole)
+            Expect.equal uninterrupted.ExitCode 0 uninterrupted.Err
+            // 27,000 items in batches of 128: 211 steps per epoch; checkpoints at 211 and 422; killed 50 steps later.
+            let dir = tempDir "demo-killed"
+            let psi = Diagnostics.ProcessStartInfo("dotnet", WorkingDirectory = dir, RedirectStandardOutput = true, RedirectStandardError = true)
+            for a in Path.Combine(binDir, "research.dll") :: args dir do psi.ArgumentList.Add a
+            psi.Environment["RESEARCH_KILL_AFTER_MICROBATCHES"] <- "472"
+            use p = Diagnostics.Process.Start psi
+            p.StandardOutput.ReadToEnd() |> ignore
+            p.WaitForExit()
+            Expect.equal p.ExitCode 137 "killed"
+            let runDir = Array.exactlyOne (Directory.GetDirectories dir)
+            let newest = Checkpoint.Periodic(Path.Combine(runDir, "checkpoints")) |> Seq.head
+            Expect.equal (Path.GetFileName newest) "step-000000422" "the second checkpoint is the newest"
+            let resumed = research dir (args dir @ [ "--resume"; runDir ])
+            Expect.equal resumed.ExitCode 0 resumed.Err
+            Expect.stringContains resumed.Out "at step 422" "resumed from the second checkpoint"
+            Expect.equal (finalLine resumed.Out) (finalLine uninterrupted.Out) "final test loss and accuracy, digit for digit"
+        }
         test "a checkpoint is a directory of safetensors, state and a SHA-256 manifest; the last K periodic ones are kept beside best and final" {
             let dir = tempDir "ckpt"
             let r = research dir [ "train"; config dir; "--set"; "checkpoint.keep_last=2" ]

@@ -34,6 +34,7 @@ let main argv =
             TrainingTests.tests
             TrainStepTests.tests
             MemoryTests.tests
+            MemoryFlatTests.tests
             ParameterGroupTests.tests
             ResumeTests.tests
             RunLifecycleTests.tests

@@ -155,6 +155,19 @@ let tests =
             Expect.isLessThan (List.last losses) losses.Head "the loss fell"
             Expect.isGreaterThan outcome.Final["test"].Accuracy 0.6 "it learned the clusters"
         }
+        test "an fp16 run whose loss scale starts far too high skips the overflowing steps, backs off, records NaN norms as NULL, and finishes" {
+            let dir = tempDir "fp16-overflow"
+            let path = syntheticConfig dir "log_every = 1\n[precision]\nmode = \"fp16\"\ninitial_scale = 1e12\n"
+            let outcome = Trainer.Run(ConfigLoader.Load(path, []), builtIn.Value, SilentObserver())
+            let skipped = storeRows outcome.RunDir "SELECT MAX(value) FROM metrics WHERE key = 'skipped_steps'" |> List.exactlyOne
+            Expect.isGreaterThan (skipped[0] :?> float) 0.0 "steps were skipped"
+            let scales = storeRows outcome.RunDir "SELECT value FROM metrics WHERE key = 'loss_scale' ORDER BY rowid" |> List.map (fun r -> r[0] :?> float)
+            Expect.isLessThan (List.last scales) 1e12 "the scale backed off"
+            let nulls = storeRows outcome.RunDir "SELECT COUNT(*) FROM metrics WHERE key = 'grad_norm' AND value IS NULL" |> List.exactlyOne
+            Expect.isGreaterThan (nulls[0] :?> int64) 0L "the norms of skipped steps are NULL"
+            let status = storeRows outcome.RunDir "SELECT status FROM runs" |> List.exactlyOne
+            Expect.equal status[0] (box "finished") "finished"
+        }
         test "the demo: pre-training on classes 0–4 reaches ≥ 0.87, fine-tuning on 5–9 reaches ≥ 0.90 and forgets 0–4" {
             let dir = tempDir "demo"
             let r = research dir [ "demo" ]

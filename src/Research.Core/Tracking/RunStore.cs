@@ -96,7 +96,8 @@ public sealed class RunStore : IDisposable
     {
         Flush();
         Execute("INSERT INTO evaluations VALUES ($r, $s, $e, $p, $sp, $l, $a, $n)",
-            ("$r", runId), ("$s", step), ("$e", epoch), ("$p", phase), ("$sp", split), ("$l", loss), ("$a", accuracy), ("$n", items));
+            ("$r", runId), ("$s", step), ("$e", epoch), ("$p", phase), ("$sp", split),
+            ("$l", double.IsNaN(loss) ? null : loss), ("$a", double.IsNaN(accuracy) ? null : accuracy), ("$n", items));
     }
 
     public void Artifact(string runId, string kind, string path) =>
@@ -115,7 +116,9 @@ public sealed class RunStore : IDisposable
         var v = cmd.Parameters.Add("$v", SqliteType.Real);
         foreach (var row in _pending)
         {
-            r.Value = row.Run; s.Value = row.Step; k.Value = row.Key; v.Value = row.Value;
+            // SQLite has no NaN: a value that is not a number (the gradient norm of a skipped fp16 step,
+            // a norm not measured) is stored as NULL. Infinities are stored as they are.
+            r.Value = row.Run; s.Value = row.Step; k.Value = row.Key; v.Value = double.IsNaN(row.Value) ? DBNull.Value : row.Value;
             cmd.ExecuteNonQuery();
         }
         tx.Commit();

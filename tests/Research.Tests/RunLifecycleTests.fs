@@ -60,9 +60,10 @@ let tests =
         }
         test "an unknown plugin fails before training, naming the key and what is available" {
             let dir = tempDir "unknown"
-            let r = research dir [ "train"; syntheticConfig dir "[schedule]\nname = \"cosinus\"\n" ]
+            let path = syntheticConfig dir "[schedule]\nname = \"cosinus\"\n"
+            let r = research dir [ "train"; path ]
             Expect.equal r.ExitCode 2 r.Err
-            Expect.stringContains r.Err "no schedule named 'cosinus' (available: constant, cosine," "message"
+            Expect.stringContains r.Err (sprintf "%s: schedule.name: \"cosinus\": no schedule named 'cosinus' (available: constant, cosine," path) "file, key, value"
             Expect.isFalse (Directory.Exists(Path.Combine(dir, "runs"))) "no run was started"
         }
         test "--dry-run prints the resolved config with every default and the parameter-group table, and trains nothing" {

@@ -220,7 +220,9 @@ public sealed class PluginHost
     /// <summary>Creates the plugin a config chose: finds it, binds its TOML table, runs its constructor.</summary>
     public T Create<T>(PluginRole role, PluginChoice choice, string file) where T : class
     {
-        var descriptor = Find(role, choice.Name);
+        PluginDescriptor descriptor;
+        try { descriptor = Find(role, choice.Name); }
+        catch (PluginException e) { throw new PluginException($"{file}: {choice.Key}.name: \"{choice.Name}\": {e.Message}", e); }
         return (T)Instantiate(descriptor, choice.Options, file, choice.Key);
     }
 

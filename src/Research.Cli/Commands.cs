@@ -72,6 +72,38 @@ static class Commands
         return 0;
     }
 
+    /// <summary><c>research study CONFIG</c>: a sequence of tasks, the accuracy and loss matrices, the forgetting metrics.</summary>
+    public static int Study(string[] argv)
+    {
+        var a = new Args(argv, ["--set", "--plugins"], []);
+        if (a.Positional.Count != 1) throw new UsageException("study needs exactly one CONFIG file");
+        var config = ConfigLoader.Load(a.Positional[0], a.All("--set"));
+        var host = LoadPlugins(a.All("--plugins").Concat(config.PluginDirs));
+        var outcome = Research.Core.Studies.StudyRunner.Run(config, host, new ConsoleObserver());
+        PrintStudy(outcome);
+        return 0;
+    }
+
+    static void PrintStudy(Research.Core.Studies.StudyOutcome outcome)
+    {
+        var r = outcome.Record;
+        void Matrix(string title, double[][] m, string format)
+        {
+            Console.WriteLine();
+            Console.WriteLine($"{title} (row: after training task i; column: task j)");
+            Console.WriteLine("        " + string.Join("", Enumerable.Range(0, r.Tasks.Count).Select(j => $"{"task " + j,9}")));
+            for (int i = 0; i < m.Length; i++)
+                Console.WriteLine($"task {i,-3}" + string.Join("", m[i].Select(v => v.ToString(format, CultureInfo.InvariantCulture).PadLeft(9))));
+        }
+        Matrix("Test accuracy R", r.Accuracy, "F4");
+        Matrix("Test loss L", r.Loss, "F3");
+        Console.WriteLine();
+        foreach (var (name, value) in outcome.Metrics)
+            Console.WriteLine($"{name,-20} {value.Value,9:F4}" + (value.PerTask is { } per
+                ? "   per task: " + string.Join(" ", per.Select(v => double.IsNaN(v) ? "–" : v.ToString("F3", CultureInfo.InvariantCulture))) : ""));
+        Console.WriteLine($"run: {outcome.RunDir}");
+    }
+
     static string Embedded(string name)
     {
         using var s = Assembly.GetExecutingAssembly().GetManifestResourceStream(name)

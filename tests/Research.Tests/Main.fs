@@ -29,6 +29,7 @@ let main argv =
             NativeTests.tests
             ModelTests.tests
             ScheduleTests.tests
+            ForgettingMetricTests.tests
             OptimizerTests.tests
             ConfigTests.tests
             TrainingTests.tests
@@ -38,6 +39,7 @@ let main argv =
             ParameterGroupTests.tests
             ResumeTests.tests
             RunLifecycleTests.tests
+            StudyTests.tests
             PluginHostTests.tests
             ReadmeTests.tests
         ]

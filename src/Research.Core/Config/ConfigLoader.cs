@@ -7,7 +7,7 @@ namespace Research.Core.Config;
 /// <summary>Reads a run config: TOML → overrides (<c>--set optimizer.lr=3e-4</c>) → bound, validated sections.</summary>
 public static class ConfigLoader
 {
-    static readonly string[] Sections = ["run", "data", "model", "optimizer", "precision", "checkpoint", "train", "schedule", "regularizers", "plugins"];
+    static readonly string[] Sections = ["run", "data", "model", "optimizer", "precision", "checkpoint", "study", "train", "schedule", "regularizers", "plugins"];
 
     public static RunConfig Load(string path, IEnumerable<string>? overrides = null)
     {
@@ -40,6 +40,7 @@ public static class ConfigLoader
         var train = Section<TrainSection>("train");
         var precision = Section<PrecisionSection>("precision");
         var checkpoint = Section<CheckpointSection>("checkpoint");
+        var study = Section<StudySection>("study");
         var plugins = Section<PluginsSection>("plugins");
 
         var scheduleTable = TableAt(root, "schedule", file, errors) ?? new TomlTable();
@@ -53,7 +54,7 @@ public static class ConfigLoader
             else errors.Add(new(file, "regularizers", "must be an array of tables: [[regularizers]]"));
         }
         if (errors.Count > 0) throw new ConfigException(errors);
-        return new RunConfig(file, root, run, data, model, optimizer, train, precision, checkpoint, plugins, schedule, regularizers);
+        return new RunConfig(file, root, run, data, model, optimizer, train, precision, checkpoint, study, plugins, schedule, regularizers);
     }
 
     static TomlTable? TableAt(TomlTable root, string name, string file, List<ConfigError> errors)

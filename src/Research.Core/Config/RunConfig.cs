@@ -233,6 +233,29 @@ public sealed record CheckpointSection : IValidatable
     }
 }
 
+/// <summary>[study]: a sequence of tasks trained one after another, each evaluated on all (<c>research study</c>).</summary>
+public sealed record StudySection : IValidatable
+{
+    /// <summary><c>permuted</c> (task t permutes the pixels by a fixed random π_t; task 0 keeps them),
+    /// <c>split-task</c> (5 tasks of 2 classes, the task is known: logits outside its classes are masked, a head per task)
+    /// or <c>split-class</c> (5 tasks of 2 classes, one head over all 10 classes).</summary>
+    public string Benchmark { get; init; } = "permuted";
+    /// <summary>Number of tasks of the permuted benchmark (split benchmarks have 5).</summary>
+    public int Tasks { get; init; } = 5;
+    /// <summary>Joint training: task i trains on the union of tasks 0..i (the upper bound of a sequence).</summary>
+    public bool Joint { get; init; } = false;
+    /// <summary>New optimizer moments at each task start (otherwise they carry over).</summary>
+    public bool ResetOptimizer { get; init; } = true;
+    /// <summary>The schedule restarts at each task (t counts the task's steps); otherwise it spans the study.</summary>
+    public bool ResetSchedule { get; init; } = true;
+
+    public IEnumerable<OptionError> Validate()
+    {
+        if (Benchmark is not ("permuted" or "split-task" or "split-class")) yield return new("benchmark", "must be \"permuted\", \"split-task\" or \"split-class\"");
+        if (Tasks < 2) yield return new("tasks", "must be ≥ 2");
+    }
+}
+
 /// <summary>[plugins]: extra plugin folders, relative to the config file.</summary>
 public sealed record PluginsSection
 {
@@ -253,6 +276,7 @@ public sealed record RunConfig(
     TrainSection Train,
     PrecisionSection Precision,
     CheckpointSection Checkpoint,
+    StudySection Study,
     PluginsSection Plugins,
     PluginChoice Schedule,
     IReadOnlyList<PluginChoice> Regularizers)

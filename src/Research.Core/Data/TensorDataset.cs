@@ -26,6 +26,18 @@ public sealed class TensorDataset(Tensor inputs, Tensor targets, int numClasses)
         return Select(nonzero(mask).squeeze(1));
     }
 
+    /// <summary>The items of several datasets in one (joint training on all tasks seen so far).</summary>
+    public static TensorDataset Concat(IReadOnlyList<TensorDataset> parts)
+    {
+        using var _ = NewDisposeScope();
+        return new TensorDataset(cat(parts.Select(p => p.Inputs).ToList(), 0).DetachFromDisposeScope(),
+            cat(parts.Select(p => p.Targets).ToList(), 0).DetachFromDisposeScope(), parts.Max(p => p.NumClasses));
+    }
+
+    /// <summary>A copy whose features are permuted: x' = x[:, π] (permuted-MNIST-style tasks).</summary>
+    public TensorDataset PermuteFeatures(Tensor permutation) =>
+        new(Inputs.index_select(1, permutation).DetachFromDisposeScope(), Targets.clone().DetachFromDisposeScope(), NumClasses);
+
     public TensorDataset Take(long n)
     {
         using var first = arange(n <= 0 || n >= Count ? Count : n);

@@ -40,6 +40,9 @@ public sealed class RunStore : IDisposable
               run_id TEXT NOT NULL, step INTEGER NOT NULL, epoch INTEGER NOT NULL, phase TEXT NOT NULL, split TEXT NOT NULL,
               loss REAL, accuracy REAL, items INTEGER);
             CREATE TABLE IF NOT EXISTS artifacts (run_id TEXT NOT NULL, kind TEXT NOT NULL, path TEXT NOT NULL);
+            CREATE TABLE IF NOT EXISTS study_matrix (
+              run_id TEXT NOT NULL, after_task INTEGER NOT NULL, on_task INTEGER NOT NULL, split TEXT NOT NULL, loss REAL, accuracy REAL);
+            CREATE TABLE IF NOT EXISTS study_values (run_id TEXT NOT NULL, kind TEXT NOT NULL, name TEXT NOT NULL, value REAL, json TEXT);
             """);
     }
 
@@ -76,6 +79,16 @@ public sealed class RunStore : IDisposable
         Execute("DELETE FROM evaluations WHERE run_id = $id AND step > $s", ("$id", runId), ("$s", step));
         Execute("UPDATE runs SET status = 'running', ended_utc = NULL, error = NULL WHERE id = $id", ("$id", runId));
     }
+
+    /// <summary>One cell of a study's evaluation matrix: after training task i, evaluated on task j.</summary>
+    public void StudyCell(string runId, int afterTask, int onTask, string split, double loss, double accuracy) =>
+        Execute("INSERT INTO study_matrix VALUES ($r, $i, $j, $s, $l, $a)",
+            ("$r", runId), ("$i", afterTask), ("$j", onTask), ("$s", split), ("$l", loss), ("$a", accuracy));
+
+    /// <summary>A probe (kind "probe") or a metric (kind "metric") of a study, with its value and details as JSON.</summary>
+    public void StudyValue(string runId, string kind, string name, double value, string json) =>
+        Execute("INSERT INTO study_values VALUES ($r, $k, $n, $v, $j)",
+            ("$r", runId), ("$k", kind), ("$n", name), ("$v", double.IsNaN(value) ? null : value), ("$j", json));
 
     /// <summary>Records why a run ended before its last epoch (early stopping).</summary>
     public void StopReason(string runId, string reason) =>

@@ -16,7 +16,9 @@ public sealed record EvalResult(double Loss, double Accuracy, long Items)
 public static class Evaluation
 {
     /// <summary>Evaluates without gradients, in eval mode, restoring the module's mode afterwards.</summary>
-    public static EvalResult Run(nn.Module<Tensor, Tensor> model, TensorDataset data, int batchSize, PrecisionPolicy? precision = null)
+    /// <param name="heads">Task heads (task-incremental studies): logits × targets → the logits the task may use.</param>
+    public static EvalResult Run(nn.Module<Tensor, Tensor> model, TensorDataset data, int batchSize, PrecisionPolicy? precision = null,
+        Func<Tensor, Tensor, Tensor>? heads = null)
     {
         var wasTraining = model.training;
         model.eval();
@@ -28,6 +30,7 @@ public static class Evaluation
             {
                 using var scope = NewDisposeScope();
                 var logits = PrecisionPolicy.Output(model.forward((precision ?? PrecisionPolicy.Fp32).Input(batch.Inputs)));
+                if (heads != null) logits = heads(logits, batch.Targets);
                 lossSum += nn.functional.cross_entropy(logits, batch.Targets, ignore_index: TrainStep.IgnoreIndex, reduction: nn.Reduction.Sum)
                     .to_type(ScalarType.Float64).item<double>();
                 var counted = batch.Targets.ne(TrainStep.IgnoreIndex);

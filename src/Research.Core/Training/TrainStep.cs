@@ -37,7 +37,8 @@ public sealed class TrainStep(
     PrecisionPolicy precision,
     IReadOnlyList<IRegularizer> regularizers,
     double clipNorm,
-    int taskIndex = 0)
+    int taskIndex = 0,
+    Func<Tensor, Tensor, Tensor>? heads = null)
 {
     /// <summary>Targets equal to this are padding or ignored, as in PyTorch's cross-entropy.</summary>
     public const long IgnoreIndex = -100;
@@ -57,6 +58,7 @@ public sealed class TrainStep(
         {
             using var microScope = NewDisposeScope();
             var logits = PrecisionPolicy.Output(model.forward(precision.Input(b.Inputs)));
+            if (heads != null) logits = heads(logits, b.Targets);
             var sum = nn.functional.cross_entropy(logits, b.Targets, ignore_index: IgnoreIndex, reduction: nn.Reduction.Sum);
             var normalised = sum.div(Math.Max(items, 1));
             loss += normalised.item<float>();

@@ -12,7 +12,7 @@ open Research.Tests.TestSupport
 
 let private host = lazy (PluginHost.Load([]))
 
-/// A small study on synthetic clusters: 16 features, 10 classes, 2 epochs per task.
+/// A small study on synthetic clusters: 16 features, 10 classes, 5 epochs (45 steps) per task.
 let private study (dir: string) (extra: string) =
     let path = Path.Combine(dir, "study.toml")
     File.WriteAllText(path, sprintf """
@@ -26,28 +26,27 @@ dataset = "synthetic"
 synthetic_samples = 1000
 synthetic_features = 16
 synthetic_classes = 10
-batch_size = 50
+batch_size = 20
 [model]
 hidden = [32]
 [optimizer]
 lr = 0.01
 [train]
-epochs = 2
+epochs = 5
 %s
 """ (Path.Combine(dir, "runs").Replace("\\", "/")) extra)
     StudyRunner.Run(ConfigLoader.Load(path, []), host.Value)
 
+// Training results depend (slightly) on the intra-op thread count, which is process-global: run sequenced.
 let tests =
-    testList "studies" [
+    testSequenced <| testList "studies" [
         test "a split study fills the T × T matrices, stores them, and computes every forgetting metric plugin" {
             let dir = tempDir "study"
-            let outcome = study dir "[study]\nbenchmark = \"split-class\"\n"
+            let outcome = study dir "[study]\nbenchmark = \"split-task\"\n"
             let r = outcome.Record
             Expect.equal r.Tasks.Count 5 "5 tasks of 2 classes"
             Expect.equal (r.Accuracy |> Array.map Array.length) [| 5; 5; 5; 5; 5 |] "5 × 5"
-            for i in 0 .. 4 do Expect.isGreaterThan (r.Accuracy[i][i]) 0.6 (sprintf "task %d learned (chance: 0.1)" i)
-            // Class-incremental with one head and plain fine-tuning: the first task is forgotten.
-            Expect.isLessThan (r.Accuracy[4][0]) 0.5 "task 0 forgotten after task 4"
+            for i in 0 .. 4 do Expect.isGreaterThan (r.Accuracy[i][i]) 0.8 (sprintf "task %d learned (chance: 0.5)" i)
             let names = outcome.Metrics |> Seq.map (fun struct (n, _) -> n) |> Set
             Expect.containsAll names [ "average-forgetting"; "bwt"; "fwt"; "accuracy-drop"; "loss-increase"; "average-accuracy" ] "metrics"
             use store = new RunStore(Path.Combine(outcome.RunDir, RunStore.FileName))
@@ -61,6 +60,7 @@ let tests =
             let til = study dir "[study]\nbenchmark = \"split-task\"\n"
             let cil = study (tempDir "study-cil") "[study]\nbenchmark = \"split-class\"\n"
             let forgetting (o: StudyOutcome) = o.Metrics |> Seq.pick (fun struct (n, v) -> if n = "average-forgetting" then Some v.Value else None)
+            Expect.isGreaterThan (forgetting cil) 0.05 "class-incremental plain fine-tuning forgets"
             Expect.isLessThan (forgetting til) (forgetting cil) "task-IL forgets less"
             let chance = til.Record.Probes[ProbeNames.RandomInitAccuracy][0]
             for c in chance do Expect.isGreaterThan c 0.2 "a random 2-way head scores near 0.5, not near 0.1"

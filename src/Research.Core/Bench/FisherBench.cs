@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Globalization;
 using Research.Abstractions;
 using Research.Core.Forgetting;
@@ -29,6 +28,10 @@ public static class FisherBench
     /// <summary>The largest accepted max |fast − naive| / max |naive| over the parameter tensors.</summary>
     public const double Tolerance = 1e-5;
 
+    /// <summary>Timed runs per side, interleaved (<see cref="StepBench.Compare"/>): the tables show medians and the
+    /// min–max spread, since neighbours' load on a shared machine moves single timings by 2×.</summary>
+    public const int Repetitions = 3;
+
     /// <summary>Runs the comparison on <paramref name="samples"/> samples with 2 intra-op threads and writes a table.</summary>
     public static void Run(TextWriter output, int samples = 10000)
     {
@@ -55,8 +58,8 @@ public static class FisherBench
             "Naive loop (one forward and backward per sample, and per class for Exact): timed on the first {0:N0} samples and scaled linearly to {1:N0} (×{2:0.##}).",
             naiveSamples, samples, scale));
         output.WriteLine(string.Format(inv,
-            "Difference: max |batched − naive| / max |naive| per parameter tensor, the largest over the tensors, on those {0:N0} samples.",
-            naiveSamples));
+            "Difference: max |batched − naive| / max |naive| per parameter tensor, the largest over the tensors, on those {0:N0} samples. Times: median of {1} interleaved runs per side.",
+            naiveSamples, Repetitions));
         output.WriteLine();
         output.WriteLine(string.Format(inv, "{0,-10} {1,12} {2,19} {3,9} {4,15}  {5}", "kind", "batched (s)", "naive (s, scaled)",
             "speed-up", "max rel. diff", string.Format(inv, "target (≥ {0}×, ≤ {1:0e0})", TargetSpeedUp, Tolerance)));
@@ -64,33 +67,33 @@ public static class FisherBench
         var routing = new List<string>();
         foreach (var kind in new[] { FisherKind.Exact, FisherKind.Empirical })
         {
-            // Warm-up: first calls pay for allocator growth and kernel selection.
+            // Warm-up on a few samples: the first calls pay for allocator growth and kernel selection.
             Fisher.Compute(model, data, kind, maxSamples: Math.Min(50, samples)).Dispose();
             Fisher.NaiveLoop(model, data, kind, maxSamples: Math.Min(10, samples)).Dispose();
 
-            var (fastSeconds, fast) = Timed(() => Fisher.Compute(model, data, kind));
-            var (naiveSeconds, naive) = Timed(() => Fisher.NaiveLoop(model, data, kind, maxSamples: naiveSamples));
+            FisherResult? naive = null, fast = null;
+            var timing = StepBench.Compare(kind.ToString(),
+                baseline: () => { naive?.Dispose(); naive = Fisher.NaiveLoop(model, data, kind, maxSamples: naiveSamples); },
+                candidate: () => { fast?.Dispose(); fast = Fisher.Compute(model, data, kind); },
+                warmup: 0, repetitions: Repetitions, stepsPerRepetition: 1);
             using var fastSubset = Fisher.Compute(model, data, kind, maxSamples: naiveSamples);
-            var difference = naive.Diagonal.Max(p => RelativeDifference(fastSubset.Diagonal[p.Key], p.Value));
-            var speedUp = naiveSeconds * scale / fastSeconds;
+            var difference = naive!.Diagonal.Max(p => RelativeDifference(fastSubset.Diagonal[p.Key], p.Value));
+            var naiveSeconds = timing.BaselineMedian * scale;
+            var speedUp = naiveSeconds / timing.CandidateMedian;
             var met = speedUp >= TargetSpeedUp && difference <= Tolerance;
             output.WriteLine(string.Format(inv, "{0,-10} {1,12:0.000} {2,19:0.0} {3,8:0.0}× {4,15:0.0e0}  {5}",
-                kind, fastSeconds, naiveSeconds * scale, speedUp, difference, met ? "met" : "NOT met"));
-            routing.Add(fast.Describe());
+                kind, timing.CandidateMedian, naiveSeconds, speedUp, difference, met ? "met" : "NOT met"));
+            output.WriteLine(string.Format(inv, "{0,-10} {1,12} {2,19} {3,9}", "  min–max",
+                string.Format(inv, "{0:0.000}–{1:0.000}", timing.CandidateSpread.Min, timing.CandidateSpread.Max),
+                string.Format(inv, "{0:0.0}–{1:0.0}", timing.BaselineSpread.Min * scale, timing.BaselineSpread.Max * scale),
+                string.Format(inv, "{0:0.0}–{1:0.0}×", timing.BaselineSpread.Min * scale / timing.CandidateSpread.Max,
+                    timing.BaselineSpread.Max * scale / timing.CandidateSpread.Min)));
+            routing.Add(fast!.Describe());
             fast.Dispose();
             naive.Dispose();
         }
         output.WriteLine();
         foreach (var line in routing) output.WriteLine(line);
-    }
-
-    static (double Seconds, FisherResult Result) Timed(Func<FisherResult> run)
-    {
-        GC.Collect();
-        GC.WaitForPendingFinalizers();
-        var watch = Stopwatch.StartNew();
-        var result = run();
-        return (watch.Elapsed.TotalSeconds, result);
     }
 
     /// <summary>max |a − b| / max |b| (the absolute difference when b is all zeros).</summary>

@@ -131,9 +131,9 @@ public static class Fisher
             long samples = 0, batches = 0;
             foreach (var batch in data)
             {
-                var rows = batch.Inputs.shape[0];
-                if (maxSamples is { } max) rows = Math.Min(rows, max - samples);
-                if (rows <= 0) break;
+                if (samples >= maxSamples) break;
+                var rows = Math.Min(batch.Inputs.shape[0], (maxSamples ?? long.MaxValue) - samples);
+                if (rows == 0) continue;
                 using var scope = NewDisposeScope();
                 var whole = rows == batch.Inputs.shape[0];
                 body(whole ? batch.Inputs : batch.Inputs.narrow(0, 0, rows), whole ? batch.Targets : batch.Targets.narrow(0, 0, rows));
@@ -264,8 +264,8 @@ public static class Fisher
     /// </summary>
     static Routes Route(nn.Module model, IReadOnlyList<NamedParameter> parameters, LinearCapture capture)
     {
-        var owners = model.named_modules().ToDictionary(m => m.name, m => m.module);
-        owners.TryAdd("", model);
+        var owners = new Dictionary<string, nn.Module> { [""] = model };
+        foreach (var (name, module) in model.named_modules()) owners.TryAdd(name, module);
         var namesByHandle = model.named_parameters().GroupBy(p => p.parameter.Handle)
             .Where(g => g.Count() > 1).SelectMany(g => g.Select(p => (p.name, others: g.Select(o => o.name).Where(o => o != p.name))))
             .ToDictionary(s => s.name, s => string.Join(", ", s.others));

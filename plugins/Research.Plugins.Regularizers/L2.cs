@@ -1,0 +1,26 @@
+using Research.Abstractions;
+using static TorchSharp.torch;
+
+namespace Research.Plugins.Regularizers;
+
+public sealed record L2Options : IValidatable
+{
+    /// <summary>λ in R(θ) = λ/2 ‖θ‖².</summary>
+    public double Lambda { get; init; } = 1e-4;
+
+    public IEnumerable<OptionError> Validate()
+    {
+        if (!(Lambda >= 0)) yield return new("lambda", "must be ≥ 0");
+    }
+}
+
+/// <summary>
+/// Coupled L2 toward zero: R(θ) = λ/2 Σᵢ θᵢ², gradient λθ. Added to the loss, it passes through Adam's scaling
+/// (unlike AdamW's decoupled decay). It pulls toward zero — not toward the pre-trained weights (that is L2-SP).
+/// </summary>
+[Plugin("l2", Summary = "coupled L2 toward zero: λ/2 ‖θ‖²")]
+public sealed class L2(L2Options options) : IRegularizer
+{
+    public Tensor? Penalty(PenaltyContext context) =>
+        options.Lambda == 0 ? null : SquaredDistance.Sum(context.Parameters, anchor: null).mul(options.Lambda / 2);
+}

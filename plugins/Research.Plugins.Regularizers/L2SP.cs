@@ -1,0 +1,65 @@
+using Research.Abstractions;
+using static TorchSharp.torch;
+
+namespace Research.Plugins.Regularizers;
+
+public enum AnchorKind
+{
+    /// <summary>θ⁰: the weights at the first step of the run (the pre-trained weights when fine-tuning).</summary>
+    Initial,
+    /// <summary>The weights at the end of the previous task (no penalty during the first task).</summary>
+    PreviousTask,
+}
+
+public sealed record L2SPOptions : IValidatable
+{
+    /// <summary>α in R(θ) = α/2 ‖θ − θ⁰‖².</summary>
+    public double Alpha { get; init; } = 0.01;
+    /// <summary><c>initial</c> or <c>previous-task</c>.</summary>
+    public AnchorKind Anchor { get; init; } = AnchorKind.Initial;
+
+    public IEnumerable<OptionError> Validate()
+    {
+        if (!(Alpha >= 0)) yield return new("alpha", "must be ≥ 0");
+    }
+}
+
+/// <summary>
+/// L2-SP (Li, Grandvalet &amp; Davoine 2018, "Explicit inductive bias for transfer learning"): R(θ) = α/2 ‖θ − θ⁰‖²,
+/// gradient α(θ − θ⁰): it pulls toward the starting point (pre-trained weights), which weight decay does not.
+/// With <c>anchor = "previous-task"</c> it is "L2 toward the previous weights", the EWC baseline with F = I.
+/// </summary>
+[Plugin("l2-sp", Summary = "L2 toward the starting or previous-task weights: α/2 ‖θ − θ⁰‖²")]
+public sealed class L2SP(L2SPOptions options) : IRegularizer
+{
+    Dictionary<string, Tensor>? _anchor;
+
+    public Tensor? Penalty(PenaltyContext context)
+    {
+        if (_anchor is null && options.Anchor == AnchorKind.Initial) _anchor = SquaredDistance.Snapshot(context.Parameters);
+        if (_anchor is null || options.Alpha == 0) return null;
+        return SquaredDistance.Sum(context.Parameters, _anchor).mul(options.Alpha / 2);
+    }
+
+    public void Consolidate(TaskContext context)
+    {
+        if (options.Anchor != AnchorKind.PreviousTask) return;
+        Replace(SquaredDistance.Snapshot(context.Parameters));
+    }
+
+    public IReadOnlyDictionary<string, Tensor> StateDict() =>
+        _anchor?.ToDictionary(kv => $"anchor/{kv.Key}", kv => kv.Value) ?? new Dictionary<string, Tensor>();
+
+    public void LoadStateDict(IReadOnlyDictionary<string, Tensor> state)
+    {
+        if (state.Count == 0) return;
+        Replace(state.Where(kv => kv.Key.StartsWith("anchor/"))
+            .ToDictionary(kv => kv.Key["anchor/".Length..], kv => kv.Value.detach().clone().DetachFromDisposeScope()));
+    }
+
+    void Replace(Dictionary<string, Tensor> anchor)
+    {
+        if (_anchor != null) foreach (var t in _anchor.Values) t.Dispose();
+        _anchor = anchor;
+    }
+}

@@ -40,6 +40,7 @@ let main argv =
             ResumeTests.tests
             RunLifecycleTests.tests
             StudyTests.tests
+            RegularizerTests.tests
             PluginHostTests.tests
             ReadmeTests.tests
         ]

@@ -1,0 +1,74 @@
+/// Regularizer plugins as math: penalties, their gradients, anchors and state.
+module Research.Tests.RegularizerTests
+
+open System
+open Expecto
+open TorchSharp
+open Research.Abstractions
+open Research.Plugins.Regularizers
+open Research.Tests.TestSupport
+
+let private parameters (gen: torch.Generator) =
+    [| NamedParameter("w", torch.randn([| 4L; 3L |], generator = gen).requires_grad_(true))
+       NamedParameter("b", torch.randn([| 3L |], generator = gen).requires_grad_(true)) |]
+
+let private gradOf (penalty: torch.Tensor) (ps: NamedParameter[]) =
+    for p in ps do p.Value.grad <- null
+    penalty.backward()
+    ps |> Array.map (fun p -> p.Value.grad.clone())
+
+let private close (a: torch.Tensor) (b: torch.Tensor) =
+    use d = (a - b).abs().max()
+    d.item<float32>() <= 1e-6f
+
+let private penaltyContext ps = PenaltyContext(0L, 0, ps)
+
+let tests =
+    testList "regularizers" [
+        testPropertyWithConfig propConfig "l2: R = λ/2‖θ‖² and ∇R = λθ (1e-6)" <| fun (seed: int) ->
+            use _ = torch.NewDisposeScope()
+            use gen = new torch.Generator(uint64 (uint32 seed))
+            let ps = parameters gen
+            let lambda = 0.5
+            let r = L2(L2Options(Lambda = lambda)) :> IRegularizer
+            let penalty = r.Penalty(penaltyContext ps)
+            let expected = ps |> Array.sumBy (fun p -> p.Value.square().sum().item<float32>() |> float) |> (*) (lambda / 2.0)
+            Expect.floatClose Accuracy.high (penalty.item<float32>() |> float) expected "value"
+            for p, g in Array.zip ps (gradOf penalty ps) do
+                Expect.isTrue (close g (p.Value.detach().mul(torch.tensor (float32 lambda)))) "λθ"
+
+        testPropertyWithConfig propConfig "l2-sp: R is 0 at the anchor θ⁰ and ∇R = α(θ − θ⁰) after θ moves (1e-6)" <| fun (seed: int) ->
+            use _ = torch.NewDisposeScope()
+            use gen = new torch.Generator(uint64 (uint32 seed))
+            let ps = parameters gen
+            let alpha = 0.3
+            let r = L2SP(L2SPOptions(Alpha = alpha)) :> IRegularizer
+            let atAnchor = r.Penalty(penaltyContext ps)
+            Expect.equal (atAnchor.item<float32>()) 0.0f "zero at θ⁰ (the first call anchors)"
+            let anchor = ps |> Array.map (fun p -> p.Value.detach().clone())
+            do
+                use _ = torch.no_grad()
+                for p in ps do p.Value.add_(torch.randn(p.Value.shape, generator = gen)) |> ignore
+            let moved = r.Penalty(penaltyContext ps)
+            for (p, a), g in Array.zip (Array.zip ps anchor) (gradOf moved ps) do
+                Expect.isTrue (close g ((p.Value.detach() - a).mul(torch.tensor (float32 alpha)))) "α(θ − θ⁰)"
+
+        test "l2-sp with the previous-task anchor: no penalty during the first task, then anchored at the end of each task, and its anchor round-trips through its state" {
+            use _ = torch.NewDisposeScope()
+            use gen = new torch.Generator(3UL)
+            let ps = parameters gen
+            let r = L2SP(L2SPOptions(Alpha = 1.0, Anchor = AnchorKind.PreviousTask)) :> IRegularizer
+            Expect.isNull (r.Penalty(penaltyContext ps)) "no anchor yet"
+            let model = torch.nn.Linear(3L, 4L)
+            r.Consolidate(TaskContext(0, "t0", model, ps, Seq.empty, Func<_, _, _>(fun l t -> l)))
+            Expect.equal (r.Penalty(penaltyContext ps).item<float32>()) 0.0f "zero at the task-end weights"
+            let saved = r.StateDict()
+            Expect.equal (saved.Keys |> Set) (Set [ "anchor/w"; "anchor/b" ]) "state by parameter name"
+            let restored = L2SP(L2SPOptions(Alpha = 1.0, Anchor = AnchorKind.PreviousTask)) :> IRegularizer
+            restored.LoadStateDict(saved)
+            do
+                use _ = torch.no_grad()
+                for p in ps do p.Value.add_(torch.tensor 1.0f) |> ignore
+            Expect.floatClose Accuracy.high (restored.Penalty(penaltyContext ps).item<float32>() |> float) (0.5 * 15.0) "α/2 · 15 elements · 1²"
+        }
+    ]

@@ -58,10 +58,10 @@ public static class FisherBench
             "Naive loop (one forward and backward per sample, and per class for Exact): timed on the first {0:N0} samples and scaled linearly to {1:N0} (×{2:0.##}).",
             naiveSamples, samples, scale));
         output.WriteLine(string.Format(inv,
-            "Difference: max |batched − naive| / max |naive| per parameter tensor, the largest over the tensors, on those {0:N0} samples. Times: median of {1} interleaved runs per side.",
+            "Difference: max |Compute − NaiveLoop| / max |NaiveLoop| per parameter tensor, the largest over the tensors, on those {0:N0} samples. Times: median of {1} interleaved runs per side.",
             naiveSamples, Repetitions));
         output.WriteLine();
-        output.WriteLine(string.Format(inv, "{0,-10} {1,12} {2,19} {3,9} {4,15}  {5}", "kind", "batched (s)", "naive (s, scaled)",
+        output.WriteLine(string.Format(inv, "{0,-10} {1,12} {2,21} {3,9} {4,15}  {5}", "kind", "Compute (s)", "NaiveLoop (s, scaled)",
             "speed-up", "max rel. diff", string.Format(inv, "target (≥ {0}×, ≤ {1:0e0})", TargetSpeedUp, Tolerance)));
 
         var routing = new List<string>();
@@ -81,9 +81,9 @@ public static class FisherBench
             var naiveSeconds = timing.BaselineMedian * scale;
             var speedUp = naiveSeconds / timing.CandidateMedian;
             var met = speedUp >= TargetSpeedUp && difference <= Tolerance;
-            output.WriteLine(string.Format(inv, "{0,-10} {1,12:0.000} {2,19:0.0} {3,8:0.0}× {4,15:0.0e0}  {5}",
+            output.WriteLine(string.Format(inv, "{0,-10} {1,12:0.000} {2,21:0.0} {3,8:0.0}× {4,15:0.0e0}  {5}",
                 kind, timing.CandidateMedian, naiveSeconds, speedUp, difference, met ? "met" : "NOT met"));
-            output.WriteLine(string.Format(inv, "{0,-10} {1,12} {2,19} {3,9}", "  min–max",
+            output.WriteLine(string.Format(inv, "{0,-10} {1,12} {2,21} {3,9}", "  min–max",
                 string.Format(inv, "{0:0.000}–{1:0.000}", timing.CandidateSpread.Min, timing.CandidateSpread.Max),
                 string.Format(inv, "{0:0.0}–{1:0.0}", timing.BaselineSpread.Min * scale, timing.BaselineSpread.Max * scale),
                 string.Format(inv, "{0:0.0}–{1:0.0}×", timing.BaselineSpread.Min * scale / timing.CandidateSpread.Max,

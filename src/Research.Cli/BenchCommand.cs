@@ -19,8 +19,14 @@ static class BenchCommand
 {
     public static int Run(string[] argv)
     {
-        var a = new Args(argv, ["--repetitions", "--steps", "--threads", "--seed"], []);
-        if (a.Positional is not ["step"]) throw new UsageException("bench takes one benchmark: step");
+        var a = new Args(argv, ["--repetitions", "--steps", "--threads", "--seed", "--samples"], []);
+        if (a.Positional is ["fisher"])
+        {
+            torch.set_num_threads((int)a.Long("--threads", 2));
+            FisherBench.Run(Console.Out, (int)a.Long("--samples", 10000));
+            return 0;
+        }
+        if (a.Positional is not ["step"]) throw new UsageException("bench takes one benchmark: step or fisher");
         int repetitions = (int)a.Long("--repetitions", 7), steps = (int)a.Long("--steps", 10), threads = (int)a.Long("--threads", 2);
         long seed = a.Long("--seed", 1);
         if (repetitions < 5) throw new UsageException("--repetitions must be ≥ 5");

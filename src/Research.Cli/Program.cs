@@ -48,6 +48,7 @@ static int Usage(int code, TextWriter? to = null)
                           [--layers L --hidden H --heads A --seq S --batch B [--recompute]]
           research memory --config CONFIG [--set section.key=value]...
           research bench step [--repetitions N] [--steps S] [--threads T]
+          research bench fisher [--samples N] [--threads T]
         """);
     return code;
 }

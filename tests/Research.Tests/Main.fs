@@ -41,6 +41,7 @@ let main argv =
             RunLifecycleTests.tests
             StudyTests.tests
             RegularizerTests.tests
+            FisherTests.tests
             PluginHostTests.tests
             ReadmeTests.tests
         ]

@@ -196,7 +196,7 @@ public static class Fisher
             if (weighted[l] is not { } s) continue;
             var layer = layers[l];
             if (layer.Weight is { } w)
-                sums[w].add_(s.t().mm(capture.Calls(layer.Prefix)[0].X.detach().to(float32).square()));
+                sums[w].addmm_(s.t(), capture.Calls(layer.Prefix)[0].X.detach().to(float32).square(), 1, 1);
             if (layer.Bias is { } b) sums[b].add_(s.sum(dim: 0));
         }
     }

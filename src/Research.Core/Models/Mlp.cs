@@ -23,8 +23,9 @@ public sealed class Mlp : nn.Module<Tensor, Tensor>
 
     public override Tensor forward(Tensor x)
     {
-        foreach (var layer in layers) x = nn.functional.relu(layer.forward(x));
-        return head.forward(x);
+        // call (not forward) runs forward hooks: the Fisher estimators capture each layer's input and output with them.
+        foreach (var layer in layers) x = nn.functional.relu(layer.call(x));
+        return head.call(x);
     }
 }
 

@@ -104,9 +104,9 @@ public sealed class TinyTransformer : nn.Module<Tensor, Tensor>
     {
         var length = tokens.shape[1];
         if (length > Shape.MaxLen) throw new ArgumentException($"sequence length {length} exceeds the model's {Shape.MaxLen} positions");
-        var h = embed.forward(tokens).add(pos.narrow(0, 0, length));
-        foreach (var block in blocks) h = block.forward(h);
-        return head.forward(ln_f.forward(h).mean([1]));
+        var h = embed.call(tokens).add(pos.narrow(0, 0, length));
+        foreach (var block in blocks) h = block.call(h);
+        return head.call(ln_f.call(h).mean([1]));
     }
 }
 
@@ -129,8 +129,8 @@ public sealed class TransformerBlock : nn.Module<Tensor, Tensor>
 
     public override Tensor forward(Tensor h)
     {
-        h = h.add(attn.forward(ln1.forward(h)));
-        return h.add(mlp.forward(ln2.forward(h)));
+        h = h.add(attn.call(ln1.call(h)));
+        return h.add(mlp.call(ln2.call(h)));
     }
 }
 
@@ -157,9 +157,9 @@ public sealed class SelfAttention : nn.Module<Tensor, Tensor>
     {
         var (b, t, d) = (x.shape[0], x.shape[1], x.shape[2]);
         // [B, T, 3d] → [3, B, H, T, d/H]: one matmul for Q, K and V, then a view per head.
-        var parts = qkv.forward(x).view(b, t, 3, heads, d / heads).permute(2, 0, 3, 1, 4);
+        var parts = qkv.call(x).view(b, t, 3, heads, d / heads).permute(2, 0, 3, 1, 4);
         var y = nn.functional.scaled_dot_product_attention(parts[0], parts[1], parts[2]);
-        return proj.forward(y.transpose(1, 2).reshape(b, t, d));
+        return proj.call(y.transpose(1, 2).reshape(b, t, d));
     }
 }
 
@@ -176,5 +176,5 @@ public sealed class FeedForward : nn.Module<Tensor, Tensor>
         RegisterComponents();
     }
 
-    public override Tensor forward(Tensor x) => @out.forward(nn.functional.gelu(fc.forward(x)));
+    public override Tensor forward(Tensor x) => @out.call(nn.functional.gelu(fc.call(x)));
 }

@@ -11,6 +11,7 @@ public static class ContractVersion
     /// <summary>Incremented on any breaking change to an interface or record of the contract.</summary>
     public const int Major = 1;
 
-    /// <summary>Incremented when members are added without breaking existing plugins.</summary>
-    public const int Minor = 0;
+    /// <summary>Incremented when members are added without breaking existing plugins.
+    /// 1.1: <see cref="TaskContext.Fisher"/> and <see cref="FisherKind"/>.</summary>
+    public const int Minor = 1;
 }

@@ -41,13 +41,17 @@ public sealed record Batch(Tensor Inputs, Tensor Targets);
 /// <param name="Model">The model as trained on the task; call it to get logits.</param>
 /// <param name="Data">Mini-batches of the task's training data (a fresh pass on each enumeration).</param>
 /// <param name="PerItemLoss">ℓ(logits, targets) → one loss per item (no reduction); the task's loss.</param>
+/// <param name="Fisher">The diagonal Fisher information of the trained model on the task's training data, by
+/// parameter name, computed by the core in the variant asked for (see <see cref="FisherKind"/>); the tensors belong
+/// to the caller. Contract 1.1.</param>
 public sealed record TaskContext(
     int TaskIndex,
     string TaskName,
     nn.Module<Tensor, Tensor> Model,
     IReadOnlyList<NamedParameter> Parameters,
     IEnumerable<Batch> Data,
-    Func<Tensor, Tensor, Tensor> PerItemLoss);
+    Func<Tensor, Tensor, Tensor> PerItemLoss,
+    Func<FisherKind, IReadOnlyDictionary<string, Tensor>> Fisher);
 
 /// <summary>
 /// A regularizer adds R(θ) to the training loss: L̃(θ) = L(θ) + R(θ). Examples: coupled L2 (R = λ/2‖θ‖²),

@@ -60,11 +60,11 @@ let tests =
         }
         test "a plugin built against contract 2.0 is refused, naming the DLL and both versions" {
             let _, r = trainWith "[schedule]\nname = \"future-constant\"\n" [ fixtureDir "Plugin.FutureContract" ]
-            expectRefused r "Plugin.FutureContract.dll" "built against plugin contract 2.0; this host provides 1.0"
+            expectRefused r "Plugin.FutureContract.dll" "built against plugin contract 2.0; this host provides 1.1"
         }
         test "a plugin that carries its own contract copy is reported, not silently ignored" {
             let _, r = trainWith "[schedule]\nname = \"own-constant\"\n" [ fixtureDir "Plugin.OwnContract" ]
-            expectRefused r "Plugin.OwnContract.dll" "carries its own Research.Abstractions 1.0.99.0"
+            expectRefused r "Plugin.OwnContract.dll" "carries its own Research.Abstractions 1.1.99.0"
         }
         test "two plugins claiming one name: asking for it names both DLLs" {
             let _, r = trainWith "[schedule]\nname = \"cosine\"\n" [ fixtureDir "Plugin.Faulty" ]

@@ -23,8 +23,71 @@ let private close (a: torch.Tensor) (b: torch.Tensor) =
 
 let private penaltyContext ps = PenaltyContext(0L, 0, ps)
 
+/// A task end whose Fisher is the given tensors (the core's estimator is tested in FisherTests).
+let private taskEnd index (ps: NamedParameter[]) (fisher: Map<string, torch.Tensor>) =
+    TaskContext(index, sprintf "t%d" index, torch.nn.Linear(1L, 1L), ps, Seq.empty, Func<_, _, _>(fun l _ -> l),
+                Func<FisherKind, Collections.Generic.IReadOnlyDictionary<string, torch.Tensor>>(fun _ ->
+                    fisher |> Map.map (fun _ t -> t.clone()) |> Map.toSeq |> dict |> Collections.Generic.Dictionary :> _))
+
+let private randomFisher (gen: torch.Generator) (ps: NamedParameter[]) =
+    ps |> Array.map (fun p -> p.Name, torch.rand(p.Value.shape, generator = gen)) |> Map.ofArray
+
+let private move (gen: torch.Generator) (ps: NamedParameter[]) =
+    use _ = torch.no_grad()
+    for p in ps do p.Value.add_(torch.randn(p.Value.shape, generator = gen)) |> ignore
+
 let tests =
     testList "regularizers" [
+        testPropertyWithConfig propConfig "ewc: the penalty is 0 at θ* and its gradient is λF(θ − θ*) (1e-6)" <| fun (seed: int) ->
+            use _ = torch.NewDisposeScope()
+            use gen = new torch.Generator(uint64 (uint32 seed))
+            let ps = parameters gen
+            let lambda = 7.0
+            let ewc = Ewc(EwcOptions(Lambda = lambda)) :> IRegularizer
+            Expect.isNull (ewc.Penalty(penaltyContext ps)) "no penalty before the first task ends"
+            let fisher = randomFisher gen ps
+            let anchor = ps |> Array.map (fun p -> p.Value.detach().clone())
+            ewc.Consolidate(taskEnd 0 ps fisher)
+            Expect.equal (ewc.Penalty(penaltyContext ps).item<float32>()) 0.0f "0 at θ*"
+            move gen ps
+            let grads = gradOf (ewc.Penalty(penaltyContext ps)) ps
+            for (p, a), g in Array.zip (Array.zip ps anchor) grads do
+                let expected = fisher[p.Name].mul(p.Value.detach() - a).mul(torch.tensor (float32 lambda))
+                Expect.isTrue (close g expected) "λF(θ − θ*)"
+
+        test "online ewc with γ = 1 over two tasks equals one penalty with the sum of the two Fishers at the latest θ*" {
+            use _ = torch.NewDisposeScope()
+            use gen = new torch.Generator(11UL)
+            let ps = parameters gen
+            let online = Ewc(EwcOptions(Lambda = 2.0, Mode = EwcMode.Online, Gamma = 1.0)) :> IRegularizer
+            let f1, f2 = randomFisher gen ps, randomFisher gen ps
+            online.Consolidate(taskEnd 0 ps f1)
+            move gen ps
+            online.Consolidate(taskEnd 1 ps f2)
+            let state = online.StateDict()
+            for p in ps do
+                Expect.isTrue (close state[sprintf "0/fisher/%s" p.Name] (f1[p.Name] + f2[p.Name])) "F = F₁ + F₂"
+                Expect.isTrue (close state[sprintf "0/theta/%s" p.Name] (p.Value.detach())) "anchored at the latest θ*"
+            Expect.isFalse (state.ContainsKey "1/fisher/w") "one penalty"
+        }
+        test "separate ewc keeps one penalty per task and sums them; its state round-trips" {
+            use _ = torch.NewDisposeScope()
+            use gen = new torch.Generator(12UL)
+            let ps = parameters gen
+            let separate = Ewc(EwcOptions(Lambda = 2.0)) :> IRegularizer
+            let single0 = Ewc(EwcOptions(Lambda = 2.0)) :> IRegularizer
+            let single1 = Ewc(EwcOptions(Lambda = 2.0)) :> IRegularizer
+            let f1, f2 = randomFisher gen ps, randomFisher gen ps
+            separate.Consolidate(taskEnd 0 ps f1); single0.Consolidate(taskEnd 0 ps f1)
+            move gen ps
+            separate.Consolidate(taskEnd 1 ps f2); single1.Consolidate(taskEnd 1 ps f2)
+            move gen ps
+            let value (r: IRegularizer) = r.Penalty(penaltyContext ps).item<float32>() |> float
+            Expect.floatClose Accuracy.high (value separate) (value single0 + value single1) "sum of the two penalties"
+            let restored = Ewc(EwcOptions(Lambda = 2.0)) :> IRegularizer
+            restored.LoadStateDict(separate.StateDict())
+            Expect.floatClose Accuracy.high (value restored) (value separate) "restored from its state"
+        }
         testPropertyWithConfig propConfig "l2: R = λ/2‖θ‖² and ∇R = λθ (1e-6)" <| fun (seed: int) ->
             use _ = torch.NewDisposeScope()
             use gen = new torch.Generator(uint64 (uint32 seed))
@@ -60,7 +123,7 @@ let tests =
             let r = L2SP(L2SPOptions(Alpha = 1.0, Anchor = AnchorKind.PreviousTask)) :> IRegularizer
             Expect.isNull (r.Penalty(penaltyContext ps)) "no anchor yet"
             let model = torch.nn.Linear(3L, 4L)
-            r.Consolidate(TaskContext(0, "t0", model, ps, Seq.empty, Func<_, _, _>(fun l t -> l)))
+            r.Consolidate(TaskContext(0, "t0", model, ps, Seq.empty, Func<_, _, _>(fun l t -> l), Func<_, _>(fun _ -> failwith "L2-SP needs no Fisher")))
             Expect.equal (r.Penalty(penaltyContext ps).item<float32>()) 0.0f "zero at the task-end weights"
             let saved = r.StateDict()
             Expect.equal (saved.Keys |> Set) (Set [ "anchor/w"; "anchor/b" ]) "state by parameter name"

@@ -309,12 +309,12 @@ let precisionTests =
             let back = o.Master.``to``(torch.bfloat16)
             Expect.isTrue (torch.eq(back, o.Buffer.Values).all().item<bool>()) "the module holds the master weights rounded to bf16"
         }
-        test "a tiny update that pure-bf16 weights lose is kept by the fp32 master copy" {
+        test "a tiny update that pureBf16-bf16 weights lose is kept by the fp32 master copy" {
             use _ = torch.NewDisposeScope()
             // bf16 has 8 bits of mantissa: next to 1.0 its spacing is 2⁻⁷ ≈ 0.0078, so 1 − 1e-4 rounds back to 1.
-            let pure = torch.ones([| 4L |], dtype = torch.bfloat16)
-            for _ in 1 .. 100 do pure.sub_(torch.tensor(1e-4f).``to``(torch.bfloat16)) |> ignore
-            Expect.equal (pure[0].``to``(torch.float32).item<float32>()) 1.0f "pure bf16 loses all 100 updates"
+            let pureBf16 = torch.ones([| 4L |], dtype = torch.bfloat16)
+            for _ in 1 .. 100 do pureBf16.sub_(torch.tensor(1e-4f).``to``(torch.bfloat16)) |> ignore
+            Expect.equal (pureBf16[0].``to``(torch.float32).item<float32>()) 1.0f "pureBf16 bf16 loses all 100 updates"
             let p = torch.ones([| 4L |], dtype = torch.bfloat16).requires_grad_(true)
             let rule = [| GroupRule(ParameterGroup("all", 1.0, 0.0), Func<string, torch.Tensor, bool>(fun _ _ -> true)) |]
             use o = Optimizer.Sgd(ParameterGroups.Assign([| struct ("p", p) |], rule))

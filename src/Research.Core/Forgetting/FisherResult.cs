@@ -1,3 +1,4 @@
+using Research.Abstractions;
 using System.Globalization;
 using static TorchSharp.torch;
 

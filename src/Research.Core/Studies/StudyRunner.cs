@@ -82,7 +82,7 @@ public static class StudyRunner
         ISchedule schedule, IReadOnlyList<GuardedRegularizer> regularizers, IReadOnlyList<(string Name, IForgettingMetric Metric)> metrics,
         Func<Tensor, Tensor, Tensor>? heads, RunStore store, string runId, string runDir, ITrainingObserver observer)
     {
-        int T = tasks.Count, evalBatch = config.Data.EvalBatchSize;
+        int T = tasks.Count, evalBatch = config.Data.EvalBatchSize, numClasses = (int)RunSetup.DatasetShape(config.Data).Classes;
         var accuracy = new double[T][];
         var loss = new double[T][];
         var changeNorms = new double[T][];
@@ -120,9 +120,11 @@ public static class StudyRunner
 
                 // The task ends: regularizers consolidate (EWC's Fisher and θ*, L2-SP's anchor, SI's importances).
                 var named = optimizer.PenaltyParameters();
+                int task = i;
                 var context = new TaskContext(i, tasks[i].Name, model, named, tasks[i].Data.Train.InOrder(config.Data.EvalBatchSize),
                     (logits, targets) => nn.functional.cross_entropy(heads is null ? logits : heads(logits, targets), targets,
-                        ignore_index: TrainStep.IgnoreIndex, reduction: nn.Reduction.None));
+                        ignore_index: TrainStep.IgnoreIndex, reduction: nn.Reduction.None),
+                    kind => TaskFisher(model, tasks[task], kind, heads is not null, numClasses, config, observer, task));
                 foreach (var r in regularizers) r.Consolidate(context);
 
                 accuracy[i] = new double[T];
@@ -161,6 +163,28 @@ public static class StudyRunner
     }
 
     /// <summary>Trains one task for the configured epochs; returns the study's step count after it.</summary>
+    /// <summary>
+    /// The diagonal Fisher of the trained model on a task's training data (<see cref="Forgetting.Fisher"/>), under
+    /// the task's head for task-incremental studies. The variant and the layers that used the per-sample fallback
+    /// are reported.
+    /// </summary>
+    static IReadOnlyDictionary<string, Tensor> TaskFisher(nn.Module<Tensor, Tensor> model, StudyTask task, FisherKind kind, bool taskHeads,
+        int numClasses, RunConfig config, ITrainingObserver observer, int index)
+    {
+        using var generator = Seeds.Generator(config.Run.Seed, $"fisher/task-{index}");
+        var batches = task.Data.Train.InOrder(config.Data.EvalBatchSize);
+        if (!taskHeads)
+        {
+            var result = Forgetting.Fisher.Compute(model, batches, kind, generator);
+            observer.Message(result.Describe());
+            return result.Diagonal;
+        }
+        var subset = new ClassSubset(model, task.Classes, numClasses);
+        var restricted = Forgetting.Fisher.Compute(subset, subset.Renumbered(batches), kind, generator);
+        observer.Message(restricted.Describe());
+        return restricted.Diagonal.ToDictionary(kv => kv.Key.StartsWith("m.") ? kv.Key[2..] : kv.Key, kv => kv.Value);
+    }
+
     /// <param name="total">T of the schedule: the task's steps, or the study's when the schedule spans it.</param>
     static long TrainTask(RunConfig config, int task, TensorDataset data, Optimizer optimizer, ISchedule schedule, TrainStep step,
         RunStore store, string runId, ITrainingObserver observer, long studyStep, long total)

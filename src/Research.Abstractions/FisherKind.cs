@@ -1,4 +1,4 @@
-namespace Research.Core.Forgetting;
+namespace Research.Abstractions;
 
 /// <summary>
 /// Which diagonal Fisher information of a classifier p_θ(y|x) to compute over N samples, as named by van de Ven

@@ -1,0 +1,83 @@
+using Research.Abstractions;
+using static TorchSharp.torch;
+
+namespace Research.Plugins.Regularizers;
+
+public enum EwcMode
+{
+    /// <summary>One quadratic penalty per finished task: R = λ/2 Σ_t Σᵢ F_t,i (θᵢ − θ*_t,i)² (Kirkpatrick et al. 2017).</summary>
+    Separate,
+    /// <summary>One penalty anchored at the latest θ*, with F ← γF + F_new (online EWC, Schwarz et al. 2018).</summary>
+    Online,
+}
+
+public sealed record EwcOptions : IValidatable
+{
+    /// <summary>λ, the strength of the penalty; choose it on validation data (it depends on the Fisher variant).</summary>
+    public double Lambda { get; init; } = 100;
+    public EwcMode Mode { get; init; } = EwcMode.Separate;
+    /// <summary>Online mode: the decay γ of the accumulated Fisher, F ← γF + F_new (1: plain sum).</summary>
+    public double Gamma { get; init; } = 1.0;
+    /// <summary>The Fisher variant: <c>exact</c>, <c>sampled</c>, <c>empirical</c> or <c>batched</c>
+    /// (van de Ven 2025; batched needs a λ orders of magnitude larger).</summary>
+    public FisherKind Fisher { get; init; } = FisherKind.Exact;
+
+    public IEnumerable<OptionError> Validate()
+    {
+        if (!(Lambda >= 0)) yield return new("lambda", "must be ≥ 0");
+        if (Gamma is < 0 or > 1) yield return new("gamma", "must be in [0, 1]");
+        if (Mode == EwcMode.Separate && Gamma != 1.0) yield return new("gamma", "applies to mode = \"online\" only");
+    }
+}
+
+/// <summary>
+/// Elastic weight consolidation (Kirkpatrick et al. 2017): after task t the core estimates the diagonal Fisher
+/// F_t at θ*_t, and later tasks pay R(θ) = λ/2 Σᵢ F_t,i (θᵢ − θ*_t,i)², whose gradient is λF_t(θ − θ*_t) —
+/// the quadratic model ½ΔθᵀH_AΔθ of the loss increase on task A, with the Hessian replaced by the Fisher.
+/// </summary>
+[Plugin("ewc", Summary = "elastic weight consolidation: λ/2 Σ F(θ − θ*)², separate or online, Fisher variant named")]
+public sealed class Ewc(EwcOptions options) : IRegularizer
+{
+    /// <summary>(θ*, F) per finished task in separate mode; one pair in online mode.</summary>
+    readonly List<(Dictionary<string, Tensor> Anchor, Dictionary<string, Tensor> Fisher)> _tasks = [];
+
+    public Tensor? Penalty(PenaltyContext context)
+    {
+        if (_tasks.Count == 0 || options.Lambda == 0) return null;
+        Tensor? total = null;
+        foreach (var (anchor, fisher) in _tasks)
+        {
+            var term = SquaredDistance.Sum(context.Parameters, anchor, fisher);
+            total = total is null ? term : total + term;
+        }
+        return total!.mul(options.Lambda / 2);
+    }
+
+    public void Consolidate(TaskContext context)
+    {
+        var anchor = SquaredDistance.Snapshot(context.Parameters);
+        var fisher = context.Fisher(options.Fisher).ToDictionary(kv => kv.Key, kv => kv.Value.DetachFromDisposeScope());
+        if (options.Mode == EwcMode.Separate || _tasks.Count == 0) { _tasks.Add((anchor, fisher)); return; }
+        var (oldAnchor, oldFisher) = _tasks[0];
+        using (no_grad())
+            foreach (var (name, f) in fisher) f.add_(oldFisher[name], alpha: options.Gamma);
+        foreach (var t in oldAnchor.Values.Concat(oldFisher.Values)) t.Dispose();
+        _tasks[0] = (anchor, fisher);
+    }
+
+    public IReadOnlyDictionary<string, Tensor> StateDict() =>
+        _tasks.SelectMany((t, i) => t.Anchor.Select(kv => ($"{i}/theta/{kv.Key}", kv.Value))
+                .Concat(t.Fisher.Select(kv => ($"{i}/fisher/{kv.Key}", kv.Value))))
+            .ToDictionary(x => x.Item1, x => x.Item2);
+
+    public void LoadStateDict(IReadOnlyDictionary<string, Tensor> state)
+    {
+        _tasks.Clear();
+        foreach (var group in state.GroupBy(kv => int.Parse(kv.Key[..kv.Key.IndexOf('/')])).OrderBy(g => g.Key))
+        {
+            Dictionary<string, Tensor> Part(string kind) => group.Where(kv => kv.Key.StartsWith($"{group.Key}/{kind}/"))
+                .ToDictionary(kv => kv.Key[$"{group.Key}/{kind}/".Length..], kv => kv.Value.detach().clone().DetachFromDisposeScope());
+            _tasks.Add((Part("theta"), Part("fisher")));
+        }
+    }
+}

@@ -69,6 +69,17 @@ let tests =
             let joint = study (tempDir "study-joint") "[study]\nbenchmark = \"split-class\"\njoint = true\n"
             Expect.isGreaterThan (joint.Record.Accuracy[4][0]) 0.8 "task 0 kept under joint training"
         }
+        test "the study figures: each task's accuracy as tasks are added, and average accuracy per arm, as PNG" {
+            let o = study (tempDir "study-plot") "[study]\nbenchmark = \"permuted\"\ntasks = 2\n"
+            let dir = tempDir "figures"
+            let perTask, average = Path.Combine(dir, "tasks.png"), Path.Combine(dir, "average.png")
+            Research.Core.Plotting.StudyPlot.WriteTaskAccuracy(perTask, "fine-tuning", o.Record)
+            Research.Core.Plotting.StudyPlot.WriteAverageAccuracy(average, "arms", [ struct ("fine-tuning", o.Record); struct ("again", o.Record) ])
+            for png in [ perTask; average ] do
+                let bytes = File.ReadAllBytes png
+                Expect.equal bytes[1..3] "PNG"B (sprintf "%s is a PNG" png)
+                Expect.isGreaterThan bytes.Length 5000 "with something drawn"
+        }
         test "permuted tasks: the random-init and parameter-change probes are in the record" {
             let o = study (tempDir "study-perm") "[study]\nbenchmark = \"permuted\"\ntasks = 3\n"
             Expect.equal o.Record.Tasks.Count 3 "3 permutations"

@@ -170,7 +170,7 @@ let tests =
         }
         test "the demo: pre-training on classes 0–4 reaches ≥ 0.87, fine-tuning on 5–9 reaches ≥ 0.90 and forgets 0–4" {
             let dir = tempDir "demo"
-            let r = research dir [ "demo" ]
+            let r = research dir [ "demo"; "--no-study" ]   // the study part is covered by StudyTests
             Expect.equal r.ExitCode 0 (sprintf "demo ran: %s" r.Err)
             let row (prefix: string) =
                 r.Out.Split('\n') |> Array.find (fun l -> l.StartsWith prefix)

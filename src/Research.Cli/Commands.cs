@@ -159,7 +159,7 @@ static class Commands
         (string Arm, string Slug, string Extra)[] arms =
         [
             ("fine-tuning", "finetune", ""),
-            ("EWC (exact Fisher, λ = 30)", "ewc", "\n[[regularizers]]\nname = \"ewc\"\nlambda = 30.0\nfisher = \"exact\"\n"),
+            ("EWC (exact Fisher, λ = 10)", "ewc", "\n[[regularizers]]\nname = \"ewc\"\nlambda = 10.0\nfisher = \"exact\"\n"),
             ("L2 to previous (α = 0.01)", "l2", "\n[[regularizers]]\nname = \"l2-sp\"\nanchor = \"previous-task\"\nalpha = 0.01\n"),
             ("joint (upper bound)", "joint", ""),
         ];

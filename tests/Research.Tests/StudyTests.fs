@@ -54,6 +54,9 @@ let tests =
             Expect.equal cells[0] (box 25L) "25 test cells stored"
             let snapshots = Directory.GetDirectories(Path.Combine(outcome.RunDir, "tasks")) |> Array.length
             Expect.equal snapshots 5 "a parameter snapshot per task end"
+            let resolved = store.Query("SELECT resolved_json FROM runs") |> Seq.exactlyOne
+            Expect.stringContains (string resolved[0]) "\"ResetOptimizer\":true" "whether moments reset per task is in the record"
+            Expect.stringContains (string resolved[0]) "\"ResetSchedule\":true" "and whether the schedule restarts"
         }
         test "task-incremental heads: each task only uses its own two logits, so chance is 0.5 and forgetting is far smaller than class-incremental" {
             let dir = tempDir "study-til"

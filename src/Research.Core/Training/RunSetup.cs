@@ -120,7 +120,7 @@ public static class RunSetup
         var root = new Tomlyn.Model.TomlTable
         {
             ["run"] = Table(c.Run), ["data"] = Table(c.Data), ["model"] = Table(c.Model), ["optimizer"] = Table(c.Optimizer),
-            ["precision"] = Table(c.Precision), ["checkpoint"] = Table(c.Checkpoint), ["train"] = Table(c.Train),
+            ["precision"] = Table(c.Precision), ["checkpoint"] = Table(c.Checkpoint), ["study"] = Table(c.Study), ["train"] = Table(c.Train),
         };
         var schedule = new Tomlyn.Model.TomlTable { ["name"] = c.Schedule.Name };
         foreach (var (k, v) in c.Schedule.Options) schedule[k] = v;
@@ -180,6 +180,7 @@ public static class RunSetup
     public static string ResolvedJson(RunConfig c) => JsonSerializer.Serialize(new
     {
         run = c.Run, data = c.Data, model = c.Model, optimizer = c.Optimizer, train = c.Train, precision = c.Precision,
+        checkpoint = c.Checkpoint, study = c.Study,
         schedule = c.Schedule.Name, regularizers = c.Regularizers.Select(r => r.Name),
     }, new JsonSerializerOptions { WriteIndented = false });
 }

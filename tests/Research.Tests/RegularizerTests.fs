@@ -17,9 +17,11 @@ let private gradOf (penalty: torch.Tensor) (ps: NamedParameter[]) =
     penalty.backward()
     ps |> Array.map (fun p -> p.Value.grad.clone())
 
+/// max|a − b| ≤ 1e-6 · (1 + max|b|): float32 rounding grows with the magnitude of the values compared.
 let private close (a: torch.Tensor) (b: torch.Tensor) =
     use d = (a - b).abs().max()
-    d.item<float32>() <= 1e-6f
+    use scale = b.abs().max()
+    d.item<float32>() <= 1e-6f * (1.0f + scale.item<float32>())
 
 let private penaltyContext ps = PenaltyContext(0L, 0, ps)
 

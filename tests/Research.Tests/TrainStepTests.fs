@@ -309,12 +309,45 @@ let precisionTests =
             let back = o.Master.``to``(torch.bfloat16)
             Expect.isTrue (torch.eq(back, o.Buffer.Values).all().item<bool>()) "the module holds the master weights rounded to bf16"
         }
-        test "a tiny update that pureBf16-bf16 weights lose is kept by the fp32 master copy" {
+        test "normalisation stays in fp32 under bf16: libtorch's layer norm of a bf16 input and bf16 parameters equals the fp32 layer norm rounded once to bf16" {
+            // libtorch's CPU kernel accumulates bf16 statistics in fp32 (its "opmath" type), so nn.LayerNorm needs no
+            // wrapper for the policy's "normalisation in fp32"; this test would catch a kernel that did not.
+            use _ = torch.NewDisposeScope()
+            use gen = new torch.Generator(6UL)
+            let ln = torch.nn.LayerNorm([| 64L |])
+            PrecisionPolicy(PrecisionMode.Bf16).Prepare(ln)
+            let x = torch.randn([| 8L; 64L |], generator = gen).mul(torch.tensor 30.0f).add(torch.tensor 1000.0f).``to``(torch.bfloat16)
+            let y = ln.forward(x)
+            Expect.equal y.dtype torch.bfloat16 "the output keeps the compute dtype"
+            let reference = torch.nn.functional.layer_norm(x.``to``(torch.float32), [| 64L |]).``to``(torch.bfloat16)
+            Expect.isTrue (torch.eq(y, reference).all().item<bool>()) "statistics in fp32, one rounding at the end"
+            // Computed in bf16 throughout, the mean of values near 1000 (spacing 4 in bf16) would be visibly off:
+            let naiveMean = x.sum(1L, true, torch.bfloat16).div(torch.tensor(64.0f).``to``(torch.bfloat16))
+            let exactMean = x.``to``(torch.float32).mean([| 1L |], true)
+            Expect.isGreaterThan ((naiveMean.``to``(torch.float32) - exactMean).abs().max().item<float32>()) 0.1f "bf16 accumulation would lose digits"
+        }
+        test "a bf16 step of the small transformer keeps master weights and moments in fp32" {
+            use _ = torch.NewDisposeScope()
+            use gen = new torch.Generator(2UL)
+            use m = new TinyTransformer(32L, 8L, 16L, 2L, 2L, 3L)
+            m.Initialise(gen)
+            let policy = PrecisionPolicy(PrecisionMode.Bf16)
+            policy.Prepare(m)
+            use o = Optimizer.AdamW(ParameterGroups.Assign(named m, GroupRule.DecayByRank 0.01))
+            let x = torch.randint(0L, 32L, [| 4L; 8L |], generator = gen)
+            let y = torch.randint(0L, 3L, [| 4L |], generator = gen)
+            let outcome = TrainStep(m, o, policy, [||], 0.0).Run([| Batch(x, y) |], 1e-3)
+            Expect.isTrue outcome.Applied "applied"
+            Expect.isTrue (Double.IsFinite outcome.Loss) "finite loss"
+            Expect.equal o.Master.dtype torch.float32 "master"
+            for struct (slot, t) in o.State() do Expect.equal t.dtype torch.float32 (sprintf "%s is fp32" slot)
+        }
+        test "a tiny update that pure-bf16 weights lose is kept by the fp32 master copy" {
             use _ = torch.NewDisposeScope()
             // bf16 has 8 bits of mantissa: next to 1.0 its spacing is 2⁻⁷ ≈ 0.0078, so 1 − 1e-4 rounds back to 1.
             let pureBf16 = torch.ones([| 4L |], dtype = torch.bfloat16)
             for _ in 1 .. 100 do pureBf16.sub_(torch.tensor(1e-4f).``to``(torch.bfloat16)) |> ignore
-            Expect.equal (pureBf16[0].``to``(torch.float32).item<float32>()) 1.0f "pureBf16 bf16 loses all 100 updates"
+            Expect.equal (pureBf16[0].``to``(torch.float32).item<float32>()) 1.0f "pure bf16 loses all 100 updates"
             let p = torch.ones([| 4L |], dtype = torch.bfloat16).requires_grad_(true)
             let rule = [| GroupRule(ParameterGroup("all", 1.0, 0.0), Func<string, torch.Tensor, bool>(fun _ _ -> true)) |]
             use o = Optimizer.Sgd(ParameterGroups.Assign([| struct ("p", p) |], rule))

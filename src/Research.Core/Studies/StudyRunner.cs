@@ -49,14 +49,8 @@ public static class StudyRunner
             var precision = RunSetup.Precision(config.Precision);
             precision.Prepare(model);
 
-            var runId = $"{config.Run.Name}-{DateTime.UtcNow:yyyyMMdd-HHmmss-fff}";
-            var runDir = Path.GetFullPath(Path.Combine(config.Run.OutputDir, runId));
-            Directory.CreateDirectory(runDir);
-            using var store = new RunStore(Path.Combine(runDir, RunStore.FileName));
-            var configText = ConfigLoader.ToToml(config.Source);
-            store.BeginRun(new RunInfo(runId, config.Run.Name, config.File, configText, RunSetup.ResolvedJson(config),
-                seed, Provenance.CodeVersion(), Provenance.PackageVersions(), torch.get_num_threads(), "cpu"));
-            File.WriteAllText(Path.Combine(runDir, "config.toml"), configText);
+            var (runId, runDir, store) = RunSetup.StartRun(config, Streams(config, tasks.Count));
+            using var _store = store;
             observer.Message($"study {study.Benchmark}: {tasks.Count} tasks ({string.Join(", ", tasks.Select(t => t.Name))}); " +
                              $"{(study.Joint ? "joint training on all tasks seen so far" : regularizers.Count == 0 ? "plain fine-tuning" : string.Join(" + ", regularizers.Select(r => r.Descriptor.Name)))}; " +
                              $"optimizer {(study.ResetOptimizer ? "reset" : "kept")} and schedule {(study.ResetSchedule ? "restarted" : "continued")} at each task");
@@ -163,6 +157,20 @@ public static class StudyRunner
     }
 
     /// <summary>Trains one task for the configured epochs; returns the study's step count after it.</summary>
+    /// <summary>The random streams of a study, by name: per task its split, permutation, data order and Fisher draws.</summary>
+    static IEnumerable<string> Streams(RunConfig c, int tasks)
+    {
+        yield return "init";
+        if (c.Data.Dataset == "synthetic") yield return "synthetic-data";
+        for (int t = 0; t < tasks; t++)
+        {
+            yield return $"task-{t}";
+            if (c.Study.Benchmark == "permuted" && t > 0) yield return $"permutation/{t}";
+            for (int e = 0; e < c.Train.Epochs; e++) yield return $"task-{t}/data-order/epoch-{e}";
+            yield return $"fisher/task-{t}";
+        }
+    }
+
     /// <summary>
     /// The diagonal Fisher of the trained model on a task's training data (<see cref="Forgetting.Fisher"/>), under
     /// the task's head for task-incremental studies. The variant and the layers that used the per-sample fallback

@@ -5,7 +5,9 @@ using Research.Core.Data;
 using Research.Core.Models;
 using Research.Core.Optim;
 using Research.Core.Plugins;
+using Research.Core.Tracking;
 using Research.Core.Precision;
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace Research.Core.Training;
@@ -166,14 +168,33 @@ public static class RunSetup
         return table;
     }
 
-    /// <summary>Every random stream of the run by name, with the seed derived from the root seed (JSON).</summary>
-    public static string DerivedSeedsJson(RunConfig c)
+    /// <summary>
+    /// Creates a new run's directory (<c>&lt;output_dir&gt;/&lt;name&gt;-&lt;UTC time&gt;</c>) and its store, records the run
+    /// (resolved config, root and derived seeds, code and package versions, threads, device) and writes the config as run.
+    /// </summary>
+    /// <param name="streams">The names of the run's random streams, recorded with their derived seeds.</param>
+    public static (string RunId, string RunDir, RunStore Store) StartRun(RunConfig c, IEnumerable<string> streams)
     {
-        var names = new List<string> { "validation-split", "init" };
-        if (c.Data.Dataset == "synthetic") names.Add("synthetic-data");
-        if (c.Model.Reinit.Length > 0) names.Add("reinit");
-        names.AddRange(Enumerable.Range(0, c.Train.Epochs).Select(e => $"data-order/epoch-{e}"));
-        return JsonSerializer.Serialize(names.ToDictionary(n => n, n => Seeds.Derive(c.Run.Seed, n)));
+        var runId = $"{c.Run.Name}-{DateTime.UtcNow:yyyyMMdd-HHmmss-fff}";
+        var runDir = Path.GetFullPath(Path.Combine(c.Run.OutputDir, runId));
+        Directory.CreateDirectory(runDir);
+        var store = new RunStore(Path.Combine(runDir, RunStore.FileName));
+        var configText = ConfigLoader.ToToml(c.Source);
+        store.BeginRun(new RunInfo(runId, c.Run.Name, c.File, configText, ResolvedJson(c),
+            c.Run.Seed, Provenance.CodeVersion(), Provenance.PackageVersions(), torch.get_num_threads(), "cpu"));
+        store.DerivedSeeds(runId, JsonSerializer.Serialize(streams.Distinct().ToDictionary(n => n, n => Seeds.Derive(c.Run.Seed, n))));
+        File.WriteAllText(Path.Combine(runDir, "config.toml"), configText);
+        return (runId, runDir, store);
+    }
+
+    /// <summary>The random streams of a training run, by name.</summary>
+    public static IEnumerable<string> TrainingStreams(RunConfig c)
+    {
+        yield return "validation-split";
+        yield return "init";
+        if (c.Data.Dataset == "synthetic") yield return "synthetic-data";
+        if (c.Model.Reinit.Length > 0) yield return "reinit";
+        for (int e = 0; e < c.Train.Epochs; e++) yield return $"data-order/epoch-{e}";
     }
 
     /// <summary>The bound sections with every default filled in, as JSON (the "resolved config" of the record).</summary>

@@ -73,24 +73,18 @@ public static class Trainer
             return new TrainingOutcome("", "", "", new Dictionary<string, EvalResult>());
         }
 
-        var runDir = resumeDir != null ? Path.GetFullPath(resumeDir)
-            : Path.GetFullPath(Path.Combine(config.Run.OutputDir, $"{config.Run.Name}-{DateTime.UtcNow:yyyyMMdd-HHmmss-fff}"));
-        var runId = resume?.State.RunId ?? Path.GetFileName(runDir);
-        Directory.CreateDirectory(runDir);
-        using var store = new RunStore(Path.Combine(runDir, RunStore.FileName));
+        string runId, runDir;
+        RunStore store;
         if (resume is { } r)
         {
+            (runId, runDir) = (r.State.RunId, Path.GetFullPath(resumeDir!));
+            store = new RunStore(Path.Combine(runDir, RunStore.FileName));
             Restore(r.Dir, r.State, optimizer, regularizers, precision);
             store.ResumeRun(runId, r.State.Step);
             observer.Message($"resumed {runId} from {r.Dir} at step {r.State.Step} (epoch {r.State.Epoch + 1}, window {r.State.WindowInEpoch})");
         }
-        else
-        {
-            store.BeginRun(new RunInfo(runId, config.Run.Name, config.File, configText, RunSetup.ResolvedJson(config),
-                seed, Provenance.CodeVersion(), Provenance.PackageVersions(), torch.get_num_threads(), "cpu"));
-            store.DerivedSeeds(runId, RunSetup.DerivedSeedsJson(config));
-            File.WriteAllText(Path.Combine(runDir, "config.toml"), configText);
-        }
+        else (runId, runDir, store) = RunSetup.StartRun(config, RunSetup.TrainingStreams(config));
+        using var _store = store;
 
         try
         {

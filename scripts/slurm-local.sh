@@ -64,18 +64,28 @@ start() {
   running "$state/slurmd.pid" || $sudo slurmd -N localhost
   # Wait until the node takes work (cold start ~10 s).
   for _ in $(seq 1 60); do
-    if sinfo -h -N -o '%T' 2>/dev/null | grep -qE '^(idle|mixed|allocated)'; then echo "slurm: localhost is up"; return 0; fi
+    if timeout 3 sinfo -h -N -o '%T' 2>/dev/null | grep -qE '^(idle|mixed|allocated)'; then echo "slurm: localhost is up"; return 0; fi
     sleep 1
   done
   echo "slurm: the node did not come up; see /var/log/slurm/slurmctld.log and slurmd.log" >&2
   exit 1
 }
 
+# Stops a daemon by its pid file and waits until it has exited (SIGKILL after 15 s), so that a start right
+# after a stop does not find the old daemon still shutting down.
+stop_daemon() {
+  local pid
+  if [ -f "$1" ]; then pid=$(cat "$1"); else pid=$(pgrep -x "$2" || true); fi
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 0
+  $sudo kill "$pid" 2>/dev/null || true
+  for _ in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
+  $sudo kill -9 "$pid" 2>/dev/null || true
+}
+
 stop() {
-  for f in "$state/slurmd.pid" "$state/slurmctld.pid"; do
-    if running "$f"; then $sudo kill "$(cat "$f")"; fi
-  done
-  pkill -x munged 2>/dev/null || true
+  stop_daemon "$state/slurmd.pid" slurmd
+  stop_daemon "$state/slurmctld.pid" slurmctld
+  stop_daemon /run/munge/munged.pid munged
   echo "slurm: stopped"
 }
 

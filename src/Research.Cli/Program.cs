@@ -19,6 +19,7 @@ try
         ["plot", "schedule", .. var rest] => Commands.PlotSchedule(rest),
         ["memory", .. var rest] => MemoryCommand.Run(rest),
         ["bench", .. var rest] => BenchCommand.Run(rest),
+        ["runs", .. var rest] => RunsCommand.Run(rest),
         _ => throw new UsageException($"unknown command '{string.Join(' ', args.Take(2))}'"),
     };
 }
@@ -49,6 +50,7 @@ static int Usage(int code, TextWriter? to = null)
           research memory --config CONFIG [--set section.key=value]...
           research bench step [--repetitions N] [--steps S] [--threads T]
           research bench fisher [--samples N] [--threads T]
+          research runs list [DIR] | runs show RUN_DIR | runs export [DIR] [-o FILE.csv]
         """);
     return code;
 }

@@ -87,6 +87,29 @@ let tests =
             Expect.equal r[4] (box 1L) "threads"
             Expect.equal r[5] (box "cpu") "device"
         }
+        test "research runs list, show and export read the run stores under a folder" {
+            let dir = tempDir "runs-cmd"
+            let train = research dir [ "train"; syntheticConfig dir "" ]
+            Expect.equal train.ExitCode 0 train.Err
+            let runDir = onlyRunDir dir
+            let runsDir = Path.Combine(dir, "runs")
+            let list = research dir [ "runs"; "list"; runsDir ]
+            Expect.equal list.ExitCode 0 list.Err
+            let row = list.Out.Split('\n') |> Array.find (fun l -> l.StartsWith(Path.GetFileName runDir))
+            Expect.stringContains row "finished" "status"
+            let testAccuracy = rows runDir "SELECT accuracy FROM evaluations WHERE split = 'test' ORDER BY step DESC LIMIT 1" |> List.exactlyOne
+            Expect.stringContains row ((testAccuracy[0] :?> float).ToString("F4", Globalization.CultureInfo.InvariantCulture)) "last test accuracy"
+            let show = research dir [ "runs"; "show"; runDir ]
+            Expect.stringContains show.Out "seed           3" "the record"
+            Expect.stringContains show.Out "checkpoints: best, final" "checkpoints"
+            let csv = Path.Combine(dir, "export.csv")
+            Expect.equal (research dir [ "runs"; "export"; runsDir; "-o"; csv ]).ExitCode 0 "export"
+            let lines = File.ReadAllLines csv
+            Expect.equal lines[0] "run,kind,step,key,value" "header"
+            let metricRows = rows runDir "SELECT COUNT(*) FROM metrics" |> List.exactlyOne
+            let evalRows = rows runDir "SELECT COUNT(*) FROM evaluations" |> List.exactlyOne
+            Expect.equal (int64 (lines.Length - 1)) ((metricRows[0] :?> int64) + 2L * (evalRows[0] :?> int64)) "every metric, and loss and accuracy of every evaluation"
+        }
         test "research eval CHECKPOINT reproduces the run's final validation and test figures" {
             let dir = tempDir "eval"
             let train = research dir [ "train"; syntheticConfig dir "" ]

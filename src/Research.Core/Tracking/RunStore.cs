@@ -44,6 +44,10 @@ public sealed class RunStore : IDisposable
               run_id TEXT NOT NULL, after_task INTEGER NOT NULL, on_task INTEGER NOT NULL, split TEXT NOT NULL, loss REAL, accuracy REAL);
             CREATE TABLE IF NOT EXISTS study_values (run_id TEXT NOT NULL, kind TEXT NOT NULL, name TEXT NOT NULL, value REAL, json TEXT);
             """);
+        // Stores written by earlier versions lack the newer columns of `runs`: add them (NULL for old rows).
+        var columns = Query("PRAGMA table_info(runs)").Select(r => (string)r[1]!).ToHashSet();
+        foreach (var column in new[] { "stop_reason", "derived_seeds" })
+            if (!columns.Contains(column)) Execute($"ALTER TABLE runs ADD COLUMN {column} TEXT");
     }
 
     void Execute(string sql, params (string Name, object? Value)[] args)

@@ -1,0 +1,102 @@
+using System.Globalization;
+using System.Text;
+using Research.Core.Tracking;
+
+namespace Research.Cli;
+
+/// <summary>
+/// <c>research runs list|show|export</c>: reads the run stores (one <c>run.sqlite</c> per run directory) under a folder.
+/// </summary>
+static class RunsCommand
+{
+    public static int Run(string[] argv)
+    {
+        var a = new Args(argv, ["-o", "--output"], []);
+        return a.Positional switch
+        {
+            ["list", .. var rest] => List(rest.Count > 0 ? rest[0] : "runs"),
+            ["show", var dir] => Show(dir),
+            ["export", .. var rest] => Export(rest.Count > 0 ? rest[0] : "runs", a.One("-o") ?? a.One("--output")),
+            _ => throw new UsageException("runs list [DIR] | runs show RUN_DIR | runs export [DIR] [-o FILE.csv]"),
+        };
+    }
+
+    /// <summary>Run directories under <paramref name="root"/> (the folder itself, or one or two levels down).</summary>
+    static IEnumerable<string> Stores(string root)
+    {
+        if (!Directory.Exists(root)) throw new UsageException($"no such folder: {root}");
+        return Directory.EnumerateFiles(root, RunStore.FileName, new EnumerationOptions { RecurseSubdirectories = true, MaxRecursionDepth = 2 })
+            .Order(StringComparer.Ordinal);
+    }
+
+    static int List(string root)
+    {
+        Console.WriteLine($"{"run",-44} {"status",-9} {"seed",5}  {"val acc",8} {"test acc",8}  {"study avg acc",13}");
+        foreach (var path in Stores(root))
+        {
+            using var store = new RunStore(path);
+            foreach (var r in store.Query("SELECT id, status, seed FROM runs"))
+            {
+                var id = (string)r[0]!;
+                double? Last(string split) => store.Query(
+                    "SELECT accuracy FROM evaluations WHERE run_id = $r AND split = $s ORDER BY step DESC, rowid DESC LIMIT 1",
+                    ("$r", id), ("$s", split)).FirstOrDefault()?[0] as double?;
+                var study = store.Query("SELECT value FROM study_values WHERE run_id = $r AND kind = 'metric' AND name = 'average-accuracy'",
+                    ("$r", id)).FirstOrDefault()?[0] as double?;
+                Console.WriteLine($"{id,-44} {r[1],-9} {r[2],5}  {F(Last("val")),8} {F(Last("test")),8}  {F(study),13}");
+            }
+        }
+        return 0;
+    }
+
+    static string F(double? v) => v is { } x ? x.ToString("F4", CultureInfo.InvariantCulture) : "–";
+
+    static int Show(string dir)
+    {
+        var path = Path.Combine(dir, RunStore.FileName);
+        if (!File.Exists(path)) throw new UsageException($"{dir} holds no {RunStore.FileName}");
+        using var store = new RunStore(path);
+        var columns = new[] { "id", "name", "status", "started_utc", "ended_utc", "config_file", "seed", "derived_seeds", "code_version",
+            "packages", "threads", "device", "stop_reason", "error" };
+        foreach (var r in store.Query($"SELECT {string.Join(", ", columns)} FROM runs"))
+            for (int i = 0; i < columns.Length; i++)
+                if (r[i] is { } v) Console.WriteLine($"{columns[i],-14} {Convert.ToString(v, CultureInfo.InvariantCulture)}");
+        Console.WriteLine();
+        Console.WriteLine("evaluations (step, epoch, split, loss, accuracy, items):");
+        foreach (var r in store.Query("SELECT step, epoch, split, loss, accuracy, items FROM evaluations ORDER BY step, split"))
+            Console.WriteLine($"  {r[0],7} {r[1],4} {r[2],-10} {F(r[3] as double?),8} {F(r[4] as double?),8} {r[5],7}");
+        foreach (var r in store.Query("SELECT name, value FROM study_values WHERE kind = 'metric' ORDER BY name"))
+            Console.WriteLine($"  {r[0],-20} {F(r[1] as double?)}");
+        var checkpoints = Path.Combine(dir, "checkpoints");
+        if (Directory.Exists(checkpoints))
+            Console.WriteLine("checkpoints: " + string.Join(", ", Directory.GetDirectories(checkpoints).Select(Path.GetFileName).Order(StringComparer.Ordinal)));
+        return 0;
+    }
+
+    /// <summary>Every metric and evaluation of every run, long format: run, kind, step, key, value.</summary>
+    static int Export(string root, string? output)
+    {
+        var csv = new StringBuilder("run,kind,step,key,value\n");
+        foreach (var path in Stores(root))
+        {
+            using var store = new RunStore(path);
+            foreach (var r in store.Query("SELECT run_id, step, key, value FROM metrics ORDER BY run_id, step, key"))
+                csv.Append(Row(r[0], "metric", r[1], r[2], r[3]));
+            foreach (var r in store.Query("SELECT run_id, step, split, loss, accuracy FROM evaluations ORDER BY run_id, step, split"))
+            {
+                csv.Append(Row(r[0], "evaluation", r[1], $"{r[2]}_loss", r[3]));
+                csv.Append(Row(r[0], "evaluation", r[1], $"{r[2]}_accuracy", r[4]));
+            }
+        }
+        if (output is null) Console.Write(csv);
+        else
+        {
+            File.WriteAllText(output, csv.ToString());
+            Console.Error.WriteLine($"wrote {Path.GetFullPath(output)}");
+        }
+        return 0;
+    }
+
+    static string Row(object? run, string kind, object? step, object? key, object? value) =>
+        string.Join(',', run, kind, step, key, value is double d ? d.ToString("R", CultureInfo.InvariantCulture) : "") + "\n";
+}

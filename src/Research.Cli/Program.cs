@@ -17,6 +17,8 @@ try
         ["study", .. var rest] => Commands.Study(rest),
         ["plugins", "list", .. var rest] => Commands.PluginsList(rest),
         ["plot", "schedule", .. var rest] => Commands.PlotSchedule(rest),
+        ["plot", "matrix", .. var rest] => RunsCommand.PlotMatrix(rest),
+        ["plot", "curves", .. var rest] => RunsCommand.PlotCurves(rest),
         ["memory", .. var rest] => MemoryCommand.Run(rest),
         ["bench", .. var rest] => BenchCommand.Run(rest),
         ["runs", .. var rest] => RunsCommand.Run(rest),
@@ -45,6 +47,8 @@ static int Usage(int code, TextWriter? to = null)
           research plugins list [--plugins DIR]...
           research plot schedule NAME... [--steps N] [--warmup W] [--lr PEAK] [--set NAME.key=value]...
                                         [-o FILE.png] [--csv]
+          research plot matrix STUDY_RUN_DIR [--split test|val] [-o FILE.png]
+          research plot curves RUN_DIR... [--key train_loss] [-o FILE.png]
           research memory --params P [--precision fp32|mixed-bf16|mixed-fp16|pure-bf16] [--optimizer adamw|adam|sgd-momentum|sgd]
                           [--layers L --hidden H --heads A --seq S --batch B [--recompute]]
           research memory --config CONFIG [--set section.key=value]...

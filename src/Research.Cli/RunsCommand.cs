@@ -49,6 +49,50 @@ static class RunsCommand
         return 0;
     }
 
+    /// <summary><c>research plot matrix RUN_DIR</c>: a study's test-accuracy matrix as a heatmap.</summary>
+    public static int PlotMatrix(string[] argv)
+    {
+        var a = new Args(argv, ["-o", "--output", "--split"], []);
+        if (a.Positional.Count != 1) throw new UsageException("plot matrix needs one study RUN_DIR");
+        var path = Path.Combine(a.Positional[0], RunStore.FileName);
+        if (!File.Exists(path)) throw new UsageException($"{a.Positional[0]} holds no {RunStore.FileName}");
+        using var store = new RunStore(path);
+        var split = a.One("--split") ?? "test";
+        var cells = store.Query("SELECT after_task, on_task, accuracy FROM study_matrix WHERE split = $s", ("$s", split));
+        if (cells.Count == 0) throw new UsageException($"{a.Positional[0]} is not a study (no {split} matrix)");
+        int T = cells.Max(c => Convert.ToInt32(c[0])) + 1;
+        var accuracy = Enumerable.Range(0, T).Select(_ => new double[T]).ToArray();
+        foreach (var c in cells) accuracy[Convert.ToInt32(c[0])][Convert.ToInt32(c[1])] = c[2] as double? ?? double.NaN;
+        var output = a.One("-o") ?? a.One("--output") ?? "matrix.png";
+        var name = store.Query("SELECT name FROM runs").FirstOrDefault()?[0] as string ?? "study";
+        Research.Core.Plotting.StudyPlot.WriteMatrix(output, $"{name}: {split} accuracy", accuracy);
+        Console.Error.WriteLine($"wrote {Path.GetFullPath(output)}");
+        return 0;
+    }
+
+    /// <summary><c>research plot curves RUN_DIR... [--key train_loss]</c>: a metric against the step for several runs.</summary>
+    public static int PlotCurves(string[] argv)
+    {
+        var a = new Args(argv, ["-o", "--output", "--key"], []);
+        if (a.Positional.Count == 0) throw new UsageException("plot curves needs at least one RUN_DIR");
+        var key = a.One("--key") ?? "train_loss";
+        var runs = new List<(string, double[], double[])>();
+        foreach (var dir in a.Positional)
+        {
+            var path = Path.Combine(dir, RunStore.FileName);
+            if (!File.Exists(path)) throw new UsageException($"{dir} holds no {RunStore.FileName}");
+            using var store = new RunStore(path);
+            var rows = store.Query("SELECT step, value FROM metrics WHERE key = $k AND value IS NOT NULL ORDER BY step", ("$k", key));
+            if (rows.Count == 0) throw new UsageException($"{dir} has no metric '{key}'");
+            runs.Add((Path.GetFileName(Path.GetFullPath(dir).TrimEnd('/')), rows.Select(r => Convert.ToDouble(r[0])).ToArray(),
+                rows.Select(r => (double)r[1]!).ToArray()));
+        }
+        var output = a.One("-o") ?? a.One("--output") ?? "curves.png";
+        Research.Core.Plotting.StudyPlot.WriteCurves(output, key, key, runs);
+        Console.Error.WriteLine($"wrote {Path.GetFullPath(output)}");
+        return 0;
+    }
+
     static string F(double? v) => v is { } x ? x.ToString("F4", CultureInfo.InvariantCulture) : "–";
 
     static int Show(string dir)

@@ -83,6 +83,18 @@ let tests =
                 Expect.equal bytes[1..3] "PNG"B (sprintf "%s is a PNG" png)
                 Expect.isGreaterThan bytes.Length 5000 "with something drawn"
         }
+        test "research plot matrix draws a study's accuracy matrix, research plot curves its loss curve, as PNG" {
+            let o = study (tempDir "study-heat") "log_every = 1\n[study]\nbenchmark = \"permuted\"\ntasks = 2\n"
+            let dir = tempDir "plots"
+            let matrix = research dir [ "plot"; "matrix"; o.RunDir; "-o"; "m.png" ]
+            Expect.equal matrix.ExitCode 0 matrix.Err
+            let curves = research dir [ "plot"; "curves"; o.RunDir; "--key"; "train_loss"; "-o"; "c.png" ]
+            Expect.equal curves.ExitCode 0 curves.Err
+            for png in [ "m.png"; "c.png" ] do
+                Expect.equal (File.ReadAllBytes(Path.Combine(dir, png))[1..3]) "PNG"B png
+            let notAStudy = research dir [ "plot"; "matrix"; dir ]
+            Expect.equal notAStudy.ExitCode 2 "a folder without a run store is a usage error"
+        }
         test "permuted tasks: the random-init and parameter-change probes are in the record" {
             let o = study (tempDir "study-perm") "[study]\nbenchmark = \"permuted\"\ntasks = 3\n"
             Expect.equal o.Record.Tasks.Count 3 "3 permutations"

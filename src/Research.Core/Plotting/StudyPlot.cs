@@ -43,6 +43,62 @@ public static class StudyPlot
         Finish(plot, title, "tasks trained", "average test accuracy on tasks seen", path, width, height);
     }
 
+    /// <summary>The task × task accuracy matrix as a heatmap, each cell labelled with its value: row i is "after
+    /// training task i" (top to bottom), column j "on task j".</summary>
+    public static void WriteMatrix(string path, string title, double[][] accuracy, int width = 700, int height = 600)
+    {
+        int T = accuracy.Length;
+        var cells = new double[T, T];
+        for (int i = 0; i < T; i++) for (int j = 0; j < T; j++) cells[i, j] = accuracy[i][j];
+        var plot = new ScottPlot.Plot();
+        var map = plot.Add.Heatmap(cells);
+        map.Colormap = new ScottPlot.Colormaps.Viridis();
+        map.ManualRange = new ScottPlot.Range(0, 1);
+        // ScottPlot draws row 0 at the top with cell (i, j) centred on x = j, y = T − 1 − i: as the matrix is printed.
+        for (int i = 0; i < T; i++)
+            for (int j = 0; j < T; j++)
+            {
+                var label = plot.Add.Text(accuracy[i][j].ToString("F2", System.Globalization.CultureInfo.InvariantCulture), j, T - 1 - i);
+                label.LabelAlignment = ScottPlot.Alignment.MiddleCenter;
+                label.LabelFontColor = accuracy[i][j] > 0.6 ? ScottPlot.Colors.Black : ScottPlot.Colors.White;
+            }
+        plot.Add.ColorBar(map);
+        plot.Axes.Bottom.TickGenerator = Ticks(T, j => $"task {j}");
+        plot.Axes.Left.TickGenerator = Ticks(T, i => $"after {T - 1 - i}");
+        plot.Title(title);
+        plot.XLabel("evaluated on");
+        plot.YLabel("after training");
+        Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
+        plot.SavePng(path, width, height);
+    }
+
+    static ScottPlot.TickGenerators.NumericManual Ticks(int n, Func<int, string> label)
+    {
+        var ticks = new ScottPlot.TickGenerators.NumericManual();
+        for (int k = 0; k < n; k++) ticks.AddMajor(k, label(k));
+        return ticks;
+    }
+
+    /// <summary>One line per run of a metric against the step (loss curves of several runs).</summary>
+    public static void WriteCurves(string path, string title, string metric, IReadOnlyList<(string Run, double[] Steps, double[] Values)> runs,
+        int width = 900, int height = 500)
+    {
+        var plot = new ScottPlot.Plot();
+        foreach (var (run, steps, values) in runs)
+        {
+            var line = plot.Add.Scatter(steps, values);
+            line.LegendText = run;
+            line.MarkerSize = 0;
+            line.LineWidth = 2;
+        }
+        plot.Title(title);
+        plot.XLabel("step");
+        plot.YLabel(metric);
+        plot.ShowLegend(ScottPlot.Edge.Right);
+        Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
+        plot.SavePng(path, width, height);
+    }
+
     static void Finish(ScottPlot.Plot plot, string title, string x, string y, string path, int width, int height)
     {
         plot.Title(title);

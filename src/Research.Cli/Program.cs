@@ -54,7 +54,7 @@ static int Usage(int code, TextWriter? to = null)
           research memory --config CONFIG [--set section.key=value]...
           research bench step [--repetitions N] [--steps S] [--threads T]
           research bench fisher [--samples N] [--threads T]
-          research runs list [DIR] | runs show RUN_DIR | runs export [DIR] [-o FILE.csv]
+          research runs list [DIR] | runs show RUN_DIR | runs compare [DIR] | runs export [DIR] [-o FILE.csv]
         """);
     return code;
 }

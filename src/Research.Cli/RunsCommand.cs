@@ -16,8 +16,9 @@ static class RunsCommand
         {
             ["list", .. var rest] => List(rest.Count > 0 ? rest[0] : "runs"),
             ["show", var dir] => Show(dir),
+            ["compare", .. var rest] => Compare(rest.Count > 0 ? rest[0] : "runs"),
             ["export", .. var rest] => Export(rest.Count > 0 ? rest[0] : "runs", a.One("-o") ?? a.One("--output")),
-            _ => throw new UsageException("runs list [DIR] | runs show RUN_DIR | runs export [DIR] [-o FILE.csv]"),
+            _ => throw new UsageException("runs list [DIR] | runs show RUN_DIR | runs compare [DIR] | runs export [DIR] [-o FILE.csv]"),
         };
     }
 
@@ -91,6 +92,64 @@ static class RunsCommand
         Research.Core.Plotting.StudyPlot.WriteCurves(output, key, key, runs);
         Console.Error.WriteLine($"wrote {Path.GetFullPath(output)}");
         return 0;
+    }
+
+    /// <summary>
+    /// Groups finished runs whose configs differ only in the seed (and name and output folder), and reports
+    /// per group the mean over seeds ± the 95% interval (Student t with n − 1 degrees of freedom, MathNet) of the
+    /// final validation and test accuracy — for a study, the average accuracy over all tasks after the last.
+    /// </summary>
+    static int Compare(string root)
+    {
+        var groups = new Dictionary<string, List<(string Name, long Seed, double Val, double Test)>>();
+        foreach (var path in Stores(root))
+        {
+            using var store = new RunStore(path);
+            foreach (var r in store.Query("SELECT id, name, seed, config_toml FROM runs WHERE status = 'finished'"))
+            {
+                var id = (string)r[0]!;
+                double? Final(string split)
+                {
+                    var study = store.Query("SELECT MAX(after_task) FROM study_matrix WHERE run_id = $r", ("$r", id)).FirstOrDefault()?[0];
+                    if (study is long last)
+                        return store.Query("SELECT AVG(accuracy) FROM study_matrix WHERE run_id = $r AND split = $s AND after_task = $t",
+                            ("$r", id), ("$s", split), ("$t", last)).FirstOrDefault()?[0] as double?;
+                    return store.Query("SELECT accuracy FROM evaluations WHERE run_id = $r AND split = $s ORDER BY step DESC, rowid DESC LIMIT 1",
+                        ("$r", id), ("$s", split)).FirstOrDefault()?[0] as double?;
+                }
+                if (Final("val") is not { } val || Final("test") is not { } test) continue;
+                var key = WithoutSeed((string?)r[3] ?? "");
+                if (!groups.TryGetValue(key, out var list)) groups[key] = list = [];
+                list.Add(((string)r[1]!, (long)r[2]!, val, test));
+            }
+        }
+        Console.WriteLine($"{"group (runs differing only in seed)",-40} {"seeds",5}  {"val acc",16}  {"test acc",16}");
+        foreach (var g in groups.Values.OrderBy(g => g[0].Name, StringComparer.Ordinal))
+        {
+            var label = System.Text.RegularExpressions.Regex.Replace(g[0].Name, @"-s\d+$", "");
+            Console.WriteLine($"{label,-40} {g.Count,5}  {MeanCi(g.Select(x => x.Val).ToList()),16}  {MeanCi(g.Select(x => x.Test).ToList()),16}");
+        }
+        return 0;
+    }
+
+    /// <summary>The config as run (plugin options included) without the run's identity — seed, name, output folder:
+    /// runs that differ only in seed share it.</summary>
+    static string WithoutSeed(string configToml)
+    {
+        var table = Tomlyn.TomlSerializer.Deserialize<Tomlyn.Model.TomlTable>(configToml) ?? new Tomlyn.Model.TomlTable();
+        if (table.TryGetValue("run", out var run) && run is Tomlyn.Model.TomlTable r)
+            foreach (var key in new[] { "seed", "name", "output_dir" }) r.Remove(key);
+        return Tomlyn.TomlSerializer.Serialize(table);
+    }
+
+    /// <summary>mean ± t₀.₉₇₅,ₙ₋₁ · s/√n; a single run has no interval.</summary>
+    static string MeanCi(IReadOnlyList<double> xs)
+    {
+        var mean = xs.Average();
+        if (xs.Count < 2) return mean.ToString("F4", CultureInfo.InvariantCulture) + "        ";
+        var sd = MathNet.Numerics.Statistics.Statistics.StandardDeviation(xs);
+        var half = MathNet.Numerics.Distributions.StudentT.InvCDF(0, 1, xs.Count - 1, 0.975) * sd / Math.Sqrt(xs.Count);
+        return $"{mean.ToString("F4", CultureInfo.InvariantCulture)} ± {half.ToString("F4", CultureInfo.InvariantCulture)}";
     }
 
     static string F(double? v) => v is { } x ? x.ToString("F4", CultureInfo.InvariantCulture) : "–";

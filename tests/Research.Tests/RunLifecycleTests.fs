@@ -110,6 +110,26 @@ let tests =
             let evalRows = rows runDir "SELECT COUNT(*) FROM evaluations" |> List.exactlyOne
             Expect.equal (int64 (lines.Length - 1)) ((metricRows[0] :?> int64) + 2L * (evalRows[0] :?> int64)) "every metric, and loss and accuracy of every evaluation"
         }
+        test "research runs compare groups runs that differ only in seed and reports mean ± 95% interval (Student t)" {
+            let dir = tempDir "compare"
+            let path = syntheticConfig dir ""
+            for seed in [ 1; 2; 3 ] do
+                Expect.equal (research dir [ "train"; path; "--set"; sprintf "run.seed=%d" seed; "--set"; sprintf "run.name=\"base-s%d\"" seed ]).ExitCode 0 "ran"
+            Expect.equal (research dir [ "train"; path; "--set"; "optimizer.lr=0.01"; "--set"; "run.name=\"fast-s1\"" ]).ExitCode 0 "ran"
+            let r = research dir [ "runs"; "compare"; Path.Combine(dir, "runs") ]
+            Expect.equal r.ExitCode 0 r.Err
+            let line prefix = r.Out.Split('\n') |> Array.find (fun l -> l.StartsWith(prefix + " "))
+            let tests =
+                Directory.GetDirectories(Path.Combine(dir, "runs")) |> Array.filter (fun d -> Path.GetFileName(d).StartsWith "base")
+                |> Array.map (fun d -> (rows d "SELECT accuracy FROM evaluations WHERE split = 'test' ORDER BY step DESC LIMIT 1" |> List.exactlyOne)[0] :?> float)
+            let mean = Array.average tests
+            let sd = sqrt ((tests |> Array.sumBy (fun x -> (x - mean) ** 2.0)) / 2.0)
+            let half = 4.302652729911275 * sd / sqrt 3.0   // t(0.975, 2 degrees of freedom)
+            let expected = sprintf "%s ± %s" (mean.ToString("F4", Globalization.CultureInfo.InvariantCulture)) (half.ToString("F4", Globalization.CultureInfo.InvariantCulture))
+            Expect.stringContains (line "base") "    3  " "three seeds in one group"
+            Expect.isTrue ((line "base").EndsWith expected) (sprintf "test accuracy %s in: %s" expected (line "base"))
+            Expect.stringContains (line "fast") "    1  " "another lr is another group"
+        }
         test "research eval CHECKPOINT reproduces the run's final validation and test figures" {
             let dir = tempDir "eval"
             let train = research dir [ "train"; syntheticConfig dir "" ]

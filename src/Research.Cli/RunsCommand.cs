@@ -36,15 +36,16 @@ static class RunsCommand
         foreach (var path in Stores(root))
         {
             using var store = new RunStore(path);
-            foreach (var r in store.Query("SELECT id, status, seed FROM runs"))
+            foreach (var r in store.Query("SELECT id, status, seed, host, pid, heartbeat_utc FROM runs"))
             {
+                var status = RunStore.Liveness((string)r[1]!, r[3] as string, r[4] as long?, r[5] as string, TimeSpan.FromMinutes(10));
                 var id = (string)r[0]!;
                 double? Last(string split) => store.Query(
                     "SELECT accuracy FROM evaluations WHERE run_id = $r AND split = $s ORDER BY step DESC, rowid DESC LIMIT 1",
                     ("$r", id), ("$s", split)).FirstOrDefault()?[0] as double?;
                 var study = store.Query("SELECT value FROM study_values WHERE run_id = $r AND kind = 'metric' AND name = 'average-accuracy'",
                     ("$r", id)).FirstOrDefault()?[0] as double?;
-                Console.WriteLine($"{id,-44} {r[1],-9} {r[2],5}  {F(Last("val")),8} {F(Last("test")),8}  {F(study),13}");
+                Console.WriteLine($"{id,-44} {status,-9} {r[2],5}  {F(Last("val")),8} {F(Last("test")),8}  {F(study),13}");
             }
         }
         return 0;

@@ -110,6 +110,22 @@ let tests =
             let evalRows = rows runDir "SELECT COUNT(*) FROM evaluations" |> List.exactlyOne
             Expect.equal (int64 (lines.Length - 1)) ((metricRows[0] :?> int64) + 2L * (evalRows[0] :?> int64)) "every metric, and loss and accuracy of every evaluation"
         }
+        test "a run killed with SIGKILL shows as killed in research runs list (its process is gone), a finished one as finished" {
+            let dir = tempDir "killed"
+            let path = syntheticConfig dir ""
+            Expect.equal (research dir [ "train"; path; "--set"; "run.name=\"done\"" ]).ExitCode 0 "a finished run"
+            let psi = Diagnostics.ProcessStartInfo("dotnet", WorkingDirectory = dir, RedirectStandardOutput = true, RedirectStandardError = true)
+            for a in [ Path.Combine(binDir, "research.dll"); "train"; path; "--set"; "run.name=\"cut\"" ] do psi.ArgumentList.Add a
+            psi.Environment["RESEARCH_KILL_AFTER_MICROBATCHES"] <- "5"
+            use p = Diagnostics.Process.Start psi
+            p.StandardOutput.ReadToEnd() |> ignore
+            p.WaitForExit()
+            Expect.equal p.ExitCode 137 "killed"
+            let list = research dir [ "runs"; "list"; Path.Combine(dir, "runs") ]
+            let status prefix = list.Out.Split('\n') |> Array.find (fun l -> l.StartsWith(prefix + "-")) |> fun l -> l.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1]
+            Expect.equal (status "cut") "killed" "recorded running, its process is gone"
+            Expect.equal (status "done") "finished" "finished"
+        }
         test "research runs compare groups runs that differ only in seed and reports mean ± 95% interval (Student t)" {
             let dir = tempDir "compare"
             let path = syntheticConfig dir ""

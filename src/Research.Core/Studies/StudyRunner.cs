@@ -134,6 +134,7 @@ public static class StudyRunner
                 }
                 using (var change = optimizer.Master.detach().sub(before)) changeNorms[i] = [change.norm().item<float>()];
                 WeightFile.Save(optimizer.NamedMaster(), Path.Combine(runDir, "tasks", $"task-{i}", WeightFile.FileName));
+                store.Heartbeat(runId);
                 observer.Message($"after task {i} ({tasks[i].Name}): test accuracy " +
                                  string.Join("  ", accuracy[i].Select((a, j) => $"{j}:{a:F3}")) + $"   ‖Δθ‖ = {changeNorms[i][0]:F3}");
             }

@@ -33,7 +33,7 @@ public sealed class RunStore : IDisposable
             CREATE TABLE IF NOT EXISTS runs (
               id TEXT PRIMARY KEY, name TEXT NOT NULL, status TEXT NOT NULL, started_utc TEXT NOT NULL, ended_utc TEXT,
               config_file TEXT, config_toml TEXT, resolved_json TEXT, seed INTEGER, code_version TEXT, packages TEXT,
-              threads INTEGER, device TEXT, error TEXT, stop_reason TEXT, derived_seeds TEXT);
+              threads INTEGER, device TEXT, error TEXT, stop_reason TEXT, derived_seeds TEXT, host TEXT, pid INTEGER, heartbeat_utc TEXT);
             CREATE TABLE IF NOT EXISTS metrics (run_id TEXT NOT NULL, step INTEGER NOT NULL, key TEXT NOT NULL, value REAL);
             CREATE INDEX IF NOT EXISTS metrics_by_run ON metrics (run_id, key, step);
             CREATE TABLE IF NOT EXISTS evaluations (
@@ -46,8 +46,8 @@ public sealed class RunStore : IDisposable
             """);
         // Stores written by earlier versions lack the newer columns of `runs`: add them (NULL for old rows).
         var columns = Query("PRAGMA table_info(runs)").Select(r => (string)r[1]!).ToHashSet();
-        foreach (var column in new[] { "stop_reason", "derived_seeds" })
-            if (!columns.Contains(column)) Execute($"ALTER TABLE runs ADD COLUMN {column} TEXT");
+        foreach (var (column, type) in new[] { ("stop_reason", "TEXT"), ("derived_seeds", "TEXT"), ("host", "TEXT"), ("pid", "INTEGER"), ("heartbeat_utc", "TEXT") })
+            if (!columns.Contains(column)) Execute($"ALTER TABLE runs ADD COLUMN {column} {type}");
     }
 
     void Execute(string sql, params (string Name, object? Value)[] args)
@@ -58,11 +58,41 @@ public sealed class RunStore : IDisposable
         cmd.ExecuteNonQuery();
     }
 
-    public void BeginRun(RunInfo r) => Execute("""
-        INSERT INTO runs (id, name, status, started_utc, config_file, config_toml, resolved_json, seed, code_version, packages, threads, device)
-        VALUES ($id, $name, 'running', $t, $file, $toml, $json, $seed, $code, $pkgs, $threads, $device)
-        """, ("$id", r.Id), ("$name", r.Name), ("$t", DateTime.UtcNow.ToString("O")), ("$file", r.ConfigFile), ("$toml", r.ConfigToml),
-        ("$json", r.ResolvedJson), ("$seed", r.Seed), ("$code", r.CodeVersion), ("$pkgs", r.Packages), ("$threads", r.Threads), ("$device", r.Device));
+    public void BeginRun(RunInfo r)
+    {
+        Execute("""
+            INSERT INTO runs (id, name, status, started_utc, config_file, config_toml, resolved_json, seed, code_version, packages, threads, device)
+            VALUES ($id, $name, 'running', $t, $file, $toml, $json, $seed, $code, $pkgs, $threads, $device)
+            """, ("$id", r.Id), ("$name", r.Name), ("$t", DateTime.UtcNow.ToString("O")), ("$file", r.ConfigFile), ("$toml", r.ConfigToml),
+            ("$json", r.ResolvedJson), ("$seed", r.Seed), ("$code", r.CodeVersion), ("$pkgs", r.Packages), ("$threads", r.Threads), ("$device", r.Device));
+        Heartbeat(r.Id);
+    }
+
+    /// <summary>
+    /// Records that the run's process is alive: host, pid and time. A run still marked running whose process is gone
+    /// (same host) or whose heartbeat is old (another host) was killed — <see cref="Liveness"/> tells.
+    /// Trainers and studies call it when a run starts or resumes, at every evaluation and checkpoint, and at task ends.
+    /// </summary>
+    public void Heartbeat(string runId) =>
+        Execute("UPDATE runs SET host = $h, pid = $p, heartbeat_utc = $t WHERE id = $id",
+            ("$h", Environment.MachineName), ("$p", Environment.ProcessId), ("$t", DateTime.UtcNow.ToString("O")), ("$id", runId));
+
+    /// <summary>
+    /// The status of a run as a reader sees it: <c>finished</c> and <c>failed</c> as recorded; a recorded <c>running</c>
+    /// becomes <c>killed</c> when its process no longer exists on this host, or when another host's heartbeat is older
+    /// than <paramref name="staleAfter"/>.
+    /// </summary>
+    public static string Liveness(string status, string? host, long? pid, string? heartbeatUtc, TimeSpan staleAfter)
+    {
+        if (status != "running") return status;
+        if (host == Environment.MachineName && pid is { } p)
+        {
+            try { using var process = System.Diagnostics.Process.GetProcessById((int)p); return process.HasExited ? "killed" : "running"; }
+            catch (ArgumentException) { return "killed"; }
+        }
+        return heartbeatUtc is { } t && DateTime.UtcNow - DateTime.Parse(t, null, System.Globalization.DateTimeStyles.RoundtripKind) > staleAfter
+            ? "killed" : "running";
+    }
 
     /// <summary>Marks the run finished or failed; a failed run keeps the one-line reason.</summary>
     public void EndRun(string runId, bool succeeded, string? error = null)

@@ -81,6 +81,7 @@ public static class Trainer
             store = new RunStore(Path.Combine(runDir, RunStore.FileName));
             Restore(r.Dir, r.State, optimizer, regularizers, precision);
             store.ResumeRun(runId, r.State.Step);
+            store.Heartbeat(runId);
             observer.Message($"resumed {runId} from {r.Dir} at step {r.State.Step} (epoch {r.State.Epoch + 1}, window {r.State.WindowInEpoch})");
         }
         else (runId, runDir, store) = RunSetup.StartRun(config, RunSetup.TrainingStreams(config));
@@ -213,6 +214,7 @@ public static class Trainer
             KeyValuePair.Create($"{r.Key}_loss", r.Value.Loss), KeyValuePair.Create($"{r.Key}_accuracy", r.Value.Accuracy),
         }).ToDictionary()));
         run.Observer.EpochEnded(at.Epoch, step, results);
+        run.Store.Heartbeat(run.RunId);
         return results;
     }
 
@@ -249,6 +251,7 @@ public static class Trainer
     static string Write(RunContext run, Position at, string name)
     {
         run.Store.Flush();
+        run.Store.Heartbeat(run.RunId);
         var o = run.Optimizer;
         var state = new CheckpointState(Checkpoint.FormatVersion, run.RunId, o.StepCount, at.Epoch, at.WindowInEpoch, at.Windows, at.Skipped,
             run.Precision.Scaler?.Scale ?? 1.0, run.Precision.Scaler?.GoodSteps ?? 0,

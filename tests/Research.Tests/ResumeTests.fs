@@ -66,13 +66,8 @@ let private reference = lazy (
 let private killAndResume (n: int) (beforeResume: string -> unit) =
     let dir = tempDir "resume"
     let path = config dir
-    let psi = Diagnostics.ProcessStartInfo("dotnet", WorkingDirectory = dir, RedirectStandardOutput = true, RedirectStandardError = true)
-    for a in [ Path.Combine(binDir, "research.dll"); "train"; path ] do psi.ArgumentList.Add a
-    psi.Environment["RESEARCH_KILL_AFTER_MICROBATCHES"] <- string n
-    use p = Diagnostics.Process.Start psi
-    p.StandardOutput.ReadToEnd() |> ignore
-    p.WaitForExit()
-    Expect.equal p.ExitCode 137 (sprintf "killed by SIGKILL after micro-batch %d" n)
+    let killed = researchKilledAfter n dir [ "train"; path ]
+    Expect.equal killed.ExitCode 137 (sprintf "killed by SIGKILL after micro-batch %d" n)
     let runDir = Array.exactlyOne (runDirs dir)
     beforeResume runDir
     let r = research dir [ "train"; path; "--resume"; runDir ]
@@ -117,13 +112,7 @@ let tests =
             Expect.equal uninterrupted.ExitCode 0 uninterrupted.Err
             // 27,000 items in batches of 128: 211 steps per epoch; checkpoints at 211 and 422; killed 50 steps later.
             let dir = tempDir "demo-killed"
-            let psi = Diagnostics.ProcessStartInfo("dotnet", WorkingDirectory = dir, RedirectStandardOutput = true, RedirectStandardError = true)
-            for a in Path.Combine(binDir, "research.dll") :: args dir do psi.ArgumentList.Add a
-            psi.Environment["RESEARCH_KILL_AFTER_MICROBATCHES"] <- "472"
-            use p = Diagnostics.Process.Start psi
-            p.StandardOutput.ReadToEnd() |> ignore
-            p.WaitForExit()
-            Expect.equal p.ExitCode 137 "killed"
+            Expect.equal (researchKilledAfter 472 dir (args dir)).ExitCode 137 "killed"
             let runDir = Array.exactlyOne (Directory.GetDirectories dir)
             let newest = Checkpoint.Periodic(Path.Combine(runDir, "checkpoints")) |> Seq.head
             Expect.equal (Path.GetFileName newest) "step-000000422" "the second checkpoint is the newest"

@@ -114,13 +114,7 @@ let tests =
             let dir = tempDir "killed"
             let path = syntheticConfig dir ""
             Expect.equal (research dir [ "train"; path; "--set"; "run.name=\"done\"" ]).ExitCode 0 "a finished run"
-            let psi = Diagnostics.ProcessStartInfo("dotnet", WorkingDirectory = dir, RedirectStandardOutput = true, RedirectStandardError = true)
-            for a in [ Path.Combine(binDir, "research.dll"); "train"; path; "--set"; "run.name=\"cut\"" ] do psi.ArgumentList.Add a
-            psi.Environment["RESEARCH_KILL_AFTER_MICROBATCHES"] <- "5"
-            use p = Diagnostics.Process.Start psi
-            p.StandardOutput.ReadToEnd() |> ignore
-            p.WaitForExit()
-            Expect.equal p.ExitCode 137 "killed"
+            Expect.equal (researchKilledAfter 5 dir [ "train"; path; "--set"; "run.name=\"cut\"" ]).ExitCode 137 "killed"
             let list = research dir [ "runs"; "list"; Path.Combine(dir, "runs") ]
             let status prefix = list.Out.Split('\n') |> Array.find (fun l -> l.StartsWith(prefix + "-")) |> fun l -> l.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1]
             Expect.equal (status "cut") "killed" "recorded running, its process is gone"

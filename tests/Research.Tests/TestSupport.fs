@@ -28,20 +28,28 @@ let tempDir (prefix: string) =
 
 type ProcessResult = { ExitCode: int; Out: string; Err: string }
 
-/// Runs a program to completion, capturing both streams.
-let runProcess (workDir: string) (file: string) (args: string list) =
+/// Runs a program to completion with extra environment variables, capturing both streams.
+let runProcessWith (environment: (string * string) list) (workDir: string) (file: string) (args: string list) =
     let psi = ProcessStartInfo(file, WorkingDirectory = workDir, RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false)
     for a in args do psi.ArgumentList.Add a
     psi.Environment["TERM"] <- "dumb"
+    for name, value in environment do psi.Environment[name] <- value
     use p = Process.Start psi
     let out = p.StandardOutput.ReadToEndAsync()
     let err = p.StandardError.ReadToEndAsync()
     p.WaitForExit()
     { ExitCode = p.ExitCode; Out = out.Result; Err = err.Result }
 
+/// Runs a program to completion, capturing both streams.
+let runProcess workDir file args = runProcessWith [] workDir file args
+
 /// Runs `research ARGS` (the built command in artifacts/bin) in a working folder.
 let research (workDir: string) (args: string list) =
     runProcess workDir "dotnet" (Path.Combine(binDir, "research.dll") :: args)
+
+/// Runs `research ARGS` with crash injection: the process sends itself SIGKILL after its n-th micro-batch (exit 137).
+let researchKilledAfter (n: int) (workDir: string) (args: string list) =
+    runProcessWith [ "RESEARCH_KILL_AFTER_MICROBATCHES", string n ] workDir "dotnet" (Path.Combine(binDir, "research.dll") :: args)
 
 /// A small, fast run config on synthetic data (Gaussian clusters), with extra TOML appended.
 let syntheticConfig (dir: string) (extra: string) =

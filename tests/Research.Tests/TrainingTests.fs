@@ -115,6 +115,7 @@ let tests =
             Expect.isGreaterThan (run[4] :?> int64) 0L "threads"
             Expect.stringContains (string run[5]) "linear" "config"
             Expect.stringContains (string run[6]) "\"ValidationFraction\":0.1" "defaults are in the resolved config"
+            Expect.stringContains (string run[6]) "\"schedule\":{\"name\":\"linear\",\"warmup_steps\":2}" "plugin options too"
             let steps = storeRows outcome.RunDir "SELECT step, value FROM metrics WHERE key = 'lr' ORDER BY step"
             // 512 items → 461 train / 51 validation → ⌈461/64⌉ = 8 steps per epoch, 2 epochs.
             Expect.equal steps.Length 16 "one lr row per step"

@@ -60,17 +60,10 @@ public sealed class TensorDataset(Tensor inputs, Tensor targets, int numClasses)
     }
 
     /// <summary>
-    /// Mini-batches in a seeded random order (one permutation per call), the last one possibly short.
-    /// A batch's tensors live until the consumer asks for the next one (or stops): keep nothing beyond one
-    /// iteration. So an epoch holds no more than one batch in native memory, whatever dispose scopes the
-    /// consumer opens.
-    /// </summary>
-    public IEnumerable<Batch> Shuffled(int batchSize, Generator generator) =>
-        ShuffledWindows(batchSize, 1, generator).Select(w => w[0]);
-
-    /// <summary>
-    /// Accumulation windows of up to <paramref name="microBatches"/> shuffled micro-batches each; the last window
-    /// of an epoch holds what is left (it is not dropped). A window lives until the next is asked for.
+    /// Accumulation windows of up to <paramref name="microBatches"/> shuffled micro-batches each (one seeded permutation
+    /// per call); the last window of an epoch holds what is left (it is not dropped). A window's tensors live until the
+    /// consumer asks for the next one (or stops): keep nothing beyond one iteration, so an epoch holds no more than one
+    /// window in native memory, whatever dispose scopes the consumer opens.
     /// </summary>
     /// <param name="skipWindows">Windows to pass over without materialising them (a resumed epoch).</param>
     public IEnumerable<IReadOnlyList<Batch>> ShuffledWindows(int batchSize, int microBatches, Generator generator, long skipWindows = 0)
@@ -84,7 +77,7 @@ public sealed class TensorDataset(Tensor inputs, Tensor targets, int numClasses)
             yield return w;
     }
 
-    /// <summary>Mini-batches in stored order (evaluation), with the lifetime of <see cref="Shuffled"/>.</summary>
+    /// <summary>Mini-batches in stored order (evaluation), with the lifetime of <see cref="ShuffledWindows"/>.</summary>
     public IEnumerable<Batch> InOrder(int batchSize) =>
         Windows(batchSize, 1, 0, (start, len) => new Batch(Inputs.narrow(0, start, len), Targets.narrow(0, start, len))).Select(w => w[0]);
 

@@ -48,6 +48,7 @@ public sealed class PluginHost
 
     readonly List<PluginDescriptor> _plugins = [];
     readonly List<PluginProblem> _problems = [];
+    readonly List<PluginProblem> _missingFolders = [];
     readonly Dictionary<(PluginRole, string), List<string>> _claims = [];
     readonly List<PluginLoader> _loaders = [];
 
@@ -69,12 +70,18 @@ public sealed class PluginHost
         return host;
     }
 
-    /// <summary>The folders the host would refuse to scan, as problems (a missing folder is always an error).</summary>
-    public IEnumerable<PluginProblem> MissingFolders => _problems.Where(p => p.Reason.StartsWith("plugin folder does not exist"));
+    /// <summary>The folders that do not exist (a missing folder the user named is always an error).</summary>
+    public IReadOnlyList<PluginProblem> MissingFolders => _missingFolders;
 
     void LoadDirectory(string dir)
     {
-        if (!Directory.Exists(dir)) { _problems.Add(new(dir, "plugin folder does not exist")); return; }
+        if (!Directory.Exists(dir))
+        {
+            var missing = new PluginProblem(dir, "plugin folder does not exist");
+            _missingFolders.Add(missing);
+            _problems.Add(missing);
+            return;
+        }
         foreach (var dll in Candidates(dir)) LoadAssembly(dll);
     }
 

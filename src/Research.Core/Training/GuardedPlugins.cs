@@ -26,8 +26,6 @@ static class Guard
 /// <summary>A schedule whose exceptions become <see cref="PluginFailureException"/>.</summary>
 public sealed class GuardedSchedule(ISchedule inner, PluginDescriptor descriptor) : ISchedule
 {
-    public PluginDescriptor Descriptor => descriptor;
-
     public double Multiplier(in ScheduleContext context)
     {
         var c = context;

@@ -197,11 +197,19 @@ public static class RunSetup
         for (int e = 0; e < c.Train.Epochs; e++) yield return $"data-order/epoch-{e}";
     }
 
+    static Dictionary<string, object?> PluginTable(PluginChoice p)
+    {
+        var table = p.Options.ToDictionary(kv => kv.Key, kv => kv.Value is Tomlyn.Model.TomlArray a ? a.ToArray() : kv.Value);
+        table["name"] = p.Name;
+        return table;
+    }
+
     /// <summary>The bound sections with every default filled in, as JSON (the "resolved config" of the record).</summary>
     public static string ResolvedJson(RunConfig c) => JsonSerializer.Serialize(new
     {
         run = c.Run, data = c.Data, model = c.Model, optimizer = c.Optimizer, train = c.Train, precision = c.Precision,
         checkpoint = c.Checkpoint, study = c.Study,
-        schedule = c.Schedule.Name, regularizers = c.Regularizers.Select(r => r.Name),
+        // Plugin tables as given, name included: two runs with other plugin options must not look alike.
+        schedule = PluginTable(c.Schedule), regularizers = c.Regularizers.Select(PluginTable),
     }, new JsonSerializerOptions { WriteIndented = false });
 }

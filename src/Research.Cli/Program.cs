@@ -17,6 +17,8 @@ try
         ["study", .. var rest] => Commands.Study(rest),
         ["plugins", "list", .. var rest] => Commands.PluginsList(rest),
         ["plot", "schedule", .. var rest] => Commands.PlotSchedule(rest),
+        ["sweep", .. var rest] => SweepCommand.Run(rest),
+        ["plot", "sweep", .. var rest] => SweepCommand.Plot(rest),
         ["plot", "matrix", .. var rest] => RunsCommand.PlotMatrix(rest),
         ["plot", "curves", .. var rest] => RunsCommand.PlotCurves(rest),
         ["memory", .. var rest] => MemoryCommand.Run(rest),
@@ -47,6 +49,8 @@ static int Usage(int code, TextWriter? to = null)
           research plugins list [--plugins DIR]...
           research plot schedule NAME... [--steps N] [--warmup W] [--lr PEAK] [--set NAME.key=value]...
                                         [-o FILE.png] [--csv]
+          research sweep SCRIPT.fsx [--executor local|slurm] [--parallel N] [--retry-failed] [--output DIR]
+          research plot sweep SWEEP_DIR [--metric NAME] [--axis KEY] [--log-x]
           research plot matrix STUDY_RUN_DIR [--split test|val] [-o FILE.png]
           research plot curves RUN_DIR... [--key train_loss] [-o FILE.png]
           research memory --params P [--precision fp32|mixed-bf16|mixed-fp16|pure-bf16] [--optimizer adamw|adam|sgd-momentum|sgd]

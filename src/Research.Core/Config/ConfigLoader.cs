@@ -87,6 +87,14 @@ public static class ConfigLoader
         object value;
         try { value = TomlSerializer.Deserialize<TomlTable>("v = " + text)!["v"]; }
         catch (TomlException) { value = text; }
+        // An inline array of inline tables, `regularizers=[{name="ewc", lambda=30.0}]`, stands for [[regularizers]]
+        // tables (TOML has no inline form of an array of tables); an empty array clears them.
+        if (value is TomlArray array && array.All(x => x is TomlTable) && path.Length == 1 && path[0] == "regularizers")
+        {
+            var tables = new TomlTableArray();
+            foreach (var t in array) tables.Add((TomlTable)t!);
+            value = tables;
+        }
 
         object node = root;
         for (int i = 0; i < path.Length - 1; i++)

@@ -169,13 +169,15 @@ public static class RunSetup
     }
 
     /// <summary>
-    /// Creates a new run's directory (<c>&lt;output_dir&gt;/&lt;name&gt;-&lt;UTC time&gt;</c>) and its store, records the run
+    /// Creates a new run's directory (<c>&lt;output_dir&gt;/&lt;name&gt;-&lt;UTC time&gt;-&lt;random&gt;</c>) and its store, records the run
     /// (resolved config, root and derived seeds, code and package versions, threads, device) and writes the config as run.
     /// </summary>
     /// <param name="streams">The names of the run's random streams, recorded with their derived seeds.</param>
     public static (string RunId, string RunDir, RunStore Store) StartRun(RunConfig c, IEnumerable<string> streams)
     {
-        var runId = $"{c.Run.Name}-{DateTime.UtcNow:yyyyMMdd-HHmmss-fff}";
+        // The time orders runs; the random suffix keeps ids unique when runs of the same name start in the same
+        // millisecond (trials of a sweep on several nodes), since a sweep's store keys runs by id.
+        var runId = $"{c.Run.Name}-{DateTime.UtcNow:yyyyMMdd-HHmmss-fff}-{Guid.NewGuid().ToString("N")[..6]}";
         var runDir = Path.GetFullPath(Path.Combine(c.Run.OutputDir, runId));
         Directory.CreateDirectory(runDir);
         var store = new RunStore(Path.Combine(runDir, RunStore.FileName));

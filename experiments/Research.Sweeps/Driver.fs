@@ -1,0 +1,271 @@
+/// `research sweep SCRIPT.fsx`: asks the script for its trials, gives each its identity, skips what an earlier
+/// invocation finished or still has queued or running, runs the rest through an executor, merges the trials' stores
+/// into the sweep's and writes the summaries.
+module Research.Sweeps.Driver
+
+open System
+open System.IO
+open System.Threading
+open Research.Core.Config
+open Research.Core.Plugins
+open Research.Sweeps.SweepStore
+open Research.Sweeps.Executors
+
+/// A mistake in the script, the options or a trial's config: printed as one line per problem, exit code 2.
+exception SweepError of string list
+
+let private fail lines = raise (SweepError lines)
+
+/// Runs the script under `dotnet fsi` with RESEARCH_SWEEP_SPEC set; the script's `Sweep.run` writes its trials there.
+let specFromScript (script: string) : SweepSpec =
+    if not (File.Exists script) then fail [ sprintf "%s: no such sweep script" script ]
+    let file = Path.GetTempFileName()
+    try
+        let psi = Diagnostics.ProcessStartInfo("dotnet", [ "fsi"; "--quiet"; script ], RedirectStandardOutput = true, RedirectStandardError = true)
+        psi.Environment[Sweep.SpecVariable] <- file
+        use p = Diagnostics.Process.Start psi
+        let out = p.StandardOutput.ReadToEndAsync()
+        let err = p.StandardError.ReadToEnd()
+        p.WaitForExit()
+        let output = (out.Result + err).Trim()
+        if p.ExitCode <> 0 then
+            fail [ yield sprintf "%s: the script failed (dotnet fsi exit %d):" script p.ExitCode
+                   yield! output.Split('\n') |> Array.truncate 30 |> Array.map (fun l -> "  " + l) ]
+        if FileInfo(file).Length = 0L then
+            fail [ sprintf "%s: the script ended without describing a sweep (it must end with `Sweep.run fsi.CommandLineArgs sweep`)" script ]
+        Text.Json.JsonSerializer.Deserialize<SweepSpec>(File.ReadAllText file)
+    finally
+        File.Delete file
+
+/// A trial's run name: its arm, its levels and its seed, in characters safe for a folder name.
+let trialName (t: TrialSpec) =
+    let raw = String.concat "-" (t.Arm :: [ for l in t.Labels -> l[1] ] @ [ sprintf "s%d" t.Seed ])
+    raw |> String.map (fun c -> if Char.IsLetterOrDigit c || c = '.' || c = '-' || c = '_' then c else '_')
+
+/// Where an attempt of a trial lives (to watch one started by an earlier driver).
+let private attemptOf (t: Trial) (n: int) =
+    let file ext = Path.Combine(t.Dir, sprintf "attempt-%d.%s" n ext)
+    { Trial = t; Script = file "sh"; Log = file "log"; ExitFile = file "exit" }
+
+let private print (fmt: Printf.TextWriterFormat<'T>) = printfn fmt
+
+/// Summaries of the given trials: a table per metric (printed and in summary.txt), its CSV, its plot, and for studies
+/// the mean accuracy matrix of each group.
+let summarize (name: string) (dir: string) (store: Store) (trials: Trial list) (summaries: SummarySpec list) =
+    let summaries =
+        if not summaries.IsEmpty then summaries
+        else
+            // Default: the study's average accuracy (or test accuracy of training runs) against the first numeric axis.
+            let metric = if store.Query "SELECT 1 FROM study_values LIMIT 1" [] |> List.isEmpty then "test_accuracy" else "average-accuracy"
+            let axis = trials |> List.tryPick (fun t -> Array.zip t.Spec.Labels t.Spec.Numbers |> Array.tryPick (fun (l, n) -> if n.HasValue then Some l[0] else None))
+            [ { Metric = metric; Against = axis; LogX = false } ]
+    let outDir = Path.Combine(dir, "summary")
+    Directory.CreateDirectory outDir |> ignore
+    let text = Text.StringBuilder()
+    let written = Collections.Generic.List<string>()
+    for s in summaries do
+        let gs = Summary.groups store trials s.Metric
+        let table = Summary.table s.Metric gs
+        text.AppendLine(table) |> ignore
+        printfn ""
+        printf "%s" table
+        let slug = s.Metric.Replace('/', '_')
+        File.WriteAllText(Path.Combine(outDir, slug + ".csv"), Summary.csv s.Metric gs)
+        written.Add(Path.Combine(outDir, slug + ".csv"))
+        match s.Against with
+        | Some axis when gs |> List.exists (fun g -> g.Numbers.ContainsKey axis) ->
+            let png = Path.Combine(outDir, sprintf "%s-vs-%s.png" slug (Summary.short axis))
+            Summary.plot png name s.Metric axis s.LogX gs
+            written.Add png
+        | Some axis -> printfn "(no plot against %s: no finished trial has a number on that axis)" axis
+        | None -> ()
+    written.AddRange(Summary.matrices outDir store trials)
+    File.WriteAllText(Path.Combine(outDir, "summary.txt"), text.ToString())
+    printfn ""
+    printfn "summary: %s" (Path.Combine(outDir, "summary.txt"))
+    for w in written do printfn "         %s" w
+
+/// The sweep: see the module comment. Returns the exit code: 0 when every trial finished, 1 when some did not,
+/// 2 for a mistake (script, options, a trial's config, no Slurm).
+let sweep (script: string) (executor: string) (parallelOpt: Nullable<int>) (retryFailed: bool) (outputOverride: string) : int =
+    try
+        if executor <> "local" && executor <> "slurm" then fail [ sprintf "--executor must be local or slurm, not '%s'" executor ]
+        let spec = specFromScript script
+        let cores = Environment.ProcessorCount
+        let parallel =
+            match executor, Option.ofNullable parallelOpt with
+            | _, Some p when p < 1 -> fail [ sprintf "--parallel must be at least 1, not %d" p ]
+            | "local", Some p when p * spec.Threads > cores ->
+                fail [ sprintf "--parallel %d × %d thread(s) per trial = %d exceeds the %d cores of this machine (lower --parallel or the sweep's threads)" p spec.Threads (p * spec.Threads) cores ]
+            | "local", None -> Some(max 1 (cores / spec.Threads))
+            | _, p -> p
+        if executor = "slurm" && not (slurmAvailable ()) then
+            fail [ "--executor slurm: no Slurm controller answers (`sinfo` failed or is missing); start one with scripts/slurm-local.sh start" ]
+        let dir = if String.IsNullOrEmpty outputOverride then spec.OutputDir else Path.GetFullPath outputOverride
+        let host = PluginHost.Load(spec.Plugins)
+        for p in host.Problems do eprintfn "warning: %O" p
+
+        // Identities: a config error in any trial stops the sweep before anything runs.
+        let errors = Collections.Generic.List<string>()
+        let identified =
+            [ for t in spec.Trials do
+                  try
+                      let config = ConfigLoader.Load(t.Config, t.Overrides)
+                      let canonical = Identity.canonicalConfig host spec.Command config
+                      yield t, Identity.sha256 canonical, canonical
+                  with :? ConfigException as e ->
+                      for err in e.Errors do errors.Add(sprintf "trial %s: %O" (trialName t) err) ]
+        if errors.Count > 0 then fail (List.ofSeq errors)
+        let unique = identified |> List.distinctBy (fun (_, id, _) -> id)
+        if unique.Length < identified.Length then
+            eprintfn "warning: %d trial(s) have the same resolved config as an earlier one and run once" (identified.Length - unique.Length)
+
+        Directory.CreateDirectory dir |> ignore
+        File.WriteAllText(Path.Combine(dir, "sweep.json"), Text.Json.JsonSerializer.Serialize(spec, Text.Json.JsonSerializerOptions(WriteIndented = true)))
+        use store = new Store(Path.Combine(dir, Research.Core.Tracking.RunStore.FileName))
+        let trials = [ for (t, id, canonical) in unique -> store.Load(id, t, trialName t, Path.Combine(dir, "trials", id[..15]), canonical) ]
+
+        // What an earlier invocation left: finished runs (perhaps by a trial that outlived its driver) count; trials
+        // still queued or running are watched, not resubmitted; failed ones wait for --retry-failed.
+        let adoptLocal = Collections.Generic.List<Attempt>()
+        let adoptSlurm = Collections.Generic.List<Attempt>()
+        let toRun = Collections.Generic.List<Trial>()
+        let slurmStates =
+            lazy
+                (let jobs = trials |> List.choose (fun t -> if t.Executor = "slurm" && not (isNull t.Job) then Some(t.Job.Split('_').[0]) else None) |> List.distinct
+                 if jobs.IsEmpty then Map.empty
+                 else
+                     let code, out, _ = run "squeue" [ "-h"; "-r"; "-j"; String.Join(",", jobs); "-o"; "%i|%T" ]
+                     if code <> 0 then Map.empty
+                     else out.Split('\n', StringSplitOptions.RemoveEmptyEntries) |> Array.map (fun l -> let p = l.Split('|') in p[0], p[1]) |> Map.ofArray)
+        let mutable skippedFailed = 0
+        for t in trials do
+            if t.State <> "finished" then
+                let runs = store.Merge t
+                if runs |> List.exists (fun (_, status) -> status = "finished") then
+                    t.State <- "finished"
+                    store.Save t
+                else
+                    match t.State with
+                    | "queued" | "running" when t.Executor = "slurm" && slurmStates.Value.ContainsKey t.Job ->
+                        if executor = "slurm" then adoptSlurm.Add(attemptOf t (t.Attempts - 1))
+                        else printfn "trial %s is still in Slurm (job %s): not resubmitted" t.Name t.Job
+                    | "queued" | "running" when t.Executor = "local" && t.Pid.HasValue
+                                                && (let a = attemptOf t (t.Attempts - 1) in File.Exists(sprintf "/proc/%d/cmdline" t.Pid.Value) && File.ReadAllText(sprintf "/proc/%d/cmdline" t.Pid.Value).Contains a.Script) ->
+                        if executor = "local" then adoptLocal.Add(attemptOf t (t.Attempts - 1))
+                        else printfn "trial %s is still running here (pid %d): not resubmitted" t.Name t.Pid.Value
+                    | "failed" when not retryFailed -> skippedFailed <- skippedFailed + 1
+                    | _ -> toRun.Add t
+        let finishedBefore = trials |> List.filter (fun t -> t.State = "finished") |> List.length
+        printfn "sweep %s: %d trial(s) — %d finished before, %d still running from an earlier invocation, %d failed before (kept; --retry-failed reruns them), %d to run (%s%s)"
+            spec.Name trials.Length finishedBefore (adoptLocal.Count + adoptSlurm.Count) skippedFailed toRun.Count executor
+            (match parallel with Some p -> sprintf ", %d at a time, %d thread(s) each" p spec.Threads | None -> sprintf ", %d thread(s) each" spec.Threads)
+        printfn "folder: %s" dir
+
+        let mutable finished = finishedBefore
+        let started = DateTime.UtcNow
+        let lockObj = obj ()
+        let report (verb: string) (a: Attempt) (extra: string) =
+            lock lockObj (fun () ->
+                printfn "[%4.0fs %d/%d finished] %-9s %s (%s)%s" (DateTime.UtcNow - started).TotalSeconds finished trials.Length verb a.Trial.Name a.Trial.Id[..7] extra)
+        let events =
+            { Started =
+                fun a ->
+                    a.Trial.State <- "running"
+                    store.Save a.Trial
+                    report "running" a ""
+              Ended =
+                fun a outcome ->
+                    let t = a.Trial
+                    let runs = store.Merge t
+                    let ranWell = runs |> List.exists (fun (_, s) -> s = "finished")
+                    t.Log <- a.Log
+                    match outcome with
+                    | Exited 0 when ranWell ->
+                        t.State <- "finished"
+                        t.ExitCode <- Nullable 0
+                        finished <- finished + 1
+                        store.Save t
+                        report "finished" a ""
+                    | Exited c when c >= 128 ->
+                        t.State <- "killed"
+                        t.ExitCode <- Nullable c
+                        store.Save t
+                        report "killed" a (sprintf " by signal %d; it runs again on the next invocation; log %s" (c - 128) a.Log)
+                    | Exited c ->
+                        t.State <- "failed"
+                        t.ExitCode <- Nullable c
+                        store.Save t
+                        let last = try File.ReadAllLines a.Log |> Array.filter (fun l -> l.Trim() <> "") |> Array.tryLast |> Option.defaultValue "" with _ -> ""
+                        report "FAILED" a (sprintf " exit %d: %s; log %s" c last a.Log)
+                    | Vanished why ->
+                        t.State <- "killed"
+                        store.Save t
+                        report "killed" a (sprintf " (%s); it runs again on the next invocation" why)
+                    | Cancelled ->
+                        t.State <- "cancelled"
+                        store.Save t
+                        report "cancelled" a "" }
+
+        use cancel = new CancellationTokenSource()
+        let onCancel = ConsoleCancelEventHandler(fun _ e ->
+            e.Cancel <- true
+            eprintfn "cancelling: stopping the sweep's trials (press Ctrl-C again to leave them)…"
+            cancel.Cancel())
+        Console.CancelKeyPress.AddHandler onCancel
+        use _term = Runtime.InteropServices.PosixSignalRegistration.Create(Runtime.InteropServices.PosixSignal.SIGTERM, fun c ->
+            c.Cancel <- true
+            cancel.Cancel())
+        try
+            let attempts =
+                [ for t in toRun ->
+                      let a = prepare spec.Command spec.Threads spec.Plugins t
+                      t.Attempts <- t.Attempts + 1
+                      t.State <- "queued"
+                      t.ExitCode <- Nullable()
+                      t.Log <- a.Log
+                      t.Pid <- Nullable()
+                      t.Job <- null
+                      store.Save t
+                      a ]
+            let save = { events with Started = fun a -> store.Save a.Trial; events.Started a }
+            match executor with
+            | "slurm" ->
+                runSlurm spec.Name spec.Threads parallel (Path.Combine(dir, "slurm", DateTime.UtcNow.ToString "yyyyMMdd-HHmmss")) attempts (List.ofSeq adoptSlurm) save cancel.Token
+                for a in attempts do store.Save a.Trial // job ids recorded at submission
+            | _ -> runLocal parallel.Value attempts (List.ofSeq adoptLocal) save cancel.Token
+        finally
+            Console.CancelKeyPress.RemoveHandler onCancel
+        if cancel.IsCancellationRequested then
+            printfn "cancelled: %d/%d trial(s) finished; rerun the same command to continue" finished trials.Length
+            130
+        else
+            let counts = trials |> List.countBy (fun t -> t.State) |> List.map (fun (s, n) -> sprintf "%d %s" n s) |> String.concat ", "
+            printfn "sweep %s: %s" spec.Name counts
+            summarize spec.Name dir store trials (List.ofArray spec.Summaries)
+            if trials |> List.forall (fun t -> t.State = "finished") then 0 else 1
+    with
+    | SweepError lines ->
+        for l in lines do eprintfn "error: %s" l
+        2
+    | :? PluginException as e ->
+        eprintfn "error: %s" e.Message
+        2
+
+/// `research plot sweep DIR`: the summaries of a sweep folder from its store (every trial it holds).
+let summarizeFolder (dir: string) (metric: string) (against: string) (logX: bool) : int =
+    let path = Path.Combine(dir, Research.Core.Tracking.RunStore.FileName)
+    if not (File.Exists path) then
+        eprintfn "error: %s holds no sweep store (%s)" dir Research.Core.Tracking.RunStore.FileName
+        2
+    else
+        use store = new Store(path)
+        let trials = store.All dir
+        if trials.IsEmpty then
+            eprintfn "error: %s is not a sweep folder (its store has no trials)" dir
+            2
+        else
+            let name = Path.GetFileName(Path.GetFullPath(dir).TrimEnd('/'))
+            let specs = if String.IsNullOrEmpty metric then [] else [ { Metric = metric; Against = Option.ofObj against; LogX = logX } ]
+            summarize name dir store trials specs
+            0

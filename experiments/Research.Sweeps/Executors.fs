@@ -1,0 +1,183 @@
+/// Executors: each trial is its own `research` process (crash isolation; the unit a cluster schedules), started
+/// through a small shell script that keeps its log and writes its exit code to a file, so the outcome of a trial
+/// survives the driver that started it.
+module Research.Sweeps.Executors
+
+open System
+open System.Diagnostics
+open System.IO
+open System.Threading
+open Research.Sweeps.SweepStore
+
+/// How an attempt ended: its exit code as the wrapper recorded it, or None when the trial vanished (its wrapper was
+/// killed too, or the scheduler dropped it) or was cancelled.
+type Outcome =
+    | Exited of int
+    | Vanished of string
+    | Cancelled
+
+/// One attempt of a trial: the wrapper script, its log and the file that receives its exit code.
+type Attempt = { Trial: Trial; Script: string; Log: string; ExitFile: string }
+
+let quote (s: string) = "'" + s.Replace("'", "'\\''") + "'"
+
+/// The command that runs `research` as this process was run (the apphost, or `dotnet research.dll`).
+let researchCommand () =
+    let self = Environment.ProcessPath
+    if Path.GetFileNameWithoutExtension self = "dotnet" then [ self; Path.Combine(AppContext.BaseDirectory, "research.dll") ]
+    else [ self ]
+
+/// Writes `<trial dir>/attempt-<n>.sh`: run the trial with its overrides, its label, its folder and its threads; log
+/// to attempt-<n>.log; write the exit code to attempt-<n>.exit (via a rename, so a reader never sees half a file).
+let prepare (command: string) (threads: int) (plugins: string[]) (t: Trial) : Attempt =
+    Directory.CreateDirectory t.Dir |> ignore
+    let n = t.Attempts
+    let file ext = Path.Combine(t.Dir, sprintf "attempt-%d.%s" n ext)
+    let args =
+        [ yield! researchCommand ()
+          yield command
+          yield t.Spec.Config
+          for o in t.Spec.Overrides do yield! [ "--set"; o ]
+          yield! [ "--set"; sprintf "run.name=%s" (Toml.value t.Name) ]
+          yield! [ "--set"; sprintf "run.output_dir=%s" (Toml.value t.Dir) ]
+          yield! [ "--set"; sprintf "run.threads=%d" threads ]
+          for p in plugins do yield! [ "--plugins"; p ] ]
+    let script =
+        String.concat "\n"
+            [ "#!/bin/bash"
+              sprintf "# trial %s (%s), attempt %d" t.Id t.Name n
+              "cd " + quote Environment.CurrentDirectory
+              (args |> List.map quote |> String.concat " ") + " > " + quote (file "log") + " 2>&1"
+              "code=$?"
+              sprintf "echo $code > %s && mv %s %s" (quote (file "exit.tmp")) (quote (file "exit.tmp")) (quote (file "exit"))
+              "exit $code"
+              "" ]
+    File.WriteAllText(file "sh", script)
+    { Trial = t; Script = file "sh"; Log = file "log"; ExitFile = file "exit" }
+
+let readExit (a: Attempt) =
+    if File.Exists a.ExitFile then
+        match Int32.TryParse(File.ReadAllText(a.ExitFile).Trim()) with
+        | true, c -> Some c
+        | _ -> None
+    else None
+
+/// Callbacks of the driver: an attempt started running; an attempt ended.
+type Events = { Started: Attempt -> unit; Ended: Attempt -> Outcome -> unit }
+
+let private alive (pid: int) (script: string) =
+    // The pid must still be this trial's wrapper: pids are reused.
+    try File.ReadAllText(sprintf "/proc/%d/cmdline" pid).Contains script with _ -> false
+
+/// Local: at most `parallel` trials at a time (trials adopted from an earlier driver count), each a child process.
+/// On cancellation the children are killed and reported cancelled; adopted trials belong to no one and are left.
+let runLocal (parallel: int) (attempts: Attempt list) (adopted: Attempt list) (events: Events) (cancel: CancellationToken) =
+    let queue = Collections.Generic.Queue<Attempt>(attempts)
+    let running = Collections.Generic.List<Attempt * Process>()
+    let watched = Collections.Generic.List<Attempt>(adopted)
+    while (queue.Count > 0 || running.Count > 0 || watched.Count > 0) && not cancel.IsCancellationRequested do
+        while queue.Count > 0 && running.Count + watched.Count < parallel do
+            let a = queue.Dequeue()
+            let psi = ProcessStartInfo("/bin/bash", [ a.Script ])
+            let p = Process.Start psi
+            a.Trial.Pid <- Nullable p.Id
+            a.Trial.Executor <- "local"
+            events.Started a
+            running.Add((a, p))
+        for (a, p) in List.ofSeq running do
+            if p.HasExited then
+                running.Remove((a, p)) |> ignore
+                // The wrapper's file, else the wrapper's own code (128 + signal when it was killed).
+                events.Ended a (Exited(defaultArg (readExit a) p.ExitCode))
+                p.Dispose()
+        for a in List.ofSeq watched do
+            if not (alive a.Trial.Pid.Value a.Script) then
+                watched.Remove a |> ignore
+                events.Ended a (match readExit a with Some c -> Exited c | None -> Vanished "its process is gone and left no exit code")
+        Thread.Sleep 200
+    if cancel.IsCancellationRequested then
+        for (a, p) in running do
+            (try p.Kill true with _ -> ())
+            p.WaitForExit()
+            events.Ended a Cancelled
+
+/// Runs a command and returns (exit code, stdout, stderr).
+let run (file: string) (args: string list) =
+    let psi = ProcessStartInfo(file, args, RedirectStandardOutput = true, RedirectStandardError = true)
+    try
+        use p = Process.Start psi
+        let out = p.StandardOutput.ReadToEndAsync()
+        let err = p.StandardError.ReadToEnd()
+        p.WaitForExit()
+        p.ExitCode, out.Result, err
+    with :? ComponentModel.Win32Exception as e -> 127, "", sprintf "%s: %s" file e.Message
+
+/// Is a Slurm controller answering? (`sinfo` exists and reaches it.)
+let slurmAvailable () =
+    let code, out, _ = run "sinfo" [ "-h"; "-o"; "%T" ]
+    code = 0 && out.Trim() <> ""
+
+/// Slurm: the attempts go in one job array (`--cpus-per-task` = threads; `%parallel` caps the running tasks when
+/// given). Progress by polling `squeue` (one line per array task, finished tasks included for MinJobAge); the exit
+/// code from the wrapper's file, else from `scontrol show job`. Adopted attempts are watched by their recorded job.
+/// On cancellation the arrays are cancelled with `scancel` and their unfinished trials reported cancelled.
+let runSlurm (sweepName: string) (threads: int) (parallel: int option) (submitDir: string) (attempts: Attempt list)
+             (adopted: Attempt list) (events: Events) (cancel: CancellationToken) =
+    let watched = Collections.Generic.List<Attempt>(adopted)
+    let started = Collections.Generic.HashSet<string>()
+    for a in adopted do
+        if a.Trial.State = "running" then started.Add a.Trial.Id |> ignore
+    if not attempts.IsEmpty then
+        Directory.CreateDirectory submitDir |> ignore
+        let listFile = Path.Combine(submitDir, "tasks")
+        File.WriteAllLines(listFile, attempts |> List.map (fun a -> a.Script))
+        let batch = Path.Combine(submitDir, "array.sh")
+        File.WriteAllText(batch, sprintf "#!/bin/bash\nexec /bin/bash \"$(sed -n \"$((SLURM_ARRAY_TASK_ID + 1))p\" %s)\"\n" (quote listFile))
+        let range = sprintf "0-%d%s" (attempts.Length - 1) (match parallel with Some p -> sprintf "%%%d" p | None -> "")
+        let code, out, err =
+            run "sbatch" [ "--parsable"; "--job-name=" + sweepName; "--array=" + range; sprintf "--cpus-per-task=%d" threads
+                           "--output=" + Path.Combine(submitDir, "slurm-%A_%a.out"); "--chdir=" + Environment.CurrentDirectory; batch ]
+        if code <> 0 then failwithf "sbatch failed (exit %d): %s" code (err.Trim())
+        let job = out.Trim().Split(';').[0]
+        attempts |> List.iteri (fun i a ->
+            a.Trial.Job <- sprintf "%s_%d" job i
+            a.Trial.Executor <- "slurm"
+            a.Trial.State <- "queued")
+        watched.AddRange attempts
+        printfn "submitted job array %s: %d trial(s), %d cpu(s) each" job attempts.Length threads
+    let jobs () = watched |> Seq.map (fun a -> a.Trial.Job.Split('_').[0]) |> Seq.distinct |> List.ofSeq
+    let exitFromScontrol (job: string) =
+        let _, out, _ = run "scontrol" [ "show"; "job"; job ]
+        let m = Text.RegularExpressions.Regex.Match(out, @"ExitCode=(\d+):(\d+)")
+        if m.Success then Some(if m.Groups[2].Value <> "0" then 128 + int m.Groups[2].Value else int m.Groups[1].Value) else None
+    while watched.Count > 0 && not cancel.IsCancellationRequested do
+        let states =
+            let code, out, _ = run "squeue" [ "-h"; "-r"; "-t"; "all"; "-j"; String.Join(",", jobs ()); "-o"; "%i|%T" ]
+            if code <> 0 then Map.empty
+            else
+                out.Split('\n', StringSplitOptions.RemoveEmptyEntries)
+                |> Array.map (fun l -> let p = l.Split('|') in p[0].Trim(), p[1].Trim())
+                |> Map.ofArray
+        for a in List.ofSeq watched do
+            match states.TryFind a.Trial.Job with
+            | Some("PENDING" | "CONFIGURING" | "REQUEUED" | "SUSPENDED") -> ()
+            | Some("RUNNING" | "COMPLETING") ->
+                if started.Add a.Trial.Id then events.Started a
+            | Some "CANCELLED" when readExit a = None ->
+                watched.Remove a |> ignore
+                events.Ended a Cancelled
+            | Some _ ->
+                // Ended: COMPLETED, FAILED, TIMEOUT, OUT_OF_MEMORY, NODE_FAIL, …
+                watched.Remove a |> ignore
+                match readExit a |> Option.orElse (exitFromScontrol a.Trial.Job) with
+                | Some c -> events.Ended a (Exited c)
+                | None -> events.Ended a (Vanished "Slurm ended it without an exit code")
+            | None ->
+                watched.Remove a |> ignore
+                match readExit a with
+                | Some c -> events.Ended a (Exited c)
+                | None -> events.Ended a (Vanished(sprintf "job %s is no longer known to Slurm" a.Trial.Job))
+        if watched.Count > 0 then Thread.Sleep 1000
+    if cancel.IsCancellationRequested && watched.Count > 0 then
+        run "scancel" (jobs ()) |> ignore
+        for a in watched do events.Ended a Cancelled

@@ -1,0 +1,217 @@
+/// What a sweep script writes: a sweep is arms (a base config plus fixed overrides) times axes (grid, random with a
+/// seed, zipped) times seeds. This file is all a script needs; it depends on nothing but FSharp.Core and the BCL, so
+/// `dotnet fsi` loads it without the rest of the framework.
+namespace Research.Sweeps
+
+open System
+open System.Globalization
+open System.IO
+open System.Text.Json
+
+/// One setting of an axis: a label for tables and plots, its number when it has one (for plots), and the config
+/// overrides it stands for (key, TOML value text).
+type Level = { Label: string; Number: float option; Overrides: (string * string) list }
+
+/// A named dimension of the sweep: its levels.
+type Axis = { Name: string; Levels: Level list }
+
+/// A base config, overrides common to its trials, and the axes crossed over them (a grid: every combination).
+type Arm = { Name: string; Config: string; Overrides: (string * string) list; Axes: Axis list }
+
+/// How a summary reads the trials: one metric, grouped by everything but the seed; plotted against an axis.
+type SummarySpec =
+    { /// A study metric (average-accuracy, average-forgetting, bwt, …), or the last value of a training run's
+      /// evaluation as val_accuracy, test_accuracy, val_loss, test_loss.
+      Metric: string
+      /// The axis drawn on x (arms without it are drawn as horizontal baselines); None for a table only.
+      Against: string option
+      /// Draw x on a log scale (for λ spanning decades).
+      LogX: bool }
+
+type Command =
+    | Train
+    | Study
+
+type Sweep =
+    { Name: string
+      Command: Command
+      Arms: Arm list
+      Seeds: int list
+      /// Threads per trial (torch intra-op threads, and Slurm's --cpus-per-task).
+      Threads: int
+      /// Plugin folders passed to every trial (besides the built-in ones).
+      Plugins: string list
+      Summaries: SummarySpec list
+      /// Where the sweep's store, trials and summaries go; default runs/sweeps/<name>.
+      OutputDir: string option }
+
+/// A TOML inline table, `{ name = "ewc", lambda = 30.0 }`: `Toml.table [ "name", box "ewc"; "lambda", box 30.0 ]`.
+type InlineTable = InlineTable of (string * obj) list
+
+/// TOML value text for override values.
+module Toml =
+    let table (entries: (string * obj) list) = InlineTable entries
+
+    let rec value (v: obj) : string =
+        match v with
+        | :? InlineTable as t ->
+            let (InlineTable entries) = t
+            "{ " + String.Join(", ", [ for (k, x) in entries -> k + " = " + value x ]) + " }"
+        | :? string as s -> "\"" + s.Replace("\\", "\\\\").Replace("\"", "\\\"") + "\""
+        | :? bool as b -> if b then "true" else "false"
+        | :? int as i -> string i
+        | :? int64 as i -> string i
+        | :? float as f ->
+            // A float keeps a decimal point or exponent, so TOML reads it as a float and not an integer.
+            let r = f.ToString("R", CultureInfo.InvariantCulture)
+            if r.Contains '.' || r.Contains 'E' || r.Contains "Infinity" || r.Contains "NaN" then r.Replace("E", "e") else r + ".0"
+        | :? float32 as f -> value (float f)
+        | :? Collections.IEnumerable as xs -> "[" + String.Join(", ", [ for x in xs -> value x ]) + "]"
+        | _ -> invalidArg "v" (sprintf "no TOML form for %A (%s)" v (v.GetType().Name))
+
+    let number (v: obj) : float option =
+        match v with
+        | :? int as i -> Some(float i)
+        | :? int64 as i -> Some(float i)
+        | :? float as f -> Some f
+        | :? float32 as f -> Some(float f)
+        | _ -> None
+
+    let label (v: obj) : string =
+        match v with
+        | :? string as s -> s
+        | :? float as f -> f.ToString("G6", CultureInfo.InvariantCulture)
+        | _ -> (value v).Trim('"')
+
+module Axis =
+    /// One config key, one level per value: `Axis.grid "regularizers.0.lambda" [10.0; 30.0; 100.0]`.
+    let grid (key: string) (values: 'T list) : Axis =
+        { Name = key
+          Levels = [ for v in values -> { Label = Toml.label (box v); Number = Toml.number (box v); Overrides = [ key, Toml.value (box v) ] } ] }
+
+    /// Named levels that each set several keys: `Axis.choice "method" [ "ewc", [ "regularizers.0.lambda", box 30.0 ] ]`.
+    let choice (name: string) (levels: (string * (string * obj) list) list) : Axis =
+        { Name = name
+          Levels = [ for (label, sets) in levels -> { Label = label; Number = None; Overrides = [ for (k, v) in sets -> k, Toml.value v ] } ] }
+
+    /// `count` values drawn from `sample` with a generator seeded by `seed` (the same script gives the same trials).
+    /// Log-uniform: `Axis.random "lr" "optimizer.lr" 4 7 (Sample.logUniform 1e-4 1e-2)`.
+    let random (key: string) (count: int) (seed: int) (sample: Random -> 'T) : Axis =
+        let rng = Random seed
+        grid key [ for _ in 1..count -> sample rng ]
+
+    /// Axes varied together, level i with level i (all of the same length): e.g. a learning rate with its warmup.
+    let zip (name: string) (axes: Axis list) : Axis =
+        match axes |> List.map (fun a -> a.Levels.Length) |> List.distinct with
+        | [ _ ] ->
+            { Name = name
+              Levels =
+                axes
+                |> List.map (fun a -> a.Levels)
+                |> List.transpose
+                |> List.map (fun ls ->
+                    { Label = ls |> List.map (fun l -> l.Label) |> String.concat "/"
+                      Number = (List.head ls).Number
+                      Overrides = ls |> List.collect (fun l -> l.Overrides) }) }
+        | lengths -> invalidArg "axes" (sprintf "Axis.zip %s: the axes have different numbers of levels %A" name lengths)
+
+module Sample =
+    let uniform (lo: float) (hi: float) (rng: Random) = lo + (hi - lo) * rng.NextDouble()
+    let logUniform (lo: float) (hi: float) (rng: Random) = exp (log lo + (log hi - log lo) * rng.NextDouble())
+    let choice (xs: 'T list) (rng: Random) = xs.[rng.Next xs.Length]
+
+module Arm =
+    let create name config = { Name = name; Config = config; Overrides = []; Axes = [] }
+    let set (key: string) (v: obj) (arm: Arm) = { arm with Overrides = arm.Overrides @ [ key, Toml.value v ] }
+    let axis (a: Axis) (arm: Arm) = { arm with Axes = arm.Axes @ [ a ] }
+    /// Replaces the config's [[regularizers]] tables: `Arm.regularizers [ [ "name", box "ewc"; "lambda", box 30.0 ] ]`.
+    let regularizers (tables: (string * obj) list list) (arm: Arm) = set "regularizers" (box [ for t in tables -> Toml.table t ]) arm
+
+/// One trial as the driver receives it: the arm, a label per axis, the seed, the config and its overrides.
+type TrialSpec =
+    { Arm: string
+      Labels: string[][]
+      Numbers: Nullable<float>[]
+      Seed: int
+      Config: string
+      Overrides: string[] }
+
+type SweepSpec =
+    { Name: string
+      Command: string
+      Threads: int
+      Plugins: string[]
+      OutputDir: string
+      Summaries: SummarySpec[]
+      Trials: TrialSpec[] }
+
+module Sweep =
+    let create (name: string) (command: Command) =
+        { Name = name; Command = command; Arms = []; Seeds = [ 1 ]; Threads = 1; Plugins = []; Summaries = []; OutputDir = None }
+
+    let arm (a: Arm) (s: Sweep) = { s with Arms = s.Arms @ [ a ] }
+    let seeds (xs: int list) (s: Sweep) = { s with Seeds = xs }
+    let threads (n: int) (s: Sweep) = { s with Threads = n }
+    let plugins (dir: string) (s: Sweep) = { s with Plugins = s.Plugins @ [ dir ] }
+    let output (dir: string) (s: Sweep) = { s with OutputDir = Some dir }
+
+    let summarize (metric: string) (against: string option) (logX: bool) (s: Sweep) =
+        { s with Summaries = s.Summaries @ [ { Metric = metric; Against = against; LogX = logX } ] }
+
+    /// Every trial: for each arm, the product of its axes' levels, times the seeds. Paths become absolute (relative
+    /// to the working directory).
+    let expand (s: Sweep) : SweepSpec =
+        if String.IsNullOrWhiteSpace s.Name || s.Name.IndexOfAny(Path.GetInvalidFileNameChars()) >= 0 || s.Name.Contains ' ' then
+            invalidArg "Name" (sprintf "sweep name '%s' must be a non-empty file name without spaces" s.Name)
+        if s.Threads < 1 then invalidArg "Threads" "threads per trial must be at least 1"
+        if s.Arms.IsEmpty then invalidArg "Arms" "a sweep needs at least one arm"
+        if s.Seeds.IsEmpty then invalidArg "Seeds" "a sweep needs at least one seed"
+        match s.Arms |> List.countBy (fun a -> a.Name) |> List.filter (fun (_, n) -> n > 1) with
+        | (dup, _) :: _ -> invalidArg "Arms" (sprintf "two arms are named '%s'" dup)
+        | [] -> ()
+        let rec product (axes: Axis list) : (Axis * Level) list list =
+            match axes with
+            | [] -> [ [] ]
+            | a :: rest -> [ for l in a.Levels do for tail in product rest -> (a, l) :: tail ]
+        let trials =
+            [| for arm in s.Arms do
+                   for combo in product arm.Axes do
+                       for seed in s.Seeds ->
+                           { Arm = arm.Name
+                             Labels = [| for (a, l) in combo -> [| a.Name; l.Label |] |]
+                             Numbers = [| for (_, l) in combo -> Option.toNullable l.Number |]
+                             Seed = seed
+                             Config = Path.GetFullPath arm.Config
+                             Overrides =
+                               [| for (k, v) in arm.Overrides @ List.collect (fun (_, l: Level) -> l.Overrides) combo do yield k + "=" + v
+                                  yield sprintf "run.seed=%d" seed |] } |]
+        { Name = s.Name
+          Command = (match s.Command with Train -> "train" | Study -> "study")
+          Threads = s.Threads
+          Plugins = s.Plugins |> List.map Path.GetFullPath |> Array.ofList
+          OutputDir = Path.GetFullPath(defaultArg s.OutputDir (Path.Combine("runs", "sweeps", s.Name)))
+          Summaries = Array.ofList s.Summaries
+          Trials = trials }
+
+    /// The environment variable through which `research sweep` asks a script for its trials.
+    [<Literal>]
+    let SpecVariable = "RESEARCH_SWEEP_SPEC"
+
+    /// The end of every sweep script: `Sweep.run fsi.CommandLineArgs sweep`. Under `research sweep` it hands the
+    /// trials over as JSON; run directly (`dotnet fsi SCRIPT.fsx --executor slurm`) it starts `research sweep` on
+    /// itself with the same arguments, found beside this library. Returns the exit code for `exit`.
+    let run (argv: string[]) (s: Sweep) : int =
+        let spec = expand s
+        match Environment.GetEnvironmentVariable SpecVariable with
+        | null
+        | "" ->
+            let dir = Path.GetDirectoryName(typeof<Level>.Assembly.Location)
+            let psi = Diagnostics.ProcessStartInfo(Path.Combine(dir, "research"))
+            psi.ArgumentList.Add "sweep"
+            for a in argv do psi.ArgumentList.Add a
+            use p = Diagnostics.Process.Start psi
+            p.WaitForExit()
+            p.ExitCode
+        | path ->
+            File.WriteAllText(path, JsonSerializer.Serialize(spec, JsonSerializerOptions(WriteIndented = true)))
+            0

@@ -1,0 +1,187 @@
+/// Summaries of a sweep from its merged store: trials grouped by arm and axis levels (everything but the seed), each
+/// metric as mean ± 95% confidence interval over seeds, as a console table, CSV and plots.
+module Research.Sweeps.Summary
+
+open System
+open System.Globalization
+open System.IO
+open MathNet.Numerics.Distributions
+open MathNet.Numerics.Statistics
+open Research.Sweeps.SweepStore
+
+/// Mean and the half-width of its 95% interval: t₀.₉₇₅,ₙ₋₁ · s / √n (Student t, n − 1 degrees of freedom), the
+/// interval for the mean of normally distributed values with unknown variance. NaN half-width for a single value.
+let meanCi (xs: float[]) =
+    let mean = Statistics.Mean xs
+    if xs.Length < 2 then mean, nan, nan
+    else
+        let sd = Statistics.StandardDeviation xs
+        mean, StudentT.InvCDF(0.0, 1.0, float (xs.Length - 1), 0.975) * sd / sqrt (float xs.Length), sd
+
+/// A metric of a finished run: a study metric by name, or the last evaluation of a split as <split>_accuracy or
+/// <split>_loss (for a study: the average over the tasks after the last task), or the last value of a logged metric.
+let metricOf (store: Store) (runId: string) (metric: string) : float option =
+    let one sql args =
+        match store.Query sql args with
+        | [ r ] when not (isNull r[0]) -> Some(Convert.ToDouble r[0])
+        | _ -> None
+    let study = one "SELECT value FROM study_values WHERE run_id = $r AND kind = 'metric' AND name = $n" [ "$r", box runId; "$n", box metric ]
+    let split =
+        let m = Text.RegularExpressions.Regex.Match(metric, "^(\\w+)_(accuracy|loss)$")
+        if not m.Success then None
+        else
+            let s, column = m.Groups[1].Value, m.Groups[2].Value
+            match one "SELECT MAX(after_task) FROM study_matrix WHERE run_id = $r" [ "$r", box runId ] with
+            | Some last ->
+                one (sprintf "SELECT AVG(%s) FROM study_matrix WHERE run_id = $r AND split = $s AND after_task = $t" column)
+                    [ "$r", box runId; "$s", box s; "$t", box (int64 last) ]
+            | None ->
+                one (sprintf "SELECT %s FROM evaluations WHERE run_id = $r AND split = $s ORDER BY step DESC, rowid DESC LIMIT 1" column)
+                    [ "$r", box runId; "$s", box s ]
+    let logged () = one "SELECT value FROM metrics WHERE run_id = $r AND key = $k ORDER BY step DESC LIMIT 1" [ "$r", box runId; "$k", box metric ]
+    study |> Option.orElse split |> Option.orElseWith logged
+
+/// An axis as shown in tables: its last key segment (regularizers.0.lambda → lambda).
+let short (axis: string) = axis.Split('.') |> Array.last
+
+/// One group: an arm with one level per axis, and the metric of each seed's finished run.
+type Group =
+    { Arm: string
+      Labels: (string * string) list
+      Numbers: Map<string, float>
+      Values: (int * float) list }
+    member g.Title =
+        if g.Labels.IsEmpty then g.Arm
+        else g.Arm + " " + (g.Labels |> List.map (fun (a, l) -> sprintf "%s=%s" (short a) l) |> String.concat " ")
+
+let private f4 (x: float) = if Double.IsNaN x then "–" else x.ToString("F4", CultureInfo.InvariantCulture)
+let private r (x: float) = if Double.IsNaN x then "" else x.ToString("R", CultureInfo.InvariantCulture)
+
+/// The finished run of each finished trial, grouped; trials in the order of the sweep.
+let groups (store: Store) (trials: Trial list) (metric: string) : Group list =
+    trials
+    |> List.filter (fun t -> t.State = "finished")
+    |> List.groupBy (fun t -> t.Spec.Arm, [ for l in t.Spec.Labels -> l[0], l[1] ])
+    |> List.map (fun ((arm, labels), ts) ->
+        let t0 = List.head ts
+        { Arm = arm
+          Labels = labels
+          Numbers = Map.ofList [ for (l, n) in Array.zip t0.Spec.Labels t0.Spec.Numbers do if n.HasValue then l[0], n.Value ]
+          Values =
+            [ for t in ts do
+                  let run =
+                      store.Query
+                          "SELECT r.id FROM runs r JOIN trial_runs x ON x.run_id = r.id WHERE x.trial_id = $t AND r.status = 'finished' ORDER BY r.ended_utc DESC LIMIT 1"
+                          [ "$t", box t.Id ]
+                  match run with
+                  | [ row ] -> match metricOf store (string row[0]) metric with Some v -> yield t.Spec.Seed, v | None -> ()
+                  | _ -> () ] })
+
+/// The console table: a row per group, the metric's mean ± 95% CI and the number of seeds.
+let table (metric: string) (gs: Group list) =
+    let w = max 24 (gs |> List.map (fun g -> g.Title.Length) |> List.fold max 0)
+    let sb = Text.StringBuilder()
+    sb.AppendLine(sprintf "%-*s %5s  %-20s %8s" w "group" "seeds" (metric + ", mean ± 95% CI") "sd") |> ignore
+    for g in gs do
+        let mean, half, sd = meanCi (g.Values |> List.map snd |> Array.ofList)
+        let ci = if Double.IsNaN half then f4 mean else sprintf "%s ± %s" (f4 mean) (f4 half)
+        sb.AppendLine(sprintf "%-*s %5d  %-20s %8s" w g.Title g.Values.Length ci (f4 sd)) |> ignore
+    sb.ToString()
+
+/// CSV: a row per group — arm, one column per axis, seeds, mean, 95% interval, sd, and each seed's value.
+let csv (metric: string) (gs: Group list) =
+    let axes = gs |> List.collect (fun g -> g.Labels |> List.map fst) |> List.distinct
+    let sb = Text.StringBuilder()
+    sb.AppendLine(String.Join(",", [ yield "arm"; yield! axes; yield! [ "metric"; "seeds"; "mean"; "ci95_low"; "ci95_high"; "ci95_half"; "sd"; "values" ] ])) |> ignore
+    for g in gs do
+        let xs = g.Values |> List.map snd |> Array.ofList
+        let mean, half, sd = meanCi xs
+        let cells =
+            [ yield g.Arm
+              for a in axes -> (g.Labels |> List.tryFind (fun (x, _) -> x = a) |> Option.map snd |> Option.defaultValue "")
+              yield metric
+              yield string xs.Length
+              yield r mean
+              yield r (mean - half)
+              yield r (mean + half)
+              yield r half
+              yield r sd
+              yield (g.Values |> List.map (fun (s, v) -> sprintf "s%d=%s" s (r v)) |> String.concat " ") ]
+        sb.AppendLine(String.Join(",", cells |> List.map (fun c -> if c.Contains ',' then "\"" + c + "\"" else c))) |> ignore
+    sb.ToString()
+
+/// The metric against an axis with 95% error bars, a line per group of the arms that have the axis (per level of
+/// their other axes); arms without it are horizontal baselines with their interval as a band.
+let plot (path: string) (sweep: string) (metric: string) (axis: string) (logX: bool) (gs: Group list) =
+    let p = ScottPlot.Plot()
+    let x (v: float) = if logX then log10 v else v
+    let withAxis, baselines = gs |> List.partition (fun g -> g.Numbers.ContainsKey axis)
+    let mutable color = 0
+    let next () =
+        let c = ScottPlot.Palettes.Category10().GetColor color
+        color <- color + 1
+        c
+    let lines =
+        withAxis
+        |> List.groupBy (fun g -> g.Arm, g.Labels |> List.filter (fun (a, _) -> a <> axis))
+        |> List.map (fun ((arm, others), gs) ->
+            let gs = gs |> List.sortBy (fun g -> g.Numbers[axis])
+            let stats = gs |> List.map (fun g -> meanCi (g.Values |> List.map snd |> Array.ofList))
+            let label = if others.IsEmpty then arm else arm + " " + (others |> List.map (fun (a, l) -> short a + "=" + l) |> String.concat " ")
+            label, gs |> List.map (fun g -> x g.Numbers[axis]) |> Array.ofList, stats)
+    for (label, xs, stats) in lines do
+        let c = next ()
+        let ys = stats |> List.map (fun (m, _, _) -> m) |> Array.ofList
+        let es = stats |> List.map (fun (_, h, _) -> if Double.IsNaN h then 0.0 else h) |> Array.ofList
+        let s = p.Add.Scatter(xs, ys, c)
+        s.LegendText <- label
+        s.LineWidth <- 2.0f
+        s.MarkerSize <- 7.0f
+        let e = p.Add.ErrorBar(xs, ys, es)
+        e.Color <- c
+        e.LineWidth <- 1.5f
+    for g in baselines do
+        let c = next ()
+        let mean, half, _ = meanCi (g.Values |> List.map snd |> Array.ofList)
+        if not (Double.IsNaN half) then
+            let band = p.Add.HorizontalSpan(mean - half, mean + half)
+            band.FillStyle.Color <- c.WithAlpha 0.15
+            band.LineStyle.Width <- 0.0f
+        let line = p.Add.HorizontalLine(mean)
+        line.Color <- c
+        line.LinePattern <- ScottPlot.LinePattern.Dashed
+        line.LineWidth <- 2.0f
+        line.LegendText <- g.Title
+    if logX then
+        let values = withAxis |> List.map (fun g -> g.Numbers[axis]) |> List.distinct |> List.sort
+        let ticks = ScottPlot.TickGenerators.NumericManual()
+        for v in values do ticks.AddMajor(log10 v, v.ToString("G4", CultureInfo.InvariantCulture))
+        p.Axes.Bottom.TickGenerator <- ticks
+    p.Title(sprintf "%s: %s against %s (mean ± 95%% CI over seeds)" sweep metric (short axis))
+    p.XLabel(short axis + (if logX then " (log scale)" else ""))
+    p.YLabel metric
+    p.ShowLegend(ScottPlot.Edge.Right) |> ignore
+    Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath path)) |> ignore
+    p.SavePng(path, 1000, 550) |> ignore
+
+/// For study sweeps: each group's test-accuracy matrix averaged over its seeds, as a heatmap.
+let matrices (dir: string) (store: Store) (trials: Trial list) =
+    [ for (arm, labels), ts in trials |> List.filter (fun t -> t.State = "finished") |> List.groupBy (fun t -> t.Spec.Arm, [ for l in t.Spec.Labels -> l[1] ]) do
+          let cells =
+              ts
+              |> List.collect (fun t ->
+                  store.Query
+                      "SELECT m.after_task, m.on_task, m.accuracy FROM study_matrix m JOIN trial_runs x ON x.run_id = m.run_id JOIN runs r ON r.id = m.run_id WHERE x.trial_id = $t AND r.status = 'finished' AND m.split = 'test'"
+                      [ "$t", box t.Id ])
+          if not cells.IsEmpty then
+              let n = (cells |> List.map (fun c -> Convert.ToInt32 c[0]) |> List.max) + 1
+              let mean =
+                  Array.init n (fun i ->
+                      Array.init n (fun j ->
+                          let xs = cells |> List.filter (fun c -> Convert.ToInt32 c[0] = i && Convert.ToInt32 c[1] = j && not (isNull c[2]))
+                          if xs.IsEmpty then nan else xs |> List.averageBy (fun c -> Convert.ToDouble c[2])))
+              let slug = String.concat "-" (arm :: labels) |> String.map (fun ch -> if Char.IsLetterOrDigit ch || ch = '.' || ch = '-' then ch else '_')
+              let path = Path.Combine(dir, sprintf "matrix-%s.png" slug)
+              let title = (String.concat " " (arm :: labels)) + sprintf ": test accuracy, mean of %d seed(s)" ts.Length
+              Research.Core.Plotting.StudyPlot.WriteMatrix(path, title, mean)
+              yield path ]

@@ -58,24 +58,28 @@ let summarize (name: string) (dir: string) (store: Store) (trials: Trial list) (
             // Default: the study's average accuracy (or test accuracy of training runs) against the first numeric axis.
             let metric = if store.Query "SELECT 1 FROM study_values LIMIT 1" [] |> List.isEmpty then "test_accuracy" else "average-accuracy"
             let axis = trials |> List.tryPick (fun t -> Array.zip t.Spec.Labels t.Spec.Numbers |> Array.tryPick (fun (l, n) -> if n.HasValue then Some l[0] else None))
-            [ { Metric = metric; Against = axis; LogX = false } ]
+            [ { Metric = metric; Against = axis; LogX = false; PairedWith = None } ]
     let outDir = Path.Combine(dir, "summary")
     Directory.CreateDirectory outDir |> ignore
     let text = Text.StringBuilder()
     let written = Collections.Generic.List<string>()
     for s in summaries do
-        let gs = Summary.groups store trials s.Metric
-        let table = Summary.table s.Metric gs
+        let gs, title, slug =
+            let gs = Summary.groups store trials s.Metric
+            match s.PairedWith with
+            | Some b -> Summary.paired b gs, sprintf "%s − %s (paired by seed)" s.Metric b, sprintf "%s-minus-%s" s.Metric b
+            | None -> gs, s.Metric, s.Metric
+        let slug = slug.Replace('/', '_')
+        let table = Summary.table title gs
         text.AppendLine(table) |> ignore
         printfn ""
         printf "%s" table
-        let slug = s.Metric.Replace('/', '_')
-        File.WriteAllText(Path.Combine(outDir, slug + ".csv"), Summary.csv s.Metric gs)
+        File.WriteAllText(Path.Combine(outDir, slug + ".csv"), Summary.csv title gs)
         written.Add(Path.Combine(outDir, slug + ".csv"))
         match s.Against with
         | Some axis when gs |> List.exists (fun g -> g.Numbers.ContainsKey axis) ->
             let png = Path.Combine(outDir, sprintf "%s-vs-%s.png" slug (Summary.short axis))
-            Summary.plot png name s.Metric axis s.LogX gs
+            Summary.plot png name title axis s.LogX gs
             written.Add png
         | Some axis -> printfn "(no plot against %s: no finished trial has a number on that axis)" axis
         | None -> ()
@@ -111,10 +115,18 @@ let sweep (script: string) (executor: string) (parallelOpt: Nullable<int>) (retr
             [ for t in spec.Trials do
                   try
                       let config = ConfigLoader.Load(t.Config, t.Overrides)
+                      // Plugin options are checked here too (their constructors validate), not when the trial starts.
+                      let check role (choice: PluginChoice) =
+                          match host.Create<obj>(role, choice, config.File) with
+                          | :? IDisposable as d -> d.Dispose()
+                          | _ -> ()
+                      check PluginRole.Schedule config.Schedule
+                      for r in config.Regularizers do check PluginRole.Regularizer r
                       let canonical = Identity.canonicalConfig host spec.Command config
                       yield t, Identity.sha256 canonical, canonical
-                  with :? ConfigException as e ->
-                      for err in e.Errors do errors.Add(sprintf "trial %s: %O" (trialName t) err) ]
+                  with
+                  | :? ConfigException as e -> for err in e.Errors do errors.Add(sprintf "trial %s: %O" (trialName t) err)
+                  | :? PluginException as e -> errors.Add(sprintf "trial %s: %s" (trialName t) e.Message) ]
         if errors.Count > 0 then fail (List.ofSeq errors)
         let unique = identified |> List.distinctBy (fun (_, id, _) -> id)
         if unique.Length < identified.Length then
@@ -146,8 +158,16 @@ let sweep (script: string) (executor: string) (parallelOpt: Nullable<int>) (retr
                     t.State <- "finished"
                     store.Save t
                 else
+                    let last = if t.Attempts > 0 then readExit (attemptOf t (t.Attempts - 1)) else None
                     match t.State with
-                    | "queued" | "running" when t.Executor = "slurm" && slurmStates.Value.ContainsKey t.Job ->
+                    | "queued" | "running" when last.IsSome && last.Value > 0 && last.Value < 128 ->
+                        // It failed after its driver died: a failure of its own, kept like any other.
+                        t.State <- "failed"
+                        t.ExitCode <- Nullable last.Value
+                        t.Log <- (attemptOf t (t.Attempts - 1)).Log
+                        store.Save t
+                        if retryFailed then toRun.Add t else skippedFailed <- skippedFailed + 1
+                    | "queued" | "running" when t.Executor = "slurm" && not (isNull t.Job) && slurmStates.Value.ContainsKey t.Job ->
                         if executor = "slurm" then adoptSlurm.Add(attemptOf t (t.Attempts - 1))
                         else printfn "trial %s is still in Slurm (job %s): not resubmitted" t.Name t.Job
                     | "queued" | "running" when t.Executor = "local" && t.Pid.HasValue
@@ -169,8 +189,15 @@ let sweep (script: string) (executor: string) (parallelOpt: Nullable<int>) (retr
             lock lockObj (fun () ->
                 printfn "[%4.0fs %d/%d finished] %-9s %s (%s)%s" (DateTime.UtcNow - started).TotalSeconds finished trials.Length verb a.Trial.Name a.Trial.Id[..7] extra)
         let events =
-            { Started =
+            { // Job ids are saved as soon as they exist: a driver killed now must find its trials queued, not resubmit them.
+              Submitted =
+                fun attempts ->
+                    for a in attempts do
+                        a.Trial.Attempts <- a.Trial.Attempts + 1
+                        store.Save a.Trial
+              Started =
                 fun a ->
+                    if a.Trial.Executor = "local" then a.Trial.Attempts <- a.Trial.Attempts + 1
                     a.Trial.State <- "running"
                     store.Save a.Trial
                     report "running" a ""
@@ -208,34 +235,29 @@ let sweep (script: string) (executor: string) (parallelOpt: Nullable<int>) (retr
                         report "cancelled" a "" }
 
         use cancel = new CancellationTokenSource()
-        let onCancel = ConsoleCancelEventHandler(fun _ e ->
-            e.Cancel <- true
-            eprintfn "cancelling: stopping the sweep's trials (press Ctrl-C again to leave them)…"
-            cancel.Cancel())
-        Console.CancelKeyPress.AddHandler onCancel
-        use _term = Runtime.InteropServices.PosixSignalRegistration.Create(Runtime.InteropServices.PosixSignal.SIGTERM, fun c ->
+        // Ctrl-C (SIGINT) and SIGTERM cancel the sweep's trials; the handlers keep the process alive to do so.
+        let onSignal (c: Runtime.InteropServices.PosixSignalContext) =
             c.Cancel <- true
-            cancel.Cancel())
-        try
-            let attempts =
-                [ for t in toRun ->
-                      let a = prepare spec.Command spec.Threads spec.Plugins t
-                      t.Attempts <- t.Attempts + 1
-                      t.State <- "queued"
-                      t.ExitCode <- Nullable()
-                      t.Log <- a.Log
-                      t.Pid <- Nullable()
-                      t.Job <- null
-                      store.Save t
-                      a ]
-            let save = { events with Started = fun a -> store.Save a.Trial; events.Started a }
-            match executor with
-            | "slurm" ->
-                runSlurm spec.Name spec.Threads parallel (Path.Combine(dir, "slurm", DateTime.UtcNow.ToString "yyyyMMdd-HHmmss")) attempts (List.ofSeq adoptSlurm) save cancel.Token
-                for a in attempts do store.Save a.Trial // job ids recorded at submission
-            | _ -> runLocal parallel.Value attempts (List.ofSeq adoptLocal) save cancel.Token
-        finally
-            Console.CancelKeyPress.RemoveHandler onCancel
+            if not cancel.IsCancellationRequested then
+                eprintfn "cancelling: stopping the sweep's trials…"
+                cancel.Cancel()
+        use _int = Runtime.InteropServices.PosixSignalRegistration.Create(Runtime.InteropServices.PosixSignal.SIGINT, onSignal)
+        use _term = Runtime.InteropServices.PosixSignalRegistration.Create(Runtime.InteropServices.PosixSignal.SIGTERM, onSignal)
+        let attempts =
+            [ for t in toRun ->
+                  // Attempts are counted when they start (local) or are submitted (Slurm), not when prepared.
+                  let a = prepare spec.Command spec.Threads spec.Plugins t
+                  t.State <- "queued"
+                  t.ExitCode <- Nullable()
+                  t.Log <- a.Log
+                  t.Pid <- Nullable()
+                  t.Job <- null
+                  store.Save t
+                  a ]
+        match executor with
+        | "slurm" ->
+            runSlurm spec.Name spec.Threads parallel (Path.Combine(dir, "slurm", DateTime.UtcNow.ToString "yyyyMMdd-HHmmss")) attempts (List.ofSeq adoptSlurm) events cancel.Token
+        | _ -> runLocal parallel.Value attempts (List.ofSeq adoptLocal) events cancel.Token
         if cancel.IsCancellationRequested then
             printfn "cancelled: %d/%d trial(s) finished; rerun the same command to continue" finished trials.Length
             130
@@ -266,6 +288,6 @@ let summarizeFolder (dir: string) (metric: string) (against: string) (logX: bool
             2
         else
             let name = Path.GetFileName(Path.GetFullPath(dir).TrimEnd('/'))
-            let specs = if String.IsNullOrEmpty metric then [] else [ { Metric = metric; Against = Option.ofObj against; LogX = logX } ]
+            let specs = if String.IsNullOrEmpty metric then [] else [ { Metric = metric; Against = Option.ofObj against; LogX = logX; PairedWith = None } ]
             summarize name dir store trials specs
             0

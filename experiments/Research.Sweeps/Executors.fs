@@ -62,8 +62,9 @@ let readExit (a: Attempt) =
         | _ -> None
     else None
 
-/// Callbacks of the driver: an attempt started running; an attempt ended.
-type Events = { Started: Attempt -> unit; Ended: Attempt -> Outcome -> unit }
+/// Callbacks of the driver: attempts were handed to a scheduler (their job ids are known); an attempt started
+/// running; an attempt ended.
+type Events = { Submitted: Attempt list -> unit; Started: Attempt -> unit; Ended: Attempt -> Outcome -> unit }
 
 let private alive (pid: int) (script: string) =
     // The pid must still be this trial's wrapper: pids are reused.
@@ -144,6 +145,7 @@ let runSlurm (sweepName: string) (threads: int) (parallel: int option) (submitDi
             a.Trial.Executor <- "slurm"
             a.Trial.State <- "queued")
         watched.AddRange attempts
+        events.Submitted attempts
         printfn "submitted job array %s: %d trial(s), %d cpu(s) each" job attempts.Length threads
     let jobs () = watched |> Seq.map (fun a -> a.Trial.Job.Split('_').[0]) |> Seq.distinct |> List.ofSeq
     let exitFromScontrol (job: string) =

@@ -24,28 +24,45 @@ let rec private canonical (node: JsonNode) : JsonNode =
     | :? JsonArray as a -> JsonArray([| for x in a -> if isNull x then null else canonical x |]) :> JsonNode
     | v -> JsonNode.Parse(v.ToJsonString())
 
-/// Plugin options the config leaves out take their defaults, so that `lambda = 1.0` written out and left to its
-/// default are the same trial. Options of a plugin the host does not know stay as given.
-let private withDefaults (host: PluginHost) (role: Research.Core.Plugins.PluginRole) (table: JsonNode) =
-    match table with
-    | :? JsonObject as o when not (isNull o["name"]) ->
-        match host.Plugins |> Seq.tryFind (fun p -> p.Role = role && p.Name = o["name"].GetValue<string>()) with
-        | Some d ->
-            for (key, value) in PluginHost.OptionDefaults d do
-                if not (o.ContainsKey key) then
-                    o[key] <- JsonNode.Parse(Text.Json.JsonSerializer.Serialize(value))
-        | None -> ()
-    | _ -> ()
+/// A bound option value as JSON, the way TOML spells it (enums in kebab case, as the binder reads them).
+let rec private optionJson (v: obj) : JsonNode =
+    match v with
+    | null -> null
+    | :? Enum as e -> JsonValue.Create(OptionsBinder.SnakeCase(e.ToString()).Replace('_', '-'))
+    | :? string as s -> JsonValue.Create s
+    | :? bool as b -> JsonValue.Create b
+    | :? int as i -> JsonValue.Create(int64 i)
+    | :? int64 as i -> JsonValue.Create i
+    | :? float32 as f -> JsonValue.Create(float f)
+    | :? float as f -> JsonValue.Create f
+    | :? Array as a -> JsonArray([| for x in a -> optionJson x |]) :> JsonNode
+    | v -> JsonNode.Parse(Text.Json.JsonSerializer.Serialize v)
+
+/// A plugin's table as its options record sees it: bound (so defaults are filled in and spellings unified), then
+/// every key written out. `lambda = 100.0` written out and left to its default are the same trial. A plugin without
+/// an options type, or one the host does not know, stays as given.
+let private pluginTable (host: PluginHost) (role: PluginRole) (choice: PluginChoice) (file: string) (given: JsonNode) : JsonNode =
+    match host.Plugins |> Seq.tryFind (fun p -> p.Role = role && p.Name = choice.Name) with
+    | Some d when not (isNull d.OptionsType) ->
+        let bound = OptionsBinder.Bind(d.OptionsType, choice.Options, file, choice.Key, "name")
+        let table = JsonObject()
+        table["name"] <- JsonValue.Create choice.Name
+        for KeyValue(key, prop) in OptionsBinder.Keys d.OptionsType do
+            table[key] <- optionJson (prop.GetValue bound)
+        table :> JsonNode
+    | _ -> given
 
 /// The canonical resolved config of a trial: the config loaded with its overrides, every section with its defaults,
-/// plugin options with theirs, the command (train or study) added, the run's label, folder and threads left out,
+/// plugin options bound and written out in full, the command (train or study) added, the run's label, folder and threads left out,
 /// keys sorted. Its SHA-256 is the trial's identity.
 let canonicalConfig (host: PluginHost) (command: string) (config: RunConfig) : string =
     let root = JsonNode.Parse(RunSetup.ResolvedJson config).AsObject()
     let run = root["run"].AsObject() // the resolved JSON names properties as the records do
     for key in excluded do run.Remove key |> ignore
-    withDefaults host PluginRole.Schedule root["schedule"]
-    for r in root["regularizers"].AsArray() do withDefaults host PluginRole.Regularizer r
+    root["schedule"] <- pluginTable host PluginRole.Schedule config.Schedule config.File (root["schedule"].DeepClone())
+    let regs = root["regularizers"].AsArray()
+    let canonicalRegs = JsonArray([| for i in 0 .. regs.Count - 1 -> pluginTable host PluginRole.Regularizer config.Regularizers[i] config.File (regs[i].DeepClone()) |])
+    root["regularizers"] <- canonicalRegs
     root["command"] <- JsonValue.Create command
     (canonical root).ToJsonString()
 

@@ -26,7 +26,10 @@ type SummarySpec =
       /// The axis drawn on x (arms without it are drawn as horizontal baselines); None for a table only.
       Against: string option
       /// Draw x on a log scale (for λ spanning decades).
-      LogX: bool }
+      LogX: bool
+      /// Report each group's difference to this arm instead, paired by seed (the same seed: the same data order,
+      /// split and initialisation), with its own interval: tighter than comparing two intervals when seeds matter.
+      PairedWith: string option }
 
 type Command =
     | Train
@@ -156,7 +159,11 @@ module Sweep =
     let output (dir: string) (s: Sweep) = { s with OutputDir = Some dir }
 
     let summarize (metric: string) (against: string option) (logX: bool) (s: Sweep) =
-        { s with Summaries = s.Summaries @ [ { Metric = metric; Against = against; LogX = logX } ] }
+        { s with Summaries = s.Summaries @ [ { Metric = metric; Against = against; LogX = logX; PairedWith = None } ] }
+
+    /// The metric of each group minus that of `baseline` (an arm) with the same seed: mean ± 95% CI of the differences.
+    let paired (metric: string) (baseline: string) (s: Sweep) =
+        { s with Summaries = s.Summaries @ [ { Metric = metric; Against = None; LogX = false; PairedWith = Some baseline } ] }
 
     /// Every trial: for each arm, the product of its axes' levels, times the seeds. Paths become absolute (relative
     /// to the working directory).
@@ -169,6 +176,10 @@ module Sweep =
         match s.Arms |> List.countBy (fun a -> a.Name) |> List.filter (fun (_, n) -> n > 1) with
         | (dup, _) :: _ -> invalidArg "Arms" (sprintf "two arms are named '%s'" dup)
         | [] -> ()
+        for summary in s.Summaries do
+            match summary.PairedWith with
+            | Some b when not (s.Arms |> List.exists (fun a -> a.Name = b)) -> invalidArg "Summaries" (sprintf "Sweep.paired: no arm is named '%s'" b)
+            | _ -> ()
         let rec product (axes: Axis list) : (Axis * Level) list list =
             match axes with
             | [] -> [ [] ]

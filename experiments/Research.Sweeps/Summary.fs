@@ -77,11 +77,24 @@ let groups (store: Store) (trials: Trial list) (metric: string) : Group list =
                   | [ row ] -> match metricOf store (string row[0]) metric with Some v -> yield t.Spec.Seed, v | None -> ()
                   | _ -> () ] })
 
+/// Each group's values minus the baseline arm's value of the same seed (seeds missing on either side are left out);
+/// the baseline's own group is dropped. The baseline arm must have no axes (one group).
+let paired (baseline: string) (gs: Group list) : Group list =
+    match gs |> List.filter (fun g -> g.Arm = baseline) with
+    | [ b ] ->
+        let reference = Map.ofList b.Values
+        [ for g in gs do
+              if g.Arm <> baseline then
+                  yield { g with Values = [ for (seed, v) in g.Values do match reference.TryFind seed with Some r -> yield seed, v - r | None -> () ] } ]
+    | [] -> []
+    | _ -> invalidArg "baseline" (sprintf "the baseline arm '%s' has several groups (axes); pair with an arm without axes" baseline)
+
 /// The console table: a row per group, the metric's mean ± 95% CI and the number of seeds.
 let table (metric: string) (gs: Group list) =
     let w = max 24 (gs |> List.map (fun g -> g.Title.Length) |> List.fold max 0)
     let sb = Text.StringBuilder()
-    sb.AppendLine(sprintf "%-*s %5s  %-20s %8s" w "group" "seeds" (metric + ", mean ± 95% CI") "sd") |> ignore
+    sb.AppendLine(sprintf "%s: mean ± 95%% CI over seeds (Student t)" metric) |> ignore
+    sb.AppendLine(sprintf "%-*s %5s  %-20s %8s" w "group" "seeds" "mean ± 95% CI" "sd") |> ignore
     for g in gs do
         let mean, half, sd = meanCi (g.Values |> List.map snd |> Array.ofList)
         let ci = if Double.IsNaN half then f4 mean else sprintf "%s ± %s" (f4 mean) (f4 half)

@@ -44,6 +44,7 @@ let main argv =
             FisherTests.tests
             PluginHostTests.tests
             ReadmeTests.tests
+            SweepTests.tests
         ]
     let config = { defaultConfig with printer = printer defaultConfig.printer }
     // Plain output (no colours, no spinner) so logs and CI read cleanly and the last line is exact.

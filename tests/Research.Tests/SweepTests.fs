@@ -1,0 +1,362 @@
+/// Sweeps: what a script describes, trial identity, intervals, and whole sweeps through the local executor and a real
+/// Slurm cluster (scripts/slurm-local.sh), including a driver and a trial killed midway.
+module Research.Tests.SweepTests
+
+open System
+open System.Diagnostics
+open System.IO
+open Expecto
+open FsCheck
+open Microsoft.Data.Sqlite
+open Research.Core.Config
+open Research.Core.Plugins
+open Research.Sweeps
+open Research.Tests.TestSupport
+
+let private host = lazy (PluginHost.Load([]))
+
+/// The identity of a config file with overrides, as the driver computes it.
+let private identity (file: string) (overrides: string list) =
+    Identity.sha256 (Identity.canonicalConfig host.Value "study" (ConfigLoader.Load(file, overrides)))
+
+/// A quick study on synthetic clusters (split-task, 5 tasks): about a second per trial, most of it start-up.
+let private studyConfig (dir: string) (epochs: int) =
+    let path = Path.Combine(dir, "study.toml")
+    File.WriteAllText(path, sprintf """
+[run]
+name = "study"
+seed = 5
+[data]
+dataset = "synthetic"
+synthetic_samples = 600
+synthetic_features = 16
+synthetic_classes = 10
+batch_size = 20
+[model]
+hidden = [32]
+[optimizer]
+lr = 0.01
+[train]
+epochs = %d
+[study]
+benchmark = "split-task"
+tasks = 2
+""" epochs)
+    path
+
+/// A study that runs for a few seconds (permuted synthetic clusters, 2 tasks × 200 epochs of 100 steps), to be
+/// interrupted midway.
+let private slowStudyConfig (dir: string) =
+    let path = Path.Combine(dir, "study.toml")
+    File.WriteAllLines(path, [|
+        "[run]"
+        "name = \"study\""
+        "seed = 5"
+        "[data]"
+        "dataset = \"synthetic\""
+        "synthetic_samples = 2000"
+        "synthetic_features = 16"
+        "synthetic_classes = 10"
+        "batch_size = 20"
+        "[model]"
+        "hidden = [256]"
+        "[optimizer]"
+        "lr = 0.01"
+        "[train]"
+        "epochs = 200"
+        "[study]"
+        "benchmark = \"permuted\""
+        "tasks = 2"
+    |])
+    path
+
+/// A sweep script in DIR: arms "ft" and "ewc" (λ axis), with the given seeds, referencing the built library.
+let private script (dir: string) (name: string) (lambdas: float list) (seeds: int list) (extra: string) =
+    let path = Path.Combine(dir, "sweep.fsx")
+    File.WriteAllText(path, sprintf """
+#r "%s"
+open Research.Sweeps
+let sweep =
+    Sweep.create "%s" Study
+    |> Sweep.seeds %A
+    |> Sweep.output "out"
+    |> Sweep.arm (Arm.create "ft" "study.toml")
+    |> Sweep.arm (Arm.create "ewc" "study.toml" |> Arm.regularizers [ [ "name", box "ewc"; "fisher", box "empirical" ] ] |> Arm.axis (Axis.grid "regularizers.0.lambda" %A))
+    %s
+exit (Sweep.run fsi.CommandLineArgs sweep)
+""" (Path.Combine(binDir, "Research.Sweeps.dll").Replace("\\", "/")) name seeds lambdas extra)
+    path
+
+let private query (db: string) (sql: string) =
+    use c = new SqliteConnection(sprintf "Data Source=%s;Pooling=false;Mode=ReadOnly" db)
+    c.Open()
+    use cmd = c.CreateCommand()
+    cmd.CommandText <- sql
+    use r = cmd.ExecuteReader()
+    [ while r.Read() do yield Array.init r.FieldCount (fun i -> if r.IsDBNull i then null else r.GetValue i) ]
+
+/// Per trial of the merged store: (state, attempts, finished runs, all runs).
+let private trialRuns (db: string) =
+    query db """
+        SELECT t.name, t.state, t.attempts,
+               (SELECT COUNT(*) FROM trial_runs x JOIN runs r ON r.id = x.run_id WHERE x.trial_id = t.id AND r.status = 'finished'),
+               (SELECT COUNT(*) FROM trial_runs x WHERE x.trial_id = t.id)
+        FROM trials t ORDER BY t.name"""
+    |> List.map (fun r -> string r[0], (string r[1], Convert.ToInt32 r[2], Convert.ToInt32 r[3], Convert.ToInt32 r[4]))
+    |> Map.ofList
+
+let private slurmRequired = Environment.GetEnvironmentVariable "RESEARCH_REQUIRE_SLURM" = "1"
+
+let private slurmUp () =
+    try
+        let r = runProcess "/" "sinfo" [ "-h"; "-o"; "%T" ]
+        r.ExitCode = 0 && r.Out.Trim() <> ""
+    with _ -> false
+
+let tests =
+    testList "sweeps" [
+        testList "description" [
+            test "a grid arm expands to levels × seeds, and every trial gets its seed and the level's override" {
+                let s =
+                    Sweep.create "g" Study
+                    |> Sweep.seeds [ 1; 2; 3 ]
+                    |> Sweep.arm (Arm.create "a" "x.toml" |> Arm.axis (Axis.grid "optimizer.lr" [ 0.1; 0.01 ]) |> Arm.axis (Axis.grid "train.epochs" [ 1; 2 ]))
+                    |> Sweep.arm (Arm.create "b" "x.toml")
+                    |> Sweep.expand
+                Expect.equal s.Trials.Length (2 * 2 * 3 + 3) "2 × 2 levels × 3 seeds, plus 3 seeds of the plain arm"
+                let t = s.Trials |> Array.find (fun t -> t.Arm = "a" && t.Seed = 2 && t.Labels = [| [| "optimizer.lr"; "0.01" |]; [| "train.epochs"; "2" |] |])
+                Expect.equal t.Overrides [| "optimizer.lr=0.01"; "train.epochs=2"; "run.seed=2" |] "overrides in axis order, then the seed"
+            }
+            test "zip pairs levels i with i; random draws the same values for the same seed and others for another" {
+                let z = Axis.zip "lr+warmup" [ Axis.grid "optimizer.lr" [ 0.1; 0.2 ]; Axis.grid "schedule.warmup_steps" [ 10; 20 ] ]
+                Expect.equal [ for l in z.Levels -> l.Overrides ] [ [ "optimizer.lr", "0.1"; "schedule.warmup_steps", "10" ]; [ "optimizer.lr", "0.2"; "schedule.warmup_steps", "20" ] ] "zipped"
+                let draw seed = [ for l in (Axis.random "optimizer.lr" 5 seed (Sample.logUniform 1e-4 1e-2)).Levels -> l.Number.Value ]
+                Expect.equal (draw 7) (draw 7) "same seed, same values"
+                Expect.notEqual (draw 7) (draw 8) "another seed, other values"
+                Expect.all (draw 7) (fun v -> v >= 1e-4 && v <= 1e-2) "inside the range"
+                Expect.throws (fun () -> Axis.zip "bad" [ Axis.grid "a" [ 1; 2 ]; Axis.grid "b" [ 1 ] ] |> ignore) "zipped axes of different lengths are refused"
+            }
+            test "TOML values: a float keeps its decimal point, strings are quoted, inline tables and arrays nest" {
+                Expect.equal (Toml.value (box 1.0)) "1.0" "1.0 stays a float"
+                Expect.equal (Toml.value (box 1e-5)) "1e-05" "exponent form"
+                Expect.equal (Toml.value (box "a\"b")) "\"a\\\"b\"" "escaped"
+                Expect.equal (Toml.value (box [ Toml.table [ "name", box "ewc"; "lambda", box 3 ] ])) "[{ name = \"ewc\", lambda = 3 }]" "array of inline tables"
+            }
+        ]
+        testList "identity" [
+            test "the identity ignores key order, the run's name, folder and threads, and plugin options left at their defaults" {
+                let dir = tempDir "identity"
+                let a = Path.Combine(dir, "a.toml")
+                let b = Path.Combine(dir, "b.toml")
+                File.WriteAllText(a, "[run]\nname = \"x\"\nseed = 1\n[optimizer]\nlr = 0.01\nname = \"adamw\"\n[[regularizers]]\nname = \"ewc\"\nlambda = 5.0\n")
+                File.WriteAllText(b, "[optimizer]\nname = \"adamw\"\nlr = 0.01\n[run]\nseed = 1\nname = \"y\"\nthreads = 2\noutput_dir = \"elsewhere\"\n[[regularizers]]\nlambda = 5.0\nname = \"ewc\"\nfisher = \"exact\"\n")
+                Expect.equal (identity a []) (identity b []) "same trial"
+                Expect.equal (identity a []).Length 64 "SHA-256 in hex"
+            }
+            test "any change to what a trial computes changes its identity: a λ, a seed, a default made explicit with another value" {
+                let dir = tempDir "identity"
+                let a = Path.Combine(dir, "a.toml")
+                File.WriteAllText(a, "[run]\nseed = 1\n[[regularizers]]\nname = \"ewc\"\nlambda = 5.0\n")
+                let base' = identity a []
+                for o in [ "regularizers.0.lambda=6.0"; "run.seed=2"; "regularizers.0.fisher=\"empirical\""; "train.epochs=7" ] do
+                    Expect.notEqual (identity a [ o ]) base' o
+            }
+        ]
+        testList "intervals" [
+            testProperty "the 95% half-width is t(0.975, n−1)·s/√n, so ±half around the mean holds the mean of any shifted copy shifted (tolerance 1e-9)" <|
+                fun (xs: NormalFloat list) (shift: NormalFloat) ->
+                    let xs = xs |> List.map (fun x -> float x % 1e6) |> Array.ofList
+                    xs.Length < 2 ||
+                    (let m, h, _ = Summary.meanCi xs
+                     let m2, h2, _ = Summary.meanCi (xs |> Array.map (fun x -> x + float shift % 1e6))
+                     abs (m2 - m - float shift % 1e6) <= 1e-9 * (1.0 + abs m2) && abs (h2 - h) <= 1e-6 * (1.0 + h))
+            test "three values 1, 2, 3: mean 2 and half-width t(0.975, 2) = 4.3027 times 1/√3 (tolerance 1e-9)" {
+                let m, h, sd = Summary.meanCi [| 1.0; 2.0; 3.0 |]
+                Expect.floatClose { absolute = 1e-12; relative = 0.0 } m 2.0 "mean"
+                Expect.floatClose { absolute = 1e-12; relative = 0.0 } sd 1.0 "sample sd (n − 1)"
+                // t quantile from the published table (4.302652729911275 to 15 digits).
+                Expect.floatClose { absolute = 1e-9; relative = 0.0 } h (4.302652729911275 / sqrt 3.0) "half-width"
+                let _, one, _ = Summary.meanCi [| 0.5 |]
+                Expect.isTrue (Double.IsNaN one) "one seed: no interval"
+            }
+        ]
+        testSequenced <| testList "end to end" [
+            test "a sweep through the local executor runs every trial once, merges their stores and writes the summary" {
+                let dir = tempDir "sweep-local"
+                studyConfig dir 2 |> ignore
+                let s = script dir "local" [ 1.0 ] [ 1; 2 ] """|> Sweep.summarize "average-accuracy" (Some "regularizers.0.lambda") false"""
+                let r = research dir [ "sweep"; s; "--executor"; "local"; "--parallel"; "2" ]
+                Expect.equal r.ExitCode 0 (sprintf "sweep ran\n%s\n%s" r.Out r.Err)
+                let db = Path.Combine(dir, "out", "run.sqlite")
+                let trials = trialRuns db
+                Expect.equal trials.Count 4 "2 arms × 2 seeds"
+                for KeyValue(name, (state, attempts, finished, runs)) in trials do
+                    Expect.equal (state, attempts, finished, runs) ("finished", 1, 1, 1) (sprintf "%s: finished once, one attempt, one run" name)
+                let executors = query db "SELECT DISTINCT executor FROM trials" |> List.map (fun r -> string r[0])
+                Expect.equal executors [ "local" ] "local executor"
+                let studies = query db "SELECT COUNT(DISTINCT run_id) FROM study_matrix" |> List.head
+                Expect.equal (Convert.ToInt32 studies[0]) 4 "each trial's study matrix is in the merged store"
+                let csv = File.ReadAllLines(Path.Combine(dir, "out", "summary", "average-accuracy.csv"))
+                Expect.equal csv.Length 3 "header, ft, ewc λ=1"
+                Expect.stringContains csv[0] "ci95_low" "interval columns"
+                Expect.isTrue (File.Exists(Path.Combine(dir, "out", "summary", "average-accuracy-vs-lambda.png"))) "plot"
+                // The merged store is a run store: `research runs list` reads it.
+                let listed = research dir [ "runs"; "list"; Path.Combine(dir, "out") ]
+                Expect.equal ((listed.Out.Split('\n') |> Array.filter (fun l -> l.Contains "finished")).Length) 4 "4 finished runs listed once each"
+                // A rerun finds everything finished and runs nothing.
+                let again = research dir [ "sweep"; s ]
+                Expect.equal again.ExitCode 0 again.Err
+                Expect.stringContains again.Out "4 finished before" "skips finished trials"
+                Expect.equal (trialRuns db) trials "nothing ran again"
+            }
+            test "a failed trial keeps its exit code and log, does not stop the others, and reruns only with --retry-failed" {
+                let dir = tempDir "sweep-failed"
+                studyConfig dir 1 |> ignore
+                // Data that is not there passes the config check but fails the trial when it starts (exit 2).
+                let s = script dir "failing" [ 1.0 ] [ 1 ] """|> Sweep.arm (Arm.create "nodata" "study.toml" |> Arm.set "data.dataset" "fashion-mnist" |> Arm.set "data.path" "/nonexistent")"""
+                let r = research dir [ "sweep"; s; "--parallel"; "1" ]
+                Expect.equal r.ExitCode 1 (sprintf "a failed trial fails the sweep\n%s\n%s" r.Out r.Err)
+                let db = Path.Combine(dir, "out", "run.sqlite")
+                let failed = query db "SELECT name, exit_code, log FROM trials WHERE state = 'failed'"
+                Expect.equal (failed |> List.map (fun f -> string f[0])) [ "nodata-s1" ] "the trial without data failed"
+                Expect.equal (Convert.ToInt32 failed.Head[1]) 2 "its exit code (missing data)"
+                Expect.stringContains (File.ReadAllText(string failed.Head[2])) "/nonexistent" "its log says why"
+                Expect.equal (trialRuns db |> Map.filter (fun _ (s, _, _, _) -> s = "finished") |> Map.count) 2 "the others finished"
+                let again = research dir [ "sweep"; s ]
+                Expect.stringContains again.Out "1 failed before" "kept"
+                Expect.stringContains again.Out "0 to run" "not rerun"
+                let retry = research dir [ "sweep"; s; "--retry-failed" ]
+                Expect.equal retry.ExitCode 1 "fails again"
+                Expect.equal (query db "SELECT attempts FROM trials WHERE state = 'failed'" |> List.map (fun r -> Convert.ToInt32 r[0])) [ 2 ] "rerun once"
+            }
+            test "a config mistake in any trial names the trial, the file and the key, and runs nothing" {
+                let dir = tempDir "sweep-config"
+                studyConfig dir 1 |> ignore
+                let s = script dir "bad" [ 1.0; -1.0 ] [ 1 ] """|> Sweep.arm (Arm.create "typo" "study.toml" |> Arm.set "optimizer.lrr" 0.1)"""
+                let r = research dir [ "sweep"; s ]
+                Expect.equal r.ExitCode 2 r.Out
+                Expect.stringContains r.Err "trial typo-s1" "names the trial"
+                Expect.stringContains r.Err "lrr" "names the key"
+                Expect.stringContains r.Err "trial ewc--1-s1" "a plugin option out of range is caught before any trial runs"
+                Expect.stringContains r.Err "lambda" "names the option"
+                Expect.isFalse (Directory.Exists(Path.Combine(dir, "out"))) "nothing ran"
+            }
+            test "a sweep of 6 trials through the local Slurm cluster: one job array, every trial finished once in the merged store" {
+                if not (slurmUp ()) then
+                    if slurmRequired then failtest "RESEARCH_REQUIRE_SLURM=1 but no Slurm controller answers (scripts/slurm-local.sh start)"
+                    else skiptest "no Slurm here (scripts/slurm-local.sh start); CI requires it"
+                let dir = tempDir "sweep-slurm"
+                studyConfig dir 2 |> ignore
+                let s = script dir "slurm" [ 1.0; 10.0 ] [ 1; 2 ] ""
+                let r = research dir [ "sweep"; s; "--executor"; "slurm" ]
+                Expect.equal r.ExitCode 0 (sprintf "sweep ran\n%s\n%s" r.Out r.Err)
+                Expect.stringContains r.Out "submitted job array" "one array"
+                let db = Path.Combine(dir, "out", "run.sqlite")
+                let trials = trialRuns db
+                Expect.equal trials.Count 6 "ft × 2 seeds + ewc 2 λ × 2 seeds"
+                for KeyValue(name, v) in trials do
+                    Expect.equal v ("finished", 1, 1, 1) (sprintf "%s: finished once" name)
+                let jobs = query db "SELECT executor, job FROM trials"
+                Expect.all jobs (fun j -> string j[0] = "slurm" && Text.RegularExpressions.Regex.IsMatch(string j[1], @"^\d+_\d+$")) "each trial is an array task"
+                Expect.equal (jobs |> List.map (fun j -> (string j[1]).Split('_').[0]) |> List.distinct |> List.length) 1 "one job array"
+            }
+            test "Ctrl-C (SIGINT) on a Slurm sweep cancels its job array with scancel; a rerun runs the cancelled trials" {
+                if not (slurmUp ()) then
+                    if slurmRequired then failtest "RESEARCH_REQUIRE_SLURM=1 but no Slurm controller answers (scripts/slurm-local.sh start)"
+                    else skiptest "no Slurm here (scripts/slurm-local.sh start); CI requires it"
+                let dir = tempDir "sweep-cancel"
+                slowStudyConfig dir |> ignore
+                let s = script dir "cancel" [ 1.0 ] [ 1; 2 ] ""
+                let psi = ProcessStartInfo("dotnet", [ Path.Combine(binDir, "research.dll"); "sweep"; s; "--executor"; "slurm" ],
+                                           WorkingDirectory = dir, RedirectStandardOutput = true, RedirectStandardError = true)
+                use driver = Process.Start psi
+                let out = driver.StandardOutput.ReadToEndAsync()
+                let err = driver.StandardError.ReadToEndAsync()
+                let db = Path.Combine(dir, "out", "run.sqlite")
+                let deadline = DateTime.UtcNow.AddSeconds 60.0
+                let mutable running = false
+                while not running && DateTime.UtcNow < deadline do
+                    Threading.Thread.Sleep 200
+                    if File.Exists db then
+                        try running <- query db "SELECT 1 FROM trials WHERE state = 'running'" |> List.isEmpty |> not with _ -> ()
+                Expect.isTrue running "a trial runs"
+                let job = query db "SELECT job FROM trials WHERE job IS NOT NULL LIMIT 1" |> List.head |> fun r -> (string r[0]).Split('_').[0]
+                runProcess dir "kill" [ "-INT"; string driver.Id ] |> ignore
+                Expect.isTrue (driver.WaitForExit 30000) "the driver ends"
+                Expect.equal driver.ExitCode 130 (sprintf "cancelled\n%s\n%s" out.Result err.Result)
+                let active () = (runProcess dir "squeue" [ "-h"; "-r"; "-j"; job; "-t"; "PENDING,RUNNING,COMPLETING" ]).Out.Trim()
+                let until = DateTime.UtcNow.AddSeconds 20.0
+                while active () <> "" && DateTime.UtcNow < until do Threading.Thread.Sleep 500
+                Expect.equal (active ()) "" "no task of the array is left queued or running"
+                let states = query db "SELECT state FROM trials" |> List.map (fun r -> string r[0])
+                Expect.contains states "cancelled" "running trials are recorded cancelled"
+                let rerun = research dir [ "sweep"; s; "--executor"; "slurm" ]
+                Expect.equal rerun.ExitCode 0 (sprintf "rerun\n%s\n%s" rerun.Out rerun.Err)
+                for KeyValue(name, (state, _, finished, _)) in trialRuns db do
+                    Expect.equal (state, finished) ("finished", 1) (sprintf "%s: finished exactly once" name)
+            }
+            test "killing the driver and a running trial with SIGKILL, then rerunning, runs only the unfinished trials: each finishes exactly once" {
+                let dir = tempDir "sweep-kill"
+                slowStudyConfig dir |> ignore
+                let s = script dir "kill" [ 1.0 ] [ 1; 2; 3 ] ""
+                let psi = ProcessStartInfo("dotnet", [ Path.Combine(binDir, "research.dll"); "sweep"; s; "--parallel"; "2" ],
+                                           WorkingDirectory = dir, RedirectStandardOutput = true, RedirectStandardError = true)
+                use driver = Process.Start psi
+                let out = driver.StandardOutput.ReadToEndAsync()
+                let db = Path.Combine(dir, "out", "run.sqlite")
+                // Wait until trials have finished and others are running.
+                let deadline = DateTime.UtcNow.AddSeconds 120.0
+                let mutable ready = false
+                while not ready && DateTime.UtcNow < deadline do
+                    Threading.Thread.Sleep 200
+                    if File.Exists db then
+                        try
+                            let states = query db "SELECT state FROM trials" |> List.map (fun r -> string r[0])
+                            // The second wave: two trials finished, the next ones just started (seconds of their run ahead).
+                            ready <- (states |> List.filter ((=) "finished") |> List.length) >= 2 && List.contains "running" states
+                        with _ -> ()
+                Expect.isTrue ready "trials finished while others ran"
+                driver.Kill() // SIGKILL, the driver alone: its trials run on
+                driver.WaitForExit()
+                // SIGKILL one running trial's `research` process.
+                // The trial that started last: the one with the most of its run still ahead.
+                let victim = query db "SELECT id FROM trials WHERE state = 'running' ORDER BY updated_utc DESC LIMIT 1" |> List.head |> fun r -> string r[0]
+                let trialDir = Path.Combine(dir, "out", "trials", victim[..15])
+                // Midway: once the trial has recorded its run, not while its process starts.
+                let until = DateTime.UtcNow.AddSeconds 20.0
+                let started () =
+                    Directory.GetFiles(trialDir, "run.sqlite", SearchOption.AllDirectories)
+                    |> Array.exists (fun f -> try not (List.isEmpty (query f "SELECT 1 FROM runs")) with _ -> false)
+                while not (started ()) && DateTime.UtcNow < until do
+                    Threading.Thread.Sleep 100
+                let pids () =
+                    [ for p in Directory.GetDirectories "/proc" do
+                          match Int32.TryParse(Path.GetFileName p) with
+                          | true, pid ->
+                              let cmd = try File.ReadAllText(Path.Combine(p, "cmdline")) with _ -> ""
+                              if cmd.Contains("run.output_dir=\"" + trialDir) && not (cmd.StartsWith "/bin/bash") then yield pid
+                          | _ -> () ]
+                let pids = pids ()
+                Expect.isNonEmpty pids (sprintf "the running trial's process (trial %s)\n%s" trialDir (String.Join("\n", query db "SELECT name, state, pid, updated_utc FROM trials" |> List.map (fun r -> String.Join(" ", r)))))
+                for pid in pids do
+                    try Process.GetProcessById(pid).Kill() with _ -> ()
+                let finishedBefore = query db "SELECT COUNT(*) FROM trials WHERE state = 'finished'" |> List.head |> fun r -> Convert.ToInt32 r[0]
+                let rerun = research dir [ "sweep"; s; "--parallel"; "2" ]
+                Expect.equal rerun.ExitCode 0 (sprintf "rerun\n%s\n%s\nfirst driver:\n%s" rerun.Out rerun.Err out.Result)
+                // Trials the first driver saw finish, and any that finished on their own since, are skipped.
+                let skipped = Text.RegularExpressions.Regex.Match(rerun.Out, @"(\d+) finished before")
+                Expect.isTrue (skipped.Success && int skipped.Groups[1].Value >= finishedBefore) (sprintf "finished trials are skipped\n%s" rerun.Out)
+                let trials = trialRuns db
+                Expect.equal trials.Count 6 "ft + ewc × 3 seeds"
+                for KeyValue(name, (state, _, finished, _)) in trials do
+                    Expect.equal (state, finished) ("finished", 1) (sprintf "%s: finished exactly once" name)
+                let victimName = query db (sprintf "SELECT name FROM trials WHERE id = '%s'" victim) |> List.head |> fun r -> string r[0]
+                let state, attempts, _, runs = trials[victimName]
+                Expect.equal (attempts, runs) (2, 2) "the killed trial ran again: its killed run and its finished run are both in the store"
+                let killed = query db "SELECT status, pid FROM runs WHERE status = 'running'"
+                Expect.equal killed.Length 1 "the killed run is recorded (running, with a dead pid: `runs list` shows it killed)"
+                let untouched = trials |> Map.filter (fun n (_, a, _, _) -> n <> victimName && a <> 1)
+                Expect.isEmpty untouched "no other trial ran twice"
+            }
+        ]
+    ]

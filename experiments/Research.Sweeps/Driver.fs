@@ -101,6 +101,8 @@ let sweep (script: string) (executor: string) (parallelOpt: Nullable<int>) (retr
             | _, Some p when p < 1 -> fail [ sprintf "--parallel must be at least 1, not %d" p ]
             | "local", Some p when p * spec.Threads > cores ->
                 fail [ sprintf "--parallel %d × %d thread(s) per trial = %d exceeds the %d cores of this machine (lower --parallel or the sweep's threads)" p spec.Threads (p * spec.Threads) cores ]
+            | "local", _ when spec.Threads > cores ->
+                fail [ sprintf "the sweep asks %d threads per trial; this machine has %d cores" spec.Threads cores ]
             | "local", None -> Some(max 1 (cores / spec.Threads))
             | _, p -> p
         if executor = "slurm" && not (slurmAvailable ()) then
@@ -142,40 +144,47 @@ let sweep (script: string) (executor: string) (parallelOpt: Nullable<int>) (retr
         let adoptLocal = Collections.Generic.List<Attempt>()
         let adoptSlurm = Collections.Generic.List<Attempt>()
         let toRun = Collections.Generic.List<Trial>()
+        // Slurm is asked first, before any store is read: a task that ends in between is then still watched.
+        let slurmJobs = trials |> List.choose (fun t -> if t.Executor = "slurm" && not (isNull t.Job) && t.State <> "finished" then Some(t.Job.Split('_').[0]) else None) |> List.distinct
         let slurmStates =
-            lazy
-                (let jobs = trials |> List.choose (fun t -> if t.Executor = "slurm" && not (isNull t.Job) then Some(t.Job.Split('_').[0]) else None) |> List.distinct
-                 if jobs.IsEmpty then Map.empty
-                 else
-                     let code, out, _ = run "squeue" [ "-h"; "-r"; "-j"; String.Join(",", jobs); "-o"; "%i|%T" ]
-                     if code <> 0 then Map.empty
-                     else out.Split('\n', StringSplitOptions.RemoveEmptyEntries) |> Array.map (fun l -> let p = l.Split('|') in p[0], p[1]) |> Map.ofArray)
+            match squeueStates slurmJobs with
+            | Some states -> states
+            | None ->
+                fail [ sprintf "trials of this sweep were submitted to Slurm (jobs %s) and squeue cannot say whether they still run; rerun where Slurm answers"
+                           (String.Join(", ", slurmJobs)) ]
+        let slurmActive (t: Trial) =
+            t.Executor = "slurm" && not (isNull t.Job)
+            && (match slurmStates.TryFind t.Job with
+                | Some("COMPLETED" | "FAILED" | "CANCELLED" | "TIMEOUT" | "OUT_OF_MEMORY" | "NODE_FAIL" | "BOOT_FAIL" | "DEADLINE") | None -> false
+                | Some _ -> true)
+        let localAlive (t: Trial) = t.Executor = "local" && t.Pid.HasValue && t.Attempts > 0 && alive t.Pid.Value (attemptOf t (t.Attempts - 1)).Script
         let mutable skippedFailed = 0
         for t in trials do
             if t.State <> "finished" then
-                let runs = store.Merge t
-                if runs |> List.exists (fun (_, status) -> status = "finished") then
-                    t.State <- "finished"
-                    store.Save t
+                // Still running or queued (whatever the store says): watched, not resubmitted, its store left alone.
+                if slurmActive t then
+                    if executor = "slurm" then adoptSlurm.Add(attemptOf t (t.Attempts - 1))
+                    else printfn "trial %s is still in Slurm (job %s): not resubmitted" t.Name t.Job
+                elif localAlive t then
+                    if executor = "local" then adoptLocal.Add(attemptOf t (t.Attempts - 1))
+                    else printfn "trial %s is still running here (pid %d): not resubmitted" t.Name t.Pid.Value
                 else
+                    let runs = store.Merge t
                     let last = if t.Attempts > 0 then readExit (attemptOf t (t.Attempts - 1)) else None
-                    match t.State with
-                    | "queued" | "running" when last.IsSome && last.Value > 0 && last.Value < 128 ->
-                        // It failed after its driver died: a failure of its own, kept like any other.
-                        t.State <- "failed"
-                        t.ExitCode <- Nullable last.Value
-                        t.Log <- (attemptOf t (t.Attempts - 1)).Log
+                    if runs |> List.exists (fun (_, status) -> status = "finished") then
+                        t.State <- "finished"
                         store.Save t
-                        if retryFailed then toRun.Add t else skippedFailed <- skippedFailed + 1
-                    | "queued" | "running" when t.Executor = "slurm" && not (isNull t.Job) && slurmStates.Value.ContainsKey t.Job ->
-                        if executor = "slurm" then adoptSlurm.Add(attemptOf t (t.Attempts - 1))
-                        else printfn "trial %s is still in Slurm (job %s): not resubmitted" t.Name t.Job
-                    | "queued" | "running" when t.Executor = "local" && t.Pid.HasValue
-                                                && (let a = attemptOf t (t.Attempts - 1) in File.Exists(sprintf "/proc/%d/cmdline" t.Pid.Value) && File.ReadAllText(sprintf "/proc/%d/cmdline" t.Pid.Value).Contains a.Script) ->
-                        if executor = "local" then adoptLocal.Add(attemptOf t (t.Attempts - 1))
-                        else printfn "trial %s is still running here (pid %d): not resubmitted" t.Name t.Pid.Value
-                    | "failed" when not retryFailed -> skippedFailed <- skippedFailed + 1
-                    | _ -> toRun.Add t
+                    else
+                        match t.State, last with
+                        | ("queued" | "running"), Some c when c > 0 && c < 128 && c <> Busy ->
+                            // It failed after its driver died: a failure of its own, kept like any other.
+                            t.State <- "failed"
+                            t.ExitCode <- Nullable c
+                            t.Log <- (attemptOf t (t.Attempts - 1)).Log
+                            store.Save t
+                            if retryFailed then toRun.Add t else skippedFailed <- skippedFailed + 1
+                        | "failed", _ when not retryFailed -> skippedFailed <- skippedFailed + 1
+                        | _ -> toRun.Add t
         let finishedBefore = trials |> List.filter (fun t -> t.State = "finished") |> List.length
         printfn "sweep %s: %d trial(s) — %d finished before, %d still running from an earlier invocation, %d failed before (kept; --retry-failed reruns them), %d to run (%s%s)"
             spec.Name trials.Length finishedBefore (adoptLocal.Count + adoptSlurm.Count) skippedFailed toRun.Count executor
@@ -214,6 +223,17 @@ let sweep (script: string) (executor: string) (parallelOpt: Nullable<int>) (retr
                         finished <- finished + 1
                         store.Save t
                         report "finished" a ""
+                    | Exited 0 ->
+                        // Exit 0 but no finished run (yet) in its store: not a failure of the trial; it runs again
+                        // on the next invocation unless that one finds the run finished.
+                        t.State <- "killed"
+                        t.ExitCode <- Nullable 0
+                        store.Save t
+                        report "unclear" a (sprintf " exit 0 but no finished run in %s; the next invocation looks again" t.Dir)
+                    | Exited Busy ->
+                        t.State <- "killed"
+                        store.Save t
+                        report "busy" a " another attempt of this trial is still running (its lock is held); the next invocation takes its result"
                     | Exited c when c >= 128 ->
                         t.State <- "killed"
                         t.ExitCode <- Nullable c
@@ -256,7 +276,7 @@ let sweep (script: string) (executor: string) (parallelOpt: Nullable<int>) (retr
                   a ]
         match executor with
         | "slurm" ->
-            runSlurm spec.Name spec.Threads parallel (Path.Combine(dir, "slurm", DateTime.UtcNow.ToString "yyyyMMdd-HHmmss")) attempts (List.ofSeq adoptSlurm) events cancel.Token
+            runSlurm spec.Name spec.Threads parallel (Path.Combine(dir, "slurm", sprintf "%s-%d" (DateTime.UtcNow.ToString "yyyyMMdd-HHmmss") Environment.ProcessId)) attempts (List.ofSeq adoptSlurm) events cancel.Token
         | _ -> runLocal parallel.Value attempts (List.ofSeq adoptLocal) events cancel.Token
         if cancel.IsCancellationRequested then
             printfn "cancelled: %d/%d trial(s) finished; rerun the same command to continue" finished trials.Length
@@ -270,6 +290,9 @@ let sweep (script: string) (executor: string) (parallelOpt: Nullable<int>) (retr
     | SweepError lines ->
         for l in lines do eprintfn "error: %s" l
         2
+    | SubmitError message ->
+        eprintfn "error: %s" message
+        1
     | :? PluginException as e ->
         eprintfn "error: %s" e.Message
         2

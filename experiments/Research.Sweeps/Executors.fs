@@ -27,6 +27,10 @@ let researchCommand () =
     if Path.GetFileNameWithoutExtension self = "dotnet" then [ self; Path.Combine(AppContext.BaseDirectory, "research.dll") ]
     else [ self ]
 
+/// Exit code of an attempt that found its trial running already (the wrapper's lock is held).
+[<Literal>]
+let Busy = 75
+
 /// Writes `<trial dir>/attempt-<n>.sh`: run the trial with its overrides, its label, its folder and its threads; log
 /// to attempt-<n>.log; write the exit code to attempt-<n>.exit (via a rename, so a reader never sees half a file).
 let prepare (command: string) (threads: int) (plugins: string[]) (t: Trial) : Attempt =
@@ -46,6 +50,10 @@ let prepare (command: string) (threads: int) (plugins: string[]) (t: Trial) : At
         String.concat "\n"
             [ "#!/bin/bash"
               sprintf "# trial %s (%s), attempt %d" t.Id t.Name n
+              // One attempt of a trial at a time, whatever drivers think: an attempt whose trial is still running
+              // elsewhere (started by a driver that died before recording it) exits 75 and is left to that one.
+              "exec 9>>" + quote (Path.Combine(t.Dir, "lock"))
+              "flock -n 9 || exit 75"
               "cd " + quote Environment.CurrentDirectory
               (args |> List.map quote |> String.concat " ") + " > " + quote (file "log") + " 2>&1"
               "code=$?"
@@ -62,12 +70,15 @@ let readExit (a: Attempt) =
         | _ -> None
     else None
 
+/// sbatch refused the array.
+exception SubmitError of string
+
 /// Callbacks of the driver: attempts were handed to a scheduler (their job ids are known); an attempt started
 /// running; an attempt ended.
 type Events = { Submitted: Attempt list -> unit; Started: Attempt -> unit; Ended: Attempt -> Outcome -> unit }
 
-let private alive (pid: int) (script: string) =
-    // The pid must still be this trial's wrapper: pids are reused.
+/// Is this pid still the wrapper of this attempt? (Pids are reused: the command line must name its script.)
+let alive (pid: int) (script: string) =
     try File.ReadAllText(sprintf "/proc/%d/cmdline" pid).Contains script with _ -> false
 
 /// Local: at most `parallel` trials at a time (trials adopted from an earlier driver count), each a child process.
@@ -79,7 +90,8 @@ let runLocal (parallel: int) (attempts: Attempt list) (adopted: Attempt list) (e
     while (queue.Count > 0 || running.Count > 0 || watched.Count > 0) && not cancel.IsCancellationRequested do
         while queue.Count > 0 && running.Count + watched.Count < parallel do
             let a = queue.Dequeue()
-            let psi = ProcessStartInfo("/bin/bash", [ a.Script ])
+            // In a session of its own: a Ctrl-C in the terminal reaches the driver, which stops the trials itself.
+            let psi = ProcessStartInfo("setsid", [ "/bin/bash"; a.Script ])
             let p = Process.Start psi
             a.Trial.Pid <- Nullable p.Id
             a.Trial.Executor <- "local"
@@ -100,7 +112,9 @@ let runLocal (parallel: int) (attempts: Attempt list) (adopted: Attempt list) (e
         for (a, p) in running do
             (try p.Kill true with _ -> ())
             p.WaitForExit()
-            events.Ended a Cancelled
+            match readExit a with
+            | Some c -> events.Ended a (Exited c) // it ended before the cancel reached it
+            | None -> events.Ended a Cancelled
 
 /// Runs a command and returns (exit code, stdout, stderr).
 let run (file: string) (args: string list) =
@@ -117,6 +131,19 @@ let run (file: string) (args: string list) =
 let slurmAvailable () =
     let code, out, _ = run "sinfo" [ "-h"; "-o"; "%T" ]
     code = 0 && out.Trim() <> ""
+
+/// The state of every task of the given jobs (`123_4` → RUNNING), finished ones included while Slurm remembers them
+/// (MinJobAge); None when squeue fails.
+let squeueStates (jobs: string list) : Map<string, string> option =
+    if jobs.IsEmpty then Some Map.empty
+    else
+        let code, out, _ = run "squeue" [ "-h"; "-r"; "-t"; "all"; "-j"; String.Join(",", jobs); "-o"; "%i|%T" ]
+        if code <> 0 then None
+        else
+            out.Split('\n', StringSplitOptions.RemoveEmptyEntries)
+            |> Array.choose (fun l -> match l.Split('|') with [| id; state |] -> Some(id.Trim(), state.Trim()) | _ -> None)
+            |> Map.ofArray
+            |> Some
 
 /// Slurm: the attempts go in one job array (`--cpus-per-task` = threads; `%parallel` caps the running tasks when
 /// given). Progress by polling `squeue` (one line per array task, finished tasks included for MinJobAge); the exit
@@ -138,7 +165,7 @@ let runSlurm (sweepName: string) (threads: int) (parallel: int option) (submitDi
         let code, out, err =
             run "sbatch" [ "--parsable"; "--job-name=" + sweepName; "--array=" + range; sprintf "--cpus-per-task=%d" threads
                            "--output=" + Path.Combine(submitDir, "slurm-%A_%a.out"); "--chdir=" + Environment.CurrentDirectory; batch ]
-        if code <> 0 then failwithf "sbatch failed (exit %d): %s" code (err.Trim())
+        if code <> 0 then raise (SubmitError(sprintf "sbatch failed (exit %d): %s" code (err.Trim())))
         let job = out.Trim().Split(';').[0]
         attempts |> List.iteri (fun i a ->
             a.Trial.Job <- sprintf "%s_%d" job i
@@ -148,38 +175,47 @@ let runSlurm (sweepName: string) (threads: int) (parallel: int option) (submitDi
         events.Submitted attempts
         printfn "submitted job array %s: %d trial(s), %d cpu(s) each" job attempts.Length threads
     let jobs () = watched |> Seq.map (fun a -> a.Trial.Job.Split('_').[0]) |> Seq.distinct |> List.ofSeq
+    let terminal = set [ "COMPLETED"; "FAILED"; "CANCELLED"; "TIMEOUT"; "OUT_OF_MEMORY"; "NODE_FAIL"; "BOOT_FAIL"; "DEADLINE" ]
     let exitFromScontrol (job: string) =
         let _, out, _ = run "scontrol" [ "show"; "job"; job ]
         let m = Text.RegularExpressions.Regex.Match(out, @"ExitCode=(\d+):(\d+)")
         if m.Success then Some(if m.Groups[2].Value <> "0" then 128 + int m.Groups[2].Value else int m.Groups[1].Value) else None
+    let ended (a: Attempt) =
+        match readExit a |> Option.orElse (exitFromScontrol a.Trial.Job) with
+        | Some c -> events.Ended a (Exited c)
+        | None -> events.Ended a (Vanished "Slurm ended it without an exit code")
     while watched.Count > 0 && not cancel.IsCancellationRequested do
-        let states =
-            let code, out, _ = run "squeue" [ "-h"; "-r"; "-t"; "all"; "-j"; String.Join(",", jobs ()); "-o"; "%i|%T" ]
-            if code <> 0 then Map.empty
-            else
-                out.Split('\n', StringSplitOptions.RemoveEmptyEntries)
-                |> Array.map (fun l -> let p = l.Split('|') in p[0].Trim(), p[1].Trim())
-                |> Map.ofArray
-        for a in List.ofSeq watched do
-            match states.TryFind a.Trial.Job with
-            | Some("PENDING" | "CONFIGURING" | "REQUEUED" | "SUSPENDED") -> ()
-            | Some("RUNNING" | "COMPLETING") ->
-                if started.Add a.Trial.Id then events.Started a
-            | Some "CANCELLED" when readExit a = None ->
-                watched.Remove a |> ignore
-                events.Ended a Cancelled
-            | Some _ ->
-                // Ended: COMPLETED, FAILED, TIMEOUT, OUT_OF_MEMORY, NODE_FAIL, …
-                watched.Remove a |> ignore
-                match readExit a |> Option.orElse (exitFromScontrol a.Trial.Job) with
-                | Some c -> events.Ended a (Exited c)
-                | None -> events.Ended a (Vanished "Slurm ended it without an exit code")
-            | None ->
-                watched.Remove a |> ignore
-                match readExit a with
-                | Some c -> events.Ended a (Exited c)
-                | None -> events.Ended a (Vanished(sprintf "job %s is no longer known to Slurm" a.Trial.Job))
-        if watched.Count > 0 then Thread.Sleep 1000
+        // A failed squeue (a slow controller, a signal) says nothing about the tasks: skip this poll.
+        match squeueStates (jobs ()) with
+        | None -> ()
+        | Some states ->
+            for a in List.ofSeq watched do
+                match states.TryFind a.Trial.Job with
+                | Some state when terminal.Contains state ->
+                    watched.Remove a |> ignore
+                    if state = "CANCELLED" && readExit a = None then events.Ended a Cancelled else ended a
+                | Some("RUNNING" | "COMPLETING") ->
+                    if started.Add a.Trial.Id then events.Started a
+                | Some _ -> () // PENDING, CONFIGURING, REQUEUED, PREEMPTED, SUSPENDED, …: not over yet
+                | None ->
+                    // Gone from squeue (older than MinJobAge): its wrapper's file tells.
+                    watched.Remove a |> ignore
+                    match readExit a with
+                    | Some c -> events.Ended a (Exited c)
+                    | None -> events.Ended a (Vanished(sprintf "job %s is no longer known to Slurm" a.Trial.Job))
+        if watched.Count > 0 && not cancel.IsCancellationRequested then Thread.Sleep 1000
     if cancel.IsCancellationRequested && watched.Count > 0 then
-        run "scancel" (jobs ()) |> ignore
-        for a in watched do events.Ended a Cancelled
+        // Only this sweep's unfinished tasks, by task id; then wait until Slurm has let them go.
+        let tasks = [ for a in watched -> a.Trial.Job ]
+        let code, _, err = run "scancel" tasks
+        if code <> 0 then eprintfn "warning: scancel %s failed: %s" (String.Join(" ", tasks)) (err.Trim())
+        let until = DateTime.UtcNow.AddSeconds 30.0
+        let active () =
+            match squeueStates (jobs ()) with
+            | Some states -> tasks |> List.exists (fun t -> match states.TryFind t with Some s -> not (terminal.Contains s) | None -> false)
+            | None -> true
+        while active () && DateTime.UtcNow < until do Thread.Sleep 500
+        for a in watched do
+            match readExit a with
+            | Some c -> events.Ended a (Exited c) // it ended before the cancel reached it
+            | None -> events.Ended a Cancelled

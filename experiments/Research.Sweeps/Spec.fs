@@ -66,8 +66,12 @@ module Toml =
         | :? int64 as i -> string i
         | :? float as f ->
             // A float keeps a decimal point or exponent, so TOML reads it as a float and not an integer.
-            let r = f.ToString("R", CultureInfo.InvariantCulture)
-            if r.Contains '.' || r.Contains 'E' || r.Contains "Infinity" || r.Contains "NaN" then r.Replace("E", "e") else r + ".0"
+            if Double.IsNaN f then "nan"
+            elif Double.IsPositiveInfinity f then "inf"
+            elif Double.IsNegativeInfinity f then "-inf"
+            else
+                let r = f.ToString("R", CultureInfo.InvariantCulture)
+                if r.Contains '.' || r.Contains 'E' then r.Replace("E", "e") else r + ".0"
         | :? float32 as f -> value (float f)
         | :? Collections.IEnumerable as xs -> "[" + String.Join(", ", [ for x in xs -> value x ]) + "]"
         | _ -> invalidArg "v" (sprintf "no TOML form for %A (%s)" v (v.GetType().Name))

@@ -157,7 +157,7 @@ let plot (path: string) (sweep: string) (metric: string) (axis: string) (logX: b
         let c = next ()
         let mean, half, _ = meanCi (g.Values |> List.map snd |> Array.ofList)
         if not (Double.IsNaN half) then
-            let band = p.Add.HorizontalSpan(mean - half, mean + half)
+            let band = p.Add.VerticalSpan(mean - half, mean + half)
             band.FillStyle.Color <- c.WithAlpha 0.15
             band.LineStyle.Width <- 0.0f
         let line = p.Add.HorizontalLine(mean)

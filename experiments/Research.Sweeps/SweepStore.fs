@@ -63,6 +63,10 @@ type Store(path: string) =
     member _.Load(id: string, spec: TrialSpec, name: string, dir: string, canonical: string) : Trial =
         match query "SELECT state, attempts, exit_code, log, executor, job, pid FROM trials WHERE id = $id" [ "$id", box id ] with
         | [ r ] ->
+            // The script may have relabelled the trial since (its identity is what it computes, not its labels).
+            exec "UPDATE trials SET name = $name, arm = $arm, labels = $labels, numbers = $numbers WHERE id = $id"
+                [ "$name", box name; "$arm", box spec.Arm; "$labels", box (Text.Json.JsonSerializer.Serialize spec.Labels)
+                  "$numbers", box (Text.Json.JsonSerializer.Serialize spec.Numbers); "$id", box id ]
             { Id = id; Spec = spec; Name = name; Dir = dir; State = string r[0]; Attempts = Convert.ToInt32 r[1]
               ExitCode = (if isNull r[2] then Nullable() else Nullable(Convert.ToInt32 r[2]))
               Log = (match r[3] with null -> null | v -> string v); Executor = (match r[4] with null -> null | v -> string v)

@@ -260,6 +260,27 @@ let tests =
                 Expect.all jobs (fun j -> string j[0] = "slurm" && Text.RegularExpressions.Regex.IsMatch(string j[1], @"^\d+_\d+$")) "each trial is an array task"
                 Expect.equal (jobs |> List.map (fun j -> (string j[1]).Split('_').[0]) |> List.distinct |> List.length) 1 "one job array"
             }
+            test "two attempts of one trial never run at once: the second finds the trial's lock held and exits 75" {
+                let dir = tempDir "sweep-lock"
+                let config = slowStudyConfig dir
+                let spec = { Arm = "a"; Labels = [||]; Numbers = [||]; Seed = 1; Config = config; Overrides = [| "run.seed=1"; "train.epochs=40" |] }
+                let trial : SweepStore.Trial =
+                    { Id = "0123456789abcdef"; Spec = spec; Name = "a-s1"; Dir = Path.Combine(dir, "trial"); State = "pending"; Attempts = 0
+                      ExitCode = Nullable(); Log = null; Executor = null; Job = null; Pid = Nullable() }
+                let first = Executors.prepare "study" 1 [||] trial
+                trial.Attempts <- 1
+                let second = Executors.prepare "study" 1 [||] trial
+                use a = Process.Start("/bin/bash", [ first.Script ])
+                let until = DateTime.UtcNow.AddSeconds 20.0
+                while not (File.Exists first.Log) && DateTime.UtcNow < until do Threading.Thread.Sleep 50
+                use b = Process.Start("/bin/bash", [ second.Script ])
+                b.WaitForExit()
+                a.WaitForExit()
+                Expect.equal b.ExitCode Executors.Busy "the second attempt stood aside"
+                Expect.equal a.ExitCode 0 (sprintf "the first ran to the end: %s" (File.ReadAllText first.Log))
+                Expect.equal (Executors.readExit first) (Some 0) "the first wrote its exit code"
+                Expect.isFalse (File.Exists second.Log) "the second never started research"
+            }
             test "Ctrl-C (SIGINT) on a Slurm sweep cancels its job array with scancel; a rerun runs the cancelled trials" {
                 if not (slurmUp ()) then
                     if slurmRequired then failtest "RESEARCH_REQUIRE_SLURM=1 but no Slurm controller answers (scripts/slurm-local.sh start)"

@@ -105,6 +105,23 @@ let private trialRuns (db: string) =
     |> List.map (fun r -> string r[0], (string r[1], Convert.ToInt32 r[2], Convert.ToInt32 r[3], Convert.ToInt32 r[4]))
     |> Map.ofList
 
+/// Starts `research sweep ARGS` in DIR without waiting; both streams are read in the background.
+let private startSweep (dir: string) (args: string list) =
+    let psi = ProcessStartInfo("dotnet", Path.Combine(binDir, "research.dll") :: "sweep" :: args,
+                               WorkingDirectory = dir, RedirectStandardOutput = true, RedirectStandardError = true)
+    let p = Process.Start psi
+    p, p.StandardOutput.ReadToEndAsync(), p.StandardError.ReadToEndAsync()
+
+/// Polls the sweep store until its trials' states satisfy `ready`; false when `seconds` ran out first.
+let private waitForStates (db: string) (seconds: float) (ready: string list -> bool) =
+    let deadline = DateTime.UtcNow.AddSeconds seconds
+    let mutable ok = false
+    while not ok && DateTime.UtcNow < deadline do
+        Threading.Thread.Sleep 200
+        if File.Exists db then
+            try ok <- ready (query db "SELECT state FROM trials" |> List.map (fun r -> string r[0])) with _ -> ()
+    ok
+
 let private slurmRequired = Environment.GetEnvironmentVariable "RESEARCH_REQUIRE_SLURM" = "1"
 
 let private slurmUp () =
@@ -163,13 +180,16 @@ let tests =
             }
         ]
         testList "intervals" [
-            testProperty "the 95% half-width is t(0.975, n−1)·s/√n, so ±half around the mean holds the mean of any shifted copy shifted (tolerance 1e-9)" <|
-                fun (xs: NormalFloat list) (shift: NormalFloat) ->
+            // Rounding of a·x + b is of the order of ulp(max |a·x + b|); t ≤ 12.7 magnifies it: the tolerance scales with it.
+            testPropertyWithConfig propConfig "mean ± CI is affine-equivariant: values a·x + b (a > 0) give mean a·m + b and half-width a·h (tolerance 1e-12·(1 + max |a·x + b|))" <|
+                fun (xs: NormalFloat list) (a: NormalFloat) (b: NormalFloat) ->
                     let xs = xs |> List.map (fun x -> float x % 1e6) |> Array.ofList
+                    let a, b = 0.5 + abs (float a % 100.0), float b % 1e6
                     xs.Length < 2 ||
                     (let m, h, _ = Summary.meanCi xs
-                     let m2, h2, _ = Summary.meanCi (xs |> Array.map (fun x -> x + float shift % 1e6))
-                     abs (m2 - m - float shift % 1e6) <= 1e-9 * (1.0 + abs m2) && abs (h2 - h) <= 1e-6 * (1.0 + h))
+                     let m2, h2, _ = Summary.meanCi (xs |> Array.map (fun x -> a * x + b))
+                     let tol = 1e-12 * (1.0 + (xs |> Array.map (fun x -> abs (a * x + b)) |> Array.max))
+                     abs (m2 - (a * m + b)) <= tol && abs (h2 - a * h) <= tol)
             test "three values 1, 2, 3: mean 2 and half-width t(0.975, 2) = 4.3027 times 1/√3 (tolerance 1e-9)" {
                 let m, h, sd = Summary.meanCi [| 1.0; 2.0; 3.0 |]
                 Expect.floatClose { absolute = 1e-12; relative = 0.0 } m 2.0 "mean"
@@ -288,18 +308,10 @@ let tests =
                 let dir = tempDir "sweep-cancel"
                 slowStudyConfig dir |> ignore
                 let s = script dir "cancel" [ 1.0 ] [ 1; 2 ] ""
-                let psi = ProcessStartInfo("dotnet", [ Path.Combine(binDir, "research.dll"); "sweep"; s; "--executor"; "slurm" ],
-                                           WorkingDirectory = dir, RedirectStandardOutput = true, RedirectStandardError = true)
-                use driver = Process.Start psi
-                let out = driver.StandardOutput.ReadToEndAsync()
-                let err = driver.StandardError.ReadToEndAsync()
+                let driver, out, err = startSweep dir [ s; "--executor"; "slurm" ]
+                use _driver = driver
                 let db = Path.Combine(dir, "out", "run.sqlite")
-                let deadline = DateTime.UtcNow.AddSeconds 60.0
-                let mutable running = false
-                while not running && DateTime.UtcNow < deadline do
-                    Threading.Thread.Sleep 200
-                    if File.Exists db then
-                        try running <- query db "SELECT 1 FROM trials WHERE state = 'running'" |> List.isEmpty |> not with _ -> ()
+                let running = waitForStates db 60.0 (List.contains "running")
                 Expect.isTrue running "a trial runs"
                 let job = query db "SELECT job FROM trials WHERE job IS NOT NULL LIMIT 1" |> List.head |> fun r -> (string r[0]).Split('_').[0]
                 runProcess dir "kill" [ "-INT"; string driver.Id ] |> ignore
@@ -320,22 +332,11 @@ let tests =
                 let dir = tempDir "sweep-kill"
                 slowStudyConfig dir |> ignore
                 let s = script dir "kill" [ 1.0 ] [ 1; 2; 3 ] ""
-                let psi = ProcessStartInfo("dotnet", [ Path.Combine(binDir, "research.dll"); "sweep"; s; "--parallel"; "2" ],
-                                           WorkingDirectory = dir, RedirectStandardOutput = true, RedirectStandardError = true)
-                use driver = Process.Start psi
-                let out = driver.StandardOutput.ReadToEndAsync()
+                let driver, out, _ = startSweep dir [ s; "--parallel"; "2" ]
+                use _driver = driver
                 let db = Path.Combine(dir, "out", "run.sqlite")
-                // Wait until trials have finished and others are running.
-                let deadline = DateTime.UtcNow.AddSeconds 120.0
-                let mutable ready = false
-                while not ready && DateTime.UtcNow < deadline do
-                    Threading.Thread.Sleep 200
-                    if File.Exists db then
-                        try
-                            let states = query db "SELECT state FROM trials" |> List.map (fun r -> string r[0])
-                            // The second wave: two trials finished, the next ones just started (seconds of their run ahead).
-                            ready <- (states |> List.filter ((=) "finished") |> List.length) >= 2 && List.contains "running" states
-                        with _ -> ()
+                // The second wave: two trials finished, the next ones just started (seconds of their run ahead).
+                let ready = waitForStates db 120.0 (fun states -> (states |> List.filter ((=) "finished") |> List.length) >= 2 && List.contains "running" states)
                 Expect.isTrue ready "trials finished while others ran"
                 driver.Kill() // SIGKILL, the driver alone: its trials run on
                 driver.WaitForExit()

@@ -51,7 +51,7 @@ let private print (fmt: Printf.TextWriterFormat<'T>) = printfn fmt
 
 /// Summaries of the given trials: a table per metric (printed and in summary.txt), its CSV, its plot, and for studies
 /// the mean accuracy matrix of each group.
-let summarize (name: string) (dir: string) (store: Store) (trials: Trial list) (summaries: SummarySpec list) =
+let summarize (name: string) (dir: string) (store: Store) (trials: Trial list) (summaries: SummarySpec list) (writeText: bool) =
     let summaries =
         if not summaries.IsEmpty then summaries
         else
@@ -84,10 +84,12 @@ let summarize (name: string) (dir: string) (store: Store) (trials: Trial list) (
         | Some axis -> printfn "(no plot against %s: no finished trial has a number on that axis)" axis
         | None -> ()
     written.AddRange(Summary.matrices outDir store trials)
-    File.WriteAllText(Path.Combine(outDir, "summary.txt"), text.ToString())
+    // The sweep's own summary (all of its summaries) is summary.txt; `research plot sweep` adds files beside it.
+    if writeText then
+        File.WriteAllText(Path.Combine(outDir, "summary.txt"), text.ToString())
+        written.Insert(0, Path.Combine(outDir, "summary.txt"))
     printfn ""
-    printfn "summary: %s" (Path.Combine(outDir, "summary.txt"))
-    for w in written do printfn "         %s" w
+    printfn "wrote %s" (String.Join("\n      ", written))
 
 /// The sweep: see the module comment. Returns the exit code: 0 when every trial finished, 1 when some did not,
 /// 2 for a mistake (script, options, a trial's config, no Slurm).
@@ -284,7 +286,7 @@ let sweep (script: string) (executor: string) (parallelOpt: Nullable<int>) (retr
         else
             let counts = trials |> List.countBy (fun t -> t.State) |> List.map (fun (s, n) -> sprintf "%d %s" n s) |> String.concat ", "
             printfn "sweep %s: %s" spec.Name counts
-            summarize spec.Name dir store trials (List.ofArray spec.Summaries)
+            summarize spec.Name dir store trials (List.ofArray spec.Summaries) true
             if trials |> List.forall (fun t -> t.State = "finished") then 0 else 1
     with
     | SweepError lines ->
@@ -311,6 +313,11 @@ let summarizeFolder (dir: string) (metric: string) (against: string) (logX: bool
             2
         else
             let name = Path.GetFileName(Path.GetFullPath(dir).TrimEnd('/'))
-            let specs = if String.IsNullOrEmpty metric then [] else [ { Metric = metric; Against = Option.ofObj against; LogX = logX; PairedWith = None } ]
-            summarize name dir store trials specs
+            if String.IsNullOrEmpty metric then
+                // The sweep's own summaries, as its script asked for them (sweep.json is written at every invocation).
+                let saved = Path.Combine(dir, "sweep.json")
+                let specs = if File.Exists saved then List.ofArray (Text.Json.JsonSerializer.Deserialize<SweepSpec>(File.ReadAllText saved)).Summaries else []
+                summarize name dir store trials specs true
+            else
+                summarize name dir store trials [ { Metric = metric; Against = Option.ofObj against; LogX = logX; PairedWith = None } ] false
             0

@@ -328,6 +328,28 @@ let tests =
                 for KeyValue(name, (state, _, finished, _)) in trialRuns db do
                     Expect.equal (state, finished) ("finished", 1) (sprintf "%s: finished exactly once" name)
             }
+            test "a Slurm sweep whose driver is killed after submitting: the rerun watches the same array tasks and submits nothing" {
+                if not (slurmUp ()) then
+                    if slurmRequired then failtest "RESEARCH_REQUIRE_SLURM=1 but no Slurm controller answers (scripts/slurm-local.sh start)"
+                    else skiptest "no Slurm here (scripts/slurm-local.sh start); CI requires it"
+                let dir = tempDir "sweep-slurm-adopt"
+                slowStudyConfig dir |> ignore
+                let s = script dir "adopt" [ 1.0 ] [ 1; 2 ] ""
+                let driver, _, _ = startSweep dir [ s; "--executor"; "slurm" ]
+                use _driver = driver
+                let db = Path.Combine(dir, "out", "run.sqlite")
+                Expect.isTrue (waitForStates db 60.0 (List.contains "running")) "the array runs"
+                driver.Kill()
+                driver.WaitForExit()
+                let jobsBefore = query db "SELECT id, job FROM trials ORDER BY id" |> List.map (fun r -> string r[0], string r[1])
+                let rerun = research dir [ "sweep"; s; "--executor"; "slurm" ]
+                Expect.equal rerun.ExitCode 0 (sprintf "rerun\n%s\n%s" rerun.Out rerun.Err)
+                Expect.isFalse (rerun.Out.Contains "submitted job array") (sprintf "nothing resubmitted\n%s" rerun.Out)
+                Expect.stringContains rerun.Out "still running from an earlier invocation" "watched"
+                Expect.equal (query db "SELECT id, job FROM trials ORDER BY id" |> List.map (fun r -> string r[0], string r[1])) jobsBefore "the same array tasks"
+                for KeyValue(name, v) in trialRuns db do
+                    Expect.equal v ("finished", 1, 1, 1) (sprintf "%s: one attempt, finished once" name)
+            }
             test "killing the driver and a running trial with SIGKILL, then rerunning, runs only the unfinished trials: each finishes exactly once" {
                 let dir = tempDir "sweep-kill"
                 slowStudyConfig dir |> ignore

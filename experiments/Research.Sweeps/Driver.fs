@@ -23,7 +23,9 @@ let specFromScript (script: string) : SweepSpec =
     try
         let psi = Diagnostics.ProcessStartInfo("dotnet", [ "fsi"; "--quiet"; script ], RedirectStandardOutput = true, RedirectStandardError = true)
         psi.Environment[Sweep.SpecVariable] <- file
-        use p = Diagnostics.Process.Start psi
+        use p =
+            try Diagnostics.Process.Start psi
+            with :? ComponentModel.Win32Exception as e -> fail [ sprintf "cannot start `dotnet fsi` to read %s: %s" script e.Message ]
         let out = p.StandardOutput.ReadToEndAsync()
         let err = p.StandardError.ReadToEnd()
         p.WaitForExit()
@@ -137,6 +139,14 @@ let sweep (script: string) (executor: string) (parallelOpt: Nullable<int>) (retr
             eprintfn "warning: %d trial(s) have the same resolved config as an earlier one and run once" (identified.Length - unique.Length)
 
         Directory.CreateDirectory dir |> ignore
+        // One driver per sweep folder: a second one would start the same pending trials. The lock (flock, taken by
+        // FileShare.None) goes with the process, so a driver killed with SIGKILL does not leave it behind.
+        use _driverLock =
+            try new FileStream(Path.Combine(dir, "driver.lock"), FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None)
+            with :? IOException ->
+                let holder = try File.ReadAllText(Path.Combine(dir, "driver.pid")).Trim() with _ -> "?"
+                fail [ sprintf "another `research sweep` (pid %s) is driving %s; wait for it or stop it first" holder dir ]
+        File.WriteAllText(Path.Combine(dir, "driver.pid"), string Environment.ProcessId)
         File.WriteAllText(Path.Combine(dir, "sweep.json"), Text.Json.JsonSerializer.Serialize(spec, Text.Json.JsonSerializerOptions(WriteIndented = true)))
         use store = new Store(Path.Combine(dir, Research.Core.Tracking.RunStore.FileName))
         let trials = [ for (t, id, canonical) in unique -> store.Load(id, t, trialName t, Path.Combine(dir, "trials", id[..15]), canonical) ]
@@ -278,7 +288,7 @@ let sweep (script: string) (executor: string) (parallelOpt: Nullable<int>) (retr
                   a ]
         match executor with
         | "slurm" ->
-            runSlurm spec.Name spec.Threads parallel (Path.Combine(dir, "slurm", sprintf "%s-%d" (DateTime.UtcNow.ToString "yyyyMMdd-HHmmss") Environment.ProcessId)) attempts (List.ofSeq adoptSlurm) events cancel.Token
+            runSlurm spec.Name spec.Threads parallel (List.ofArray spec.Sbatch) (Path.Combine(dir, "slurm", sprintf "%s-%d" (DateTime.UtcNow.ToString "yyyyMMdd-HHmmss") Environment.ProcessId)) attempts (List.ofSeq adoptSlurm) events cancel.Token
         | _ -> runLocal parallel.Value attempts (List.ofSeq adoptLocal) events cancel.Token
         if cancel.IsCancellationRequested then
             printfn "cancelled: %d/%d trial(s) finished; rerun the same command to continue" finished trials.Length

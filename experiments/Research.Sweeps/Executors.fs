@@ -149,7 +149,7 @@ let squeueStates (jobs: string list) : Map<string, string> option =
 /// given). Progress by polling `squeue` (one line per array task, finished tasks included for MinJobAge); the exit
 /// code from the wrapper's file, else from `scontrol show job`. Adopted attempts are watched by their recorded job.
 /// On cancellation the arrays are cancelled with `scancel` and their unfinished trials reported cancelled.
-let runSlurm (sweepName: string) (threads: int) (parallel: int option) (submitDir: string) (attempts: Attempt list)
+let runSlurm (sweepName: string) (threads: int) (parallel: int option) (sbatchOptions: string list) (submitDir: string) (attempts: Attempt list)
              (adopted: Attempt list) (events: Events) (cancel: CancellationToken) =
     let watched = Collections.Generic.List<Attempt>(adopted)
     let started = Collections.Generic.HashSet<string>()
@@ -163,8 +163,10 @@ let runSlurm (sweepName: string) (threads: int) (parallel: int option) (submitDi
         File.WriteAllText(batch, sprintf "#!/bin/bash\nexec /bin/bash \"$(sed -n \"$((SLURM_ARRAY_TASK_ID + 1))p\" %s)\"\n" (quote listFile))
         let range = sprintf "0-%d%s" (attempts.Length - 1) (match parallel with Some p -> sprintf "%%%d" p | None -> "")
         let code, out, err =
-            run "sbatch" [ "--parsable"; "--job-name=" + sweepName; "--array=" + range; sprintf "--cpus-per-task=%d" threads
-                           "--output=" + Path.Combine(submitDir, "slurm-%A_%a.out"); "--chdir=" + Environment.CurrentDirectory; batch ]
+            run "sbatch" (
+                [ "--parsable"; "--job-name=" + sweepName; "--array=" + range; sprintf "--cpus-per-task=%d" threads
+                  "--output=" + Path.Combine(submitDir, "slurm-%A_%a.out"); "--chdir=" + Environment.CurrentDirectory ]
+                @ sbatchOptions @ [ batch ])
         if code <> 0 then raise (SubmitError(sprintf "sbatch failed (exit %d): %s" code (err.Trim())))
         let job = out.Trim().Split(';').[0]
         attempts |> List.iteri (fun i a ->

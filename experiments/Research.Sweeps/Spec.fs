@@ -46,7 +46,9 @@ type Sweep =
       Plugins: string list
       Summaries: SummarySpec list
       /// Where the sweep's store, trials and summaries go; default runs/sweeps/<name>.
-      OutputDir: string option }
+      OutputDir: string option
+      /// Extra `sbatch` options for the Slurm executor: partition, time limit, account, memory, …
+      Sbatch: string list }
 
 /// A TOML inline table, `{ name = "ewc", lambda = 30.0 }`: `Toml.table [ "name", box "ewc"; "lambda", box 30.0 ]`.
 type InlineTable = InlineTable of (string * obj) list
@@ -148,19 +150,22 @@ type SweepSpec =
       Command: string
       Threads: int
       Plugins: string[]
+      Sbatch: string[]
       OutputDir: string
       Summaries: SummarySpec[]
       Trials: TrialSpec[] }
 
 module Sweep =
     let create (name: string) (command: Command) =
-        { Name = name; Command = command; Arms = []; Seeds = [ 1 ]; Threads = 1; Plugins = []; Summaries = []; OutputDir = None }
+        { Name = name; Command = command; Arms = []; Seeds = [ 1 ]; Threads = 1; Plugins = []; Summaries = []; OutputDir = None; Sbatch = [] }
 
     let arm (a: Arm) (s: Sweep) = { s with Arms = s.Arms @ [ a ] }
     let seeds (xs: int list) (s: Sweep) = { s with Seeds = xs }
     let threads (n: int) (s: Sweep) = { s with Threads = n }
     let plugins (dir: string) (s: Sweep) = { s with Plugins = s.Plugins @ [ dir ] }
     let output (dir: string) (s: Sweep) = { s with OutputDir = Some dir }
+    /// `Sweep.sbatch [ "--partition=cpu"; "--time=02:00:00" ]`: passed to sbatch as they are.
+    let sbatch (options: string list) (s: Sweep) = { s with Sbatch = s.Sbatch @ options }
 
     let summarize (metric: string) (against: string option) (logX: bool) (s: Sweep) =
         { s with Summaries = s.Summaries @ [ { Metric = metric; Against = against; LogX = logX; PairedWith = None } ] }
@@ -204,6 +209,7 @@ module Sweep =
           Command = (match s.Command with Train -> "train" | Study -> "study")
           Threads = s.Threads
           Plugins = s.Plugins |> List.map Path.GetFullPath |> Array.ofList
+          Sbatch = Array.ofList s.Sbatch
           OutputDir = Path.GetFullPath(defaultArg s.OutputDir (Path.Combine("runs", "sweeps", s.Name)))
           Summaries = Array.ofList s.Summaries
           Trials = trials }
@@ -220,13 +226,17 @@ module Sweep =
         match Environment.GetEnvironmentVariable SpecVariable with
         | null
         | "" ->
-            let dir = Path.GetDirectoryName(typeof<Level>.Assembly.Location)
-            let psi = Diagnostics.ProcessStartInfo(Path.Combine(dir, "research"))
-            psi.ArgumentList.Add "sweep"
-            for a in argv do psi.ArgumentList.Add a
-            use p = Diagnostics.Process.Start psi
-            p.WaitForExit()
-            p.ExitCode
+            let research = Path.Combine(Path.GetDirectoryName(typeof<Level>.Assembly.Location), "research")
+            if not (File.Exists research) then
+                eprintfn "error: %s not found: build the command beside this library (./build.sh)" research
+                2
+            else
+                let psi = Diagnostics.ProcessStartInfo(research)
+                psi.ArgumentList.Add "sweep"
+                for a in argv do psi.ArgumentList.Add a
+                use p = Diagnostics.Process.Start psi
+                p.WaitForExit()
+                p.ExitCode
         | path ->
             File.WriteAllText(path, JsonSerializer.Serialize(spec, JsonSerializerOptions(WriteIndented = true)))
             0

@@ -261,13 +261,13 @@ let tests =
                 Expect.stringContains r.Err "lambda" "names the option"
                 Expect.isFalse (Directory.Exists(Path.Combine(dir, "out"))) "nothing ran"
             }
-            test "a sweep of 6 trials through the local Slurm cluster: one job array, every trial finished once in the merged store" {
+            test "a sweep of 6 trials through the local Slurm cluster: one job array with the sweep's sbatch options, every trial finished once in the merged store" {
                 if not (slurmUp ()) then
                     if slurmRequired then failtest "RESEARCH_REQUIRE_SLURM=1 but no Slurm controller answers (scripts/slurm-local.sh start)"
                     else skiptest "no Slurm here (scripts/slurm-local.sh start); CI requires it"
                 let dir = tempDir "sweep-slurm"
                 studyConfig dir 2 |> ignore
-                let s = script dir "slurm" [ 1.0; 10.0 ] [ 1; 2 ] ""
+                let s = script dir "slurm" [ 1.0; 10.0 ] [ 1; 2 ] """|> Sweep.sbatch [ "--time=00:10:00" ]"""
                 let r = research dir [ "sweep"; s; "--executor"; "slurm" ]
                 Expect.equal r.ExitCode 0 (sprintf "sweep ran\n%s\n%s" r.Out r.Err)
                 Expect.stringContains r.Out "submitted job array" "one array"
@@ -279,6 +279,22 @@ let tests =
                 let jobs = query db "SELECT executor, job FROM trials"
                 Expect.all jobs (fun j -> string j[0] = "slurm" && Text.RegularExpressions.Regex.IsMatch(string j[1], @"^\d+_\d+$")) "each trial is an array task"
                 Expect.equal (jobs |> List.map (fun j -> (string j[1]).Split('_').[0]) |> List.distinct |> List.length) 1 "one job array"
+                let shown = runProcess dir "scontrol" [ "show"; "job"; string jobs.Head[1] ]
+                Expect.stringContains shown.Out "TimeLimit=00:10:00" "the script's sbatch options reached sbatch"
+                Expect.stringContains shown.Out "NumCPUs=1" "--cpus-per-task = the sweep's threads"
+            }
+            test "a second driver on the same sweep folder is refused while the first runs, naming its pid" {
+                let dir = tempDir "sweep-two-drivers"
+                slowStudyConfig dir |> ignore
+                let s = script dir "two" [ 1.0 ] [ 1 ] ""
+                let first, _, _ = startSweep dir [ s; "--parallel"; "1" ]
+                use _first = first
+                Expect.isTrue (waitForStates (Path.Combine(dir, "out", "run.sqlite")) 60.0 (List.contains "running")) "the first runs"
+                let second = research dir [ "sweep"; s ]
+                Expect.equal second.ExitCode 2 second.Out
+                Expect.stringContains second.Err (sprintf "another `research sweep` (pid %d)" first.Id) "names the driver"
+                first.Kill true
+                first.WaitForExit()
             }
             test "two attempts of one trial never run at once: the second finds the trial's lock held and exits 75" {
                 let dir = tempDir "sweep-lock"
@@ -388,6 +404,7 @@ let tests =
                 let rerun = research dir [ "sweep"; s; "--parallel"; "2" ]
                 Expect.equal rerun.ExitCode 0 (sprintf "rerun\n%s\n%s\nfirst driver:\n%s" rerun.Out rerun.Err out.Result)
                 // Trials the first driver saw finish, and any that finished on their own since, are skipped.
+                Expect.isFalse (rerun.Out.Contains "another `research sweep`") "the killed driver's lock went with it"
                 let skipped = Text.RegularExpressions.Regex.Match(rerun.Out, @"(\d+) finished before")
                 Expect.isTrue (skipped.Success && int skipped.Groups[1].Value >= finishedBefore) (sprintf "finished trials are skipped\n%s" rerun.Out)
                 let trials = trialRuns db

@@ -86,6 +86,8 @@ let summarize (name: string) (dir: string) (store: Store) (trials: Trial list) (
         | Some axis -> printfn "(no plot against %s: no finished trial has a number on that axis)" axis
         | None -> ()
     written.AddRange(Summary.matrices outDir store trials)
+    Summary.curves (Path.Combine(outDir, "curves-train_loss.png")) (sprintf "%s: train_loss, mean over seeds" name) store trials "train_loss"
+    |> Option.iter written.Add
     // The sweep's own summary (all of its summaries) is summary.txt; `research plot sweep` adds files beside it.
     if writeText then
         File.WriteAllText(Path.Combine(outDir, "summary.txt"), text.ToString())

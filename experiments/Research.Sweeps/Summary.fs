@@ -198,3 +198,26 @@ let matrices (dir: string) (store: Store) (trials: Trial list) =
               let title = (String.concat " " (arm :: labels)) + sprintf ": test accuracy, mean of %d seed(s)" ts.Length
               Research.Core.Plotting.StudyPlot.WriteMatrix(path, title, mean)
               yield path ]
+
+/// A logged metric (train_loss) against the step, one line per group: the mean over its seeds at the steps all of
+/// them logged. None when no finished run logged it.
+let curves (path: string) (title: string) (store: Store) (trials: Trial list) (key: string) =
+    let lines =
+        [ for (arm, labels), ts in trials |> List.filter (fun t -> t.State = "finished") |> List.groupBy (fun t -> t.Spec.Arm, [ for l in t.Spec.Labels -> short l[0] + "=" + l[1] ]) do
+              let perSeed =
+                  ts
+                  |> List.map (fun t ->
+                      store.Query
+                          "SELECT m.step, m.value FROM metrics m JOIN trial_runs x ON x.run_id = m.run_id JOIN runs r ON r.id = m.run_id WHERE x.trial_id = $t AND r.status = 'finished' AND m.key = $k AND m.value IS NOT NULL ORDER BY m.step"
+                          [ "$t", box t.Id; "$k", box key ]
+                      |> List.map (fun r -> Convert.ToDouble r[0], Convert.ToDouble r[1])
+                      |> Map.ofList)
+                  |> List.filter (fun m -> not m.IsEmpty)
+              if not perSeed.IsEmpty then
+                  let steps = perSeed |> List.map (fun m -> set m.Keys) |> Set.intersectMany |> Set.toArray
+                  let mean = steps |> Array.map (fun s -> perSeed |> List.averageBy (fun m -> m[s]))
+                  yield String.concat " " (arm :: labels), steps, mean ]
+    if lines.IsEmpty then None
+    else
+        Research.Core.Plotting.StudyPlot.WriteCurves(path, title, key, [ for (l, s, v) in lines -> struct (l, s, v) ] |> ResizeArray)
+        Some path

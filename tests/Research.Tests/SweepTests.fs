@@ -219,7 +219,8 @@ let tests =
                 let csv = File.ReadAllLines(Path.Combine(dir, "out", "summary", "average-accuracy.csv"))
                 Expect.equal csv.Length 3 "header, ft, ewc λ=1"
                 Expect.stringContains csv[0] "ci95_low" "interval columns"
-                Expect.isTrue (File.Exists(Path.Combine(dir, "out", "summary", "average-accuracy-vs-lambda.png"))) "plot"
+                for plot in [ "average-accuracy-vs-lambda.png"; "curves-train_loss.png"; "matrix-ft.png"; "matrix-ewc-1.png" ] do
+                    Expect.isTrue (File.Exists(Path.Combine(dir, "out", "summary", plot))) plot
                 // The merged store is a run store: `research runs list` reads it.
                 let listed = research dir [ "runs"; "list"; Path.Combine(dir, "out") ]
                 Expect.equal ((listed.Out.Split('\n') |> Array.filter (fun l -> l.Contains "finished")).Length) 4 "4 finished runs listed once each"

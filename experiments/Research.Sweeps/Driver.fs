@@ -200,6 +200,16 @@ let sweep (script: string) (executor: string) (parallelOpt: Nullable<int>) (retr
                         | "failed", _ when not retryFailed -> skippedFailed <- skippedFailed + 1
                         | _ -> toRun.Add t
         let finishedBefore = trials |> List.filter (fun t -> t.State = "finished") |> List.length
+        // A trial's identity is what it computes by its config, not the code that computes it: say when finished
+        // trials were run by other code than this (the README: a new output folder when results should change).
+        let current = Research.Core.Tracking.Provenance.CodeVersion()
+        let others =
+            store.Query "SELECT DISTINCT r.code_version FROM runs r JOIN trial_runs x ON x.run_id = r.id JOIN trials t ON t.id = x.trial_id WHERE t.state = 'finished' AND r.status = 'finished'" []
+            |> List.choose (fun r -> match r[0] with null -> None | v -> Some(string v))
+            |> List.filter (fun v -> v <> current)
+        if not others.IsEmpty then
+            eprintfn "warning: finished trials of this sweep were run by code %s; this is %s. They are kept; use --output DIR to run them again with this code."
+                (String.Join(", ", others)) current
         printfn "sweep %s: %d trial(s) — %d finished before, %d still running from an earlier invocation, %d failed before (kept; --retry-failed reruns them), %d to run (%s%s)"
             spec.Name trials.Length finishedBefore (adoptLocal.Count + adoptSlurm.Count) skippedFailed toRun.Count executor
             (match parallel with Some p -> sprintf ", %d at a time, %d thread(s) each" p spec.Threads | None -> sprintf ", %d thread(s) each" spec.Threads)

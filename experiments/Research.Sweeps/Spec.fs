@@ -107,7 +107,10 @@ module Axis =
     /// Log-uniform: `Axis.random "lr" "optimizer.lr" 4 7 (Sample.logUniform 1e-4 1e-2)`.
     let random (key: string) (count: int) (seed: int) (sample: Random -> 'T) : Axis =
         let rng = Random seed
-        grid key [ for _ in 1..count -> sample rng ]
+        let axis = grid key [ for _ in 1..count -> sample rng ]
+        // Summaries group by label: labels must stay distinct where 6 significant digits would merge two draws.
+        if axis.Levels |> List.distinctBy (fun l -> l.Label) |> List.length = count then axis
+        else { axis with Levels = [ for l in axis.Levels -> { l with Label = (List.head l.Overrides |> snd).Trim('"') } ] }
 
     /// Axes varied together, level i with level i (all of the same length): e.g. a learning rate with its warmup.
     let zip (name: string) (axes: Axis list) : Axis =

@@ -160,6 +160,20 @@ let tests =
                 Expect.equal (Toml.value (box [ Toml.table [ "name", box "ewc"; "lambda", box 3 ] ])) "[{ name = \"ewc\", lambda = 3 }]" "array of inline tables"
             }
         ]
+        test "the README's sweep script describes the 24 trials of the λ sweep (run under dotnet fsi as research sweep does)" {
+            let readme = File.ReadAllText(Path.Combine(repoRoot, "README.md"))
+            let block = Text.RegularExpressions.Regex.Match(readme, "```fsharp\n(// experiments/sweeps/ewc-lambda.fsx \\(abridged\\)\n.*?)```", Text.RegularExpressions.RegexOptions.Singleline)
+            Expect.isTrue block.Success "the README shows the λ sweep script"
+            let dir = tempDir "readme-sweep"
+            let script = Path.Combine(dir, "readme.fsx")
+            File.WriteAllText(script, block.Groups[1].Value.Replace("../../artifacts/bin/Research.Sweeps.dll", Path.Combine(binDir, "Research.Sweeps.dll")))
+            let spec = Path.Combine(dir, "spec.json")
+            let r = runProcessWith [ Sweep.SpecVariable, spec ] repoRoot "dotnet" [ "fsi"; "--quiet"; script ]
+            Expect.equal r.ExitCode 0 (r.Out + r.Err)
+            let s = Text.Json.JsonSerializer.Deserialize<SweepSpec>(File.ReadAllText spec)
+            Expect.equal s.Trials.Length 24 "(fine-tuning + joint + 6 λ) × 3 seeds"
+            Expect.all s.Trials (fun t -> File.Exists t.Config) "its configs exist"
+        }
         testList "identity" [
             test "the identity ignores key order, the run's name, folder and threads, and plugin options left at their defaults" {
                 let dir = tempDir "identity"

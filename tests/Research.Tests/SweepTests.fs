@@ -130,6 +130,12 @@ let private slurmUp () =
         r.ExitCode = 0 && r.Out.Trim() <> ""
     with _ -> false
 
+/// Skips a Slurm test where no Slurm answers, except under RESEARCH_REQUIRE_SLURM=1 (CI), where it fails.
+let private requireSlurm () =
+    if not (slurmUp ()) then
+        if slurmRequired then failtest "RESEARCH_REQUIRE_SLURM=1 but no Slurm controller answers (scripts/slurm-local.sh start)"
+        else skiptest "no Slurm here (scripts/slurm-local.sh start); CI requires it"
+
 let tests =
     testList "sweeps" [
         testList "description" [
@@ -277,9 +283,7 @@ let tests =
                 Expect.isFalse (Directory.Exists(Path.Combine(dir, "out"))) "nothing ran"
             }
             test "a sweep of 6 trials through the local Slurm cluster: one job array with the sweep's sbatch options, every trial finished once in the merged store" {
-                if not (slurmUp ()) then
-                    if slurmRequired then failtest "RESEARCH_REQUIRE_SLURM=1 but no Slurm controller answers (scripts/slurm-local.sh start)"
-                    else skiptest "no Slurm here (scripts/slurm-local.sh start); CI requires it"
+                requireSlurm ()
                 let dir = tempDir "sweep-slurm"
                 studyConfig dir 2 |> ignore
                 let s = script dir "slurm" [ 1.0; 10.0 ] [ 1; 2 ] """|> Sweep.sbatch [ "--time=00:10:00" ]"""
@@ -333,9 +337,7 @@ let tests =
                 Expect.isFalse (File.Exists second.Log) "the second never started research"
             }
             test "Ctrl-C (SIGINT) on a Slurm sweep cancels its job array with scancel; a rerun runs the cancelled trials" {
-                if not (slurmUp ()) then
-                    if slurmRequired then failtest "RESEARCH_REQUIRE_SLURM=1 but no Slurm controller answers (scripts/slurm-local.sh start)"
-                    else skiptest "no Slurm here (scripts/slurm-local.sh start); CI requires it"
+                requireSlurm ()
                 let dir = tempDir "sweep-cancel"
                 slowStudyConfig dir |> ignore
                 let s = script dir "cancel" [ 1.0 ] [ 1; 2 ] ""
@@ -360,9 +362,7 @@ let tests =
                     Expect.equal (state, finished) ("finished", 1) (sprintf "%s: finished exactly once" name)
             }
             test "a Slurm sweep whose driver is killed after submitting: the rerun watches the same array tasks and submits nothing" {
-                if not (slurmUp ()) then
-                    if slurmRequired then failtest "RESEARCH_REQUIRE_SLURM=1 but no Slurm controller answers (scripts/slurm-local.sh start)"
-                    else skiptest "no Slurm here (scripts/slurm-local.sh start); CI requires it"
+                requireSlurm ()
                 let dir = tempDir "sweep-slurm-adopt"
                 slowStudyConfig dir |> ignore
                 let s = script dir "adopt" [ 1.0 ] [ 1; 2 ] ""

@@ -49,8 +49,6 @@ let private attemptOf (t: Trial) (n: int) =
     let file ext = Path.Combine(t.Dir, sprintf "attempt-%d.%s" n ext)
     { Trial = t; Script = file "sh"; Log = file "log"; ExitFile = file "exit" }
 
-let private print (fmt: Printf.TextWriterFormat<'T>) = printfn fmt
-
 /// Summaries of the given trials: a table per metric (printed and in summary.txt), its CSV, its plot, and for studies
 /// the mean accuracy matrix of each group.
 let summarize (name: string) (dir: string) (store: Store) (trials: Trial list) (summaries: SummarySpec list) (writeText: bool) =
@@ -169,8 +167,8 @@ let sweep (script: string) (executor: string) (parallelOpt: Nullable<int>) (retr
         let slurmActive (t: Trial) =
             t.Executor = "slurm" && not (isNull t.Job)
             && (match slurmStates.TryFind t.Job with
-                | Some("COMPLETED" | "FAILED" | "CANCELLED" | "TIMEOUT" | "OUT_OF_MEMORY" | "NODE_FAIL" | "BOOT_FAIL" | "DEADLINE") | None -> false
-                | Some _ -> true)
+                | Some state -> not (terminal.Contains state)
+                | None -> false)
         let localAlive (t: Trial) = t.Executor = "local" && t.Pid.HasValue && t.Attempts > 0 && alive t.Pid.Value (attemptOf t (t.Attempts - 1)).Script
         let mutable skippedFailed = 0
         for t in trials do

@@ -132,6 +132,10 @@ let slurmAvailable () =
     let code, out, _ = run "sinfo" [ "-h"; "-o"; "%T" ]
     code = 0 && out.Trim() <> ""
 
+/// Slurm job states after which a task will not run again; any other state (PENDING, RUNNING, REQUEUED, PREEMPTED,
+/// SUSPENDED, …) means it is not over.
+let terminal = set [ "COMPLETED"; "FAILED"; "CANCELLED"; "TIMEOUT"; "OUT_OF_MEMORY"; "NODE_FAIL"; "BOOT_FAIL"; "DEADLINE" ]
+
 /// The state of every task of the given jobs (`123_4` → RUNNING), finished ones included while Slurm remembers them
 /// (MinJobAge); None when squeue fails.
 let squeueStates (jobs: string list) : Map<string, string> option =
@@ -177,7 +181,6 @@ let runSlurm (sweepName: string) (threads: int) (parallel: int option) (sbatchOp
         events.Submitted attempts
         printfn "submitted job array %s: %d trial(s), %d cpu(s) each" job attempts.Length threads
     let jobs () = watched |> Seq.map (fun a -> a.Trial.Job.Split('_').[0]) |> Seq.distinct |> List.ofSeq
-    let terminal = set [ "COMPLETED"; "FAILED"; "CANCELLED"; "TIMEOUT"; "OUT_OF_MEMORY"; "NODE_FAIL"; "BOOT_FAIL"; "DEADLINE" ]
     let exitFromScontrol (job: string) =
         let _, out, _ = run "scontrol" [ "show"; "job"; job ]
         let m = Text.RegularExpressions.Regex.Match(out, @"ExitCode=(\d+):(\d+)")

@@ -22,7 +22,7 @@ let rec private canonical (node: JsonNode) : JsonNode =
             sorted.Add(kv.Key, (if isNull kv.Value then null else canonical kv.Value))
         sorted :> JsonNode
     | :? JsonArray as a -> JsonArray([| for x in a -> if isNull x then null else canonical x |]) :> JsonNode
-    | v -> JsonNode.Parse(v.ToJsonString())
+    | v -> v.DeepClone()
 
 /// A bound option value as JSON, the way TOML spells it (enums in kebab case, as the binder reads them).
 let rec private optionJson (v: obj) : JsonNode =

@@ -5,41 +5,41 @@ module Research.Sweeps.Summary
 open System
 open System.Globalization
 open System.IO
-open MathNet.Numerics.Distributions
-open MathNet.Numerics.Statistics
+open Research.Core.Tracking
 open Research.Sweeps.SweepStore
 
-/// Mean and the half-width of its 95% interval: t₀.₉₇₅,ₙ₋₁ · s / √n (Student t, n − 1 degrees of freedom), the
-/// interval for the mean of normally distributed values with unknown variance. NaN half-width for a single value.
+/// Mean, 95% half-width and sd over seeds (RunResults.MeanCi, shared with `research runs compare`).
 let meanCi (xs: float[]) =
-    let mean = Statistics.Mean xs
-    if xs.Length < 2 then mean, nan, nan
-    else
-        let sd = Statistics.StandardDeviation xs
-        mean, StudentT.InvCDF(0.0, 1.0, float (xs.Length - 1), 0.975) * sd / sqrt (float xs.Length), sd
+    let struct (mean, half, sd) = RunResults.MeanCi xs
+    mean, half, sd
 
-/// A metric of a finished run: a study metric by name, or the last evaluation of a split as <split>_accuracy or
-/// <split>_loss (for a study: the average over the tasks after the last task), or the last value of a logged metric.
+/// A metric of a finished run: a study metric by name; <split>_accuracy or <split>_loss, the split's final value
+/// (RunResults.Final: for a study, the average over the tasks after the last task); or the last value of a logged metric.
 let metricOf (store: Store) (runId: string) (metric: string) : float option =
     let one sql args =
         match store.Query sql args with
         | [ r ] when not (isNull r[0]) -> Some(Convert.ToDouble r[0])
         | _ -> None
-    let study = one "SELECT value FROM study_values WHERE run_id = $r AND kind = 'metric' AND name = $n" [ "$r", box runId; "$n", box metric ]
-    let split =
+    let study () = one "SELECT value FROM study_values WHERE run_id = $r AND kind = 'metric' AND name = $n" [ "$r", box runId; "$n", box metric ]
+    let split () =
         let m = Text.RegularExpressions.Regex.Match(metric, "^(\\w+)_(accuracy|loss)$")
-        if not m.Success then None
-        else
-            let s, column = m.Groups[1].Value, m.Groups[2].Value
-            match one "SELECT MAX(after_task) FROM study_matrix WHERE run_id = $r" [ "$r", box runId ] with
-            | Some last ->
-                one (sprintf "SELECT AVG(%s) FROM study_matrix WHERE run_id = $r AND split = $s AND after_task = $t" column)
-                    [ "$r", box runId; "$s", box s; "$t", box (int64 last) ]
-            | None ->
-                one (sprintf "SELECT %s FROM evaluations WHERE run_id = $r AND split = $s ORDER BY step DESC, rowid DESC LIMIT 1" column)
-                    [ "$r", box runId; "$s", box s ]
+        if m.Success then Option.ofNullable (RunResults.Final(store.Runs, runId, m.Groups[1].Value, m.Groups[2].Value)) else None
     let logged () = one "SELECT value FROM metrics WHERE run_id = $r AND key = $k ORDER BY step DESC LIMIT 1" [ "$r", box runId; "$k", box metric ]
-    study |> Option.orElse split |> Option.orElseWith logged
+    study () |> Option.orElseWith split |> Option.orElseWith logged
+
+/// The finished run of a trial (the latest, should a trial have finished twice).
+let finishedRun (store: Store) (trial: Trial) : string option =
+    match store.Query
+              "SELECT r.id FROM runs r JOIN trial_runs x ON x.run_id = r.id WHERE x.trial_id = $t AND r.status = 'finished' ORDER BY r.ended_utc DESC LIMIT 1"
+              [ "$t", box trial.Id ] with
+    | [ row ] -> Some(string row[0])
+    | _ -> None
+
+/// The finished trials by group (arm and one level per axis: everything but the seed), in the order of the sweep.
+let byGroup (trials: Trial list) =
+    trials
+    |> List.filter (fun t -> t.State = "finished")
+    |> List.groupBy (fun t -> t.Spec.Arm, [ for l in t.Spec.Labels -> l[0], l[1] ])
 
 /// An axis as shown in tables: its last key segment (regularizers.0.lambda → lambda).
 let short (axis: string) = axis.Split('.') |> Array.last
@@ -59,23 +59,12 @@ let private r (x: float) = if Double.IsNaN x then "" else x.ToString("R", Cultur
 
 /// The finished run of each finished trial, grouped; trials in the order of the sweep.
 let groups (store: Store) (trials: Trial list) (metric: string) : Group list =
-    trials
-    |> List.filter (fun t -> t.State = "finished")
-    |> List.groupBy (fun t -> t.Spec.Arm, [ for l in t.Spec.Labels -> l[0], l[1] ])
-    |> List.map (fun ((arm, labels), ts) ->
-        let t0 = List.head ts
-        { Arm = arm
-          Labels = labels
-          Numbers = Map.ofList [ for (l, n) in Array.zip t0.Spec.Labels t0.Spec.Numbers do if n.HasValue then l[0], n.Value ]
-          Values =
-            [ for t in ts do
-                  let run =
-                      store.Query
-                          "SELECT r.id FROM runs r JOIN trial_runs x ON x.run_id = r.id WHERE x.trial_id = $t AND r.status = 'finished' ORDER BY r.ended_utc DESC LIMIT 1"
-                          [ "$t", box t.Id ]
-                  match run with
-                  | [ row ] -> match metricOf store (string row[0]) metric with Some v -> yield t.Spec.Seed, v | None -> ()
-                  | _ -> () ] })
+    [ for ((arm, labels), ts) in byGroup trials ->
+          let t0 = List.head ts
+          { Arm = arm
+            Labels = labels
+            Numbers = Map.ofList [ for (l, n) in Array.zip t0.Spec.Labels t0.Spec.Numbers do if n.HasValue then l[0], n.Value ]
+            Values = [ for t in ts do match finishedRun store t |> Option.bind (fun run -> metricOf store run metric) with Some v -> yield t.Spec.Seed, v | None -> () ] } ]
 
 /// Each group's values minus the baseline arm's value of the same seed (seeds missing on either side are left out);
 /// the baseline's own group is dropped. The baseline arm must have no axes (one group).
@@ -179,13 +168,11 @@ let plot (path: string) (sweep: string) (metric: string) (axis: string) (logX: b
 
 /// For study sweeps: each group's test-accuracy matrix averaged over its seeds, as a heatmap.
 let matrices (dir: string) (store: Store) (trials: Trial list) =
-    [ for (arm, labels), ts in trials |> List.filter (fun t -> t.State = "finished") |> List.groupBy (fun t -> t.Spec.Arm, [ for l in t.Spec.Labels -> l[1] ]) do
+    [ for (arm, labels), ts in byGroup trials do
           let cells =
               ts
-              |> List.collect (fun t ->
-                  store.Query
-                      "SELECT m.after_task, m.on_task, m.accuracy FROM study_matrix m JOIN trial_runs x ON x.run_id = m.run_id JOIN runs r ON r.id = m.run_id WHERE x.trial_id = $t AND r.status = 'finished' AND m.split = 'test'"
-                      [ "$t", box t.Id ])
+              |> List.choose (finishedRun store)
+              |> List.collect (fun run -> store.Query "SELECT after_task, on_task, accuracy FROM study_matrix WHERE run_id = $r AND split = 'test'" [ "$r", box run ])
           if not cells.IsEmpty then
               let n = (cells |> List.map (fun c -> Convert.ToInt32 c[0]) |> List.max) + 1
               let mean =
@@ -193,30 +180,29 @@ let matrices (dir: string) (store: Store) (trials: Trial list) =
                       Array.init n (fun j ->
                           let xs = cells |> List.filter (fun c -> Convert.ToInt32 c[0] = i && Convert.ToInt32 c[1] = j && not (isNull c[2]))
                           if xs.IsEmpty then nan else xs |> List.averageBy (fun c -> Convert.ToDouble c[2])))
-              let slug = String.concat "-" (arm :: labels) |> String.map (fun ch -> if Char.IsLetterOrDigit ch || ch = '.' || ch = '-' then ch else '_')
+              let levels = arm :: List.map snd labels
+              let slug = String.concat "-" levels |> String.map (fun ch -> if Char.IsLetterOrDigit ch || ch = '.' || ch = '-' then ch else '_')
               let path = Path.Combine(dir, sprintf "matrix-%s.png" slug)
-              let title = (String.concat " " (arm :: labels)) + sprintf ": test accuracy, mean of %d seed(s)" ts.Length
-              Research.Core.Plotting.StudyPlot.WriteMatrix(path, title, mean)
+              Research.Core.Plotting.StudyPlot.WriteMatrix(path, String.concat " " levels + sprintf ": test accuracy, mean of %d seed(s)" ts.Length, mean)
               yield path ]
 
 /// A logged metric (train_loss) against the step, one line per group: the mean over its seeds at the steps all of
 /// them logged. None when no finished run logged it.
 let curves (path: string) (title: string) (store: Store) (trials: Trial list) (key: string) =
     let lines =
-        [ for (arm, labels), ts in trials |> List.filter (fun t -> t.State = "finished") |> List.groupBy (fun t -> t.Spec.Arm, [ for l in t.Spec.Labels -> short l[0] + "=" + l[1] ]) do
+        [ for (arm, labels), ts in byGroup trials do
               let perSeed =
                   ts
-                  |> List.map (fun t ->
-                      store.Query
-                          "SELECT m.step, m.value FROM metrics m JOIN trial_runs x ON x.run_id = m.run_id JOIN runs r ON r.id = m.run_id WHERE x.trial_id = $t AND r.status = 'finished' AND m.key = $k AND m.value IS NOT NULL ORDER BY m.step"
-                          [ "$t", box t.Id; "$k", box key ]
+                  |> List.choose (finishedRun store)
+                  |> List.map (fun run ->
+                      store.Query "SELECT step, value FROM metrics WHERE run_id = $r AND key = $k AND value IS NOT NULL ORDER BY step" [ "$r", box run; "$k", box key ]
                       |> List.map (fun r -> Convert.ToDouble r[0], Convert.ToDouble r[1])
                       |> Map.ofList)
                   |> List.filter (fun m -> not m.IsEmpty)
               if not perSeed.IsEmpty then
                   let steps = perSeed |> List.map (fun m -> set m.Keys) |> Set.intersectMany |> Set.toArray
                   let mean = steps |> Array.map (fun s -> perSeed |> List.averageBy (fun m -> m[s]))
-                  yield String.concat " " (arm :: labels), steps, mean ]
+                  yield String.concat " " (arm :: [ for (a, l) in labels -> short a + "=" + l ]), steps, mean ]
     if lines.IsEmpty then None
     else
         Research.Core.Plotting.StudyPlot.WriteCurves(path, title, key, [ for (l, s, v) in lines -> struct (l, s, v) ] |> ResizeArray)

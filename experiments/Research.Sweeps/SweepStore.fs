@@ -4,7 +4,6 @@ module Research.Sweeps.SweepStore
 
 open System
 open System.IO
-open Microsoft.Data.Sqlite
 open Research.Core.Tracking
 
 /// pending: to run. queued/running: handed to an executor. finished: its run ended well. failed: the trial exited
@@ -26,23 +25,13 @@ type Trial =
 /// Run-store tables copied from a trial's store into the sweep's, keyed by run id.
 let private runTables = [ "runs", "id"; "metrics", "run_id"; "evaluations", "run_id"; "artifacts", "run_id"; "study_matrix", "run_id"; "study_values", "run_id" ]
 
+/// A run store with the sweep's tables besides (through RunStore.Execute and RunStore.Query).
 type Store(path: string) =
-    do (new RunStore(path)).Dispose() // creates (or migrates) the run-store tables
-    let db = new SqliteConnection(SqliteConnectionStringBuilder(DataSource = path, Pooling = false).ToString())
-    do db.Open()
+    let runs = new RunStore(path) // creates (or migrates) the run-store tables
 
-    let exec (sql: string) (args: (string * obj) list) =
-        use cmd = db.CreateCommand()
-        cmd.CommandText <- sql
-        for (n, v) in args do cmd.Parameters.AddWithValue(n, (if isNull v then box DBNull.Value else v)) |> ignore
-        cmd.ExecuteNonQuery() |> ignore
-
-    let query (sql: string) (args: (string * obj) list) =
-        use cmd = db.CreateCommand()
-        cmd.CommandText <- sql
-        for (n, v) in args do cmd.Parameters.AddWithValue(n, (if isNull v then box DBNull.Value else v)) |> ignore
-        use r = cmd.ExecuteReader()
-        [ while r.Read() do yield Array.init r.FieldCount (fun i -> if r.IsDBNull i then null else r.GetValue i) ]
+    let args (xs: (string * obj) list) = [| for (n, v) in xs -> struct (n, v) |]
+    let exec (sql: string) (xs: (string * obj) list) = runs.Execute(sql, args xs)
+    let query (sql: string) (xs: (string * obj) list) = runs.Query(sql, args xs) |> List.ofSeq
 
     do
         exec
@@ -56,8 +45,9 @@ type Store(path: string) =
             """
             []
 
-    member _.Path = path
     member _.Query sql args = query sql args
+    /// The store as a run store, for the readers shared with `research runs` (RunResults).
+    member _.Runs = runs
 
     /// The trial as recorded, or a new pending row.
     member _.Load(id: string, spec: TrialSpec, name: string, dir: string, canonical: string) : Trial =
@@ -144,4 +134,4 @@ type Store(path: string) =
         [ for file in stores do yield! mergeOne file ]
 
     interface IDisposable with
-        member _.Dispose() = db.Dispose()
+        member _.Dispose() = runs.Dispose()

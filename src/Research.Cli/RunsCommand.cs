@@ -109,16 +109,7 @@ static class RunsCommand
             foreach (var r in store.Query("SELECT id, name, seed, config_toml FROM runs WHERE status = 'finished'"))
             {
                 var id = (string)r[0]!;
-                double? Final(string split)
-                {
-                    var study = store.Query("SELECT MAX(after_task) FROM study_matrix WHERE run_id = $r", ("$r", id)).FirstOrDefault()?[0];
-                    if (study is long last)
-                        return store.Query("SELECT AVG(accuracy) FROM study_matrix WHERE run_id = $r AND split = $s AND after_task = $t",
-                            ("$r", id), ("$s", split), ("$t", last)).FirstOrDefault()?[0] as double?;
-                    return store.Query("SELECT accuracy FROM evaluations WHERE run_id = $r AND split = $s ORDER BY step DESC, rowid DESC LIMIT 1",
-                        ("$r", id), ("$s", split)).FirstOrDefault()?[0] as double?;
-                }
-                if (Final("val") is not { } val || Final("test") is not { } test) continue;
+                if (RunResults.Final(store, id, "val") is not { } val || RunResults.Final(store, id, "test") is not { } test) continue;
                 var key = WithoutSeed((string?)r[3] ?? "");
                 if (!groups.TryGetValue(key, out var list)) groups[key] = list = [];
                 list.Add(((string)r[1]!, (long)r[2]!, val, test));
@@ -143,14 +134,12 @@ static class RunsCommand
         return Tomlyn.TomlSerializer.Serialize(table);
     }
 
-    /// <summary>mean ± t₀.₉₇₅,ₙ₋₁ · s/√n; a single run has no interval.</summary>
+    /// <summary>mean ± t₀.₉₇₅,ₙ₋₁ · s/√n (<see cref="RunResults.MeanCi"/>); a single run has no interval.</summary>
     static string MeanCi(IReadOnlyList<double> xs)
     {
-        var mean = xs.Average();
-        if (xs.Count < 2) return mean.ToString("F4", CultureInfo.InvariantCulture) + "        ";
-        var sd = MathNet.Numerics.Statistics.Statistics.StandardDeviation(xs);
-        var half = MathNet.Numerics.Distributions.StudentT.InvCDF(0, 1, xs.Count - 1, 0.975) * sd / Math.Sqrt(xs.Count);
-        return $"{mean.ToString("F4", CultureInfo.InvariantCulture)} ± {half.ToString("F4", CultureInfo.InvariantCulture)}";
+        var (mean, half, _) = RunResults.MeanCi(xs);
+        var m = mean.ToString("F4", CultureInfo.InvariantCulture);
+        return double.IsNaN(half) ? m + "        " : $"{m} ± {half.ToString("F4", CultureInfo.InvariantCulture)}";
     }
 
     static string F(double? v) => v is { } x ? x.ToString("F4", CultureInfo.InvariantCulture) : "–";

@@ -48,6 +48,14 @@ public static class ConfigLoader
         var regularizers = new List<PluginChoice>();
         if (root.TryGetValue("regularizers", out var regs))
         {
+            // `regularizers = [{ name = "ewc", lambda = 30.0 }]`, an array of inline tables (the only form an override
+            // on the command line or in a sweep can write), means the same as [[regularizers]] tables; [] means none.
+            if (regs is TomlArray inline && inline.All(x => x is TomlTable))
+            {
+                var tables = new TomlTableArray();
+                foreach (var t in inline) tables.Add((TomlTable)t!);
+                root["regularizers"] = regs = tables;
+            }
             if (regs is TomlTableArray array)
                 for (int i = 0; i < array.Count; i++)
                     regularizers.Add(Choice(array[i], $"regularizers[{i}]", null, file, errors));
@@ -87,14 +95,6 @@ public static class ConfigLoader
         object value;
         try { value = TomlSerializer.Deserialize<TomlTable>("v = " + text)!["v"]; }
         catch (TomlException) { value = text; }
-        // An inline array of inline tables, `regularizers=[{name="ewc", lambda=30.0}]`, stands for [[regularizers]]
-        // tables (TOML has no inline form of an array of tables); an empty array clears them.
-        if (value is TomlArray array && array.All(x => x is TomlTable) && path.Length == 1 && path[0] == "regularizers")
-        {
-            var tables = new TomlTableArray();
-            foreach (var t in array) tables.Add((TomlTable)t!);
-            value = tables;
-        }
 
         object node = root;
         for (int i = 0; i < path.Length - 1; i++)

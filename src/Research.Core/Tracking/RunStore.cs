@@ -50,7 +50,8 @@ public sealed class RunStore : IDisposable
             if (!columns.Contains(column)) Execute($"ALTER TABLE runs ADD COLUMN {column} {type}");
     }
 
-    void Execute(string sql, params (string Name, object? Value)[] args)
+    /// <summary>Runs a statement (the sweep driver keeps its own tables in a sweep's store through it).</summary>
+    public void Execute(string sql, params (string Name, object? Value)[] args)
     {
         using var cmd = _db.CreateCommand();
         cmd.CommandText = sql;

@@ -15,10 +15,10 @@ let errorsOf (text: string) (overrides: string list) =
 
 let tests =
     testList "config" [
-        test "an array of inline tables, in the file or as an override, means the same as [[regularizers]] tables; [] means none" {
+        test "an array of inline tables, in the file or as an override, means the same as [[regularizers]] tables, indexed alike; [] means none" {
             let tables = ConfigLoader.Parse("[[regularizers]]\nname = \"ewc\"\nlambda = 3.0\n", "tables.toml")
             let inlineTables = ConfigLoader.Parse("regularizers = [{ name = \"ewc\", lambda = 3.0 }]\n", "inline.toml")
-            let overridden = ConfigLoader.Parse("[[regularizers]]\nname = \"l2\"\n", "o.toml", [ "regularizers=[{ name = \"ewc\", lambda = 3.0 }]" ])
+            let overridden = ConfigLoader.Parse("[[regularizers]]\nname = \"l2\"\n", "o.toml", [ "regularizers=[{ name = \"ewc\", lambda = 1.0 }]"; "regularizers.0.lambda=3.0" ])
             for c in [ tables; inlineTables; overridden ] do
                 Expect.equal [ for r in c.Regularizers -> r.Name, r.Options["lambda"] ] [ "ewc", box 3.0 ] c.File
             Expect.isEmpty (ConfigLoader.Parse("[[regularizers]]\nname = \"l2\"\n", "o.toml", [ "regularizers=[]" ])).Regularizers "cleared"

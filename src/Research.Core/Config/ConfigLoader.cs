@@ -105,6 +105,8 @@ public static class ConfigLoader
                 TomlTable t when t.TryGetValue(seg, out var next) => next,
                 TomlTable t => t[seg] = new TomlTable(),
                 TomlTableArray a when int.TryParse(seg, NumberStyles.None, CultureInfo.InvariantCulture, out var idx) && idx < a.Count => a[idx],
+                // An array of inline tables (regularizers = [{ … }]) is indexed the same way.
+                TomlArray a when int.TryParse(seg, NumberStyles.None, CultureInfo.InvariantCulture, out var idx) && idx < a.Count && a[idx] is TomlTable => a[idx]!,
                 _ => throw new ConfigException(file, string.Join('.', path[..(i + 1)]), "cannot be overridden: not a table"),
             };
         }

@@ -128,8 +128,8 @@ let sweep (script: string) (executor: string) (parallelOpt: Nullable<int>) (retr
                           | _ -> ()
                       check PluginRole.Schedule config.Schedule
                       for r in config.Regularizers do check PluginRole.Regularizer r
-                      let canonical = Identity.canonicalConfig host spec.Command config
-                      yield t, Identity.sha256 canonical, canonical
+                      let id, canonical = Identity.ofConfig host spec.Command config
+                      yield t, id, canonical
                   with
                   | :? ConfigException as e -> for err in e.Errors do errors.Add(sprintf "trial %s: %O" (trialName t) err)
                   | :? PluginException as e -> errors.Add(sprintf "trial %s: %s" (trialName t) e.Message) ]

@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Text;
+using Research.Core.Config;
 using Research.Core.Tracking;
 
 namespace Research.Cli;
@@ -96,7 +97,8 @@ static class RunsCommand
     }
 
     /// <summary>
-    /// Groups finished runs whose configs differ only in the seed (and name and output folder), and reports
+    /// Groups finished runs whose resolved configs differ only in the seed (and where they ran: name, output folder,
+    /// threads) — <see cref="ResolvedConfig.SeedGroup"/>, the run's identity without its seed — and reports
     /// per group the mean over seeds ± the 95% interval (Student t with n − 1 degrees of freedom, MathNet) of the
     /// final validation and test accuracy — for a study, the average accuracy over all tasks after the last.
     /// </summary>
@@ -106,11 +108,12 @@ static class RunsCommand
         foreach (var path in Stores(root))
         {
             using var store = new RunStore(path);
-            foreach (var r in store.Query("SELECT id, name, seed, config_toml FROM runs WHERE status = 'finished'"))
+            foreach (var r in store.Query("SELECT id, name, seed, resolved_json FROM runs WHERE status = 'finished'"))
             {
                 var id = (string)r[0]!;
                 if (RunResults.Final(store, id, "val") is not { } val || RunResults.Final(store, id, "test") is not { } test) continue;
-                var key = WithoutSeed((string?)r[3] ?? "");
+                // A run recorded without its resolved config is a group of its own.
+                var key = r[3] is string json ? ResolvedConfig.SeedGroupOfJson(json) : "run:" + id;
                 if (!groups.TryGetValue(key, out var list)) groups[key] = list = [];
                 list.Add(((string)r[1]!, (long)r[2]!, val, test));
             }
@@ -122,16 +125,6 @@ static class RunsCommand
             Console.WriteLine($"{label,-40} {g.Count,5}  {MeanCi(g.Select(x => x.Val).ToList()),16}  {MeanCi(g.Select(x => x.Test).ToList()),16}");
         }
         return 0;
-    }
-
-    /// <summary>The config as run (plugin options included) without the run's identity — seed, name, output folder:
-    /// runs that differ only in seed share it.</summary>
-    static string WithoutSeed(string configToml)
-    {
-        var table = Tomlyn.TomlSerializer.Deserialize<Tomlyn.Model.TomlTable>(configToml) ?? new Tomlyn.Model.TomlTable();
-        if (table.TryGetValue("run", out var run) && run is Tomlyn.Model.TomlTable r)
-            foreach (var key in new[] { "seed", "name", "output_dir" }) r.Remove(key);
-        return Tomlyn.TomlSerializer.Serialize(table);
     }
 
     /// <summary>mean ± t₀.₉₇₅,ₙ₋₁ · s/√n (<see cref="RunResults.MeanCi"/>); a single run has no interval.</summary>

@@ -32,6 +32,7 @@ let main argv =
             ForgettingMetricTests.tests
             OptimizerTests.tests
             ConfigTests.tests
+            ResolvedConfigTests.tests
             TrainingTests.tests
             TrainStepTests.tests
             MemoryTests.tests

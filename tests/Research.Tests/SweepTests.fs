@@ -17,7 +17,7 @@ let private host = lazy (PluginHost.Load([]))
 
 /// The identity of a config file with overrides, as the driver computes it.
 let private identity (file: string) (overrides: string list) =
-    Identity.sha256 (Identity.canonicalConfig host.Value "study" (ConfigLoader.Load(file, overrides)))
+    fst (Identity.ofConfig host.Value "study" (ConfigLoader.Load(file, overrides)))
 
 /// A quick study on synthetic clusters (split-task, 5 tasks): about a second per trial, most of it start-up.
 let private studyConfig (dir: string) (epochs: int) =

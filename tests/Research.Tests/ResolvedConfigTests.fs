@@ -1,0 +1,251 @@
+/// The canonical resolved config (ResolvedConfig): the one definition of "the same config" that resume, the run
+/// record, sweeps and `research runs compare` use. Real plugins (the built-in ones) bind the plugin tables.
+module Research.Tests.ResolvedConfigTests
+
+open System
+open System.IO
+open System.Text.Json.Nodes
+open Expecto
+open Research.Core.Config
+open Research.Core.Plugins
+open Research.Core.Tracking
+open Research.Tests.TestSupport
+
+let private host = lazy (PluginHost.Load([]))
+
+let private canonicalOf (command: string) (text: string) (overrides: string list) =
+    ResolvedConfig.Canonical(ConfigLoader.Parse(text, "c.toml", overrides), host.Value, command)
+
+let private identity (text: string) (overrides: string list) = ResolvedConfig.Identity(canonicalOf "train" text overrides)
+
+/// A config that sets something in every section, a schedule with options (an enum among them), and two regularizers
+/// (an int where a double is bound; an enum written in snake case).
+let private full = """
+[run]
+name = "full"
+seed = 7
+threads = 2
+output_dir = "out"
+[data]
+dataset = "synthetic"
+classes = [0, 1, 2]
+batch_size = 32
+validation_fraction = 0.2
+[model]
+hidden = [64, 32]
+reinit = ["head"]
+[optimizer]
+name = "sgd"
+lr = 0.05
+momentum = 0.9
+nesterov = true
+no_decay_patterns = ["embed"]
+[[optimizer.components]]
+name = "head"
+match = "^head\\."
+lr_scale = 10.0
+[[optimizer.components]]
+name = "body"
+match = "^layers\\."
+frozen = true
+[train]
+epochs = 3
+early_stopping_patience = 2
+[precision]
+mode = "fp16"
+growth_interval = 100
+[checkpoint]
+every = 50
+best_metric = "val_accuracy"
+best_mode = "max"
+[study]
+benchmark = "split-class"
+reset_optimizer = false
+[schedule]
+name = "warmup-stable-decay"
+warmup_steps = 10
+decay_shape = "cosine"
+[[regularizers]]
+name = "ewc"
+lambda = 30
+mode = "online"
+gamma = 0.9
+[[regularizers]]
+name = "l2-sp"
+anchor = "previous_task"
+"""
+
+/// `section.key=value` overrides that write out every value of a canonical config's table as TOML (JSON scalars and
+/// arrays of scalars are TOML literals too), for a table at `path`.
+let private assignments (path: string) (table: JsonObject) =
+    [ for KeyValue(key, value) in table do
+          if key <> "name" || not (path.StartsWith "schedule" || path.StartsWith "regularizers") then
+              yield sprintf "%s.%s=%s" path key (value.ToJsonString()) ]
+
+/// The node at a dotted path (`optimizer.components.0.lr`; numbers index arrays).
+let private at (root: JsonNode) (path: string) : JsonNode =
+    path.Split('.') |> Array.fold (fun (n: JsonNode) (k: string) -> match Int32.TryParse k with | true, i -> n.AsArray()[i] | _ -> n.AsObject()[k]) root
+
+let rec private keysSorted (node: JsonNode) =
+    match node with
+    | :? JsonObject as o ->
+        let keys = [ for kv in o -> kv.Key ]
+        keys = List.sortWith (fun a b -> String.CompareOrdinal(a, b)) keys && (o |> Seq.forall (fun kv -> isNull kv.Value || keysSorted kv.Value))
+    | :? JsonArray as a -> a |> Seq.forall (fun x -> isNull x || keysSorted x)
+    | _ -> true
+
+let tests =
+    testList "resolved config" [
+        test "the canonical config has the TOML keys (snake_case) of every section, the bound plugin tables and the command, keys sorted at every depth" {
+            let c = canonicalOf "study" full []
+            Expect.equal [ for kv in c -> kv.Key ]
+                [ "checkpoint"; "command"; "data"; "model"; "optimizer"; "precision"; "regularizers"; "run"; "schedule"; "study"; "train" ] "sections"
+            Expect.equal [ for kv in (at c "run").AsObject() -> kv.Key ] [ "name"; "output_dir"; "seed"; "threads" ] "[run]"
+            Expect.isTrue (keysSorted c) "sorted at every depth"
+            Expect.equal ((at c "command").GetValue<string>()) "study" "command"
+            Expect.equal ((at c "study.reset_optimizer").GetValue<bool>()) false "snake_case keys"
+            Expect.equal ((at c "study.tasks").GetValue<int64>()) 5L "defaults filled in"
+            Expect.equal ((at c "optimizer.components").AsArray().Count) 2 "components as an array of tables"
+            Expect.equal ((at c "optimizer.components.0.lr_scale").GetValue<float>()) 10.0 "a component's keys"
+            Expect.equal ((at c "optimizer.components.1.lr").GetValue<float>()) 0.0 "a component's defaults"
+            Expect.equal ((at c "schedule").ToJsonString()) """{"decay_fraction":0.1,"decay_shape":"cosine","min_lr_ratio":0,"name":"warmup-stable-decay","warmup_steps":10}""" "schedule bound, defaults filled in"
+            Expect.equal ((at c "regularizers.0").ToJsonString()) """{"fisher":"exact","gamma":0.9,"lambda":30,"mode":"online","name":"ewc"}""" "ewc bound"
+            Expect.equal ((at c "regularizers.1").ToJsonString()) """{"alpha":0.01,"anchor":"previous-task","name":"l2-sp"}""" "enum in kebab case"
+            Expect.equal ((at c "regularizers.0.lambda").GetValue<float>()) 30.0 "an int bound to a double is a double"
+        }
+        testProperty "a default written out and left out give the same canonical config and identity (any subset of every section's keys and plugin options)" <|
+            fun (seed: int) ->
+                let baseText = "[schedule]\nname = \"step\"\nstep_size = 10\n[[regularizers]]\nname = \"ewc\"\n[[regularizers]]\nname = \"l2-sp\"\n"
+                let defaults = canonicalOf "train" baseText []
+                let all =
+                    [ for KeyValue(section, table) in defaults do
+                          match section with
+                          | "command" -> ()
+                          | "regularizers" -> for i in 0 .. table.AsArray().Count - 1 do yield! assignments (sprintf "regularizers.%d" i) (table[i].AsObject())
+                          | _ -> yield! assignments section (table.AsObject()) ]
+                let rnd = Random seed
+                let chosen = all |> List.filter (fun _ -> rnd.Next 2 = 0)
+                let written = canonicalOf "train" baseText chosen
+                ResolvedConfig.Json written = ResolvedConfig.Json defaults && ResolvedConfig.Identity written = ResolvedConfig.Identity defaults
+        test "every default written out at once gives the same identity as none, for sections and plugin options" {
+            let baseText = "[[regularizers]]\nname = \"ewc\"\n"
+            let explicitText =
+                baseText + "lambda = 100.0\nmode = \"separate\"\ngamma = 1.0\nfisher = \"exact\"\n" +
+                "[optimizer]\nname = \"adamw\"\nlr = 0.001\nweight_decay = 0.01\ncomponents = []\n[schedule]\nname = \"constant\"\nwarmup_steps = 0\n" +
+                "[study]\nbenchmark = \"permuted\"\ntasks = 5\nreset_optimizer = true\n[data]\nclasses = []\npath = \"\"\n"
+            Expect.equal (identity explicitText []) (identity baseText []) "written out = left out"
+        }
+        test "an int where a double is bound (lambda = 100, lr = 1) gives the same identity as the double (100.0, 1.0)" {
+            Expect.equal (identity "[optimizer]\nlr = 1\n[[regularizers]]\nname = \"ewc\"\nlambda = 100\n" [])
+                         (identity "[optimizer]\nlr = 1.0\n[[regularizers]]\nname = \"ewc\"\nlambda = 100.0\n" []) "int = double"
+        }
+        test "an enum spelled in snake case (previous_task) or kebab case (previous-task) gives the same identity; a plugin option written with its default equals omitted" {
+            let reg extra = identity ("[[regularizers]]\nname = \"l2-sp\"\n" + extra) []
+            Expect.equal (reg "anchor = \"previous_task\"\n") (reg "anchor = \"previous-task\"\n") "snake = kebab"
+            Expect.equal (reg "anchor = \"initial\"\nalpha = 0.01\n") (reg "") "defaults written = omitted"
+            Expect.notEqual (reg "anchor = \"previous-task\"\n") (reg "") "another anchor"
+            let schedule extra = identity ("[schedule]\nname = \"warmup-stable-decay\"\n" + extra) []
+            Expect.equal (schedule "decay_shape = \"linear\"\n") (schedule "") "schedule enum default written = omitted"
+        }
+        testProperty "key order in the TOML does not change the identity (sections and the keys in each shuffled)" <|
+            fun (seed: int) ->
+                // Blocks: a header and its lines; [[…]] blocks keep their order (arrays keep theirs), [optimizer] keeps its components.
+                let blocks =
+                    full.Split("\n[") |> Array.filter (fun b -> b.Trim() <> "")
+                    |> Array.map (fun b -> let lines = b.Trim().Split('\n') in "[" + lines[0], List.ofArray lines[1..])
+                    |> List.ofArray
+                let units =
+                    blocks |> List.groupBy (fun (h, _) -> if h.StartsWith "[[regularizers" then "regularizers" elif h.Contains "optimizer" then "optimizer" else h)
+                let rnd = Random seed
+                let shuffle xs = xs |> List.sortBy (fun _ -> rnd.Next())
+                let text =
+                    [ for _, unit in shuffle units do
+                          for header, lines in unit do
+                              yield header
+                              yield! shuffle lines ]
+                    |> String.concat "\n"
+                identity text [] = identity full []
+        test "name, output_dir and threads do not change the identity; the seed changes it but not the seed group" {
+            let baseline = canonicalOf "train" full []
+            for o in [ "run.name=\"other\""; "run.output_dir=\"elsewhere\""; "run.threads=4" ] do
+                let c = canonicalOf "train" full [ o ]
+                Expect.equal (ResolvedConfig.Identity c) (ResolvedConfig.Identity baseline) o
+                Expect.equal (ResolvedConfig.SeedGroup c) (ResolvedConfig.SeedGroup baseline) o
+                Expect.notEqual (ResolvedConfig.Json c) (ResolvedConfig.Json baseline) (o + ": but the canonical config records it")
+            let reseeded = canonicalOf "train" full [ "run.seed=8" ]
+            Expect.notEqual (ResolvedConfig.Identity reseeded) (ResolvedConfig.Identity baseline) "another seed, another identity"
+            Expect.equal (ResolvedConfig.SeedGroup reseeded) (ResolvedConfig.SeedGroup baseline) "the same seed group"
+            Expect.notEqual (ResolvedConfig.SeedGroup (canonicalOf "train" full [ "optimizer.lr=0.06" ])) (ResolvedConfig.SeedGroup baseline) "another lr, another group"
+            Expect.equal (ResolvedConfig.WhereKeys |> List.ofSeq) [ "name"; "output_dir"; "threads" ] "WhereKeys"
+            Expect.equal (ResolvedConfig.Identity baseline).Length 64 "SHA-256 in hex"
+        }
+        test "another command (train vs study) changes the identity and the seed group" {
+            Expect.notEqual (ResolvedConfig.Identity (canonicalOf "train" full [])) (ResolvedConfig.Identity (canonicalOf "study" full [])) "identity"
+            Expect.notEqual (ResolvedConfig.SeedGroup (canonicalOf "train" full [])) (ResolvedConfig.SeedGroup (canonicalOf "study" full [])) "seed group"
+        }
+        test "what a run computes changes the identity: a section's value, a plugin option, the plugin, the order of the regularizers" {
+            let baseline = identity full []
+            for o in [ "optimizer.lr=0.06"; "optimizer.components.0.lr_scale=2.0"; "regularizers.0.lambda=31"; "regularizers.0.fisher=\"empirical\""
+                       "regularizers.1.anchor=\"initial\""; "schedule.warmup_steps=11"; "schedule.decay_shape=\"sqrt\""; "data.path=\"/data\""; "study.tasks=6" ] do
+                Expect.notEqual (identity full [ o ]) baseline o
+            Expect.notEqual (identity "[schedule]\nname = \"cosine\"\n" []) (identity "[schedule]\nname = \"linear\"\n" []) "another schedule"
+            Expect.notEqual (identity "[[regularizers]]\nname = \"l2\"\n[[regularizers]]\nname = \"l2-sp\"\n" [])
+                            (identity "[[regularizers]]\nname = \"l2-sp\"\n[[regularizers]]\nname = \"l2\"\n" []) "the order of the regularizers"
+        }
+        test "Toml(canonical) read back by ConfigLoader gives the same canonical config and identity (round trip), the command as a comment" {
+            let unknown = "[[regularizers]]\nname = \"not-a-plugin\"\nweight = 3\nscale = 2.0\nlist = [1.5, 2.0]\nwords = [\"a\", \"b\"]\n[regularizers.sub]\nx = \"y\"\n"
+            for command, text in [ "train", ""; "study", full; "train", full + "\n" + unknown ] do
+                let c = canonicalOf command text []
+                let toml = ResolvedConfig.Toml c
+                Expect.stringStarts toml (sprintf "# command: %s\n" command) "the command, as a comment"
+                let back = ResolvedConfig.Canonical(ConfigLoader.Parse(toml, "back.toml"), host.Value, command)
+                Expect.equal (ResolvedConfig.Json back) (ResolvedConfig.Json c) (sprintf "canonical config of:\n%s" toml)
+                Expect.equal (ResolvedConfig.Identity back) (ResolvedConfig.Identity c) "identity"
+            let c = canonicalOf "study" full []
+            let toml = ResolvedConfig.Toml c
+            Expect.stringContains toml "[[regularizers]]" "regularizers as an array of tables"
+            Expect.stringContains toml "[[optimizer.components]]" "components as an array of tables"
+            Expect.stringContains toml "reset_optimizer = false" "snake_case keys"
+        }
+        test "a plugin unknown to the host stays as given, its name added" {
+            let c = canonicalOf "train" "[[regularizers]]\nname = \"not-a-plugin\"\nweight = 3\n" []
+            Expect.equal ((at c "regularizers.0").ToJsonString()) """{"name":"not-a-plugin","weight":3}""" "as given"
+        }
+        test "Json is stable: the canonical JSON parsed back writes the same text, and SeedGroupOfJson of it is SeedGroup" {
+            let c = canonicalOf "study" full []
+            let text = ResolvedConfig.Json c
+            let parsed = JsonNode.Parse(text).AsObject()
+            Expect.equal (ResolvedConfig.Json parsed) text "same bytes"
+            Expect.equal (ResolvedConfig.Identity parsed) (ResolvedConfig.Identity c) "same identity"
+            Expect.equal (ResolvedConfig.SeedGroupOfJson text) (ResolvedConfig.SeedGroup c) "same seed group"
+            Expect.equal (ResolvedConfig.Json (canonicalOf "study" full [])) text "same config, same bytes"
+        }
+        test "SeedGroupOfJson tolerates records of earlier versions (PascalCase run keys left out the same way) and text that is not JSON" {
+            let old (name: string) (seed: int) (lr: float) =
+                sprintf """{"run":{"Name":"%s","Seed":%d,"Threads":0,"OutputDir":"runs"},"optimizer":{"Lr":%g}}""" name seed lr
+            Expect.equal (ResolvedConfig.SeedGroupOfJson (old "a-s1" 1 0.1)) (ResolvedConfig.SeedGroupOfJson (old "a-s2" 2 0.1)) "seed and name left out"
+            Expect.notEqual (ResolvedConfig.SeedGroupOfJson (old "a-s1" 1 0.1)) (ResolvedConfig.SeedGroupOfJson (old "a-s1" 1 0.2)) "lr kept"
+            Expect.equal (ResolvedConfig.SeedGroupOfJson "not json").Length 64 "hashed as it is"
+        }
+        test "research runs compare groups finished runs by the seed group of their resolved_json: seeds and names differ within a group, another lr is another group" {
+            let dir = tempDir "compare-canonical"
+            let runs = Path.Combine(dir, "runs")
+            let record (name: string) (seed: int) (overrides: string list) (test: float) =
+                let c = canonicalOf "train" full ([ sprintf "run.seed=%d" seed; sprintf "run.name=\"%s\"" name ] @ overrides)
+                use store = new RunStore(Path.Combine(runs, name, RunStore.FileName))
+                store.BeginRun(RunInfo(name, name, "c.toml", "", ResolvedConfig.Json c, ResolvedConfig.Identity c, "[]", int64 seed, "code", "{}", 1, "cpu"))
+                store.Evaluation(name, 10L, 0, "epoch", "val", 0.5, test, 100L)
+                store.Evaluation(name, 10L, 0, "epoch", "test", 0.5, test, 100L)
+                store.EndRun(name, true)
+            record "base-s1" 1 [] 0.5
+            record "base-s2" 2 [ "run.threads=3" ] 0.6
+            record "base-s3" 3 [ "run.output_dir=\"elsewhere\"" ] 0.7
+            record "fast-s1" 1 [ "optimizer.lr=0.5" ] 0.8
+            let r = research dir [ "runs"; "compare"; runs ]
+            Expect.equal r.ExitCode 0 r.Err
+            let words prefix =
+                r.Out.Split('\n') |> Array.find (fun l -> l.StartsWith(prefix + " ")) |> fun l -> l.Split(' ', StringSplitOptions.RemoveEmptyEntries) |> List.ofArray
+            Expect.equal (List.take 4 (words "base")) [ "base"; "3"; "0.6000"; "±" ] "three seeds in one group, mean 0.6"
+            Expect.equal (words "fast") [ "fast"; "1"; "0.8000"; "0.8000" ] "another lr is another group"
+        }
+    ]

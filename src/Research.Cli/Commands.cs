@@ -23,10 +23,17 @@ static class Commands
         return host;
     }
 
-    public static int Train(string[] argv)
+    public static int Train(string[] argv) => Run(argv, RunKind.Train);
+
+    /// <summary><c>research study CONFIG</c>: a sequence of tasks, the accuracy and loss matrices, the forgetting metrics.</summary>
+    public static int Study(string[] argv) => Run(argv, RunKind.Study);
+
+    /// <summary><c>research train|study CONFIG</c>: one loop for both; <c>--resume RUN_DIR</c> continues either.</summary>
+    static int Run(string[] argv, RunKind kind)
     {
+        var command = RunBuilder.Command(kind);
         var a = new Args(argv, ["--set", "--plugins", "--resume"], ["--dry-run"]);
-        if (a.Positional.Count != 1) throw new UsageException("train needs exactly one CONFIG file");
+        if (a.Positional.Count != 1) throw new UsageException($"{command} needs exactly one CONFIG file");
         var config = ConfigLoader.Load(a.Positional[0], a.All("--set"));
         var resume = a.One("--resume");
         if (resume != null && !Directory.Exists(resume)) throw new UsageException($"--resume {resume}: no such run directory");
@@ -34,10 +41,11 @@ static class Commands
         var observer = new ConsoleObserver();
         if (a.Flag("--dry-run"))
         {
-            Trainer.Run(config, host, observer, resumeDir: resume, dryRun: true);
+            Trainer.Run(config, host, observer, dryRun: true, kind: kind);
             return 0;
         }
-        var outcome = observer.Run(config.Run.Name, o => Trainer.Run(config, host, o, resumeDir: resume));
+        var outcome = observer.Run(config.Run.Name, o => Trainer.Run(config, host, o, resumeDir: resume, kind: kind));
+        if (kind == RunKind.Study) return PrintStudy(outcome);
         Console.WriteLine($"finished: {outcome.RunDir}");
         foreach (var (split, r) in outcome.Final)
             Console.WriteLine($"  {split,-6} loss {r.Loss:F4}  accuracy {r.Accuracy:F4}  ({r.Items} items)");
@@ -59,12 +67,10 @@ static class Commands
         var configPath = a.One("--config") ?? Path.Combine(Path.GetDirectoryName(Path.GetDirectoryName(checkpoint.TrimEnd('/'))!)!, "config.toml");
         var overrides = a.All("--set").Append($"model.init_from=\"{checkpoint}\"").Append("model.strict=true").Append("model.reinit=[]");
         var config = ConfigLoader.Load(configPath, overrides);
-        var (fullTrain, fullTest) = RunSetup.LoadDataset(config.Data, config.Run.Seed);
-        using var _train = fullTrain; using var _test = fullTest;
-        using var task = RunSetup.Task(config.Run.Name, fullTrain, fullTest, config.Data, config.Run.Seed);
-        var (model, summary) = RunSetup.Model(config.Model, fullTrain.Features, fullTrain.NumClasses, config.Run.Seed, config.File);
+        using var task = RunBuilder.SingleTask(config);
+        var (model, summary) = RunBuilder.Model(config.Model, task.Train.Features, task.Train.NumClasses, config.Run.Seed, config.File);
         using var _model = model;
-        var precision = RunSetup.Precision(config.Precision);
+        var precision = RunBuilder.Precision(config.Precision);
         precision.Prepare(model);
         Console.WriteLine(summary);
         foreach (var (split, r) in Trainer.EvaluateAll(model, task, [], config.Data.EvalBatchSize, precision))
@@ -72,21 +78,10 @@ static class Commands
         return 0;
     }
 
-    /// <summary><c>research study CONFIG</c>: a sequence of tasks, the accuracy and loss matrices, the forgetting metrics.</summary>
-    public static int Study(string[] argv)
+    /// <summary>The matrices, the metrics, and the metrics that failed (exit code 1: the study's record is stored, a metric is missing).</summary>
+    static int PrintStudy(RunOutcome outcome)
     {
-        var a = new Args(argv, ["--set", "--plugins"], []);
-        if (a.Positional.Count != 1) throw new UsageException("study needs exactly one CONFIG file");
-        var config = ConfigLoader.Load(a.Positional[0], a.All("--set"));
-        var host = LoadPlugins(a.All("--plugins").Concat(config.PluginDirs));
-        var outcome = Research.Core.Studies.StudyRunner.Run(config, host, new ConsoleObserver());
-        PrintStudy(outcome);
-        return 0;
-    }
-
-    static void PrintStudy(Research.Core.Studies.StudyOutcome outcome)
-    {
-        var r = outcome.Record;
+        var r = outcome.Record!;
         void Matrix(string title, double[][] m, string format)
         {
             Console.WriteLine();
@@ -102,6 +97,8 @@ static class Commands
             Console.WriteLine($"{name,-20} {value.Value,9:F4}" + (value.PerTask is { } per
                 ? "   per task: " + string.Join(" ", per.Select(v => double.IsNaN(v) ? "–" : v.ToString("F3", CultureInfo.InvariantCulture))) : ""));
         Console.WriteLine($"run: {outcome.RunDir}");
+        foreach (var failure in outcome.MetricFailures) Console.Error.WriteLine($"metric failed: {failure}");
+        return outcome.MetricFailures.Count == 0 ? 0 : 1;
     }
 
     static string Embedded(string name)
@@ -121,7 +118,7 @@ static class Commands
         var pretrain = ConfigLoader.Parse(Embedded("demo-pretrain.toml"), "experiments/configs/demo-pretrain.toml (embedded)", a.All("--set"));
         var host = LoadPlugins(a.All("--plugins").Concat(pretrain.PluginDirs));
 
-        var (fullTrain, fullTest) = RunSetup.LoadDataset(pretrain.Data, pretrain.Run.Seed);
+        var (fullTrain, fullTest) = RunBuilder.LoadDataset(pretrain.Data, pretrain.Run.Seed);
         fullTrain.Dispose();
         using var _test = fullTest;
         using var first = fullTest.WithClasses([0, 1, 2, 3, 4]);
@@ -165,19 +162,19 @@ static class Commands
         ];
         Console.WriteLine();
         Console.WriteLine("Part 2: a forgetting study — permuted Fashion-MNIST, 5 tasks, one epoch each, four arms");
-        var outcomes = new List<(string Arm, Research.Core.Studies.StudyOutcome Outcome)>();
+        var outcomes = new List<(string Arm, RunOutcome Outcome)>();
         foreach (var (arm, slug, extra) in arms)
         {
             var config = ConfigLoader.Parse(text + extra, "experiments/configs/demo-study.toml (embedded)",
                 overrides.Append($"run.name=\"demo-study-{slug}\"").Append($"study.joint={(slug == "joint" ? "true" : "false")}"));
             Console.WriteLine($"  {arm} …");
-            outcomes.Add((arm, Research.Core.Studies.StudyRunner.Run(config, host, new SilentObserver())));
+            outcomes.Add((arm, Trainer.Run(config, host, new SilentObserver(), kind: RunKind.Study)));
         }
         foreach (var (arm, o) in outcomes)
         {
             Console.WriteLine();
             Console.WriteLine($"{arm}: test accuracy R[i][j] after task i (rows) on task j (columns)");
-            foreach (var row in o.Record.Accuracy)
+            foreach (var row in o.Record!.Accuracy)
                 Console.WriteLine("   " + string.Join(" ", row.Select(v => v.ToString("F3", CultureInfo.InvariantCulture))));
         }
         Console.WriteLine();
@@ -188,9 +185,9 @@ static class Commands
                 o.Outcome.Metrics.First(m => m.Name == name).Value.Value.ToString("F4", CultureInfo.InvariantCulture).PadLeft(14))));
         var figures = Path.GetFullPath(Path.Combine("runs", "demo-figures"));
         foreach (var ((arm, o), slug) in outcomes.Zip(arms.Select(x => x.Slug)))
-            StudyPlot.WriteTaskAccuracy(Path.Combine(figures, $"accuracy-{slug}.png"), $"{arm}: each task's accuracy as tasks are added", o.Record);
+            StudyPlot.WriteTaskAccuracy(Path.Combine(figures, $"accuracy-{slug}.png"), $"{arm}: each task's accuracy as tasks are added", o.Record!);
         StudyPlot.WriteAverageAccuracy(Path.Combine(figures, "average-accuracy.png"), "Average accuracy on the tasks seen so far",
-            outcomes.Select(o => (o.Arm, o.Outcome.Record)).ToList());
+            outcomes.Select(o => (o.Arm, o.Outcome.Record!)).ToList());
         Console.WriteLine($"figures: {figures}");
     }
 

@@ -42,12 +42,8 @@ public static class MemoryCommand
     static int ForConfig(string path, IReadOnlyList<string> overrides)
     {
         var config = Research.Core.Config.ConfigLoader.Load(path, overrides);
-        var (features, classes) = Research.Core.Training.RunSetup.DatasetShape(config.Data);
-        var (model, _) = Research.Core.Training.RunSetup.Model(config.Model, features, classes, config.Run.Seed, config.File);
+        var (model, policy, optimizer, table) = Research.Core.Training.RunBuilder.ModelState(config);
         using var _model = model;
-        var policy = Research.Core.Training.RunSetup.Precision(config.Precision);
-        policy.Prepare(model);
-        var (optimizer, table) = Research.Core.Training.RunSetup.Optimizer(config.Optimizer, model, config.File);
         using var _optimizer = optimizer;
         long trainable = optimizer.Buffer.Count, frozen = model.parameters().Sum(p => p.numel()) - trainable;
         var predicted = ModelMemory.Predict(trainable, frozen, policy.Mode, config.Optimizer.Name, config.Optimizer.Momentum);

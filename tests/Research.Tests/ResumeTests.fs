@@ -45,14 +45,19 @@ let private finalWeights (runDir: string) =
 
 let private runDirs (dir: string) = Directory.GetDirectories(Path.Combine(dir, "runs")) |> Array.sort
 
-/// Every (key, step) metric row exactly once, the run finished.
-let private expectCleanStore (runDir: string) (steps: int64) =
+/// The run finished, with one grad_norm row per step 1…steps: none lost, none twice.
+let private expectStepsOnce (runDir: string) (steps: int64) =
     use store = new RunStore(Path.Combine(runDir, RunStore.FileName))
     let status = store.Query("SELECT status FROM runs") |> Seq.exactlyOne
     Expect.equal status[0] (box "finished") "finished"
     let norms = store.Query("SELECT step, COUNT(*) FROM metrics WHERE key = 'grad_norm' GROUP BY step ORDER BY step") |> List.ofSeq
     Expect.equal (norms |> List.map (fun r -> r[0] :?> int64)) [ 1L .. steps ] "one grad_norm row per step, none lost"
     Expect.isTrue (norms |> List.forall (fun r -> r[1] :?> int64 = 1L)) "and none twice"
+
+/// Every (key, step) metric row exactly once, the run finished, one validation per epoch.
+let private expectCleanStore (runDir: string) (steps: int64) =
+    expectStepsOnce runDir steps
+    use store = new RunStore(Path.Combine(runDir, RunStore.FileName))
     let evals = store.Query("SELECT epoch, COUNT(*) FROM evaluations WHERE split = 'val' GROUP BY epoch") |> List.ofSeq
     Expect.equal (evals |> List.map (fun r -> r[1] :?> int64)) [ 1L; 1L; 1L ] "one validation per epoch"
 
@@ -74,8 +79,102 @@ let private killAndResume (n: int) (beforeResume: string -> unit) =
     Expect.equal r.ExitCode 0 (sprintf "resume after micro-batch %d: %s" n r.Err)
     runDir, r
 
+/// A 3-task permuted EWC study (exact Fisher) on the synthetic clusters: 540 training items per task in micro-batches
+/// of 32 → 17 micro-batches, windows of 2 → 9 steps per epoch, 2 epochs: 18 steps and 34 micro-batches per task, 102 in
+/// all; a checkpoint every 4 steps and at phase ends. Each consolidation reads 11 batches of 50 (tasks 0 and 1; nothing
+/// consolidates after the last task).
+let private studyConfig (dir: string) =
+    let path = Path.Combine(dir, "study.toml")
+    File.WriteAllText(path, sprintf """
+[run]
+name = "study-resume"
+seed = 11
+threads = 1
+output_dir = "%s"
+[data]
+dataset = "synthetic"
+synthetic_samples = 600
+synthetic_features = 8
+synthetic_classes = 3
+batch_size = 32
+eval_batch_size = 50
+[model]
+hidden = [16]
+[schedule]
+name = "cosine"
+warmup_steps = 3
+[checkpoint]
+every = 4
+at_epoch_end = false
+[train]
+epochs = 2
+grad_accum = 2
+log_every = 1
+[study]
+benchmark = "permuted"
+tasks = 3
+[[regularizers]]
+name = "ewc"
+lambda = 10.0
+fisher = "exact"
+""" (Path.Combine(dir, "runs").Replace("\\", "/")))
+    path
+
+/// What a study leaves that must not depend on interruptions: final weights, both matrices, probes and metrics.
+let private studyResult (runDir: string) =
+    use store = new RunStore(Path.Combine(runDir, RunStore.FileName))
+    let rows sql = store.Query(sql) |> Seq.map (fun r -> r |> Array.map string |> String.concat " ") |> List.ofSeq
+    finalWeights runDir,
+    rows "SELECT after_task, on_task, split, loss, accuracy FROM study_matrix ORDER BY after_task, on_task, split",
+    rows "SELECT kind, name, value, json FROM study_values ORDER BY kind, name"
+
+let private studyReference = lazy (
+    let dir = tempDir "study-resume-ref"
+    let r = research dir [ "study"; studyConfig dir ]
+    if r.ExitCode <> 0 then failtestf "reference study failed: %s" r.Err
+    studyResult (Array.exactlyOne (runDirs dir)))
+
 let tests =
     testList "resume" [
+        test "a 3-task EWC study killed with SIGKILL at 6 random points (mid-task, after a consolidation, inside a consolidation) resumes to final weights, matrices and metrics bitwise equal to an uninterrupted study" {
+            let rng = Random(20261201)
+            // After the first checkpoint (step 4 = micro-batch 8); task 1's first steps resume from task 0's consolidated
+            // checkpoint; a consolidation batch kill resumes from the task's "trained" checkpoint.
+            let points =
+                [ for _ in 1 .. 4 -> "RESEARCH_KILL_AFTER_MICROBATCHES", rng.Next(9, 103)
+                  "RESEARCH_KILL_AFTER_MICROBATCHES", rng.Next(35, 41)
+                  "RESEARCH_KILL_AFTER_CONSOLIDATION_BATCHES", rng.Next(1, 23) ]
+            for variable, n in points do
+                let dir = tempDir "study-resume"
+                let path = studyConfig dir
+                let killed = runProcessWith [ variable, string n ] dir "dotnet" [ Path.Combine(binDir, "research.dll"); "study"; path ]
+                Expect.equal killed.ExitCode 137 (sprintf "killed by SIGKILL at %s=%d" variable n)
+                let runDir = Array.exactlyOne (runDirs dir)
+                let r = research dir [ "study"; path; "--resume"; runDir ]
+                Expect.equal r.ExitCode 0 (sprintf "resume after %s=%d: %s" variable n r.Err)
+                let weights, matrix, values = studyResult runDir
+                let w0, m0, v0 = studyReference.Value
+                Expect.equal weights w0 (sprintf "final weights bitwise equal after %s=%d" variable n)
+                Expect.equal matrix m0 (sprintf "the matrices, every digit, after %s=%d" variable n)
+                Expect.equal values v0 (sprintf "probes and metrics after %s=%d" variable n)
+                expectStepsOnce runDir 54L
+        }
+        test "a study resumes from its consolidated checkpoint when killed early in the next task, and refuses a changed config or a finished run" {
+            let dir = tempDir "study-resume-refuse"
+            let path = studyConfig dir
+            let killed = runProcessWith [ "RESEARCH_KILL_AFTER_MICROBATCHES", "36" ] dir "dotnet" [ Path.Combine(binDir, "research.dll"); "study"; path ]
+            Expect.equal killed.ExitCode 137 "killed in task 1's first step"
+            let runDir = Array.exactlyOne (runDirs dir)
+            let changed = research dir [ "study"; path; "--set"; "regularizers.0.lambda=20.0"; "--resume"; runDir ]
+            Expect.equal changed.ExitCode 2 changed.Err
+            Expect.stringContains changed.Err "differs from the config of the run being resumed" "refused, naming the config"
+            let r = research dir [ "study"; path; "--resume"; runDir ]
+            Expect.equal r.ExitCode 0 r.Err
+            Expect.stringContains r.Out "task 0, after its consolidation" "from the consolidated checkpoint of task 0"
+            let again = research dir [ "study"; path; "--resume"; runDir ]
+            Expect.equal again.ExitCode 2 again.Err
+            Expect.stringContains again.Err "already finished" "a finished study is not resumed"
+        }
         test "killed with SIGKILL at 10 random micro-batches (mid-epoch, mid-window) and resumed, the run ends bitwise equal to an uninterrupted one" {
             // Kill points after the first checkpoint (step 2 = micro-batch 6), drawn with a fixed seed.
             let rng = Random(20261128)

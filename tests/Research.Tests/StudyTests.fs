@@ -7,6 +7,7 @@ open Research.Abstractions
 open Research.Core.Config
 open Research.Core.Plugins
 open Research.Core.Studies
+open Research.Core.Training
 open Research.Core.Tracking
 open Research.Tests.TestSupport
 
@@ -35,11 +36,81 @@ lr = 0.01
 epochs = 5
 %s
 """ (Path.Combine(dir, "runs").Replace("\\", "/")) extra)
-    StudyRunner.Run(ConfigLoader.Load(path, []), host.Value)
+    Trainer.Run(ConfigLoader.Load(path, []), host.Value, kind = RunKind.Study)
+
+let private rows (o: RunOutcome) sql = Research.Tests.TrainingTests.storeRows o.RunDir sql
+
+/// A permuted 2-task study on the synthetic clusters (900 training items per task, batches of 20: 45 steps per epoch,
+/// 5 epochs) evaluated every 10 steps; early stopping whose threshold no evaluation can beat stops each task at its 4th
+/// evaluation, and reduce-on-plateau with patience 0 and the same impossible threshold cuts the lr ×0.1 at each
+/// evaluation after the first.
+let private loopStudy () =
+    study (tempDir "study-loop") """eval_every = 10
+log_every = 1
+early_stopping_patience = 3
+early_stopping_threshold = 10.0
+[schedule]
+name = "reduce-on-plateau"
+metric = "val_accuracy"
+mode = "max"
+patience = 0
+threshold = 10.0
+[study]
+benchmark = "permuted"
+tasks = 2
+"""
 
 // Training results depend (slightly) on the intra-op thread count, which is process-global: run sequenced.
 let tests =
     testSequenced <| testList "studies" [
+        test "one loop: each task of a study evaluates every eval_every steps, stops early at its 4th evaluation, and reduce-on-plateau reads that task's history" {
+            let o = loopStudy ()
+            let evals =
+                rows o "SELECT phase, step FROM evaluations WHERE split = 'val' ORDER BY step"
+                |> List.map (fun r -> string r[0], r[1] :?> int64)
+            Expect.equal evals [ "task-0", 10L; "task-0", 20L; "task-0", 30L; "task-0", 40L; "task-1", 50L; "task-1", 60L; "task-1", 70L; "task-1", 80L ]
+                "every 10 steps, each task stopped after its 4th evaluation (45 steps per epoch: no epoch ended)"
+            let reason = rows o "SELECT stop_reason FROM runs" |> List.exactlyOne
+            Expect.stringContains (string reason[0]) "task 0: early stopping at step 40" "task 0's stop is recorded"
+            Expect.stringContains (string reason[0]) "task 1: early stopping at step 80" "and task 1's"
+            let lr = rows o "SELECT step, value FROM metrics WHERE key = 'lr'" |> List.map (fun r -> r[0] :?> int64, r[1] :?> float) |> Map
+            // Task 1 restarts the schedule: its own first evaluation (step 50) cannot reduce, its second (60) does.
+            for first, second in [ 15L, 25L; 55L, 65L ] do
+                Expect.floatClose Accuracy.veryHigh (lr[second] / lr[first]) 0.1 (sprintf "the lr after step %d is 0.1 × the lr after %d" second first)
+            Expect.floatClose Accuracy.veryHigh lr[55L] lr[15L] "task 1 starts again at the full rate"
+            let norms = rows o "SELECT step, COUNT(*) FROM metrics WHERE key = 'grad_norm' GROUP BY step ORDER BY step"
+            Expect.equal (norms |> List.map (fun r -> r[0] :?> int64)) [ 1L .. 80L ] "one step count for the run: applied updates 1…80 across both tasks"
+            Expect.isTrue (norms |> List.forall (fun r -> r[1] :?> int64 = 1L)) "each step once"
+            for best in [ "best-task-0"; "best-task-1" ] do
+                Expect.isTrue (Directory.Exists(Path.Combine(o.RunDir, "checkpoints", best))) (sprintf "%s written" best)
+        }
+        test "a study with EWC is bitwise equal to plain fine-tuning through task 0 (a penalty-only regularizer keeps AdamW's fused update)" {
+            let arm extra = study (tempDir "study-fused") (sprintf "[study]\nbenchmark = \"permuted\"\ntasks = 2\n%s" extra)
+            let plain = arm ""
+            let ewc = arm "[[regularizers]]\nname = \"ewc\"\nlambda = 100.0\n"
+            let bytes (o: RunOutcome) = File.ReadAllBytes(Path.Combine(o.RunDir, "tasks", "task-0", "model.safetensors"))
+            Expect.equal (bytes ewc) (bytes plain) "the weights after task 0, byte for byte"
+            Expect.equal ewc.Record.Loss[0] plain.Record.Loss[0] "row 0 of the loss matrix, exactly"
+            Expect.notEqual ewc.Record.Loss[1] plain.Record.Loss[1] "EWC acts from task 1 on"
+        }
+        test "a forgetting metric that throws is reported (exit 1, naming the plugin and its DLL) after the matrices are printed and stored; the other metrics are computed" {
+            let dir = tempDir "study-metric-throws"
+            let path = Path.Combine(dir, "study.toml")
+            File.WriteAllText(path, "[run]\nname = \"s\"\nthreads = 1\n[data]\ndataset = \"synthetic\"\nsynthetic_features = 8\n[model]\nhidden = [8]\n[study]\ntasks = 2\n")
+            let r = research dir [ "study"; path; "--plugins"; fixtureDir "Plugin.Faulty" ]
+            Expect.equal r.ExitCode 1 (sprintf "a failed metric, not a crash (134): %s" r.Err)
+            Expect.stringContains r.Out "Test accuracy R" "the matrices are printed"
+            Expect.stringContains r.Err "forgetting metric 'throws'" "the metric is named"
+            Expect.stringContains r.Err "Plugin.Faulty.dll" "with its DLL"
+            Expect.stringContains r.Err "IndexOutOfRangeException" "and what it threw"
+            Expect.isFalse (r.Err.Contains "   at ") "no stack trace"
+            let runDir = Directory.GetDirectories(Path.Combine(dir, "runs")) |> Array.exactlyOne
+            let metrics = Research.Tests.TrainingTests.storeRows runDir "SELECT name, value FROM study_values WHERE kind = 'metric'"
+            Expect.isTrue (metrics |> List.exists (fun m -> string m[0] = "bwt" && not (isNull m[1]))) "bwt was computed and stored"
+            Expect.isTrue (metrics |> List.exists (fun m -> string m[0] = "throws" && isNull m[1])) "the failed metric is stored without a value"
+            let cells = Research.Tests.TrainingTests.storeRows runDir "SELECT COUNT(*) FROM study_matrix WHERE split = 'test'" |> List.exactlyOne
+            Expect.equal cells[0] (box 4L) "the 2 × 2 matrix is stored"
+        }
         test "a split study fills the T × T matrices, stores them, and computes every forgetting metric plugin" {
             let dir = tempDir "study"
             let outcome = study dir "[study]\nbenchmark = \"split-task\"\n"
@@ -52,17 +123,17 @@ let tests =
             use store = new RunStore(Path.Combine(outcome.RunDir, RunStore.FileName))
             let cells = store.Query("SELECT COUNT(*) FROM study_matrix WHERE split = 'test'") |> Seq.exactlyOne
             Expect.equal cells[0] (box 25L) "25 test cells stored"
-            let snapshots = Directory.GetDirectories(Path.Combine(outcome.RunDir, "tasks")) |> Array.length
-            Expect.equal snapshots 5 "a parameter snapshot per task end"
+            let snapshots = Directory.GetDirectories(Path.Combine(outcome.RunDir, "tasks")) |> Array.map Path.GetFileName |> Array.sort
+            Expect.equal snapshots [| "initial"; "task-0"; "task-1"; "task-2"; "task-3"; "task-4" |] "the initial weights and a snapshot per task end"
             let resolved = store.Query("SELECT resolved_json FROM runs") |> Seq.exactlyOne
-            Expect.stringContains (string resolved[0]) "\"ResetOptimizer\":true" "whether moments reset per task is in the record"
-            Expect.stringContains (string resolved[0]) "\"ResetSchedule\":true" "and whether the schedule restarts"
+            Expect.stringContains (string resolved[0]) "\"reset_optimizer\":true" "whether moments reset per task is in the record"
+            Expect.stringContains (string resolved[0]) "\"reset_schedule\":true" "and whether the schedule restarts"
         }
         test "task-incremental heads: each task only uses its own two logits, so chance is 0.5 and forgetting is far smaller than class-incremental" {
             let dir = tempDir "study-til"
             let til = study dir "[study]\nbenchmark = \"split-task\"\n"
             let cil = study (tempDir "study-cil") "[study]\nbenchmark = \"split-class\"\n"
-            let forgetting (o: StudyOutcome) = o.Metrics |> Seq.pick (fun struct (n, v) -> if n = "average-forgetting" then Some v.Value else None)
+            let forgetting (o: RunOutcome) = o.Metrics |> Seq.pick (fun struct (n, v) -> if n = "average-forgetting" then Some v.Value else None)
             Expect.isGreaterThan (forgetting cil) 0.05 "class-incremental plain fine-tuning forgets"
             Expect.isLessThan (forgetting til) (forgetting cil) "task-IL forgets less"
             let chance = til.Record.Probes[ProbeNames.RandomInitAccuracy][0]

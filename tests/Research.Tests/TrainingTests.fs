@@ -82,7 +82,7 @@ let tests =
             use a = mlp 1L 5L
             WeightFile.Save(a, Path.Combine(dir, WeightFile.FileName))
             let cfg = ModelSection(Hidden = [| 16 |], Outputs = 3, InitFrom = dir, Reinit = [| "head" |])
-            let struct (m, summary) = RunSetup.Model(cfg, 8L, 3, 7L, Path.Combine(dir, "x.toml"))
+            let struct (m, summary) = RunBuilder.Model(cfg, 8L, 3, 7L, Path.Combine(dir, "x.toml"))
             use m = m
             Expect.stringContains summary "re-initialised: [head]" "reported"
             Expect.isTrue (torch.eq((param m "layers.0.weight"), (param a "layers.0.weight")).all().item<bool>()) "body loaded"
@@ -102,20 +102,32 @@ let tests =
             Expect.isEmpty (Set.intersect (Set (ids t1)) (Set (ids v1))) "disjoint"
             Expect.equal ((ids t1).Length + (ids v1).Length) 1000 "a partition"
         }
-        testSequenced <| test "a run is recorded in its SQLite store: resolved config, seed, metrics by step, code and package versions, threads" {
+        testSequenced <| test "a run is recorded in its SQLite store: canonical resolved config and its identity, plugin DLLs, seed, metrics by step, code and package versions, threads" {
             let dir = tempDir "store"
             let path = syntheticConfig dir "[schedule]\nname = \"linear\"\nwarmup_steps = 2\n"
             let config = ConfigLoader.Load(path, [ "train.log_every=1" ])
             let outcome = Trainer.Run(config, builtIn.Value, SilentObserver())
-            let run = storeRows outcome.RunDir "SELECT status, seed, code_version, packages, threads, config_toml, resolved_json FROM runs" |> List.exactlyOne
+            let run = storeRows outcome.RunDir "SELECT status, seed, code_version, packages, threads, config_toml, resolved_json, identity, plugins FROM runs" |> List.exactlyOne
             Expect.equal run[0] (box "finished") "status"
             Expect.equal run[1] (box 3L) "seed"
             Expect.isNonEmpty (string run[2]) "code version"
             Expect.stringContains (string run[3]) "\"TorchSharp\":\"0.107.0\"" "package versions"
             Expect.isGreaterThan (run[4] :?> int64) 0L "threads"
             Expect.stringContains (string run[5]) "linear" "config"
-            Expect.stringContains (string run[6]) "\"ValidationFraction\":0.1" "defaults are in the resolved config"
-            Expect.stringContains (string run[6]) "\"schedule\":{\"name\":\"linear\",\"warmup_steps\":2}" "plugin options too"
+            Expect.stringContains (string run[6]) "\"validation_fraction\":0.1" "defaults are in the resolved config"
+            Expect.stringContains (string run[6]) "\"schedule\":{\"end_ratio\":0,\"name\":\"linear\",\"warmup_steps\":2}" "plugin options with their defaults too"
+            let canonical = ResolvedConfig.Canonical(config, builtIn.Value, "train")
+            Expect.equal (string run[6]) (ResolvedConfig.Json canonical) "the record holds the canonical form"
+            Expect.equal (string run[7]) (ResolvedConfig.Identity canonical) "and its identity"
+            let state = Checkpoint.ReadState(Path.Combine(outcome.RunDir, "checkpoints", "final"))
+            Expect.equal state.Identity (ResolvedConfig.Identity canonical) "the identity a resume checks is the same one"
+            let plugins = Text.Json.JsonDocument.Parse(string run[8]).RootElement
+            let schedule = plugins.EnumerateArray() |> Seq.find (fun p -> p.GetProperty("Name").GetString() = "linear")
+            let dll = schedule.GetProperty("Path").GetString()
+            Expect.stringContains dll "Research.Plugins.Schedules.dll" "the schedule's DLL"
+            let sha = Convert.ToHexStringLower(Security.Cryptography.SHA256.HashData(File.ReadAllBytes dll))
+            Expect.equal (schedule.GetProperty("Sha256").GetString()) sha "with its SHA-256"
+            Expect.isNonEmpty (schedule.GetProperty("Version").GetString()) "and version"
             let steps = storeRows outcome.RunDir "SELECT step, value FROM metrics WHERE key = 'lr' ORDER BY step"
             // 512 items → 461 train / 51 validation → ⌈461/64⌉ = 8 steps per epoch, 2 epochs.
             Expect.equal steps.Length 16 "one lr row per step"
@@ -128,7 +140,7 @@ let tests =
             let dir = tempDir "repro"
             let path = syntheticConfig dir ""
             let config = ConfigLoader.Load(path, [])
-            let read (o: TrainingOutcome) =
+            let read (o: RunOutcome) =
                 let d = TorchSharp.PyBridge.Safetensors.LoadStateDict(o.WeightsPath)
                 d |> Seq.sortBy (fun kv -> kv.Key) |> Seq.map (fun kv -> kv.Value.data<float32>().ToArray()) |> Array.concat
             let a = Trainer.Run(config, builtIn.Value, SilentObserver())

@@ -6,23 +6,55 @@ using static TorchSharp.torch;
 
 namespace Research.Core.Checkpoints;
 
-/// <summary>One evaluation as a checkpoint stores it (reduce-on-plateau reads the history after a resume).</summary>
-public sealed record SavedEvaluation(long Step, int Epoch, Dictionary<string, double> Metrics);
+/// <summary>One evaluation as a checkpoint stores it (the schedule and early stopping read the history after a resume).</summary>
+/// <param name="Phase">The phase (task) it was taken in.</param>
+public sealed record SavedEvaluation(int Phase, long Step, int Epoch, Dictionary<string, double> Metrics);
+
+/// <summary>Where in a phase a checkpoint was taken.</summary>
+public enum Stage
+{
+    /// <summary>Inside the phase's training (or after one of its epochs): <c>Epoch</c> and <c>WindowInEpoch</c> say where.</summary>
+    Training,
+    /// <summary>The phase's training ended; the task × task evaluation and consolidation are next.</summary>
+    Trained,
+    /// <summary>The phase's evaluation row and the regularizers' consolidation are done; the next phase is next.</summary>
+    Consolidated,
+}
+
+/// <summary>A phase stopped early (early stopping), and why.</summary>
+public sealed record PhaseStop(int Phase, string Reason);
+
+/// <summary>The study's record so far: one row per finished phase (after task i), as the matrices and probes need it.</summary>
+/// <param name="RandomInit">Test accuracy of the initial model on every task (the baseline of forward transfer).</param>
+public sealed record StudyProgress(double[] RandomInit, List<StudyRow> Rows);
+
+/// <summary>Row i of a study's matrices: after training task i, test and validation loss and accuracy on every task j,
+/// and ‖θ_i − θ_{i−1}‖₂.</summary>
+public sealed record StudyRow(double[] TestAccuracy, double[] TestLoss, double[] ValAccuracy, double[] ValLoss, double ChangeNorm);
 
 /// <summary>
-/// The JSON state of a checkpoint: where in the run it was taken and everything besides tensors that the
-/// continuation depends on. Data order needs no RNG state: it is derived from (seed, epoch), so the position
-/// (<see cref="Epoch"/>, <see cref="WindowInEpoch"/>) is enough. The loop has no other random stream (no dropout).
+/// The JSON state of a checkpoint: where in the run it was taken and everything besides tensors that the continuation
+/// depends on. No random stream has hidden state: each is derived from (seed, name) and the name carries the position
+/// (data order from (seed, task, epoch), the Fisher's draws from (seed, task)), so the position is the streams' state.
 /// </summary>
-/// <param name="Step">Optimizer updates taken (the schedule's t).</param>
-/// <param name="Epoch">The epoch the next window belongs to.</param>
+/// <param name="Phase">The phase (study task) the checkpoint belongs to; 0 for a single run.</param>
+/// <param name="Stage">Where in the phase.</param>
+/// <param name="Step">Optimizer updates the run has applied (the one meaning of "step"; skipped fp16 steps do not count).</param>
+/// <param name="OptimizerStep">Updates applied by the current optimizer (Adam's bias correction); less than
+/// <see cref="Step"/> when a study resets the optimizer at each task.</param>
+/// <param name="PhaseStartStep">The run's step when the phase began (a schedule that restarts at each task counts from it).</param>
+/// <param name="Epoch">The epoch of the phase the next window belongs to.</param>
 /// <param name="WindowInEpoch">Accumulation windows of that epoch already consumed.</param>
 /// <param name="Windows">Windows run so far, skipped ones included.</param>
-/// <param name="ConfigHash">SHA-256 of the resolved config text: a resume with another config is refused.</param>
+/// <param name="Best">The phase's best value of the selection metric so far.</param>
+/// <param name="StopReasons">Why phases stopped early, so far.</param>
+/// <param name="Study">The study's matrices so far; null for a single run.</param>
+/// <param name="Identity">SHA-256 of the canonical resolved config: a resume with another config is refused.</param>
 public sealed record CheckpointState(
-    int Format, string RunId, long Step, int Epoch, long WindowInEpoch, long Windows, long SkippedSteps,
-    double LossScale, int ScalerGoodSteps, List<SavedEvaluation> Evaluations, double? Best,
-    string ConfigHash, long Seed, int Threads, string WrittenUtc);
+    int Format, string RunId, int Phase, Stage Stage, long Step, long OptimizerStep, long PhaseStartStep,
+    int Epoch, long WindowInEpoch, long Windows, long SkippedSteps,
+    double LossScale, int ScalerGoodSteps, List<SavedEvaluation> Evaluations, double? Best, List<PhaseStop> StopReasons,
+    StudyProgress? Study, string Identity, long Seed, int Threads, string WrittenUtc);
 
 /// <summary>
 /// A checkpoint is a directory: <c>model.safetensors</c> (the fp32 weights of record by parameter name — the master
@@ -33,10 +65,17 @@ public sealed record CheckpointState(
 /// </summary>
 public static class Checkpoint
 {
-    public const int FormatVersion = 1;
+    /// <summary>2: phases, stages and the study record (one loop for runs and studies).</summary>
+    public const int FormatVersion = 2;
     public const string Model = "model.safetensors", Optimizer = "optimizer.safetensors", Regularizers = "regularizers.safetensors",
         State = "state.json", Manifest = "manifest.json";
-    static readonly JsonSerializerOptions Json = new() { WriteIndented = true };
+    // Enums by name (a state file a person can read); NaN and ±∞ as named literals (a study cell of an empty split).
+    static readonly JsonSerializerOptions Json = new()
+    {
+        WriteIndented = true,
+        NumberHandling = System.Text.Json.Serialization.JsonNumberHandling.AllowNamedFloatingPointLiterals,
+        Converters = { new System.Text.Json.Serialization.JsonStringEnumConverter() },
+    };
 
     /// <summary>Writes <paramref name="name"/> under <paramref name="checkpointsDir"/>, replacing one of that name.</summary>
     public static string Write(string checkpointsDir, string name, CheckpointState state,
@@ -109,11 +148,20 @@ public static class Checkpoint
         return null;
     }
 
-    public static CheckpointState ReadState(string dir) =>
-        JsonSerializer.Deserialize<CheckpointState>(File.ReadAllBytes(Path.Combine(dir, State)))
-        ?? throw new InvalidDataException($"{Path.Combine(dir, State)} is empty");
+    /// <summary>The state of a verified checkpoint; one written in another format is refused, naming it.</summary>
+    public static CheckpointState ReadState(string dir)
+    {
+        var path = Path.Combine(dir, State);
+        var state = JsonSerializer.Deserialize<CheckpointState>(File.ReadAllBytes(path), Json) ?? throw new InvalidDataException($"{path} is empty");
+        if (state.Format != FormatVersion)
+            throw new InvalidDataException($"{path} has checkpoint format {state.Format}; this version reads format {FormatVersion} (resume it with the version that wrote it)");
+        return state;
+    }
 
-    /// <summary>Periodic checkpoints of a run, newest first (<c>step-000123</c>).</summary>
+    /// <summary>
+    /// The checkpoints a run resumes from, newest first: periodic ones (<c>step-000000123</c>) and a study's phase ends
+    /// (<c>step-000000123-task-002-1-trained</c>, <c>…-2-consolidated</c>), whose names sort in the order they were written.
+    /// </summary>
     public static IEnumerable<string> Periodic(string checkpointsDir) =>
         Directory.Exists(checkpointsDir)
             ? Directory.GetDirectories(checkpointsDir, "step-*").OrderByDescending(d => d, StringComparer.Ordinal)
@@ -144,4 +192,8 @@ public static class Checkpoint
     public static Dictionary<string, Tensor> Load(string dir, string file) => Safetensors.LoadStateDict(Path.Combine(dir, file));
 
     public static string PeriodicName(long step) => $"step-{step:D9}";
+
+    /// <summary>The name of a study's checkpoint at the end of a phase: after its training, or after its consolidation.</summary>
+    public static string PhaseEndName(long step, int phase, Stage stage) =>
+        $"{PeriodicName(step)}-task-{phase:D3}-{(stage == Stage.Trained ? "1-trained" : "2-consolidated")}";
 }

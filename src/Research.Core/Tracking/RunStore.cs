@@ -3,8 +3,11 @@ using Microsoft.Data.Sqlite;
 namespace Research.Core.Tracking;
 
 /// <summary>What the store knows about a run before it starts: identity and everything needed to reproduce it.</summary>
+/// <param name="ResolvedJson">The canonical resolved config (<c>ResolvedConfig</c>): every default, plugin options bound.</param>
+/// <param name="Identity">Its SHA-256 without the run's name, folder and threads: runs with one identity compute the same thing.</param>
+/// <param name="Plugins">The plugin DLLs the run used, as JSON: role, name, path, version, SHA-256.</param>
 public sealed record RunInfo(
-    string Id, string Name, string ConfigFile, string ConfigToml, string ResolvedJson, long Seed,
+    string Id, string Name, string ConfigFile, string ConfigToml, string ResolvedJson, string Identity, string Plugins, long Seed,
     string CodeVersion, string Packages, int Threads, string Device);
 
 /// <summary>
@@ -33,7 +36,8 @@ public sealed class RunStore : IDisposable
             CREATE TABLE IF NOT EXISTS runs (
               id TEXT PRIMARY KEY, name TEXT NOT NULL, status TEXT NOT NULL, started_utc TEXT NOT NULL, ended_utc TEXT,
               config_file TEXT, config_toml TEXT, resolved_json TEXT, seed INTEGER, code_version TEXT, packages TEXT,
-              threads INTEGER, device TEXT, error TEXT, stop_reason TEXT, derived_seeds TEXT, host TEXT, pid INTEGER, heartbeat_utc TEXT);
+              threads INTEGER, device TEXT, error TEXT, stop_reason TEXT, derived_seeds TEXT, host TEXT, pid INTEGER, heartbeat_utc TEXT,
+              identity TEXT, plugins TEXT);
             CREATE TABLE IF NOT EXISTS metrics (run_id TEXT NOT NULL, step INTEGER NOT NULL, key TEXT NOT NULL, value REAL);
             CREATE INDEX IF NOT EXISTS metrics_by_run ON metrics (run_id, key, step);
             CREATE TABLE IF NOT EXISTS evaluations (
@@ -46,7 +50,7 @@ public sealed class RunStore : IDisposable
             """);
         // Stores written by earlier versions lack the newer columns of `runs`: add them (NULL for old rows).
         var columns = Query("PRAGMA table_info(runs)").Select(r => (string)r[1]!).ToHashSet();
-        foreach (var (column, type) in new[] { ("stop_reason", "TEXT"), ("derived_seeds", "TEXT"), ("host", "TEXT"), ("pid", "INTEGER"), ("heartbeat_utc", "TEXT") })
+        foreach (var (column, type) in new[] { ("stop_reason", "TEXT"), ("derived_seeds", "TEXT"), ("host", "TEXT"), ("pid", "INTEGER"), ("heartbeat_utc", "TEXT"), ("identity", "TEXT"), ("plugins", "TEXT") })
             if (!columns.Contains(column)) Execute($"ALTER TABLE runs ADD COLUMN {column} {type}");
     }
 
@@ -62,10 +66,10 @@ public sealed class RunStore : IDisposable
     public void BeginRun(RunInfo r)
     {
         Execute("""
-            INSERT INTO runs (id, name, status, started_utc, config_file, config_toml, resolved_json, seed, code_version, packages, threads, device)
-            VALUES ($id, $name, 'running', $t, $file, $toml, $json, $seed, $code, $pkgs, $threads, $device)
+            INSERT INTO runs (id, name, status, started_utc, config_file, config_toml, resolved_json, identity, plugins, seed, code_version, packages, threads, device)
+            VALUES ($id, $name, 'running', $t, $file, $toml, $json, $identity, $plugins, $seed, $code, $pkgs, $threads, $device)
             """, ("$id", r.Id), ("$name", r.Name), ("$t", DateTime.UtcNow.ToString("O")), ("$file", r.ConfigFile), ("$toml", r.ConfigToml),
-            ("$json", r.ResolvedJson), ("$seed", r.Seed), ("$code", r.CodeVersion), ("$pkgs", r.Packages), ("$threads", r.Threads), ("$device", r.Device));
+            ("$json", r.ResolvedJson), ("$identity", r.Identity), ("$plugins", r.Plugins), ("$seed", r.Seed), ("$code", r.CodeVersion), ("$pkgs", r.Packages), ("$threads", r.Threads), ("$device", r.Device));
         Heartbeat(r.Id);
     }
 
@@ -103,15 +107,24 @@ public sealed class RunStore : IDisposable
             ("$s", succeeded ? "finished" : "failed"), ("$t", DateTime.UtcNow.ToString("O")), ("$e", error), ("$id", runId));
     }
 
+    /// <summary>The recorded status of a run (<c>running</c>, <c>finished</c>, <c>failed</c>), or null when the store has no such run.</summary>
+    public string? Status(string runId) =>
+        Query("SELECT status FROM runs WHERE id = $id", ("$id", runId)).FirstOrDefault()?[0] as string;
+
     /// <summary>
     /// Prepares a run to continue from a checkpoint at <paramref name="step"/>: rows logged after that step (by the
-    /// interrupted process) are dropped, since the resumed run writes them again; the run is running again.
+    /// interrupted process) are dropped, since the resumed run writes them again — metrics and evaluations after the step,
+    /// a study's matrix rows from <paramref name="studyRows"/> on, and its probes and metrics (written at its end);
+    /// the run is running again.
     /// </summary>
-    public void ResumeRun(string runId, long step)
+    public void ResumeRun(string runId, long step, int studyRows = 0)
     {
         Flush();
         Execute("DELETE FROM metrics WHERE run_id = $id AND step > $s", ("$id", runId), ("$s", step));
         Execute("DELETE FROM evaluations WHERE run_id = $id AND step > $s", ("$id", runId), ("$s", step));
+        Execute("DELETE FROM study_matrix WHERE run_id = $id AND after_task >= $n", ("$id", runId), ("$n", studyRows));
+        Execute("DELETE FROM study_values WHERE run_id = $id", ("$id", runId));
+        Execute("DELETE FROM artifacts WHERE run_id = $id", ("$id", runId));
         Execute("UPDATE runs SET status = 'running', ended_utc = NULL, error = NULL WHERE id = $id", ("$id", runId));
     }
 

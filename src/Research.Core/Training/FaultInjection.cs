@@ -1,18 +1,29 @@
 namespace Research.Core.Training;
 
 /// <summary>
-/// Crash injection for resume tests: with <c>RESEARCH_KILL_AFTER_MICROBATCHES=n</c> in the environment, the process
-/// sends itself SIGKILL right after its n-th micro-batch's backward — mid-epoch and, with accumulation, mid-window,
-/// exactly where a real kill could land. Nothing is flushed or cleaned up, as with a real kill.
+/// Crash injection for resume tests: the process sends itself SIGKILL right after its n-th micro-batch's backward
+/// (<c>RESEARCH_KILL_AFTER_MICROBATCHES=n</c>: mid-epoch and, with accumulation, mid-window) or after the n-th batch a
+/// study's consolidation reads (<c>RESEARCH_KILL_AFTER_CONSOLIDATION_BATCHES=n</c>: inside EWC's Fisher, say) — exactly
+/// where a real kill could land. Nothing is flushed or cleaned up, as with a real kill. Unset, each point costs one
+/// comparison.
 /// </summary>
 public static class FaultInjection
 {
-    static readonly long KillAfter =
-        long.TryParse(Environment.GetEnvironmentVariable("RESEARCH_KILL_AFTER_MICROBATCHES"), out var n) && n > 0 ? n : long.MaxValue;
-    static long _microBatches;
+    static readonly long KillAfterMicroBatches = Read("RESEARCH_KILL_AFTER_MICROBATCHES");
+    static readonly long KillAfterConsolidationBatches = Read("RESEARCH_KILL_AFTER_CONSOLIDATION_BATCHES");
+    static long _microBatches, _consolidationBatches;
+
+    static long Read(string name) => long.TryParse(Environment.GetEnvironmentVariable(name), out var n) && n > 0 ? n : long.MaxValue;
 
     public static void AfterMicroBatch()
     {
-        if (++_microBatches >= KillAfter) System.Diagnostics.Process.GetCurrentProcess().Kill();
+        if (++_microBatches >= KillAfterMicroBatches) Kill();
     }
+
+    public static void AfterConsolidationBatch()
+    {
+        if (++_consolidationBatches >= KillAfterConsolidationBatches) Kill();
+    }
+
+    static void Kill() => System.Diagnostics.Process.GetCurrentProcess().Kill();
 }

@@ -12,6 +12,20 @@ public sealed class PluginFailureException(string message, Exception inner) : Ex
 
 static class Guard
 {
+    /// <summary>
+    /// Whether a regularizer implements <see cref="IRegularizer.AfterStep"/> rather than inheriting the contract's empty
+    /// default. Only then does the step hand it the gradient and Δθ, which costs AdamW its fused in-place update (a copy of
+    /// the gradient, and unfused arithmetic whose rounding differs): a regularizer that only adds a penalty (EWC, L2-SP)
+    /// leaves the update bitwise equal to plain fine-tuning.
+    /// </summary>
+    public static bool ObservesSteps(IRegularizer r)
+    {
+        if (r is GuardedRegularizer g) return g.ObservesStepsItself;
+        var map = r.GetType().GetInterfaceMap(typeof(IRegularizer));
+        var index = Array.FindIndex(map.InterfaceMethods, m => m.Name == nameof(IRegularizer.AfterStep));
+        return map.TargetMethods[index].DeclaringType != typeof(IRegularizer);
+    }
+
     public static T Call<T>(PluginDescriptor d, string member, long step, Func<T> call)
     {
         try { return call(); }
@@ -26,6 +40,7 @@ static class Guard
 /// <summary>A schedule whose exceptions become <see cref="PluginFailureException"/>.</summary>
 public sealed class GuardedSchedule(ISchedule inner, PluginDescriptor descriptor) : ISchedule
 {
+    public PluginDescriptor Descriptor => descriptor;
     public double Multiplier(in ScheduleContext context)
     {
         var c = context;
@@ -41,9 +56,18 @@ public sealed class GuardedSchedule(ISchedule inner, PluginDescriptor descriptor
 public sealed class GuardedRegularizer(IRegularizer inner, PluginDescriptor descriptor) : IRegularizer
 {
     public PluginDescriptor Descriptor => descriptor;
+    /// <summary>Whether the plugin implements <see cref="IRegularizer.AfterStep"/> (see <c>Guard.ObservesSteps</c>).</summary>
+    public bool ObservesStepsItself { get; } = Guard.ObservesSteps(inner);
     public Tensor? Penalty(PenaltyContext c) => Guard.Call(descriptor, nameof(Penalty), c.Step, () => inner.Penalty(c));
     public void AfterStep(StepContext c) => Guard.Call(descriptor, nameof(AfterStep), c.Step, () => { inner.AfterStep(c); return 0; });
     public void Consolidate(TaskContext c) => Guard.Call(descriptor, nameof(Consolidate), -1, () => { inner.Consolidate(c); return 0; });
     public IReadOnlyDictionary<string, Tensor> StateDict() => Guard.Call(descriptor, nameof(StateDict), -1, inner.StateDict);
     public void LoadStateDict(IReadOnlyDictionary<string, Tensor> s) => Guard.Call(descriptor, nameof(LoadStateDict), -1, () => { inner.LoadStateDict(s); return 0; });
+}
+
+/// <summary>A forgetting metric whose exceptions become <see cref="PluginFailureException"/>.</summary>
+public sealed class GuardedMetric(IForgettingMetric inner, PluginDescriptor descriptor) : IForgettingMetric
+{
+    public PluginDescriptor Descriptor => descriptor;
+    public MetricValue Compute(EvaluationRecord record) => Guard.Call(descriptor, nameof(Compute), -1, () => inner.Compute(record));
 }

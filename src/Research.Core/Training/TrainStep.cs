@@ -22,7 +22,7 @@ public sealed class NonFiniteGradientException(string message) : Exception(messa
 /// (× loss scale) → backward → accumulate into the fp32 master gradient; then unscale → regularizer
 /// penalties (once per window, fp32, not divided by the item count) → non-finite check → clip by global
 /// norm (the norm is measured when clipping, loss scaling or logging needs it) → optimizer update at η·f(t)
-/// → regularizers' AfterStep → zero gradients. All temporaries die in
+/// → AfterStep of the regularizers that implement it → zero gradients. All temporaries die in
 /// one dispose scope, so native memory stays flat.
 /// </summary>
 /// <remarks>
@@ -38,10 +38,14 @@ public sealed class TrainStep(
     IReadOnlyList<IRegularizer> regularizers,
     double clipNorm,
     int taskIndex = 0,
-    Func<Tensor, Tensor, Tensor>? heads = null)
+    Func<Tensor, Tensor, Tensor>? heads = null,
+    long stepOffset = 0)
 {
     /// <summary>Targets equal to this are padding or ignored, as in PyTorch's cross-entropy.</summary>
     public const long IgnoreIndex = -100;
+
+    /// <summary>The regularizers that implement AfterStep: only they need Δθ, which costs AdamW its fused path.</summary>
+    readonly IReadOnlyList<IRegularizer> _observers = regularizers.Where(Guard.ObservesSteps).ToList();
 
     /// <param name="measureNorm">Compute ‖g‖ for logging even when neither clipping nor loss scaling needs it
     /// (one pass over the gradient). Unmeasured, the reported norm is NaN and divergence shows in the loss.</param>
@@ -49,7 +53,8 @@ public sealed class TrainStep(
     {
         using var scope = NewDisposeScope();
         optimizer.Buffer.CheckViews();
-        long t = optimizer.StepCount;
+        // The run's step: updates applied before this optimizer was made (a study that resets it per task) plus its own.
+        long t = stepOffset + optimizer.StepCount;
         long items = window.Sum(b => b.Targets.ne(IgnoreIndex).sum().item<long>());
         double scale = precision.LossScale;
         double loss = 0;
@@ -96,11 +101,11 @@ public sealed class TrainStep(
         precision.Scaler?.Update(gradientsFinite: true);
         if (clipNorm > 0 && norm > clipNorm) optimizer.MasterGrad.mul_(clipNorm / (norm + 1e-6));
 
-        var delta = optimizer.Step(learningRate, returnDelta: regularizers.Count > 0);
-        if (regularizers.Count > 0)
+        var delta = optimizer.Step(learningRate, returnDelta: _observers.Count > 0);
+        if (_observers.Count > 0)
         {
             var context = new StepContext(t, taskIndex, named!, optimizer.Views(optimizer.MasterGrad), optimizer.Views(delta!), learningRate, loss);
-            foreach (var r in regularizers) r.AfterStep(context);
+            foreach (var r in _observers) r.AfterStep(context);
         }
         optimizer.ZeroGrad();
         return new StepOutcome(true, loss, norm, learningRate, items, scale);

@@ -1,100 +1,77 @@
 using System.Diagnostics;
-using System.Security.Cryptography;
-using System.Text;
+using System.Text.Json;
 using Research.Abstractions;
 using Research.Core.Checkpoints;
 using Research.Core.Config;
 using Research.Core.Data;
 using Research.Core.Optim;
 using Research.Core.Plugins;
-using Research.Core.Precision;
+using Research.Core.Studies;
 using Research.Core.Tracking;
 using TorchSharp;
 using static TorchSharp.torch;
 
 namespace Research.Core.Training;
 
-/// <summary>The result of a run: where it lives and its final evaluations by split name.</summary>
-public sealed record TrainingOutcome(string RunDir, string RunId, string WeightsPath, IReadOnlyDictionary<string, EvalResult> Final);
+/// <summary>The result of a run: where it lives, the last evaluation by split name, and for a study its evaluation
+/// record and forgetting metrics.</summary>
+/// <param name="MetricFailures">Metrics that threw (plugin, DLL, message); the others were computed and stored.</param>
+public sealed record RunOutcome(
+    string RunDir, string RunId, string WeightsPath, IReadOnlyDictionary<string, EvalResult> Final,
+    EvaluationRecord? Record, IReadOnlyList<(string Name, MetricValue Value)> Metrics, IReadOnlyList<string> MetricFailures);
 
 /// <summary>
-/// One training run, readable top to bottom: setup (or restore from a checkpoint), then for each epoch and
-/// each accumulation window one <see cref="TrainStep"/>, periodic checkpoints, evaluation on validation and
-/// test (and any extra named sets) at each epoch end, the best and final checkpoints.
+/// The one training loop. A run is a sequence of phases: a single run (<c>research train</c>) has one; a study
+/// (<c>research study</c>) has one per task, and after each the task × task evaluation (row i of the matrices R and L)
+/// and the regularizers' consolidation. Every phase has what a run has: periodic, best and phase-end checkpoints,
+/// evaluation every <c>eval_every</c> steps and at each epoch end, early stopping, the schedule reading the evaluation
+/// history, step metrics. "Step" means one thing everywhere: optimizer updates the run has applied.
 /// </summary>
+/// <remarks>
+/// A run resumes from its newest valid checkpoint, wherever it was written: inside a phase, after a phase's training
+/// (a study's <c>…-trained</c>) or after its consolidation (<c>…-consolidated</c>). Every input of the continuation is in
+/// the checkpoint or derived from (seed, position), so a resumed run ends bitwise equal to an uninterrupted one on CPU.
+/// </remarks>
 public static class Trainer
 {
     /// <summary>
-    /// Runs the config, or continues the run in <paramref name="resumeDir"/> from its newest valid checkpoint.
-    /// Plugins come from <paramref name="host"/>. <paramref name="extraEvaluations"/> are evaluated with
-    /// validation and test at each epoch end (the demo passes the other half of the classes). A plugin exception
-    /// stops the run, records it as failed, and is rethrown as <see cref="PluginFailureException"/>.
+    /// Runs the config as a single run or a study, or continues the run in <paramref name="resumeDir"/> from its newest
+    /// valid checkpoint. <paramref name="extraEvaluations"/> are evaluated with validation and test at each evaluation (the
+    /// demo passes the two halves of the classes). A plugin exception during training stops the run, records it as failed,
+    /// and is rethrown as <see cref="PluginFailureException"/>; a metric that throws is reported in the outcome instead.
     /// </summary>
-    public static TrainingOutcome Run(RunConfig config, PluginHost host, ITrainingObserver? observer = null,
-        IReadOnlyList<(string Name, TensorDataset Data)>? extraEvaluations = null, string? resumeDir = null, bool dryRun = false)
+    public static RunOutcome Run(RunConfig config, PluginHost host, ITrainingObserver? observer = null,
+        IReadOnlyList<(string Name, TensorDataset Data)>? extraEvaluations = null, string? resumeDir = null, bool dryRun = false,
+        RunKind kind = RunKind.Train)
     {
         observer ??= new SilentObserver();
-        var (schedule, regularizers) = RunSetup.Plugins(config, host);
-        if (config.Run.Threads > 0) torch.set_num_threads(config.Run.Threads);
-        var seed = config.Run.Seed;
-        var configText = ConfigLoader.ToToml(config.Source);
-        var configHash = Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(configText)));
-
-        // A resume starts from the newest checkpoint that verifies; corrupt ones are reported and skipped.
-        (string Dir, CheckpointState State)? resume = null;
-        if (resumeDir != null)
-        {
-            var checkpoints = Path.Combine(resumeDir, "checkpoints");
-            resume = Checkpoint.LatestValid(checkpoints, observer.Message)
-                     ?? throw new InvalidDataException($"--resume {resumeDir}: no valid checkpoint in {checkpoints}");
-            if (resume.Value.State.ConfigHash != configHash)
-                throw new ConfigException(config.File, "(config)", $"differs from the config of the run being resumed ({resumeDir}/config.toml); resume with that config");
-        }
-
-        var (fullTrain, fullTest) = RunSetup.LoadDataset(config.Data, seed);
-        using var _full = fullTrain; using var _fullTest = fullTest;
-        using var task = RunSetup.Task(config.Run.Name, fullTrain, fullTest, config.Data, seed);
-        var (model, loadSummary) = RunSetup.Model(config.Model, fullTrain.Features, fullTrain.NumClasses, seed, config.File);
-        using var _model = model;
-        var precision = RunSetup.Precision(config.Precision);
-        precision.Prepare(model);
-        var (optimizer, groupTable) = RunSetup.Optimizer(config.Optimizer, model, config.File);
-        using var _optimizer = optimizer;
-        long totalSteps = task.Train.WindowsPerEpoch(config.Data.BatchSize, config.Train.GradAccum) * config.Train.Epochs;
-        RunSetup.CheckLength(config, totalSteps);
+        using var run = RunBuilder.Build(config, host, kind);
+        RunBuilder.CheckLength(run);
         if (dryRun)
         {
-            observer.Message($"# {config.File}, resolved (every default filled in):");
-            observer.Message(RunSetup.ResolvedToml(config));
-            observer.Message($"# {task.Train.Count} training items, {task.Validation.Count} validation, {task.Test.Count} test; " +
-                             $"{totalSteps} optimizer steps ({config.Train.Epochs} epochs × {totalSteps / config.Train.Epochs})");
-            if (loadSummary != null) observer.Message(loadSummary);
-            foreach (var line in groupTable) observer.Message(line);
-            return new TrainingOutcome("", "", "", new Dictionary<string, EvalResult>());
+            DryRun(run, observer);
+            return new RunOutcome("", "", "", new Dictionary<string, EvalResult>(), null, [], []);
         }
-
+        (string Dir, CheckpointState State)? resume = resumeDir is null ? null : ResumePoint(run, resumeDir, observer);
         string runId, runDir;
         RunStore store;
         if (resume is { } r)
         {
             (runId, runDir) = (r.State.RunId, Path.GetFullPath(resumeDir!));
             store = new RunStore(Path.Combine(runDir, RunStore.FileName));
-            Restore(r.Dir, r.State, optimizer, regularizers, precision);
-            store.ResumeRun(runId, r.State.Step);
-            store.Heartbeat(runId);
-            observer.Message($"resumed {runId} from {r.Dir} at step {r.State.Step} (epoch {r.State.Epoch + 1}, window {r.State.WindowInEpoch})");
         }
-        else (runId, runDir, store) = RunSetup.StartRun(config, RunSetup.TrainingStreams(config));
+        else (runId, runDir, store) = RunBuilder.StartRun(run, Streams(run));
         using var _store = store;
-
         try
         {
-            if (loadSummary != null && resume is null) observer.Message(loadSummary);
-            foreach (var line in groupTable) observer.Message(line);
-            var step = new TrainStep(model, optimizer, precision, regularizers, config.Optimizer.ClipNorm);
-            var run = new RunContext(config, task, model, optimizer, precision, schedule, regularizers, step, store, runId, runDir,
-                configHash, observer, extraEvaluations ?? []);
-            var outcome = Loop(run, resume?.State);
+            if (resume is { } from)
+            {
+                if (store.Status(runId) == "finished")
+                    throw new InvalidDataException($"--resume {runDir}: run {runId} already finished; nothing to resume");
+                store.ResumeRun(runId, from.State.Step, from.State.Study?.Rows.Count ?? 0);
+            }
+            store.Heartbeat(runId);
+            var outcome = new Loop(run, store, runId, runDir, observer, extraEvaluations ?? []).Execute(resume);
             store.EndRun(runId, succeeded: true);
             return outcome;
         }
@@ -105,130 +82,492 @@ public static class Trainer
         }
     }
 
-    sealed record RunContext(RunConfig Config, TaskData Task, nn.Module<Tensor, Tensor> Model, Optimizer Optimizer,
-        PrecisionPolicy Precision, ISchedule Schedule, IReadOnlyList<IRegularizer> Regularizers, TrainStep Step, RunStore Store,
-        string RunId, string RunDir, string ConfigHash, ITrainingObserver Observer, IReadOnlyList<(string Name, TensorDataset Data)> Extra);
-
-    /// <summary>Where the loop is: the part of the checkpoint state that changes every step.</summary>
-    sealed class Position
+    /// <summary>The resolved config (every default, plugin options included), the data, the steps and the groups.</summary>
+    static void DryRun(RunComponents run, ITrainingObserver observer)
     {
-        public int Epoch;
-        public long WindowInEpoch, Windows, Skipped;
-        public double? Best;
-        public List<EvaluationPoint> Evaluations = [];
+        var c = run.Config;
+        observer.Message($"# {c.File}, resolved (every default filled in, plugin options included); identity {run.Identity}");
+        observer.Message(ResolvedConfig.Toml(run.Canonical));
+        foreach (var (t, i) in run.Tasks.Select((t, i) => (t, i)))
+            observer.Message($"# {(run.Kind == RunKind.Study ? $"task {i} ({t.Name}): " : "")}{t.Train.Count} training items, " +
+                             $"{t.Validation.Count} validation, {t.Test.Count} test; {run.StepsOf(i)} optimizer steps " +
+                             $"({c.Train.Epochs} epochs × {run.StepsOf(i) / c.Train.Epochs})");
+        if (run.LoadSummary != null) observer.Message(run.LoadSummary);
+        var (optimizer, table) = RunBuilder.Optimizer(c.Optimizer, run.Model, c.File);
+        optimizer.Dispose();
+        foreach (var line in table) observer.Message(line);
+        foreach (var p in run.Plugins) observer.Message($"# {p.Role} '{p.Name}': {p.Path} (version {p.Version}, SHA-256 {p.Sha256})");
     }
 
-    static TrainingOutcome Loop(RunContext run, CheckpointState? resumed)
+    /// <summary>The newest checkpoint that verifies (corrupt ones are reported and skipped), for this config only.</summary>
+    static (string Dir, CheckpointState State) ResumePoint(RunComponents run, string resumeDir, ITrainingObserver observer)
     {
-        var (config, optimizer, store) = (run.Config, run.Optimizer, run.Store);
-        int batchSize = config.Data.BatchSize, k = config.Train.GradAccum;
-        long stepsPerEpoch = run.Task.Train.WindowsPerEpoch(batchSize, k);
-        long totalSteps = stepsPerEpoch * config.Train.Epochs;
-        var at = new Position();
-        if (resumed != null)
-        {
-            at.Epoch = resumed.Epoch; at.WindowInEpoch = resumed.WindowInEpoch; at.Windows = resumed.Windows;
-            at.Skipped = resumed.SkippedSteps; at.Best = resumed.Best;
-            at.Evaluations = resumed.Evaluations.Select(e => new EvaluationPoint(e.Step, e.Epoch, e.Metrics)).ToList();
-        }
-        run.Observer.Started(run.RunDir, totalSteps);
+        var checkpoints = Path.Combine(resumeDir, "checkpoints");
+        var found = Checkpoint.LatestValid(checkpoints, observer.Message)
+                    ?? throw new InvalidDataException($"--resume {resumeDir}: no valid checkpoint in {checkpoints}");
+        if (found.State.Identity != run.Identity)
+            throw new ConfigException(run.Config.File, "(config)",
+                $"differs from the config of the run being resumed ({resumeDir}/config.toml; identity {found.State.Identity[..12]}…, this config {run.Identity[..12]}…); resume with that config");
+        if (found.State.Threads != torch.get_num_threads())
+            observer.Message($"warning: the run was checkpointed with {found.State.Threads} threads and resumes with {torch.get_num_threads()}: " +
+                             "results may differ in the last bits from an uninterrupted run (set [run] threads)");
+        return found;
+    }
 
-        var clock = Stopwatch.StartNew();
-        long itemsSinceLog = 0;
-        IReadOnlyDictionary<string, EvalResult> last = new Dictionary<string, EvalResult>();
-        string? stopReason = null;
-        run.Model.train();
-        while (stopReason is null && at.Epoch < config.Train.Epochs)
+    /// <summary>The random streams of a run, by name (recorded with their derived seeds).</summary>
+    static IEnumerable<string> Streams(RunComponents run)
+    {
+        var c = run.Config;
+        yield return "init";
+        if (c.Data.Dataset == "synthetic") yield return "synthetic-data";
+        if (c.Model.Reinit.Length > 0) yield return "reinit";
+        if (run.Kind == RunKind.Train) yield return "validation-split";
+        for (int t = 0; t < run.Tasks.Count; t++)
         {
-            // Data order depends only on (seed, epoch): a resumed run sees the same batches.
-            using var order = Seeds.Generator(config.Run.Seed, $"data-order/epoch-{at.Epoch}");
-            foreach (var window in run.Task.Train.ShuffledWindows(batchSize, k, order, skipWindows: at.WindowInEpoch))
+            if (run.Kind == RunKind.Study)
             {
-                // t counts applied updates only: a step the loss scaler skipped advances neither t nor the schedule.
-                long t = optimizer.StepCount;
-                double lr = config.Optimizer.Lr * run.Schedule.Multiplier(new ScheduleContext(t, totalSteps, stepsPerEpoch, at.Evaluations));
-                var result = run.Step.Run(window, lr);
-                at.Windows++; at.WindowInEpoch++;
-                if (!result.Applied) at.Skipped++;
-                itemsSinceLog += result.Items;
-                // The pre-clip gradient norm is recorded at every step; the rest every log_every steps.
-                store.Metric(run.RunId, optimizer.StepCount, "grad_norm", result.GradNorm);
-                if (at.Windows % config.Train.LogEvery == 0 || !result.Applied)
-                {
-                    var seconds = clock.Elapsed.TotalSeconds;
-                    var throughput = seconds > 0 ? itemsSinceLog / seconds : 0;
-                    clock.Restart(); itemsSinceLog = 0;
-                    long s = optimizer.StepCount;
-                    store.Metric(run.RunId, s, "train_loss", result.Loss);
-                    store.Metric(run.RunId, s, "lr", lr);
-                    store.Metric(run.RunId, s, "items_per_second", throughput);
-                    if (run.Precision.Scaler != null)
-                    {
-                        store.Metric(run.RunId, s, "loss_scale", result.LossScale);
-                        store.Metric(run.RunId, s, "skipped_steps", at.Skipped);
-                    }
-                    run.Observer.Step(s, totalSteps, result.Loss, lr, throughput);
-                }
-                // Evaluations and checkpoints that fall on an epoch's last window wait for the epoch's end, so a
-                // checkpoint is always either inside an epoch or after its evaluation.
-                bool insideEpoch = at.WindowInEpoch < stepsPerEpoch;
-                if (config.Train.EvalEvery > 0 && result.Applied && optimizer.StepCount % config.Train.EvalEvery == 0 && insideEpoch)
-                {
-                    last = Evaluate(run, at);
-                    if ((stopReason = Stopping(run, at)) != null) break;
-                }
-                if (config.Checkpoint.Every > 0 && result.Applied && optimizer.StepCount % config.Checkpoint.Every == 0 && insideEpoch)
-                    WritePeriodic(run, at);
+                yield return $"task-{t}";
+                if (c.Study.Benchmark == "permuted" && t > 0) yield return $"permutation/{t}";
+                yield return $"fisher/task-{t}";
             }
-            if (stopReason != null) break;
-
-            last = Evaluate(run, at);
-            // After the evaluation the next window is window 0 of the next epoch; checkpoints record that.
-            at.Epoch++; at.WindowInEpoch = 0;
-            stopReason = Stopping(run, at);
-            bool dueByStep = config.Checkpoint.Every > 0 && optimizer.StepCount % config.Checkpoint.Every == 0;
-            if (config.Checkpoint.AtEpochEnd || dueByStep) WritePeriodic(run, at);
+            for (int e = 0; e < c.Train.Epochs; e++) yield return DataOrder(run, t, e);
         }
-        if (stopReason != null)
-        {
-            run.Observer.Message(stopReason);
-            store.StopReason(run.RunId, stopReason);
-        }
-        if (at.Skipped > 0) run.Observer.Message($"the loss scaler skipped {at.Skipped} of {at.Windows} steps (final scale {run.Precision.LossScale})");
-
-        var final = Write(run, at, "final");
-        var weights = Path.Combine(final, Checkpoint.Model);
-        store.Artifact(run.RunId, "checkpoint", final);
-        return new TrainingOutcome(run.RunDir, run.RunId, weights, last);
     }
 
-    /// <summary>Evaluates validation and test (and the extra sets), records them, and writes <c>best</c> when the
-    /// selection metric improved.</summary>
-    static IReadOnlyDictionary<string, EvalResult> Evaluate(RunContext run, Position at)
+    /// <summary>The data order of an epoch depends only on (seed, phase, epoch): a resumed run sees the same batches.</summary>
+    static string DataOrder(RunComponents run, int phase, int epoch) =>
+        run.Kind == RunKind.Study ? $"task-{phase}/data-order/epoch-{epoch}" : $"data-order/epoch-{epoch}";
+
+    /// <summary>Evaluates validation ("val"), test ("test") and the extra named sets.</summary>
+    public static Dictionary<string, EvalResult> EvaluateAll(nn.Module<Tensor, Tensor> model, TaskData task,
+        IReadOnlyList<(string Name, TensorDataset Data)> extra, int batchSize, Precision.PrecisionPolicy precision,
+        Func<Tensor, Tensor, Tensor>? heads = null)
     {
-        var step = run.Optimizer.StepCount;
-        var results = EvaluateAll(run.Model, run.Task, run.Extra, run.Config.Data.EvalBatchSize, run.Precision);
-        foreach (var (split, r) in results) run.Store.Evaluation(run.RunId, step, at.Epoch, "train", split, r.Loss, r.Accuracy, r.Items);
-        at.Evaluations.Add(new EvaluationPoint(step, at.Epoch, results.SelectMany(r => new[]
+        var results = new Dictionary<string, EvalResult>
         {
-            KeyValuePair.Create($"{r.Key}_loss", r.Value.Loss), KeyValuePair.Create($"{r.Key}_accuracy", r.Value.Accuracy),
-        }).ToDictionary()));
-        run.Observer.EpochEnded(at.Epoch, step, results);
-        run.Store.Heartbeat(run.RunId);
+            ["val"] = Evaluation.Run(model, task.Validation, batchSize, precision, heads),
+            ["test"] = Evaluation.Run(model, task.Test, batchSize, precision, heads),
+        };
+        foreach (var (name, data) in extra) results[name] = Evaluation.Run(model, data, batchSize, precision, heads);
         return results;
     }
 
-    /// <summary>After an evaluation: the best checkpoint, then whether early stopping says stop (and why).</summary>
-    static string? Stopping(RunContext run, Position at)
+    /// <summary>The loop over phases, with where it is: the part of the checkpoint state that changes as it runs.</summary>
+    sealed class Loop(RunComponents run, RunStore store, string runId, string runDir, ITrainingObserver observer,
+        IReadOnlyList<(string Name, TensorDataset Data)> extra)
     {
-        if (IsBest(run.Config.Checkpoint, at.Evaluations[^1].Metrics, at.Best) is { } best)
+        readonly RunConfig _c = run.Config;
+        readonly bool _study = run.Kind == RunKind.Study;
+        Optimizer? _optimizer;
+        long _stepOffset;            // the run's step when the current optimizer was made
+        int _phase, _epoch;
+        Stage _stage = Stage.Training;
+        long _windowInEpoch, _windows, _skipped, _phaseStartStep;
+        double? _best;
+        List<SavedEvaluation> _evaluations = [];
+        List<PhaseStop> _stops = [];
+        StudyProgress? _progress;
+        IReadOnlyDictionary<string, EvalResult> _last = new Dictionary<string, EvalResult>();
+
+        Optimizer O => _optimizer!;
+        long Step => _stepOffset + O.StepCount;
+        string CheckpointsDir => Path.Combine(runDir, "checkpoints");
+        string PhaseName(int phase) => _study ? $"task-{phase}" : "train";
+
+        public RunOutcome Execute((string Dir, CheckpointState State)? resume)
         {
-            at.Best = best;
-            Write(run, at, "best");
+            try
+            {
+                bool freshPhase = true;
+                if (resume is { } r) freshPhase = Restore(r.Dir, r.State);
+                else Begin();
+                observer.Started(runDir, run.TotalSteps);
+                for (; _phase < run.Tasks.Count; _phase++, freshPhase = true)
+                {
+                    if (freshPhase) StartPhase();
+                    if (_stage == Stage.Training)
+                    {
+                        TrainPhase();
+                        _stage = Stage.Trained;
+                        if (_study) WritePhaseEnd(Stage.Trained);
+                    }
+                    if (_study && _stage == Stage.Trained)
+                    {
+                        EvaluateRow();
+                        // Nothing learns after the last task: its consolidation (a Fisher, say) would be computed for nothing.
+                        if (_phase < run.Tasks.Count - 1)
+                        {
+                            Consolidate();
+                            _stage = Stage.Consolidated;
+                            WritePhaseEnd(Stage.Consolidated);
+                        }
+                    }
+                }
+                _phase = run.Tasks.Count - 1;
+                return Finish();
+            }
+            finally { _optimizer?.Dispose(); }
         }
-        var t = run.Config.Train;
-        return EarlyStopping.Decide(at.Evaluations, t.EarlyStoppingMetric, t.EarlyStoppingMode, t.EarlyStoppingPatience, t.EarlyStoppingThreshold);
+
+        /// <summary>A new run: the random initialisation's accuracy on every task (the baseline of forward transfer) and its weights.</summary>
+        void Begin()
+        {
+            if (run.LoadSummary != null) observer.Message(run.LoadSummary);
+            if (!_study) return;
+            var c = _c.Study;
+            observer.Message($"study {c.Benchmark}: {run.Tasks.Count} tasks ({string.Join(", ", run.Tasks.Select(t => t.Name))}); " +
+                             $"{(c.Joint ? "joint training on all tasks seen so far" : run.Regularizers.Count == 0 ? "plain fine-tuning" : string.Join(" + ", run.Regularizers.Select(r => r.Descriptor.Name)))}; " +
+                             $"optimizer {(c.ResetOptimizer ? "reset" : "kept")} and schedule {(c.ResetSchedule ? "restarted" : "continued")} at each task");
+            _progress = new StudyProgress(run.Tasks.Select(t => Evaluation.Run(run.Model, t.Test, _c.Data.EvalBatchSize, run.Precision, run.HeadsFunction).Accuracy).ToArray(), []);
+        }
+
+        /// <summary>Where a phase begins: a new optimizer for the first phase, and for each when a study resets it.</summary>
+        void StartPhase()
+        {
+            if (_optimizer is null || (_study && _c.Study.ResetOptimizer)) NewOptimizer();
+            if (_study && _phase == 0) WeightFile.Save(O.NamedMaster(), Snapshot("initial"));
+            _phaseStartStep = Step;
+            _epoch = 0; _windowInEpoch = 0; _best = null;
+            _stage = Stage.Training;
+            if (_study) observer.Message($"task {_phase} ({run.Tasks[_phase].Name}): {run.StepsOf(_phase)} optimizer steps");
+        }
+
+        /// <summary>
+        /// A fresh optimizer (new moments, t = 0 for Adam's bias correction) over the model's trainable parameters. Under
+        /// mixed precision the new fp32 master weights are copied from the old ones, not rebuilt from the 16-bit model.
+        /// </summary>
+        void NewOptimizer()
+        {
+            long step = _optimizer is null ? 0 : Step;
+            var (next, table) = RunBuilder.Optimizer(_c.Optimizer, run.Model, _c.File);
+            if (_optimizer is { HasMasterCopy: true } old)
+                using (no_grad())
+                {
+                    next.Master.copy_(old.Master);
+                    next.Buffer.Values.copy_(next.Master);
+                }
+            if (_optimizer is null) foreach (var line in table) observer.Message(line);
+            _optimizer?.Dispose();
+            _optimizer = next;
+            _stepOffset = step;
+        }
+
+        /// <summary>Loads a verified checkpoint into fresh components; returns whether the next phase starts fresh.</summary>
+        bool Restore(string dir, CheckpointState s)
+        {
+            (_phase, _stage, _epoch, _windowInEpoch, _windows, _skipped, _phaseStartStep, _best) =
+                (s.Phase, s.Stage, s.Epoch, s.WindowInEpoch, s.Windows, s.SkippedSteps, s.PhaseStartStep, s.Best);
+            _evaluations = s.Evaluations.ToList();
+            _stops = s.StopReasons.ToList();
+            _progress = s.Study;
+            NewOptimizer();
+            _stepOffset = s.Step - s.OptimizerStep;
+            var weights = Checkpoint.Load(dir, Checkpoint.Model);
+            var moments = Checkpoint.Load(dir, Checkpoint.Optimizer);
+            var regularizers = Checkpoint.Load(dir, Checkpoint.Regularizers);
+            try
+            {
+                O.Restore(weights, moments, s.OptimizerStep);
+                RestoreFrozen(weights);
+                for (int i = 0; i < run.Regularizers.Count; i++)
+                {
+                    var prefix = $"{i}/";
+                    run.Regularizers[i].LoadStateDict(regularizers.Where(kv => kv.Key.StartsWith(prefix)).ToDictionary(kv => kv.Key[prefix.Length..], kv => kv.Value));
+                }
+                run.Precision.Scaler?.Restore(s.LossScale, s.ScalerGoodSteps, s.SkippedSteps);
+            }
+            finally
+            {
+                foreach (var t in weights.Values.Concat(moments.Values).Concat(regularizers.Values)) t.Dispose();
+            }
+            observer.Message($"resumed {runId} from {dir} at step {s.Step}: " + (_study ? $"task {s.Phase}, " : "") + s.Stage switch
+            {
+                Stage.Training => $"epoch {s.Epoch + 1}, window {s.WindowInEpoch}",
+                Stage.Trained => "after its training",
+                _ => "after its consolidation",
+            });
+            if (s.Stage != Stage.Consolidated) return false;
+            _phase++;
+            return true;
+        }
+
+        /// <summary>Frozen parameters are not the optimizer's; they are checkpointed beside its weights.</summary>
+        void RestoreFrozen(IReadOnlyDictionary<string, Tensor> weights)
+        {
+            using var _ = no_grad();
+            foreach (var (name, p) in run.Model.named_parameters().Where(p => !p.parameter.requires_grad))
+                if (weights.TryGetValue(name, out var w)) p.copy_(w);
+        }
+
+        /// <summary>The phase's data: its task, or under joint training the union of tasks 0..i (owned by the caller).</summary>
+        TaskData PhaseData(out bool owned)
+        {
+            owned = run.JointAt(_phase);
+            if (!owned) return run.Tasks[_phase];
+            var seen = run.Tasks.Take(_phase + 1).ToList();
+            return new TaskData($"tasks 0–{_phase}", TensorDataset.Concat(seen.Select(t => t.Train).ToList()),
+                TensorDataset.Concat(seen.Select(t => t.Validation).ToList()), TensorDataset.Concat(seen.Select(t => t.Test).ToList()));
+        }
+
+        /// <summary>Trains the current phase for its epochs, from where the loop is, until they end or early stopping says stop.</summary>
+        void TrainPhase()
+        {
+            var data = PhaseData(out var owned);
+            try { TrainPhase(data); }
+            finally { if (owned) data.Dispose(); }
+        }
+
+        void TrainPhase(TaskData data)
+        {
+            int batchSize = _c.Data.BatchSize, k = _c.Train.GradAccum, epochs = _c.Train.Epochs;
+            long stepsPerEpoch = data.Train.WindowsPerEpoch(batchSize, k);
+            // The schedule restarts at each task of a study with reset_schedule, and then reads only this task's evaluations.
+            bool restarts = !_study || _c.Study.ResetSchedule;
+            long scheduleLength = restarts ? run.StepsOf(_phase) : run.TotalSteps;
+            var step = new TrainStep(run.Model, O, run.Precision, run.Regularizers, _c.Optimizer.ClipNorm, _phase, run.HeadsFunction, _stepOffset);
+            var clock = Stopwatch.StartNew();
+            long itemsSinceLog = 0;
+            string? stop = _stops.FirstOrDefault(s => s.Phase == _phase)?.Reason;
+            run.Model.train();
+            while (stop is null && _epoch < epochs)
+            {
+                using var order = Seeds.Generator(_c.Run.Seed, DataOrder(run, _phase, _epoch));
+                foreach (var window in data.Train.ShuffledWindows(batchSize, k, order, skipWindows: _windowInEpoch))
+                {
+                    // t counts applied updates only: a step the loss scaler skipped advances neither t nor the schedule.
+                    long t = restarts ? Step - _phaseStartStep : Step;
+                    // In the schedule's own time: a schedule that restarts sees the task's evaluations at task-relative steps.
+                    long origin = restarts ? _phaseStartStep : 0;
+                    var history = _evaluations.Where(e => !restarts || e.Phase == _phase)
+                        .Select(e => new EvaluationPoint(e.Step - origin, e.Epoch, e.Metrics)).ToList();
+                    double lr = _c.Optimizer.Lr * run.Schedule.Multiplier(new ScheduleContext(t, scheduleLength, stepsPerEpoch, history));
+                    var result = step.Run(window, lr);
+                    _windows++; _windowInEpoch++;
+                    if (!result.Applied) _skipped++;
+                    itemsSinceLog += result.Items;
+                    // The pre-clip gradient norm is recorded at every step; the rest every log_every steps.
+                    store.Metric(runId, Step, "grad_norm", result.GradNorm);
+                    if (_windows % _c.Train.LogEvery == 0 || !result.Applied)
+                    {
+                        var seconds = clock.Elapsed.TotalSeconds;
+                        var throughput = seconds > 0 ? itemsSinceLog / seconds : 0;
+                        clock.Restart(); itemsSinceLog = 0;
+                        store.Metric(runId, Step, "train_loss", result.Loss);
+                        store.Metric(runId, Step, "lr", lr);
+                        store.Metric(runId, Step, "items_per_second", throughput);
+                        if (_study) store.Metric(runId, Step, "task", _phase);
+                        if (run.Precision.Scaler != null)
+                        {
+                            store.Metric(runId, Step, "loss_scale", result.LossScale);
+                            store.Metric(runId, Step, "skipped_steps", _skipped);
+                        }
+                        observer.Step(Step, run.TotalSteps, result.Loss, lr, throughput);
+                    }
+                    // Evaluations and checkpoints that fall on an epoch's last window wait for the epoch's end, so a
+                    // checkpoint is always either inside an epoch or after its evaluation.
+                    bool insideEpoch = _windowInEpoch < stepsPerEpoch;
+                    if (_c.Train.EvalEvery > 0 && result.Applied && Step % _c.Train.EvalEvery == 0 && insideEpoch)
+                    {
+                        Evaluate(data);
+                        if ((stop = Stopping()) != null) break;
+                    }
+                    if (_c.Checkpoint.Every > 0 && result.Applied && Step % _c.Checkpoint.Every == 0 && insideEpoch)
+                        WritePeriodic();
+                }
+                if (stop != null) break;
+
+                Evaluate(data);
+                // After the evaluation the next window is window 0 of the next epoch; checkpoints record that.
+                _epoch++; _windowInEpoch = 0;
+                stop = Stopping();
+                // A study's phase end is checkpointed as "trained" right after this; a single run's last epoch keeps its own.
+                bool phaseEnds = stop != null || _epoch == epochs;
+                bool due = _c.Checkpoint.AtEpochEnd || (_c.Checkpoint.Every > 0 && Step % _c.Checkpoint.Every == 0);
+                if (due && !(_study && phaseEnds)) WritePeriodic();
+            }
+            if (stop != null && _stops.All(s => s.Phase != _phase))
+            {
+                _stops.Add(new PhaseStop(_phase, stop));
+                observer.Message((_study ? $"task {_phase}: " : "") + stop);
+                store.StopReason(runId, string.Join("; ", _stops.Select(s => _study ? $"task {s.Phase}: {s.Reason}" : s.Reason)));
+            }
+        }
+
+        /// <summary>Evaluates the phase's validation and test splits (and the extra sets), records them, and writes the
+        /// phase's best checkpoint when the selection metric improved.</summary>
+        void Evaluate(TaskData data)
+        {
+            var results = EvaluateAll(run.Model, data, extra, _c.Data.EvalBatchSize, run.Precision, run.HeadsFunction);
+            foreach (var (split, r) in results) store.Evaluation(runId, Step, _epoch, PhaseName(_phase), split, r.Loss, r.Accuracy, r.Items);
+            _evaluations.Add(new SavedEvaluation(_phase, Step, _epoch, results.SelectMany(r => new[]
+            {
+                KeyValuePair.Create($"{r.Key}_loss", r.Value.Loss), KeyValuePair.Create($"{r.Key}_accuracy", r.Value.Accuracy),
+            }).ToDictionary()));
+            observer.EpochEnded(_epoch, Step, results);
+            store.Heartbeat(runId);
+            _last = results;
+        }
+
+        /// <summary>After an evaluation: the best checkpoint, then whether early stopping says stop (and why).</summary>
+        string? Stopping()
+        {
+            var phase = _evaluations.Where(e => e.Phase == _phase).Select(e => new EvaluationPoint(e.Step, e.Epoch, e.Metrics)).ToList();
+            if (IsBest(_c.Checkpoint, phase[^1].Metrics, _best) is { } best)
+            {
+                _best = best;
+                Write(_study ? $"best-task-{_phase}" : "best", Stage.Training);
+            }
+            var t = _c.Train;
+            return EarlyStopping.Decide(phase, t.EarlyStoppingMetric, t.EarlyStoppingMode, t.EarlyStoppingPatience, t.EarlyStoppingThreshold);
+        }
+
+        /// <summary>Row i of the study's matrices: the model after task i on every task's test and validation split, the
+        /// parameter change since the previous task, and the task-end weights (<c>tasks/task-i</c>).</summary>
+        void EvaluateRow()
+        {
+            int T = run.Tasks.Count, batch = _c.Data.EvalBatchSize;
+            var (testAcc, testLoss, valAcc, valLoss) = (new double[T], new double[T], new double[T], new double[T]);
+            for (int j = 0; j < T; j++)
+            {
+                var test = Evaluation.Run(run.Model, run.Tasks[j].Test, batch, run.Precision, run.HeadsFunction);
+                var val = Evaluation.Run(run.Model, run.Tasks[j].Validation, batch, run.Precision, run.HeadsFunction);
+                store.StudyCell(runId, _phase, j, "test", test.Loss, test.Accuracy);
+                store.StudyCell(runId, _phase, j, "val", val.Loss, val.Accuracy);
+                (testAcc[j], testLoss[j], valAcc[j], valLoss[j]) = (test.Accuracy, test.Loss, val.Accuracy, val.Loss);
+            }
+            var change = ChangeNorm(Snapshot(_phase == 0 ? "initial" : $"task-{_phase - 1}"));
+            WeightFile.Save(O.NamedMaster(), Snapshot($"task-{_phase}"));
+            _progress!.Rows.Add(new StudyRow(testAcc, testLoss, valAcc, valLoss, change));
+            store.Heartbeat(runId);
+            observer.Message($"after task {_phase} ({run.Tasks[_phase].Name}): test accuracy " +
+                             string.Join("  ", testAcc.Select((a, j) => $"{j}:{a:F3}")) + $"   ‖Δθ‖ = {change:F3}");
+        }
+
+        string Snapshot(string name) => Path.Combine(runDir, "tasks", name, WeightFile.FileName);
+
+        /// <summary>‖θ − θ_prev‖₂ over the trainable parameters, θ_prev read from a snapshot file (so a resumed run has it too).</summary>
+        double ChangeNorm(string previous)
+        {
+            using var _ = NewDisposeScope();
+            var before = Checkpoint.Load(Path.GetDirectoryName(previous)!, WeightFile.FileName);
+            var flat = cat(O.Buffer.Slots.Select(s => before[s.Name].reshape(-1)).ToList());
+            return O.Master.detach().sub(flat).norm().item<float>();
+        }
+
+        /// <summary>The task ends: regularizers consolidate (EWC's Fisher and θ*, L2-SP's anchor).</summary>
+        void Consolidate()
+        {
+            var task = run.Tasks[_phase];
+            int phase = _phase;
+            var heads = run.HeadsFunction;
+            var context = new TaskContext(_phase, task.Name, run.Model, O.PenaltyParameters(), Counted(task.Train.InOrder(_c.Data.EvalBatchSize)),
+                (logits, targets) => nn.functional.cross_entropy(heads is null ? logits : heads(logits, targets), targets,
+                    ignore_index: TrainStep.IgnoreIndex, reduction: nn.Reduction.None),
+                kind => TaskFisher(task, kind, phase));
+            foreach (var r in run.Regularizers) r.Consolidate(context);
+        }
+
+        /// <summary>The batches a consolidation reads, each one a point where crash injection may kill the process.</summary>
+        static IEnumerable<Batch> Counted(IEnumerable<Batch> batches)
+        {
+            foreach (var b in batches)
+            {
+                yield return b;
+                FaultInjection.AfterConsolidationBatch();
+            }
+        }
+
+        /// <summary>
+        /// The diagonal Fisher of the trained model on a task's training data (<see cref="Forgetting.Fisher"/>), drawn from
+        /// the stream (seed, "fisher/task-i"), under the task's head for task-incremental studies. The variant and the
+        /// layers that used the per-sample fallback are reported.
+        /// </summary>
+        IReadOnlyDictionary<string, Tensor> TaskFisher(TaskData task, FisherKind kind, int phase)
+        {
+            using var generator = Seeds.Generator(_c.Run.Seed, $"fisher/task-{phase}");
+            var batches = Counted(task.Train.InOrder(_c.Data.EvalBatchSize));
+            if (task.HeadClasses is null || run.Heads is null)
+            {
+                var result = Forgetting.Fisher.Compute(run.Model, batches, kind, generator);
+                observer.Message(result.Describe());
+                return result.Diagonal;
+            }
+            using var subset = new ClassSubset(run.Model, task.HeadClasses, run.NumClasses);
+            var restricted = Forgetting.Fisher.Compute(subset, subset.Renumbered(batches), kind, generator);
+            observer.Message(restricted.Describe());
+            return restricted.Diagonal.ToDictionary(kv => kv.Key.StartsWith("m.") ? kv.Key[2..] : kv.Key, kv => kv.Value);
+        }
+
+        /// <summary>The final checkpoint; for a study the evaluation record, its probes and every forgetting metric.</summary>
+        RunOutcome Finish()
+        {
+            if (_skipped > 0) observer.Message($"the loss scaler skipped {_skipped} of {_windows} steps (final scale {run.Precision.LossScale})");
+            var final = Write("final", Stage.Trained);
+            store.Artifact(runId, "checkpoint", final);
+            // A run resumed after its last evaluation has not evaluated in this process.
+            if (_last.Count == 0 && !_study)
+                _last = EvaluateAll(run.Model, run.Tasks[0], extra, _c.Data.EvalBatchSize, run.Precision);
+            var weights = Path.Combine(final, Checkpoint.Model);
+            if (!_study) return new RunOutcome(runDir, runId, weights, _last, null, [], []);
+
+            var rows = _progress!.Rows;
+            var record = new EvaluationRecord(run.Tasks.Select(t => t.Name).ToList(), rows.Select(r => r.TestAccuracy).ToArray(),
+                rows.Select(r => r.TestLoss).ToArray(), new Dictionary<string, double[][]>
+                {
+                    [ProbeNames.RandomInitAccuracy] = [_progress.RandomInit],
+                    [ProbeNames.ParameterChangeNorm] = rows.Select(r => new[] { r.ChangeNorm }).ToArray(),
+                });
+            foreach (var (name, probe) in record.Probes) store.StudyValue(runId, "probe", name, double.NaN, JsonSerializer.Serialize(probe, StudyJson));
+            var values = new List<(string, MetricValue)>();
+            var failures = new List<string>();
+            foreach (var metric in run.Metrics)
+            {
+                // A metric that throws is reported, and the others are still computed: the matrices are already stored.
+                try
+                {
+                    var value = metric.Compute(record);
+                    values.Add((metric.Descriptor.Name, value));
+                    store.StudyValue(runId, "metric", metric.Descriptor.Name, value.Value, JsonSerializer.Serialize(value.PerTask, StudyJson));
+                }
+                catch (PluginFailureException e)
+                {
+                    failures.Add(e.Message);
+                    store.StudyValue(runId, "metric", metric.Descriptor.Name, double.NaN, JsonSerializer.Serialize(new { error = e.Message }));
+                }
+            }
+            return new RunOutcome(runDir, runId, weights, _last, record, values, failures);
+        }
+
+        void WritePeriodic()
+        {
+            Write(Checkpoint.PeriodicName(Step), Stage.Training);
+            Checkpoint.Prune(CheckpointsDir, _c.Checkpoint.KeepLast);
+        }
+
+        void WritePhaseEnd(Stage stage)
+        {
+            Write(Checkpoint.PhaseEndName(Step, _phase, stage), stage);
+            Checkpoint.Prune(CheckpointsDir, _c.Checkpoint.KeepLast);
+        }
+
+        /// <summary>Writes a checkpoint of the current state. The store is flushed first, so every row up to this
+        /// step is on disk before the checkpoint that a resume will continue from.</summary>
+        string Write(string name, Stage stage)
+        {
+            store.Flush();
+            store.Heartbeat(runId);
+            var state = new CheckpointState(Checkpoint.FormatVersion, runId, _phase, stage, Step, O.StepCount, _phaseStartStep,
+                _epoch, _windowInEpoch, _windows, _skipped, run.Precision.Scaler?.Scale ?? 1.0, run.Precision.Scaler?.GoodSteps ?? 0,
+                _evaluations.ToList(), _best, _stops.ToList(), _progress,
+                run.Identity, _c.Run.Seed, torch.get_num_threads(), DateTime.UtcNow.ToString("O"));
+            var frozen = run.Model.named_parameters().Where(p => !p.parameter.requires_grad).Select(p => (p.name, (Tensor)p.parameter));
+            var regularizerState = run.Regularizers.SelectMany((r, i) => r.StateDict().Select(kv => ($"{i}/{kv.Key}", kv.Value)));
+            return Checkpoint.Write(CheckpointsDir, name, state, O.NamedMaster().Concat(frozen), O.NamedState(), regularizerState);
+        }
     }
+
+    // Per-task values are NaN where a metric is undefined (no task after the last); JSON has no NaN literal.
+    static readonly JsonSerializerOptions StudyJson = new() { NumberHandling = System.Text.Json.Serialization.JsonNumberHandling.AllowNamedFloatingPointLiterals };
 
     /// <summary>The new best value when the latest evaluation improves on <paramref name="best"/>.</summary>
     static double? IsBest(CheckpointSection c, IReadOnlyDictionary<string, double> metrics, double? best)
@@ -238,62 +577,5 @@ public static class Trainer
             throw new InvalidOperationException($"[checkpoint] best_metric '{c.BestMetric}' is not among the evaluation's metrics ({string.Join(", ", metrics.Keys)})");
         bool better = best is null || (c.BestMode == "min" ? value < best : value > best);
         return better ? value : null;
-    }
-
-    static void WritePeriodic(RunContext run, Position at)
-    {
-        Write(run, at, Checkpoint.PeriodicName(run.Optimizer.StepCount));
-        Checkpoint.Prune(Path.Combine(run.RunDir, "checkpoints"), run.Config.Checkpoint.KeepLast);
-    }
-
-    /// <summary>Writes a checkpoint of the current state. The store is flushed first, so every row up to this
-    /// step is on disk before the checkpoint that a resume will continue from.</summary>
-    static string Write(RunContext run, Position at, string name)
-    {
-        run.Store.Flush();
-        run.Store.Heartbeat(run.RunId);
-        var o = run.Optimizer;
-        var state = new CheckpointState(Checkpoint.FormatVersion, run.RunId, o.StepCount, at.Epoch, at.WindowInEpoch, at.Windows, at.Skipped,
-            run.Precision.Scaler?.Scale ?? 1.0, run.Precision.Scaler?.GoodSteps ?? 0,
-            at.Evaluations.Select(e => new SavedEvaluation(e.Step, e.Epoch, e.Metrics.ToDictionary())).ToList(), at.Best,
-            run.ConfigHash, run.Config.Run.Seed, torch.get_num_threads(), DateTime.UtcNow.ToString("O"));
-        var frozen = run.Model.named_parameters().Where(p => !p.parameter.requires_grad).Select(p => (p.name, (Tensor)p.parameter));
-        var regularizerState = run.Regularizers.SelectMany((r, i) => r.StateDict().Select(kv => ($"{i}/{kv.Key}", kv.Value)));
-        return Checkpoint.Write(Path.Combine(run.RunDir, "checkpoints"), name, state, o.NamedMaster().Concat(frozen), o.NamedState(), regularizerState);
-    }
-
-    /// <summary>Loads a verified checkpoint into the freshly built optimizer, regularizers and loss scaler.</summary>
-    static void Restore(string dir, CheckpointState state, Optimizer optimizer, IReadOnlyList<IRegularizer> regularizers, PrecisionPolicy precision)
-    {
-        var weights = Checkpoint.Load(dir, Checkpoint.Model);
-        var moments = Checkpoint.Load(dir, Checkpoint.Optimizer);
-        var regs = Checkpoint.Load(dir, Checkpoint.Regularizers);
-        try
-        {
-            optimizer.Restore(weights, moments, state.Step);
-            for (int i = 0; i < regularizers.Count; i++)
-            {
-                var prefix = $"{i}/";
-                regularizers[i].LoadStateDict(regs.Where(kv => kv.Key.StartsWith(prefix)).ToDictionary(kv => kv.Key[prefix.Length..], kv => kv.Value));
-            }
-            precision.Scaler?.Restore(state.LossScale, state.ScalerGoodSteps, state.SkippedSteps);
-        }
-        finally
-        {
-            foreach (var t in weights.Values.Concat(moments.Values)) t.Dispose();
-        }
-    }
-
-    /// <summary>Evaluates validation ("val"), test ("test") and the extra named sets.</summary>
-    public static Dictionary<string, EvalResult> EvaluateAll(nn.Module<Tensor, Tensor> model, TaskData task,
-        IReadOnlyList<(string Name, TensorDataset Data)> extra, int batchSize, PrecisionPolicy precision)
-    {
-        var results = new Dictionary<string, EvalResult>
-        {
-            ["val"] = Evaluation.Run(model, task.Validation, batchSize, precision),
-            ["test"] = Evaluation.Run(model, task.Test, batchSize, precision),
-        };
-        foreach (var (name, data) in extra) results[name] = Evaluation.Run(model, data, batchSize, precision);
-        return results;
     }
 }

@@ -23,3 +23,11 @@ public sealed class CtorThrows : ISchedule
 
     public double Multiplier(in ScheduleContext context) => 1.0;
 }
+
+/// <summary>A forgetting metric that throws, as a metric with a bug would: the study must keep its matrices.</summary>
+[Plugin("throws", Summary = "fixture: a metric that throws")]
+public sealed class ThrowingMetric : IForgettingMetric
+{
+    public MetricValue Compute(EvaluationRecord record) =>
+        throw new IndexOutOfRangeException($"a bug in a metric over {record.Tasks.Count} tasks");
+}

@@ -1,0 +1,279 @@
+using System.Reflection;
+using System.Security.Cryptography;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Research.Abstractions;
+using Research.Core.Config;
+using Research.Core.Data;
+using Research.Core.Models;
+using Research.Core.Optim;
+using Research.Core.Plugins;
+using Research.Core.Studies;
+using Research.Core.Tracking;
+using Research.Core.Precision;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Research.Core.Training;
+
+/// <summary>A task's data: training split, the held-out validation split (for every model selection), and test.</summary>
+/// <param name="HeadClasses">Task-incremental studies: the classes of the task's head (logits outside them are masked);
+/// null when the task uses every output.</param>
+public sealed record TaskData(string Name, TensorDataset Train, TensorDataset Validation, TensorDataset Test, int[]? HeadClasses = null) : IDisposable
+{
+    public void Dispose() { Train.Dispose(); Validation.Dispose(); Test.Dispose(); }
+}
+
+/// <summary>What a run is: one phase of training (<c>research train</c>) or a study, a phase per task with the task × task
+/// evaluation and consolidation between phases (<c>research study</c>).</summary>
+public enum RunKind { Train, Study }
+
+/// <summary>A plugin DLL a run used, as the run record keeps it.</summary>
+public sealed record PluginRecord(string Role, string Name, string Path, string Version, string Sha256);
+
+/// <summary>
+/// Everything a run is built from, made once from a bound config by <see cref="RunBuilder.Build"/>: its identity, its
+/// tasks (a single run has one), the model, the precision policy and the plugins. The optimizer is made per phase
+/// (<see cref="RunBuilder.Optimizer"/>), since a study may reset it at each task.
+/// </summary>
+public sealed class RunComponents : IDisposable
+{
+    public required RunConfig Config { get; init; }
+    public required RunKind Kind { get; init; }
+    /// <summary>The canonical resolved config (<see cref="ResolvedConfig"/>) and its SHA-256, the run's identity.</summary>
+    public required JsonObject Canonical { get; init; }
+    public required string Identity { get; init; }
+    public required IReadOnlyList<TaskData> Tasks { get; init; }
+    /// <summary>Task-incremental heads (<c>split-task</c>), else null.</summary>
+    public TaskHeads? Heads { get; init; }
+    public required nn.Module<Tensor, Tensor> Model { get; init; }
+    public string? LoadSummary { get; init; }
+    public required PrecisionPolicy Precision { get; init; }
+    public required GuardedSchedule Schedule { get; init; }
+    public required IReadOnlyList<GuardedRegularizer> Regularizers { get; init; }
+    public required IReadOnlyList<GuardedMetric> Metrics { get; init; }
+    public required IReadOnlyList<PluginRecord> Plugins { get; init; }
+
+    public int NumClasses => (int)RunBuilder.DatasetShape(Config.Data).Classes;
+    public Func<Tensor, Tensor, Tensor>? HeadsFunction => Heads is null ? null : Heads.Apply;
+
+    /// <summary>Phase i trains on task i, or on tasks 0..i under joint training (the items grow).</summary>
+    public bool JointAt(int phase) => Kind == RunKind.Study && Config.Study.Joint && phase > 0;
+
+    /// <summary>Optimizer steps of phase i: epochs × ⌈⌈N/B⌉/k⌉ over the phase's training items N.</summary>
+    public long StepsOf(int phase)
+    {
+        long items = JointAt(phase) ? Tasks.Take(phase + 1).Sum(t => t.Train.Count) : Tasks[phase].Train.Count;
+        long microBatches = (items + Config.Data.BatchSize - 1) / Config.Data.BatchSize;
+        return Config.Train.Epochs * ((microBatches + Config.Train.GradAccum - 1) / Config.Train.GradAccum);
+    }
+
+    /// <summary>Optimizer steps of the whole run (no early stopping).</summary>
+    public long TotalSteps => Enumerable.Range(0, Tasks.Count).Sum(StepsOf);
+
+    public void Dispose()
+    {
+        foreach (var t in Tasks) t.Dispose();
+        Heads?.Dispose();
+        Model.Dispose();
+    }
+}
+
+/// <summary>
+/// The one builder of run components: data, model, precision, optimizer, plugins, identity. The training loop, the
+/// <c>eval</c> and <c>memory</c> commands and the sweeps' identity all build through it.
+/// </summary>
+public static class RunBuilder
+{
+    public static string Command(RunKind kind) => kind == RunKind.Study ? "study" : "train";
+
+    /// <summary>
+    /// Builds a run's components: plugins first (a mistake in their options is reported before any data loads), the
+    /// identity, the tasks, the model (after <c>init_from</c> and <c>reinit</c>) prepared for the precision policy.
+    /// </summary>
+    public static RunComponents Build(RunConfig c, PluginHost host, RunKind kind)
+    {
+        var (schedule, regularizers) = Plugins(c, host);
+        var metrics = kind == RunKind.Study ? Metrics(host, c.File) : [];
+        var canonical = ResolvedConfig.Canonical(c, host, Command(kind));
+        if (c.Run.Threads > 0) torch.set_num_threads(c.Run.Threads);
+        IReadOnlyList<TaskData> tasks = kind == RunKind.Study ? TaskSequence.Build(c.Study, c.Data, c.Run.Seed) : [SingleTask(c)];
+        try
+        {
+            var numClasses = (int)DatasetShape(c.Data).Classes;
+            var heads = kind == RunKind.Study && c.Study.Benchmark == "split-task"
+                ? new TaskHeads(tasks.Select(t => t.HeadClasses!).ToList(), numClasses) : null;
+            var (model, summary) = Model(c.Model, tasks[0].Train.Features, numClasses, c.Run.Seed, c.File);
+            var precision = Precision(c.Precision);
+            precision.Prepare(model);
+            var records = new[] { (PluginRole.Schedule, schedule.Descriptor) }
+                .Concat(regularizers.Select(r => (PluginRole.Regularizer, r.Descriptor)))
+                .Concat(metrics.Select(m => (PluginRole.ForgettingMetric, m.Descriptor)))
+                .Select(x => Record(x.Descriptor)).ToList();
+            return new RunComponents
+            {
+                Config = c, Kind = kind, Canonical = canonical, Identity = ResolvedConfig.Identity(canonical), Tasks = tasks, Heads = heads,
+                Model = model, LoadSummary = summary, Precision = precision, Schedule = schedule, Regularizers = regularizers,
+                Metrics = metrics, Plugins = records,
+            };
+        }
+        catch
+        {
+            foreach (var t in tasks) t.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>The data of a single run: the dataset's classes, size limit and validation holdout.</summary>
+    public static TaskData SingleTask(RunConfig c)
+    {
+        var (fullTrain, fullTest) = LoadDataset(c.Data, c.Run.Seed);
+        using var _train = fullTrain; using var _test = fullTest;
+        return Task(c.Run.Name, fullTrain, fullTest, c.Data, c.Run.Seed);
+    }
+
+    /// <summary>The model a config describes, prepared for its precision, with the optimizer over it: the model state of a
+    /// run without its data (for <c>research memory</c>).</summary>
+    public static (nn.Module<Tensor, Tensor> Model, PrecisionPolicy Precision, Optimizer Optimizer, IReadOnlyList<string> Table) ModelState(RunConfig c)
+    {
+        var (features, classes) = DatasetShape(c.Data);
+        var (model, _) = Model(c.Model, features, classes, c.Run.Seed, c.File);
+        var precision = Precision(c.Precision);
+        precision.Prepare(model);
+        var (optimizer, table) = Optimizer(c.Optimizer, model, c.File);
+        return (model, precision, optimizer, table);
+    }
+
+    static PluginRecord Record(PluginDescriptor d)
+    {
+        using var f = File.OpenRead(d.AssemblyPath);
+        var version = AssemblyName.GetAssemblyName(d.AssemblyPath).Version?.ToString() ?? "?";
+        return new PluginRecord(PluginHost.RoleName(d.Role), d.Name, d.AssemblyPath, version, Convert.ToHexStringLower(SHA256.HashData(f)));
+    }
+
+    /// <summary>The forgetting metrics a study computes: every loaded metric plugin, guarded.</summary>
+    static IReadOnlyList<GuardedMetric> Metrics(PluginHost host, string file) =>
+        host.Plugins.Where(p => p.Role == PluginRole.ForgettingMetric)
+            .Select(p => new GuardedMetric((IForgettingMetric)PluginHost.Instantiate(p, null, file, p.Name), p)).ToList();
+
+    /// <summary>The dataset's train and test sets, before class filtering and splitting.</summary>
+    public static (TensorDataset Train, TensorDataset Test) LoadDataset(DataSection d, long seed) => d.Dataset switch
+    {
+        "synthetic" => SyntheticClusters.Make(d.SyntheticSamples, d.SyntheticFeatures, d.SyntheticClasses, Seeds.Generator(seed, "synthetic-data")),
+        _ => FashionMnist.Load(FashionMnist.ResolveDirectory(d.Path)),
+    };
+
+    /// <summary>(features, classes) of a dataset without loading it.</summary>
+    public static (long Features, int Classes) DatasetShape(DataSection d) =>
+        d.Dataset == "synthetic" ? (d.SyntheticFeatures, d.SyntheticClasses) : (784, 10);
+
+    /// <summary>Class filter, size limit, and the seeded validation holdout (seed stream "validation-split").</summary>
+    public static TaskData Task(string name, TensorDataset fullTrain, TensorDataset fullTest, DataSection d, long seed)
+    {
+        using var filtered = fullTrain.WithClasses(d.Classes);
+        using var limited = filtered.Take(d.TrainLimit);
+        var (train, val) = limited.Holdout(d.ValidationFraction, Seeds.Generator(seed, "validation-split"));
+        return new TaskData(name, train, val, fullTest.WithClasses(d.Classes));
+    }
+
+    /// <summary>Builds the model (initialised from the seed stream "init"), then applies init_from and reinit.</summary>
+    public static (Mlp Model, string? LoadSummary) Model(ModelSection m, long features, int numClasses, long seed, string configFile)
+    {
+        var model = new Mlp(features, m.Hidden, m.Outputs > 0 ? m.Outputs : numClasses);
+        Init.LinearDefault(model, Seeds.Generator(seed, "init"));
+        if (m.InitFrom.Length == 0) return (model, null);
+        var path = Path.GetFullPath(m.InitFrom, Path.GetDirectoryName(Path.GetFullPath(configFile))!);
+        if (!File.Exists(path) && !Directory.Exists(path)) path = Path.GetFullPath(m.InitFrom);
+        var report = Checkpoints.WeightFile.Load(model, path, m.Strict, m.Reinit);
+        if (m.Reinit.Length > 0) Init.LinearDefault(model, Seeds.Generator(seed, "reinit"), m.Reinit);
+        var summary = $"init_from {path}: loaded {report.Loaded.Count} tensors";
+        if (!report.IsComplete)
+            summary += $"; missing: [{string.Join(", ", report.Missing)}]; unexpected: [{string.Join(", ", report.Unexpected)}]" +
+                       (report.ShapeMismatch.Count > 0 ? $"; shape mismatch: [{string.Join(", ", report.ShapeMismatch)}]" : "");
+        if (m.Reinit.Length > 0) summary += $"; re-initialised: [{string.Join(", ", m.Reinit)}]";
+        return (model, summary);
+    }
+
+    /// <summary>The parameter-group plan the [optimizer] section describes.</summary>
+    public static GroupPlan Plan(OptimizerSection o) => new(
+        o.WeightDecay,
+        o.Components.Select(c => new ComponentRule(c.Name, c.Match, c.Lr > 0 ? c.Lr / o.Lr : c.LrScale, c.Frozen)).ToList(),
+        o.NoDecayPatterns,
+        o.LayerDecay < 1 ? new LayerDecay(o.LayerDecay, o.LayerPattern) : null);
+
+    /// <summary>Groups the model's parameters, freezes what the plan freezes, and builds the optimizer over
+    /// the rest (after <see cref="PrecisionPolicy.Prepare"/>, so the flat buffer has the compute dtype).
+    /// Returns the group table too.</summary>
+    public static (Optimizer Optimizer, IReadOnlyList<string> Table) Optimizer(OptimizerSection o, nn.Module model, string configFile)
+    {
+        IReadOnlyList<OptimParameter> trainable;
+        IReadOnlyList<(string, Tensor)> frozen;
+        try { (trainable, frozen) = ParameterGroups.Build(model.named_parameters().Select(p => (p.name, (Tensor)p.parameter)).ToList(), Plan(o)); }
+        catch (InvalidOperationException e) { throw new ConfigException(configFile, "optimizer", e.Message); }
+        if (trainable.Count == 0) throw new ConfigException(configFile, "optimizer.components", "every parameter is frozen: nothing to train");
+        var optimizer = o.Name switch
+        {
+            "adam" => Optim.Optimizer.AdamL2(trainable, o.Beta1, o.Beta2, o.Eps),
+            "sgd" => Optim.Optimizer.Sgd(trainable, o.Momentum, o.Nesterov),
+            _ => Optim.Optimizer.AdamW(trainable, o.Beta1, o.Beta2, o.Eps),
+        };
+        return (optimizer, ParameterGroups.Table(trainable, frozen, o.Lr).ToList());
+    }
+
+    /// <summary>The precision policy the [precision] section describes.</summary>
+    public static PrecisionPolicy Precision(PrecisionSection p) => p.Mode switch
+    {
+        "bf16" => new PrecisionPolicy(PrecisionMode.Bf16),
+        "fp16" => new PrecisionPolicy(PrecisionMode.Fp16, new DynamicLossScaler(p.InitialScale, growthInterval: p.GrowthInterval)),
+        _ => PrecisionPolicy.Fp32,
+    };
+
+    /// <summary>The schedule and regularizers the config names, created by the plugin host and guarded.</summary>
+    public static (GuardedSchedule Schedule, IReadOnlyList<GuardedRegularizer> Regularizers) Plugins(RunConfig c, PluginHost host)
+    {
+        var schedule = new GuardedSchedule(host.Create<ISchedule>(PluginRole.Schedule, c.Schedule, c.File), host.Find(PluginRole.Schedule, c.Schedule.Name));
+        var regs = c.Regularizers.Select(r =>
+            new GuardedRegularizer(host.Create<IRegularizer>(PluginRole.Regularizer, r, c.File), host.Find(PluginRole.Regularizer, r.Name))).ToList();
+        return (schedule, regs);
+    }
+
+    /// <summary>
+    /// Checks what needs the run's length (known once the data is loaded), before any training: a warmup longer than
+    /// the schedule's T (a phase when the schedule restarts at each task, else the run) or a checkpoint interval longer
+    /// than the run is a mistake, reported with the key, the value and the file.
+    /// </summary>
+    public static void CheckLength(RunComponents run)
+    {
+        var c = run.Config;
+        var errors = new List<ConfigError>();
+        long scheduleLength = run.Kind == RunKind.Study && !c.Study.ResetSchedule ? run.TotalSteps : run.StepsOf(0);
+        if (c.Schedule.Options.TryGetValue("warmup_steps", out var w) && w is long warmup && warmup > scheduleLength)
+            errors.Add(new(c.File, $"{c.Schedule.Key}.warmup_steps", $"{warmup} is longer than training ({scheduleLength} optimizer steps)"));
+        if (c.Checkpoint.Every > run.TotalSteps)
+            errors.Add(new(c.File, "checkpoint.every", $"{c.Checkpoint.Every} is longer than training ({run.TotalSteps} optimizer steps): no periodic checkpoint would be written"));
+        if (errors.Count > 0) throw new ConfigException(errors);
+    }
+
+    /// <summary>
+    /// Creates a new run's directory (<c>&lt;output_dir&gt;/&lt;name&gt;-&lt;UTC time&gt;-&lt;random&gt;</c>) and its store, and records the run:
+    /// the config as given and its canonical resolved form with the identity, the plugin DLLs (path, version, SHA-256),
+    /// root and derived seeds, code and package versions, threads, device. The config as given is written as config.toml.
+    /// </summary>
+    /// <param name="streams">The names of the run's random streams, recorded with their derived seeds.</param>
+    public static (string RunId, string RunDir, RunStore Store) StartRun(RunComponents run, IEnumerable<string> streams)
+    {
+        var c = run.Config;
+        // The time orders runs; the random suffix keeps ids unique when runs of the same name start in the same
+        // millisecond (trials of a sweep on several nodes), since a sweep's store keys runs by id.
+        var runId = $"{c.Run.Name}-{DateTime.UtcNow:yyyyMMdd-HHmmss-fff}-{Guid.NewGuid().ToString("N")[..6]}";
+        var runDir = Path.GetFullPath(Path.Combine(c.Run.OutputDir, runId));
+        Directory.CreateDirectory(runDir);
+        var store = new RunStore(Path.Combine(runDir, RunStore.FileName));
+        var configText = ConfigLoader.ToToml(c.Source);
+        store.BeginRun(new RunInfo(runId, c.Run.Name, c.File, configText, ResolvedConfig.Json(run.Canonical), run.Identity,
+            JsonSerializer.Serialize(run.Plugins), c.Run.Seed, Provenance.CodeVersion(), Provenance.PackageVersions(), torch.get_num_threads(), "cpu"));
+        store.DerivedSeeds(runId, JsonSerializer.Serialize(streams.Distinct().ToDictionary(n => n, n => Seeds.Derive(c.Run.Seed, n))));
+        File.WriteAllText(Path.Combine(runDir, "config.toml"), configText);
+        return (runId, runDir, store);
+    }
+}

@@ -68,10 +68,8 @@ static class Commands
         var overrides = a.All("--set").Append($"model.init_from=\"{checkpoint}\"").Append("model.strict=true").Append("model.reinit=[]");
         var config = ConfigLoader.Load(configPath, overrides);
         using var task = RunBuilder.SingleTask(config);
-        var (model, summary) = RunBuilder.Model(config.Model, task.Train.Features, task.Train.NumClasses, config.Run.Seed, config.File);
+        var (model, summary, precision) = RunBuilder.PreparedModel(config, task.Train.Features, task.Train.NumClasses);
         using var _model = model;
-        var precision = RunBuilder.Precision(config.Precision);
-        precision.Prepare(model);
         Console.WriteLine(summary);
         foreach (var (split, r) in Trainer.EvaluateAll(model, task, [], config.Data.EvalBatchSize, precision))
             Console.WriteLine($"  {split,-6} loss {r.Loss:F4}  perplexity {r.Perplexity:F3}  accuracy {r.Accuracy:F4}  ({r.Items} items)");

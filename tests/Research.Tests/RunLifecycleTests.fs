@@ -41,6 +41,9 @@ let tests =
             let epochs = rows run "SELECT COUNT(DISTINCT epoch) FROM evaluations" |> List.exactlyOne
             Expect.equal epochs[0] (box 2L) "stopped after the second evaluation, not after 20"
             Expect.isTrue (File.Exists(Path.Combine(run, "checkpoints", "final", "model.safetensors"))) "final checkpoint"
+            let newest = Research.Core.Checkpoints.Checkpoint.Periodic(Path.Combine(run, "checkpoints")) |> Seq.head
+            let state = Research.Core.Checkpoints.Checkpoint.ReadState newest
+            Expect.equal (state.Epoch, state.StopReasons.Count) (2, 1) "the checkpoint after the stopping evaluation knows the run stopped: a resume from it trains no further"
         }
         test "eval_every N evaluates validation and test every N steps inside epochs, and once at each epoch end" {
             let dir = tempDir "evalevery"

@@ -81,6 +81,8 @@ let tests =
             let norms = rows o "SELECT step, COUNT(*) FROM metrics WHERE key = 'grad_norm' GROUP BY step ORDER BY step"
             Expect.equal (norms |> List.map (fun r -> r[0] :?> int64)) [ 1L .. 80L ] "one step count for the run: applied updates 1…80 across both tasks"
             Expect.isTrue (norms |> List.forall (fun r -> r[1] :?> int64 = 1L)) "each step once"
+            let final = Research.Core.Checkpoints.Checkpoint.ReadState(Path.Combine(o.RunDir, "checkpoints", "final"))
+            Expect.equal (final.StopReasons |> Seq.map (fun s -> s.Phase) |> List.ofSeq) [ 0; 1 ] "the stops are in the checkpoint state"
             for best in [ "best-task-0"; "best-task-1" ] do
                 Expect.isTrue (Directory.Exists(Path.Combine(o.RunDir, "checkpoints", best))) (sprintf "%s written" best)
         }
@@ -92,6 +94,22 @@ let tests =
             Expect.equal (bytes ewc) (bytes plain) "the weights after task 0, byte for byte"
             Expect.equal ewc.Record.Loss[0] plain.Record.Loss[0] "row 0 of the loss matrix, exactly"
             Expect.notEqual ewc.Record.Loss[1] plain.Record.Loss[1] "EWC acts from task 1 on"
+        }
+        test "study --dry-run prints the resolved config with the plugins' defaults, the identity and each plugin's DLL, and trains nothing" {
+            let dir = tempDir "study-dry"
+            let path = Path.Combine(dir, "study.toml")
+            File.WriteAllText(path, "[run]\nname = \"s\"\n[data]\ndataset = \"synthetic\"\n[study]\ntasks = 2\n[[regularizers]]\nname = \"ewc\"\nlambda = 5.0\n")
+            let r = research dir [ "study"; path; "--dry-run" ]
+            Expect.equal r.ExitCode 0 r.Err
+            let config = ConfigLoader.Load(path, [])
+            let identity = ResolvedConfig.Identity(ResolvedConfig.Canonical(config, host.Value, "study"))
+            Expect.stringContains r.Out identity "the identity"
+            for option in [ "mode = \"separate\""; "fisher = \"exact\""; "gamma = " ] do
+                Expect.stringContains r.Out option (sprintf "EWC's default %s is shown" option)
+            Expect.stringContains r.Out "Research.Plugins.Regularizers.dll" "the regularizer's DLL"
+            Expect.stringContains r.Out "SHA-256" "with its hash"
+            Expect.stringContains r.Out "task 1 (permutation 1)" "each task's sizes"
+            Expect.isFalse (Directory.Exists(Path.Combine(dir, "runs"))) "no run was started"
         }
         test "a forgetting metric that throws is reported (exit 1, naming the plugin and its DLL) after the matrices are printed and stored; the other metrics are computed" {
             let dir = tempDir "study-metric-throws"

@@ -103,9 +103,7 @@ public static class RunBuilder
             var numClasses = (int)DatasetShape(c.Data).Classes;
             var heads = kind == RunKind.Study && c.Study.Benchmark == "split-task"
                 ? new TaskHeads(tasks.Select(t => t.HeadClasses!).ToList(), numClasses) : null;
-            var (model, summary) = Model(c.Model, tasks[0].Train.Features, numClasses, c.Run.Seed, c.File);
-            var precision = Precision(c.Precision);
-            precision.Prepare(model);
+            var (model, summary, precision) = PreparedModel(c, tasks[0].Train.Features, numClasses);
             var records = new[] { (PluginRole.Schedule, schedule.Descriptor) }
                 .Concat(regularizers.Select(r => (PluginRole.Regularizer, r.Descriptor)))
                 .Concat(metrics.Select(m => (PluginRole.ForgettingMetric, m.Descriptor)))
@@ -137,11 +135,19 @@ public static class RunBuilder
     public static (nn.Module<Tensor, Tensor> Model, PrecisionPolicy Precision, Optimizer Optimizer, IReadOnlyList<string> Table) ModelState(RunConfig c)
     {
         var (features, classes) = DatasetShape(c.Data);
-        var (model, _) = Model(c.Model, features, classes, c.Run.Seed, c.File);
-        var precision = Precision(c.Precision);
-        precision.Prepare(model);
+        var (model, _, precision) = PreparedModel(c, features, classes);
         var (optimizer, table) = Optimizer(c.Optimizer, model, c.File);
         return (model, precision, optimizer, table);
+    }
+
+    /// <summary>The model (initialised, <c>init_from</c> and <c>reinit</c> applied) cast for the config's precision policy,
+    /// with the summary of what was loaded.</summary>
+    public static (nn.Module<Tensor, Tensor> Model, string? LoadSummary, PrecisionPolicy Precision) PreparedModel(RunConfig c, long features, int classes)
+    {
+        var (model, summary) = Model(c.Model, features, classes, c.Run.Seed, c.File);
+        var precision = Precision(c.Precision);
+        precision.Prepare(model);
+        return (model, summary, precision);
     }
 
     static PluginRecord Record(PluginDescriptor d)

@@ -62,14 +62,14 @@ public static class Trainer
         }
         else (runId, runDir, store) = RunBuilder.StartRun(run, Streams(run));
         using var _store = store;
+        if (resume is { } from)
+        {
+            if (store.Status(runId) == "finished")
+                throw new InvalidDataException($"--resume {runDir}: run {runId} already finished; nothing to resume");
+            store.ResumeRun(runId, from.State.Step, from.State.Study?.Rows.Count ?? 0);
+        }
         try
         {
-            if (resume is { } from)
-            {
-                if (store.Status(runId) == "finished")
-                    throw new InvalidDataException($"--resume {runDir}: run {runId} already finished; nothing to resume");
-                store.ResumeRun(runId, from.State.Step, from.State.Study?.Rows.Count ?? 0);
-            }
             store.Heartbeat(runId);
             var outcome = new Loop(run, store, runId, runDir, observer, extraEvaluations ?? []).Execute(resume);
             store.EndRun(runId, succeeded: true);
@@ -385,12 +385,6 @@ public static class Trainer
                 bool due = _c.Checkpoint.AtEpochEnd || (_c.Checkpoint.Every > 0 && Step % _c.Checkpoint.Every == 0);
                 if (due && !(_study && phaseEnds)) WritePeriodic();
             }
-            if (stop != null && _stops.All(s => s.Phase != _phase))
-            {
-                _stops.Add(new PhaseStop(_phase, stop));
-                observer.Message((_study ? $"task {_phase}: " : "") + stop);
-                store.StopReason(runId, string.Join("; ", _stops.Select(s => _study ? $"task {s.Phase}: {s.Reason}" : s.Reason)));
-            }
         }
 
         /// <summary>Evaluates the phase's validation and test splits (and the extra sets), records them, and writes the
@@ -408,7 +402,10 @@ public static class Trainer
             _last = results;
         }
 
-        /// <summary>After an evaluation: the best checkpoint, then whether early stopping says stop (and why).</summary>
+        /// <summary>
+        /// After an evaluation: the best checkpoint, then whether early stopping says stop (and why). A stop is recorded
+        /// at once, so every checkpoint written after it knows the phase is over and a resume does not train on.
+        /// </summary>
         string? Stopping()
         {
             var phase = _evaluations.Where(e => e.Phase == _phase).Select(e => new EvaluationPoint(e.Step, e.Epoch, e.Metrics)).ToList();
@@ -418,7 +415,12 @@ public static class Trainer
                 Write(_study ? $"best-task-{_phase}" : "best", Stage.Training);
             }
             var t = _c.Train;
-            return EarlyStopping.Decide(phase, t.EarlyStoppingMetric, t.EarlyStoppingMode, t.EarlyStoppingPatience, t.EarlyStoppingThreshold);
+            var stop = EarlyStopping.Decide(phase, t.EarlyStoppingMetric, t.EarlyStoppingMode, t.EarlyStoppingPatience, t.EarlyStoppingThreshold);
+            if (stop is null) return null;
+            _stops.Add(new PhaseStop(_phase, stop));
+            observer.Message((_study ? $"task {_phase}: " : "") + stop);
+            store.StopReason(runId, string.Join("; ", _stops.Select(s => _study ? $"task {s.Phase}: {s.Reason}" : s.Reason)));
+            return stop;
         }
 
         /// <summary>Row i of the study's matrices: the model after task i on every task's test and validation split, the

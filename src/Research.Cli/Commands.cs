@@ -14,7 +14,7 @@ static class Commands
 {
     /// <summary>Loads the built-in plugins and the given folders. A folder the user named that does not exist
     /// is an error; other problems are warnings now and errors only when the run asks for that plugin.</summary>
-    static PluginHost LoadPlugins(IEnumerable<string> dirs)
+    public static PluginHost LoadPlugins(IEnumerable<string> dirs)
     {
         var host = PluginHost.Load(dirs);
         var missing = host.MissingFolders.ToList();
@@ -91,12 +91,18 @@ static class Commands
         Matrix("Test accuracy R", r.Accuracy, "F4");
         Matrix("Test loss L", r.Loss, "F3");
         Console.WriteLine();
-        foreach (var (name, value) in outcome.Metrics)
-            Console.WriteLine($"{name,-20} {value.Value,9:F4}" + (value.PerTask is { } per
-                ? "   per task: " + string.Join(" ", per.Select(v => double.IsNaN(v) ? "–" : v.ToString("F3", CultureInfo.InvariantCulture))) : ""));
+        PrintMetrics(outcome.Metrics);
         Console.WriteLine($"run: {outcome.RunDir}");
         foreach (var failure in outcome.MetricFailures) Console.Error.WriteLine($"metric failed: {failure}");
         return outcome.MetricFailures.Count == 0 ? 0 : 1;
+    }
+
+    /// <summary>One line per metric: its value and, where it has them, its per-task values (– where undefined).</summary>
+    public static void PrintMetrics(IEnumerable<(string Name, MetricValue Value)> metrics)
+    {
+        foreach (var (name, value) in metrics)
+            Console.WriteLine($"{name,-20} {value.Value,9:F4}" + (value.PerTask is { } per
+                ? "   per task: " + string.Join(" ", per.Select(v => double.IsNaN(v) ? "–" : v.ToString("F3", CultureInfo.InvariantCulture))) : ""));
     }
 
     static string Embedded(string name)

@@ -24,6 +24,7 @@ try
         ["memory", .. var rest] => MemoryCommand.Run(rest),
         ["bench", .. var rest] => BenchCommand.Run(rest),
         ["runs", .. var rest] => RunsCommand.Run(rest),
+        ["metrics", .. var rest] => RunsCommand.Metrics(rest),
         _ => throw new UsageException($"unknown command '{string.Join(' ', args.Take(2))}'"),
     };
 }
@@ -59,6 +60,7 @@ static int Usage(int code, TextWriter? to = null)
           research bench step [--repetitions N] [--steps S] [--threads T]
           research bench fisher [--samples N] [--threads T]
           research runs list [DIR] | runs show RUN_DIR | runs compare [DIR] | runs export [DIR] [-o FILE.csv]
+          research metrics RUN_DIR... [--set metrics=[{name="…", …}]]... [--plugins DIR]... [--save]
         """);
     return code;
 }

@@ -23,6 +23,39 @@ static class RunsCommand
         };
     }
 
+    /// <summary>
+    /// <c>research metrics RUN_DIR... [--set metrics=[…]] [--plugins DIR] [--save]</c>: the forgetting metrics of stored
+    /// studies computed again from their stores alone — the test matrices, task names and probes — without training.
+    /// The metrics are those of each run's recorded config (its <c>[[metrics]]</c>, or the default set), which
+    /// <c>--set</c> overrides; <c>--save</c> writes the values into the run's store.
+    /// </summary>
+    public static int Metrics(string[] argv)
+    {
+        var a = new Args(argv, ["--set", "--plugins"], ["--save"]);
+        if (a.Positional.Count == 0) throw new UsageException("metrics needs at least one RUN_DIR (a study's run directory, or a folder of them)");
+        var host = Commands.LoadPlugins(a.All("--plugins"));
+        int studies = 0, failed = 0;
+        foreach (var path in a.Positional.SelectMany(Stores))
+        {
+            using var store = new RunStore(path);
+            foreach (var r in store.Query("SELECT id, config_toml FROM runs ORDER BY started_utc"))
+            {
+                var id = (string)r[0]!;
+                if (Research.Core.Studies.StudyRecord.Load(store, id) is not { } record) continue;
+                var config = ConfigLoader.Parse((string?)r[1] ?? "", $"{Path.GetDirectoryName(path)}/config.toml (recorded)", a.All("--set"));
+                var metrics = Research.Core.Training.RunBuilder.Metrics(config, host);
+                var (values, failures) = Research.Core.Studies.StudyRecord.ComputeMetrics(metrics, record, a.Flag("--save") ? store : null, id);
+                Console.WriteLine($"{id} ({record.Tasks.Count} tasks)");
+                Commands.PrintMetrics(values);
+                foreach (var f in failures) Console.Error.WriteLine($"metric failed: {f}");
+                studies++;
+                failed += failures.Count;
+            }
+        }
+        if (studies == 0) throw new UsageException($"no finished study under {string.Join(", ", a.Positional)}");
+        return failed == 0 ? 0 : 1;
+    }
+
     /// <summary>Run directories under <paramref name="root"/> (the folder itself, or one or two levels down).</summary>
     static IEnumerable<string> Stores(string root)
     {

@@ -136,6 +136,15 @@ let tests =
             near (2.0 / 3.0) v.Value "ACC"
             nearAll [ 0.5; 0.6; 0.9 ] v.PerTask "R[T−1][j]"
 
+        testCase "average accuracy after task k (after_task = k) is the mean of R[k][0..k] over the tasks seen so far: 0.8 after task 1" <| fun () ->
+            // A_1 = (R[1][0] + R[1][1]) / 2 = (0.9 + 0.7) / 2 = 0.8; A_0 = R[0][0] = 0.8; after_task = −1 is the last row.
+            let after k = compute (AverageAccuracy(AverageAccuracyOptions(AfterTask = k))) hand
+            near 0.8 (after 1).Value "A_1"
+            nearAll [ 0.9; 0.7 ] (after 1).PerTask "R[1][0..1]"
+            near 0.8 (after 0).Value "A_0"
+            near (2.0 / 3.0) (after -1).Value "A_{T−1} = ACC"
+            Expect.throws (fun () -> after 3 |> ignore) "after_task beyond the last task is refused"
+
         testCase "with two tasks BWT is R[1][0] − R[0][0] and FWT is R[0][1] − b_1" <| fun () ->
             // R = [[0.9, 0.3], [0.6, 0.8]], b = (0.5, 0.2): BWT = 0.6 − 0.9 = −0.3; FWT = 0.3 − 0.2 = 0.1;
             // loss increase = L[1][0] − L[0][0] = 1.1 − 0.25 = 0.85.

@@ -99,7 +99,11 @@ let tests =
         test "the canonical config has the TOML keys (snake_case) of every section, the bound plugin tables and the command, keys sorted at every depth" {
             let c = canonicalOf "study" full []
             Expect.equal [ for kv in c -> kv.Key ]
-                [ "checkpoint"; "command"; "data"; "model"; "optimizer"; "precision"; "regularizers"; "run"; "schedule"; "study"; "train" ] "sections"
+                [ "checkpoint"; "command"; "data"; "metrics"; "model"; "optimizer"; "precision"; "regularizers"; "run"; "schedule"; "study"; "train" ] "sections"
+            Expect.equal [ for m in (at c "metrics").AsArray() -> m["name"].GetValue<string>() ] (List.ofSeq RunConfig.DefaultMetrics) "a study's default metrics, written out"
+            Expect.equal ((at c "metrics.0").ToJsonString()) """{"after_task":-1,"name":"average-accuracy"}""" "bound with their options"
+            Expect.equal (ResolvedConfig.Identity c) (ResolvedConfig.Identity(canonicalOf "study" full [ "metrics=[{name=\"bwt\"}]" ])) "the metrics are not part of the identity (they are computed after training)"
+            Expect.isFalse ((canonicalOf "train" full []).ContainsKey "metrics" ) "a single run has no metrics"
             Expect.equal [ for kv in (at c "run").AsObject() -> kv.Key ] [ "name"; "output_dir"; "seed"; "threads" ] "[run]"
             Expect.isTrue (keysSorted c) "sorted at every depth"
             Expect.equal ((at c "command").GetValue<string>()) "study" "command"

@@ -95,6 +95,38 @@ let tests =
             Expect.equal ewc.Record.Loss[0] plain.Record.Loss[0] "row 0 of the loss matrix, exactly"
             Expect.notEqual ewc.Record.Loss[1] plain.Record.Loss[1] "EWC acts from task 1 on"
         }
+        test "[[metrics]] chooses a study's metrics, with options: only they run and are stored, and a loaded metric not chosen does not run" {
+            let dir = tempDir "study-metrics"
+            let path = Path.Combine(dir, "study.toml")
+            File.WriteAllText(path, "[run]\nname = \"s\"\nthreads = 1\n[data]\ndataset = \"synthetic\"\nsynthetic_features = 8\n[model]\nhidden = [8]\n[study]\ntasks = 3\n[[metrics]]\nname = \"average-accuracy\"\nafter_task = 1\n[[metrics]]\nname = \"bwt\"\n")
+            let r = research dir [ "study"; path; "--plugins"; fixtureDir "Plugin.Faulty" ]
+            Expect.equal r.ExitCode 0 (sprintf "the loaded 'throws' metric was not chosen, so it did not run: %s" r.Err)
+            let runDir = Directory.GetDirectories(Path.Combine(dir, "runs")) |> Array.exactlyOne
+            let stored = Research.Tests.TrainingTests.storeRows runDir "SELECT name, value FROM study_values WHERE kind = 'metric' ORDER BY name"
+            Expect.equal (stored |> List.map (fun m -> string m[0])) [ "average-accuracy"; "bwt" ] "exactly the chosen metrics"
+            let cells = Research.Tests.TrainingTests.storeRows runDir "SELECT accuracy FROM study_matrix WHERE split = 'test' AND after_task = 1 AND on_task <= 1 ORDER BY on_task"
+            let a1 = cells |> List.averageBy (fun c -> c[0] :?> float)
+            Expect.floatClose Accuracy.veryHigh (stored[0][1] :?> float) a1 "average-accuracy with after_task = 1 is the mean of R[1][0..1]"
+        }
+        test "research metrics recomputes a stored study's metrics from its store alone: the study's own values exactly, other metrics and options with --set, stored with --save" {
+            let o = study (tempDir "study-recompute") "[study]\nbenchmark = \"permuted\"\ntasks = 3\n"
+            let dir = Path.GetDirectoryName o.RunDir
+            let r = research dir [ "metrics"; o.RunDir ]
+            Expect.equal r.ExitCode 0 r.Err
+            for struct (name, value) in o.Metrics do
+                let line = r.Out.Split('\n') |> Array.find (fun l -> l.StartsWith(name + " "))
+                Expect.stringContains line (value.Value.ToString("F4", System.Globalization.CultureInfo.InvariantCulture)) (sprintf "%s as the study computed it" name)
+            let withOptions = research dir [ "metrics"; o.RunDir; "--set"; "metrics=[{name=\"average-accuracy\", after_task=0}, {name=\"max-forgetting\"}]"; "--save" ]
+            Expect.equal withOptions.ExitCode 0 withOptions.Err
+            let stored =
+                Research.Tests.TrainingTests.storeRows o.RunDir "SELECT name, value FROM study_values WHERE kind = 'metric'"
+                |> List.map (fun m -> string m[0], m[1] :?> float) |> Map
+            Expect.floatClose Accuracy.veryHigh (stored["average-accuracy"]) (o.Record.Accuracy[0][0]) "A_0 = R[0][0], saved in place of the study's ACC"
+            Expect.isTrue (stored.ContainsKey "max-forgetting") "the other chosen metric is saved"
+            Expect.isTrue (stored.ContainsKey "bwt") "metrics not recomputed keep their stored values"
+            let none = research dir [ "metrics"; dir + "/nothing-here" ]
+            Expect.equal none.ExitCode 2 "a folder without studies is a usage error"
+        }
         test "study --dry-run prints the resolved config with the plugins' defaults, the identity and each plugin's DLL, and trains nothing" {
             let dir = tempDir "study-dry"
             let path = Path.Combine(dir, "study.toml")
@@ -114,7 +146,7 @@ let tests =
         test "a forgetting metric that throws is reported (exit 1, naming the plugin and its DLL) after the matrices are printed and stored; the other metrics are computed" {
             let dir = tempDir "study-metric-throws"
             let path = Path.Combine(dir, "study.toml")
-            File.WriteAllText(path, "[run]\nname = \"s\"\nthreads = 1\n[data]\ndataset = \"synthetic\"\nsynthetic_features = 8\n[model]\nhidden = [8]\n[study]\ntasks = 2\n")
+            File.WriteAllText(path, "[run]\nname = \"s\"\nthreads = 1\n[data]\ndataset = \"synthetic\"\nsynthetic_features = 8\n[model]\nhidden = [8]\n[study]\ntasks = 2\n[[metrics]]\nname = \"bwt\"\n[[metrics]]\nname = \"throws\"\n")
             let r = research dir [ "study"; path; "--plugins"; fixtureDir "Plugin.Faulty" ]
             Expect.equal r.ExitCode 1 (sprintf "a failed metric, not a crash (134): %s" r.Err)
             Expect.stringContains r.Out "Test accuracy R" "the matrices are printed"

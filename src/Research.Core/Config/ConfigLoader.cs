@@ -7,7 +7,7 @@ namespace Research.Core.Config;
 /// <summary>Reads a run config: TOML → overrides (<c>--set optimizer.lr=3e-4</c>) → bound, validated sections.</summary>
 public static class ConfigLoader
 {
-    static readonly string[] Sections = ["run", "data", "model", "optimizer", "precision", "checkpoint", "study", "train", "schedule", "regularizers", "plugins"];
+    static readonly string[] Sections = ["run", "data", "model", "optimizer", "precision", "checkpoint", "study", "train", "schedule", "regularizers", "metrics", "plugins"];
 
     public static RunConfig Load(string path, IEnumerable<string>? overrides = null)
     {
@@ -45,24 +45,30 @@ public static class ConfigLoader
 
         var scheduleTable = TableAt(root, "schedule", file, errors) ?? new TomlTable();
         var schedule = Choice(scheduleTable, "schedule", "constant", file, errors);
-        var regularizers = new List<PluginChoice>();
-        if (root.TryGetValue("regularizers", out var regs))
-        {
-            // `regularizers = [{ name = "ewc", lambda = 30.0 }]`, an array of inline tables (the only form an override
-            // on the command line or in a sweep can write), means the same as [[regularizers]] tables; [] means none.
-            if (regs is TomlArray inline && inline.All(x => x is TomlTable))
-            {
-                var tables = new TomlTableArray();
-                foreach (var t in inline) tables.Add((TomlTable)t!);
-                root["regularizers"] = regs = tables;
-            }
-            if (regs is TomlTableArray array)
-                for (int i = 0; i < array.Count; i++)
-                    regularizers.Add(Choice(array[i], $"regularizers[{i}]", null, file, errors));
-            else errors.Add(new(file, "regularizers", "must be an array of tables: [[regularizers]]"));
-        }
+        var regularizers = Choices(root, "regularizers", file, errors) ?? [];
+        var metrics = Choices(root, "metrics", file, errors);
         if (errors.Count > 0) throw new ConfigException(errors);
-        return new RunConfig(file, root, run, data, model, optimizer, train, precision, checkpoint, study, plugins, schedule, regularizers);
+        return new RunConfig(file, root, run, data, model, optimizer, train, precision, checkpoint, study, plugins, schedule, regularizers, metrics);
+    }
+
+    /// <summary>The plugins of an array of tables (<c>[[regularizers]]</c>, <c>[[metrics]]</c>); null when the key is absent.</summary>
+    static List<PluginChoice>? Choices(TomlTable root, string key, string file, List<ConfigError> errors)
+    {
+        if (!root.TryGetValue(key, out var value)) return null;
+        // `regularizers = [{ name = "ewc", lambda = 30.0 }]`, an array of inline tables (the only form an override
+        // on the command line or in a sweep can write), means the same as [[regularizers]] tables; [] means none.
+        if (value is TomlArray inline && inline.All(x => x is TomlTable))
+        {
+            var tables = new TomlTableArray();
+            foreach (var t in inline) tables.Add((TomlTable)t!);
+            root[key] = value = tables;
+        }
+        var choices = new List<PluginChoice>();
+        if (value is TomlTableArray array)
+            for (int i = 0; i < array.Count; i++)
+                choices.Add(Choice(array[i], $"{key}[{i}]", null, file, errors));
+        else errors.Add(new(file, key, $"must be an array of tables: [[{key}]]"));
+        return choices;
     }
 
     static TomlTable? TableAt(TomlTable root, string name, string file, List<ConfigError> errors)

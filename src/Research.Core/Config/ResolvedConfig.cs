@@ -28,7 +28,8 @@ public static class ResolvedConfig
     /// components as an array of tables, train, precision, checkpoint, study), <c>schedule</c> and <c>regularizers</c>
     /// (an array) as plugin tables bound through the plugin's options type (defaults filled in, enum values in kebab
     /// case as the config accepts them, plus <c>name</c>) — a plugin without an options type, or unknown to the host,
-    /// stays as given — and <c>command</c> ("train" or "study"). Object keys are sorted ordinally at every depth;
+    /// stays as given — and <c>command</c> ("train" or "study"); a study's <c>metrics</c> too (an array of bound
+    /// plugin tables, the default set when the config chooses none). Object keys are sorted ordinally at every depth;
     /// arrays keep their order.
     /// </summary>
     /// <exception cref="ConfigException">A plugin's options do not bind (unknown key, wrong type, invalid value).</exception>
@@ -48,6 +49,8 @@ public static class ResolvedConfig
             ["regularizers"] = new JsonArray(config.Regularizers.Select(r => (JsonNode?)Plugin(host, PluginRole.Regularizer, r, config.File)).ToArray()),
             ["command"] = command,
         };
+        if (command == "study")
+            root["metrics"] = new JsonArray(config.Metrics.Select(m => (JsonNode?)Plugin(host, PluginRole.ForgettingMetric, m, config.File)).ToArray());
         return (JsonObject)Sorted(root)!;
     }
 
@@ -75,7 +78,9 @@ public static class ResolvedConfig
     }
 
     /// <summary>The text <see cref="Identity"/> hashes: <see cref="Json"/> of the canonical object without
-    /// <c>run.name</c>, <c>run.output_dir</c> and <c>run.threads</c> (<see cref="WhereKeys"/>).</summary>
+    /// <c>run.name</c>, <c>run.output_dir</c> and <c>run.threads</c> (<see cref="WhereKeys"/>), and without a study's
+    /// <c>metrics</c>: they are computed from the stored record after training (<c>research metrics</c> recomputes
+    /// them), so choosing other metrics neither reruns a sweep's trials nor refuses a resume.</summary>
     public static string IdentityJson(JsonObject canonical) => Json(Without(canonical, WhereKeys));
 
     /// <summary>THE identity: lowercase hex SHA-256 of <see cref="IdentityJson"/>. Used by resume, the run record,
@@ -108,6 +113,7 @@ public static class ResolvedConfig
     static JsonObject Without(JsonObject canonical, IReadOnlyList<string> runKeys)
     {
         var copy = (JsonObject)canonical.DeepClone();
+        copy.Remove("metrics");
         foreach (var (key, value) in copy)
             if (OptionsBinder.SnakeCase(key) == "run" && value is JsonObject run)
                 foreach (var k in run.Select(kv => kv.Key).Where(k => runKeys.Contains(OptionsBinder.SnakeCase(k))).ToList())

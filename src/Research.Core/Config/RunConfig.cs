@@ -279,8 +279,20 @@ public sealed record RunConfig(
     StudySection Study,
     PluginsSection Plugins,
     PluginChoice Schedule,
-    IReadOnlyList<PluginChoice> Regularizers)
+    IReadOnlyList<PluginChoice> Regularizers,
+    IReadOnlyList<PluginChoice>? ChosenMetrics = null)
 {
+    /// <summary>
+    /// The forgetting metrics a study computes: the <c>[[metrics]]</c> tables, or when there are none the standard
+    /// set (<see cref="DefaultMetrics"/>). A metric plugin that is loaded but not chosen does not run.
+    /// </summary>
+    public IReadOnlyList<PluginChoice> Metrics =>
+        ChosenMetrics ?? DefaultMetrics.Select((name, i) => new PluginChoice(name, new TomlTable { ["name"] = name }, $"metrics[{i}]")).ToList();
+
+    /// <summary>The metrics of <c>Research.Plugins.Forgetting</c>, computed when a config chooses none.</summary>
+    public static readonly IReadOnlyList<string> DefaultMetrics =
+        ["average-accuracy", "average-forgetting", "max-forgetting", "bwt", "fwt", "accuracy-drop", "loss-increase"];
+
     /// <summary>Plugin folders from the config, made absolute relative to the config file's folder.</summary>
     public IEnumerable<string> PluginDirs =>
         Plugins.Dirs.Select(d => System.IO.Path.GetFullPath(d, System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(File))!));

@@ -94,7 +94,7 @@ public static class RunBuilder
     public static RunComponents Build(RunConfig c, PluginHost host, RunKind kind)
     {
         var (schedule, regularizers) = Plugins(c, host);
-        var metrics = kind == RunKind.Study ? Metrics(host, c.File) : [];
+        var metrics = kind == RunKind.Study ? Metrics(c, host) : [];
         var canonical = ResolvedConfig.Canonical(c, host, Command(kind));
         if (c.Run.Threads > 0) torch.set_num_threads(c.Run.Threads);
         IReadOnlyList<TaskData> tasks = kind == RunKind.Study ? TaskSequence.Build(c.Study, c.Data, c.Run.Seed) : [SingleTask(c)];
@@ -157,10 +157,16 @@ public static class RunBuilder
         return new PluginRecord(PluginHost.RoleName(d.Role), d.Name, d.AssemblyPath, version, Convert.ToHexStringLower(SHA256.HashData(f)));
     }
 
-    /// <summary>The forgetting metrics a study computes: every loaded metric plugin, guarded.</summary>
-    static IReadOnlyList<GuardedMetric> Metrics(PluginHost host, string file) =>
-        host.Plugins.Where(p => p.Role == PluginRole.ForgettingMetric)
-            .Select(p => new GuardedMetric((IForgettingMetric)PluginHost.Instantiate(p, null, file, p.Name), p)).ToList();
+    /// <summary>The forgetting metrics a study computes (<see cref="RunConfig.Metrics"/>), created with their options and guarded.</summary>
+    /// A metric is stored by its name, so each may be chosen once.
+    public static IReadOnlyList<GuardedMetric> Metrics(RunConfig c, PluginHost host)
+    {
+        var twice = c.Metrics.GroupBy(m => m.Name).FirstOrDefault(g => g.Count() > 1);
+        if (twice != null)
+            throw new ConfigException(c.File, $"{twice.Last().Key}.name", $"\"{twice.Key}\" is chosen twice: a study stores each metric by its name");
+        return c.Metrics.Select(m => new GuardedMetric(host.Create<IForgettingMetric>(PluginRole.ForgettingMetric, m, c.File),
+            host.Find(PluginRole.ForgettingMetric, m.Name))).ToList();
+    }
 
     /// <summary>The dataset's train and test sets, before class filtering and splitting.</summary>
     public static (TensorDataset Train, TensorDataset Test) LoadDataset(DataSection d, long seed) => d.Dataset switch

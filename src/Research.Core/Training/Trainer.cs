@@ -519,24 +519,8 @@ public static class Trainer
                     [ProbeNames.RandomInitAccuracy] = [_progress.RandomInit],
                     [ProbeNames.ParameterChangeNorm] = rows.Select(r => new[] { r.ChangeNorm }).ToArray(),
                 });
-            foreach (var (name, probe) in record.Probes) store.StudyValue(runId, "probe", name, double.NaN, JsonSerializer.Serialize(probe, StudyJson));
-            var values = new List<(string, MetricValue)>();
-            var failures = new List<string>();
-            foreach (var metric in run.Metrics)
-            {
-                // A metric that throws is reported, and the others are still computed: the matrices are already stored.
-                try
-                {
-                    var value = metric.Compute(record);
-                    values.Add((metric.Descriptor.Name, value));
-                    store.StudyValue(runId, "metric", metric.Descriptor.Name, value.Value, JsonSerializer.Serialize(value.PerTask, StudyJson));
-                }
-                catch (PluginFailureException e)
-                {
-                    failures.Add(e.Message);
-                    store.StudyValue(runId, "metric", metric.Descriptor.Name, double.NaN, JsonSerializer.Serialize(new { error = e.Message }));
-                }
-            }
+            StudyRecord.Store(store, runId, record);
+            var (values, failures) = StudyRecord.ComputeMetrics(run.Metrics, record, store, runId);
             return new RunOutcome(runDir, runId, weights, _last, record, values, failures);
         }
 
@@ -567,9 +551,6 @@ public static class Trainer
             return Checkpoint.Write(CheckpointsDir, name, state, O.NamedMaster().Concat(frozen), O.NamedState(), regularizerState);
         }
     }
-
-    // Per-task values are NaN where a metric is undefined (no task after the last); JSON has no NaN literal.
-    static readonly JsonSerializerOptions StudyJson = new() { NumberHandling = System.Text.Json.Serialization.JsonNumberHandling.AllowNamedFloatingPointLiterals };
 
     /// <summary>The new best value when the latest evaluation improves on <paramref name="best"/>.</summary>
     static double? IsBest(CheckpointSection c, IReadOnlyDictionary<string, double> metrics, double? best)

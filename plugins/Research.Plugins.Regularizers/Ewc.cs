@@ -56,12 +56,13 @@ public sealed class Ewc(EwcOptions options) : IRegularizer
     public void Consolidate(TaskContext context)
     {
         var anchor = SquaredDistance.Snapshot(context.Parameters);
-        var fisher = context.Fisher(options.Fisher).ToDictionary(kv => kv.Key, kv => kv.Value.DetachFromDisposeScope());
+        // Kept as they are: the host keeps what StateDict returns and frees what the plugin lets go of (the online
+        // mode's previous anchor and Fisher).
+        var fisher = context.Fisher(options.Fisher).ToDictionary(kv => kv.Key, kv => kv.Value);
         if (options.Mode == EwcMode.Separate || _tasks.Count == 0) { _tasks.Add((anchor, fisher)); return; }
-        var (oldAnchor, oldFisher) = _tasks[0];
+        var (_, oldFisher) = _tasks[0];
         using (no_grad())
             foreach (var (name, f) in fisher) f.add_(oldFisher[name], alpha: options.Gamma);
-        foreach (var t in oldAnchor.Values.Concat(oldFisher.Values)) t.Dispose();
         _tasks[0] = (anchor, fisher);
     }
 
@@ -76,7 +77,7 @@ public sealed class Ewc(EwcOptions options) : IRegularizer
         foreach (var group in state.GroupBy(kv => int.Parse(kv.Key[..kv.Key.IndexOf('/')])).OrderBy(g => g.Key))
         {
             Dictionary<string, Tensor> Part(string kind) => group.Where(kv => kv.Key.StartsWith($"{group.Key}/{kind}/"))
-                .ToDictionary(kv => kv.Key[$"{group.Key}/{kind}/".Length..], kv => kv.Value.detach().clone().DetachFromDisposeScope());
+                .ToDictionary(kv => kv.Key[$"{group.Key}/{kind}/".Length..], kv => kv.Value);
             _tasks.Add((Part("theta"), Part("fisher")));
         }
     }

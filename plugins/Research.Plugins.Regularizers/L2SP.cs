@@ -44,7 +44,7 @@ public sealed class L2SP(L2SPOptions options) : IRegularizer
     public void Consolidate(TaskContext context)
     {
         if (options.Anchor != AnchorKind.PreviousTask) return;
-        Replace(SquaredDistance.Snapshot(context.Parameters));
+        _anchor = SquaredDistance.Snapshot(context.Parameters);
     }
 
     public IReadOnlyDictionary<string, Tensor> StateDict() =>
@@ -53,13 +53,6 @@ public sealed class L2SP(L2SPOptions options) : IRegularizer
     public void LoadStateDict(IReadOnlyDictionary<string, Tensor> state)
     {
         if (state.Count == 0) return;
-        Replace(state.Where(kv => kv.Key.StartsWith("anchor/"))
-            .ToDictionary(kv => kv.Key["anchor/".Length..], kv => kv.Value.detach().clone().DetachFromDisposeScope()));
-    }
-
-    void Replace(Dictionary<string, Tensor> anchor)
-    {
-        if (_anchor != null) foreach (var t in _anchor.Values) t.Dispose();
-        _anchor = anchor;
+        _anchor = state.Where(kv => kv.Key.StartsWith("anchor/")).ToDictionary(kv => kv.Key["anchor/".Length..], kv => kv.Value);
     }
 }

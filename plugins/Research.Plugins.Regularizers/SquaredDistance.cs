@@ -27,6 +27,6 @@ static class SquaredDistance
     public static Dictionary<string, Tensor> Snapshot(IReadOnlyList<NamedParameter> parameters)
     {
         using var _ = no_grad();
-        return parameters.ToDictionary(p => p.Name, p => p.Value.detach().to(ScalarType.Float32).clone().DetachFromDisposeScope());
+        return parameters.ToDictionary(p => p.Name, p => p.Value.detach().to(ScalarType.Float32).clone());
     }
 }

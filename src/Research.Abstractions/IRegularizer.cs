@@ -59,9 +59,20 @@ public sealed record TaskContext(
 /// (R = λ/2 Σᵢ Fᵢ(θᵢ − θ*ᵢ)², Kirkpatrick et al. 2017), SI (Zenke et al. 2017), MAS (Aljundi et al. 2018).
 /// </summary>
 /// <remarks>
+/// <para>
 /// The trainer adds the penalty once per optimizer step (once per accumulation window, not once per
 /// micro-batch, and not divided by the number of items), in fp32. A regularizer only returns values and
 /// keeps its own state; it never changes the trainer. Its state goes into checkpoints by name.
+/// </para>
+/// <para>
+/// Ownership, one rule: <b>what a regularizer keeps is what <see cref="StateDict"/> returns.</b> The host runs each
+/// call in a dispose scope of its own; afterwards the tensors of the state outlive it, tensors kept before and no
+/// longer in the state are freed, and every other tensor the call created is freed with the scope. So a plugin keeps
+/// tensors in plain fields and never calls a dispose-scope method. What the host hands in (contexts, parameters,
+/// gradients) is valid during the call only: clone what you keep. A returned penalty belongs to the host.
+/// <see cref="LoadStateDict"/> receives tensors that become the plugin's. <see cref="StateDict"/> returns the tensors
+/// held, not new ones.
+/// </para>
 /// </remarks>
 public interface IRegularizer
 {

@@ -127,6 +127,22 @@ let tests =
             let none = research dir [ "metrics"; dir + "/nothing-here" ]
             Expect.equal none.ExitCode 2 "a folder without studies is a usage error"
         }
+        test "a plugin that keeps tensors across steps in plain fields, with no dispose-scope call, works: Σ_t Δθ_t it keeps equals θ_T − θ_0 (1e-4 relative)" {
+            let dir = tempDir "study-owned"
+            let path = Path.Combine(dir, "study.toml")
+            File.WriteAllText(path, "[run]\nname = \"s\"\nthreads = 1\n[data]\ndataset = \"synthetic\"\nsynthetic_features = 8\nsynthetic_samples = 600\n[model]\nhidden = [8]\n[train]\nepochs = 2\n[study]\ntasks = 2\n[[regularizers]]\nname = \"fs-delta-sum\"\n")
+            let r = research dir [ "study"; path; "--plugins"; fixtureDir "Plugin.FSharp" ]
+            Expect.equal r.ExitCode 0 (sprintf "the state outlived each step's dispose scope: %s" r.Err)
+            let runDir = Directory.GetDirectories(Path.Combine(dir, "runs")) |> Array.exactlyOne
+            let load (file: string) = TorchSharp.PyBridge.Safetensors.LoadStateDict file
+            let sums = load (Path.Combine(runDir, "checkpoints", "final", "regularizers.safetensors"))
+            let last, first = load (Path.Combine(runDir, "tasks", "task-1", "model.safetensors")), load (Path.Combine(runDir, "tasks", "initial", "model.safetensors"))
+            Expect.equal (sums.Count) (last.Count) "a sum per parameter"
+            for KeyValue(name, theta) in last do
+                let change = theta - first[name]
+                let gap = (sums["0/sum/" + name] - change).norm().item<float32>() |> float
+                Expect.isLessThanOrEqual (gap / (change.norm().item<float32>() |> float)) 1e-4 (sprintf "Σ Δθ = θ_T − θ_0 for %s" name)
+        }
         test "study --dry-run prints the resolved config with the plugins' defaults, the identity and each plugin's DLL, and trains nothing" {
             let dir = tempDir "study-dry"
             let path = Path.Combine(dir, "study.toml")

@@ -269,10 +269,13 @@ public static class Trainer
             {
                 O.Restore(weights, moments, s.OptimizerStep);
                 RestoreFrozen(weights);
+                // Each plugin's tensors become the plugin's (GuardedRegularizer frees what it does not keep).
                 for (int i = 0; i < run.Regularizers.Count; i++)
                 {
                     var prefix = $"{i}/";
-                    run.Regularizers[i].LoadStateDict(regularizers.Where(kv => kv.Key.StartsWith(prefix)).ToDictionary(kv => kv.Key[prefix.Length..], kv => kv.Value));
+                    var mine = regularizers.Where(kv => kv.Key.StartsWith(prefix)).ToList();
+                    foreach (var (key, _) in mine) regularizers.Remove(key);
+                    run.Regularizers[i].LoadStateDict(mine.ToDictionary(kv => kv.Key[prefix.Length..], kv => kv.Value));
                 }
                 run.Precision.Scaler?.Restore(s.LossScale, s.ScalerGoodSteps, s.SkippedSteps);
             }

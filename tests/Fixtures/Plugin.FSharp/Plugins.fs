@@ -23,3 +23,20 @@ type Throws(options: ThrowsOptions) =
         member _.Penalty(context) =
             if context.Step >= options.AtStep then invalidOp (sprintf "fixture failure at step %d" context.Step)
             null
+
+/// Keeps Σ_t Δθ_t, the sum of every update, by parameter — in plain fields, replaced by a new tensor at every step, with no
+/// dispose-scope call: the host keeps what StateDict returns and frees the rest. Σ_t Δθ_t = θ_T − θ_0 is the identity
+/// a test checks against the study's weights.
+[<Plugin("fs-delta-sum", Summary = "F# fixture: the sum of the updates, kept without dispose scopes")>]
+type DeltaSum() =
+    let mutable sums : Map<string, TorchSharp.torch.Tensor> = Map.empty
+    interface IRegularizer with
+        member _.Penalty(_) = null
+        member _.AfterStep(context) =
+            for p, delta in Seq.zip context.Parameters context.Deltas do
+                sums <- sums.Add(p.Name, (match sums.TryFind p.Name with
+                                          | Some s -> s.add(delta)
+                                          | None -> delta.clone()))
+        member _.StateDict() = sums |> Seq.map (fun kv -> System.Collections.Generic.KeyValuePair("sum/" + kv.Key, kv.Value)) |> System.Collections.Generic.Dictionary :> _
+        member _.LoadStateDict(state) =
+            sums <- state |> Seq.map (fun kv -> kv.Key.Substring 4, kv.Value) |> Map.ofSeq

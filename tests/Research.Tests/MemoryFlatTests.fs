@@ -97,6 +97,18 @@ let tests =
             Expect.equal (at1000 - at100) 0L (sprintf "live native tensors grew from %d at step 100 to %d at step 1,000" at100 at1000)
             Expect.isLessThanOrEqual at100 saneBound (sprintf "live tensors at step 100: %d, above %d" at100 saneBound)
         }
+        test "a study whose plugins keep state stays flat within a task: EWC's penalty and a plugin replacing its tensors every step leave the live count at step 42 and step 62 of task 1 equal" {
+            // 461 training items per task in batches of 64: 8 steps per epoch, 4 epochs, tasks of 32 steps; steps 42 and 62
+            // are full windows of task 1, after task 0's consolidation, so EWC's penalty and fs-delta-sum's Σ Δθ (a new
+            // tensor per parameter per step, the old one freed by the host) run at every step between them.
+            let dir = tempDir "flat-study"
+            let path = syntheticConfig dir "[study]\ntasks = 3\n[[regularizers]]\nname = \"ewc\"\n[[regularizers]]\nname = \"fs-delta-sum\"\n"
+            let config = ConfigLoader.Load(path, [ "train.log_every=1"; "train.epochs=4" ])
+            let observer = LiveCountObserver(liveTensors (), [ 42L; 62L ])
+            let studyHost = PluginHost.Load([ fixtureDir "Plugin.FSharp" ])
+            Trainer.Run(config, studyHost, observer, kind = RunKind.Study) |> ignore
+            Expect.equal (observer.CountAt 62L - observer.CountAt 42L) 0L "no tensor left live per step"
+        }
         test "a run disposes every tensor it created: the live native tensor count after Trainer.Run (2 epochs) equals the count before" {
             let before = liveTensors ()
             run [] (LiveCountObserver(before, []))

@@ -8,14 +8,15 @@ namespace Research.Abstractions;
 public sealed record NamedParameter(string Name, Tensor Value);
 
 /// <summary>What <see cref="IRegularizer.Penalty"/> sees.</summary>
-/// <param name="Step">Optimizer updates taken so far (as in <see cref="ScheduleContext.Step"/>).</param>
+/// <param name="Step">Optimizer updates the run has taken so far, counted across a study's tasks. The schedule's t
+/// equals it, except in a study whose schedule restarts at each task, where t counts the task's updates.</param>
 /// <param name="TaskIndex">Index of the task being trained, 0 for a single run.</param>
 /// <param name="Parameters">The fp32 master parameters, with <c>requires_grad</c>: a penalty built from
 /// them receives gradients.</param>
 public sealed record PenaltyContext(long Step, int TaskIndex, IReadOnlyList<NamedParameter> Parameters);
 
 /// <summary>What <see cref="IRegularizer.AfterStep"/> sees about the update just taken.</summary>
-/// <param name="Step">t, the number of the update just taken minus one (the value the schedule saw).</param>
+/// <param name="Step">The run's updates before this one (as in <see cref="PenaltyContext.Step"/>).</param>
 /// <param name="TaskIndex">Index of the task being trained.</param>
 /// <param name="Parameters">The parameters after the update, θ_{t+1}.</param>
 /// <param name="Gradients">g_t, the gradient used by the update (after unscaling and clipping), by parameter.</param>

@@ -33,16 +33,20 @@ static class RunsCommand
     {
         var a = new Args(argv, ["--set", "--plugins"], ["--save"]);
         if (a.Positional.Count == 0) throw new UsageException("metrics needs at least one RUN_DIR (a study's run directory, or a folder of them)");
-        var host = Commands.LoadPlugins(a.All("--plugins"));
+        var hosts = new Dictionary<string, Research.Core.Plugins.PluginHost>();
         int studies = 0, failed = 0;
         foreach (var path in a.Positional.SelectMany(Stores))
         {
             using var store = new RunStore(path);
-            foreach (var r in store.Query("SELECT id, config_toml FROM runs ORDER BY started_utc"))
+            foreach (var r in store.Query("SELECT id, config_toml, config_file FROM runs ORDER BY started_utc"))
             {
                 var id = (string)r[0]!;
                 if (Research.Core.Studies.StudyRecord.Load(store, id) is not { } record) continue;
-                var config = ConfigLoader.Parse((string?)r[1] ?? "", $"{Path.GetDirectoryName(path)}/config.toml (recorded)", a.All("--set"));
+                // Read as the file it was recorded from, so its [plugins] dirs resolve as they did for the study.
+                var config = ConfigLoader.Parse((string?)r[1] ?? "", (string?)r[2] ?? Path.Combine(Path.GetDirectoryName(path)!, "config.toml"), a.All("--set"));
+                var dirs = a.All("--plugins").Concat(config.PluginDirs).ToList();
+                var key = string.Join("\n", dirs);
+                if (!hosts.TryGetValue(key, out var host)) hosts[key] = host = Commands.LoadPlugins(dirs);
                 var metrics = Research.Core.Training.RunBuilder.Metrics(config, host);
                 var (values, failures) = Research.Core.Studies.StudyRecord.ComputeMetrics(metrics, record, a.Flag("--save") ? store : null, id);
                 Console.WriteLine($"{id} ({record.Tasks.Count} tasks)");

@@ -29,6 +29,24 @@ let tests =
             Expect.stringContains errs.Head "bad.toml: optimizer.lrr: unknown key" "file and key path"
             Expect.stringContains errs.Head "lr, " "lists the known keys"
         }
+        test "a selection metric the evaluations do not record (best_metric, early_stopping_metric) is refused before training, naming the metrics there are" {
+            let errs = errorsOf "[checkpoint]\nbest_metric = \"val_bogus\"\n[train]\nearly_stopping_metric = \"val_acc\"\n" []
+            Expect.equal errs.Length 2 "both reported"
+            let all = String.concat "\n" errs
+            Expect.stringContains all "bad.toml: checkpoint.best_metric: \"val_bogus\" must be a validation metric (val_loss, val_accuracy)" "best_metric"
+            Expect.stringContains all "bad.toml: train.early_stopping_metric: \"val_acc\" must be a validation metric (val_loss, val_accuracy)" "early_stopping_metric"
+            Expect.stringContains (errorsOf "[checkpoint]\nbest_metric = \"test_accuracy\"\n" []).Head "selecting on test data leaks it" "test data named as the reason"
+        }
+        test "[[metrics]] tables are read like [[regularizers]]; none means the standard seven; a metric chosen twice is refused" {
+            let chosen = ConfigLoader.Parse("[[metrics]]\nname = \"bwt\"\n", "m.toml", [ "metrics=[{ name = \"bwt\" }, { name = \"fwt\" }]" ])
+            Expect.equal [ for m in chosen.Metrics -> m.Name ] [ "bwt"; "fwt" ] "chosen, the override replacing the file's"
+            Expect.equal [ for m in (ConfigLoader.Parse("", "d.toml")).Metrics -> m.Name ] (List.ofSeq RunConfig.DefaultMetrics) "the default set"
+            let twice = ConfigLoader.Parse("[[metrics]]\nname = \"bwt\"\n[[metrics]]\nname = \"bwt\"\n", "t.toml")
+            try
+                Research.Core.Training.RunBuilder.Metrics(twice, PluginHost.Load([])) |> ignore
+                failtest "bwt chosen twice was accepted"
+            with :? ConfigException as e -> Expect.stringContains (string e.Errors[0]) "t.toml: metrics[1].name: \"bwt\" is chosen twice" "names the file and the key"
+        }
         test "an unknown section fails naming it" {
             let errs = errorsOf "[optimiser]\nlr = 0.1\n" []
             Expect.stringContains errs.Head "bad.toml: optimiser: unknown section" "section named"

@@ -49,12 +49,15 @@ public sealed record StudyRow(double[] TestAccuracy, double[] TestLoss, double[]
 /// <param name="Best">The phase's best value of the selection metric so far.</param>
 /// <param name="StopReasons">Why phases stopped early, so far.</param>
 /// <param name="Study">The study's matrices so far; null for a single run.</param>
+/// <param name="MetricRows">The store's last metric row (rowid) when the checkpoint was written: a resume drops the rows
+/// after it, which a step number alone cannot tell apart (a skipped fp16 step logs at the step it did not advance).</param>
+/// <param name="EvaluationRows">The same for evaluations.</param>
 /// <param name="Identity">SHA-256 of the canonical resolved config: a resume with another config is refused.</param>
 public sealed record CheckpointState(
     int Format, string RunId, int Phase, Stage Stage, long Step, long OptimizerStep, long PhaseStartStep,
     int Epoch, long WindowInEpoch, long Windows, long SkippedSteps,
     double LossScale, int ScalerGoodSteps, List<SavedEvaluation> Evaluations, double? Best, List<PhaseStop> StopReasons,
-    StudyProgress? Study, string Identity, long Seed, int Threads, string WrittenUtc);
+    StudyProgress? Study, long MetricRows, long EvaluationRows, string Identity, long Seed, int Threads, string WrittenUtc);
 
 /// <summary>
 /// A checkpoint is a directory: <c>model.safetensors</c> (the fp32 weights of record by parameter name — the master
@@ -159,8 +162,9 @@ public static class Checkpoint
     }
 
     /// <summary>
-    /// The checkpoints a run resumes from, newest first: periodic ones (<c>step-000000123</c>) and a study's phase ends
-    /// (<c>step-000000123-task-002-1-trained</c>, <c>…-2-consolidated</c>), whose names sort in the order they were written.
+    /// The checkpoints a run resumes from, newest first: a single run's periodic ones (<c>step-000000123</c>) and a
+    /// study's (<see cref="StudyName"/>: <c>step-000000123-task-002-0</c>, <c>…-1-trained</c>, <c>…-2-consolidated</c>),
+    /// whose names sort in the order they were written.
     /// </summary>
     public static IEnumerable<string> Periodic(string checkpointsDir) =>
         Directory.Exists(checkpointsDir)
@@ -193,7 +197,11 @@ public static class Checkpoint
 
     public static string PeriodicName(long step) => $"step-{step:D9}";
 
-    /// <summary>The name of a study's checkpoint at the end of a phase: after its training, or after its consolidation.</summary>
-    public static string PhaseEndName(long step, int phase, Stage stage) =>
-        $"{PeriodicName(step)}-task-{phase:D3}-{(stage == Stage.Trained ? "1-trained" : "2-consolidated")}";
+    /// <summary>
+    /// A study's checkpoints name their task and stage after the step — <c>step-S-task-00i-0</c> inside task i,
+    /// <c>…-1-trained</c> after its training, <c>…-2-consolidated</c> after its consolidation — so names sort as
+    /// (step, task, stage) even when two are written at one step (a task whose windows the fp16 loss scaler all skipped).
+    /// </summary>
+    public static string StudyName(long step, int phase, Stage stage) =>
+        $"{PeriodicName(step)}-task-{phase:D3}-{stage switch { Stage.Training => "0", Stage.Trained => "1-trained", _ => "2-consolidated" }}";
 }

@@ -196,6 +196,9 @@ public sealed record TrainSection : IValidatable
     /// <summary>An improvement must exceed this (absolute) to count.</summary>
     public double EarlyStoppingThreshold { get; init; } = 0;
 
+    /// <summary>The metrics every evaluation records on the validation split, which model selection may watch.</summary>
+    public static readonly IReadOnlyList<string> ValidationMetrics = ["val_loss", "val_accuracy"];
+
     public IEnumerable<OptionError> Validate()
     {
         if (Epochs <= 0) yield return new("epochs", "must be > 0");
@@ -205,7 +208,8 @@ public sealed record TrainSection : IValidatable
         if (EarlyStoppingPatience < 0) yield return new("early_stopping_patience", "must be ≥ 0");
         if (EarlyStoppingMode is not ("min" or "max")) yield return new("early_stopping_mode", "must be \"min\" or \"max\"");
         if (EarlyStoppingThreshold < 0) yield return new("early_stopping_threshold", "must be ≥ 0");
-        if (!EarlyStoppingMetric.StartsWith("val_")) yield return new("early_stopping_metric", "must be a validation metric (val_loss, val_accuracy)");
+        if (!ValidationMetrics.Contains(EarlyStoppingMetric))
+            yield return new("early_stopping_metric", $"must be a validation metric ({string.Join(", ", ValidationMetrics)})");
     }
 }
 
@@ -228,8 +232,10 @@ public sealed record CheckpointSection : IValidatable
         if (Every < 0) yield return new("every", "must be ≥ 0");
         if (KeepLast < 1) yield return new("keep_last", "must be ≥ 1");
         if (BestMode is not ("min" or "max")) yield return new("best_mode", "must be \"min\" or \"max\"");
-        if (BestMetric.Length > 0 && !BestMetric.StartsWith("val_"))
-            yield return new("best_metric", "must be a validation metric (val_loss, val_accuracy): selecting on test data leaks it");
+        if (BestMetric.Length > 0 && !TrainSection.ValidationMetrics.Contains(BestMetric))
+            yield return new("best_metric", BestMetric.StartsWith("test_")
+                ? "must be a validation metric (val_loss, val_accuracy): selecting on test data leaks it"
+                : $"must be a validation metric ({string.Join(", ", TrainSection.ValidationMetrics)}), or \"\" for none");
     }
 }
 

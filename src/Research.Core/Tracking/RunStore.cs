@@ -111,17 +111,27 @@ public sealed class RunStore : IDisposable
     public string? Status(string runId) =>
         Query("SELECT status FROM runs WHERE id = $id", ("$id", runId)).FirstOrDefault()?[0] as string;
 
-    /// <summary>
-    /// Prepares a run to continue from a checkpoint at <paramref name="step"/>: rows logged after that step (by the
-    /// interrupted process) are dropped, since the resumed run writes them again — metrics and evaluations after the step,
-    /// a study's matrix rows from <paramref name="studyRows"/> on, and its probes and metrics (written at its end);
-    /// the run is running again.
-    /// </summary>
-    public void ResumeRun(string runId, long step, int studyRows = 0)
+    /// <summary>The last row of metrics and of evaluations (SQLite's rowid; 0 when empty), after flushing: a checkpoint
+    /// records them, and a resume drops what came after.</summary>
+    public (long Metrics, long Evaluations) Watermark()
     {
         Flush();
-        Execute("DELETE FROM metrics WHERE run_id = $id AND step > $s", ("$id", runId), ("$s", step));
-        Execute("DELETE FROM evaluations WHERE run_id = $id AND step > $s", ("$id", runId), ("$s", step));
+        long Max(string table) => Query($"SELECT COALESCE(MAX(rowid), 0) FROM {table}").First()[0] is long n ? n : 0;
+        return (Max("metrics"), Max("evaluations"));
+    }
+
+    /// <summary>
+    /// Prepares a run to continue from a checkpoint: the rows the interrupted process wrote after it are dropped, since
+    /// the resumed run writes them again — metrics and evaluations after the checkpoint's <see cref="Watermark"/>, a
+    /// study's matrix rows from <paramref name="studyRows"/> on, its probes and metrics (written at its end), and the
+    /// stop reason, which becomes <paramref name="stopReason"/> (the stops the checkpoint knows); the run is running again.
+    /// </summary>
+    public void ResumeRun(string runId, (long Metrics, long Evaluations) watermark, int studyRows = 0, string? stopReason = null)
+    {
+        Flush();
+        Execute("DELETE FROM metrics WHERE run_id = $id AND rowid > $w", ("$id", runId), ("$w", watermark.Metrics));
+        Execute("DELETE FROM evaluations WHERE run_id = $id AND rowid > $w", ("$id", runId), ("$w", watermark.Evaluations));
+        Execute("UPDATE runs SET stop_reason = $r WHERE id = $id", ("$r", stopReason), ("$id", runId));
         Execute("DELETE FROM study_matrix WHERE run_id = $id AND after_task >= $n", ("$id", runId), ("$n", studyRows));
         Execute("DELETE FROM study_values WHERE run_id = $id", ("$id", runId));
         Execute("DELETE FROM artifacts WHERE run_id = $id", ("$id", runId));

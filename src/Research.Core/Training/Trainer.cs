@@ -66,7 +66,9 @@ public static class Trainer
         {
             if (store.Status(runId) == "finished")
                 throw new InvalidDataException($"--resume {runDir}: run {runId} already finished; nothing to resume");
-            store.ResumeRun(runId, from.State.Step, from.State.Study?.Rows.Count ?? 0);
+            var stops = from.State.StopReasons;
+            store.ResumeRun(runId, (from.State.MetricRows, from.State.EvaluationRows), from.State.Study?.Rows.Count ?? 0,
+                stops.Count == 0 ? null : StopText(stops, kind == RunKind.Study));
         }
         try
         {
@@ -422,7 +424,7 @@ public static class Trainer
             if (stop is null) return null;
             _stops.Add(new PhaseStop(_phase, stop));
             observer.Message((_study ? $"task {_phase}: " : "") + stop);
-            store.StopReason(runId, string.Join("; ", _stops.Select(s => _study ? $"task {s.Phase}: {s.Reason}" : s.Reason)));
+            store.StopReason(runId, StopText(_stops, _study));
             return stop;
         }
 
@@ -459,9 +461,11 @@ public static class Trainer
             return O.Master.detach().sub(flat).norm().item<float>();
         }
 
-        /// <summary>The task ends: regularizers consolidate (EWC's Fisher and θ*, L2-SP's anchor).</summary>
+        /// <summary>The task ends: regularizers consolidate (EWC's Fisher and θ*, L2-SP's anchor). What they keep outlives
+        /// this scope (see <see cref="GuardedRegularizer"/>); the parameter views handed to them do not.</summary>
         void Consolidate()
         {
+            using var scope = NewDisposeScope();
             var task = run.Tasks[_phase];
             int phase = _phase;
             var heads = run.HeadsFunction;
@@ -527,15 +531,14 @@ public static class Trainer
             return new RunOutcome(runDir, runId, weights, _last, record, values, failures);
         }
 
-        void WritePeriodic()
-        {
-            Write(Checkpoint.PeriodicName(Step), Stage.Training);
-            Checkpoint.Prune(CheckpointsDir, _c.Checkpoint.KeepLast);
-        }
+        void WritePeriodic() => WriteResumable(Stage.Training);
 
-        void WritePhaseEnd(Stage stage)
+        void WritePhaseEnd(Stage stage) => WriteResumable(stage);
+
+        /// <summary>A checkpoint a resume may start from: <c>step-S</c> in a single run, with task and stage in a study.</summary>
+        void WriteResumable(Stage stage)
         {
-            Write(Checkpoint.PhaseEndName(Step, _phase, stage), stage);
+            Write(_study ? Checkpoint.StudyName(Step, _phase, stage) : Checkpoint.PeriodicName(Step), stage);
             Checkpoint.Prune(CheckpointsDir, _c.Checkpoint.KeepLast);
         }
 
@@ -543,17 +546,21 @@ public static class Trainer
         /// step is on disk before the checkpoint that a resume will continue from.</summary>
         string Write(string name, Stage stage)
         {
-            store.Flush();
+            var rows = store.Watermark();
             store.Heartbeat(runId);
             var state = new CheckpointState(Checkpoint.FormatVersion, runId, _phase, stage, Step, O.StepCount, _phaseStartStep,
                 _epoch, _windowInEpoch, _windows, _skipped, run.Precision.Scaler?.Scale ?? 1.0, run.Precision.Scaler?.GoodSteps ?? 0,
-                _evaluations.ToList(), _best, _stops.ToList(), _progress,
+                _evaluations.ToList(), _best, _stops.ToList(), _progress, rows.Metrics, rows.Evaluations,
                 run.Identity, _c.Run.Seed, torch.get_num_threads(), DateTime.UtcNow.ToString("O"));
             var frozen = run.Model.named_parameters().Where(p => !p.parameter.requires_grad).Select(p => (p.name, (Tensor)p.parameter));
             var regularizerState = run.Regularizers.SelectMany((r, i) => r.StateDict().Select(kv => ($"{i}/{kv.Key}", kv.Value)));
             return Checkpoint.Write(CheckpointsDir, name, state, O.NamedMaster().Concat(frozen), O.NamedState(), regularizerState);
         }
     }
+
+    /// <summary>The stop reasons as the store's <c>stop_reason</c> holds them, each with its task in a study.</summary>
+    static string StopText(IEnumerable<PhaseStop> stops, bool study) =>
+        string.Join("; ", stops.Select(s => study ? $"task {s.Phase}: {s.Reason}" : s.Reason));
 
     /// <summary>The new best value when the latest evaluation improves on <paramref name="best"/>.</summary>
     static double? IsBest(CheckpointSection c, IReadOnlyDictionary<string, double> metrics, double? best)

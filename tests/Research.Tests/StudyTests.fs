@@ -40,6 +40,16 @@ epochs = 5
 
 let private rows (o: RunOutcome) sql = Research.Tests.TrainingTests.storeRows o.RunDir sql
 
+/// `research study` as a process on a small synthetic study (8 features, a hidden layer of 8, one thread) with extra
+/// TOML and plugin folders: the result and the run directory (null when none was made).
+let private studyProcess (prefix: string) (extra: string) (plugins: string list) =
+    let dir = tempDir prefix
+    let path = Path.Combine(dir, "study.toml")
+    File.WriteAllText(path, "[run]\nname = \"s\"\nthreads = 1\n[data]\ndataset = \"synthetic\"\nsynthetic_features = 8\n[model]\nhidden = [8]\n" + extra)
+    let r = research dir ([ "study"; path ] @ (plugins |> List.collect (fun p -> [ "--plugins"; p ])))
+    let runs = Path.Combine(dir, "runs")
+    r, (if Directory.Exists runs then Directory.GetDirectories runs |> Array.exactlyOne else null)
+
 /// A permuted 2-task study on the synthetic clusters (900 training items per task, batches of 20: 45 steps per epoch,
 /// 5 epochs) evaluated every 10 steps; early stopping whose threshold no evaluation can beat stops each task at its 4th
 /// evaluation, and reduce-on-plateau with patience 0 and the same impossible threshold cuts the lr ×0.1 at each
@@ -96,12 +106,9 @@ let tests =
             Expect.notEqual ewc.Record.Loss[1] plain.Record.Loss[1] "EWC acts from task 1 on"
         }
         test "[[metrics]] chooses a study's metrics, with options: only they run and are stored, and a loaded metric not chosen does not run" {
-            let dir = tempDir "study-metrics"
-            let path = Path.Combine(dir, "study.toml")
-            File.WriteAllText(path, "[run]\nname = \"s\"\nthreads = 1\n[data]\ndataset = \"synthetic\"\nsynthetic_features = 8\n[model]\nhidden = [8]\n[study]\ntasks = 3\n[[metrics]]\nname = \"average-accuracy\"\nafter_task = 1\n[[metrics]]\nname = \"bwt\"\n")
-            let r = research dir [ "study"; path; "--plugins"; fixtureDir "Plugin.Faulty" ]
+            let r, runDir =
+                studyProcess "study-metrics" "[study]\ntasks = 3\n[[metrics]]\nname = \"average-accuracy\"\nafter_task = 1\n[[metrics]]\nname = \"bwt\"\n" [ fixtureDir "Plugin.Faulty" ]
             Expect.equal r.ExitCode 0 (sprintf "the loaded 'throws' metric was not chosen, so it did not run: %s" r.Err)
-            let runDir = Directory.GetDirectories(Path.Combine(dir, "runs")) |> Array.exactlyOne
             let stored = Research.Tests.TrainingTests.storeRows runDir "SELECT name, value FROM study_values WHERE kind = 'metric' ORDER BY name"
             Expect.equal (stored |> List.map (fun m -> string m[0])) [ "average-accuracy"; "bwt" ] "exactly the chosen metrics"
             let cells = Research.Tests.TrainingTests.storeRows runDir "SELECT accuracy FROM study_matrix WHERE split = 'test' AND after_task = 1 AND on_task <= 1 ORDER BY on_task"
@@ -128,12 +135,9 @@ let tests =
             Expect.equal none.ExitCode 2 "a folder without studies is a usage error"
         }
         test "a plugin that keeps tensors across steps in plain fields, with no dispose-scope call, works: Σ_t Δθ_t it keeps equals θ_T − θ_0 (1e-4 relative)" {
-            let dir = tempDir "study-owned"
-            let path = Path.Combine(dir, "study.toml")
-            File.WriteAllText(path, "[run]\nname = \"s\"\nthreads = 1\n[data]\ndataset = \"synthetic\"\nsynthetic_features = 8\nsynthetic_samples = 600\n[model]\nhidden = [8]\n[train]\nepochs = 2\n[study]\ntasks = 2\n[[regularizers]]\nname = \"fs-delta-sum\"\n")
-            let r = research dir [ "study"; path; "--plugins"; fixtureDir "Plugin.FSharp" ]
+            let r, runDir =
+                studyProcess "study-owned" "[train]\nepochs = 2\n[study]\ntasks = 2\n[[regularizers]]\nname = \"fs-delta-sum\"\n" [ fixtureDir "Plugin.FSharp" ]
             Expect.equal r.ExitCode 0 (sprintf "the state outlived each step's dispose scope: %s" r.Err)
-            let runDir = Directory.GetDirectories(Path.Combine(dir, "runs")) |> Array.exactlyOne
             let load (file: string) = TorchSharp.PyBridge.Safetensors.LoadStateDict file
             let sums = load (Path.Combine(runDir, "checkpoints", "final", "regularizers.safetensors"))
             let last, first = load (Path.Combine(runDir, "tasks", "task-1", "model.safetensors")), load (Path.Combine(runDir, "tasks", "initial", "model.safetensors"))
@@ -160,17 +164,13 @@ let tests =
             Expect.isFalse (Directory.Exists(Path.Combine(dir, "runs"))) "no run was started"
         }
         test "a forgetting metric that throws is reported (exit 1, naming the plugin and its DLL) after the matrices are printed and stored; the other metrics are computed" {
-            let dir = tempDir "study-metric-throws"
-            let path = Path.Combine(dir, "study.toml")
-            File.WriteAllText(path, "[run]\nname = \"s\"\nthreads = 1\n[data]\ndataset = \"synthetic\"\nsynthetic_features = 8\n[model]\nhidden = [8]\n[study]\ntasks = 2\n[[metrics]]\nname = \"bwt\"\n[[metrics]]\nname = \"throws\"\n")
-            let r = research dir [ "study"; path; "--plugins"; fixtureDir "Plugin.Faulty" ]
+            let r, runDir = studyProcess "study-metric-throws" "[study]\ntasks = 2\n[[metrics]]\nname = \"bwt\"\n[[metrics]]\nname = \"throws\"\n" [ fixtureDir "Plugin.Faulty" ]
             Expect.equal r.ExitCode 1 (sprintf "a failed metric, not a crash (134): %s" r.Err)
             Expect.stringContains r.Out "Test accuracy R" "the matrices are printed"
             Expect.stringContains r.Err "forgetting metric 'throws'" "the metric is named"
             Expect.stringContains r.Err "Plugin.Faulty.dll" "with its DLL"
             Expect.stringContains r.Err "IndexOutOfRangeException" "and what it threw"
             Expect.isFalse (r.Err.Contains "   at ") "no stack trace"
-            let runDir = Directory.GetDirectories(Path.Combine(dir, "runs")) |> Array.exactlyOne
             let metrics = Research.Tests.TrainingTests.storeRows runDir "SELECT name, value FROM study_values WHERE kind = 'metric'"
             Expect.isTrue (metrics |> List.exists (fun m -> string m[0] = "bwt" && not (isNull m[1]))) "bwt was computed and stored"
             Expect.isTrue (metrics |> List.exists (fun m -> string m[0] = "throws" && isNull m[1])) "the failed metric is stored without a value"

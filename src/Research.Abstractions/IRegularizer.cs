@@ -38,7 +38,8 @@ public sealed record Batch(Tensor Inputs, Tensor Targets);
 /// <summary>What <see cref="IRegularizer.Consolidate"/> sees when a task ends.</summary>
 /// <param name="TaskIndex">Index of the task that ended, 0 for the first.</param>
 /// <param name="TaskName">Its name, as in the evaluation record.</param>
-/// <param name="Parameters">The trained parameters θ* by name.</param>
+/// <param name="Parameters">The trained parameters θ* by name: the fp32 weights of record (under mixed precision the
+/// master copy, not the 16-bit model), as views of the optimizer's buffer valid during the call — clone what you keep.</param>
 /// <param name="Model">The model as trained on the task; call it to get logits.</param>
 /// <param name="Data">Mini-batches of the task's training data (a fresh pass on each enumeration).</param>
 /// <param name="PerItemLoss">ℓ(logits, targets) → one loss per item (no reduction); the task's loss.</param>

@@ -109,26 +109,30 @@ type Store(path: string) =
         let mergeOne (file: string) =
             exec "ATTACH DATABASE $f AS trial" [ "$f", box file ]
             try
-                // BEGIN/COMMIT as statements: Microsoft.Data.Sqlite would otherwise want the transaction on every command.
-                exec "BEGIN" []
-                try
-                    let runs = query "SELECT id, status FROM trial.runs" [] |> List.map (fun r -> string r[0], string r[1])
-                    for (table, key) in runTables do
-                        let columns =
-                            query (sprintf "SELECT name FROM pragma_table_info('%s', 'trial')" table) []
-                            |> List.map (fun r -> string r[0])
-                            |> String.concat ", "
+                // A trial killed (Ctrl-C, scancel) between creating its store file and its tables leaves a store without
+                // tables: it holds no run, so there is nothing to merge.
+                if List.isEmpty (query "SELECT name FROM trial.sqlite_master WHERE type = 'table' AND name = 'runs'" []) then []
+                else
+                    // BEGIN/COMMIT as statements: Microsoft.Data.Sqlite would otherwise want the transaction on every command.
+                    exec "BEGIN" []
+                    try
+                        let runs = query "SELECT id, status FROM trial.runs" [] |> List.map (fun r -> string r[0], string r[1])
+                        for (table, key) in runTables do
+                            let columns =
+                                query (sprintf "SELECT name FROM pragma_table_info('%s', 'trial')" table) []
+                                |> List.map (fun r -> string r[0])
+                                |> String.concat ", "
+                            for (id, _) in runs do
+                                exec (sprintf "DELETE FROM main.%s WHERE %s = $id" table key) [ "$id", box id ]
+                            if columns <> "" then
+                                exec (sprintf "INSERT INTO main.%s (%s) SELECT %s FROM trial.%s" table columns columns table) []
                         for (id, _) in runs do
-                            exec (sprintf "DELETE FROM main.%s WHERE %s = $id" table key) [ "$id", box id ]
-                        if columns <> "" then
-                            exec (sprintf "INSERT INTO main.%s (%s) SELECT %s FROM trial.%s" table columns columns table) []
-                    for (id, _) in runs do
-                        exec "INSERT OR REPLACE INTO trial_runs VALUES ($r, $t)" [ "$r", box id; "$t", box t.Id ]
-                    exec "COMMIT" []
-                    runs
-                with _ ->
-                    exec "ROLLBACK" []
-                    reraise ()
+                            exec "INSERT OR REPLACE INTO trial_runs VALUES ($r, $t)" [ "$r", box id; "$t", box t.Id ]
+                        exec "COMMIT" []
+                        runs
+                    with _ ->
+                        exec "ROLLBACK" []
+                        reraise ()
             finally
                 exec "DETACH DATABASE trial" []
         [ for file in stores do yield! mergeOne file ]

@@ -10,6 +10,7 @@ open FsCheck
 open Microsoft.Data.Sqlite
 open Research.Core.Config
 open Research.Core.Plugins
+open Research.Core.Tracking
 open Research.Sweeps
 open Research.Tests.TestSupport
 
@@ -314,6 +315,23 @@ let tests =
                 Expect.stringContains second.Err (sprintf "another `research sweep` (pid %d)" first.Id) "names the driver"
                 first.Kill true
                 first.WaitForExit()
+            }
+            test "merging a trial whose attempt was killed between creating its store file and its tables (an empty run.sqlite) merges its other runs and skips that one" {
+                let dir = tempDir "sweep-merge-empty"
+                let spec = { Arm = "a"; Labels = [||]; Numbers = [||]; Seed = 1; Config = "c.toml"; Overrides = [||] }
+                let trial : SweepStore.Trial =
+                    { Id = "fedcba9876543210"; Spec = spec; Name = "a-s1"; Dir = Path.Combine(dir, "trial"); State = "finished"; Attempts = 2
+                      ExitCode = Nullable 0; Log = null; Executor = null; Job = null; Pid = Nullable() }
+                let killed = Path.Combine(trial.Dir, "a-s1-killed")
+                Directory.CreateDirectory killed |> ignore
+                File.WriteAllBytes(Path.Combine(killed, RunStore.FileName), [||])
+                let finished = Path.Combine(trial.Dir, "a-s1-finished")
+                do
+                    use run = new RunStore(Path.Combine(finished, RunStore.FileName))
+                    run.BeginRun(RunInfo("a-s1-finished", "a-s1", "c.toml", "", "{}", "id", "[]", 1L, "code", "{}", 1, "cpu"))
+                    run.EndRun("a-s1-finished", true)
+                use store = new SweepStore.Store(Path.Combine(dir, "run.sqlite"))
+                Expect.equal (store.Merge trial) [ "a-s1-finished", "finished" ] "the finished run, and nothing from the empty store"
             }
             test "two attempts of one trial never run at once: the second finds the trial's lock held and exits 75" {
                 let dir = tempDir "sweep-lock"

@@ -179,15 +179,15 @@ static class RunsCommand
         var path = Path.Combine(dir, RunStore.FileName);
         if (!File.Exists(path)) throw new UsageException($"{dir} holds no {RunStore.FileName}");
         using var store = new RunStore(path);
-        var columns = new[] { "id", "name", "status", "started_utc", "ended_utc", "config_file", "seed", "derived_seeds", "code_version",
-            "packages", "threads", "device", "stop_reason", "error" };
+        var columns = new[] { "id", "name", "status", "started_utc", "ended_utc", "config_file", "identity", "seed", "derived_seeds",
+            "code_version", "packages", "plugins", "threads", "device", "stop_reason", "error" };
         foreach (var r in store.Query($"SELECT {string.Join(", ", columns)} FROM runs"))
             for (int i = 0; i < columns.Length; i++)
                 if (r[i] is { } v) Console.WriteLine($"{columns[i],-14} {Convert.ToString(v, CultureInfo.InvariantCulture)}");
         Console.WriteLine();
-        Console.WriteLine("evaluations (step, epoch, split, loss, accuracy, items):");
-        foreach (var r in store.Query("SELECT step, epoch, split, loss, accuracy, items FROM evaluations ORDER BY step, split"))
-            Console.WriteLine($"  {r[0],7} {r[1],4} {r[2],-10} {F(r[3] as double?),8} {F(r[4] as double?),8} {r[5],7}");
+        Console.WriteLine("evaluations (step, phase, epoch, split, loss, accuracy, items):");
+        foreach (var r in store.Query("SELECT step, phase, epoch, split, loss, accuracy, items FROM evaluations ORDER BY step, split"))
+            Console.WriteLine($"  {r[0],7} {r[1],-7} {r[2],4} {r[3],-10} {F(r[4] as double?),8} {F(r[5] as double?),8} {r[6],7}");
         foreach (var r in store.Query("SELECT name, value FROM study_values WHERE kind = 'metric' ORDER BY name"))
             Console.WriteLine($"  {r[0],-20} {F(r[1] as double?)}");
         var checkpoints = Path.Combine(dir, "checkpoints");

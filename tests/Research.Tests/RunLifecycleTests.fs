@@ -104,6 +104,9 @@ let tests =
             Expect.stringContains row ((testAccuracy[0] :?> float).ToString("F4", Globalization.CultureInfo.InvariantCulture)) "last test accuracy"
             let show = research dir [ "runs"; "show"; runDir ]
             Expect.stringContains show.Out "seed           3" "the record"
+            let identity = rows runDir "SELECT identity FROM runs" |> List.exactlyOne
+            Expect.stringContains show.Out (sprintf "identity       %s" (string identity[0])) "its identity"
+            Expect.stringContains show.Out "Research.Plugins.Schedules.dll" "the plugin DLLs it used"
             Expect.stringContains show.Out "checkpoints: best, final" "checkpoints"
             let csv = Path.Combine(dir, "export.csv")
             Expect.equal (research dir [ "runs"; "export"; runsDir; "-o"; csv ]).ExitCode 0 "export"

@@ -28,9 +28,9 @@ public sealed record PhaseStop(int Phase, string Reason);
 /// <param name="RandomInit">Test accuracy of the initial model on every task (the baseline of forward transfer).</param>
 public sealed record StudyProgress(double[] RandomInit, List<StudyRow> Rows);
 
-/// <summary>Row i of a study's matrices: after training task i, test and validation loss and accuracy on every task j,
-/// and ‖θ_i − θ_{i−1}‖₂.</summary>
-public sealed record StudyRow(double[] TestAccuracy, double[] TestLoss, double[] ValAccuracy, double[] ValLoss, double ChangeNorm);
+/// <summary>Row i of the study's record: after training task i, test accuracy and loss on every task j (the matrices R
+/// and L the metrics read; the validation cells are in the run store), and ‖θ_i − θ_{i−1}‖₂.</summary>
+public sealed record StudyRow(double[] TestAccuracy, double[] TestLoss, double ChangeNorm);
 
 /// <summary>
 /// The JSON state of a checkpoint: where in the run it was taken and everything besides tensors that the continuation

@@ -71,6 +71,13 @@ public sealed class RunComponents : IDisposable
     /// <summary>Optimizer steps of the whole run (no early stopping).</summary>
     public long TotalSteps => Enumerable.Range(0, Tasks.Count).Sum(StepsOf);
 
+    /// <summary>Whether the schedule restarts with each phase: always in a single run, and in a study with
+    /// <c>reset_schedule</c> (t then counts the task's steps); otherwise it spans the study.</summary>
+    public bool ScheduleRestarts => Kind == RunKind.Train || Config.Study.ResetSchedule;
+
+    /// <summary>T, the schedule's length during phase i: the phase's steps when it restarts, else the run's.</summary>
+    public long ScheduleLength(int phase) => ScheduleRestarts ? StepsOf(phase) : TotalSteps;
+
     public void Dispose()
     {
         foreach (var t in Tasks) t.Dispose();
@@ -258,7 +265,7 @@ public static class RunBuilder
     {
         var c = run.Config;
         var errors = new List<ConfigError>();
-        long scheduleLength = run.Kind == RunKind.Study && !c.Study.ResetSchedule ? run.TotalSteps : run.StepsOf(0);
+        long scheduleLength = run.ScheduleLength(0);
         if (c.Schedule.Options.TryGetValue("warmup_steps", out var w) && w is long warmup && warmup > scheduleLength)
             errors.Add(new(c.File, $"{c.Schedule.Key}.warmup_steps", $"{warmup} is longer than training ({scheduleLength} optimizer steps)"));
         if (c.Checkpoint.Every > run.TotalSteps)

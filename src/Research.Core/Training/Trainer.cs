@@ -174,7 +174,7 @@ public static class Trainer
         Optimizer O => _optimizer!;
         long Step => _stepOffset + O.StepCount;
         string CheckpointsDir => Path.Combine(runDir, "checkpoints");
-        string PhaseName(int phase) => _study ? $"task-{phase}" : "train";
+        string PhaseName => _study ? $"task-{_phase}" : "train";
 
         public RunOutcome Execute((string Dir, CheckpointState State)? resume)
         {
@@ -191,7 +191,7 @@ public static class Trainer
                     {
                         TrainPhase();
                         _stage = Stage.Trained;
-                        if (_study) WritePhaseEnd(Stage.Trained);
+                        if (_study) WriteResumable(Stage.Trained);
                     }
                     if (_study && _stage == Stage.Trained)
                     {
@@ -201,7 +201,7 @@ public static class Trainer
                         {
                             Consolidate();
                             _stage = Stage.Consolidated;
-                            WritePhaseEnd(Stage.Consolidated);
+                            WriteResumable(Stage.Consolidated);
                         }
                     }
                 }
@@ -326,9 +326,9 @@ public static class Trainer
         {
             int batchSize = _c.Data.BatchSize, k = _c.Train.GradAccum, epochs = _c.Train.Epochs;
             long stepsPerEpoch = data.Train.WindowsPerEpoch(batchSize, k);
-            // The schedule restarts at each task of a study with reset_schedule, and then reads only this task's evaluations.
-            bool restarts = !_study || _c.Study.ResetSchedule;
-            long scheduleLength = restarts ? run.StepsOf(_phase) : run.TotalSteps;
+            bool restarts = run.ScheduleRestarts;
+            long scheduleLength = run.ScheduleLength(_phase);
+            var history = ScheduleHistory();
             var step = new TrainStep(run.Model, O, run.Precision, run.Regularizers, _c.Optimizer.ClipNorm, _phase, run.HeadsFunction, _stepOffset);
             var clock = Stopwatch.StartNew();
             long itemsSinceLog = 0;
@@ -341,10 +341,6 @@ public static class Trainer
                 {
                     // t counts applied updates only: a step the loss scaler skipped advances neither t nor the schedule.
                     long t = restarts ? Step - _phaseStartStep : Step;
-                    // In the schedule's own time: a schedule that restarts sees the task's evaluations at task-relative steps.
-                    long origin = restarts ? _phaseStartStep : 0;
-                    var history = _evaluations.Where(e => !restarts || e.Phase == _phase)
-                        .Select(e => new EvaluationPoint(e.Step - origin, e.Epoch, e.Metrics)).ToList();
                     double lr = _c.Optimizer.Lr * run.Schedule.Multiplier(new ScheduleContext(t, scheduleLength, stepsPerEpoch, history));
                     var result = step.Run(window, lr);
                     _windows++; _windowInEpoch++;
@@ -374,22 +370,36 @@ public static class Trainer
                     if (_c.Train.EvalEvery > 0 && result.Applied && Step % _c.Train.EvalEvery == 0 && insideEpoch)
                     {
                         Evaluate(data);
+                        history = ScheduleHistory();
                         if ((stop = Stopping()) != null) break;
                     }
                     if (_c.Checkpoint.Every > 0 && result.Applied && Step % _c.Checkpoint.Every == 0 && insideEpoch)
-                        WritePeriodic();
+                        WriteResumable(Stage.Training);
                 }
                 if (stop != null) break;
 
                 Evaluate(data);
+                history = ScheduleHistory();
                 // After the evaluation the next window is window 0 of the next epoch; checkpoints record that.
                 _epoch++; _windowInEpoch = 0;
                 stop = Stopping();
                 // A study's phase end is checkpointed as "trained" right after this; a single run's last epoch keeps its own.
                 bool phaseEnds = stop != null || _epoch == epochs;
                 bool due = _c.Checkpoint.AtEpochEnd || (_c.Checkpoint.Every > 0 && Step % _c.Checkpoint.Every == 0);
-                if (due && !(_study && phaseEnds)) WritePeriodic();
+                if (due && !(_study && phaseEnds)) WriteResumable(Stage.Training);
             }
+        }
+
+        /// <summary>
+        /// The evaluations the schedule reads, in its own time: a schedule that restarts at each task sees that task's
+        /// evaluations at task-relative steps, otherwise the run's. It changes only when an evaluation is added, so the
+        /// step loop derives it then, not at every step.
+        /// </summary>
+        List<EvaluationPoint> ScheduleHistory()
+        {
+            long origin = run.ScheduleRestarts ? _phaseStartStep : 0;
+            return _evaluations.Where(e => !run.ScheduleRestarts || e.Phase == _phase)
+                .Select(e => new EvaluationPoint(e.Step - origin, e.Epoch, e.Metrics)).ToList();
         }
 
         /// <summary>Evaluates the phase's validation and test splits (and the extra sets), records them, and writes the
@@ -397,7 +407,7 @@ public static class Trainer
         void Evaluate(TaskData data)
         {
             var results = EvaluateAll(run.Model, data, extra, _c.Data.EvalBatchSize, run.Precision, run.HeadsFunction);
-            foreach (var (split, r) in results) store.Evaluation(runId, Step, _epoch, PhaseName(_phase), split, r.Loss, r.Accuracy, r.Items);
+            foreach (var (split, r) in results) store.Evaluation(runId, Step, _epoch, PhaseName, split, r.Loss, r.Accuracy, r.Items);
             _evaluations.Add(new SavedEvaluation(_phase, Step, _epoch, results.SelectMany(r => new[]
             {
                 KeyValuePair.Create($"{r.Key}_loss", r.Value.Loss), KeyValuePair.Create($"{r.Key}_accuracy", r.Value.Accuracy),
@@ -432,19 +442,17 @@ public static class Trainer
         /// parameter change since the previous task, and the task-end weights (<c>tasks/task-i</c>).</summary>
         void EvaluateRow()
         {
-            int T = run.Tasks.Count, batch = _c.Data.EvalBatchSize;
-            var (testAcc, testLoss, valAcc, valLoss) = (new double[T], new double[T], new double[T], new double[T]);
+            int T = run.Tasks.Count;
+            var (testAcc, testLoss) = (new double[T], new double[T]);
             for (int j = 0; j < T; j++)
             {
-                var test = Evaluation.Run(run.Model, run.Tasks[j].Test, batch, run.Precision, run.HeadsFunction);
-                var val = Evaluation.Run(run.Model, run.Tasks[j].Validation, batch, run.Precision, run.HeadsFunction);
-                store.StudyCell(runId, _phase, j, "test", test.Loss, test.Accuracy);
-                store.StudyCell(runId, _phase, j, "val", val.Loss, val.Accuracy);
-                (testAcc[j], testLoss[j], valAcc[j], valLoss[j]) = (test.Accuracy, test.Loss, val.Accuracy, val.Loss);
+                var results = EvaluateAll(run.Model, run.Tasks[j], [], _c.Data.EvalBatchSize, run.Precision, run.HeadsFunction);
+                foreach (var (split, e) in results) store.StudyCell(runId, _phase, j, split, e.Loss, e.Accuracy);
+                (testAcc[j], testLoss[j]) = (results["test"].Accuracy, results["test"].Loss);
             }
             var change = ChangeNorm(Snapshot(_phase == 0 ? "initial" : $"task-{_phase - 1}"));
             WeightFile.Save(O.NamedMaster(), Snapshot($"task-{_phase}"));
-            _progress!.Rows.Add(new StudyRow(testAcc, testLoss, valAcc, valLoss, change));
+            _progress!.Rows.Add(new StudyRow(testAcc, testLoss, change));
             store.Heartbeat(runId);
             observer.Message($"after task {_phase} ({run.Tasks[_phase].Name}): test accuracy " +
                              string.Join("  ", testAcc.Select((a, j) => $"{j}:{a:F3}")) + $"   ‖Δθ‖ = {change:F3}");
@@ -530,10 +538,6 @@ public static class Trainer
             var (values, failures) = StudyRecord.ComputeMetrics(run.Metrics, record, store, runId);
             return new RunOutcome(runDir, runId, weights, _last, record, values, failures);
         }
-
-        void WritePeriodic() => WriteResumable(Stage.Training);
-
-        void WritePhaseEnd(Stage stage) => WriteResumable(stage);
 
         /// <summary>A checkpoint a resume may start from: <c>step-S</c> in a single run, with task and stage in a study.</summary>
         void WriteResumable(Stage stage)

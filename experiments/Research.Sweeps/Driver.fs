@@ -127,7 +127,7 @@ let sweep (script: string) (executor: string) (parallelOpt: Nullable<int>) (retr
                           | :? IDisposable as d -> d.Dispose()
                           | _ -> ()
                       check PluginRole.Schedule config.Schedule
-                      for r in config.Regularizers do check PluginRole.Regularizer r
+                      for m in config.Methods do check PluginRole.Method m
                       let id, canonical = Identity.ofConfig host spec.Command config
                       yield t, id, canonical
                   with

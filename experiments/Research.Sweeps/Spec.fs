@@ -93,12 +93,12 @@ module Toml =
         | _ -> (value v).Trim('"')
 
 module Axis =
-    /// One config key, one level per value: `Axis.grid "regularizers.0.lambda" [10.0; 30.0; 100.0]`.
+    /// One config key, one level per value: `Axis.grid "methods.0.lambda" [10.0; 30.0; 100.0]`.
     let grid (key: string) (values: 'T list) : Axis =
         { Name = key
           Levels = [ for v in values -> { Label = Toml.label (box v); Number = Toml.number (box v); Overrides = [ key, Toml.value (box v) ] } ] }
 
-    /// Named levels that each set several keys: `Axis.choice "method" [ "ewc", [ "regularizers.0.lambda", box 30.0 ] ]`.
+    /// Named levels that each set several keys: `Axis.choice "method" [ "ewc", [ "methods.0.lambda", box 30.0 ] ]`.
     let choice (name: string) (levels: (string * (string * obj) list) list) : Axis =
         { Name = name
           Levels = [ for (label, sets) in levels -> { Label = label; Number = None; Overrides = [ for (k, v) in sets -> k, Toml.value v ] } ] }
@@ -136,8 +136,8 @@ module Arm =
     let create name config = { Name = name; Config = config; Overrides = []; Axes = [] }
     let set (key: string) (v: obj) (arm: Arm) = { arm with Overrides = arm.Overrides @ [ key, Toml.value v ] }
     let axis (a: Axis) (arm: Arm) = { arm with Axes = arm.Axes @ [ a ] }
-    /// Replaces the config's [[regularizers]] tables: `Arm.regularizers [ [ "name", box "ewc"; "lambda", box 30.0 ] ]`.
-    let regularizers (tables: (string * obj) list list) (arm: Arm) = set "regularizers" (box [ for t in tables -> Toml.table t ]) arm
+    /// Replaces the config's [[methods]] tables: `Arm.methods [ [ "name", box "ewc"; "lambda", box 30.0 ] ]`.
+    let methods (tables: (string * obj) list list) (arm: Arm) = set "methods" (box [ for t in tables -> Toml.table t ]) arm
 
 /// One trial as the driver receives it: the arm, a label per axis, the seed, the config and its overrides.
 type TrialSpec =

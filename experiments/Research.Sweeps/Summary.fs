@@ -41,7 +41,7 @@ let byGroup (trials: Trial list) =
     |> List.filter (fun t -> t.State = "finished")
     |> List.groupBy (fun t -> t.Spec.Arm, [ for l in t.Spec.Labels -> l[0], l[1] ])
 
-/// An axis as shown in tables: its last key segment (regularizers.0.lambda → lambda).
+/// An axis as shown in tables: its last key segment (methods.0.lambda → lambda).
 let short (axis: string) = axis.Split('.') |> Array.last
 
 /// One group: an arm with one level per axis, and the metric of each seed's finished run.

@@ -24,11 +24,11 @@ let sweep =
     |> Sweep.arm (
         Arm.create "ewc" (Path.Combine(configs, "study-permuted-ewc.toml"))
         |> epochs
-        |> Arm.axis (Axis.grid "regularizers.0.lambda" [ 1.0; 10.0; 30.0; 100.0; 300.0; 1000.0 ]))
+        |> Arm.axis (Axis.grid "methods.0.lambda" [ 1.0; 10.0; 30.0; 100.0; 300.0; 1000.0 ]))
     // Test accuracy averaged over the five tasks after the last; λ is chosen on the same average over validation splits.
-    |> Sweep.summarize "average-accuracy" (Some "regularizers.0.lambda") true
-    |> Sweep.summarize "val_accuracy" (Some "regularizers.0.lambda") true
-    |> Sweep.summarize "average-forgetting" (Some "regularizers.0.lambda") true
+    |> Sweep.summarize "average-accuracy" (Some "methods.0.lambda") true
+    |> Sweep.summarize "val_accuracy" (Some "methods.0.lambda") true
+    |> Sweep.summarize "average-forgetting" (Some "methods.0.lambda") true
     |> Sweep.summarize "bwt" None false
     |> Sweep.paired "average-accuracy" "fine-tuning"
 

@@ -17,11 +17,11 @@ let sweep =
     |> Sweep.seeds [ 1; 2; 3 ]
     |> Sweep.arm (Arm.create "fine-tuning" (config "study-permuted.toml") |> epochs)
     |> Sweep.arm (Arm.create "joint" (config "study-permuted.toml") |> epochs |> Arm.set "study.joint" true)
-    |> Sweep.arm (Arm.create "ewc" (config "study-permuted-ewc.toml") |> epochs |> Arm.axis (Axis.grid "regularizers.0.lambda" [ 10.0; 30.0; 100.0 ]))
-    |> Sweep.arm (Arm.create "l2-previous" (config "study-permuted-l2.toml") |> epochs |> Arm.axis (Axis.grid "regularizers.0.alpha" [ 0.003; 0.01; 0.03 ]))
+    |> Sweep.arm (Arm.create "ewc" (config "study-permuted-ewc.toml") |> epochs |> Arm.axis (Axis.grid "methods.0.lambda" [ 10.0; 30.0; 100.0 ]))
+    |> Sweep.arm (Arm.create "l2-previous" (config "study-permuted-l2.toml") |> epochs |> Arm.axis (Axis.grid "methods.0.alpha" [ 0.003; 0.01; 0.03 ]))
     // Each family's setting is chosen on validation accuracy, then read on test.
     |> Sweep.summarize "val_accuracy" None false
-    |> Sweep.summarize "average-accuracy" (Some "regularizers.0.lambda") true
+    |> Sweep.summarize "average-accuracy" (Some "methods.0.lambda") true
     |> Sweep.summarize "average-forgetting" None false
     |> Sweep.paired "average-accuracy" "fine-tuning"
 

@@ -6,12 +6,18 @@ namespace Research.Abstractions;
 /// A plugin is accepted when its major version equals the host's and its minor version is not newer
 /// (semantic versioning: minor versions only add members).
 /// </summary>
+/// <remarks>
+/// 2.0 (breaking, from 1.1): batches are named tensors (<see cref="Batch"/>); <c>IRegularizer</c> is split into the
+/// method roles <see cref="IPenalty"/>, <see cref="ILossTerm"/>, <see cref="IStepObserver"/>, <see cref="IGradientHook"/>,
+/// <see cref="ITaskHooks"/>, <see cref="IDataRole"/> and <see cref="IStateful"/>; <c>Consolidate(TaskContext)</c> is
+/// <see cref="ITaskHooks.TaskEnd"/> with <see cref="TaskEndContext.IsLastTask"/>; the step context separates the
+/// task-loss gradient from the total. 1.x plugins are refused with the version they were built against.
+/// </remarks>
 public static class ContractVersion
 {
     /// <summary>Incremented on any breaking change to an interface or record of the contract.</summary>
-    public const int Major = 1;
+    public const int Major = 2;
 
-    /// <summary>Incremented when members are added without breaking existing plugins.
-    /// 1.1: <see cref="TaskContext.Fisher"/> and <see cref="FisherKind"/>.</summary>
-    public const int Minor = 1;
+    /// <summary>Incremented when members are added without breaking existing plugins.</summary>
+    public const int Minor = 0;
 }

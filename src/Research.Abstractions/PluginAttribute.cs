@@ -2,10 +2,13 @@ namespace Research.Abstractions;
 
 /// <summary>
 /// Names a plugin. The name is what a run config uses (<c>[schedule] name = "cosine"</c>); it must be
-/// unique within its role (schedule, regularizer, forgetting metric) across all loaded plugin folders.
+/// unique within its kind (schedule, method, forgetting metric) across all loaded plugin folders.
 /// </summary>
 /// <remarks>
-/// A plugin class is public, non-abstract, implements exactly one role interface, and has a public
+/// A plugin class is public and non-abstract, and is one kind of plugin: a schedule (<see cref="ISchedule"/>), a
+/// forgetting metric (<see cref="IForgettingMetric"/>), or a method implementing one or more of the method roles
+/// (<see cref="IPenalty"/>, <see cref="ILossTerm"/>, <see cref="IStepObserver"/>, <see cref="IGradientHook"/>,
+/// <see cref="ITaskHooks"/>, <see cref="IDataRole"/>; with <see cref="IStateful"/> when it keeps state). It has a public
 /// constructor that takes either nothing or one options object. The options object is bound from the
 /// plugin's TOML table: each public settable property <c>WarmupSteps</c> is the key <c>warmup_steps</c>;
 /// a key with no property is an error that names it. Options may implement <see cref="IValidatable"/>.

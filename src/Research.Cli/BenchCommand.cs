@@ -58,7 +58,7 @@ static class BenchCommand
         var everyTensorDecays = new[] { new GroupRule(new ParameterGroup("all", 1.0, WeightDecay), (_, _) => true) };
         using var optimizer = Optimizer.AdamW(ParameterGroups.Assign(
             candidateModel.Model.named_parameters().Select(p => (p.name, (Tensor)p.parameter)), everyTensorDecays));
-        var step = new TrainStep(candidateModel.Model, optimizer, PrecisionPolicy.Fp32, [], clipNorm: 0);
+        var step = new TrainStep(candidateModel.Model, optimizer, PrecisionPolicy.Fp32, MethodSet.None, clipNorm: 0);
         int next = 0;
         void Candidate()
         {
@@ -67,7 +67,7 @@ static class BenchCommand
             step.Run([batch], Lr, measureNorm: false);   // logging off, as in the hand-written loop
         }
         Console.WriteLine($"{workload.Name}: {workload.ParameterCount:N0} parameters in {workload.TensorCount} tensors, " +
-                          $"batch {workload.Batches[0].Inputs.shape[0]}");
+                          $"batch {workload.Batches[0].Size}");
         return StepBench.Compare($"trainer step vs hand-written loop: {workload.Name}", loop.Step, Candidate,
             repetitions: repetitions, stepsPerRepetition: steps);
     }
@@ -82,7 +82,7 @@ static class BenchCommand
         using var core = Optimizer.AdamW(ParameterGroups.Assign(
             coreModel.Model.named_parameters().Select(p => (p.name, (Tensor)p.parameter)), GroupRule.DecayByRank(WeightDecay)));
         using (var scope = NewDisposeScope())
-            nn.functional.cross_entropy(coreModel.Model.forward(coreModel.Batches[0].Inputs), coreModel.Batches[0].Targets).backward();
+            nn.functional.cross_entropy(coreModel.Model.forward(coreModel.Batches[0][Batch.Input]), coreModel.Batches[0].TargetsTensor).backward();
         void Candidate()
         {
             using var scope = NewDisposeScope();

@@ -160,8 +160,8 @@ static class Commands
         (string Arm, string Slug, string Extra)[] arms =
         [
             ("fine-tuning", "finetune", ""),
-            ("EWC (exact Fisher, λ = 10)", "ewc", "\n[[regularizers]]\nname = \"ewc\"\nlambda = 10.0\nfisher = \"exact\"\n"),
-            ("L2 to previous (α = 0.01)", "l2", "\n[[regularizers]]\nname = \"l2-sp\"\nanchor = \"previous-task\"\nalpha = 0.01\n"),
+            ("EWC (exact Fisher, λ = 10)", "ewc", "\n[[methods]]\nname = \"ewc\"\nlambda = 10.0\nfisher = \"exact\"\n"),
+            ("L2 to previous (α = 0.01)", "l2", "\n[[methods]]\nname = \"l2-sp\"\nanchor = \"previous-task\"\nalpha = 0.01\n"),
             ("joint (upper bound)", "joint", ""),
         ];
         Console.WriteLine();
@@ -209,6 +209,7 @@ static class Commands
                 Console.WriteLine($"  {p.Name,-22} {p.Summary}");
                 var options = PluginHost.OptionDefaults(p).Select(o => $"{o.Key} = {Format(o.Default)}").ToList();
                 if (options.Count > 0) Console.WriteLine($"  {"",-22} options: {string.Join(", ", options)}");
+                if (role == PluginRole.Method) Console.WriteLine($"  {"",-22} roles: {string.Join(", ", PluginHost.MethodRoles(p.Type))}");
                 Console.WriteLine($"  {"",-22} {p.AssemblyPath}");
             }
         }

@@ -20,8 +20,18 @@ let tests =
             let inlineTables = ConfigLoader.Parse("regularizers = [{ name = \"ewc\", lambda = 3.0 }]\n", "inline.toml")
             let overridden = ConfigLoader.Parse("[[regularizers]]\nname = \"l2\"\n", "o.toml", [ "regularizers=[{ name = \"ewc\", lambda = 1.0 }]"; "regularizers.0.lambda=3.0" ])
             for c in [ tables; inlineTables; overridden ] do
-                Expect.equal [ for r in c.Regularizers -> r.Name, r.Options["lambda"] ] [ "ewc", box 3.0 ] c.File
-            Expect.isEmpty (ConfigLoader.Parse("[[regularizers]]\nname = \"l2\"\n", "o.toml", [ "regularizers=[]" ])).Regularizers "cleared"
+                Expect.equal [ for r in c.Methods -> r.Name, r.Options["lambda"] ] [ "ewc", box 3.0 ] c.File
+            Expect.isEmpty (ConfigLoader.Parse("[[regularizers]]\nname = \"l2\"\n", "o.toml", [ "regularizers=[]" ])).Methods "cleared"
+        }
+        test "[[regularizers]] (contract 1) is read as [[methods]], in the file and in overrides; both in one file is refused naming the key" {
+            let older = ConfigLoader.Parse("[[regularizers]]\nname = \"ewc\"\nlambda = 3.0\n", "old.toml", [ "methods.0.lambda=5.0" ])
+            Expect.equal [ for m in older.Methods -> m.Name, m.Options["lambda"] ] [ "ewc", box 5.0 ] "an override of methods reaches the older tables"
+            let newer = ConfigLoader.Parse("[[methods]]\nname = \"ewc\"\nlambda = 3.0\n", "new.toml", [ "regularizers.0.lambda=7.0" ])
+            Expect.equal [ for m in newer.Methods -> m.Name, m.Options["lambda"] ] [ "ewc", box 7.0 ] "an override by the older name reaches [[methods]]"
+            try
+                ConfigLoader.Parse("[[methods]]\nname = \"l2\"\n[[regularizers]]\nname = \"ewc\"\n", "both.toml") |> ignore
+                failtest "both names were accepted"
+            with :? ConfigException as e -> Expect.stringContains (string e.Errors[0]) "both.toml: regularizers" "names the file and the key"
         }
         test "an unknown key fails naming the key, the file and the keys that exist" {
             let errs = errorsOf "[optimizer]\nlrr = 0.1\n" []

@@ -139,9 +139,9 @@ let tests =
             let expected = parameters |> List.map (fun (n, p) -> n, torch.zeros(p.shape))
             for b in data do
                 model.zero_grad()
-                let rows = b.Inputs.shape[0]
+                let rows = b.[Batch.Input].shape[0]
                 for i in 0L .. rows - 1L do
-                    torch.nn.functional.cross_entropy(model.forward(b.Inputs.narrow(0L, i, 1L)), b.Targets.narrow(0L, i, 1L)).backward()
+                    torch.nn.functional.cross_entropy(model.forward(b.[Batch.Input].narrow(0L, i, 1L)), b.TargetsTensor.narrow(0L, i, 1L)).backward()
                 for (_, p), (_, e) in List.zip parameters expected do
                     e.add_(p.grad.div((float rows).ToScalar()).square()) |> ignore
             Expect.equal result.Batches 3L "M = ⌈13 / 5⌉"
@@ -153,7 +153,7 @@ let tests =
         test "the exact Fisher equals Σ_c p_θ(c|xᵢ) × the empirical Fisher of (xᵢ, c), averaged over samples (1e-5 relative)" {
             use model = initialised 4UL (new CallingMlp(6L, 8L, 3L))
             let data = gaussianBatches 4L 4L 6L 3L 5UL
-            let x = data.Head.Inputs
+            let x = data.Head.[Batch.Input]
             use exact = Fisher.Compute(model, data, FisherKind.Exact)
             let probs = using (torch.no_grad ()) (fun _ -> torch.nn.functional.softmax(model.forward x, 1L))
             let expected = exact.Diagonal |> Seq.map (fun (KeyValue(n, t)) -> n, torch.zeros_like t) |> dict
@@ -185,7 +185,7 @@ let tests =
         test "the Fisher is ≥ 0 and zero for a parameter the loss does not depend on (an unused layer, the weights of an input fixed at 0)" {
             use model = initialised 8UL (new WithUnusedLayer(5L, 7L, 3L))
             let data = gaussianBatches 9L 4L 5L 3L 9UL
-            for b in data do b.Inputs.select(1L, 2L).zero_() |> ignore
+            for b in data do b.[Batch.Input].select(1L, 2L).zero_() |> ignore
             for kind in [ FisherKind.Exact; FisherKind.Sampled; FisherKind.Empirical; FisherKind.Batched ] do
                 use r = Fisher.Compute(model, data, kind, new torch.Generator(1UL))
                 for KeyValue(n, t) in r.Diagonal do
@@ -227,7 +227,7 @@ let tests =
         test "maxSamples = 7 gives N = 7 and the Fisher of the first 7 samples (1e-6 relative)" {
             use model = initialised 1UL (new CallingMlp(6L, 8L, 3L))
             let data = gaussianBatches 13L 5L 6L 3L 2UL
-            let cut = [ data[0]; Batch(data[1].Inputs.narrow(0L, 0L, 2L), data[1].Targets.narrow(0L, 0L, 2L)) ]
+            let cut = [ data[0]; Batch(data[1].[Batch.Input].narrow(0L, 0L, 2L), data[1].TargetsTensor.narrow(0L, 0L, 2L)) ]
             use limited = Fisher.Compute(model, data, FisherKind.Exact, maxSamples = 7L)
             use reference = Fisher.Compute(model, cut, FisherKind.Exact)
             Expect.equal limited.Samples 7L "N"

@@ -43,6 +43,8 @@ let main argv =
             StudyTests.tests
             RegularizerTests.tests
             FisherTests.tests
+            ContractTests.tests
+            MethodTests.tests
             PluginHostTests.tests
             ReadmeTests.tests
             SweepTests.tests

@@ -102,7 +102,7 @@ let tests =
             // are full windows of task 1, after task 0's consolidation, so EWC's penalty and fs-delta-sum's Σ Δθ (a new
             // tensor per parameter per step, the old one freed by the host) run at every step between them.
             let dir = tempDir "flat-study"
-            let path = syntheticConfig dir "[study]\ntasks = 3\n[[regularizers]]\nname = \"ewc\"\n[[regularizers]]\nname = \"fs-delta-sum\"\n"
+            let path = syntheticConfig dir "[study]\ntasks = 3\n[[methods]]\nname = \"ewc\"\n[[methods]]\nname = \"fs-delta-sum\"\n"
             let config = ConfigLoader.Load(path, [ "train.log_every=1"; "train.epochs=4" ])
             let observer = LiveCountObserver(liveTensors (), [ 42L; 62L ])
             let studyHost = PluginHost.Load([ fixtureDir "Plugin.FSharp" ])

@@ -31,7 +31,7 @@ let private meanLoss (model: torch.nn.Module<Tensor, Tensor>) (batches: Batch li
     use _ = torch.no_grad()
     batches |> List.averageBy (fun b ->
         use _ = torch.NewDisposeScope()
-        torch.nn.functional.cross_entropy(model.forward b.Inputs, b.Targets).item<float32>() |> float)
+        torch.nn.functional.cross_entropy(model.forward b.[Batch.Input], b.TargetsTensor).item<float32>() |> float)
 
 let private transformerTests =
     testList "transformer" [

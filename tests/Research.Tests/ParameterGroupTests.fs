@@ -94,7 +94,7 @@ let tests =
                     use o = if optimizer = "sgd" then Optimizer.Sgd(trainable, momentum) else Optimizer.AdamW(trainable)
                     use gen = new torch.Generator(1UL)
                     let x, y = torch.randn([| 16L; 8L |], generator = gen), torch.randint(0L, 3L, [| 16L |], generator = gen)
-                    let outcome = TrainStep(m, o, policy, [||], 0.0).Run([| Batch(x, y) |], 1e-3)
+                    let outcome = TrainStep(m, o, policy, MethodSet.None, 0.0).Run([| Batch(x, y) |], 1e-3)
                     Expect.isTrue outcome.Applied "a real step was taken"
                     let frozenCount = frozen |> Seq.sumBy (fun struct (_, p) -> p.numel())
                     let predicted = ModelMemory.Predict(o.Buffer.Count, frozenCount, mode, optimizer, momentum)

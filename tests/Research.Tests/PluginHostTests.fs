@@ -58,13 +58,17 @@ let tests =
             let _, r = trainWith "[schedule]\nname = \"absent\"\n" [ folder ]
             expectRefused r "Tomlyn.dll" "no plugin type found"
         }
-        test "a plugin built against contract 2.0 is refused, naming the DLL and both versions" {
+        test "a plugin built against a future contract (3.0) is refused, naming the DLL and both versions" {
             let _, r = trainWith "[schedule]\nname = \"future-constant\"\n" [ fixtureDir "Plugin.FutureContract" ]
-            expectRefused r "Plugin.FutureContract.dll" "built against plugin contract 2.0; this host provides 1.1"
+            expectRefused r "Plugin.FutureContract.dll" "built against plugin contract 3.0; this host provides 2.0"
+        }
+        test "a plugin built against contract 1.1 (before the method roles) is refused, naming the DLL and both versions" {
+            let _, r = trainWith "[schedule]\nname = \"past-constant\"\n" [ fixtureDir "Plugin.PastContract" ]
+            expectRefused r "Plugin.PastContract.dll" "built against plugin contract 1.1; this host provides 2.0"
         }
         test "a plugin that carries its own contract copy is reported, not silently ignored" {
             let _, r = trainWith "[schedule]\nname = \"own-constant\"\n" [ fixtureDir "Plugin.OwnContract" ]
-            expectRefused r "Plugin.OwnContract.dll" "carries its own Research.Abstractions 1.1.99.0"
+            expectRefused r "Plugin.OwnContract.dll" "carries its own Research.Abstractions 2.0.99.0"
         }
         test "two plugins claiming one name: asking for it names both DLLs" {
             let _, r = trainWith "[schedule]\nname = \"cosine\"\n" [ fixtureDir "Plugin.Faulty" ]
@@ -101,9 +105,9 @@ let tests =
             Expect.equal r.ExitCode 0 r.Err
         }
         test "a plugin that throws during training stops the run, names the plugin, and the run is recorded as failed" {
-            let dir, r = trainWith "[[regularizers]]\nname = \"fs-throws\"\nat_step = 3\n" [ fixtureDir "Plugin.FSharp" ]
+            let dir, r = trainWith "[[methods]]\nname = \"fs-throws\"\nat_step = 3\n" [ fixtureDir "Plugin.FSharp" ]
             Expect.equal r.ExitCode 1 (sprintf "exit 1; stderr: %s" r.Err)
-            Expect.stringContains r.Err "run failed: regularizer 'fs-throws'" "names the plugin"
+            Expect.stringContains r.Err "run failed: method 'fs-throws'" "names the plugin"
             Expect.stringContains r.Err "Plugin.FSharp.dll" "names the DLL"
             Expect.stringContains r.Err "fixture failure at step 3" "the plugin's message"
             Expect.isFalse (r.Err.Contains "   at ") "no stack trace"

@@ -5,7 +5,7 @@ open System
 open Expecto
 open TorchSharp
 open Research.Abstractions
-open Research.Plugins.Regularizers
+open Research.Plugins.Methods
 open Research.Tests.TestSupport
 
 let private parameters (gen: torch.Generator) =
@@ -25,11 +25,14 @@ let private close (a: torch.Tensor) (b: torch.Tensor) =
 
 let private penaltyContext ps = PenaltyContext(0L, 0, ps)
 
-/// A task end whose Fisher is the given tensors (the core's estimator is tested in FisherTests).
+/// A task end (not the last task) whose Fisher is the given tensors (the core's estimator is tested in FisherTests).
 let private taskEnd index (ps: NamedParameter[]) (fisher: Map<string, torch.Tensor>) =
-    TaskContext(index, sprintf "t%d" index, torch.nn.Linear(1L, 1L), ps, Seq.empty, Func<_, _, _>(fun l _ -> l),
-                Func<FisherKind, Collections.Generic.IReadOnlyDictionary<string, torch.Tensor>>(fun _ ->
-                    fisher |> Map.map (fun _ t -> t.clone()) |> Map.toSeq |> dict |> Collections.Generic.Dictionary :> _))
+    TaskEndContext(index, sprintf "t%d" index, false, ps,
+                   Func<_, _>(fun _ -> failwith "not needed"), Func<_, _, _>(fun _ _ -> failwith "not needed"), Seq.empty,
+                   Func<_, _, _>(fun l _ -> l),
+                   Func<FisherKind, Collections.Generic.IReadOnlyDictionary<string, torch.Tensor>>(fun _ ->
+                       fisher |> Map.map (fun _ t -> t.clone()) |> Map.toSeq |> dict |> Collections.Generic.Dictionary :> _),
+                   Action<_, _>(fun _ _ -> ()), new torch.Generator(0UL))
 
 let private randomFisher (gen: torch.Generator) (ps: NamedParameter[]) =
     ps |> Array.map (fun p -> p.Name, torch.rand(p.Value.shape, generator = gen)) |> Map.ofArray
@@ -39,20 +42,20 @@ let private move (gen: torch.Generator) (ps: NamedParameter[]) =
     for p in ps do p.Value.add_(torch.randn(p.Value.shape, generator = gen)) |> ignore
 
 let tests =
-    testList "regularizers" [
+    testList "penalties" [
         testPropertyWithConfig propConfig "ewc: the penalty is 0 at θ* and its gradient is λF(θ − θ*) (1e-6)" <| fun (seed: int) ->
             use _ = torch.NewDisposeScope()
             use gen = new torch.Generator(uint64 (uint32 seed))
             let ps = parameters gen
             let lambda = 7.0
-            let ewc = Ewc(EwcOptions(Lambda = lambda)) :> IRegularizer
-            Expect.isNull (ewc.Penalty(penaltyContext ps)) "no penalty before the first task ends"
+            let ewc = Ewc(EwcOptions(Lambda = lambda))
+            Expect.isNull ((ewc :> IPenalty).Penalty(penaltyContext ps)) "no penalty before the first task ends"
             let fisher = randomFisher gen ps
             let anchor = ps |> Array.map (fun p -> p.Value.detach().clone())
-            ewc.Consolidate(taskEnd 0 ps fisher)
-            Expect.equal (ewc.Penalty(penaltyContext ps).item<float32>()) 0.0f "0 at θ*"
+            (ewc :> ITaskHooks).TaskEnd(taskEnd 0 ps fisher)
+            Expect.equal ((ewc :> IPenalty).Penalty(penaltyContext ps).item<float32>()) 0.0f "0 at θ*"
             move gen ps
-            let grads = gradOf (ewc.Penalty(penaltyContext ps)) ps
+            let grads = gradOf ((ewc :> IPenalty).Penalty(penaltyContext ps)) ps
             for (p, a), g in Array.zip (Array.zip ps anchor) grads do
                 let expected = fisher[p.Name].mul(p.Value.detach() - a).mul(torch.tensor (float32 lambda))
                 Expect.isTrue (close g expected) "λF(θ − θ*)"
@@ -61,12 +64,12 @@ let tests =
             use _ = torch.NewDisposeScope()
             use gen = new torch.Generator(11UL)
             let ps = parameters gen
-            let online = Ewc(EwcOptions(Lambda = 2.0, Mode = EwcMode.Online, Gamma = 1.0)) :> IRegularizer
+            let online = Ewc(EwcOptions(Lambda = 2.0, Mode = EwcMode.Online, Gamma = 1.0))
             let f1, f2 = randomFisher gen ps, randomFisher gen ps
-            online.Consolidate(taskEnd 0 ps f1)
+            (online :> ITaskHooks).TaskEnd(taskEnd 0 ps f1)
             move gen ps
-            online.Consolidate(taskEnd 1 ps f2)
-            let state = online.StateDict()
+            (online :> ITaskHooks).TaskEnd(taskEnd 1 ps f2)
+            let state = (online :> IStateful).StateDict()
             for p in ps do
                 Expect.isTrue (close state[sprintf "0/fisher/%s" p.Name] (f1[p.Name] + f2[p.Name])) "F = F₁ + F₂"
                 Expect.isTrue (close state[sprintf "0/theta/%s" p.Name] (p.Value.detach())) "anchored at the latest θ*"
@@ -76,18 +79,19 @@ let tests =
             use _ = torch.NewDisposeScope()
             use gen = new torch.Generator(12UL)
             let ps = parameters gen
-            let separate = Ewc(EwcOptions(Lambda = 2.0)) :> IRegularizer
-            let single0 = Ewc(EwcOptions(Lambda = 2.0)) :> IRegularizer
-            let single1 = Ewc(EwcOptions(Lambda = 2.0)) :> IRegularizer
+            let separate = Ewc(EwcOptions(Lambda = 2.0))
+            let single0 = Ewc(EwcOptions(Lambda = 2.0))
+            let single1 = Ewc(EwcOptions(Lambda = 2.0))
             let f1, f2 = randomFisher gen ps, randomFisher gen ps
-            separate.Consolidate(taskEnd 0 ps f1); single0.Consolidate(taskEnd 0 ps f1)
+            let consolidate (e: Ewc) context = (e :> ITaskHooks).TaskEnd(context)
+            consolidate separate (taskEnd 0 ps f1); consolidate single0 (taskEnd 0 ps f1)
             move gen ps
-            separate.Consolidate(taskEnd 1 ps f2); single1.Consolidate(taskEnd 1 ps f2)
+            consolidate separate (taskEnd 1 ps f2); consolidate single1 (taskEnd 1 ps f2)
             move gen ps
-            let value (r: IRegularizer) = r.Penalty(penaltyContext ps).item<float32>() |> float
+            let value (r: Ewc) = (r :> IPenalty).Penalty(penaltyContext ps).item<float32>() |> float
             Expect.floatClose Accuracy.high (value separate) (value single0 + value single1) "sum of the two penalties"
-            let restored = Ewc(EwcOptions(Lambda = 2.0)) :> IRegularizer
-            restored.LoadStateDict(separate.StateDict())
+            let restored = Ewc(EwcOptions(Lambda = 2.0))
+            (restored :> IStateful).LoadStateDict((separate :> IStateful).StateDict())
             Expect.floatClose Accuracy.high (value restored) (value separate) "restored from its state"
         }
         testPropertyWithConfig propConfig "l2: R = λ/2‖θ‖² and ∇R = λθ (1e-6)" <| fun (seed: int) ->
@@ -95,7 +99,7 @@ let tests =
             use gen = new torch.Generator(uint64 (uint32 seed))
             let ps = parameters gen
             let lambda = 0.5
-            let r = L2(L2Options(Lambda = lambda)) :> IRegularizer
+            let r = L2(L2Options(Lambda = lambda)) :> IPenalty
             let penalty = r.Penalty(penaltyContext ps)
             let expected = ps |> Array.sumBy (fun p -> p.Value.square().sum().item<float32>() |> float) |> (*) (lambda / 2.0)
             Expect.floatClose Accuracy.high (penalty.item<float32>() |> float) expected "value"
@@ -107,7 +111,7 @@ let tests =
             use gen = new torch.Generator(uint64 (uint32 seed))
             let ps = parameters gen
             let alpha = 0.3
-            let r = L2SP(L2SPOptions(Alpha = alpha)) :> IRegularizer
+            let r = L2SP(L2SPOptions(Alpha = alpha)) :> IPenalty
             let atAnchor = r.Penalty(penaltyContext ps)
             Expect.equal (atAnchor.item<float32>()) 0.0f "zero at θ⁰ (the first call anchors)"
             let anchor = ps |> Array.map (fun p -> p.Value.detach().clone())
@@ -122,18 +126,17 @@ let tests =
             use _ = torch.NewDisposeScope()
             use gen = new torch.Generator(3UL)
             let ps = parameters gen
-            let r = L2SP(L2SPOptions(Alpha = 1.0, Anchor = AnchorKind.PreviousTask)) :> IRegularizer
-            Expect.isNull (r.Penalty(penaltyContext ps)) "no anchor yet"
-            let model = torch.nn.Linear(3L, 4L)
-            r.Consolidate(TaskContext(0, "t0", model, ps, Seq.empty, Func<_, _, _>(fun l t -> l), Func<_, _>(fun _ -> failwith "L2-SP needs no Fisher")))
-            Expect.equal (r.Penalty(penaltyContext ps).item<float32>()) 0.0f "zero at the task-end weights"
-            let saved = r.StateDict()
+            let r = L2SP(L2SPOptions(Alpha = 1.0, Anchor = AnchorKind.PreviousTask))
+            Expect.isNull ((r :> IPenalty).Penalty(penaltyContext ps)) "no anchor yet"
+            (r :> ITaskHooks).TaskEnd(taskEnd 0 ps Map.empty)
+            Expect.equal ((r :> IPenalty).Penalty(penaltyContext ps).item<float32>()) 0.0f "zero at the task-end weights"
+            let saved = (r :> IStateful).StateDict()
             Expect.equal (saved.Keys |> Set) (Set [ "anchor/w"; "anchor/b" ]) "state by parameter name"
-            let restored = L2SP(L2SPOptions(Alpha = 1.0, Anchor = AnchorKind.PreviousTask)) :> IRegularizer
-            restored.LoadStateDict(saved)
+            let restored = L2SP(L2SPOptions(Alpha = 1.0, Anchor = AnchorKind.PreviousTask))
+            (restored :> IStateful).LoadStateDict(saved)
             do
                 use _ = torch.no_grad()
                 for p in ps do p.Value.add_(torch.tensor 1.0f) |> ignore
-            Expect.floatClose Accuracy.high (restored.Penalty(penaltyContext ps).item<float32>() |> float) (0.5 * 15.0) "α/2 · 15 elements · 1²"
+            Expect.floatClose Accuracy.high ((restored :> IPenalty).Penalty(penaltyContext ps).item<float32>() |> float) (0.5 * 15.0) "α/2 · 15 elements · 1²"
         }
     ]

@@ -18,7 +18,7 @@ let private canonicalOf (command: string) (text: string) (overrides: string list
 
 let private identity (text: string) (overrides: string list) = ResolvedConfig.Identity(canonicalOf "train" text overrides)
 
-/// A config that sets something in every section, a schedule with options (an enum among them), and two regularizers
+/// A config that sets something in every section, a schedule with options (an enum among them), and two methods
 /// (an int where a double is bound; an enum written in snake case).
 let private full = """
 [run]
@@ -65,12 +65,12 @@ reset_optimizer = false
 name = "warmup-stable-decay"
 warmup_steps = 10
 decay_shape = "cosine"
-[[regularizers]]
+[[methods]]
 name = "ewc"
 lambda = 30
 mode = "online"
 gamma = 0.9
-[[regularizers]]
+[[methods]]
 name = "l2-sp"
 anchor = "previous_task"
 """
@@ -79,7 +79,7 @@ anchor = "previous_task"
 /// arrays of scalars are TOML literals too), for a table at `path`.
 let private assignments (path: string) (table: JsonObject) =
     [ for KeyValue(key, value) in table do
-          if key <> "name" || not (path.StartsWith "schedule" || path.StartsWith "regularizers") then
+          if key <> "name" || not (path.StartsWith "schedule" || path.StartsWith "methods") then
               yield sprintf "%s.%s=%s" path key (value.ToJsonString()) ]
 
 /// The node at a dotted path (`optimizer.components.0.lr`; numbers index arrays).
@@ -99,7 +99,7 @@ let tests =
         test "the canonical config has the TOML keys (snake_case) of every section, the bound plugin tables and the command, keys sorted at every depth" {
             let c = canonicalOf "study" full []
             Expect.equal [ for kv in c -> kv.Key ]
-                [ "checkpoint"; "command"; "data"; "metrics"; "model"; "optimizer"; "precision"; "regularizers"; "run"; "schedule"; "study"; "train" ] "sections"
+                [ "checkpoint"; "command"; "data"; "methods"; "metrics"; "model"; "optimizer"; "precision"; "run"; "schedule"; "study"; "train" ] "sections"
             Expect.equal [ for m in (at c "metrics").AsArray() -> m["name"].GetValue<string>() ] (List.ofSeq RunConfig.DefaultMetrics) "a study's default metrics, written out"
             Expect.equal ((at c "metrics.0").ToJsonString()) """{"after_task":-1,"name":"average-accuracy"}""" "bound with their options"
             Expect.equal (ResolvedConfig.Identity c) (ResolvedConfig.Identity(canonicalOf "study" full [ "metrics=[{name=\"bwt\"}]" ])) "the metrics are not part of the identity (they are computed after training)"
@@ -113,26 +113,26 @@ let tests =
             Expect.equal ((at c "optimizer.components.0.lr_scale").GetValue<float>()) 10.0 "a component's keys"
             Expect.equal ((at c "optimizer.components.1.lr").GetValue<float>()) 0.0 "a component's defaults"
             Expect.equal ((at c "schedule").ToJsonString()) """{"decay_fraction":0.1,"decay_shape":"cosine","min_lr_ratio":0,"name":"warmup-stable-decay","warmup_steps":10}""" "schedule bound, defaults filled in"
-            Expect.equal ((at c "regularizers.0").ToJsonString()) """{"fisher":"exact","gamma":0.9,"lambda":30,"mode":"online","name":"ewc"}""" "ewc bound"
-            Expect.equal ((at c "regularizers.1").ToJsonString()) """{"alpha":0.01,"anchor":"previous-task","name":"l2-sp"}""" "enum in kebab case"
-            Expect.equal ((at c "regularizers.0.lambda").GetValue<float>()) 30.0 "an int bound to a double is a double"
+            Expect.equal ((at c "methods.0").ToJsonString()) """{"fisher":"exact","gamma":0.9,"lambda":30,"mode":"online","name":"ewc"}""" "ewc bound"
+            Expect.equal ((at c "methods.1").ToJsonString()) """{"alpha":0.01,"anchor":"previous-task","name":"l2-sp"}""" "enum in kebab case"
+            Expect.equal ((at c "methods.0.lambda").GetValue<float>()) 30.0 "an int bound to a double is a double"
         }
         testProperty "a default written out and left out give the same canonical config and identity (any subset of every section's keys and plugin options)" <|
             fun (seed: int) ->
-                let baseText = "[schedule]\nname = \"step\"\nstep_size = 10\n[[regularizers]]\nname = \"ewc\"\n[[regularizers]]\nname = \"l2-sp\"\n"
+                let baseText = "[schedule]\nname = \"step\"\nstep_size = 10\n[[methods]]\nname = \"ewc\"\n[[methods]]\nname = \"l2-sp\"\n"
                 let defaults = canonicalOf "train" baseText []
                 let all =
                     [ for KeyValue(section, table) in defaults do
                           match section with
                           | "command" -> ()
-                          | "regularizers" -> for i in 0 .. table.AsArray().Count - 1 do yield! assignments (sprintf "regularizers.%d" i) (table[i].AsObject())
+                          | "methods" -> for i in 0 .. table.AsArray().Count - 1 do yield! assignments (sprintf "methods.%d" i) (table[i].AsObject())
                           | _ -> yield! assignments section (table.AsObject()) ]
                 let rnd = Random seed
                 let chosen = all |> List.filter (fun _ -> rnd.Next 2 = 0)
                 let written = canonicalOf "train" baseText chosen
                 ResolvedConfig.Json written = ResolvedConfig.Json defaults && ResolvedConfig.Identity written = ResolvedConfig.Identity defaults
         test "every default written out at once gives the same identity as none, for sections and plugin options" {
-            let baseText = "[[regularizers]]\nname = \"ewc\"\n"
+            let baseText = "[[methods]]\nname = \"ewc\"\n"
             let explicitText =
                 baseText + "lambda = 100.0\nmode = \"separate\"\ngamma = 1.0\nfisher = \"exact\"\n" +
                 "[optimizer]\nname = \"adamw\"\nlr = 0.001\nweight_decay = 0.01\ncomponents = []\n[schedule]\nname = \"constant\"\nwarmup_steps = 0\n" +
@@ -140,11 +140,11 @@ let tests =
             Expect.equal (identity explicitText []) (identity baseText []) "written out = left out"
         }
         test "an int where a double is bound (lambda = 100, lr = 1) gives the same identity as the double (100.0, 1.0)" {
-            Expect.equal (identity "[optimizer]\nlr = 1\n[[regularizers]]\nname = \"ewc\"\nlambda = 100\n" [])
-                         (identity "[optimizer]\nlr = 1.0\n[[regularizers]]\nname = \"ewc\"\nlambda = 100.0\n" []) "int = double"
+            Expect.equal (identity "[optimizer]\nlr = 1\n[[methods]]\nname = \"ewc\"\nlambda = 100\n" [])
+                         (identity "[optimizer]\nlr = 1.0\n[[methods]]\nname = \"ewc\"\nlambda = 100.0\n" []) "int = double"
         }
         test "an enum spelled in snake case (previous_task) or kebab case (previous-task) gives the same identity; a plugin option written with its default equals omitted" {
-            let reg extra = identity ("[[regularizers]]\nname = \"l2-sp\"\n" + extra) []
+            let reg extra = identity ("[[methods]]\nname = \"l2-sp\"\n" + extra) []
             Expect.equal (reg "anchor = \"previous_task\"\n") (reg "anchor = \"previous-task\"\n") "snake = kebab"
             Expect.equal (reg "anchor = \"initial\"\nalpha = 0.01\n") (reg "") "defaults written = omitted"
             Expect.notEqual (reg "anchor = \"previous-task\"\n") (reg "") "another anchor"
@@ -159,7 +159,7 @@ let tests =
                     |> Array.map (fun b -> let lines = b.Trim().Split('\n') in "[" + lines[0], List.ofArray lines[1..])
                     |> List.ofArray
                 let units =
-                    blocks |> List.groupBy (fun (h, _) -> if h.StartsWith "[[regularizers" then "regularizers" elif h.Contains "optimizer" then "optimizer" else h)
+                    blocks |> List.groupBy (fun (h, _) -> if h.StartsWith "[[methods" then "methods" elif h.Contains "optimizer" then "optimizer" else h)
                 let rnd = Random seed
                 let shuffle xs = xs |> List.sortBy (fun _ -> rnd.Next())
                 let text =
@@ -187,17 +187,17 @@ let tests =
             Expect.notEqual (ResolvedConfig.Identity (canonicalOf "train" full [])) (ResolvedConfig.Identity (canonicalOf "study" full [])) "identity"
             Expect.notEqual (ResolvedConfig.SeedGroup (canonicalOf "train" full [])) (ResolvedConfig.SeedGroup (canonicalOf "study" full [])) "seed group"
         }
-        test "what a run computes changes the identity: a section's value, a plugin option, the plugin, the order of the regularizers" {
+        test "what a run computes changes the identity: a section's value, a plugin option, the plugin, the order of the methods" {
             let baseline = identity full []
-            for o in [ "optimizer.lr=0.06"; "optimizer.components.0.lr_scale=2.0"; "regularizers.0.lambda=31"; "regularizers.0.fisher=\"empirical\""
-                       "regularizers.1.anchor=\"initial\""; "schedule.warmup_steps=11"; "schedule.decay_shape=\"sqrt\""; "data.path=\"/data\""; "study.tasks=6" ] do
+            for o in [ "optimizer.lr=0.06"; "optimizer.components.0.lr_scale=2.0"; "methods.0.lambda=31"; "methods.0.fisher=\"empirical\""
+                       "methods.1.anchor=\"initial\""; "schedule.warmup_steps=11"; "schedule.decay_shape=\"sqrt\""; "data.path=\"/data\""; "study.tasks=6" ] do
                 Expect.notEqual (identity full [ o ]) baseline o
             Expect.notEqual (identity "[schedule]\nname = \"cosine\"\n" []) (identity "[schedule]\nname = \"linear\"\n" []) "another schedule"
-            Expect.notEqual (identity "[[regularizers]]\nname = \"l2\"\n[[regularizers]]\nname = \"l2-sp\"\n" [])
-                            (identity "[[regularizers]]\nname = \"l2-sp\"\n[[regularizers]]\nname = \"l2\"\n" []) "the order of the regularizers"
+            Expect.notEqual (identity "[[methods]]\nname = \"l2\"\n[[methods]]\nname = \"l2-sp\"\n" [])
+                            (identity "[[methods]]\nname = \"l2-sp\"\n[[methods]]\nname = \"l2\"\n" []) "the order of the methods"
         }
         test "Toml(canonical) read back by ConfigLoader gives the same canonical config and identity (round trip), the command as a comment" {
-            let unknown = "[[regularizers]]\nname = \"not-a-plugin\"\nweight = 3\nscale = 2.0\nlist = [1.5, 2.0]\nwords = [\"a\", \"b\"]\n[regularizers.sub]\nx = \"y\"\n"
+            let unknown = "[[methods]]\nname = \"not-a-plugin\"\nweight = 3\nscale = 2.0\nlist = [1.5, 2.0]\nwords = [\"a\", \"b\"]\n[methods.sub]\nx = \"y\"\n"
             for command, text in [ "train", ""; "study", full; "train", full + "\n" + unknown ] do
                 let c = canonicalOf command text []
                 let toml = ResolvedConfig.Toml c
@@ -207,13 +207,13 @@ let tests =
                 Expect.equal (ResolvedConfig.Identity back) (ResolvedConfig.Identity c) "identity"
             let c = canonicalOf "study" full []
             let toml = ResolvedConfig.Toml c
-            Expect.stringContains toml "[[regularizers]]" "regularizers as an array of tables"
+            Expect.stringContains toml "[[methods]]" "methods as an array of tables"
             Expect.stringContains toml "[[optimizer.components]]" "components as an array of tables"
             Expect.stringContains toml "reset_optimizer = false" "snake_case keys"
         }
         test "a plugin unknown to the host stays as given, its name added" {
-            let c = canonicalOf "train" "[[regularizers]]\nname = \"not-a-plugin\"\nweight = 3\n" []
-            Expect.equal ((at c "regularizers.0").ToJsonString()) """{"name":"not-a-plugin","weight":3}""" "as given"
+            let c = canonicalOf "train" "[[methods]]\nname = \"not-a-plugin\"\nweight = 3\n" []
+            Expect.equal ((at c "methods.0").ToJsonString()) """{"name":"not-a-plugin","weight":3}""" "as given"
         }
         test "Json is stable: the canonical JSON parsed back writes the same text, and SeedGroupOfJson of it is SeedGroup" {
             let c = canonicalOf "study" full []

@@ -113,7 +113,7 @@ log_every = 1
 [study]
 benchmark = "permuted"
 tasks = 3
-[[regularizers]]
+[[methods]]
 name = "ewc"
 lambda = 10.0
 fisher = "exact"
@@ -165,7 +165,7 @@ let tests =
             let killed = runProcessWith [ "RESEARCH_KILL_AFTER_MICROBATCHES", "36" ] dir "dotnet" [ Path.Combine(binDir, "research.dll"); "study"; path ]
             Expect.equal killed.ExitCode 137 "killed in task 1's first step"
             let runDir = Array.exactlyOne (runDirs dir)
-            let changed = research dir [ "study"; path; "--set"; "regularizers.0.lambda=20.0"; "--resume"; runDir ]
+            let changed = research dir [ "study"; path; "--set"; "methods.0.lambda=20.0"; "--resume"; runDir ]
             Expect.equal changed.ExitCode 2 changed.Err
             Expect.stringContains changed.Err "differs from the config of the run being resumed" "refused, naming the config"
             let r = research dir [ "study"; path; "--resume"; runDir ]
@@ -230,7 +230,7 @@ let tests =
             for d in Directory.GetDirectories checkpoints do
                 Expect.isNone (Option.ofObj (Checkpoint.Verify d)) (sprintf "%s verifies" d)
                 Expect.equal (Directory.GetFiles d |> Array.map Path.GetFileName |> Array.sort)
-                    [| Checkpoint.Manifest; Checkpoint.Model; Checkpoint.Optimizer; Checkpoint.Regularizers; Checkpoint.State |] "files"
+                    [| Checkpoint.Manifest; Checkpoint.Methods; Checkpoint.Model; Checkpoint.Optimizer; Checkpoint.State |] "files"
             let state = Checkpoint.ReadState(Path.Combine(checkpoints, "step-000000018"))
             Expect.equal (state.Step, state.Epoch, state.WindowInEpoch) (18L, 3, 0L) "after the last epoch's evaluation"
         }

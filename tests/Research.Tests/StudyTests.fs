@@ -99,7 +99,7 @@ let tests =
         test "a study with EWC is bitwise equal to plain fine-tuning through task 0 (a penalty-only regularizer keeps AdamW's fused update)" {
             let arm extra = study (tempDir "study-fused") (sprintf "[study]\nbenchmark = \"permuted\"\ntasks = 2\n%s" extra)
             let plain = arm ""
-            let ewc = arm "[[regularizers]]\nname = \"ewc\"\nlambda = 100.0\n"
+            let ewc = arm "[[methods]]\nname = \"ewc\"\nlambda = 100.0\n"
             let bytes (o: RunOutcome) = File.ReadAllBytes(Path.Combine(o.RunDir, "tasks", "task-0", "model.safetensors"))
             Expect.equal (bytes ewc) (bytes plain) "the weights after task 0, byte for byte"
             Expect.equal ewc.Record.Loss[0] plain.Record.Loss[0] "row 0 of the loss matrix, exactly"
@@ -136,10 +136,10 @@ let tests =
         }
         test "a plugin that keeps tensors across steps in plain fields, with no dispose-scope call, works: Σ_t Δθ_t it keeps equals θ_T − θ_0 (1e-4 relative)" {
             let r, runDir =
-                studyProcess "study-owned" "[train]\nepochs = 2\n[study]\ntasks = 2\n[[regularizers]]\nname = \"fs-delta-sum\"\n" [ fixtureDir "Plugin.FSharp" ]
+                studyProcess "study-owned" "[train]\nepochs = 2\n[study]\ntasks = 2\n[[methods]]\nname = \"fs-delta-sum\"\n" [ fixtureDir "Plugin.FSharp" ]
             Expect.equal r.ExitCode 0 (sprintf "the state outlived each step's dispose scope: %s" r.Err)
             let load (file: string) = TorchSharp.PyBridge.Safetensors.LoadStateDict file
-            let sums = load (Path.Combine(runDir, "checkpoints", "final", "regularizers.safetensors"))
+            let sums = load (Path.Combine(runDir, "checkpoints", "final", "methods.safetensors"))
             let last, first = load (Path.Combine(runDir, "tasks", "task-1", "model.safetensors")), load (Path.Combine(runDir, "tasks", "initial", "model.safetensors"))
             Expect.equal (sums.Count) (last.Count) "a sum per parameter"
             for KeyValue(name, theta) in last do
@@ -150,7 +150,7 @@ let tests =
         test "study --dry-run prints the resolved config with the plugins' defaults, the identity and each plugin's DLL, and trains nothing" {
             let dir = tempDir "study-dry"
             let path = Path.Combine(dir, "study.toml")
-            File.WriteAllText(path, "[run]\nname = \"s\"\n[data]\ndataset = \"synthetic\"\n[study]\ntasks = 2\n[[regularizers]]\nname = \"ewc\"\nlambda = 5.0\n")
+            File.WriteAllText(path, "[run]\nname = \"s\"\n[data]\ndataset = \"synthetic\"\n[study]\ntasks = 2\n[[methods]]\nname = \"ewc\"\nlambda = 5.0\n")
             let r = research dir [ "study"; path; "--dry-run" ]
             Expect.equal r.ExitCode 0 r.Err
             let config = ConfigLoader.Load(path, [])
@@ -158,7 +158,7 @@ let tests =
             Expect.stringContains r.Out identity "the identity"
             for option in [ "mode = \"separate\""; "fisher = \"exact\""; "gamma = " ] do
                 Expect.stringContains r.Out option (sprintf "EWC's default %s is shown" option)
-            Expect.stringContains r.Out "Research.Plugins.Regularizers.dll" "the regularizer's DLL"
+            Expect.stringContains r.Out "Research.Plugins.Methods.dll" "the regularizer's DLL"
             Expect.stringContains r.Out "SHA-256" "with its hash"
             Expect.stringContains r.Out "task 1 (permutation 1)" "each task's sizes"
             Expect.isFalse (Directory.Exists(Path.Combine(dir, "runs"))) "no run was started"

@@ -82,7 +82,7 @@ let sweep =
     |> Sweep.seeds %A
     |> Sweep.output "out"
     |> Sweep.arm (Arm.create "ft" "study.toml")
-    |> Sweep.arm (Arm.create "ewc" "study.toml" |> Arm.regularizers [ [ "name", box "ewc"; "fisher", box "empirical" ] ] |> Arm.axis (Axis.grid "regularizers.0.lambda" %A))
+    |> Sweep.arm (Arm.create "ewc" "study.toml" |> Arm.methods [ [ "name", box "ewc"; "fisher", box "empirical" ] ] |> Arm.axis (Axis.grid "methods.0.lambda" %A))
     %s
 exit (Sweep.run fsi.CommandLineArgs sweep)
 """ (Path.Combine(binDir, "Research.Sweeps.dll").Replace("\\", "/")) name seeds lambdas extra)
@@ -186,17 +186,17 @@ let tests =
                 let dir = tempDir "identity"
                 let a = Path.Combine(dir, "a.toml")
                 let b = Path.Combine(dir, "b.toml")
-                File.WriteAllText(a, "[run]\nname = \"x\"\nseed = 1\n[optimizer]\nlr = 0.01\nname = \"adamw\"\n[[regularizers]]\nname = \"ewc\"\nlambda = 5.0\n")
-                File.WriteAllText(b, "[optimizer]\nname = \"adamw\"\nlr = 0.01\n[run]\nseed = 1\nname = \"y\"\nthreads = 2\noutput_dir = \"elsewhere\"\n[[regularizers]]\nlambda = 5.0\nname = \"ewc\"\nfisher = \"exact\"\n")
+                File.WriteAllText(a, "[run]\nname = \"x\"\nseed = 1\n[optimizer]\nlr = 0.01\nname = \"adamw\"\n[[methods]]\nname = \"ewc\"\nlambda = 5.0\n")
+                File.WriteAllText(b, "[optimizer]\nname = \"adamw\"\nlr = 0.01\n[run]\nseed = 1\nname = \"y\"\nthreads = 2\noutput_dir = \"elsewhere\"\n[[methods]]\nlambda = 5.0\nname = \"ewc\"\nfisher = \"exact\"\n")
                 Expect.equal (identity a []) (identity b []) "same trial"
                 Expect.equal (identity a []).Length 64 "SHA-256 in hex"
             }
             test "any change to what a trial computes changes its identity: a λ, a seed, a default made explicit with another value" {
                 let dir = tempDir "identity"
                 let a = Path.Combine(dir, "a.toml")
-                File.WriteAllText(a, "[run]\nseed = 1\n[[regularizers]]\nname = \"ewc\"\nlambda = 5.0\n")
+                File.WriteAllText(a, "[run]\nseed = 1\n[[methods]]\nname = \"ewc\"\nlambda = 5.0\n")
                 let base' = identity a []
-                for o in [ "regularizers.0.lambda=6.0"; "run.seed=2"; "regularizers.0.fisher=\"empirical\""; "train.epochs=7" ] do
+                for o in [ "methods.0.lambda=6.0"; "run.seed=2"; "methods.0.fisher=\"empirical\""; "train.epochs=7" ] do
                     Expect.notEqual (identity a [ o ]) base' o
             }
         ]
@@ -225,7 +225,7 @@ let tests =
             test "a sweep through the local executor runs every trial once, merges their stores and writes the summary" {
                 let dir = tempDir "sweep-local"
                 studyConfig dir 2 |> ignore
-                let s = script dir "local" [ 1.0 ] [ 1; 2 ] """|> Sweep.summarize "average-accuracy" (Some "regularizers.0.lambda") false"""
+                let s = script dir "local" [ 1.0 ] [ 1; 2 ] """|> Sweep.summarize "average-accuracy" (Some "methods.0.lambda") false"""
                 let r = research dir [ "sweep"; s; "--executor"; "local"; "--parallel"; "2" ]
                 Expect.equal r.ExitCode 0 (sprintf "sweep ran\n%s\n%s" r.Out r.Err)
                 let db = Path.Combine(dir, "out", "run.sqlite")

@@ -37,7 +37,7 @@ let private data (gen: torch.Generator) (n: int64) =
     let x = torch.randn([| n; 8L |], generator = gen)
     let y = torch.randint(0L, 3L, [| n |], generator = gen)
     let ignored = torch.rand([| n |], generator = gen).lt(torch.tensor 0.2f)
-    y.masked_fill_(ignored, TrainStep.IgnoreIndex) |> ignore
+    y.masked_fill_(ignored, Batch.IgnoreIndex) |> ignore
     y[0] <- torch.tensor 0L // at least one counted item
     x, y
 
@@ -55,7 +55,7 @@ let private stepGradient (seed: int64) (batches: Batch[]) =
     use m = mlp seed
     use o = sgd m
     let before = flatValues o
-    let outcome = TrainStep(m, o, PrecisionPolicy.Fp32, [||], 0.0).Run(batches, 1.0)
+    let outcome = TrainStep(m, o, PrecisionPolicy.Fp32, MethodSet.None, 0.0).Run(batches, 1.0)
     before.sub_(o.Master) |> ignore
     before, outcome
 
@@ -85,7 +85,7 @@ let accumulationTests =
             use m = mlp 11L
             for (start, len) in parts do
                 let logits = m.forward(x.narrow(0L, start, len))
-                let mean = torch.nn.functional.cross_entropy(logits, y.narrow(0L, start, len), ignore_index = TrainStep.IgnoreIndex)
+                let mean = torch.nn.functional.cross_entropy(logits, y.narrow(0L, start, len), ignore_index = Batch.IgnoreIndex)
                 mean.div(torch.tensor (float32 parts.Length)).backward()
             // Flat buffers order parameters by group (decay first); order the naive gradient the same way.
             use o = sgd (mlp 11L)
@@ -103,17 +103,17 @@ let accumulationTests =
             y.fill_(1L) |> ignore
             use ds = new Research.Core.Data.TensorDataset(x, y, 3)
             use order = new torch.Generator(1UL)
-            let windows = ds.ShuffledWindows(3, 2, order) |> Seq.map (fun w -> w |> Seq.map (fun b -> b.Targets.shape[0]) |> List.ofSeq) |> List.ofSeq
+            let windows = ds.ShuffledWindows(3, 2, order) |> Seq.map (fun w -> w |> Seq.map (fun b -> b.TargetsTensor.shape[0]) |> List.ofSeq) |> List.ofSeq
             Expect.equal windows [ [ 3L; 3L ]; [ 3L; 1L ] ] "10 items, batch 3, k = 2: the last window is kept, with 4 items"
             Expect.equal (ds.WindowsPerEpoch(3, 2)) 2L "two optimizer steps per epoch"
             // A window's tensors live until the next window is asked for: copy the last one while it lives.
             let kept =
                 ds.ShuffledWindows(3, 2, new torch.Generator(1UL))
-                |> Seq.map (fun w -> w |> Array.ofSeq |> Array.map (fun b -> Batch(b.Inputs.clone(), b.Targets.clone())))
+                |> Seq.map (fun w -> w |> Array.ofSeq |> Array.map (fun b -> Batch(b.[Batch.Input].clone(), b.TargetsTensor.clone())))
                 |> Seq.last
             let g, outcome = stepGradient 3L kept
             Expect.equal outcome.Items 4L "N = 4, not k·batch = 6"
-            let joined = Batch(torch.cat([| for b in kept -> b.Inputs |], 0L), torch.cat([| for b in kept -> b.Targets |], 0L))
+            let joined = Batch(torch.cat([| for b in kept -> b.[Batch.Input] |], 0L), torch.cat([| for b in kept -> b.TargetsTensor |], 0L))
             let full, _ = stepGradient 3L [| joined |]
             Expect.isLessThanOrEqual (relative g full) 1e-5 "equals the gradient of those 4 items as one batch"
         }
@@ -121,7 +121,7 @@ let accumulationTests =
 
 /// R(θ) = c/2·‖θ‖² over every parameter: its gradient is c·θ.
 type private HalfSquaredNorm(c: float32) =
-    interface IRegularizer with
+    interface IPenalty with
         member _.Penalty(context) =
             context.Parameters |> Seq.map (fun p -> p.Value.pow(torch.tensor 2.0f).sum()) |> Seq.reduce (+) |> fun s -> s.mul(torch.tensor (c / 2.0f))
 
@@ -132,14 +132,14 @@ let penaltyTests =
             use gen = new torch.Generator(12UL)
             let x, y = data gen 30L
             let parts = [ 0L, 7L; 7L, 13L; 20L, 10L ]
-            let gradient (regularizers: IRegularizer[]) =
+            let gradient (methods: obj[]) =
                 use m = mlp 4L
                 use o = sgd m
                 let before = flatValues o
-                TrainStep(m, o, PrecisionPolicy.Fp32, regularizers, 0.0).Run(window x y parts, 1.0) |> ignore
+                TrainStep(m, o, PrecisionPolicy.Fp32, MethodSet.Of methods, 0.0).Run(window x y parts, 1.0) |> ignore
                 before.sub_(o.Master)
             let plain = gradient [||]
-            let withPenalty = gradient [| HalfSquaredNorm(0.5f) |]
+            let withPenalty = gradient [| box (HalfSquaredNorm(0.5f)) |]
             use o = sgd (mlp 4L)          // θ before the step, laid out as the buffers are
             let expected = plain.add(o.Master.mul(torch.tensor 0.5f))
             Expect.isLessThanOrEqual (relative withPenalty expected) 1e-6 "g + c·θ, once (not k times, not divided by N)"
@@ -157,7 +157,7 @@ let clippingTests =
             use o = sgd m
             let before = flatValues o
             let c = unclipped.GradNorm / 4.0
-            let clipped = TrainStep(m, o, PrecisionPolicy.Fp32, [||], c).Run([| Batch(x, y) |], 1.0)
+            let clipped = TrainStep(m, o, PrecisionPolicy.Fp32, MethodSet.None, c).Run([| Batch(x, y) |], 1.0)
             before.sub_(o.Master) |> ignore
             Expect.floatClose Accuracy.medium clipped.GradNorm unclipped.GradNorm "pre-clip norm reported"
             Expect.floatClose Accuracy.medium (before.norm().item<float32>() |> float) c "‖g‖ after clipping = c (1e-6 slack)"
@@ -174,7 +174,7 @@ let flatBufferTests =
             Expect.equal o.Buffer.Count (m.parameters() |> Seq.sumBy (fun p -> p.numel())) "one buffer holds every parameter"
             use gen = new torch.Generator(3UL)
             let x, y = data gen 16L
-            TrainStep(m, o, PrecisionPolicy.Fp32, [||], 0.0).Run([| Batch(x, y) |], 0.1) |> ignore
+            TrainStep(m, o, PrecisionPolicy.Fp32, MethodSet.None, 0.0).Run([| Batch(x, y) |], 0.1) |> ignore
             o.Buffer.CheckViews()
             Expect.equal (o.Buffer.Grads.abs().sum().item<float32>()) 0.0f "zeroed in place"
         }
@@ -197,7 +197,7 @@ let flatBufferTests =
             use o = Optimizer.AdamW(ParameterGroups.Assign(named m, GroupRule.DecayByRank 0.01))
             use gen = new torch.Generator(3UL)
             let x, y = data gen 16L
-            TrainStep(m, o, PrecisionPolicy.Fp32, [||], 0.0).Run([| Batch(x, y) |], 1e-3) |> ignore
+            TrainStep(m, o, PrecisionPolicy.Fp32, MethodSet.None, 0.0).Run([| Batch(x, y) |], 1e-3) |> ignore
             let v = o.StateOf("head.bias", "exp_avg_sq")
             Expect.equal v.shape [| 3L |] "shape of head.bias"
             Expect.isGreaterThan (v.sum().item<float32>()) 0.0f "second moment after one step"
@@ -221,7 +221,7 @@ let fusedTests =
                 let x, y = data gen 24L
                 for (m, o, fusedPath) in [ a, composed, false; b, fused, true ] do
                     o.ZeroGrad()
-                    torch.nn.functional.cross_entropy(m.forward(x), y, ignore_index = TrainStep.IgnoreIndex).backward()
+                    torch.nn.functional.cross_entropy(m.forward(x), y, ignore_index = Batch.IgnoreIndex).backward()
                     o.Step(1e-2 / float i, returnDelta = not fusedPath) |> ignore
             Expect.isLessThanOrEqual (relative fused.Master composed.Master) 1e-6 "‖Δθ‖/‖θ‖"
             Expect.isGreaterThan (relative composed.Master (flatValues (sgd (mlp 5L)))) 1e-3 "the parameters moved"
@@ -265,7 +265,7 @@ let precisionTests =
             use o = Optimizer.AdamW(ParameterGroups.Assign(named m, GroupRule.DecayByRank 0.01))
             use gen = new torch.Generator(3UL)
             let x, y = data gen 16L
-            let step = TrainStep(m, o, policy, [||], 0.0)
+            let step = TrainStep(m, o, policy, MethodSet.None, 0.0)
             Expect.isTrue (step.Run([| Batch(x, y) |], 1e-3).Applied) "a finite step is applied"
             let weights, master = o.Buffer.Values.clone(), o.Master.detach().clone()
             let moments = [ for struct (_, t) in o.State() -> t.clone() ]
@@ -301,7 +301,7 @@ let precisionTests =
             let hidden = m.forward(policy.Input x)
             Expect.equal hidden.dtype torch.bfloat16 "activations are bf16"
             Expect.equal (PrecisionPolicy.Output hidden).dtype torch.float32 "the loss sees fp32 logits"
-            TrainStep(m, o, policy, [||], 0.0).Run([| Batch(x, y) |], 1e-3) |> ignore
+            TrainStep(m, o, policy, MethodSet.None, 0.0).Run([| Batch(x, y) |], 1e-3) |> ignore
             Expect.equal o.Master.dtype torch.float32 "master weights"
             Expect.equal o.MasterGrad.dtype torch.float32 "master gradient"
             for struct (slot, t) in o.State() do Expect.equal t.dtype torch.float32 (sprintf "%s is fp32" slot)
@@ -336,7 +336,7 @@ let precisionTests =
             use o = Optimizer.AdamW(ParameterGroups.Assign(named m, GroupRule.DecayByRank 0.01))
             let x = torch.randint(0L, 32L, [| 4L; 8L |], generator = gen)
             let y = torch.randint(0L, 3L, [| 4L |], generator = gen)
-            let outcome = TrainStep(m, o, policy, [||], 0.0).Run([| Batch(x, y) |], 1e-3)
+            let outcome = TrainStep(m, o, policy, MethodSet.None, 0.0).Run([| Batch(x, y) |], 1e-3)
             Expect.isTrue outcome.Applied "applied"
             Expect.isTrue (Double.IsFinite outcome.Loss) "finite loss"
             Expect.equal o.Master.dtype torch.float32 "master"

@@ -42,7 +42,7 @@ public sealed class BuiltInAdamWStep : IDisposable
     {
         using var scope = NewDisposeScope();
         model.zero_grad();
-        nn.functional.cross_entropy(model.forward(batch.Inputs), batch.Targets).backward();
+        nn.functional.cross_entropy(model.forward(batch[Batch.Input]), batch.TargetsTensor).backward();
     }
 
     /// <summary>One AdamW update of every parameter from its current gradient.</summary>

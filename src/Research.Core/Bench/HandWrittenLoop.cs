@@ -35,7 +35,7 @@ public sealed class HandWrittenLoop : IDisposable
         next = (next + 1) % batches.Count;
         using var scope = NewDisposeScope();
         optimizer.zero_grad();
-        var loss = nn.functional.cross_entropy(model.forward(batch.Inputs), batch.Targets);
+        var loss = nn.functional.cross_entropy(model.forward(batch[Batch.Input]), batch.TargetsTensor);
         loss.backward();
         optimizer.step();
     }

@@ -54,6 +54,6 @@ public sealed class StepWorkload(string name, nn.Module<Tensor, Tensor> model, I
     public void Dispose()
     {
         Model.Dispose();
-        foreach (var b in Batches) { b.Inputs.Dispose(); b.Targets.Dispose(); }
+        foreach (var b in Batches) b.DisposeTensors();
     }
 }

@@ -17,7 +17,7 @@ public enum Stage
     Training,
     /// <summary>The phase's training ended; the task × task evaluation and consolidation are next.</summary>
     Trained,
-    /// <summary>The phase's evaluation row and the regularizers' consolidation are done; the next phase is next.</summary>
+    /// <summary>The phase's evaluation row and the methods' task end are done; the next phase is next.</summary>
     Consolidated,
 }
 
@@ -29,8 +29,9 @@ public sealed record PhaseStop(int Phase, string Reason);
 public sealed record StudyProgress(double[] RandomInit, List<StudyRow> Rows);
 
 /// <summary>Row i of the study's record: after training task i, test accuracy and loss on every task j (the matrices R
-/// and L the metrics read; the validation cells are in the run store), and ‖θ_i − θ_{i−1}‖₂.</summary>
-public sealed record StudyRow(double[] TestAccuracy, double[] TestLoss, double ChangeNorm);
+/// and L the metrics read; the validation cells are in the run store), ‖θ_i − θ_{i−1}‖₂, and the rows the methods added to
+/// probes of their own at task i's end (<see cref="Research.Abstractions.TaskEndContext.AddProbe"/>).</summary>
+public sealed record StudyRow(double[] TestAccuracy, double[] TestLoss, double ChangeNorm, Dictionary<string, double[]>? Probes = null);
 
 /// <summary>
 /// The JSON state of a checkpoint: where in the run it was taken and everything besides tensors that the continuation
@@ -62,15 +63,15 @@ public sealed record CheckpointState(
 /// <summary>
 /// A checkpoint is a directory: <c>model.safetensors</c> (the fp32 weights of record by parameter name — the master
 /// copy under mixed precision), <c>optimizer.safetensors</c> (moments as <c>slot/parameter</c>),
-/// <c>regularizers.safetensors</c> (<c>index.name/key</c>), <c>state.json</c>, and <c>manifest.json</c> with the
+/// <c>methods.safetensors</c> (<c>index.name/key</c>), <c>state.json</c>, and <c>manifest.json</c> with the
 /// SHA-256 of every other file. It is written under a temporary name, each file flushed to disk, then renamed:
 /// a crash leaves either the whole checkpoint or none. Loading verifies the manifest.
 /// </summary>
 public static class Checkpoint
 {
     /// <summary>2: phases, stages and the study record (one loop for runs and studies).</summary>
-    public const int FormatVersion = 2;
-    public const string Model = "model.safetensors", Optimizer = "optimizer.safetensors", Regularizers = "regularizers.safetensors",
+    public const int FormatVersion = 3;
+    public const string Model = "model.safetensors", Optimizer = "optimizer.safetensors", Methods = "methods.safetensors",
         State = "state.json", Manifest = "manifest.json";
     // Enums by name (a state file a person can read); NaN and ±∞ as named literals (a study cell of an empty split).
     static readonly JsonSerializerOptions Json = new()
@@ -83,7 +84,7 @@ public static class Checkpoint
     /// <summary>Writes <paramref name="name"/> under <paramref name="checkpointsDir"/>, replacing one of that name.</summary>
     public static string Write(string checkpointsDir, string name, CheckpointState state,
         IEnumerable<(string Name, Tensor Value)> weights, IEnumerable<(string Name, Tensor Value)> optimizer,
-        IEnumerable<(string Name, Tensor Value)> regularizers)
+        IEnumerable<(string Name, Tensor Value)> methods)
     {
         Directory.CreateDirectory(checkpointsDir);
         var final = Path.Combine(checkpointsDir, name);
@@ -93,11 +94,11 @@ public static class Checkpoint
         {
             SaveTensors(Path.Combine(tmp, Model), weights);
             SaveTensors(Path.Combine(tmp, Optimizer), optimizer);
-            SaveTensors(Path.Combine(tmp, Regularizers), regularizers);
+            SaveTensors(Path.Combine(tmp, Methods), methods);
         }
         WriteDurably(Path.Combine(tmp, State), JsonSerializer.SerializeToUtf8Bytes(state, Json));
         var manifest = new SortedDictionary<string, string>(StringComparer.Ordinal);
-        foreach (var f in new[] { Model, Optimizer, Regularizers, State }) manifest[f] = Sha256(Path.Combine(tmp, f));
+        foreach (var f in new[] { Model, Optimizer, Methods, State }) manifest[f] = Sha256(Path.Combine(tmp, f));
         WriteDurably(Path.Combine(tmp, Manifest), JsonSerializer.SerializeToUtf8Bytes(manifest, Json));
         if (Directory.Exists(final))
         {
@@ -141,7 +142,7 @@ public static class Checkpoint
         try { manifest = JsonSerializer.Deserialize<Dictionary<string, string>>(File.ReadAllBytes(manifestPath)); }
         catch (JsonException e) { return $"{manifestPath} is not valid JSON: {e.Message}"; }
         if (manifest is null) return $"{manifestPath} is empty";
-        foreach (var f in new[] { Model, Optimizer, Regularizers, State })
+        foreach (var f in new[] { Model, Optimizer, Methods, State })
         {
             var path = Path.Combine(dir, f);
             if (!manifest.TryGetValue(f, out var expected)) return $"{manifestPath} does not list {f}";

@@ -7,7 +7,7 @@ namespace Research.Core.Config;
 /// <summary>Reads a run config: TOML → overrides (<c>--set optimizer.lr=3e-4</c>) → bound, validated sections.</summary>
 public static class ConfigLoader
 {
-    static readonly string[] Sections = ["run", "data", "model", "optimizer", "precision", "checkpoint", "study", "train", "schedule", "regularizers", "metrics", "plugins"];
+    static readonly string[] Sections = ["run", "data", "model", "optimizer", "precision", "checkpoint", "study", "train", "schedule", "methods", "metrics", "plugins"];
 
     public static RunConfig Load(string path, IEnumerable<string>? overrides = null)
     {
@@ -21,6 +21,13 @@ public static class ConfigLoader
         TomlTable root;
         try { root = TomlSerializer.Deserialize<TomlTable>(text) ?? new TomlTable(); }
         catch (TomlException e) { throw new ConfigException(file, "(syntax)", e.Message); }
+        // [[regularizers]] is the contract-1 name of [[methods]]: read as it, in the file and in overrides.
+        if (root.Remove("regularizers", out var older))
+        {
+            if (root.ContainsKey("methods"))
+                throw new ConfigException(file, "regularizers", "[[regularizers]] is the older name of [[methods]]: use one of them");
+            root["methods"] = older;
+        }
         foreach (var o in overrides ?? []) ApplyOverride(root, o, file);
 
         var errors = new List<ConfigError>();
@@ -45,18 +52,18 @@ public static class ConfigLoader
 
         var scheduleTable = TableAt(root, "schedule", file, errors) ?? new TomlTable();
         var schedule = Choice(scheduleTable, "schedule", "constant", file, errors);
-        var regularizers = Choices(root, "regularizers", file, errors) ?? [];
+        var methods = Choices(root, "methods", file, errors) ?? [];
         var metrics = Choices(root, "metrics", file, errors);
         if (errors.Count > 0) throw new ConfigException(errors);
-        return new RunConfig(file, root, run, data, model, optimizer, train, precision, checkpoint, study, plugins, schedule, regularizers, metrics);
+        return new RunConfig(file, root, run, data, model, optimizer, train, precision, checkpoint, study, plugins, schedule, methods, metrics);
     }
 
-    /// <summary>The plugins of an array of tables (<c>[[regularizers]]</c>, <c>[[metrics]]</c>); null when the key is absent.</summary>
+    /// <summary>The plugins of an array of tables (<c>[[methods]]</c>, <c>[[metrics]]</c>); null when the key is absent.</summary>
     static List<PluginChoice>? Choices(TomlTable root, string key, string file, List<ConfigError> errors)
     {
         if (!root.TryGetValue(key, out var value)) return null;
-        // `regularizers = [{ name = "ewc", lambda = 30.0 }]`, an array of inline tables (the only form an override
-        // on the command line or in a sweep can write), means the same as [[regularizers]] tables; [] means none.
+        // `methods = [{ name = "ewc", lambda = 30.0 }]`, an array of inline tables (the only form an override
+        // on the command line or in a sweep can write), means the same as [[methods]] tables; [] means none.
         if (value is TomlArray inline && inline.All(x => x is TomlTable))
         {
             var tables = new TomlTableArray();
@@ -90,13 +97,14 @@ public static class ConfigLoader
     /// <summary>
     /// Applies <c>a.b.c=value</c>. The value is read as a TOML value (<c>3e-4</c>, <c>true</c>, <c>[1, 2]</c>,
     /// <c>"text"</c>); a bare word that is not TOML is taken as a string. A numeric segment indexes an
-    /// array of tables (<c>regularizers.0.lambda=10</c>).
+    /// array of tables (<c>methods.0.lambda=10</c>; <c>regularizers</c> is read as <c>methods</c>).
     /// </summary>
     public static void ApplyOverride(TomlTable root, string assignment, string file)
     {
         var eq = assignment.IndexOf('=');
         if (eq <= 0) throw new ConfigException(file, assignment, "an override must look like section.key=value");
         var path = assignment[..eq].Trim().Split('.');
+        if (path[0] == "regularizers") path[0] = "methods";
         var text = assignment[(eq + 1)..].Trim();
         object value;
         try { value = TomlSerializer.Deserialize<TomlTable>("v = " + text)!["v"]; }
@@ -111,7 +119,7 @@ public static class ConfigLoader
                 TomlTable t when t.TryGetValue(seg, out var next) => next,
                 TomlTable t => t[seg] = new TomlTable(),
                 TomlTableArray a when int.TryParse(seg, NumberStyles.None, CultureInfo.InvariantCulture, out var idx) && idx < a.Count => a[idx],
-                // An array of inline tables (regularizers = [{ … }]) is indexed the same way.
+                // An array of inline tables (methods = [{ … }]) is indexed the same way.
                 TomlArray a when int.TryParse(seg, NumberStyles.None, CultureInfo.InvariantCulture, out var idx) && idx < a.Count && a[idx] is TomlTable => a[idx]!,
                 _ => throw new ConfigException(file, string.Join('.', path[..(i + 1)]), "cannot be overridden: not a table"),
             };

@@ -25,7 +25,7 @@ public static class ResolvedConfig
     /// <summary>
     /// The canonical resolved config: a JSON object whose keys are the TOML keys a config file uses (snake_case),
     /// every section of <see cref="RunConfig"/> with every default filled in (run, data, model, optimizer with its
-    /// components as an array of tables, train, precision, checkpoint, study), <c>schedule</c> and <c>regularizers</c>
+    /// components as an array of tables, train, precision, checkpoint, study), <c>schedule</c> and <c>methods</c>
     /// (an array) as plugin tables bound through the plugin's options type (defaults filled in, enum values in kebab
     /// case as the config accepts them, plus <c>name</c>) — a plugin without an options type, or unknown to the host,
     /// stays as given — and <c>command</c> ("train" or "study"); a study's <c>metrics</c> too (an array of bound
@@ -46,7 +46,7 @@ public static class ResolvedConfig
             ["checkpoint"] = Record(config.Checkpoint),
             ["study"] = Record(config.Study),
             ["schedule"] = Plugin(host, PluginRole.Schedule, config.Schedule, config.File),
-            ["regularizers"] = new JsonArray(config.Regularizers.Select(r => (JsonNode?)Plugin(host, PluginRole.Regularizer, r, config.File)).ToArray()),
+            ["methods"] = new JsonArray(config.Methods.Select(r => (JsonNode?)Plugin(host, PluginRole.Method, r, config.File)).ToArray()),
             ["command"] = command,
         };
         if (command == "study")
@@ -65,7 +65,7 @@ public static class ResolvedConfig
     }
 
     /// <summary>The canonical form as TOML text (for <c>--dry-run</c> and run directories): sections as tables,
-    /// regularizers as <c>[[regularizers]]</c>, the command as a leading comment. <see cref="ConfigLoader"/> reads it
+    /// methods as <c>[[methods]]</c>, the command as a leading comment. <see cref="ConfigLoader"/> reads it
     /// back to the same identity.</summary>
     public static string Toml(JsonObject canonical)
     {

@@ -285,7 +285,7 @@ public sealed record RunConfig(
     StudySection Study,
     PluginsSection Plugins,
     PluginChoice Schedule,
-    IReadOnlyList<PluginChoice> Regularizers,
+    IReadOnlyList<PluginChoice> Methods,
     IReadOnlyList<PluginChoice>? ChosenMetrics = null)
 {
     /// <summary>

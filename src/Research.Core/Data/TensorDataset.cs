@@ -72,14 +72,15 @@ public sealed class TensorDataset(Tensor inputs, Tensor targets, int numClasses)
         foreach (var w in Windows(batchSize, microBatches, skipWindows * microBatches * (long)batchSize, (start, len) =>
         {
             using var idx = perm.narrow(0, start, len);
-            return new Batch(Inputs.index_select(0, idx), Targets.index_select(0, idx));
+            return new Batch(Inputs.index_select(0, idx).DetachFromDisposeScope(), Targets.index_select(0, idx).DetachFromDisposeScope());
         }))
             yield return w;
     }
 
     /// <summary>Mini-batches in stored order (evaluation), with the lifetime of <see cref="ShuffledWindows"/>.</summary>
     public IEnumerable<Batch> InOrder(int batchSize) =>
-        Windows(batchSize, 1, 0, (start, len) => new Batch(Inputs.narrow(0, start, len), Targets.narrow(0, start, len))).Select(w => w[0]);
+        Windows(batchSize, 1, 0, (start, len) =>
+            new Batch(Inputs.narrow(0, start, len).DetachFromDisposeScope(), Targets.narrow(0, start, len).DetachFromDisposeScope())).Select(w => w[0]);
 
     /// <summary>Number of windows of <paramref name="microBatches"/> batches of <paramref name="batchSize"/> in one epoch.</summary>
     public long WindowsPerEpoch(int batchSize, int microBatches) => ((Count + batchSize - 1) / batchSize + microBatches - 1) / microBatches;
@@ -89,7 +90,7 @@ public sealed class TensorDataset(Tensor inputs, Tensor targets, int numClasses)
         var window = new List<Batch>(microBatches);
         void Release()
         {
-            foreach (var b in window) { b.Inputs.Dispose(); b.Targets.Dispose(); }
+            foreach (var b in window) b.DisposeTensors();
             window.Clear();
         }
         try
@@ -100,10 +101,7 @@ public sealed class TensorDataset(Tensor inputs, Tensor targets, int numClasses)
                 Release();
                 for (int i = 0; i < microBatches && start < Count; i++, start += batchSize)
                 {
-                    var b = make(start, Math.Min(batchSize, Count - start));
-                    b.Inputs.DetachFromDisposeScope();
-                    b.Targets.DetachFromDisposeScope();
-                    window.Add(b);
+                    window.Add(make(start, Math.Min(batchSize, Count - start)));
                 }
                 yield return window.ToArray();
             }

@@ -132,11 +132,11 @@ public static class Fisher
             foreach (var batch in data)
             {
                 if (samples >= maxSamples) break;
-                var rows = Math.Min(batch.Inputs.shape[0], (maxSamples ?? long.MaxValue) - samples);
+                var rows = Math.Min(batch.Size, (maxSamples ?? long.MaxValue) - samples);
                 if (rows == 0) continue;
                 using var scope = NewDisposeScope();
-                var whole = rows == batch.Inputs.shape[0];
-                body(whole ? batch.Inputs : batch.Inputs.narrow(0, 0, rows), whole ? batch.Targets : batch.Targets.narrow(0, 0, rows));
+                var whole = rows == batch.Size;
+                body(whole ? batch[Batch.Input] : batch[Batch.Input].narrow(0, 0, rows), whole ? batch.TargetsTensor : batch.TargetsTensor.narrow(0, 0, rows));
                 samples += rows;
                 batches++;
             }
@@ -151,12 +151,27 @@ public static class Fisher
 
     /// <summary>The labels whose log-likelihood is differentiated: the targets (Empirical), one draw ŷᵢ ~ p_θ(·|xᵢ) per
     /// row in a single <c>multinomial</c> call (Sampled), none (Exact sums over all classes).</summary>
-    static Tensor? Labels(FisherKind kind, Tensor logits, Tensor targets, Generator? generator) => kind switch
+    static Tensor? Labels(FisherKind kind, Tensor logits, Tensor targets, Generator? generator)
     {
-        FisherKind.Empirical => targets,
-        FisherKind.Sampled => multinomial(logits.detach().to(float32).softmax(1), 1, true, generator).squeeze(1),
-        _ => null,
-    };
+        RequireOneOutputPerSample(logits);
+        return kind switch
+        {
+            FisherKind.Empirical => targets,
+            FisherKind.Sampled => multinomial(logits.detach().to(float32).softmax(-1), 1, true, generator).squeeze(1),
+            _ => null,
+        };
+    }
+
+    /// <summary>
+    /// The log-likelihood here is over the LAST axis of [B, C] logits: one class per sample. Sequence outputs ([B, T, V],
+    /// one distribution per position) need the sample's log-likelihood summed over its positions, which the causal-LM
+    /// task brings with the token models; until then they are refused rather than differentiated over the wrong axis.
+    /// </summary>
+    static void RequireOneOutputPerSample(Tensor logits)
+    {
+        if (logits.dim() != 2)
+            throw new NotSupportedException($"the Fisher is computed for [B, C] classifier logits; these are [{string.Join(", ", logits.shape)}] (one distribution per position)");
+    }
 
     /// <summary>
     /// Adds Σᵢ wᵢ (gᵢxᵢᵀ)² = (S)ᵀ(X²) and Σᵢ wᵢ gᵢ² to the sums of the layers routed to the identity, where
@@ -168,7 +183,7 @@ public static class Fisher
         if (layers.Count == 0) return;
         var outputs = layers.Select(l => capture.Calls(l.Prefix)[0].Z).ToList();
         var weighted = new Tensor?[layers.Count];
-        var logp = nn.functional.log_softmax(logits.to(float32), 1);
+        var logp = nn.functional.log_softmax(logits.to(float32), -1);
 
         void AddTerm(Tensor loss, Tensor? weight, bool retain)
         {

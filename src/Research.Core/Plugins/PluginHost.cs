@@ -9,8 +9,9 @@ using TorchSharp;
 
 namespace Research.Core.Plugins;
 
-/// <summary>The three plugin roles; each is one interface of the contract.</summary>
-public enum PluginRole { Schedule, Regularizer, ForgettingMetric }
+/// <summary>The three kinds of plugin: a schedule, a method (one or more of the method roles of the contract), a
+/// forgetting metric.</summary>
+public enum PluginRole { Schedule, Method, ForgettingMetric }
 
 /// <summary>A plugin found in a DLL: its role, name, type, options type (if any) and where it came from.</summary>
 public sealed record PluginDescriptor(PluginRole Role, string Name, string Summary, Type Type, Type? OptionsType, string AssemblyPath);
@@ -37,14 +38,17 @@ public sealed class PluginException(string message, Exception? inner = null) : E
 public sealed class PluginHost
 {
     static readonly Type[] SharedTypes =
-        [typeof(ISchedule), typeof(IRegularizer), typeof(IForgettingMetric), typeof(torch.Tensor), typeof(torch.nn.Module)];
+        [typeof(ISchedule), typeof(IPenalty), typeof(IForgettingMetric), typeof(Batch), typeof(torch.Tensor), typeof(torch.nn.Module)];
 
-    static readonly Dictionary<PluginRole, Type> RoleInterfaces = new()
+    /// <summary>The interfaces that make a class a plugin of each kind (a method plays one or more roles).</summary>
+    static readonly Dictionary<PluginRole, Type[]> RoleInterfaces = new()
     {
-        [PluginRole.Schedule] = typeof(ISchedule),
-        [PluginRole.Regularizer] = typeof(IRegularizer),
-        [PluginRole.ForgettingMetric] = typeof(IForgettingMetric),
+        [PluginRole.Schedule] = [typeof(ISchedule)],
+        [PluginRole.Method] = [typeof(IPenalty), typeof(ILossTerm), typeof(IStepObserver), typeof(IGradientHook), typeof(ITaskHooks), typeof(IDataRole)],
+        [PluginRole.ForgettingMetric] = [typeof(IForgettingMetric)],
     };
+
+    static IEnumerable<Type> AllRoleInterfaces => RoleInterfaces.Values.SelectMany(t => t);
 
     readonly List<PluginDescriptor> _plugins = [];
     readonly List<PluginProblem> _problems = [];
@@ -123,18 +127,18 @@ public sealed class PluginHost
         int found = 0;
         foreach (var type in types.Where(t => t is { IsClass: true, IsAbstract: false, IsPublic: true }))
         {
-            var roles = RoleInterfaces.Where(r => r.Value.IsAssignableFrom(type)).Select(r => r.Key).ToList();
+            var roles = RoleInterfaces.Where(r => r.Value.Any(i => i.IsAssignableFrom(type))).Select(r => r.Key).ToList();
             var attribute = type.GetCustomAttribute<PluginAttribute>();
             if (roles.Count == 0)
             {
-                var foreign = type.GetInterfaces().FirstOrDefault(i => RoleInterfaces.Values.Any(r => r.FullName == i.FullName));
+                var foreign = type.GetInterfaces().FirstOrDefault(i => AllRoleInterfaces.Any(r => r.FullName == i.FullName));
                 if (foreign != null) { _problems.Add(new(path, ForeignContract(type, foreign))); found++; }
-                else if (attribute != null) { _problems.Add(new(path, $"{type.FullName} has [Plugin(\"{attribute.Name}\")] but implements none of ISchedule, IRegularizer, IForgettingMetric")); found++; }
+                else if (attribute != null) { _problems.Add(new(path, $"{type.FullName} has [Plugin(\"{attribute.Name}\")] but implements none of ISchedule, IForgettingMetric or the method roles (IPenalty, ILossTerm, IStepObserver, IGradientHook, ITaskHooks, IDataRole)")); found++; }
                 continue;
             }
             found++;
-            if (roles.Count > 1) { _problems.Add(new(path, $"{type.FullName} implements more than one role ({string.Join(", ", roles)}); a plugin type has one")); continue; }
-            if (attribute == null) { _problems.Add(new(path, $"{type.FullName} implements {RoleInterfaces[roles[0]].Name} but has no [Plugin(\"name\")] attribute")); continue; }
+            if (roles.Count > 1) { _problems.Add(new(path, $"{type.FullName} is more than one kind of plugin ({string.Join(", ", roles.Select(RoleName))}); a plugin type is a schedule, a method or a metric")); continue; }
+            if (attribute == null) { _problems.Add(new(path, $"{type.FullName} is a {RoleName(roles[0])} but has no [Plugin(\"name\")] attribute")); continue; }
             if (!TryOptionsType(type, out var optionsType, out var why)) { _problems.Add(new(path, $"{type.FullName} ('{attribute.Name}'): {why}")); continue; }
 
             var key = (roles[0], attribute.Name);
@@ -143,7 +147,7 @@ public sealed class PluginHost
             _plugins.Add(new(roles[0], attribute.Name, attribute.Summary, type, optionsType, path));
         }
         if (found == 0)
-            _problems.Add(new(path, "no plugin type found: no public class implements ISchedule, IRegularizer or IForgettingMetric"));
+            _problems.Add(new(path, "no plugin type found: no public class implements ISchedule, IForgettingMetric or a method role"));
     }
 
     /// <summary>
@@ -204,10 +208,19 @@ public sealed class PluginHost
         return false;
     }
 
+    /// <summary>The method roles a type plays, as <c>research plugins list</c> shows them (penalty, loss term, …).</summary>
+    public static IEnumerable<string> MethodRoles(Type type) =>
+        new (Type Role, string Name)[]
+        {
+            (typeof(IPenalty), "penalty"), (typeof(ILossTerm), "loss term"), (typeof(IStepObserver), "step observer"),
+            (typeof(IGradientHook), "gradient hook"), (typeof(ITaskHooks), "task hooks"), (typeof(IDataRole), "data"),
+            (typeof(IStateful), "stateful"),
+        }.Where(r => r.Role.IsAssignableFrom(type)).Select(r => r.Name);
+
     public static string RoleName(PluginRole role) => role switch
     {
         PluginRole.Schedule => "schedule",
-        PluginRole.Regularizer => "regularizer",
+        PluginRole.Method => "method",
         _ => "forgetting metric",
     };
 

@@ -31,8 +31,8 @@ sealed class ClassSubset : nn.Module<Tensor, Tensor>
     {
         foreach (var b in batches)
         {
-            using var targets = _renumber.index_select(0, b.Targets);
-            yield return new Batch(b.Inputs, targets);
+            using var targets = _renumber.index_select(0, b.TargetsTensor);
+            yield return new Batch(b[Batch.Input], targets);
         }
     }
 

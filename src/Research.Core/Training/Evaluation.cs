@@ -1,5 +1,7 @@
 using Research.Core.Data;
+using Research.Core.Models;
 using Research.Core.Precision;
+using Research.Core.Tasks;
 using static TorchSharp.torch;
 
 namespace Research.Core.Training;
@@ -16,10 +18,11 @@ public sealed record EvalResult(double Loss, double Accuracy, long Items)
 public static class Evaluation
 {
     /// <summary>Evaluates without gradients, in eval mode, restoring the module's mode afterwards.</summary>
-    /// <param name="heads">Task heads (task-incremental studies): logits × targets → the logits the task may use.</param>
+    /// <param name="task">How logits are scored (classification by default; task-incremental heads belong to the task).</param>
     public static EvalResult Run(nn.Module<Tensor, Tensor> model, TensorDataset data, int batchSize, PrecisionPolicy? precision = null,
-        Func<Tensor, Tensor, Tensor>? heads = null)
+        OutputTask? task = null)
     {
+        task ??= new ClassificationTask();
         var wasTraining = model.training;
         model.eval();
         try
@@ -29,13 +32,8 @@ public static class Evaluation
             foreach (var batch in data.InOrder(batchSize))
             {
                 using var scope = NewDisposeScope();
-                var logits = PrecisionPolicy.Output(model.forward((precision ?? PrecisionPolicy.Fp32).Input(batch.Inputs)));
-                if (heads != null) logits = heads(logits, batch.Targets);
-                lossSum += nn.functional.cross_entropy(logits, batch.Targets, ignore_index: TrainStep.IgnoreIndex, reduction: nn.Reduction.Sum)
-                    .to_type(ScalarType.Float64).item<double>();
-                var counted = batch.Targets.ne(TrainStep.IgnoreIndex);
-                correct += logits.argmax(1).eq(batch.Targets).logical_and(counted).sum().item<long>();
-                items += counted.sum().item<long>();
+                var (loss, right, n) = task.Score(ModelInput.Logits(model, batch, precision), batch);
+                lossSum += loss; correct += right; items += n;
             }
             return items == 0 ? new EvalResult(double.NaN, double.NaN, 0) : new EvalResult(lossSum / items, (double)correct / items, items);
         }

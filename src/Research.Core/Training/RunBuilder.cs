@@ -9,6 +9,7 @@ using Research.Core.Models;
 using Research.Core.Optim;
 using Research.Core.Plugins;
 using Research.Core.Studies;
+using Research.Core.Tasks;
 using Research.Core.Tracking;
 using Research.Core.Precision;
 using TorchSharp;
@@ -44,18 +45,19 @@ public sealed class RunComponents : IDisposable
     public required JsonObject Canonical { get; init; }
     public required string Identity { get; init; }
     public required IReadOnlyList<TaskData> Tasks { get; init; }
-    /// <summary>Task-incremental heads (<c>split-task</c>), else null.</summary>
-    public TaskHeads? Heads { get; init; }
+    /// <summary>What the outputs predict: classification, with task-incremental heads in a <c>split-task</c> study.</summary>
+    public required ClassificationTask Task { get; init; }
     public required nn.Module<Tensor, Tensor> Model { get; init; }
+    /// <summary>A second fp32 instance of the model for logits with weights a method keeps (made on first use).</summary>
+    public required ShadowModel Shadow { get; init; }
     public string? LoadSummary { get; init; }
     public required PrecisionPolicy Precision { get; init; }
     public required GuardedSchedule Schedule { get; init; }
-    public required IReadOnlyList<GuardedRegularizer> Regularizers { get; init; }
+    public required MethodSet Methods { get; init; }
     public required IReadOnlyList<GuardedMetric> Metrics { get; init; }
     public required IReadOnlyList<PluginRecord> Plugins { get; init; }
 
     public int NumClasses => (int)RunBuilder.DatasetShape(Config.Data).Classes;
-    public Func<Tensor, Tensor, Tensor>? HeadsFunction => Heads is null ? null : Heads.Apply;
 
     /// <summary>Phase i trains on task i, or on tasks 0..i under joint training (the items grow).</summary>
     public bool JointAt(int phase) => Kind == RunKind.Study && Config.Study.Joint && phase > 0;
@@ -81,7 +83,8 @@ public sealed class RunComponents : IDisposable
     public void Dispose()
     {
         foreach (var t in Tasks) t.Dispose();
-        Heads?.Dispose();
+        Task.Heads?.Dispose();
+        Shadow.Dispose();
         Model.Dispose();
     }
 }
@@ -100,7 +103,7 @@ public static class RunBuilder
     /// </summary>
     public static RunComponents Build(RunConfig c, PluginHost host, RunKind kind)
     {
-        var (schedule, regularizers) = Plugins(c, host);
+        var (schedule, methods) = Plugins(c, host);
         var metrics = kind == RunKind.Study ? Metrics(c, host) : [];
         var canonical = ResolvedConfig.Canonical(c, host, Command(kind));
         if (c.Run.Threads > 0) torch.set_num_threads(c.Run.Threads);
@@ -111,14 +114,16 @@ public static class RunBuilder
             var heads = kind == RunKind.Study && c.Study.Benchmark == "split-task"
                 ? new TaskHeads(tasks.Select(t => t.HeadClasses!).ToList(), numClasses) : null;
             var (model, summary, precision) = PreparedModel(c, tasks[0].Train.Features, numClasses);
+            long features = tasks[0].Train.Features;
             var records = new[] { (PluginRole.Schedule, schedule.Descriptor) }
-                .Concat(regularizers.Select(r => (PluginRole.Regularizer, r.Descriptor)))
+                .Concat(methods.All.Select(m => (PluginRole.Method, m.Descriptor)))
                 .Concat(metrics.Select(m => (PluginRole.ForgettingMetric, m.Descriptor)))
                 .Select(x => Record(x.Descriptor)).ToList();
             return new RunComponents
             {
-                Config = c, Kind = kind, Canonical = canonical, Identity = ResolvedConfig.Identity(canonical), Tasks = tasks, Heads = heads,
-                Model = model, LoadSummary = summary, Precision = precision, Schedule = schedule, Regularizers = regularizers,
+                Config = c, Kind = kind, Canonical = canonical, Identity = ResolvedConfig.Identity(canonical), Tasks = tasks,
+                Task = new ClassificationTask(heads), Model = model, Shadow = new ShadowModel(() => NewModel(c.Model, features, numClasses)),
+                LoadSummary = summary, Precision = precision, Schedule = schedule, Methods = methods,
                 Metrics = metrics, Plugins = records,
             };
         }
@@ -195,6 +200,14 @@ public static class RunBuilder
         return new TaskData(name, train, val, fullTest.WithClasses(d.Classes));
     }
 
+    /// <summary>An fp32 model of the config's shape whose values are about to be overwritten (the shadow model's instance).</summary>
+    public static nn.Module<Tensor, Tensor> NewModel(ModelSection m, long features, int numClasses)
+    {
+        var model = new Mlp(features, m.Hidden, m.Outputs > 0 ? m.Outputs : numClasses);
+        foreach (var (_, p) in model.named_parameters()) p.DetachFromDisposeScope();
+        return model;
+    }
+
     /// <summary>Builds the model (initialised from the seed stream "init"), then applies init_from and reinit.</summary>
     public static (Mlp Model, string? LoadSummary) Model(ModelSection m, long features, int numClasses, long seed, string configFile)
     {
@@ -247,13 +260,17 @@ public static class RunBuilder
         _ => PrecisionPolicy.Fp32,
     };
 
-    /// <summary>The schedule and regularizers the config names, created by the plugin host and guarded.</summary>
-    public static (GuardedSchedule Schedule, IReadOnlyList<GuardedRegularizer> Regularizers) Plugins(RunConfig c, PluginHost host)
+    /// <summary>The schedule and methods the config names, created by the plugin host and guarded. At most one data role
+    /// of a run mixes memory items into the batches (mix ratio r &gt; 0); others only keep memories of their own.</summary>
+    public static (GuardedSchedule Schedule, MethodSet Methods) Plugins(RunConfig c, PluginHost host)
     {
         var schedule = new GuardedSchedule(host.Create<ISchedule>(PluginRole.Schedule, c.Schedule, c.File), host.Find(PluginRole.Schedule, c.Schedule.Name));
-        var regs = c.Regularizers.Select(r =>
-            new GuardedRegularizer(host.Create<IRegularizer>(PluginRole.Regularizer, r, c.File), host.Find(PluginRole.Regularizer, r.Name))).ToList();
-        return (schedule, regs);
+        var methods = new MethodSet(c.Methods.Select(m =>
+            new GuardedMethod(host.Create<object>(PluginRole.Method, m, c.File), host.Find(PluginRole.Method, m.Name))).ToList());
+        var mixers = methods.DataRoles.Where(m => m.MixRatio > 0).ToList();
+        if (mixers.Count > 1)
+            throw new ConfigException(c.File, "methods", $"{string.Join(" and ", mixers.Select(m => $"'{m.Name}'"))} both mix memory items into the batches (mix ratio > 0); a run mixes from one memory");
+        return (schedule, methods);
     }
 
     /// <summary>

@@ -1,6 +1,8 @@
 using Research.Abstractions;
+using Research.Core.Models;
 using Research.Core.Optim;
 using Research.Core.Precision;
+using Research.Core.Tasks;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -8,7 +10,7 @@ namespace Research.Core.Training;
 
 /// <summary>What one optimizer step did.</summary>
 /// <param name="Applied">False when the loss scaler skipped the step (inf/NaN gradient in fp16).</param>
-/// <param name="Loss">The window's loss Σᵢℓᵢ/N plus the penalties.</param>
+/// <param name="Loss">The window's loss Σᵢℓᵢ/N plus the loss terms and penalties.</param>
 /// <param name="GradNorm">‖g‖₂ of the unscaled fp32 gradient before clipping.</param>
 /// <param name="Items">N: target items in the window (ignored labels excluded).</param>
 public sealed record StepOutcome(bool Applied, double Loss, double GradNorm, double LearningRate, long Items, double LossScale);
@@ -18,34 +20,38 @@ public sealed class NonFiniteGradientException(string message) : Exception(messa
 
 /// <summary>
 /// One optimizer step over one accumulation window of micro-batches, top to bottom:
-/// for each micro-batch: forward → loss normalised by the number of target items in the WHOLE window →
-/// (× loss scale) → backward → accumulate into the fp32 master gradient; then unscale → regularizer
-/// penalties (once per window, fp32, not divided by the item count) → non-finite check → clip by global
-/// norm (the norm is measured when clipping, loss scaling or logging needs it) → optimizer update at η·f(t)
-/// → AfterStep of the regularizers that implement it → zero gradients. All temporaries die in
-/// one dispose scope, so native memory stays flat.
+/// for each micro-batch: forward → the task's loss Σᵢℓᵢ and the loss terms' sums, each divided by the number of target
+/// items in the WHOLE window → (× loss scale) → backward → accumulate into the fp32 master gradient; then unscale →
+/// penalties (once per window, fp32, not divided by the item count) → gradient hooks on the task-loss gradient → the
+/// total gradient → non-finite check → clip by global norm → optimizer update at η·f(t) → step observers → zero
+/// gradients. All temporaries die in one dispose scope, so native memory stays flat.
 /// </summary>
 /// <remarks>
-/// Why the window's item count: the gradient of the full batch is ∇(Σᵢℓᵢ/N). Dividing each micro-batch's
-/// mean loss by k instead weights items of small micro-batches more, and is wrong whenever micro-batches hold
-/// different numbers of target items (padding, ignored labels, the short last window of an epoch)
-/// (Hugging Face Transformers, PR #34191, 2024).
+/// <para>Why the window's item count: the gradient of the full batch is ∇(Σᵢℓᵢ/N). Dividing each micro-batch's mean loss
+/// by k instead weights items of small micro-batches more, and is wrong whenever micro-batches hold different numbers of
+/// target items (padding, ignored labels, the short last window of an epoch) (Hugging Face Transformers, PR #34191, 2024).
+/// The loss terms are normalised the same way, so a window of k micro-batches equals one batch of the same items.</para>
+/// <para>Two gradients only when needed: with a gradient hook or a step observer the task-loss gradient stays in the
+/// optimizer's gradient buffer and the loss terms' and penalties' gradients go to a second flat buffer
+/// (<c>autograd.grad</c>, which leaves the parameters' gradients alone); they are added after the hooks. Without either,
+/// everything backpropagates into one buffer and the step is the plain one (AdamW's fused update included), so a method
+/// that only adds a penalty leaves the update bitwise equal to plain fine-tuning at zero penalty.</para>
 /// </remarks>
 public sealed class TrainStep(
     nn.Module<Tensor, Tensor> model,
     Optimizer optimizer,
     PrecisionPolicy precision,
-    IReadOnlyList<IRegularizer> regularizers,
+    MethodSet methods,
     double clipNorm,
     int taskIndex = 0,
-    Func<Tensor, Tensor, Tensor>? heads = null,
-    long stepOffset = 0)
+    OutputTask? task = null,
+    long stepOffset = 0,
+    Func<string, Generator>? random = null,
+    ShadowModel? shadow = null)
 {
-    /// <summary>Targets equal to this are padding or ignored, as in PyTorch's cross-entropy.</summary>
-    public const long IgnoreIndex = -100;
-
-    /// <summary>The regularizers that implement AfterStep: only they need Δθ, which costs AdamW its fused path.</summary>
-    readonly IReadOnlyList<IRegularizer> _observers = regularizers.Where(Guard.ObservesSteps).ToList();
+    readonly OutputTask _task = task ?? new ClassificationTask();
+    readonly Func<string, Generator> _random = random ?? (name => Seeds.Generator(0, name));
+    Tensor? _penaltyGrad;
 
     /// <param name="measureNorm">Compute ‖g‖ for logging even when neither clipping nor loss scaling needs it
     /// (one pass over the gradient). Unmeasured, the reported norm is NaN and divergence shows in the loss.</param>
@@ -55,37 +61,70 @@ public sealed class TrainStep(
         optimizer.Buffer.CheckViews();
         // The run's step: updates applied before this optimizer was made (a study that resets it per task) plus its own.
         long t = stepOffset + optimizer.StepCount;
-        long items = window.Sum(b => b.Targets.ne(IgnoreIndex).sum().item<long>());
+        long items = window.Sum(_task.Items);
         double scale = precision.LossScale;
         double loss = 0;
+        bool split = methods.SplitsGradient;
+        var other = split ? OtherGradient() : null;
+        var slotParameters = split ? optimizer.Buffer.Slots.Select(s => s.Parameter).ToArray() : [];
 
         foreach (var b in window)
         {
             using var microScope = NewDisposeScope();
-            var logits = PrecisionPolicy.Output(model.forward(precision.Input(b.Inputs)));
-            if (heads != null) logits = heads(logits, b.Targets);
-            var sum = nn.functional.cross_entropy(logits, b.Targets, ignore_index: IgnoreIndex, reduction: nn.Reduction.Sum);
-            var normalised = sum.div(Math.Max(items, 1));
+            var logits = ModelInput.Logits(model, b, precision);
+            var normalised = _task.LossSum(logits, b).div(Math.Max(items, 1));
             loss += normalised.item<float>();
-            (scale != 1 ? normalised.mul(scale) : normalised).backward();
+            Tensor? terms = null;
+            foreach (var m in methods.LossTerms)
+                if (m.LossOf(new LossTermContext(t, taskIndex, b, logits, LogitsWith)) is { } term)
+                    terms = terms is null ? term.to(ScalarType.Float32) : terms + term.to(ScalarType.Float32);
+            if (terms is not null)
+            {
+                terms = terms.div(Math.Max(items, 1));
+                loss += terms.item<float>();
+                if (!split) normalised = normalised + terms;
+            }
+            var scaled = scale != 1 ? normalised.mul(scale) : normalised;
+            scaled.backward(retain_graph: split && terms is not null);
             optimizer.AccumulateMicroBatch();
+            if (split && terms is not null) AddTo(other!, autograd.grad([scale != 1 ? terms.mul(scale) : terms], slotParameters, allow_unused: true));
             FaultInjection.AfterMicroBatch();
         }
-        if (scale != 1) optimizer.MasterGrad.div_(scale);
+        if (scale != 1)
+        {
+            optimizer.MasterGrad.div_(scale);
+            other?.div_(scale);
+        }
 
         IReadOnlyList<NamedParameter>? named = null;
-        if (regularizers.Count > 0)
+        if (methods.Penalties.Count > 0 || split)
         {
             named = optimizer.PenaltyParameters();
             Tensor? penalty = null;
-            foreach (var r in regularizers)
-                if (r.Penalty(new PenaltyContext(t, taskIndex, named)) is { } p)
+            foreach (var m in methods.Penalties)
+                if (m.PenaltyOf(new PenaltyContext(t, taskIndex, named)) is { } p)
                     penalty = penalty is null ? p.to(ScalarType.Float32) : penalty + p.to(ScalarType.Float32);
             if (penalty is not null)
             {
                 loss += penalty.item<float>();
-                penalty.backward();
+                if (split) AddTo(other!, autograd.grad([penalty], named.Select(n => n.Value).ToArray(), allow_unused: true));
+                else penalty.backward();
             }
+        }
+
+        Tensor? taskGradient = null;
+        if (split)
+        {
+            if (methods.Observers.Count > 0) taskGradient = optimizer.MasterGrad.clone();
+            if (methods.Hooks.Count > 0)
+            {
+                using var generator = _random($"step-{t}/gradient-hooks");
+                var memory = methods.Mixer?.AsMemory(t);
+                var context = new GradientContext(t, taskIndex, named!, optimizer.Views(optimizer.MasterGrad), optimizer.Views(other!),
+                    GradientOf, memory, generator);
+                foreach (var m in methods.Hooks) m.BeforeUpdate(context);
+            }
+            optimizer.MasterGrad.add_(other!);
         }
 
         bool needNorm = measureNorm || clipNorm > 0 || precision.Scaler is not null;
@@ -101,13 +140,82 @@ public sealed class TrainStep(
         precision.Scaler?.Update(gradientsFinite: true);
         if (clipNorm > 0 && norm > clipNorm) optimizer.MasterGrad.mul_(clipNorm / (norm + 1e-6));
 
-        var delta = optimizer.Step(learningRate, returnDelta: _observers.Count > 0);
-        if (_observers.Count > 0)
+        bool observed = methods.Observers.Count > 0;
+        var delta = optimizer.Step(learningRate, returnDelta: observed);
+        if (observed)
         {
-            var context = new StepContext(t, taskIndex, named!, optimizer.Views(optimizer.MasterGrad), optimizer.Views(delta!), learningRate, loss);
-            foreach (var r in _observers) r.AfterStep(context);
+            var context = new StepContext(t, taskIndex, named!, optimizer.Views(taskGradient!), optimizer.Views(optimizer.MasterGrad),
+                optimizer.Views(delta!), learningRate, loss);
+            foreach (var m in methods.Observers) m.AfterStep(context);
         }
         optimizer.ZeroGrad();
         return new StepOutcome(true, loss, norm, learningRate, items, scale);
     }
+
+    /// <summary>The second flat fp32 buffer (loss terms' and penalties' gradients), zeroed; kept across steps.</summary>
+    Tensor OtherGradient()
+    {
+        _penaltyGrad ??= zeros(optimizer.Buffer.Count, dtype: ScalarType.Float32).DetachFromDisposeScope();
+        return _penaltyGrad.zero_();
+    }
+
+    /// <summary>Adds per-slot gradients (as autograd.grad returns them, in slot order; undefined for unused) into a flat buffer.</summary>
+    void AddTo(Tensor flat, IList<Tensor> grads)
+    {
+        var views = optimizer.Views(flat);
+        for (int i = 0; i < views.Count; i++)
+            if (grads[i] is { IsInvalid: false } g) views[i].add_(g.to(ScalarType.Float32));
+    }
+
+    /// <summary>The task-loss gradient Σᵢℓᵢ/N over all the items of <paramref name="batches"/>, per slot, without touching
+    /// the parameters' gradients (A-GEM's reference gradient).</summary>
+    IReadOnlyList<Tensor> GradientOf(IEnumerable<Batch> batches)
+    {
+        var list = batches.ToList();
+        long n = Math.Max(list.Sum(_task.Items), 1);
+        var parameters = optimizer.Buffer.Slots.Select(s => s.Parameter).ToArray();
+        var sums = optimizer.Buffer.Slots.Select(s => zeros(s.Shape, dtype: ScalarType.Float32)).ToList();
+        foreach (var b in list)
+        {
+            using var inner = NewDisposeScope();
+            var l = _task.LossSum(ModelInput.Logits(model, b, precision), b).div(n);
+            var g = autograd.grad([l], parameters, allow_unused: true);
+            for (int i = 0; i < sums.Count; i++)
+                if (g[i] is { IsInvalid: false } gi) sums[i].add_(gi.to(ScalarType.Float32));
+        }
+        return sums;
+    }
+
+    Tensor LogitsWith(IReadOnlyDictionary<string, Tensor> weights, Batch batch) =>
+        (shadow ?? throw new InvalidOperationException("this step was built without a model factory, so LogitsWith is unavailable"))
+        .Logits(model, weights, batch);
+
+    /// <summary>Frees the second gradient buffer.</summary>
+    public void Release() { _penaltyGrad?.Dispose(); _penaltyGrad = null; }
+}
+
+/// <summary>
+/// A second instance of the run's model in fp32, in eval mode, that computes logits with weights a method keeps (LwF's
+/// teacher) without touching the trained model: each call copies the given weights (and the live model's values for the
+/// names not given, buffers included) into it. Copying costs one pass over the parameters per call, small against a
+/// forward pass, and needs no cache that in-place changes to the weights could make stale.
+/// </summary>
+public sealed class ShadowModel(Func<nn.Module<Tensor, Tensor>> factory) : IDisposable
+{
+    nn.Module<Tensor, Tensor>? _model;
+
+    public Tensor Logits(nn.Module<Tensor, Tensor> live, IReadOnlyDictionary<string, Tensor> weights, Batch batch)
+    {
+        _model ??= factory();
+        using (no_grad())
+        {
+            var liveTensors = live.named_parameters().Select(p => (p.name, (Tensor)p.parameter)).Concat(live.named_buffers()).ToDictionary(x => x.Item1, x => x.Item2);
+            foreach (var (name, target) in _model.named_parameters().Select(p => (p.name, (Tensor)p.parameter)).Concat(_model.named_buffers()))
+                target.copy_(weights.TryGetValue(name, out var w) ? w : liveTensors[name]);
+            _model.eval();
+            return ModelInput.Logits(_model, batch);
+        }
+    }
+
+    public void Dispose() => _model?.Dispose();
 }

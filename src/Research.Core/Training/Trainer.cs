@@ -4,9 +4,11 @@ using Research.Abstractions;
 using Research.Core.Checkpoints;
 using Research.Core.Config;
 using Research.Core.Data;
+using Research.Core.Models;
 using Research.Core.Optim;
 using Research.Core.Plugins;
 using Research.Core.Studies;
+using Research.Core.Tasks;
 using Research.Core.Tracking;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -143,14 +145,14 @@ public static class Trainer
     /// <summary>Evaluates validation ("val"), test ("test") and the extra named sets.</summary>
     public static Dictionary<string, EvalResult> EvaluateAll(nn.Module<Tensor, Tensor> model, TaskData task,
         IReadOnlyList<(string Name, TensorDataset Data)> extra, int batchSize, Precision.PrecisionPolicy precision,
-        Func<Tensor, Tensor, Tensor>? heads = null)
+        OutputTask? outputs = null)
     {
         var results = new Dictionary<string, EvalResult>
         {
-            ["val"] = Evaluation.Run(model, task.Validation, batchSize, precision, heads),
-            ["test"] = Evaluation.Run(model, task.Test, batchSize, precision, heads),
+            ["val"] = Evaluation.Run(model, task.Validation, batchSize, precision, outputs),
+            ["test"] = Evaluation.Run(model, task.Test, batchSize, precision, outputs),
         };
-        foreach (var (name, data) in extra) results[name] = Evaluation.Run(model, data, batchSize, precision, heads);
+        foreach (var (name, data) in extra) results[name] = Evaluation.Run(model, data, batchSize, precision, outputs);
         return results;
     }
 
@@ -196,10 +198,10 @@ public static class Trainer
                     if (_study && _stage == Stage.Trained)
                     {
                         EvaluateRow();
-                        // Nothing learns after the last task: its consolidation (a Fisher, say) would be computed for nothing.
+                        TaskEnd();
+                        // After the last task the final checkpoint follows at once.
                         if (_phase < run.Tasks.Count - 1)
                         {
-                            Consolidate();
                             _stage = Stage.Consolidated;
                             WriteResumable(Stage.Consolidated);
                         }
@@ -218,9 +220,9 @@ public static class Trainer
             if (!_study) return;
             var c = _c.Study;
             observer.Message($"study {c.Benchmark}: {run.Tasks.Count} tasks ({string.Join(", ", run.Tasks.Select(t => t.Name))}); " +
-                             $"{(c.Joint ? "joint training on all tasks seen so far" : run.Regularizers.Count == 0 ? "plain fine-tuning" : string.Join(" + ", run.Regularizers.Select(r => r.Descriptor.Name)))}; " +
+                             $"{(c.Joint ? "joint training on all tasks seen so far" : run.Methods.All.Count == 0 ? "plain fine-tuning" : string.Join(" + ", run.Methods.All.Select(m => m.Name)))}; " +
                              $"optimizer {(c.ResetOptimizer ? "reset" : "kept")} and schedule {(c.ResetSchedule ? "restarted" : "continued")} at each task");
-            _progress = new StudyProgress(run.Tasks.Select(t => Evaluation.Run(run.Model, t.Test, _c.Data.EvalBatchSize, run.Precision, run.HeadsFunction).Accuracy).ToArray(), []);
+            _progress = new StudyProgress(run.Tasks.Select(t => Evaluation.Run(run.Model, t.Test, _c.Data.EvalBatchSize, run.Precision, run.Task).Accuracy).ToArray(), []);
         }
 
         /// <summary>Where a phase begins: a new optimizer for the first phase, and for each when a study resets it.</summary>
@@ -232,6 +234,12 @@ public static class Trainer
             _epoch = 0; _windowInEpoch = 0; _best = null;
             _stage = Stage.Training;
             if (_study) observer.Message($"task {_phase} ({run.Tasks[_phase].Name}): {run.StepsOf(_phase)} optimizer steps");
+            if (run.Methods.TaskHooks.Count > 0)
+            {
+                using var scope = NewDisposeScope();
+                var context = new TaskStartContext(_phase, run.Tasks[_phase].Name, O.PenaltyParameters());
+                foreach (var m in run.Methods.TaskHooks) m.TaskStart(context);
+            }
         }
 
         /// <summary>
@@ -266,24 +274,24 @@ public static class Trainer
             _stepOffset = s.Step - s.OptimizerStep;
             var weights = Checkpoint.Load(dir, Checkpoint.Model);
             var moments = Checkpoint.Load(dir, Checkpoint.Optimizer);
-            var regularizers = Checkpoint.Load(dir, Checkpoint.Regularizers);
+            var methods = Checkpoint.Load(dir, Checkpoint.Methods);
             try
             {
                 O.Restore(weights, moments, s.OptimizerStep);
                 RestoreFrozen(weights);
-                // Each plugin's tensors become the plugin's (GuardedRegularizer frees what it does not keep).
-                for (int i = 0; i < run.Regularizers.Count; i++)
+                // Each plugin's tensors become the plugin's (GuardedMethod frees what it does not keep).
+                for (int i = 0; i < run.Methods.All.Count; i++)
                 {
                     var prefix = $"{i}/";
-                    var mine = regularizers.Where(kv => kv.Key.StartsWith(prefix)).ToList();
-                    foreach (var (key, _) in mine) regularizers.Remove(key);
-                    run.Regularizers[i].LoadStateDict(mine.ToDictionary(kv => kv.Key[prefix.Length..], kv => kv.Value));
+                    var mine = methods.Where(kv => kv.Key.StartsWith(prefix)).ToList();
+                    foreach (var (key, _) in mine) methods.Remove(key);
+                    run.Methods.All[i].LoadStateDict(mine.ToDictionary(kv => kv.Key[prefix.Length..], kv => kv.Value));
                 }
                 run.Precision.Scaler?.Restore(s.LossScale, s.ScalerGoodSteps, s.SkippedSteps);
             }
             finally
             {
-                foreach (var t in weights.Values.Concat(moments.Values).Concat(regularizers.Values)) t.Dispose();
+                foreach (var t in weights.Values.Concat(moments.Values).Concat(methods.Values)) t.Dispose();
             }
             observer.Message($"resumed {runId} from {dir} at step {s.Step}: " + (_study ? $"task {s.Phase}, " : "") + s.Stage switch
             {
@@ -329,7 +337,8 @@ public static class Trainer
             bool restarts = run.ScheduleRestarts;
             long scheduleLength = run.ScheduleLength(_phase);
             var history = ScheduleHistory();
-            var step = new TrainStep(run.Model, O, run.Precision, run.Regularizers, _c.Optimizer.ClipNorm, _phase, run.HeadsFunction, _stepOffset);
+            var step = new TrainStep(run.Model, O, run.Precision, run.Methods, _c.Optimizer.ClipNorm, _phase, run.Task, _stepOffset,
+                name => Seeds.Generator(_c.Run.Seed, $"methods/{name}"), run.Shadow);
             var clock = Stopwatch.StartNew();
             long itemsSinceLog = 0;
             string? stop = _stops.FirstOrDefault(s => s.Phase == _phase)?.Reason;
@@ -342,7 +351,8 @@ public static class Trainer
                     // t counts applied updates only: a step the loss scaler skipped advances neither t nor the schedule.
                     long t = restarts ? Step - _phaseStartStep : Step;
                     double lr = _c.Optimizer.Lr * run.Schedule.Multiplier(new ScheduleContext(t, scheduleLength, stepsPerEpoch, history));
-                    var result = step.Run(window, lr);
+                    StepOutcome result;
+                    using (var mixing = NewDisposeScope()) result = step.Run(WithMemory(window), lr);
                     _windows++; _windowInEpoch++;
                     if (!result.Applied) _skipped++;
                     itemsSinceLog += result.Items;
@@ -391,6 +401,31 @@ public static class Trainer
         }
 
         /// <summary>
+        /// The data role's part of a window: it observes each micro-batch of the current task (reservoir sampling), then
+        /// round(r·B) memory items are appended to each micro-batch of B items. Its draws come from streams named by the
+        /// run's step, so a resumed run mixes the same items.
+        /// </summary>
+        IReadOnlyList<Batch> WithMemory(IReadOnlyList<Batch> window)
+        {
+            var methods = run.Methods;
+            if (methods.DataRoles.Count == 0) return window;
+            var mixed = new List<Batch>(window.Count);
+            for (int i = 0; i < window.Count; i++)
+            {
+                var b = window[i];
+                for (int d = 0; d < methods.DataRoles.Count; d++)
+                    using (var observe = Seeds.Generator(_c.Run.Seed, $"methods/step-{Step}/observe-{d}-{i}"))
+                        methods.DataRoles[d].Observe(b, _phase, Step, observe);
+                if (methods.Mixer is not { } mixer) { mixed.Add(b); continue; }
+                int m = (int)Math.Round(mixer.MixRatio * b.Size, MidpointRounding.AwayFromZero);
+                if (m == 0 || mixer.MemoryCount(Step) == 0) { mixed.Add(b); continue; }
+                using var draw = Seeds.Generator(_c.Run.Seed, $"methods/step-{Step}/mix-{i}");
+                mixed.Add(Batch.Concat([b, mixer.Sample(m, Step, draw)]));
+            }
+            return mixed;
+        }
+
+        /// <summary>
         /// The evaluations the schedule reads, in its own time: a schedule that restarts at each task sees that task's
         /// evaluations at task-relative steps, otherwise the run's. It changes only when an evaluation is added, so the
         /// step loop derives it then, not at every step.
@@ -406,7 +441,7 @@ public static class Trainer
         /// phase's best checkpoint when the selection metric improved.</summary>
         void Evaluate(TaskData data)
         {
-            var results = EvaluateAll(run.Model, data, extra, _c.Data.EvalBatchSize, run.Precision, run.HeadsFunction);
+            var results = EvaluateAll(run.Model, data, extra, _c.Data.EvalBatchSize, run.Precision, run.Task);
             foreach (var (split, r) in results) store.Evaluation(runId, Step, _epoch, PhaseName, split, r.Loss, r.Accuracy, r.Items);
             _evaluations.Add(new SavedEvaluation(_phase, Step, _epoch, results.SelectMany(r => new[]
             {
@@ -446,7 +481,7 @@ public static class Trainer
             var (testAcc, testLoss) = (new double[T], new double[T]);
             for (int j = 0; j < T; j++)
             {
-                var results = EvaluateAll(run.Model, run.Tasks[j], [], _c.Data.EvalBatchSize, run.Precision, run.HeadsFunction);
+                var results = EvaluateAll(run.Model, run.Tasks[j], [], _c.Data.EvalBatchSize, run.Precision, run.Task);
                 foreach (var (split, e) in results) store.StudyCell(runId, _phase, j, split, e.Loss, e.Accuracy);
                 (testAcc[j], testLoss[j]) = (results["test"].Accuracy, results["test"].Loss);
             }
@@ -469,19 +504,51 @@ public static class Trainer
             return O.Master.detach().sub(flat).norm().item<float>();
         }
 
-        /// <summary>The task ends: regularizers consolidate (EWC's Fisher and θ*, L2-SP's anchor). What they keep outlives
-        /// this scope (see <see cref="GuardedRegularizer"/>); the parameter views handed to them do not.</summary>
-        void Consolidate()
+        /// <summary>
+        /// The task ends: every method's task-end hook (EWC's Fisher and θ*, SI's importances, LwF's teacher, replay's
+        /// selection), with <see cref="TaskEndContext.IsLastTask"/> after the last task. What they keep outlives this scope (see
+        /// <see cref="GuardedMethod"/>); the parameter views handed to them do not. The probe rows they add go into row i of
+        /// the study's record.
+        /// </summary>
+        void TaskEnd()
         {
+            if (run.Methods.TaskHooks.Count == 0) return;
             using var scope = NewDisposeScope();
             var task = run.Tasks[_phase];
             int phase = _phase;
-            var heads = run.HeadsFunction;
-            var context = new TaskContext(_phase, task.Name, run.Model, O.PenaltyParameters(), Counted(task.Train.InOrder(_c.Data.EvalBatchSize)),
-                (logits, targets) => nn.functional.cross_entropy(heads is null ? logits : heads(logits, targets), targets,
-                    ignore_index: TrainStep.IgnoreIndex, reduction: nn.Reduction.None),
-                kind => TaskFisher(task, kind, phase));
-            foreach (var r in run.Regularizers) r.Consolidate(context);
+            var outputs = run.Task;
+            var probes = new Dictionary<string, double[]>();
+            using var random = Seeds.Generator(_c.Run.Seed, $"methods/task-{phase}/end");
+            var context = new TaskEndContext(phase, task.Name, phase == run.Tasks.Count - 1, O.PenaltyParameters(), TrainedLogits, TrainedGradient,
+                Counted(task.Train.InOrder(_c.Data.EvalBatchSize)), (logits, batch) => outputs.PerItemLoss(logits, batch),
+                kind => TaskFisher(task, kind, phase), (name, row) => probes[name] = row.ToArray(), random);
+            foreach (var m in run.Methods.TaskHooks) m.TaskEnd(context);
+            if (_progress is { } progress && progress.Rows.Count > phase && probes.Count > 0)
+                progress.Rows[phase] = progress.Rows[phase] with { Probes = probes };
+        }
+
+        /// <summary>The trained model's fp32 logits in eval mode, without autograd.</summary>
+        Tensor TrainedLogits(Batch batch)
+        {
+            var wasTraining = run.Model.training;
+            run.Model.eval();
+            try { using (no_grad()) return ModelInput.Logits(run.Model, batch, run.Precision); }
+            finally { run.Model.train(wasTraining); }
+        }
+
+        /// <summary>∇θ of f(logits) of the trained model (eval mode) on a batch, per trainable slot in fp32.</summary>
+        IReadOnlyList<Tensor> TrainedGradient(Batch batch, Func<Tensor, Tensor> f)
+        {
+            var wasTraining = run.Model.training;
+            run.Model.eval();
+            try
+            {
+                using var _ = enable_grad();
+                var parameters = O.Buffer.Slots.Select(s => s.Parameter).ToArray();
+                var g = autograd.grad([f(ModelInput.Logits(run.Model, batch, run.Precision))], parameters, allow_unused: true);
+                return O.Buffer.Slots.Select((s, i) => g[i] is { IsInvalid: false } gi ? gi.to(ScalarType.Float32) : zeros(s.Shape)).ToList();
+            }
+            finally { run.Model.train(wasTraining); }
         }
 
         /// <summary>The batches a consolidation reads, each one a point where crash injection may kill the process.</summary>
@@ -503,7 +570,7 @@ public static class Trainer
         {
             using var generator = Seeds.Generator(_c.Run.Seed, $"fisher/task-{phase}");
             var batches = Counted(task.Train.InOrder(_c.Data.EvalBatchSize));
-            if (task.HeadClasses is null || run.Heads is null)
+            if (task.HeadClasses is null || run.Task.Heads is null)
             {
                 var result = Forgetting.Fisher.Compute(run.Model, batches, kind, generator);
                 observer.Message(result.Describe());
@@ -523,7 +590,7 @@ public static class Trainer
             store.Artifact(runId, "checkpoint", final);
             // A run resumed after its last evaluation has not evaluated in this process.
             if (_last.Count == 0 && !_study)
-                _last = EvaluateAll(run.Model, run.Tasks[0], extra, _c.Data.EvalBatchSize, run.Precision);
+                _last = EvaluateAll(run.Model, run.Tasks[0], extra, _c.Data.EvalBatchSize, run.Precision, run.Task);
             var weights = Path.Combine(final, Checkpoint.Model);
             if (!_study) return new RunOutcome(runDir, runId, weights, _last, null, [], []);
 
@@ -533,11 +600,19 @@ public static class Trainer
                 {
                     [ProbeNames.RandomInitAccuracy] = [_progress.RandomInit],
                     [ProbeNames.ParameterChangeNorm] = rows.Select(r => new[] { r.ChangeNorm }).ToArray(),
-                });
+                }.Concat(MethodProbes(rows)).ToDictionary());
             StudyRecord.Store(store, runId, record);
             var (values, failures) = StudyRecord.ComputeMetrics(run.Metrics, record, store, runId);
             return new RunOutcome(runDir, runId, weights, _last, record, values, failures);
         }
+
+        /// <summary>The probes methods added at task ends, one row per task (NaN where a method added no row at that task).</summary>
+        static IEnumerable<KeyValuePair<string, double[][]>> MethodProbes(IReadOnlyList<StudyRow> rows) =>
+            rows.SelectMany(r => r.Probes?.Keys ?? Enumerable.Empty<string>()).Distinct().Select(name =>
+            {
+                int width = rows.Max(r => r.Probes?.GetValueOrDefault(name)?.Length ?? 0);
+                return KeyValuePair.Create(name, rows.Select(r => r.Probes?.GetValueOrDefault(name) ?? Enumerable.Repeat(double.NaN, width).ToArray()).ToArray());
+            });
 
         /// <summary>A checkpoint a resume may start from: <c>step-S</c> in a single run, with task and stage in a study.</summary>
         void WriteResumable(Stage stage)
@@ -557,8 +632,8 @@ public static class Trainer
                 _evaluations.ToList(), _best, _stops.ToList(), _progress, rows.Metrics, rows.Evaluations,
                 run.Identity, _c.Run.Seed, torch.get_num_threads(), DateTime.UtcNow.ToString("O"));
             var frozen = run.Model.named_parameters().Where(p => !p.parameter.requires_grad).Select(p => (p.name, (Tensor)p.parameter));
-            var regularizerState = run.Regularizers.SelectMany((r, i) => r.StateDict().Select(kv => ($"{i}/{kv.Key}", kv.Value)));
-            return Checkpoint.Write(CheckpointsDir, name, state, O.NamedMaster().Concat(frozen), O.NamedState(), regularizerState);
+            var methodState = run.Methods.All.SelectMany((m, i) => m.StateDict().Select(kv => ($"{i}/{kv.Key}", kv.Value)));
+            return Checkpoint.Write(CheckpointsDir, name, state, O.NamedMaster().Concat(frozen), O.NamedState(), methodState);
         }
     }
 

@@ -1,7 +1,7 @@
 using Research.Abstractions;
 using static TorchSharp.torch;
 
-namespace Research.Plugins.Regularizers;
+namespace Research.Plugins.Methods;
 
 public enum EwcMode
 {
@@ -36,7 +36,7 @@ public sealed record EwcOptions : IValidatable
 /// the quadratic model ½ΔθᵀH_AΔθ of the loss increase on task A, with the Hessian replaced by the Fisher.
 /// </summary>
 [Plugin("ewc", Summary = "elastic weight consolidation: λ/2 Σ F(θ − θ*)², separate or online, Fisher variant named")]
-public sealed class Ewc(EwcOptions options) : IRegularizer
+public sealed class Ewc(EwcOptions options) : IPenalty, ITaskHooks, IStateful
 {
     /// <summary>(θ*, F) per finished task in separate mode; one pair in online mode.</summary>
     readonly List<(Dictionary<string, Tensor> Anchor, Dictionary<string, Tensor> Fisher)> _tasks = [];
@@ -53,8 +53,9 @@ public sealed class Ewc(EwcOptions options) : IRegularizer
         return total!.mul(options.Lambda / 2);
     }
 
-    public void Consolidate(TaskContext context)
+    public void TaskEnd(TaskEndContext context)
     {
+        if (context.IsLastTask) return;
         var anchor = SquaredDistance.Snapshot(context.Parameters);
         // Kept as they are: the host keeps what StateDict returns and frees what the plugin lets go of (the online
         // mode's previous anchor and Fisher).

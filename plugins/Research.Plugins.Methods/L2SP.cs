@@ -1,7 +1,7 @@
 using Research.Abstractions;
 using static TorchSharp.torch;
 
-namespace Research.Plugins.Regularizers;
+namespace Research.Plugins.Methods;
 
 public enum AnchorKind
 {
@@ -30,7 +30,7 @@ public sealed record L2SPOptions : IValidatable
 /// With <c>anchor = "previous-task"</c> it is "L2 toward the previous weights", the EWC baseline with F = I.
 /// </summary>
 [Plugin("l2-sp", Summary = "L2 toward the starting or previous-task weights: α/2 ‖θ − θ⁰‖²")]
-public sealed class L2SP(L2SPOptions options) : IRegularizer
+public sealed class L2SP(L2SPOptions options) : IPenalty, ITaskHooks, IStateful
 {
     Dictionary<string, Tensor>? _anchor;
 
@@ -41,9 +41,9 @@ public sealed class L2SP(L2SPOptions options) : IRegularizer
         return SquaredDistance.Sum(context.Parameters, _anchor).mul(options.Alpha / 2);
     }
 
-    public void Consolidate(TaskContext context)
+    public void TaskEnd(TaskEndContext context)
     {
-        if (options.Anchor != AnchorKind.PreviousTask) return;
+        if (options.Anchor != AnchorKind.PreviousTask || context.IsLastTask) return;
         _anchor = SquaredDistance.Snapshot(context.Parameters);
     }
 

@@ -1,7 +1,7 @@
 using Research.Abstractions;
 using static TorchSharp.torch;
 
-namespace Research.Plugins.Regularizers;
+namespace Research.Plugins.Methods;
 
 /// <summary>Σ over parameters of Σᵢ wᵢ(θᵢ − aᵢ)², the shape every quadratic penalty here shares.</summary>
 static class SquaredDistance

@@ -1,7 +1,7 @@
 using Research.Abstractions;
 using static TorchSharp.torch;
 
-namespace Research.Plugins.Regularizers;
+namespace Research.Plugins.Methods;
 
 public sealed record L2Options : IValidatable
 {
@@ -19,7 +19,7 @@ public sealed record L2Options : IValidatable
 /// (unlike AdamW's decoupled decay). It pulls toward zero — not toward the pre-trained weights (that is L2-SP).
 /// </summary>
 [Plugin("l2", Summary = "coupled L2 toward zero: λ/2 ‖θ‖²")]
-public sealed class L2(L2Options options) : IRegularizer
+public sealed class L2(L2Options options) : IPenalty
 {
     public Tensor? Penalty(PenaltyContext context) =>
         options.Lambda == 0 ? null : SquaredDistance.Sum(context.Parameters, anchor: null).mul(options.Lambda / 2);

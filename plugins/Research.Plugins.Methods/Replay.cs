@@ -1,0 +1,58 @@
+using Research.Abstractions;
+using static TorchSharp.torch;
+
+namespace Research.Plugins.Methods;
+
+public sealed record ReplayOptions : IValidatable
+{
+    /// <summary>Items the memory holds at most, over all tasks.</summary>
+    public int Budget { get; init; } = 500;
+    /// <summary>r: memory items appended per current-task item in each micro-batch (1: half of each batch is replayed).</summary>
+    public double MixRatio { get; init; } = 1.0;
+    /// <summary><c>class-balanced</c> (filled at task ends, equal items per class and task) or <c>reservoir</c> (sampled from
+    /// the stream of training items; any targets).</summary>
+    public MemorySelection Selection { get; init; } = MemorySelection.ClassBalanced;
+
+    public IEnumerable<OptionError> Validate()
+    {
+        if (Budget < 1) yield return new("budget", "must be ≥ 1");
+        if (!(MixRatio >= 0) || double.IsInfinity(MixRatio)) yield return new("mix_ratio", "must be a finite number ≥ 0");
+    }
+}
+
+/// <summary>
+/// Experience replay with a tiny episodic memory (Chaudhry et al. 2019, "On tiny episodic memories in continual
+/// learning"; Rolnick et al. 2019, "Experience replay for continual learning"): a memory of at most <c>budget</c> items of
+/// past tasks, of which round(r·B) are appended to every micro-batch of B current-task items, so the loss is
+/// L = (Σ_{i∈current} ℓᵢ + Σ_{j∈memory} ℓⱼ) / (B + round(r·B)).
+/// </summary>
+/// <remarks>
+/// In reservoir mode the memory samples the whole stream, the current task included, but only items of earlier tasks are
+/// replayed: the first task trains as plain fine-tuning. In class-balanced mode the memory is filled at each task end.
+/// Each task end adds the probe row <c>replay_memory_items</c> = [items in memory].
+/// </remarks>
+[Plugin("replay", Summary = "experience replay: a memory of past items (class-balanced or reservoir) mixed into each batch")]
+public sealed class Replay(ReplayOptions options) : IDataRole, ITaskHooks, IStateful
+{
+    readonly EpisodicMemory _memory = new(options.Selection, options.Budget);
+
+    public double MixRatio => options.MixRatio;
+
+    public long Count => _memory.Count;
+
+    public Batch Sample(int items, Generator random) => _memory.Sample(items, random);
+
+    public void Observe(Batch batch, int taskIndex, Generator random) => _memory.Observe(batch, taskIndex, random);
+
+    public void TaskStart(TaskStartContext context) => _memory.Start(context.TaskIndex);
+
+    public void TaskEnd(TaskEndContext context)
+    {
+        if (!context.IsLastTask) _memory.Fill(context);
+        context.AddProbe("replay_memory_items", [_memory.Stored]);
+    }
+
+    public IReadOnlyDictionary<string, Tensor> StateDict() => StateEntries.Of(_memory.State());
+
+    public void LoadStateDict(IReadOnlyDictionary<string, Tensor> state) => _memory.Load(state);
+}

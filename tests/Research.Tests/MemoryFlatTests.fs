@@ -109,6 +109,17 @@ let tests =
             Trainer.Run(config, studyHost, observer, kind = RunKind.Study) |> ignore
             Expect.equal (observer.CountAt 62L - observer.CountAt 42L) 0L "no tensor left live per step"
         }
+        test "every method role stays flat within a task: SI (penalty and step observer), LwF (loss term and shadow model), replay (memory mixed into batches) and A-GEM (reference gradients) leave the live count at step 42 and step 62 of task 1 equal" {
+            let dir = tempDir "flat-methods"
+            let methods =
+                "[[methods]]\nname = \"si\"\n[[methods]]\nname = \"lwf\"\n[[methods]]\nname = \"replay\"\nbudget = 60\nmix_ratio = 0.5\n" +
+                "[[methods]]\nname = \"a-gem\"\nreference_items = 32\n"
+            let path = syntheticConfig dir ("[study]\ntasks = 3\n" + methods)
+            let config = ConfigLoader.Load(path, [ "train.log_every=1"; "train.epochs=4" ])
+            let observer = LiveCountObserver(liveTensors (), [ 42L; 62L ])
+            Trainer.Run(config, PluginHost.Load([]), observer, kind = RunKind.Study) |> ignore
+            Expect.equal (observer.CountAt 62L - observer.CountAt 42L) 0L "no tensor left live per step"
+        }
         test "a run disposes every tensor it created: the live native tensor count after Trainer.Run (2 epochs) equals the count before" {
             let before = liveTensors ()
             run [] (LiveCountObserver(before, []))

@@ -41,6 +41,20 @@ let tests =
                 Expect.stringContains r.Out (sprintf "  %s " name) name
             Expect.stringContains r.Out "Research.Plugins.Schedules.dll" "DLL"
         }
+        test "research plugins list shows every built-in method with the roles it plays" {
+            let r = research (tempDir "list-methods") [ "plugins"; "list" ]
+            Expect.equal r.ExitCode 0 r.Err
+            let lines = r.Out.Split('\n')
+            let rolesOf name =
+                let at = lines |> Array.findIndex (fun l -> l.StartsWith(sprintf "  %s " name))
+                lines[at + 1 .. at + 3] |> Array.find (fun l -> l.Contains "roles:")
+            for name, roles in [ "ewc", "penalty, task hooks, stateful"; "l2", "penalty"; "l2-sp", "penalty, task hooks, stateful"
+                                 "si", "penalty, step observer, task hooks, stateful"; "mas", "penalty, task hooks, stateful"
+                                 "lwf", "loss term, task hooks, stateful"; "a-gem", "gradient hook, task hooks, data, stateful"
+                                 "replay", "task hooks, data, stateful" ] do
+                Expect.stringContains (rolesOf name) ("roles: " + roles) name
+            Expect.stringContains r.Out "Research.Plugins.Methods.dll" "DLL"
+        }
         test "a missing plugin folder: one error line naming the folder, exit 2" {
             let _, r = trainWith "" [ "/no/such/folder" ]
             expectRefused r "/no/such/folder" "plugin folder does not exist"

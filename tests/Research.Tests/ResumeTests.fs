@@ -83,7 +83,7 @@ let private killAndResume (n: int) (beforeResume: string -> unit) =
 /// of 32 → 17 micro-batches, windows of 2 → 9 steps per epoch, 2 epochs: 18 steps and 34 micro-batches per task, 102 in
 /// all; a checkpoint every 4 steps and at phase ends. Each consolidation reads 11 batches of 50 (tasks 0 and 1; nothing
 /// consolidates after the last task).
-let private studyConfig (dir: string) =
+let private studyConfigWith (methods: string) (dir: string) =
     let path = Path.Combine(dir, "study.toml")
     File.WriteAllText(path, sprintf """
 [run]
@@ -113,12 +113,18 @@ log_every = 1
 [study]
 benchmark = "permuted"
 tasks = 3
-[[methods]]
-name = "ewc"
-lambda = 10.0
-fisher = "exact"
-""" (Path.Combine(dir, "runs").Replace("\\", "/")))
+%s
+""" (Path.Combine(dir, "runs").Replace("\\", "/")) methods)
     path
+
+let private ewc = "[[methods]]\nname = \"ewc\"\nlambda = 10.0\nfisher = \"exact\"\n"
+let private studyConfig = studyConfigWith ewc
+
+/// Every kind of method state at once: SI (path integral, importances), LwF (a teacher through the shadow model), replay
+/// (a memory mixed into batches, drawn per step) and A-GEM (reference draws from replay's memory).
+let private everyRole =
+    "[[methods]]\nname = \"si\"\nc = 1.0\n[[methods]]\nname = \"lwf\"\n[[methods]]\nname = \"replay\"\nbudget = 60\nmix_ratio = 0.5\nselection = \"reservoir\"\n" +
+    "[[methods]]\nname = \"a-gem\"\nreference_items = 16\n"
 
 /// What a study leaves that must not depend on interruptions: final weights, both matrices, probes and metrics.
 let private studyResult (runDir: string) =
@@ -128,11 +134,13 @@ let private studyResult (runDir: string) =
     rows "SELECT after_task, on_task, split, loss, accuracy FROM study_matrix ORDER BY after_task, on_task, split",
     rows "SELECT kind, name, value, json FROM study_values ORDER BY kind, name"
 
-let private studyReference = lazy (
+let private referenceOf (methods: string) =
     let dir = tempDir "study-resume-ref"
-    let r = research dir [ "study"; studyConfig dir ]
+    let r = research dir [ "study"; studyConfigWith methods dir ]
     if r.ExitCode <> 0 then failtestf "reference study failed: %s" r.Err
-    studyResult (Array.exactlyOne (runDirs dir)))
+    studyResult (Array.exactlyOne (runDirs dir))
+
+let private studyReference = lazy (referenceOf ewc)
 
 let tests =
     testList "resume" [
@@ -158,6 +166,23 @@ let tests =
                 Expect.equal matrix m0 (sprintf "the matrices, every digit, after %s=%d" variable n)
                 Expect.equal values v0 (sprintf "probes and metrics after %s=%d" variable n)
                 expectStepsOnce runDir 54L
+        }
+        test "a study with SI, LwF, reservoir replay and A-GEM killed with SIGKILL at 3 random micro-batches resumes to weights, matrices, probes and metrics bitwise equal to an uninterrupted one" {
+            let rng = Random(20261202)
+            let reference = referenceOf everyRole
+            for n in [ rng.Next(9, 35); rng.Next(41, 70); rng.Next(75, 103) ] do
+                let dir = tempDir "study-resume-methods"
+                let path = studyConfigWith everyRole dir
+                let killed = runProcessWith [ "RESEARCH_KILL_AFTER_MICROBATCHES", string n ] dir "dotnet" [ Path.Combine(binDir, "research.dll"); "study"; path ]
+                Expect.equal killed.ExitCode 137 (sprintf "killed by SIGKILL after micro-batch %d" n)
+                let runDir = Array.exactlyOne (runDirs dir)
+                let r = research dir [ "study"; path; "--resume"; runDir ]
+                Expect.equal r.ExitCode 0 (sprintf "resume after micro-batch %d: %s" n r.Err)
+                let weights, matrix, values = studyResult runDir
+                let w0, m0, v0 = reference
+                Expect.equal weights w0 (sprintf "final weights bitwise equal after micro-batch %d" n)
+                Expect.equal matrix m0 (sprintf "the matrices after micro-batch %d" n)
+                Expect.equal values v0 (sprintf "probes (the methods' too) and metrics after micro-batch %d" n)
         }
         test "a study resumes from its consolidated checkpoint when killed early in the next task, and refuses a changed config or a finished run" {
             let dir = tempDir "study-resume-refuse"

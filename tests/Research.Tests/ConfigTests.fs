@@ -23,6 +23,29 @@ let tests =
                 Expect.equal [ for r in c.Methods -> r.Name, r.Options["lambda"] ] [ "ewc", box 3.0 ] c.File
             Expect.isEmpty (ConfigLoader.Parse("[[regularizers]]\nname = \"l2\"\n", "o.toml", [ "regularizers=[]" ])).Methods "cleared"
         }
+        test "nan and ±inf are refused for every float option, of a section and of a plugin, naming the key and the file" {
+            for text, key in [ "[optimizer]\nlr = nan\n", "optimizer.lr"; "[optimizer]\nclip_norm = inf\n", "optimizer.clip_norm"
+                               "[data]\nvalidation_fraction = -inf\n", "data.validation_fraction" ] do
+                let errs = errorsOf text []
+                Expect.isTrue (errs |> List.exists (fun e -> e.Contains(sprintf "bad.toml: %s" key) && e.Contains "not a finite number")) (sprintf "%s: %A" key errs)
+            let config = ConfigLoader.Parse("[[methods]]\nname = \"ewc\"\nlambda = nan\n", "bad.toml")
+            try
+                Research.Core.Plugins.PluginHost.Load([]).Create<obj>(Research.Core.Plugins.PluginRole.Method, config.Methods[0], config.File) |> ignore
+                failtest "a nan plugin option was accepted"
+            with :? ConfigException as e ->
+                Expect.stringContains (string e.Errors[0]) "bad.toml: methods[0].lambda" "names the plugin's key"
+                Expect.stringContains (string e.Errors[0]) "not a finite number" "and why"
+        }
+        test "a duplicate key or table is refused (TOML forbids it), naming the key and the file" {
+            for text, key in [ "[optimizer]\nlr = 0.1\nlr = 0.2\n", "optimizer.lr"
+                               "[optimizer]\nlr = 0.1\n[optimizer]\nname = \"sgd\"\n", "optimizer"
+                               "[optimizer]\nlr = 0.1\n[train]\nepochs = 2\n[optimizer]\nlr = 0.2\n", "optimizer"
+                               "[[methods]]\nname = \"ewc\"\nlambda = 1.0\nlambda = 2.0\n", "methods[0].lambda" ] do
+                let errs = errorsOf text []
+                Expect.isTrue (errs |> List.exists (fun e -> e.StartsWith(sprintf "bad.toml: %s: is defined twice" key))) (sprintf "%s: %A" key errs)
+            let twoTables = ConfigLoader.Parse("[[methods]]\nname = \"ewc\"\nlambda = 1.0\n[[methods]]\nname = \"l2\"\nlambda = 2.0\n", "ok.toml")
+            Expect.equal twoTables.Methods.Count 2 "the same key in two elements of an array of tables is no duplicate"
+        }
         test "[[regularizers]] (contract 1) is read as [[methods]], in the file and in overrides; both in one file is refused naming the key" {
             let older = ConfigLoader.Parse("[[regularizers]]\nname = \"ewc\"\nlambda = 3.0\n", "old.toml", [ "methods.0.lambda=5.0" ])
             Expect.equal [ for m in older.Methods -> m.Name, m.Options["lambda"] ] [ "ewc", box 5.0 ] "an override of methods reaches the older tables"

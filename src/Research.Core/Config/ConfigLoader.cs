@@ -15,12 +15,68 @@ public static class ConfigLoader
         return Parse(File.ReadAllText(path), path, overrides);
     }
 
+    /// <summary>
+    /// Keys and tables defined twice, which the TOML specification forbids and Tomlyn's table model accepts (the last
+    /// value wins, so <c>lr</c> written twice would silently change a run). Keys come from Tomlyn's event parser, which
+    /// reports a reopened <c>[table]</c> as one table, so a key in both halves is caught; a <c>[table]</c> header written
+    /// twice is caught from the headers themselves. Elements of an array of tables (<c>[[methods]]</c>) are separate tables.
+    /// </summary>
+    static IEnumerable<string> DuplicateKeys(string text)
+    {
+        var found = new List<string>();
+        var parser = Tomlyn.Parsing.TomlParser.Create(text);
+        var stack = new Stack<Frame>();
+        string? name = null;
+        string Child(string parent, string key) => parent.Length == 0 ? key : $"{parent}.{key}";
+        while (parser.MoveNext())
+        {
+            switch (parser.Current.Kind)
+            {
+                case Tomlyn.Parsing.TomlParseEventKind.StartTable:
+                    stack.Push(stack.TryPeek(out var top)
+                        ? new Frame(top.Keys is null ? $"{top.Path}[{top.Elements++}]" : Child(top.Path, name ?? ""), IsArray: false)
+                        : new Frame("", IsArray: false));
+                    name = null;
+                    break;
+                case Tomlyn.Parsing.TomlParseEventKind.StartArray:
+                    stack.Push(new Frame(stack.TryPeek(out var owner) && owner.Keys != null ? Child(owner.Path, name ?? "") : "", IsArray: true));
+                    name = null;
+                    break;
+                case Tomlyn.Parsing.TomlParseEventKind.EndTable or Tomlyn.Parsing.TomlParseEventKind.EndArray:
+                    stack.TryPop(out _);
+                    break;
+                case Tomlyn.Parsing.TomlParseEventKind.PropertyName:
+                    name = parser.GetPropertyName();
+                    if (stack.TryPeek(out var table) && table.Keys is { } keys && !keys.Add(name)) found.Add(Child(table.Path, name));
+                    break;
+                case Tomlyn.Parsing.TomlParseEventKind.String or Tomlyn.Parsing.TomlParseEventKind.Integer or Tomlyn.Parsing.TomlParseEventKind.Float
+                    or Tomlyn.Parsing.TomlParseEventKind.Boolean or Tomlyn.Parsing.TomlParseEventKind.DateTime:
+                    name = null;
+                    break;
+            }
+        }
+        var headers = System.Text.RegularExpressions.Regex.Matches(text, @"^[ \t]*\[[ \t]*([^\[\]#]+?)[ \t]*\][ \t]*(#.*)?$",
+            System.Text.RegularExpressions.RegexOptions.Multiline).Select(m => m.Groups[1].Value);
+        found.AddRange(headers.GroupBy(h => h).Where(g => g.Count() > 1).Select(g => g.Key));
+        return found.Distinct();
+    }
+
+    /// <summary>A table or an array being read: its key path, its keys so far (tables), its elements so far (arrays).</summary>
+    sealed class Frame(string path, bool IsArray)
+    {
+        public string Path { get; } = path;
+        public HashSet<string>? Keys { get; } = IsArray ? null : new(StringComparer.Ordinal);
+        public int Elements { get; set; }
+    }
+
     /// <summary>Parses config text; <paramref name="file"/> is the name errors report.</summary>
     public static RunConfig Parse(string text, string file, IEnumerable<string>? overrides = null)
     {
         TomlTable root;
         try { root = TomlSerializer.Deserialize<TomlTable>(text) ?? new TomlTable(); }
         catch (TomlException e) { throw new ConfigException(file, "(syntax)", e.Message); }
+        var duplicates = DuplicateKeys(text).Select(k => new ConfigError(file, k, "is defined twice (TOML allows a key or table once)")).ToList();
+        if (duplicates.Count > 0) throw new ConfigException(duplicates);
         // [[regularizers]] is the contract-1 name of [[methods]]: read as it, in the file and in overrides.
         if (root.Remove("regularizers", out var older))
         {

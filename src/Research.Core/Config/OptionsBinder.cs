@@ -84,6 +84,10 @@ public static class OptionsBinder
             case long l when t == typeof(long): result = l; return true;
             case long l when t == typeof(double): result = (double)l; return true;
             case long l when t == typeof(float): result = (float)l; return true;
+            // TOML allows nan and ±inf; no option of a run means them, and they would surface only when a record is
+            // written as JSON or a loss turns NaN, far from the key.
+            case double d when !double.IsFinite(d) && (t == typeof(double) || t == typeof(float)):
+                why = "is not a finite number (nan and ±inf are not option values)"; return false;
             case double d when t == typeof(double): result = d; return true;
             case double d when t == typeof(float): result = (float)d; return true;
             case bool b when t == typeof(bool): result = b; return true;

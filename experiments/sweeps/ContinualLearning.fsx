@@ -23,9 +23,9 @@ type Method = { Name: string; Table: (string * obj) list; Tuned: (string * float
 let methods =
     [ { Name = "ewc"; Table = [ "name", box "ewc"; "fisher", box "exact" ]; Tuned = Some("lambda", [ 10.0; 100.0; 1000.0; 10000.0 ]) }
       { Name = "ewc-batched"; Table = [ "name", box "ewc"; "fisher", box "batched" ]; Tuned = Some("lambda", [ 1e3; 1e4; 1e5; 1e6 ]) }
-      { Name = "si"; Table = [ "name", box "si" ]; Tuned = Some("c", [ 1.0; 10.0; 100.0; 1000.0 ]) }
-      { Name = "mas"; Table = [ "name", box "mas" ]; Tuned = Some("lambda", [ 0.1; 1.0; 10.0; 100.0 ]) }
-      { Name = "lwf"; Table = [ "name", box "lwf" ]; Tuned = Some("alpha", [ 0.5; 1.0; 2.0; 4.0 ]) }
+      { Name = "si"; Table = [ ("name", box "si") ]; Tuned = Some("c", [ 1.0; 10.0; 100.0; 1000.0 ]) }
+      { Name = "mas"; Table = [ ("name", box "mas") ]; Tuned = Some("lambda", [ 0.1; 1.0; 10.0; 100.0 ]) }
+      { Name = "lwf"; Table = [ ("name", box "lwf") ]; Tuned = Some("alpha", [ 0.5; 1.0; 2.0; 4.0 ]) }
       { Name = "a-gem"; Table = [ "name", box "a-gem"; "budget", box 500 ]; Tuned = None }
       { Name = "replay"; Table = [ "name", box "replay"; "budget", box 500 ]; Tuned = Some("mix_ratio", [ 0.25; 0.5; 1.0 ]) } ]
 

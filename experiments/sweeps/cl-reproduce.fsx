@@ -12,8 +12,14 @@ open ContinualLearning
 
 /// (scenario, method) → the chosen value of the method's tuned key.
 let chosen : Map<string * string, float> =
-    Map [ // CHOSEN
-        ]
+    Map [ // Best validation accuracy on seed 1 (cl-select.fsx; continual-learning/select.csv). ⁺ marks a value at the
+          // edge of its grid: a wider grid might do better there.
+          ("split-class", "ewc"), 1000.0; ("split-class", "ewc-batched"), 1e5; ("split-class", "si"), 100.0
+          ("split-class", "mas"), 10.0; ("split-class", "lwf"), 2.0; ("split-class", "replay"), 0.25       // replay ⁺
+          ("split-task", "ewc"), 10000.0; ("split-task", "ewc-batched"), 1e4; ("split-task", "si"), 1000.0 // ewc ⁺, si ⁺
+          ("split-task", "mas"), 1.0; ("split-task", "lwf"), 2.0; ("split-task", "replay"), 1.0             // replay ⁺
+          ("permuted", "ewc"), 10.0; ("permuted", "ewc-batched"), 1e4; ("permuted", "si"), 10.0             // ewc ⁺
+          ("permuted", "mas"), 0.1; ("permuted", "lwf"), 0.5; ("permuted", "replay"), 0.25 ]                // mas ⁺, lwf ⁺, replay ⁺
 
 let sweep =
     let s = Sweep.create "continual-learning" Study |> Sweep.seeds [ 1; 2; 3 ] |> Sweep.output folder

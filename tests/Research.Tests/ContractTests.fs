@@ -227,32 +227,8 @@ let builtInMethodTests =
 /// A small 3-task study on synthetic clusters (permuted inputs, 10 classes, batches of 20, one epoch) with the given
 /// [[methods]] tables, the F# fixture plugins loaded.
 let private methodStudy (prefix: string) (methods: string) =
-    let dir = tempDir prefix
-    let path = IO.Path.Combine(dir, "study.toml")
-    IO.File.WriteAllText(path, sprintf """
-[run]
-name = "methods"
-seed = 3
-threads = 1
-output_dir = "%s"
-[data]
-dataset = "synthetic"
-synthetic_samples = 1000
-synthetic_features = 16
-synthetic_classes = 10
-batch_size = 20
-[model]
-hidden = [32]
-[optimizer]
-lr = 0.01
-[train]
-epochs = 1
-[study]
-tasks = 3
-%s
-""" (IO.Path.Combine(dir, "runs").Replace("\\", "/")) methods)
     let host = Research.Core.Plugins.PluginHost.Load([ fixtureDir "Plugin.FSharp" ])
-    Trainer.Run(Research.Core.Config.ConfigLoader.Load(path, []), host, kind = RunKind.Study)
+    StudyTests.studyWith host [ "train.epochs=1"; "run.seed=3" ] (tempDir prefix) ("[study]\ntasks = 3\n" + methods)
 
 let studyTests =
     testList "methods in studies" [

@@ -13,8 +13,9 @@ open Research.Tests.TestSupport
 
 let private host = lazy (PluginHost.Load([]))
 
-/// A small study on synthetic clusters: 16 features, 10 classes, 5 epochs (45 steps) per task.
-let private study (dir: string) (extra: string) =
+/// A small study on synthetic clusters (16 features, 10 classes, 5 epochs of 45 steps per task unless overridden) with
+/// the given plugin host, overrides and extra TOML (which continues the [train] table unless it opens another).
+let studyWith (plugins: PluginHost) (overrides: string list) (dir: string) (extra: string) =
     let path = Path.Combine(dir, "study.toml")
     File.WriteAllText(path, sprintf """
 [run]
@@ -36,7 +37,9 @@ lr = 0.01
 epochs = 5
 %s
 """ (Path.Combine(dir, "runs").Replace("\\", "/")) extra)
-    Trainer.Run(ConfigLoader.Load(path, []), host.Value, kind = RunKind.Study)
+    Trainer.Run(ConfigLoader.Load(path, overrides), plugins, kind = RunKind.Study)
+
+let private study (dir: string) (extra: string) = studyWith host.Value [] dir extra
 
 let private rows (o: RunOutcome) sql = Research.Tests.TrainingTests.storeRows o.RunDir sql
 

@@ -31,8 +31,8 @@ let tests =
         }
         test "a run that stops early says why, in the console and in the run store, and still writes its final checkpoint" {
             let dir = tempDir "early"
-            let path = syntheticConfig dir "epochs = 20\nearly_stopping_patience = 1\nearly_stopping_threshold = 100.0\n"
-            let r = research dir [ "train"; path ]
+            let path = syntheticConfig dir "early_stopping_patience = 1\nearly_stopping_threshold = 100.0\n"
+            let r = research dir [ "train"; path; "--set"; "train.epochs=20" ]
             Expect.equal r.ExitCode 0 r.Err
             Expect.stringContains r.Out "early stopping at step" "console"
             let run = onlyRunDir dir

@@ -44,11 +44,21 @@ public sealed class Args
         return long.TryParse(v, out var r) ? r : throw new UsageException($"{name} must be an integer, not '{v}'");
     }
 
+    /// <summary>An integer option within [min, max], or the fallback when absent; anything else is a usage error naming it.</summary>
+    public long Long(string name, long fallback, long min, long max)
+    {
+        var v = Long(name, fallback);
+        return v >= min && v <= max ? v : throw new UsageException($"{name} must be between {min} and {max}, not {v}");
+    }
+
+    /// <summary>As <see cref="Long(string, long, long, long)"/>, for the options an int holds.</summary>
+    public int Int(string name, int fallback, int min, int max) => (int)Long(name, fallback, min, max);
+
     public double Double(string name, double fallback)
     {
         var v = One(name);
         if (v is null) return fallback;
-        return double.TryParse(v, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out var r)
-            ? r : throw new UsageException($"{name} must be a number, not '{v}'");
+        return double.TryParse(v, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out var r) && double.IsFinite(r)
+            ? r : throw new UsageException($"{name} must be a finite number, not '{v}'");
     }
 }

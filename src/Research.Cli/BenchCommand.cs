@@ -22,12 +22,12 @@ static class BenchCommand
         var a = new Args(argv, ["--repetitions", "--steps", "--threads", "--seed", "--samples"], []);
         if (a.Positional is ["fisher"])
         {
-            torch.set_num_threads((int)a.Long("--threads", 2));
-            FisherBench.Run(Console.Out, (int)a.Long("--samples", 10000));
+            torch.set_num_threads(a.Int("--threads", 2, 1, 256));
+            FisherBench.Run(Console.Out, a.Int("--samples", 10000, 1, 1_000_000));
             return 0;
         }
         if (a.Positional is not ["step"]) throw new UsageException("bench takes one benchmark: step or fisher");
-        int repetitions = (int)a.Long("--repetitions", 7), steps = (int)a.Long("--steps", 10), threads = (int)a.Long("--threads", 2);
+        int repetitions = a.Int("--repetitions", 7, 1, 1000), steps = a.Int("--steps", 10, 1, 100_000), threads = a.Int("--threads", 2, 1, 256);
         long seed = a.Long("--seed", 1);
         if (repetitions < 5) throw new UsageException("--repetitions must be ≥ 5");
         if (steps < 1 || threads < 1) throw new UsageException("--steps and --threads must be ≥ 1");

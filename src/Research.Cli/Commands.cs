@@ -61,10 +61,14 @@ static class Commands
         var a = new Args(argv, ["--set", "--config"], []);
         if (a.Positional.Count != 1) throw new UsageException("eval needs exactly one CHECKPOINT (a checkpoint directory or .safetensors file)");
         var checkpoint = Path.GetFullPath(a.Positional[0]);
+        if (!Directory.Exists(checkpoint) && !File.Exists(checkpoint))
+            throw new FileNotFoundException($"eval: no checkpoint at {checkpoint} (a checkpoint directory or .safetensors file)");
         if (Directory.Exists(checkpoint) && Research.Core.Checkpoints.Checkpoint.Verify(checkpoint) is { } problem)
             throw new InvalidDataException($"checkpoint {checkpoint} is refused: {problem}");
         // A checkpoint lives in RUN/checkpoints/NAME; the run's config is RUN/config.toml.
-        var configPath = a.One("--config") ?? Path.Combine(Path.GetDirectoryName(Path.GetDirectoryName(checkpoint.TrimEnd('/'))!)!, "config.toml");
+        var runDir = Path.GetDirectoryName(Path.GetDirectoryName(checkpoint.TrimEnd('/')) ?? "");
+        var configPath = a.One("--config") ?? (runDir is null ? null : Path.Combine(runDir, "config.toml"))
+                         ?? throw new UsageException($"eval: {checkpoint} is not inside a run (RUN/checkpoints/NAME); give its config with --config");
         var overrides = a.All("--set").Append($"model.init_from=\"{checkpoint}\"").Append("model.strict=true").Append("model.reinit=[]");
         var config = ConfigLoader.Load(configPath, overrides);
         using var task = RunBuilder.SingleTask(config);
@@ -232,8 +236,8 @@ static class Commands
     {
         var a = new Args(argv, ["--steps", "--warmup", "--lr", "--set", "--plugins", "-o", "--output", "--steps-per-epoch"], ["--csv"]);
         if (a.Positional.Count == 0) throw new UsageException("plot schedule needs at least one schedule name");
-        long steps = a.Long("--steps", 1000), warmup = a.Long("--warmup", 0);
-        if (steps <= 0) throw new UsageException("--steps must be > 0");
+        // A plot holds one value per step: ten million is far beyond any run here and still fits in memory.
+        long steps = a.Long("--steps", 1000, 1, 10_000_000), warmup = a.Long("--warmup", 0, 0, 10_000_000);
         var peak = a.Double("--lr", 1e-3);
         var host = LoadPlugins(a.All("--plugins"));
         var series = new List<(string Name, double[] Values)>();
@@ -248,7 +252,7 @@ static class Commands
                 ConfigLoader.ApplyOverride(root, s, "--set");
             var schedule = (ISchedule)PluginHost.Instantiate(descriptor, options, "--set", name);
             var values = new double[steps + 1];
-            var spe = a.Long("--steps-per-epoch", steps);
+            var spe = a.Long("--steps-per-epoch", steps, 1, long.MaxValue);
             for (long t = 0; t <= steps; t++) values[t] = schedule.Multiplier(new ScheduleContext(t, steps, spe, []));
             series.Add((name, values));
         }

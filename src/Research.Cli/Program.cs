@@ -3,9 +3,11 @@ using Research.Core.Config;
 using Research.Core.Plugins;
 using Research.Core.Training;
 
-// Exit codes: 0 success; 1 a run failed while training (e.g. a plugin threw); 2 a user mistake
-// (usage, config, plugin that cannot be loaded or found, missing data). User mistakes print one line
-// per problem, never a stack trace.
+// Exit codes: 0 success; 1 a run failed while training (e.g. a plugin threw, the loss diverged), or an error this code did
+// not foresee; 2 a user mistake (usage, config, plugin that cannot be loaded or found, missing data). Every error prints
+// one line per problem, never a stack trace unless --verbose is given; nothing ends as .NET's unhandled exception (134).
+var verbose = args.Contains("--verbose");
+args = args.Where(a => a != "--verbose").ToArray();
 try
 {
     return args switch
@@ -31,17 +33,31 @@ try
 catch (UsageException e) { Console.Error.WriteLine($"error: {e.Message}"); Usage(2, Console.Error); return 2; }
 catch (ConfigException e) { foreach (var err in e.Errors) Console.Error.WriteLine($"error: {err}"); return 2; }
 catch (PluginException e) { Console.Error.WriteLine($"error: {e.Message}"); return 2; }
-catch (PluginFailureException e) { Console.Error.WriteLine($"run failed: {e.Message}"); return 1; }
+catch (PluginFailureException e) { Console.Error.WriteLine($"run failed: {e.Message}"); return Trace(e, 1); }
+catch (NonFiniteGradientException e) { Console.Error.WriteLine($"run failed: {e.Message}"); return Trace(e, 1); }
 catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException or InvalidDataException)
 {
     Console.Error.WriteLine($"error: {e.Message}");
-    return 2;
+    return Trace(e, 2);
+}
+catch (Exception e)
+{
+    // Not a mistake the code recognises: still one line, with what was thrown; the trace on request.
+    Console.Error.WriteLine($"error: {e.GetType().Name}: {e.Message}{(verbose ? "" : " (--verbose prints the stack trace)")}");
+    return Trace(e, 1);
+}
+
+int Trace(Exception e, int code)
+{
+    if (verbose) Console.Error.WriteLine(e);
+    return code;
 }
 
 static int Usage(int code, TextWriter? to = null)
 {
     (to ?? Console.Out).WriteLine("""
         research — full fine-tuning and catastrophic-forgetting studies on TorchSharp
+        (any command: --verbose prints the stack trace of an error)
 
           research train CONFIG [--set section.key=value]... [--plugins DIR]... [--resume RUN_DIR] [--dry-run]
           research eval CHECKPOINT [--config CONFIG] [--set section.key=value]...

@@ -45,6 +45,7 @@ let main argv =
             FisherTests.tests
             ContractTests.tests
             MethodTests.tests
+            BadInputTests.tests
             PluginHostTests.tests
             ReadmeTests.tests
             SweepTests.tests

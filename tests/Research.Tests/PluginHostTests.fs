@@ -118,6 +118,16 @@ let tests =
             let r = research (tempDir "elsewhere") [ "train"; path ]
             Expect.equal r.ExitCode 0 r.Err
         }
+        test "a penalty that is NaN, an integer or not a scalar fails the run naming the plugin and what it returned (exit 1, recorded as failed)" {
+            for kind, says in [ "nan", "non-finite penalty (NaN)"; "int", "Int64 tensor of shape []"; "vector", "tensor of shape [3]" ] do
+                let dir, r = trainWith (sprintf "[[methods]]\nname = \"fs-bad-penalty\"\nkind = \"%s\"\n" kind) [ fixtureDir "Plugin.FSharp" ]
+                Expect.equal r.ExitCode 1 (sprintf "%s: %s" kind r.Err)
+                Expect.stringContains r.Err "run failed: method 'fs-bad-penalty'" (sprintf "%s: names the plugin" kind)
+                Expect.stringContains r.Err says kind
+                Expect.isFalse (r.Err.Contains "   at ") "no stack trace"
+                let status = Research.Tests.TrainingTests.storeRows (onlyRunDir dir) "SELECT status FROM runs" |> List.exactlyOne
+                Expect.equal status[0] (box "failed") (sprintf "%s: recorded as failed" kind)
+        }
         test "a plugin that throws during training stops the run, names the plugin, and the run is recorded as failed" {
             let dir, r = trainWith "[[methods]]\nname = \"fs-throws\"\nat_step = 3\n" [ fixtureDir "Plugin.FSharp" ]
             Expect.equal r.ExitCode 1 (sprintf "exit 1; stderr: %s" r.Err)

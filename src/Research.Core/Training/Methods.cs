@@ -95,12 +95,13 @@ public sealed class GuardedMethod
         return result?.MoveToOuterDisposeScope();
     }
 
-    /// <summary>A returned scalar must be one finite-shaped fp32-castable value: a wrong shape is the plugin's mistake.</summary>
+    /// <summary>A returned penalty or loss term must be one floating-point value: a wrong shape or dtype is the plugin's
+    /// mistake, named here rather than failing somewhere in autograd.</summary>
     Tensor Checked(Tensor t, string member, long step)
     {
-        if (t.numel() != 1)
-            throw new PluginFailureException($"method '{Name}' ({Descriptor.AssemblyPath}) returned a tensor of shape [{string.Join(", ", t.shape)}] from {member} at step {step}; it must be a scalar",
-                new ArgumentException("not a scalar"));
+        if (t.numel() != 1 || !t.is_floating_point())
+            throw new PluginFailureException($"method '{Name}' ({Descriptor.AssemblyPath}) returned a {t.dtype} tensor of shape [{string.Join(", ", t.shape)}] from {member} at step {step}; it must be a floating-point scalar",
+                new ArgumentException("not a floating-point scalar"));
         return t;
     }
 

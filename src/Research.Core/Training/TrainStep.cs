@@ -101,12 +101,20 @@ public sealed class TrainStep(
         {
             named = optimizer.PenaltyParameters();
             Tensor? penalty = null;
+            var parts = new List<(GuardedMethod Method, Tensor Value)>();
             foreach (var m in methods.Penalties)
                 if (m.PenaltyOf(new PenaltyContext(t, taskIndex, named)) is { } p)
+                {
+                    parts.Add((m, p));
                     penalty = penalty is null ? p.to(ScalarType.Float32) : penalty + p.to(ScalarType.Float32);
+                }
             if (penalty is not null)
             {
-                loss += penalty.item<float>();
+                var value = penalty.item<float>();
+                // A non-finite penalty is the plugin's fault, not the run's divergence (and under fp16 the loss scaler would
+                // silently skip every step): name the plugin that returned it.
+                if (!float.IsFinite(value)) throw NonFinitePenalty(parts, t);
+                loss += value;
                 if (split) AddTo(other!, autograd.grad([penalty], named.Select(n => n.Value).ToArray(), allow_unused: true));
                 else penalty.backward();
             }
@@ -150,6 +158,15 @@ public sealed class TrainStep(
         }
         optimizer.ZeroGrad();
         return new StepOutcome(true, loss, norm, learningRate, items, scale);
+    }
+
+    static PluginFailureException NonFinitePenalty(List<(GuardedMethod Method, Tensor Value)> parts, long step)
+    {
+        var (m, v) = parts.FirstOrDefault(x => !float.IsFinite(x.Value.to(ScalarType.Float32).item<float>()));
+        m ??= parts[0].Method;
+        return new PluginFailureException(
+            $"method '{m.Name}' ({m.Descriptor.AssemblyPath}) returned a non-finite penalty ({v?.to(ScalarType.Float32).item<float>()}) at step {step}",
+            new ArithmeticException("non-finite penalty"));
     }
 
     /// <summary>The second flat fp32 buffer (loss terms' and penalties' gradients), zeroed; kept across steps.</summary>

@@ -398,6 +398,9 @@ public static class Trainer
                 bool due = _c.Checkpoint.AtEpochEnd || (_c.Checkpoint.Every > 0 && Step % _c.Checkpoint.Every == 0);
                 if (due && !(_study && phaseEnds)) WriteResumable(Stage.Training);
             }
+            // A phase whose every step the loss scaler skipped trained nothing: that is a failure, not a finished run.
+            if (Step == _phaseStartStep && _windows > 0)
+                throw new NonFiniteGradientException($"the loss scaler skipped every step of {(_study ? $"task {_phase}" : "the run")} (non-finite gradients at every scale down to {run.Precision.LossScale}): nothing was trained; lower [precision] initial_scale, or use bf16");
         }
 
         /// <summary>

@@ -61,3 +61,18 @@ type BatchProbe() =
             smallest <- System.Int64.MaxValue
             largest <- 0L
             count <- 0L
+
+[<CLIMutable>]
+type BadPenaltyOptions = { Kind: string }
+
+/// A penalty of the wrong kind, as a buggy plugin would return: "nan" (a NaN scalar), "int" (an integer scalar) or
+/// "vector" (a [3] tensor). The run must fail naming the plugin, not diverge or crash in autograd.
+[<Plugin("fs-bad-penalty", Summary = "F# fixture: returns a NaN, integer or vector penalty")>]
+type BadPenalty(options: BadPenaltyOptions) =
+    interface IPenalty with
+        member _.Penalty(context) =
+            let theta = context.Parameters[0].Value
+            match options.Kind with
+            | "int" -> TorchSharp.torch.tensor 3L
+            | "vector" -> theta.sum().mul(TorchSharp.torch.ones([| 3L |]))
+            | _ -> theta.sum().mul(TorchSharp.torch.tensor nan)

@@ -13,8 +13,66 @@ let private expectOneLine (r: ProcessResult) (code: int) (names: string) =
     Expect.isFalse (r.Err.Contains "Unhandled exception") "not an unhandled exception"
     Expect.isFalse (r.Err.Contains "   at ") "no stack trace"
 
+/// gzip of bytes, as the dataset's files are.
+let private writeGz (path: string) (bytes: byte[]) =
+    use file = File.Create path
+    use gz = new System.IO.Compression.GZipStream(file, System.IO.Compression.CompressionLevel.Fastest)
+    gz.Write(bytes, 0, bytes.Length)
+
+/// An IDX file: magic (unsigned bytes, rank), big-endian sizes, then the data.
+let private idx (magic: int) (dims: int list) (data: byte[]) =
+    let be (v: int) = [| byte (v >>> 24); byte (v >>> 16); byte (v >>> 8); byte v |]
+    Array.concat [ be magic; yield! dims |> List.map be; data ]
+
+/// A Fashion-MNIST folder of 3 training and 2 test items in the real format, then `damage` applied to it.
+let private dataFolder (damage: string -> unit) =
+    let dir = tempDir "bad-data"
+    let write name (n: int) (labels: byte[]) =
+        writeGz (Path.Combine(dir, name + "-images-idx3-ubyte.gz")) (idx 2051 [ n; 28; 28 ] (Array.create (n * 784) 128uy))
+        writeGz (Path.Combine(dir, name + "-labels-idx1-ubyte.gz")) (idx 2049 [ n ] labels)
+    write "train" 3 [| 0uy; 1uy; 2uy |]
+    write "t10k" 2 [| 3uy; 4uy |]
+    damage dir
+    dir
+
+/// `research train --dry-run` on Fashion-MNIST read from a folder.
+let private dryRun (data: string) =
+    let dir = tempDir "bad-data-run"
+    let path = Path.Combine(dir, "run.toml")
+    File.WriteAllText(path, sprintf "[run]\nname = \"d\"\n[data]\npath = \"%s\"\nvalidation_fraction = 0.34\n" data)
+    research dir [ "train"; path; "--dry-run" ]
+
 let tests =
     testList "bad input" [
+        test "a small folder in the real format is read (the damaged cases below differ from it in one file)" {
+            let r = dryRun (dataFolder ignore)
+            Expect.equal r.ExitCode 0 r.Err
+            Expect.stringContains r.Out "1 training items, 2 validation, 2 test" "3 training items, ⌈0.34 · 3⌉ = 2 held out"
+        }
+        test "damaged Fashion-MNIST files exit 2 with one line naming the file: empty, a gzip cut in half, wrong magic, a header promising more bytes than follow, counts that differ, a label out of range, a FIFO" {
+            let images = "train-images-idx3-ubyte.gz"
+            let labels = "t10k-labels-idx1-ubyte.gz"
+            let cases =
+                [ "empty", images, (fun dir -> File.WriteAllBytes(Path.Combine(dir, images), [||])), "is empty or not a regular file"
+                  "truncated", images, (fun dir ->
+                      let f = Path.Combine(dir, images)
+                      let b = File.ReadAllBytes f
+                      File.WriteAllBytes(f, b[.. b.Length / 2])), "the IDX header promises 2352 bytes of data"
+                  "magic", images, (fun dir -> writeGz (Path.Combine(dir, images)) (idx 2049 [ 3; 28; 28 ] (Array.zeroCreate (3 * 784)))), "IDX magic 2049, expected 2051"
+                  "promises more", images, (fun dir -> writeGz (Path.Combine(dir, images)) (idx 2051 [ 1000; 28; 28 ] (Array.zeroCreate (3 * 784)))), "promises 784000 bytes"
+                  "counts", labels, (fun dir -> writeGz (Path.Combine(dir, labels)) (idx 2049 [ 3 ] [| 1uy; 2uy; 3uy |])), "holds 2 images and"
+                  "label", labels, (fun dir -> writeGz (Path.Combine(dir, labels)) (idx 2049 [ 2 ] [| 3uy; 12uy |])), "label 12 of item 1 is not a class"
+                  "fifo", labels, (fun dir ->
+                      let f = Path.Combine(dir, labels)
+                      File.Delete f
+                      runProcess dir "mkfifo" [ f ] |> ignore), "is empty or not a regular file" ]
+            for name, file, damage, says in cases do
+                let r = dryRun (dataFolder damage)
+                Expect.equal r.ExitCode 2 (sprintf "%s: exit 2, stderr %s" name r.Err)
+                Expect.stringContains r.Err file (sprintf "%s: names the file" name)
+                Expect.stringContains r.Err says name
+                Expect.isFalse (r.Err.Contains "   at ") (sprintf "%s: no stack trace" name)
+        }
         test "research eval of a path that does not exist exits 2 naming the path" {
             let dir = tempDir "bad-eval"
             expectOneLine (research dir [ "eval"; "/nonexistent" ]) 2 "no checkpoint at /nonexistent"

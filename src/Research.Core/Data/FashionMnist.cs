@@ -39,9 +39,13 @@ public static class FashionMnist
 
     static TensorDataset Read(string imagesPath, string labelsPath)
     {
-        var images = ReadIdx(imagesPath, 2051, out var dims);
-        var labels = ReadIdx(labelsPath, 2049, out var labelDims);
-        if (dims[0] != labelDims[0]) throw new InvalidDataException($"{imagesPath} and {labelsPath} hold different counts");
+        var images = ReadIdx(imagesPath, 2051, 3, out var dims);
+        var labels = ReadIdx(labelsPath, 2049, 1, out var labelDims);
+        if (dims[0] != labelDims[0])
+            throw new InvalidDataException($"{imagesPath} holds {dims[0]} images and {labelsPath} {labelDims[0]} labels; they must match");
+        if (dims[1] != 28 || dims[2] != 28) throw new InvalidDataException($"{imagesPath}: images are {dims[1]}×{dims[2]}, Fashion-MNIST's are 28×28");
+        var bad = Array.FindIndex(labels, l => l >= 10);
+        if (bad >= 0) throw new InvalidDataException($"{labelsPath}: label {labels[bad]} of item {bad} is not a class (0–9)");
         int n = dims[0], d = dims[1] * dims[2];
         using var _ = NewDisposeScope();
         var x = tensor(images, [n, d], ScalarType.Byte).to_type(ScalarType.Float32).div_(255f).sub_(0.2860f).div_(0.3530f);
@@ -49,19 +53,52 @@ public static class FashionMnist
         return new TensorDataset(x.DetachFromDisposeScope(), y.DetachFromDisposeScope(), 10);
     }
 
-    /// <summary>IDX: big-endian magic (0x0000 type ndim), then ndim big-endian int32 sizes, then the bytes.</summary>
-    static byte[] ReadIdx(string path, int expectedMagic, out int[] dims)
+    /// <summary>The most a Fashion-MNIST IDX file decompresses to (60,000 × 784 bytes and a header, with room): a damaged
+    /// or hostile file is refused before it fills memory.</summary>
+    const long MaxDecompressed = 64L << 20;
+
+    /// <summary>
+    /// IDX: big-endian magic (0x0000 type ndim), then ndim big-endian int32 sizes, then the bytes. Every size is checked
+    /// against the bytes there are before anything is allocated from it, and every problem names the file: an empty file
+    /// or one that is not a regular file (a FIFO or a device reports no length, and reading a FIFO would wait forever), a
+    /// gzip stream that is cut or damaged, a wrong magic or rank, a header that promises more bytes than follow.
+    /// </summary>
+    static byte[] ReadIdx(string path, int expectedMagic, int rank, out int[] dims)
     {
-        using var gz = new GZipStream(System.IO.File.OpenRead(path), CompressionMode.Decompress);
-        using var ms = new MemoryStream();
-        gz.CopyTo(ms);
-        var buf = ms.GetBuffer().AsSpan(0, (int)ms.Length);
-        var magic = BinaryPrimitives.ReadInt32BigEndian(buf);
-        if (magic != expectedMagic) throw new InvalidDataException($"{path}: IDX magic {magic}, expected {expectedMagic}");
-        var ndim = magic & 0xff;
-        dims = new int[ndim];
-        for (int i = 0; i < ndim; i++) dims[i] = BinaryPrimitives.ReadInt32BigEndian(buf[(4 + 4 * i)..]);
-        var header = 4 + 4 * ndim;
-        return buf[header..].ToArray();
+        var info = new FileInfo(path);
+        if (info.Length == 0) throw new InvalidDataException($"{path} is empty or not a regular file");
+        byte[] bytes;
+        try
+        {
+            using var gz = new GZipStream(System.IO.File.OpenRead(path), CompressionMode.Decompress);
+            using var ms = new MemoryStream();
+            var chunk = new byte[1 << 16];
+            int read;
+            while ((read = gz.Read(chunk)) > 0)
+            {
+                if (ms.Length + read > MaxDecompressed) throw new InvalidDataException($"{path} decompresses to more than {MaxDecompressed >> 20} MB: not a Fashion-MNIST file");
+                ms.Write(chunk, 0, read);
+            }
+            bytes = ms.ToArray();
+        }
+        catch (Exception e) when (e is IOException or InvalidDataException && !e.Message.StartsWith(path))
+        {
+            throw new InvalidDataException($"{path} is not a readable gzip file ({e.Message})", e);
+        }
+        var header = 4 + 4 * rank;
+        if (bytes.Length < header) throw new InvalidDataException($"{path} holds {bytes.Length} bytes, shorter than an IDX header of rank {rank} ({header})");
+        var magic = BinaryPrimitives.ReadInt32BigEndian(bytes);
+        if (magic != expectedMagic) throw new InvalidDataException($"{path}: IDX magic {magic}, expected {expectedMagic} (unsigned bytes, rank {rank})");
+        dims = new int[rank];
+        long count = 1;
+        for (int i = 0; i < rank; i++)
+        {
+            dims[i] = BinaryPrimitives.ReadInt32BigEndian(bytes.AsSpan(4 + 4 * i));
+            if (dims[i] <= 0) throw new InvalidDataException($"{path}: dimension {i} of the IDX header is {dims[i]}");
+            count *= dims[i];
+        }
+        if (count != bytes.Length - header)
+            throw new InvalidDataException($"{path}: the IDX header promises {count} bytes of data ({string.Join(" × ", dims)}), the file holds {bytes.Length - header}");
+        return bytes[header..];
     }
 }

@@ -17,9 +17,11 @@ public sealed record RunSection : IValidatable
 
     public IEnumerable<OptionError> Validate()
     {
-        if (Threads < 0) yield return new("threads", "must be ≥ 0");
+        if (Threads is < 0 or > 1024) yield return new("threads", "must be in [0, 1024] (0: the machine's default)");
         if (string.IsNullOrWhiteSpace(Name) || Name.IndexOfAny(Path.GetInvalidFileNameChars()) >= 0)
             yield return new("name", "must be a non-empty file name");
+        // The run folder is the name plus a 30-character time stamp and suffix; file names stop at 255 bytes.
+        else if (Name.Length > 100) yield return new("name", $"is {Name.Length} characters long; at most 100");
     }
 }
 
@@ -201,7 +203,8 @@ public sealed record TrainSection : IValidatable
 
     public IEnumerable<OptionError> Validate()
     {
-        if (Epochs <= 0) yield return new("epochs", "must be > 0");
+        // A million epochs is beyond any run here; an int's 2³¹ − 1 would only overflow the step counts later.
+        if (Epochs is <= 0 or > 1_000_000) yield return new("epochs", "must be in [1, 1000000]");
         if (GradAccum <= 0) yield return new("grad_accum", "must be > 0");
         if (LogEvery <= 0) yield return new("log_every", "must be > 0");
         if (EvalEvery < 0) yield return new("eval_every", "must be ≥ 0");

@@ -211,8 +211,11 @@ static class Commands
             foreach (var p in ps)
             {
                 Console.WriteLine($"  {p.Name,-22} {p.Summary}");
-                var options = PluginHost.OptionDefaults(p).Select(o => $"{o.Key} = {Format(o.Default)}").ToList();
-                if (options.Count > 0) Console.WriteLine($"  {"",-22} options: {string.Join(", ", options)}");
+                // One broken plugin does not stop the list: its line says what is wrong with it.
+                string optionsLine;
+                try { optionsLine = string.Join(", ", PluginHost.OptionDefaults(p).Select(o => $"{o.Key} = {Format(o.Default)}")); }
+                catch (PluginException e) { optionsLine = $"(cannot be read: {e.Message})"; }
+                if (optionsLine.Length > 0) Console.WriteLine($"  {"",-22} options: {optionsLine}");
                 if (role == PluginRole.Method) Console.WriteLine($"  {"",-22} roles: {string.Join(", ", PluginHost.MethodRoles(p.Type))}");
                 Console.WriteLine($"  {"",-22} {p.AssemblyPath}");
             }

@@ -73,6 +73,16 @@ let tests =
                 Expect.stringContains r.Err says name
                 Expect.isFalse (r.Err.Contains "   at ") (sprintf "%s: no stack trace" name)
         }
+        test "a plugin whose options type's static constructor throws: plugins list still lists everything and says why; a run that asks for it exits 2 naming the DLL" {
+            let dir = tempDir "bad-static"
+            let list = research dir [ "plugins"; "list"; "--plugins"; fixtureDir "Plugin.Faulty" ]
+            Expect.equal list.ExitCode 0 list.Err
+            Expect.stringContains list.Out "static-throws" "listed"
+            Expect.stringContains list.Out "cannot be read: its options type StaticThrowsOptions cannot be created: InvalidOperationException: its static setup failed" "says why"
+            Expect.stringContains list.Out "  warmup-stable-decay " "the plugins after it are listed too"
+            let path = syntheticConfig dir "[schedule]\nname = \"static-throws\"\n"
+            expectOneLine (research dir [ "train"; path; "--plugins"; fixtureDir "Plugin.Faulty" ]) 2 "Plugin.Faulty.dll: the options type StaticThrowsOptions of schedule 'static-throws' cannot be created"
+        }
         test "research eval of a path that does not exist exits 2 naming the path" {
             let dir = tempDir "bad-eval"
             expectOneLine (research dir [ "eval"; "/nonexistent" ]) 2 "no checkpoint at /nonexistent"

@@ -250,7 +250,16 @@ public sealed class PluginHost
     public static object Instantiate(PluginDescriptor d, Tomlyn.Model.TomlTable? options, string file, string section)
     {
         object? boundOptions = null;
-        if (d.OptionsType != null) boundOptions = OptionsBinder.Bind(d.OptionsType, options, file, section, "name");
+        if (d.OptionsType != null)
+        {
+            try { boundOptions = OptionsBinder.Bind(d.OptionsType, options, file, section, "name"); }
+            catch (Exception e) when (e is TypeInitializationException or TargetInvocationException)
+            {
+                var cause = Innermost(e);
+                throw new PluginException($"{d.AssemblyPath}: the options type {d.OptionsType.Name} of {RoleName(d.Role)} '{d.Name}' cannot be created: " +
+                                          $"{cause.GetType().Name}: {cause.Message}", e);
+            }
+        }
         else if (options != null && options.Keys.Any(k => k != "name"))
             throw new ConfigException(file, $"{section}.{options.Keys.First(k => k != "name")}",
                 $"unknown key ({RoleName(d.Role)} '{d.Name}' takes no options)");
@@ -265,11 +274,25 @@ public sealed class PluginHost
         }
     }
 
+    /// <summary>What a reflection call's wrappers (TargetInvocationException, TypeInitializationException) were thrown for.</summary>
+    static Exception Innermost(Exception e)
+    {
+        while (e.InnerException != null) e = e.InnerException;
+        return e;
+    }
+
     /// <summary>The options type's keys with their default values, for <c>research plugins list</c>.</summary>
+    /// <exception cref="PluginException">The options type cannot be created (its static constructor throws, say).</exception>
     public static IEnumerable<(string Key, object? Default)> OptionDefaults(PluginDescriptor d)
     {
         if (d.OptionsType == null) yield break;
-        var defaults = Activator.CreateInstance(d.OptionsType);
+        object? defaults;
+        try { defaults = Activator.CreateInstance(d.OptionsType); }
+        catch (Exception e) when (e is TypeInitializationException or TargetInvocationException)
+        {
+            var cause = Innermost(e);
+            throw new PluginException($"its options type {d.OptionsType.Name} cannot be created: {cause.GetType().Name}: {cause.Message}", e);
+        }
         foreach (var (key, prop) in OptionsBinder.Keys(d.OptionsType).OrderBy(k => k.Key, StringComparer.Ordinal))
             yield return (key, prop.GetValue(defaults));
     }

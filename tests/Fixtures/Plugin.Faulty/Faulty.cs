@@ -31,3 +31,17 @@ public sealed class ThrowingMetric : IForgettingMetric
     public MetricValue Compute(EvaluationRecord record) =>
         throw new IndexOutOfRangeException($"a bug in a metric over {record.Tasks.Count} tasks");
 }
+
+/// <summary>Options whose static constructor throws, as a type with a broken static dependency would: listing the plugin
+/// must still work, and asking for it must name the DLL and the reason.</summary>
+public sealed record StaticThrowsOptions
+{
+    static StaticThrowsOptions() => throw new InvalidOperationException("its static setup failed");
+    public double Value { get; init; } = 1.0;
+}
+
+[Plugin("static-throws", Summary = "fixture: options whose static constructor throws")]
+public sealed class StaticThrows(StaticThrowsOptions options) : ISchedule
+{
+    public double Multiplier(in ScheduleContext context) => options.Value;
+}

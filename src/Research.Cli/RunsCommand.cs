@@ -37,7 +37,8 @@ static class RunsCommand
         int studies = 0, failed = 0;
         foreach (var path in a.Positional.SelectMany(Stores))
         {
-            using var store = new RunStore(path);
+            // Read-only unless the values are to be saved into it.
+            using var store = a.Flag("--save") ? new RunStore(path) : RunStore.OpenReadOnly(path);
             foreach (var r in store.Query("SELECT id, config_toml, config_file FROM runs ORDER BY started_utc"))
             {
                 var id = (string)r[0]!;
@@ -73,7 +74,7 @@ static class RunsCommand
         Console.WriteLine($"{"run",-44} {"status",-9} {"seed",5}  {"val acc",8} {"test acc",8}  {"study avg acc",13}");
         foreach (var path in Stores(root))
         {
-            using var store = new RunStore(path);
+            using var store = RunStore.OpenReadOnly(path);
             foreach (var r in store.Query("SELECT id, status, seed, host, pid, heartbeat_utc FROM runs"))
             {
                 var status = RunStore.Liveness((string)r[1]!, r[3] as string, r[4] as long?, r[5] as string, TimeSpan.FromMinutes(10));
@@ -96,7 +97,7 @@ static class RunsCommand
         if (a.Positional.Count != 1) throw new UsageException("plot matrix needs one study RUN_DIR");
         var path = Path.Combine(a.Positional[0], RunStore.FileName);
         if (!File.Exists(path)) throw new UsageException($"{a.Positional[0]} holds no {RunStore.FileName}");
-        using var store = new RunStore(path);
+        using var store = RunStore.OpenReadOnly(path);
         var split = a.One("--split") ?? "test";
         var cells = store.Query("SELECT after_task, on_task, accuracy FROM study_matrix WHERE split = $s", ("$s", split));
         if (cells.Count == 0) throw new UsageException($"{a.Positional[0]} is not a study (no {split} matrix)");
@@ -121,7 +122,7 @@ static class RunsCommand
         {
             var path = Path.Combine(dir, RunStore.FileName);
             if (!File.Exists(path)) throw new UsageException($"{dir} holds no {RunStore.FileName}");
-            using var store = new RunStore(path);
+            using var store = RunStore.OpenReadOnly(path);
             var rows = store.Query("SELECT step, value FROM metrics WHERE key = $k AND value IS NOT NULL ORDER BY step", ("$k", key));
             if (rows.Count == 0) throw new UsageException($"{dir} has no metric '{key}'");
             runs.Add((Path.GetFileName(Path.GetFullPath(dir).TrimEnd('/')), rows.Select(r => Convert.ToDouble(r[0])).ToArray(),
@@ -144,7 +145,7 @@ static class RunsCommand
         var groups = new Dictionary<string, List<(string Name, long Seed, double Val, double Test)>>();
         foreach (var path in Stores(root))
         {
-            using var store = new RunStore(path);
+            using var store = RunStore.OpenReadOnly(path);
             foreach (var r in store.Query("SELECT id, name, seed, resolved_json FROM runs WHERE status = 'finished'"))
             {
                 var id = (string)r[0]!;
@@ -178,7 +179,7 @@ static class RunsCommand
     {
         var path = Path.Combine(dir, RunStore.FileName);
         if (!File.Exists(path)) throw new UsageException($"{dir} holds no {RunStore.FileName}");
-        using var store = new RunStore(path);
+        using var store = RunStore.OpenReadOnly(path);
         var columns = new[] { "id", "name", "status", "started_utc", "ended_utc", "config_file", "identity", "seed", "derived_seeds",
             "code_version", "packages", "plugins", "threads", "device", "stop_reason", "error" };
         foreach (var r in store.Query($"SELECT {string.Join(", ", columns)} FROM runs"))
@@ -202,7 +203,7 @@ static class RunsCommand
         var csv = new StringBuilder("run,kind,step,key,value\n");
         foreach (var path in Stores(root))
         {
-            using var store = new RunStore(path);
+            using var store = RunStore.OpenReadOnly(path);
             foreach (var r in store.Query("SELECT run_id, step, key, value FROM metrics ORDER BY run_id, step, key"))
                 csv.Append(Row(r[0], "metric", r[1], r[2], r[3]));
             foreach (var r in store.Query("SELECT run_id, step, split, loss, accuracy FROM evaluations ORDER BY run_id, step, split"))

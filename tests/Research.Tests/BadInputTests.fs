@@ -2,6 +2,7 @@
 /// exit 1 (the run failed) or 2 (a user mistake), never .NET's unhandled-exception abort (134) or a stack trace.
 module Research.Tests.BadInputTests
 
+open System
 open System.IO
 open Expecto
 open Research.Tests.TestSupport
@@ -107,16 +108,42 @@ let tests =
             let status = Research.Tests.TrainingTests.storeRows (onlyRunDir dir) "SELECT status FROM runs" |> List.exactlyOne
             Expect.equal status[0] (box "failed") "recorded as failed"
         }
-        test "an error no handler foresaw (a store that is not SQLite) prints one line and exits 1; --verbose adds the trace" {
+        test "a run store that is not SQLite: runs show, list and metrics exit 2 with one line naming it; --verbose adds the trace" {
             let dir = tempDir "bad-store"
             let run = Path.Combine(dir, "runs", "r")
             Directory.CreateDirectory run |> ignore
-            File.WriteAllText(Path.Combine(run, "run.sqlite"), "this is not a database")
-            let r = research dir [ "runs"; "show"; run ]
-            Expect.contains [ 1; 2 ] r.ExitCode (sprintf "exit 1 or 2, not 134: %s" r.Err)
-            Expect.isFalse (r.Err.Contains "Unhandled exception") "not an unhandled exception"
-            Expect.isFalse (r.Err.Contains "   at ") "no trace"
+            let store = Path.Combine(run, "run.sqlite")
+            File.WriteAllText(store, "this is not a database")
+            for args in [ [ "runs"; "show"; run ]; [ "runs"; "list"; Path.Combine(dir, "runs") ]; [ "metrics"; run ] ] do
+                expectOneLine (research dir args) 2 (store + " is not a readable run store")
+            Expect.equal (File.ReadAllText store) "this is not a database" "the file is left as it was"
             let verbose = research dir [ "runs"; "show"; run; "--verbose" ]
             Expect.stringContains verbose.Err "   at " "--verbose prints the trace"
+        }
+        test "readers open a store read-only: runs show, list, compare, export and metrics work on a read-only store and change nothing" {
+            let dir = tempDir "ro-store"
+            let path = syntheticConfig dir "[study]\ntasks = 2\n"
+            let r = research dir [ "study"; path ]
+            Expect.equal r.ExitCode 0 r.Err
+            let run = onlyRunDir dir
+            let store = Path.Combine(run, "run.sqlite")
+            // A store copied elsewhere without its WAL files, made read-only: as an archive or another user's run is.
+            let copy = Path.Combine(dir, "archive", Path.GetFileName run)
+            Directory.CreateDirectory copy |> ignore
+            let checkpoint = research dir [ "runs"; "show"; run ]
+            Expect.equal checkpoint.ExitCode 0 checkpoint.Err
+            File.Copy(store, Path.Combine(copy, "run.sqlite"))
+            let before = File.ReadAllBytes(Path.Combine(copy, "run.sqlite"))
+            File.SetUnixFileMode(Path.Combine(copy, "run.sqlite"), UnixFileMode.UserRead ||| UnixFileMode.GroupRead)
+            File.SetUnixFileMode(copy, UnixFileMode.UserRead ||| UnixFileMode.UserExecute)
+            try
+                for args in [ [ "runs"; "show"; copy ]; [ "runs"; "list"; Path.Combine(dir, "archive") ]; [ "runs"; "compare"; Path.Combine(dir, "archive") ]
+                              [ "runs"; "export"; Path.Combine(dir, "archive") ]; [ "metrics"; copy ] ] do
+                    let r = research dir args
+                    Expect.equal r.ExitCode 0 (sprintf "%A: %s" args r.Err)
+                Expect.equal (File.ReadAllBytes(Path.Combine(copy, "run.sqlite"))) before "not a byte changed"
+                Expect.sequenceEqual (Directory.GetFiles copy |> Array.map Path.GetFileName) [| "run.sqlite" |] "no journal or WAL file was created"
+            finally
+                File.SetUnixFileMode(copy, UnixFileMode.UserRead ||| UnixFileMode.UserWrite ||| UnixFileMode.UserExecute)
         }
     ]

@@ -25,9 +25,42 @@ public sealed class RunStore : IDisposable
 
     public string Path { get; }
 
-    public RunStore(string path)
+    /// <summary>Opens (creating or migrating) the store a run writes.</summary>
+    public RunStore(string path) : this(path, readOnly: false) { }
+
+    /// <summary>
+    /// Opens an existing store for reading (<c>research runs</c>, <c>plot</c>, <c>metrics</c> without <c>--save</c>): it is
+    /// never created, migrated or written, so a reader works on a read-only file and cannot change a run it looks at. A file
+    /// that is missing or is not a run store is one <see cref="InvalidDataException"/> naming it.
+    /// </summary>
+    public static RunStore OpenReadOnly(string path)
+    {
+        if (!File.Exists(path)) throw new FileNotFoundException($"no run store at {path}", path);
+        try
+        {
+            var store = new RunStore(path, readOnly: true);
+            if (store.Query("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'runs'").Count == 0)
+            {
+                store.Dispose();
+                throw new InvalidDataException($"{path} is not a run store (it has no runs table)");
+            }
+            return store;
+        }
+        catch (SqliteException e) { throw new InvalidDataException($"{path} is not a readable run store: {e.Message}", e); }
+    }
+
+    readonly bool _readOnly;
+
+    RunStore(string path, bool readOnly)
     {
         Path = path;
+        _readOnly = readOnly;
+        if (readOnly)
+        {
+            _db = new SqliteConnection(new SqliteConnectionStringBuilder { DataSource = path, Pooling = false, Mode = SqliteOpenMode.ReadOnly }.ToString());
+            _db.Open();
+            return;
+        }
         Directory.CreateDirectory(System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(path))!);
         _db = new SqliteConnection(new SqliteConnectionStringBuilder { DataSource = path, Pooling = false }.ToString());
         _db.Open();
@@ -217,6 +250,14 @@ public sealed class RunStore : IDisposable
     public void Dispose()
     {
         Flush();
+        if (!_readOnly)
+        {
+            // WAL while the run writes (readers do not block it); a closed store goes back to one plain file, so a copy of
+            // it is complete and a reader can open it read-only without creating the -wal and -shm files beside it. Another
+            // connection still open (a reader, a sweep) keeps it in WAL: that is only a missed tidy-up.
+            try { Execute("PRAGMA journal_mode = DELETE"); }
+            catch (SqliteException) { }
+        }
         _db.Dispose();
     }
 }

@@ -35,6 +35,7 @@ catch (ConfigException e) { foreach (var err in e.Errors) Console.Error.WriteLin
 catch (PluginException e) { Console.Error.WriteLine($"error: {e.Message}"); return 2; }
 catch (PluginFailureException e) { Console.Error.WriteLine($"run failed: {e.Message}"); return Trace(e, 1); }
 catch (NonFiniteGradientException e) { Console.Error.WriteLine($"run failed: {e.Message}"); return Trace(e, 1); }
+catch (Research.Core.Tracking.RunLockedException e) { Console.Error.WriteLine($"error: {e.Message}"); return Trace(e, 2); }
 catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException or InvalidDataException)
 {
     Console.Error.WriteLine($"error: {e.Message}");

@@ -84,6 +84,35 @@ let tests =
             let path = syntheticConfig dir "[schedule]\nname = \"static-throws\"\n"
             expectOneLine (research dir [ "train"; path; "--plugins"; fixtureDir "Plugin.Faulty" ]) 2 "Plugin.Faulty.dll: the options type StaticThrowsOptions of schedule 'static-throws' cannot be created"
         }
+        test "one writer per run: a --resume while the run is still being written is refused (exit 2) naming the writer's pid, and adds no run" {
+            let dir = tempDir "locked"
+            let path = syntheticConfig dir "log_every = 1\n[checkpoint]\nevery = 2\n"
+            let psi = Diagnostics.ProcessStartInfo("dotnet", WorkingDirectory = dir, RedirectStandardOutput = true, RedirectStandardError = true)
+            for a in [ Path.Combine(binDir, "research.dll"); "train"; path; "--set"; "train.epochs=100000" ] do psi.ArgumentList.Add a
+            use first = Diagnostics.Process.Start psi
+            // Drain its output, so it never blocks on a full pipe.
+            first.OutputDataReceived.Add ignore
+            first.ErrorDataReceived.Add ignore
+            first.BeginOutputReadLine()
+            first.BeginErrorReadLine()
+            try
+                let runs = Path.Combine(dir, "runs")
+                let deadline = DateTime.UtcNow.AddSeconds 60.0
+                let checkpointed () =
+                    Directory.Exists runs && Directory.GetDirectories runs |> Array.exists (fun r ->
+                        let c = Path.Combine(r, "checkpoints")
+                        Directory.Exists c && Directory.GetDirectories c |> Array.exists (fun d -> Path.GetFileName(d).StartsWith "step-"))
+                while not (checkpointed ()) && DateTime.UtcNow < deadline do Threading.Thread.Sleep 200
+                Expect.isTrue (checkpointed ()) "the first writer checkpointed"
+                let runDir = onlyRunDir dir
+                let second = research dir [ "train"; path; "--set"; "train.epochs=100000"; "--resume"; runDir ]
+                expectOneLine second 2 (sprintf "is being written by another process (pid %d)" first.Id)
+                let rows = Research.Tests.TrainingTests.storeRows runDir "SELECT status FROM runs"
+                Expect.equal rows.Length 1 "one run, still the first writer's"
+            finally
+                first.Kill true
+                first.WaitForExit()
+        }
         test "research eval of a path that does not exist exits 2 naming the path" {
             let dir = tempDir "bad-eval"
             expectOneLine (research dir [ "eval"; "/nonexistent" ]) 2 "no checkpoint at /nonexistent"

@@ -30,7 +30,7 @@ let outputsOf (m: Mlp) =
 let param (m: torch.nn.Module) (name: string) = m.state_dict().[name]
 
 let storeRows (runDir: string) sql =
-    use store = new RunStore(Path.Combine(runDir, RunStore.FileName))
+    use store = RunStore.OpenReadOnly(Path.Combine(runDir, RunStore.FileName))
     store.Query(sql) |> List.ofSeq
 
 let tests =

@@ -54,6 +54,8 @@ public static class Trainer
             DryRun(run, observer);
             return new RunOutcome("", "", "", new Dictionary<string, EvalResult>(), null, [], []);
         }
+        // One writer per run folder, taken before anything in it is read for a resume.
+        using var resumeLock = resumeDir is null ? null : RunLock.Acquire(Path.GetFullPath(resumeDir));
         (string Dir, CheckpointState State)? resume = resumeDir is null ? null : ResumePoint(run, resumeDir, observer);
         string runId, runDir;
         RunStore store;
@@ -63,6 +65,7 @@ public static class Trainer
             store = new RunStore(Path.Combine(runDir, RunStore.FileName));
         }
         else (runId, runDir, store) = RunBuilder.StartRun(run, Streams(run));
+        using var newRunLock = resumeDir is null ? RunLock.Acquire(runDir) : null;
         using var _store = store;
         if (resume is { } from)
         {

@@ -113,6 +113,41 @@ let tests =
                 first.Kill true
                 first.WaitForExit()
         }
+        test "damaged weight files given to init_from exit 2 naming the file: a header longer than the file, an unknown dtype, offsets past the data, /dev/null, a link to /dev/zero, a tampered checkpoint" {
+            let dir = tempDir "bad-weights"
+            let path = syntheticConfig dir ""
+            let r = research dir [ "train"; path ]
+            Expect.equal r.ExitCode 0 r.Err
+            let final = Path.Combine(onlyRunDir dir, "checkpoints", "final")
+            let good = File.ReadAllBytes(Path.Combine(final, "model.safetensors"))
+            let headerLength = int (BitConverter.ToUInt64(good, 0))
+            let header = Text.Encoding.UTF8.GetString(good, 8, headerLength)
+            let withHeader (text: string) =
+                let h = Text.Encoding.UTF8.GetBytes text
+                Array.concat [ BitConverter.GetBytes(uint64 h.Length); h; good[8 + headerLength ..] ]
+            let weights name (bytes: byte[]) =
+                let f = Path.Combine(dir, name + ".safetensors")
+                File.WriteAllBytes(f, bytes)
+                f
+            let linkToZero = Path.Combine(dir, "zero.safetensors")
+            File.CreateSymbolicLink(linkToZero, "/dev/zero") |> ignore
+            let tampered = Path.Combine(dir, "tampered")
+            Directory.CreateDirectory tampered |> ignore
+            for f in Directory.GetFiles final do File.Copy(f, Path.Combine(tampered, Path.GetFileName f))
+            let model = Path.Combine(tampered, "model.safetensors")
+            File.WriteAllBytes(model, Array.append good [| 0uy |])
+            let cases =
+                [ weights "long-header" (Array.concat [ BitConverter.GetBytes(uint64 good.Length); good[8..] ]), "safetensors header claims"
+                  weights "dtype" (withHeader (header.Replace("\"F32\"", "\"F7\""))), "which is not one of"
+                  weights "short-data" good[.. good.Length - 5], "outside the"
+                  "/dev/null", "is empty, shorter than a safetensors header, or not a regular file"
+                  linkToZero, "is empty, shorter than a safetensors header, or not a regular file"
+                  model, "does not match its SHA-256 in the manifest" ]
+            for file, says in cases do
+                let r = research dir [ "train"; path; "--set"; sprintf "model.init_from=\"%s\"" file ]
+                expectOneLine r 2 says
+                Expect.stringContains r.Err file (sprintf "names %s" file)
+        }
         test "research eval of a path that does not exist exits 2 naming the path" {
             let dir = tempDir "bad-eval"
             expectOneLine (research dir [ "eval"; "/nonexistent" ]) 2 "no checkpoint at /nonexistent"

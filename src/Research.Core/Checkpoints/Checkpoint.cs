@@ -147,6 +147,8 @@ public static class Checkpoint
             var path = Path.Combine(dir, f);
             if (!manifest.TryGetValue(f, out var expected)) return $"{manifestPath} does not list {f}";
             if (!File.Exists(path)) return $"{path} is missing";
+            // A device or FIFO in its place (a link to /dev/zero) has no length and would be hashed forever.
+            if (FileChecks.TargetLength(path) == 0) return $"{path} is empty or not a regular file";
             if (Sha256(path) != expected) return $"{path} does not match its SHA-256 in the manifest (truncated or corrupt)";
         }
         return null;
@@ -194,7 +196,11 @@ public static class Checkpoint
     }
 
     /// <summary>The tensors of one file, owned by the caller.</summary>
-    public static Dictionary<string, Tensor> Load(string dir, string file) => Safetensors.LoadStateDict(Path.Combine(dir, file));
+    public static Dictionary<string, Tensor> Load(string dir, string file)
+    {
+        SafetensorsCheck.Check(Path.Combine(dir, file));
+        return Safetensors.LoadStateDict(Path.Combine(dir, file));
+    }
 
     public static string PeriodicName(long step) => $"step-{step:D9}";
 

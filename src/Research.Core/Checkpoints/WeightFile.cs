@@ -45,6 +45,11 @@ public static class WeightFile
     {
         var file = Resolve(path);
         if (!File.Exists(file)) throw new FileNotFoundException($"init_from: no weights at {file}", file);
+        // Weights inside a checkpoint are read only if the checkpoint verifies (its SHA-256 manifest).
+        var dir = Path.GetDirectoryName(Path.GetFullPath(file))!;
+        if (File.Exists(Path.Combine(dir, Checkpoint.Manifest)) && Checkpoint.Verify(dir) is { } problem)
+            throw new InvalidDataException($"init_from {file}: its checkpoint is refused: {problem}");
+        SafetensorsCheck.Check(file);
         bool Skipped(string name) => skipPrefixes.Any(p => name == p || name.StartsWith(p + "."));
         var stored = Safetensors.LoadStateDict(file);
         try

@@ -65,8 +65,7 @@ public static class FashionMnist
     /// </summary>
     static byte[] ReadIdx(string path, int expectedMagic, int rank, out int[] dims)
     {
-        var info = new FileInfo(path);
-        if (info.Length == 0) throw new InvalidDataException($"{path} is empty or not a regular file");
+        if (FileChecks.TargetLength(path) == 0) throw new InvalidDataException($"{path} is empty or not a regular file");
         byte[] bytes;
         try
         {

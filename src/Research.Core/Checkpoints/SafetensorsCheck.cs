@@ -1,0 +1,68 @@
+using System.Buffers.Binary;
+using System.Text.Json;
+
+namespace Research.Core.Checkpoints;
+
+/// <summary>
+/// Checks a safetensors file's structure before any reader allocates from it: an 8-byte little-endian header length, a
+/// JSON header of tensors (dtype, shape, data offsets) and the data they describe (the format's specification,
+/// huggingface/safetensors). A damaged or hostile file — empty, not a regular file, a header longer than the file, an
+/// unknown dtype, offsets outside the data or not matching the shape — is one <see cref="InvalidDataException"/> naming
+/// the file, instead of an index exception in a reader or an allocation of whatever size the header claims.
+/// </summary>
+public static class SafetensorsCheck
+{
+    static readonly Dictionary<string, int> ItemSize = new()
+    {
+        ["F64"] = 8, ["F32"] = 4, ["F16"] = 2, ["BF16"] = 2, ["I64"] = 8, ["I32"] = 4, ["I16"] = 2, ["I8"] = 1, ["U8"] = 1, ["BOOL"] = 1,
+    };
+
+    /// <summary>The most a header may take: real headers are kilobytes; a claim of gigabytes is damage.</summary>
+    const long MaxHeader = 100L << 20;
+
+    /// <exception cref="InvalidDataException">The file is not a well-formed safetensors file; the message names it.</exception>
+    public static void Check(string path)
+    {
+        if (!File.Exists(path)) throw new FileNotFoundException($"no weights at {path}", path);
+        var length = FileChecks.TargetLength(path);
+        if (length < 8) throw new InvalidDataException($"{path} is empty, shorter than a safetensors header, or not a regular file");
+        using var file = File.OpenRead(path);
+        Span<byte> prefix = stackalloc byte[8];
+        file.ReadExactly(prefix);
+        var headerLength = BinaryPrimitives.ReadUInt64LittleEndian(prefix);
+        if (headerLength > (ulong)(length - 8) || headerLength > MaxHeader)
+            throw new InvalidDataException($"{path}: its safetensors header claims {headerLength} bytes, the file holds {length - 8} after the length");
+        var header = new byte[headerLength];
+        file.ReadExactly(header);
+        var dataLength = length - 8 - (long)headerLength;
+        JsonDocument json;
+        try { json = JsonDocument.Parse(header); }
+        catch (JsonException e) { throw new InvalidDataException($"{path}: its safetensors header is not JSON ({e.Message})", e); }
+        using (json)
+        {
+            if (json.RootElement.ValueKind != JsonValueKind.Object) throw new InvalidDataException($"{path}: its safetensors header is not a JSON object");
+            foreach (var entry in json.RootElement.EnumerateObject())
+            {
+                if (entry.Name == "__metadata__") continue;
+                var t = entry.Value;
+                string Bad(string what) => $"{path}: tensor '{entry.Name}' {what}";
+                if (t.ValueKind != JsonValueKind.Object || !t.TryGetProperty("dtype", out var dtype) || !t.TryGetProperty("shape", out var shape)
+                    || !t.TryGetProperty("data_offsets", out var offsets))
+                    throw new InvalidDataException(Bad("lacks dtype, shape or data_offsets"));
+                if (dtype.ValueKind != JsonValueKind.String || !ItemSize.TryGetValue(dtype.GetString()!, out var size))
+                    throw new InvalidDataException(Bad($"has dtype {dtype}, which is not one of {string.Join(", ", ItemSize.Keys)}"));
+                long count = 1;
+                foreach (var d in shape.EnumerateArray())
+                {
+                    if (d.ValueKind != JsonValueKind.Number || !d.TryGetInt64(out var n) || n < 0) throw new InvalidDataException(Bad($"has shape {shape}"));
+                    count = checked(count * n);
+                }
+                var o = offsets.EnumerateArray().Select(x => x.TryGetInt64(out var v) ? v : -1).ToArray();
+                if (o.Length != 2 || o[0] < 0 || o[1] < o[0] || o[1] > dataLength)
+                    throw new InvalidDataException(Bad($"has data offsets {offsets} outside the {dataLength} bytes of data"));
+                if (o[1] - o[0] != count * size)
+                    throw new InvalidDataException(Bad($"of shape {shape} and dtype {dtype.GetString()} needs {count * size} bytes; its offsets span {o[1] - o[0]}"));
+            }
+        }
+    }
+}

@@ -148,6 +148,39 @@ let tests =
                 expectOneLine r 2 says
                 Expect.stringContains r.Err file (sprintf "names %s" file)
         }
+        test "a checkpoint whose state.json (re-signed in its manifest) places the run outside itself is refused on resume, naming the file and the field" {
+            let dir = tempDir "bad-state"
+            let path = syntheticConfig dir "[checkpoint]\nevery = 2\n"
+            let killed = researchKilledAfter 9 dir [ "train"; path ]
+            Expect.equal killed.ExitCode 137 "killed"
+            let run = onlyRunDir dir
+            let newest = Directory.GetDirectories(Path.Combine(run, "checkpoints"), "step-*") |> Array.max
+            let state = Path.Combine(newest, "state.json")
+            File.WriteAllText(state, Text.RegularExpressions.Regex.Replace(File.ReadAllText state, "\"Epoch\": \\d+", "\"Epoch\": 999"))
+            // Re-sign it: the manifest proves the files belong together, not that they describe this run.
+            let manifest = Path.Combine(newest, "manifest.json")
+            let hash = Convert.ToHexStringLower(Security.Cryptography.SHA256.HashData(File.ReadAllBytes state))
+            File.WriteAllText(manifest, Text.RegularExpressions.Regex.Replace(File.ReadAllText manifest, "(\"state.json\": \")[0-9a-f]+", "${1}" + hash))
+            let r = research dir [ "train"; path; "--resume"; run ]
+            expectOneLine r 2 (state + ": epoch 999 is outside [0, 2]")
+            let status = Research.Tests.TrainingTests.storeRows run "SELECT status FROM runs" |> List.exactlyOne
+            Expect.equal status[0] (box "running") "the run is not marked finished (it was killed; nothing was resumed)"
+        }
+        test "what a process killed inside a checkpoint write leaves is cleared on resume: a half-written folder is removed, a checkpoint moved aside is put back" {
+            let dir = tempDir "tidy"
+            let path = syntheticConfig dir "[checkpoint]\nevery = 2\n"
+            Expect.equal (researchKilledAfter 9 dir [ "train"; path ]).ExitCode 137 "killed"
+            let run = onlyRunDir dir
+            let checkpoints = Path.Combine(run, "checkpoints")
+            let newest = Directory.GetDirectories(checkpoints, "step-*") |> Array.max
+            let name = Path.GetFileName newest
+            Directory.Move(newest, Path.Combine(checkpoints, sprintf ".%s.old-0123" name))
+            Directory.CreateDirectory(Path.Combine(checkpoints, ".step-000000099.tmp-4567")) |> ignore
+            let r = research dir [ "train"; path; "--resume"; run ]
+            Expect.equal r.ExitCode 0 r.Err
+            Expect.stringContains r.Out (sprintf "resumed %s from %s" (Path.GetFileName run) newest) "resumed from the checkpoint put back"
+            Expect.isEmpty (Directory.GetDirectories(checkpoints, ".*")) "no hidden folder is left"
+        }
         test "research eval of a path that does not exist exits 2 naming the path" {
             let dir = tempDir "bad-eval"
             expectOneLine (research dir [ "eval"; "/nonexistent" ]) 2 "no checkpoint at /nonexistent"

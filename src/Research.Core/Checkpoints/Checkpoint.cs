@@ -189,6 +189,33 @@ public static class Checkpoint
         return null;
     }
 
+    /// <summary>
+    /// Clears what a process killed inside <see cref="Write"/> left: a half-written <c>.NAME.tmp-…</c> folder is deleted; a
+    /// <c>.NAME.old-…</c> folder (the previous NAME, moved aside just before the new one took its place) is moved back
+    /// when NAME is missing and deleted otherwise. Run when a writer takes a run folder, before anything is read.
+    /// </summary>
+    public static void Tidy(string checkpointsDir, Action<string> report)
+    {
+        if (!Directory.Exists(checkpointsDir)) return;
+        foreach (var dir in Directory.GetDirectories(checkpointsDir, ".*"))
+        {
+            var leaf = Path.GetFileName(dir);
+            var at = leaf.LastIndexOf(".tmp-", StringComparison.Ordinal) is var t and > 0 ? t : leaf.LastIndexOf(".old-", StringComparison.Ordinal);
+            if (at <= 0) continue;
+            var name = Path.Combine(checkpointsDir, leaf[1..at]);
+            if (leaf[at..].StartsWith(".old-") && !Directory.Exists(name))
+            {
+                Directory.Move(dir, name);
+                report($"checkpoint {name} restored from {leaf} (the process was killed while replacing it)");
+            }
+            else
+            {
+                Directory.Delete(dir, recursive: true);
+                report($"removed {dir}, left by a process killed while writing a checkpoint");
+            }
+        }
+    }
+
     /// <summary>Deletes all but the newest <paramref name="keep"/> periodic checkpoints.</summary>
     public static void Prune(string checkpointsDir, int keep)
     {

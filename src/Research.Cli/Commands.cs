@@ -63,8 +63,7 @@ static class Commands
         var checkpoint = Path.GetFullPath(a.Positional[0]);
         if (!Directory.Exists(checkpoint) && !File.Exists(checkpoint))
             throw new FileNotFoundException($"eval: no checkpoint at {checkpoint} (a checkpoint directory or .safetensors file)");
-        if (Directory.Exists(checkpoint) && Research.Core.Checkpoints.Checkpoint.Verify(checkpoint) is { } problem)
-            throw new InvalidDataException($"checkpoint {checkpoint} is refused: {problem}");
+        // The weights are read through init_from, which verifies the checkpoint's manifest (once).
         // A checkpoint lives in RUN/checkpoints/NAME; the run's config is RUN/config.toml.
         var runDir = Path.GetDirectoryName(Path.GetDirectoryName(checkpoint.TrimEnd('/')) ?? "");
         var configPath = a.One("--config") ?? (runDir is null ? null : Path.Combine(runDir, "config.toml"))

@@ -43,6 +43,15 @@ let private dryRun (data: string) =
     File.WriteAllText(path, sprintf "[run]\nname = \"d\"\n[data]\npath = \"%s\"\nvalidation_fraction = 0.34\n" data)
     research dir [ "train"; path; "--dry-run" ]
 
+/// A small run checkpointed every 2 steps and killed (SIGKILL) after its 9th micro-batch: (folder, config, run, newest
+/// periodic checkpoint).
+let private killedRun (prefix: string) =
+    let dir = tempDir prefix
+    let path = syntheticConfig dir "[checkpoint]\nevery = 2\n"
+    Expect.equal (researchKilledAfter 9 dir [ "train"; path ]).ExitCode 137 "killed"
+    let run = onlyRunDir dir
+    dir, path, run, Directory.GetDirectories(Path.Combine(run, "checkpoints"), "step-*") |> Array.max
+
 let tests =
     testList "bad input" [
         test "a small folder in the real format is read (the damaged cases below differ from it in one file)" {
@@ -149,12 +158,7 @@ let tests =
                 Expect.stringContains r.Err file (sprintf "names %s" file)
         }
         test "a checkpoint whose state.json (re-signed in its manifest) places the run outside itself is refused on resume, naming the file and the field" {
-            let dir = tempDir "bad-state"
-            let path = syntheticConfig dir "[checkpoint]\nevery = 2\n"
-            let killed = researchKilledAfter 9 dir [ "train"; path ]
-            Expect.equal killed.ExitCode 137 "killed"
-            let run = onlyRunDir dir
-            let newest = Directory.GetDirectories(Path.Combine(run, "checkpoints"), "step-*") |> Array.max
+            let dir, path, run, newest = killedRun "bad-state"
             let state = Path.Combine(newest, "state.json")
             File.WriteAllText(state, Text.RegularExpressions.Regex.Replace(File.ReadAllText state, "\"Epoch\": \\d+", "\"Epoch\": 999"))
             // Re-sign it: the manifest proves the files belong together, not that they describe this run.
@@ -167,12 +171,8 @@ let tests =
             Expect.equal status[0] (box "running") "the run is not marked finished (it was killed; nothing was resumed)"
         }
         test "what a process killed inside a checkpoint write leaves is cleared on resume: a half-written folder is removed, a checkpoint moved aside is put back" {
-            let dir = tempDir "tidy"
-            let path = syntheticConfig dir "[checkpoint]\nevery = 2\n"
-            Expect.equal (researchKilledAfter 9 dir [ "train"; path ]).ExitCode 137 "killed"
-            let run = onlyRunDir dir
+            let dir, path, run, newest = killedRun "tidy"
             let checkpoints = Path.Combine(run, "checkpoints")
-            let newest = Directory.GetDirectories(checkpoints, "step-*") |> Array.max
             let name = Path.GetFileName newest
             Directory.Move(newest, Path.Combine(checkpoints, sprintf ".%s.old-0123" name))
             Directory.CreateDirectory(Path.Combine(checkpoints, ".step-000000099.tmp-4567")) |> ignore

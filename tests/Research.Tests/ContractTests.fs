@@ -15,13 +15,10 @@ open Research.Core.Tasks
 open Research.Core.Training
 open Research.Plugins.Methods
 open Research.Tests.TestSupport
+// The step's fixtures: an MLP 8-16-3 from a seed, plain SGD (θ_before − θ_after is the gradient at lr 1), relative error.
+open Research.Tests.TrainStepTests
 
 let private kv (name: string) (t: torch.Tensor) = KeyValuePair(name, t)
-
-let private relative (a: torch.Tensor) (b: torch.Tensor) =
-    use d = (a - b).norm()
-    use n = b.norm()
-    d.item<float32>() / n.item<float32>() |> float
 
 let batchTests =
     testList "batch" [
@@ -82,15 +79,6 @@ let taskTests =
             Expect.equal perItem.shape [| 12L |] "one loss per position"
         }
     ]
-
-let private mlp (seed: int64) =
-    let m = new Mlp(8L, [| 16 |], 3L)
-    use g = Seeds.Generator(seed, "init")
-    Init.LinearDefault(m, g)
-    m
-
-let private sgd (m: torch.nn.Module) =
-    Optimizer.Sgd(ParameterGroups.Assign(m.named_parameters() |> Seq.map (fun struct (n, p) -> struct (n, p :> torch.Tensor)), GroupRule.DecayByRank 0.0))
 
 /// R(θ) = c/2·‖θ‖²: its gradient is c·θ.
 type private HalfSquaredNorm(c: float32) =

@@ -13,21 +13,21 @@ open Research.Core.Training
 open Research.Tests.TestSupport
 open FsCheck
 
-let private mlp (seed: int64) =
+let mlp (seed: int64) =
     let m = new Mlp(8L, [| 16 |], 3L)
     use g = Seeds.Generator(seed, "init")
     Init.LinearDefault(m, g)
     m
 
-let private named (m: torch.nn.Module) = m.named_parameters() |> Seq.map (fun struct (n, p) -> struct (n, p :> torch.Tensor)) |> Array.ofSeq
+let named (m: torch.nn.Module) = m.named_parameters() |> Seq.map (fun struct (n, p) -> struct (n, p :> torch.Tensor)) |> Array.ofSeq
 
 /// Plain SGD with lr 1: the step's update is exactly −g, so θ_before − θ_after is the gradient used.
-let private sgd (m: torch.nn.Module) =
+let sgd (m: torch.nn.Module) =
     Optimizer.Sgd(ParameterGroups.Assign(named m, GroupRule.DecayByRank 0.0))
 
 let private flatValues (o: Optimizer) = o.Master.detach().clone()
 
-let private relative (a: torch.Tensor) (b: torch.Tensor) =
+let relative (a: torch.Tensor) (b: torch.Tensor) =
     use d = (a - b).norm()
     use n = b.norm()
     d.item<float32>() / n.item<float32>() |> float

@@ -19,5 +19,5 @@ public static class ContractVersion
     public const int Major = 2;
 
     /// <summary>Incremented when members are added without breaking existing plugins.</summary>
-    public const int Minor = 0;
+    public const int Minor = 1;
 }

@@ -9,6 +9,15 @@ public static class ConfigLoader
 {
     static readonly string[] Sections = ["run", "data", "model", "optimizer", "precision", "checkpoint", "study", "train", "schedule", "methods", "metrics", "plugins"];
 
+    /// <summary>The core's sections and their options types, in the order a config usually writes them; <c>[schedule]</c>,
+    /// <c>[[methods]]</c> and <c>[[metrics]]</c> are the chosen plugins' own options.</summary>
+    public static readonly IReadOnlyList<(string Name, Type Type)> SectionTypes =
+    [
+        ("run", typeof(RunSection)), ("data", typeof(DataSection)), ("model", typeof(ModelSection)),
+        ("optimizer", typeof(OptimizerSection)), ("precision", typeof(PrecisionSection)), ("train", typeof(TrainSection)),
+        ("checkpoint", typeof(CheckpointSection)), ("study", typeof(StudySection)), ("plugins", typeof(PluginsSection)),
+    ];
+
     public static RunConfig Load(string path, IEnumerable<string>? overrides = null)
     {
         if (!File.Exists(path)) throw new ConfigException(path, "(file)", "no such config file");

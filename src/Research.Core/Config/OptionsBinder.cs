@@ -27,15 +27,14 @@ public static class OptionsBinder
 
     /// <summary>The settable properties of an options type, by TOML key.</summary>
     public static IReadOnlyDictionary<string, PropertyInfo> Keys(Type type) =>
-        type.GetProperties(BindingFlags.Public | BindingFlags.Instance)
-            .Where(p => p.CanWrite && p.SetMethod is { IsPublic: true })
-            .ToDictionary(p => SnakeCase(p.Name), p => p);
+        OptionSchema.Of(type).ToDictionary(o => o.Key, o => o.Property);
 
     static object BindInto(Type type, TomlTable? table, string file, string section, string[] ignored, List<ConfigError> errors)
     {
         var instance = Activator.CreateInstance(type)
             ?? throw new InvalidOperationException($"{type} has no public parameterless constructor");
-        var keys = Keys(type);
+        var specs = OptionSchema.Of(type).ToDictionary(o => o.Key);
+        var keys = specs.ToDictionary(o => o.Key, o => o.Value.Property);
         foreach (var (key, value) in table ?? new TomlTable())
         {
             if (ignored.Contains(key)) continue;
@@ -59,8 +58,11 @@ public static class OptionsBinder
                 prop.SetValue(instance, items);
                 continue;
             }
-            if (TryConvert(value, prop.PropertyType, out var converted, out var why)) prop.SetValue(instance, converted);
-            else errors.Add(new(file, path, $"{Describe(value)} {why}"));
+            if (!TryConvert(value, prop.PropertyType, out var converted, out var why))
+                errors.Add(new(file, path, $"{Describe(value)} {why}"));
+            else if (specs[key].Check(converted) is { } wrong)
+                errors.Add(new(file, path, $"{Describe(value)} {wrong}"));
+            else prop.SetValue(instance, converted);
         }
         if (instance is IValidatable v)
             foreach (var e in v.Validate())
@@ -69,7 +71,7 @@ public static class OptionsBinder
         return instance;
     }
 
-    static bool IsOptionsType(Type t) => t.IsClass && t != typeof(string) && !t.IsArray && t.GetConstructor(Type.EmptyTypes) != null;
+    static bool IsOptionsType(Type t) => OptionSchema.IsOptionsType(t);
 
     /// <summary>Converts a TOML value (long, double, bool, string, array) to a CLR property type.</summary>
     public static bool TryConvert(object? value, Type target, out object? result, out string why)

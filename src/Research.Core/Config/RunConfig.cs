@@ -7,68 +7,70 @@ namespace Research.Core.Config;
 public sealed record RunSection : IValidatable
 {
     /// <summary>Name of the run; the run directory is <c>&lt;output_dir&gt;/&lt;name&gt;-&lt;timestamp&gt;</c>.</summary>
+    // The run folder is the name plus a 30-character time stamp and suffix; file names stop at 255 bytes.
+    [Option(MaxLength = 100)]
     public string Name { get; init; } = "run";
     /// <summary>Root seed: every random stream (split, init, data order) is derived from it by name.</summary>
     public long Seed { get; init; } = 0;
     /// <summary>Intra-op threads of libtorch; 0 keeps libtorch's default (one per core).</summary>
+    [Option(Min = 0, Max = 1024)]
     public int Threads { get; init; } = 0;
     /// <summary>Where run directories are created, relative to the working directory.</summary>
     public string OutputDir { get; init; } = "runs";
 
     public IEnumerable<OptionError> Validate()
     {
-        if (Threads is < 0 or > 1024) yield return new("threads", "must be in [0, 1024] (0: the machine's default)");
         if (string.IsNullOrWhiteSpace(Name) || Name.IndexOfAny(Path.GetInvalidFileNameChars()) >= 0)
             yield return new("name", "must be a non-empty file name");
-        // The run folder is the name plus a 30-character time stamp and suffix; file names stop at 255 bytes.
-        else if (Name.Length > 100) yield return new("name", $"is {Name.Length} characters long; at most 100");
     }
 }
 
 /// <summary>[data]: which data, which classes, how it is split and batched.</summary>
-public sealed record DataSection : IValidatable
+public sealed record DataSection
 {
     /// <summary><c>fashion-mnist</c> (from <c>path</c>) or <c>synthetic</c> (Gaussian class clusters, for tests).</summary>
+    [Option(OneOf = ["fashion-mnist", "synthetic"])]
     public string Dataset { get; init; } = "fashion-mnist";
     /// <summary>Folder with the four gzipped IDX files; empty: <c>$FASHION_MNIST_DIR</c>, then
     /// <c>/usr/share/datasets/fashion-mnist</c> (Debian package <c>dataset-fashion-mnist</c>).</summary>
     public string Path { get; init; } = "";
     /// <summary>Classes kept for training and evaluation; empty keeps all. Labels keep their original ids.</summary>
+    [Option(Min = 0)]
     public int[] Classes { get; init; } = [];
     /// <summary>Fraction of the training set held out (seeded) as the validation split for model selection.</summary>
+    [Option(Min = 0, Max = 1, MaxExclusive = true)]
     public double ValidationFraction { get; init; } = 0.1;
     /// <summary>Items per optimizer step.</summary>
+    [Option(Min = 1)]
     public int BatchSize { get; init; } = 128;
     /// <summary>Items per forward pass during evaluation (no gradients; larger is faster).</summary>
+    [Option(Min = 1)]
     public int EvalBatchSize { get; init; } = 1000;
     /// <summary>Use only the first N training items after class filtering (0: all) — for quick runs.</summary>
+    [Option(Min = 0)]
     public int TrainLimit { get; init; } = 0;
     /// <summary>Synthetic data: number of training items.</summary>
+    [Option(Min = 1, Max = 10_000_000)]
     public int SyntheticSamples { get; init; } = 2000;
     /// <summary>Synthetic data: input features.</summary>
+    [Option(Min = 1, Max = 100_000)]
     public int SyntheticFeatures { get; init; } = 16;
     /// <summary>Synthetic data: number of classes.</summary>
+    [Option(Min = 2, Max = 10_000)]
     public int SyntheticClasses { get; init; } = 4;
-
-    public IEnumerable<OptionError> Validate()
-    {
-        if (Dataset is not ("fashion-mnist" or "synthetic")) yield return new("dataset", "must be \"fashion-mnist\" or \"synthetic\"");
-        if (ValidationFraction is < 0 or >= 1) yield return new("validation_fraction", "must be in [0, 1)");
-        if (BatchSize <= 0) yield return new("batch_size", "must be > 0");
-        if (EvalBatchSize <= 0) yield return new("eval_batch_size", "must be > 0");
-        if (TrainLimit < 0) yield return new("train_limit", "must be ≥ 0");
-        if (Classes.Any(c => c < 0)) yield return new("classes", "must hold class ids ≥ 0");
-    }
 }
 
 /// <summary>[model]: architecture and where its initial weights come from.</summary>
-public sealed record ModelSection : IValidatable
+public sealed record ModelSection
 {
     /// <summary><c>mlp</c>: Linear-ReLU layers; parameters are named <c>layers.{i}.weight|bias</c> and <c>head.weight|bias</c>.</summary>
+    [Option(OneOf = ["mlp"])]
     public string Kind { get; init; } = "mlp";
     /// <summary>Hidden layer widths.</summary>
+    [Option(Min = 1, Max = 1_000_000)]
     public int[] Hidden { get; init; } = [256, 256];
     /// <summary>Output classes of the head; 0: the dataset's number of classes.</summary>
+    [Option(Min = 0, Max = 1_000_000)]
     public int Outputs { get; init; } = 0;
     /// <summary>Fine-tuning: a checkpoint directory or <c>.safetensors</c> file whose tensors are loaded by parameter name.</summary>
     public string InitFrom { get; init; } = "";
@@ -78,24 +80,21 @@ public sealed record ModelSection : IValidatable
     /// <summary>Parameter-name prefixes re-initialised after loading (e.g. <c>["head"]</c> for a new head);
     /// those keys may be absent from the checkpoint even when strict.</summary>
     public string[] Reinit { get; init; } = [];
-
-    public IEnumerable<OptionError> Validate()
-    {
-        if (Kind != "mlp") yield return new("kind", "must be \"mlp\"");
-        if (Hidden.Any(h => h <= 0)) yield return new("hidden", "must hold widths > 0");
-        if (Outputs < 0) yield return new("outputs", "must be ≥ 0");
-    }
 }
 
 /// <summary>[[optimizer.components]]: a part of the model with its own learning rate, or frozen.</summary>
 public sealed record ComponentSection : IValidatable
 {
+    /// <summary>The component's name, as the parameter-group table prints it.</summary>
     public string Name { get; init; } = "";
     /// <summary>Regular expression matched against parameter names (<c>^vision_encoder\.</c>); the first component that matches wins.</summary>
+    [Option(Regex = true)]
     public string Match { get; init; } = "";
     /// <summary>The component's learning rate; 0 means base lr × lr_scale.</summary>
+    [Option(Min = 0)]
     public double Lr { get; init; } = 0;
     /// <summary>Multiplier of the base learning rate when <c>lr</c> is 0.</summary>
+    [Option(Min = 0)]
     public double LrScale { get; init; } = 1.0;
     /// <summary>Freeze: requires_grad = false, not in the optimizer.</summary>
     public bool Frozen { get; init; } = false;
@@ -104,15 +103,6 @@ public sealed record ComponentSection : IValidatable
     {
         if (Name.Length == 0) yield return new("name", "must name the component");
         if (Match.Length == 0) yield return new("match", "must be a regular expression over parameter names");
-        else if (!IsRegex(Match)) yield return new("match", "is not a valid regular expression");
-        if (Lr < 0) yield return new("lr", "must be ≥ 0");
-        if (LrScale < 0) yield return new("lr_scale", "must be ≥ 0");
-    }
-
-    internal static bool IsRegex(string pattern)
-    {
-        try { _ = new System.Text.RegularExpressions.Regex(pattern); return true; }
-        catch (ArgumentException) { return false; }
     }
 }
 
@@ -121,120 +111,115 @@ public sealed record OptimizerSection : IValidatable
 {
     /// <summary><c>adamw</c> (decoupled decay, Loshchilov &amp; Hutter 2019), <c>adam</c> (L2 added to the gradient)
     /// or <c>sgd</c> (with <c>momentum</c>, <c>nesterov</c>; L2 added to the gradient).</summary>
+    [Option(OneOf = ["adamw", "adam", "sgd"])]
     public string Name { get; init; } = "adamw";
     /// <summary>Peak learning rate η; the schedule multiplies it.</summary>
+    [Option(Min = 0, MinExclusive = true)]
     public double Lr { get; init; } = 1e-3;
+    /// <summary>Adam's β₁: decay of the first-moment (mean gradient) estimate.</summary>
+    [Option(Min = 0, Max = 1, MaxExclusive = true)]
     public double Beta1 { get; init; } = 0.9;
+    /// <summary>Adam's β₂: decay of the second-moment (squared gradient) estimate.</summary>
+    [Option(Min = 0, Max = 1, MaxExclusive = true)]
     public double Beta2 { get; init; } = 0.999;
+    /// <summary>Adam's ε, added to √v̂ in the denominator.</summary>
+    [Option(Min = 0, MinExclusive = true)]
     public double Eps { get; init; } = 1e-8;
     /// <summary>λ, applied to parameters of rank ≥ 2 (weights); biases and norms do not decay.</summary>
+    [Option(Min = 0)]
     public double WeightDecay { get; init; } = 0.01;
     /// <summary>Clip gradients to this global L2 norm before the update; 0 disables clipping.</summary>
+    [Option(Min = 0)]
     public double ClipNorm { get; init; } = 0;
     /// <summary>SGD momentum μ (0: plain SGD).</summary>
+    [Option(Min = 0, Max = 1, MaxExclusive = true)]
     public double Momentum { get; init; } = 0;
     /// <summary>SGD: Nesterov momentum.</summary>
     public bool Nesterov { get; init; } = false;
     /// <summary>Regular expressions of parameter names that never decay, beside rank &lt; 2 (e.g. <c>"embed"</c>).</summary>
+    [Option(Regex = true)]
     public string[] NoDecayPatterns { get; init; } = [];
     /// <summary>Layer-wise lr decay factor (1: off); a parameter at depth d of D gets factor^(D − d).</summary>
+    [Option(Min = 0, MinExclusive = true, Max = 1)]
     public double LayerDecay { get; init; } = 1.0;
     /// <summary>Regular expression whose first group captures a parameter's layer index, for layer decay.</summary>
+    [Option(Regex = true)]
     public string LayerPattern { get; init; } = @"\.(\d+)\.";
     /// <summary>Per-component learning rates and freezing; composed with decay/no-decay as a cross product.</summary>
     public ComponentSection[] Components { get; init; } = [];
 
     public IEnumerable<OptionError> Validate()
     {
-        if (Name is not ("adamw" or "adam" or "sgd")) yield return new("name", "must be \"adamw\", \"adam\" or \"sgd\"");
-        if (Momentum is < 0 or >= 1) yield return new("momentum", "must be in [0, 1)");
         if (Nesterov && Momentum == 0) yield return new("nesterov", "needs momentum > 0");
-        if (LayerDecay is <= 0 or > 1) yield return new("layer_decay", "must be in (0, 1]");
-        if (!ComponentSection.IsRegex(LayerPattern)) yield return new("layer_pattern", "is not a valid regular expression");
-        foreach (var p in NoDecayPatterns.Where(p => !ComponentSection.IsRegex(p))) yield return new("no_decay_patterns", $"'{p}' is not a valid regular expression");
-        if (!(Lr > 0) || double.IsInfinity(Lr)) yield return new("lr", "must be a finite number > 0");
-        if (Beta1 is < 0 or >= 1) yield return new("beta1", "must be in [0, 1)");
-        if (Beta2 is < 0 or >= 1) yield return new("beta2", "must be in [0, 1)");
-        if (!(Eps > 0)) yield return new("eps", "must be > 0");
-        if (WeightDecay < 0) yield return new("weight_decay", "must be ≥ 0");
-        if (ClipNorm < 0) yield return new("clip_norm", "must be ≥ 0");
     }
 }
 
 /// <summary>[precision]: numeric formats (see <c>Research.Core.Precision.PrecisionPolicy</c>).</summary>
-public sealed record PrecisionSection : IValidatable
+public sealed record PrecisionSection
 {
     /// <summary><c>fp32</c>, <c>bf16</c> (bf16 compute, fp32 master weights) or <c>fp16</c> (plus dynamic loss scaling).</summary>
+    [Option(OneOf = ["fp32", "bf16", "fp16"])]
     public string Mode { get; init; } = "fp32";
     /// <summary>fp16: the initial loss scale.</summary>
+    [Option(Min = 1, Max = 3.4e38)]
     public double InitialScale { get; init; } = 65536;
     /// <summary>fp16: finite steps in a row before the scale doubles.</summary>
+    [Option(Min = 1)]
     public int GrowthInterval { get; init; } = 2000;
-
-    public IEnumerable<OptionError> Validate()
-    {
-        if (Mode is not ("fp32" or "bf16" or "fp16")) yield return new("mode", "must be \"fp32\", \"bf16\" or \"fp16\"");
-        if (!(InitialScale >= 1)) yield return new("initial_scale", "must be ≥ 1");
-        if (GrowthInterval <= 0) yield return new("growth_interval", "must be > 0");
-    }
 }
 
 /// <summary>[train]: how long, how many micro-batches per step, and how often to log.</summary>
-public sealed record TrainSection : IValidatable
+public sealed record TrainSection
 {
+    /// <summary>Passes over the training data (per task in a study).</summary>
+    // A million epochs is beyond any run here; an int's 2³¹ − 1 would only overflow the step counts later.
+    [Option(Min = 1, Max = 1_000_000)]
     public int Epochs { get; init; } = 1;
     /// <summary>k: micro-batches of <c>[data] batch_size</c> accumulated into one optimizer step.</summary>
+    [Option(Min = 1, Max = 1_000_000)]
     public int GradAccum { get; init; } = 1;
     /// <summary>Log training metrics every N optimizer steps.</summary>
+    [Option(Min = 1)]
     public int LogEvery { get; init; } = 10;
     /// <summary>Also evaluate every N optimizer steps (0: only at the end of each epoch).</summary>
+    [Option(Min = 0)]
     public int EvalEvery { get; init; } = 0;
     /// <summary>Evaluations without improvement before stopping (0: no early stopping).</summary>
+    [Option(Min = 0)]
     public int EarlyStoppingPatience { get; init; } = 0;
     /// <summary>Validation metric early stopping watches.</summary>
+    [Option(OneOf = ["val_loss", "val_accuracy"])]
     public string EarlyStoppingMetric { get; init; } = "val_loss";
     /// <summary><c>min</c> or <c>max</c>.</summary>
+    [Option(OneOf = ["min", "max"])]
     public string EarlyStoppingMode { get; init; } = "min";
     /// <summary>An improvement must exceed this (absolute) to count.</summary>
+    [Option(Min = 0)]
     public double EarlyStoppingThreshold { get; init; } = 0;
 
     /// <summary>The metrics every evaluation records on the validation split, which model selection may watch.</summary>
     public static readonly IReadOnlyList<string> ValidationMetrics = ["val_loss", "val_accuracy"];
-
-    public IEnumerable<OptionError> Validate()
-    {
-        // A million epochs is beyond any run here; an int's 2³¹ − 1 would only overflow the step counts later.
-        if (Epochs is <= 0 or > 1_000_000) yield return new("epochs", "must be in [1, 1000000]");
-        if (GradAccum <= 0) yield return new("grad_accum", "must be > 0");
-        if (LogEvery <= 0) yield return new("log_every", "must be > 0");
-        if (EvalEvery < 0) yield return new("eval_every", "must be ≥ 0");
-        if (EarlyStoppingPatience < 0) yield return new("early_stopping_patience", "must be ≥ 0");
-        if (EarlyStoppingMode is not ("min" or "max")) yield return new("early_stopping_mode", "must be \"min\" or \"max\"");
-        if (EarlyStoppingThreshold < 0) yield return new("early_stopping_threshold", "must be ≥ 0");
-        if (!ValidationMetrics.Contains(EarlyStoppingMetric))
-            yield return new("early_stopping_metric", $"must be a validation metric ({string.Join(", ", ValidationMetrics)})");
-    }
 }
 
 /// <summary>[checkpoint]: when checkpoints are written and which are kept.</summary>
 public sealed record CheckpointSection : IValidatable
 {
     /// <summary>Write a checkpoint every N optimizer steps (0: only at the end of each epoch and of the run).</summary>
+    [Option(Min = 0)]
     public int Every { get; init; } = 0;
     /// <summary>Also write one after each epoch's evaluation.</summary>
     public bool AtEpochEnd { get; init; } = true;
     /// <summary>Periodic checkpoints kept (the newest K); <c>best</c> and <c>final</c> are kept besides.</summary>
+    [Option(Min = 1, Max = 1000)]
     public int KeepLast { get; init; } = 2;
     /// <summary>Validation metric that selects <c>checkpoints/best</c> (e.g. <c>val_loss</c>, <c>val_accuracy</c>); empty: no best.</summary>
     public string BestMetric { get; init; } = "val_loss";
     /// <summary><c>min</c> or <c>max</c>.</summary>
+    [Option(OneOf = ["min", "max"])]
     public string BestMode { get; init; } = "min";
 
     public IEnumerable<OptionError> Validate()
     {
-        if (Every < 0) yield return new("every", "must be ≥ 0");
-        if (KeepLast < 1) yield return new("keep_last", "must be ≥ 1");
-        if (BestMode is not ("min" or "max")) yield return new("best_mode", "must be \"min\" or \"max\"");
         if (BestMetric.Length > 0 && !TrainSection.ValidationMetrics.Contains(BestMetric))
             yield return new("best_metric", BestMetric.StartsWith("test_")
                 ? "must be a validation metric (val_loss, val_accuracy): selecting on test data leaks it"
@@ -243,13 +228,15 @@ public sealed record CheckpointSection : IValidatable
 }
 
 /// <summary>[study]: a sequence of tasks trained one after another, each evaluated on all (<c>research study</c>).</summary>
-public sealed record StudySection : IValidatable
+public sealed record StudySection
 {
     /// <summary><c>permuted</c> (task t permutes the pixels by a fixed random π_t; task 0 keeps them),
     /// <c>split-task</c> (5 tasks of 2 classes, the task is known: logits outside its classes are masked, a head per task)
     /// or <c>split-class</c> (5 tasks of 2 classes, one head over all 10 classes).</summary>
+    [Option(OneOf = ["permuted", "split-task", "split-class"])]
     public string Benchmark { get; init; } = "permuted";
     /// <summary>Number of tasks of the permuted benchmark (split benchmarks have 5).</summary>
+    [Option(Min = 2, Max = 1000)]
     public int Tasks { get; init; } = 5;
     /// <summary>Joint training: task i trains on the union of tasks 0..i (the upper bound of a sequence).</summary>
     public bool Joint { get; init; } = false;
@@ -257,12 +244,6 @@ public sealed record StudySection : IValidatable
     public bool ResetOptimizer { get; init; } = true;
     /// <summary>The schedule restarts at each task (t counts the task's steps); otherwise it spans the study.</summary>
     public bool ResetSchedule { get; init; } = true;
-
-    public IEnumerable<OptionError> Validate()
-    {
-        if (Benchmark is not ("permuted" or "split-task" or "split-class")) yield return new("benchmark", "must be \"permuted\", \"split-task\" or \"split-class\"");
-        if (Tasks < 2) yield return new("tasks", "must be ≥ 2");
-    }
 }
 
 /// <summary>[plugins]: extra plugin folders, relative to the config file.</summary>

@@ -1,0 +1,39 @@
+namespace Research.Abstractions;
+
+/// <summary>
+/// Declares the values an option accepts, once: the host's binder checks them before anything is created on disk,
+/// <c>research config schema</c> prints them, and the fuzz tests generate values on both sides of them. Rules that
+/// relate two options (a start before an end) stay in <see cref="IValidatable.Validate"/>.
+/// </summary>
+/// <example><code>
+/// [Option(Min = 0, MinExclusive = true)] public double Lambda { get; init; } = 1.0;   // λ &gt; 0
+/// [Option(OneOf = ["reservoir", "class-balanced"])] public string Policy { get; init; } = "reservoir";
+/// </code></example>
+/// <remarks>
+/// Bounds apply to numbers and to every element of an array of numbers; they are inclusive unless marked exclusive.
+/// Numbers are always finite (TOML's nan and ±inf are refused for every option, declared or not).
+/// </remarks>
+[AttributeUsage(AttributeTargets.Property, AllowMultiple = false, Inherited = true)]
+public sealed class OptionAttribute : Attribute
+{
+    /// <summary>The smallest value allowed; NaN: no lower bound.</summary>
+    public double Min { get; set; } = double.NaN;
+
+    /// <summary>The largest value allowed; NaN: no upper bound.</summary>
+    public double Max { get; set; } = double.NaN;
+
+    /// <summary>The value must be strictly greater than <see cref="Min"/>.</summary>
+    public bool MinExclusive { get; set; }
+
+    /// <summary>The value must be strictly smaller than <see cref="Max"/>.</summary>
+    public bool MaxExclusive { get; set; }
+
+    /// <summary>A string option (or each string of an array) must be one of these.</summary>
+    public string[] OneOf { get; set; } = [];
+
+    /// <summary>A string option (or each string of an array) must be a valid .NET regular expression.</summary>
+    public bool Regex { get; set; }
+
+    /// <summary>The longest a string may be, in characters; 0: no limit.</summary>
+    public int MaxLength { get; set; }
+}

@@ -1,0 +1,100 @@
+using System.Globalization;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Research.Core.Config;
+using Research.Core.Plugins;
+
+namespace Research.Cli;
+
+/// <summary><c>research config schema</c>: every option a config can hold — the core's sections and each loaded plugin's
+/// table — with its type, default, accepted values and documentation, read from the same declarations the binder checks.</summary>
+static class ConfigCommand
+{
+    /// <summary>A block of options: its TOML header (<c>[optimizer]</c>, <c>[[methods]] name = "ewc"</c>) and its options.</summary>
+    sealed record Block(string Section, string Header, string Summary, IReadOnlyList<OptionSpec> Options);
+
+    public static int Schema(string[] argv)
+    {
+        var a = new Args(argv, ["--plugins"], ["--json"]);
+        if (a.Positional.Count > 1) throw new UsageException("config schema takes at most one SECTION or PLUGIN name");
+        var host = Commands.LoadPlugins(a.All("--plugins"));
+        var blocks = Blocks(host).ToList();
+        if (a.Positional is [var only])
+        {
+            blocks = blocks.Where(b => b.Section == only || b.Header.Contains($"name = \"{only}\"")).ToList();
+            if (blocks.Count == 0)
+                throw new UsageException($"config schema: no section or plugin '{only}' (sections: {string.Join(", ", ConfigLoader.SectionTypes.Select(s => s.Name))}; " +
+                                         "plugins: research plugins list)");
+        }
+        if (a.Flag("--json")) Console.WriteLine(Json(blocks).ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+        else Text(blocks, Console.Out);
+        return 0;
+    }
+
+    static IEnumerable<Block> Blocks(PluginHost host)
+    {
+        foreach (var (name, type) in ConfigLoader.SectionTypes)
+        {
+            var specs = OptionSchema.Of(type);
+            yield return new(name, $"[{name}]", "", specs.Where(s => !(s.Type.IsArray && s.IsTable)).ToList());
+            // An array of tables inside a section ([[optimizer.components]]) is a block of its own.
+            foreach (var table in specs.Where(s => s.Type.IsArray && s.IsTable))
+                yield return new(name, $"[[{name}.{table.Key}]]", table.Doc, OptionSchema.Of(table.Scalar));
+        }
+        foreach (var (role, section, array) in new[] { (PluginRole.Schedule, "schedule", false), (PluginRole.Method, "methods", true), (PluginRole.ForgettingMetric, "metrics", true) })
+            foreach (var p in host.Plugins.Where(p => p.Role == role).OrderBy(p => p.Name, StringComparer.Ordinal))
+                yield return new(section, $"{(array ? $"[[{section}]]" : $"[{section}]")} name = \"{p.Name}\"", p.Summary,
+                    p.OptionsType is null ? [] : OptionSchema.Of(p.OptionsType));
+    }
+
+    static void Text(IEnumerable<Block> blocks, TextWriter o)
+    {
+        foreach (var b in blocks)
+        {
+            o.WriteLine(b.Header + (b.Summary.Length > 0 ? $"    # {b.Summary}" : ""));
+            if (b.Options.Count == 0) o.WriteLine("  (no options)");
+            foreach (var s in b.Options)
+            {
+                o.WriteLine($"  {s.Key,-26} {s.TypeName,-18} = {Value(s.Default),-14}{(s.Accepts.Length > 0 ? "  " + s.Accepts : "")}");
+                if (s.Doc.Length > 0) o.WriteLine($"  {"",-26} {s.Doc}");
+            }
+            o.WriteLine();
+        }
+    }
+
+    static JsonArray Json(IEnumerable<Block> blocks)
+    {
+        var array = new JsonArray();
+        foreach (var b in blocks)
+            foreach (var s in b.Options)
+            {
+                var r = s.Rule;
+                var node = new JsonObject
+                {
+                    ["table"] = b.Header, ["key"] = s.Key, ["type"] = s.TypeName, ["default"] = Value(s.Default),
+                    ["accepts"] = s.Accepts, ["doc"] = s.Doc,
+                };
+                if (r is not null && !double.IsNaN(r.Min)) { node["min"] = r.Min; node["min_exclusive"] = r.MinExclusive; }
+                if (r is not null && !double.IsNaN(r.Max)) { node["max"] = r.Max; node["max_exclusive"] = r.MaxExclusive; }
+                var oneOf = r is { OneOf.Length: > 0 } ? r.OneOf : s.Scalar.IsEnum ? OptionSchema.EnumNames(s.Scalar).ToArray() : null;
+                if (oneOf != null) node["one_of"] = new JsonArray(oneOf.Select(v => (JsonNode?)JsonValue.Create(v)).ToArray());
+                array.Add(node);
+            }
+        return array;
+    }
+
+    /// <summary>A default as TOML writes it.</summary>
+    static string Value(object? v) => v switch
+    {
+        null => "(none)",
+        string s => $"\"{s}\"",
+        bool b => b ? "true" : "false",
+        double d => d.ToString("R", CultureInfo.InvariantCulture),
+        float f => f.ToString("R", CultureInfo.InvariantCulture),
+        Enum e => $"\"{OptionsBinder.SnakeCase(e.ToString()).Replace('_', '-')}\"",
+        Array arr when arr.Length > 0 && OptionSchema.IsOptionsType(arr.GetType().GetElementType()!) => $"[{arr.Length} tables]",
+        Array arr => "[" + string.Join(", ", arr.Cast<object?>().Select(Value)) + "]",
+        IFormattable f => f.ToString(null, CultureInfo.InvariantCulture),
+        _ => v.ToString() ?? "",
+    };
+}

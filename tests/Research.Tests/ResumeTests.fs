@@ -209,6 +209,30 @@ let tests =
                 Expect.equal (finalWeights runDir) reference.Value (sprintf "bitwise equal after a kill at micro-batch %d" n)
                 expectCleanStore runDir 18L
         }
+        test "SIGTERM and SIGINT finish the step, write a checkpoint, record the run as interrupted and exit 143 / 130; the resumed run ends bitwise equal" {
+            for signal, code, n in [ "TERM", 143, 14; "INT", 130, 23 ] do
+                let dir = tempDir "resume-signal"
+                let path = config dir
+                let env = [ "RESEARCH_SIGNAL_AFTER_MICROBATCHES", string n; "RESEARCH_SIGNAL", signal ]
+                let stopped = runProcessWith env dir "dotnet" [ Path.Combine(binDir, "research.dll"); "train"; path ]
+                Expect.equal stopped.ExitCode code (sprintf "SIG%s: exit %d; %s" signal code stopped.Err)
+                Expect.stringContains stopped.Err (sprintf "stopped: interrupted by SIG%s at step" signal) "one line naming the signal"
+                Expect.stringContains stopped.Err "resume with --resume" "and how to go on"
+                Expect.isFalse (stopped.Err.Contains "   at ") "no stack trace"
+                let runDir = Array.exactlyOne (runDirs dir)
+                do
+                    use store = RunStore.OpenReadOnly(Path.Combine(runDir, RunStore.FileName))
+                    let row = store.Query("SELECT status, error FROM runs") |> Seq.exactlyOne
+                    Expect.equal row[0] (box "interrupted") "recorded as interrupted"
+                    // The checkpoint written on the signal is the newest, at the step where the run stopped.
+                    let stepOf (text: string) = Text.RegularExpressions.Regex.Match(text, @"at step (\d+)").Groups[1].Value |> int64
+                    let newest = Checkpoint.Periodic(Path.Combine(runDir, "checkpoints")) |> Seq.head
+                    Expect.equal (Path.GetFileName newest) (Checkpoint.PeriodicName(stepOf stopped.Err)) "a checkpoint at the step it stopped"
+                let r = research dir [ "train"; path; "--resume"; runDir ]
+                Expect.equal r.ExitCode 0 r.Err
+                Expect.equal (finalWeights runDir) reference.Value (sprintf "bitwise equal after SIG%s" signal)
+                expectCleanStore runDir 18L
+        }
         test "a corrupt newest checkpoint is refused, naming the file, and the previous good one is used — the result is still bitwise equal" {
             let runDir, r =
                 killAndResume 40 (fun runDir ->

@@ -133,11 +133,14 @@ public sealed class RunStore : IDisposable
     }
 
     /// <summary>Marks the run finished or failed; a failed run keeps the one-line reason.</summary>
-    public void EndRun(string runId, bool succeeded, string? error = null)
+    public void EndRun(string runId, bool succeeded, string? error = null) => EndRun(runId, succeeded ? "finished" : "failed", error);
+
+    /// <summary>Marks the run with an end status (<c>finished</c>, <c>failed</c>, <c>interrupted</c>) and its reason.</summary>
+    public void EndRun(string runId, string status, string? error)
     {
         Flush();
         Execute("UPDATE runs SET status = $s, ended_utc = $t, error = $e WHERE id = $id",
-            ("$s", succeeded ? "finished" : "failed"), ("$t", DateTime.UtcNow.ToString("O")), ("$e", error), ("$id", runId));
+            ("$s", status), ("$t", DateTime.UtcNow.ToString("O")), ("$e", error), ("$id", runId));
     }
 
     /// <summary>The recorded status of a run (<c>running</c>, <c>finished</c>, <c>failed</c>), or null when the store has no such run.</summary>

@@ -75,12 +75,18 @@ public static class Trainer
             store.ResumeRun(runId, (from.State.MetricRows, from.State.EvaluationRows), from.State.Study?.Rows.Count ?? 0,
                 stops.Count == 0 ? null : StopText(stops, kind == RunKind.Study));
         }
+        using var interruption = Interruption.Watch(observer.Message);
         try
         {
             store.Heartbeat(runId);
-            var outcome = new Loop(run, store, runId, runDir, observer, extraEvaluations ?? []).Execute(resume);
+            var outcome = new Loop(run, store, runId, runDir, observer, extraEvaluations ?? [], interruption).Execute(resume);
             store.EndRun(runId, succeeded: true);
             return outcome;
+        }
+        catch (RunInterruptedException e)
+        {
+            store.EndRun(runId, "interrupted", e.Message);
+            throw new RunInterruptedException(e.Signal, e.ExitCode, $"{e.Message}; resume with --resume {runDir}");
         }
         catch (Exception e)
         {
@@ -188,7 +194,7 @@ public static class Trainer
 
     /// <summary>The loop over phases, with where it is: the part of the checkpoint state that changes as it runs.</summary>
     sealed class Loop(RunComponents run, RunStore store, string runId, string runDir, ITrainingObserver observer,
-        IReadOnlyList<(string Name, TensorDataset Data)> extra)
+        IReadOnlyList<(string Name, TensorDataset Data)> extra, Interruption interruption)
     {
         readonly RunConfig _c = run.Config;
         readonly bool _study = run.Kind == RunKind.Study;
@@ -223,7 +229,11 @@ public static class Trainer
                     {
                         TrainPhase();
                         _stage = Stage.Trained;
-                        if (_study) WriteResumable(Stage.Trained);
+                        if (_study)
+                        {
+                            WriteResumable(Stage.Trained);
+                            interruption.ThrowIfRequested($"after the training of task {_phase} (step {Step})");
+                        }
                     }
                     if (_study && _stage == Stage.Trained)
                     {
@@ -234,6 +244,7 @@ public static class Trainer
                         {
                             _stage = Stage.Consolidated;
                             WriteResumable(Stage.Consolidated);
+                            interruption.ThrowIfRequested($"after task {_phase} (step {Step})");
                         }
                     }
                 }
@@ -413,8 +424,15 @@ public static class Trainer
                         history = ScheduleHistory();
                         if ((stop = Stopping()) != null) break;
                     }
-                    if (_c.Checkpoint.Every > 0 && result.Applied && Step % _c.Checkpoint.Every == 0 && insideEpoch)
-                        WriteResumable(Stage.Training);
+                    bool written = _c.Checkpoint.Every > 0 && result.Applied && Step % _c.Checkpoint.Every == 0 && insideEpoch;
+                    if (written) WriteResumable(Stage.Training);
+                    // A signal stops the run after this step, from a checkpoint written here; an epoch's last window first
+                    // has its evaluation, below.
+                    if (interruption.Requested != null && insideEpoch)
+                    {
+                        if (!written) WriteResumable(Stage.Training);
+                        interruption.ThrowIfRequested($"at step {Step}");
+                    }
                 }
                 if (stop != null) break;
 
@@ -427,6 +445,12 @@ public static class Trainer
                 bool phaseEnds = stop != null || _epoch == epochs;
                 bool due = _c.Checkpoint.AtEpochEnd || (_c.Checkpoint.Every > 0 && Step % _c.Checkpoint.Every == 0);
                 if (due && !(_study && phaseEnds)) WriteResumable(Stage.Training);
+                // A study's last epoch is checkpointed as "trained" by the caller, which checks for a signal after it.
+                if (interruption.Requested != null && !(_study && phaseEnds))
+                {
+                    if (!due) WriteResumable(Stage.Training);
+                    interruption.ThrowIfRequested($"at step {Step}, after epoch {_epoch}");
+                }
             }
             // A phase whose every step the loss scaler skipped trained nothing: that is a failure, not a finished run.
             if (Step == _phaseStartStep && _windows > 0)

@@ -93,6 +93,56 @@ let tests =
             let path = syntheticConfig dir "[schedule]\nname = \"static-throws\"\n"
             expectOneLine (research dir [ "train"; path; "--plugins"; fixtureDir "Plugin.Faulty" ]) 2 "Plugin.Faulty.dll: the options type StaticThrowsOptions of schedule 'static-throws' cannot be created"
         }
+        test "a plugin call that exceeds [plugins] call_timeout_s fails the run (exit 1) naming the plugin, the call and the step; what was logged before is in the store" {
+            let dir = tempDir "bad-stuck"
+            let path = syntheticConfig dir "log_every = 1\n[plugins]\ncall_timeout_s = 1.5\n[[methods]]\nname = \"stuck\"\nat_step = 3\n"
+            let clock = Diagnostics.Stopwatch.StartNew()
+            let r = research dir [ "train"; path; "--plugins"; fixtureDir "Plugin.Faulty" ]
+            expectOneLine r 1 "method 'stuck' ("
+            Expect.stringContains r.Err "Plugin.Faulty.dll) did not return from Penalty at step 3 within 1.5 s ([plugins] call_timeout_s)" "names the call"
+            Expect.isLessThan clock.Elapsed.TotalSeconds 60.0 "the run did not hang"
+            use store = Research.Core.Tracking.RunStore.OpenReadOnly(Path.Combine(onlyRunDir dir, Research.Core.Tracking.RunStore.FileName))
+            let row = store.Query("SELECT status, error FROM runs") |> Seq.exactlyOne
+            Expect.equal row[0] (box "failed") "recorded as failed"
+            Expect.stringContains (string row[1]) "did not return from Penalty" "with the reason"
+            let steps = store.Query("SELECT step FROM metrics WHERE key = 'train_loss' ORDER BY step") |> Seq.map (fun r -> r[0] :?> int64) |> List.ofSeq
+            Expect.equal steps [ 1L; 2L; 3L ] "the three updates before the stuck call (the 4th, t = 3) were flushed"
+        }
+        test "a plugin that calls Environment.Exit mid-run leaves the run recorded as failed with its logged rows flushed, not running" {
+            let dir = tempDir "bad-exit"
+            let path = syntheticConfig dir "log_every = 1\n[[methods]]\nname = \"stuck\"\nkind = \"exit\"\nat_step = 3\n"
+            let r = research dir [ "train"; path; "--plugins"; fixtureDir "Plugin.Faulty" ]
+            Expect.isFalse (r.Err.Contains "Unhandled exception") r.Err
+            Expect.stringContains r.Err "run failed: the process exited during the run" "one line says so (the exit code is the plugin's)"
+            use store = Research.Core.Tracking.RunStore.OpenReadOnly(Path.Combine(onlyRunDir dir, Research.Core.Tracking.RunStore.FileName))
+            let row = store.Query("SELECT status, error FROM runs") |> Seq.exactlyOne
+            Expect.equal row[0] (box "failed") (sprintf "recorded as failed (exit %d)" r.ExitCode)
+            Expect.stringContains (string row[1]) "the process exited during the run" "with the reason"
+            let steps = store.Query("SELECT step FROM metrics WHERE key = 'train_loss' ORDER BY step") |> Seq.map (fun r -> r[0] :?> int64) |> List.ofSeq
+            Expect.equal steps [ 1L; 2L; 3L ] "the rows logged before the exit are in the store"
+        }
+        test "metric rows reach the store within seconds while a run is alive, so a SIGKILL loses at most the last two seconds" {
+            let dir = tempDir "bad-flush"
+            // No watchdog: the plugin holds the run at step 3 until the test kills it.
+            let path = syntheticConfig dir "log_every = 1\n[plugins]\ncall_timeout_s = 0\n[[methods]]\nname = \"stuck\"\nat_step = 3\n"
+            let psi = Diagnostics.ProcessStartInfo("dotnet", WorkingDirectory = dir, RedirectStandardOutput = true, RedirectStandardError = true)
+            for a in [ Path.Combine(binDir, "research.dll"); "train"; path; "--plugins"; fixtureDir "Plugin.Faulty" ] do psi.ArgumentList.Add a
+            use p = Diagnostics.Process.Start psi
+            let rows () =
+                try
+                    let runs = Path.Combine(dir, "runs")
+                    match (if Directory.Exists runs then Directory.GetDirectories runs else [||]) with
+                    | [| run |] when File.Exists(Path.Combine(run, "run.sqlite")) ->
+                        use store = Research.Core.Tracking.RunStore.OpenReadOnly(Path.Combine(run, "run.sqlite"))
+                        store.Query("SELECT step FROM metrics WHERE key = 'train_loss' ORDER BY step") |> Seq.map (fun r -> r[0] :?> int64) |> List.ofSeq
+                    | _ -> []
+                with _ -> []
+            let clock = Diagnostics.Stopwatch.StartNew()
+            while rows () <> [ 1L; 2L; 3L ] && clock.Elapsed.TotalSeconds < 60.0 do Threading.Thread.Sleep 250
+            p.Kill()
+            p.WaitForExit()
+            Expect.equal (rows ()) [ 1L; 2L; 3L ] "steps 1 to 3 were on disk before the kill (fewer than 256 rows: the timer flushed them)"
+        }
         test "one writer per run: a --resume while the run is still being written is refused (exit 2) naming the writer's pid, and adds no run" {
             let dir = tempDir "locked"
             let path = syntheticConfig dir "log_every = 1\n[checkpoint]\nevery = 2\n"

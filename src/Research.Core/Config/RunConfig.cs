@@ -249,7 +249,13 @@ public sealed record StudySection
 /// <summary>[plugins]: extra plugin folders, relative to the config file.</summary>
 public sealed record PluginsSection
 {
+    /// <summary>Folders searched for plugin DLLs besides the built-in ones, relative to the config file.</summary>
     public string[] Dirs { get; init; } = [];
+
+    /// <summary>The longest one plugin call may take, in seconds, before the run is failed naming the plugin (0: no limit).
+    /// Raise it for a task end that reads much data (a Fisher over a large model).</summary>
+    [Option(Min = 0, Max = 604_800)]
+    public double CallTimeoutS { get; init; } = 600;
 }
 
 /// <summary>A plugin chosen in a config: its name and its own TOML table (bound by the plugin host).</summary>

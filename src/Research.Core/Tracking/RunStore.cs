@@ -2,6 +2,9 @@ using Microsoft.Data.Sqlite;
 
 namespace Research.Core.Tracking;
 
+/// <summary>A run store could not be read or written (a full disk, a damaged or read-only file); the message names it.</summary>
+public sealed class RunStoreException(string message, Exception inner) : IOException(message, inner);
+
 /// <summary>What the store knows about a run before it starts: identity and everything needed to reproduce it.</summary>
 /// <param name="ResolvedJson">The canonical resolved config (<c>ResolvedConfig</c>): every default, plugin options bound.</param>
 /// <param name="Identity">Its SHA-256 without the run's name, folder and threads: runs with one identity compute the same thing.</param>
@@ -19,6 +22,15 @@ public sealed class RunStore : IDisposable
 {
     public const string FileName = "run.sqlite";
     const int FlushEvery = 256;
+
+    /// <summary>Buffered metric rows reach the file at least this often, by a timer, so a process that dies (SIGKILL, a
+    /// plugin stuck in a call) loses at most the last two seconds of what it logged.</summary>
+    static readonly TimeSpan FlushAfter = TimeSpan.FromSeconds(2);
+
+    // The training thread writes; the flush timer, the watchdog and a process-exit handler write from other threads.
+    readonly object _gate = new();
+    Timer? _flusher;
+    bool _disposed;
 
     readonly SqliteConnection _db;
     readonly List<(string Run, long Step, string Key, double Value)> _pending = [];
@@ -46,7 +58,10 @@ public sealed class RunStore : IDisposable
             }
             return store;
         }
-        catch (SqliteException e) { throw new InvalidDataException($"{path} is not a readable run store: {e.Message}", e); }
+        catch (Exception e) when (e is SqliteException or RunStoreException)
+        {
+            throw new InvalidDataException($"{path} is not a readable run store: {(e.InnerException ?? e).Message}", e);
+        }
     }
 
     readonly bool _readOnly;
@@ -85,15 +100,32 @@ public sealed class RunStore : IDisposable
         var columns = Query("PRAGMA table_info(runs)").Select(r => (string)r[1]!).ToHashSet();
         foreach (var (column, type) in new[] { ("stop_reason", "TEXT"), ("derived_seeds", "TEXT"), ("host", "TEXT"), ("pid", "INTEGER"), ("heartbeat_utc", "TEXT"), ("identity", "TEXT"), ("plugins", "TEXT") })
             if (!columns.Contains(column)) Execute($"ALTER TABLE runs ADD COLUMN {column} {type}");
+        _flusher = new Timer(_ =>
+        {
+            try { Flush(); }
+            catch (RunStoreException) { }   // the next write on the training thread reports it
+            catch (ObjectDisposedException) { }
+        }, null, FlushAfter, FlushAfter);
     }
 
     /// <summary>Runs a statement (the sweep driver keeps its own tables in a sweep's store through it).</summary>
     public void Execute(string sql, params (string Name, object? Value)[] args)
     {
-        using var cmd = _db.CreateCommand();
-        cmd.CommandText = sql;
-        foreach (var (n, v) in args) cmd.Parameters.AddWithValue(n, v ?? DBNull.Value);
-        cmd.ExecuteNonQuery();
+        lock (_gate)
+            Guarded(() =>
+            {
+                using var cmd = _db.CreateCommand();
+                cmd.CommandText = sql;
+                foreach (var (n, v) in args) cmd.Parameters.AddWithValue(n, v ?? DBNull.Value);
+                cmd.ExecuteNonQuery();
+            });
+    }
+
+    /// <summary>Every SQLite error (a full disk, a corrupt or read-only file) as one <see cref="RunStoreException"/> naming the store.</summary>
+    void Guarded(Action action)
+    {
+        try { action(); }
+        catch (SqliteException e) { throw new RunStoreException($"run store {Path}: {e.Message.Replace("SQLite Error ", "SQLite error ")}", e); }
     }
 
     public void BeginRun(RunInfo r)
@@ -195,8 +227,11 @@ public sealed class RunStore : IDisposable
     /// <summary>Buffers one metric value; rows reach the file in batches.</summary>
     public void Metric(string runId, long step, string key, double value)
     {
-        _pending.Add((runId, step, key, value));
-        if (_pending.Count >= FlushEvery) Flush();
+        lock (_gate)
+        {
+            _pending.Add((runId, step, key, value));
+            if (_pending.Count >= FlushEvery) Flush();
+        }
     }
 
     public void Evaluation(string runId, long step, int epoch, string phase, string split, double loss, double accuracy, long items)
@@ -212,7 +247,15 @@ public sealed class RunStore : IDisposable
 
     public void Flush()
     {
-        if (_pending.Count == 0) return;
+        lock (_gate)
+        {
+            if (_pending.Count == 0 || _disposed) return;
+            Guarded(FlushPending);
+        }
+    }
+
+    void FlushPending()
+    {
         using var tx = _db.BeginTransaction();
         using var cmd = _db.CreateCommand();
         cmd.Transaction = tx;
@@ -235,32 +278,45 @@ public sealed class RunStore : IDisposable
     /// <summary>Runs a query and returns its rows (for <c>research runs</c> and tests).</summary>
     public List<object?[]> Query(string sql, params (string Name, object? Value)[] args)
     {
-        Flush();
-        using var cmd = _db.CreateCommand();
-        cmd.CommandText = sql;
-        foreach (var (n, v) in args) cmd.Parameters.AddWithValue(n, v ?? DBNull.Value);
-        using var reader = cmd.ExecuteReader();
-        var rows = new List<object?[]>();
-        while (reader.Read())
+        lock (_gate)
         {
-            var row = new object?[reader.FieldCount];
-            for (int i = 0; i < row.Length; i++) row[i] = reader.IsDBNull(i) ? null : reader.GetValue(i);
-            rows.Add(row);
+            Flush();
+            var rows = new List<object?[]>();
+            Guarded(() =>
+            {
+                using var cmd = _db.CreateCommand();
+                cmd.CommandText = sql;
+                foreach (var (n, v) in args) cmd.Parameters.AddWithValue(n, v ?? DBNull.Value);
+                using var reader = cmd.ExecuteReader();
+                while (reader.Read())
+                {
+                    var row = new object?[reader.FieldCount];
+                    for (int i = 0; i < row.Length; i++) row[i] = reader.IsDBNull(i) ? null : reader.GetValue(i);
+                    rows.Add(row);
+                }
+            });
+            return rows;
         }
-        return rows;
     }
 
     public void Dispose()
     {
-        Flush();
+        _flusher?.Dispose();
+        // Dispose runs while an error unwinds (a full disk): it reports what it could not write instead of throwing over it.
+        try { Flush(); }
+        catch (RunStoreException e) { Console.Error.WriteLine($"warning: {e.Message}; {_pending.Count} metric rows were not written"); }
         if (!_readOnly)
         {
             // WAL while the run writes (readers do not block it); a closed store goes back to one plain file, so a copy of
             // it is complete and a reader can open it read-only without creating the -wal and -shm files beside it. Another
             // connection still open (a reader, a sweep) keeps it in WAL: that is only a missed tidy-up.
             try { Execute("PRAGMA journal_mode = DELETE"); }
-            catch (SqliteException) { }
+            catch (RunStoreException) { }
         }
-        _db.Dispose();
+        lock (_gate)
+        {
+            _disposed = true;
+            _db.Dispose();
+        }
     }
 }

@@ -14,7 +14,7 @@ static class Guard
 {
     public static T Call<T>(PluginDescriptor d, string member, long step, Func<T> call)
     {
-        try { return call(); }
+        try { return Watchdog.Watch(d, member, step, call); }
         catch (Exception e) when (e is not PluginFailureException)
         {
             throw new PluginFailureException(

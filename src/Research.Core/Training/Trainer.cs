@@ -76,23 +76,56 @@ public static class Trainer
                 stops.Count == 0 ? null : StopText(stops, kind == RunKind.Study));
         }
         using var interruption = Interruption.Watch(observer.Message);
+        // The run's end is recorded once, whichever way it comes: returned, thrown, the watchdog, or a process exit.
+        int ended = 0;
+        void End(string status, string? error)
+        {
+            if (Interlocked.Exchange(ref ended, 1) == 0) store.EndRun(runId, status, error);
+        }
+        using var watchdog = Watchdog.Start(config.Plugins.CallTimeoutS, message =>
+        {
+            Console.Error.WriteLine($"run failed: {message}");
+            try { End("failed", message); }
+            finally { Environment.Exit(1); }
+        });
+        // A plugin that calls Environment.Exit (or a second signal) ends the process without unwinding this method: the
+        // buffered rows are flushed and the run recorded as failed (or interrupted) before it goes.
+        EventHandler onExit = (_, _) =>
+        {
+            try
+            {
+                if (interruption.Requested is { } signal) End("interrupted", $"stopped by a second {signal} before a checkpoint was written");
+                else
+                {
+                    var why = $"the process exited during the run (exit code {Environment.ExitCode}; a plugin called Environment.Exit?)";
+                    End("failed", why);
+                    // The exit code is the one the plugin passed; .NET gives no way to change it from here.
+                    Console.Error.WriteLine($"run failed: {why}");
+                }
+            }
+            catch (Exception) { }   // nothing can be reported from here
+        };
+        AppDomain.CurrentDomain.ProcessExit += onExit;
         try
         {
             store.Heartbeat(runId);
             var outcome = new Loop(run, store, runId, runDir, observer, extraEvaluations ?? [], interruption).Execute(resume);
-            store.EndRun(runId, succeeded: true);
+            End("finished", null);
             return outcome;
         }
         catch (RunInterruptedException e)
         {
-            store.EndRun(runId, "interrupted", e.Message);
+            End("interrupted", e.Message);
             throw new RunInterruptedException(e.Signal, e.ExitCode, $"{e.Message}; resume with --resume {runDir}");
         }
         catch (Exception e)
         {
-            store.EndRun(runId, succeeded: false, error: e.Message);
+            // A store that cannot be written (a full disk) must not hide why the run failed.
+            try { End("failed", e.Message); }
+            catch (Exception storeError) when (storeError is RunStoreException) { observer.Message($"warning: {storeError.Message}"); }
             throw;
         }
+        finally { AppDomain.CurrentDomain.ProcessExit -= onExit; }
     }
 
     /// <summary>The resolved config (every default, plugin options included), the data, the steps and the groups.</summary>

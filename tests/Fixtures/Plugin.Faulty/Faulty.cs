@@ -45,3 +45,28 @@ public sealed class StaticThrows(StaticThrowsOptions options) : ISchedule
 {
     public double Multiplier(in ScheduleContext context) => options.Value;
 }
+
+public sealed record StuckOptions
+{
+    /// <summary>"loop": never returns from Penalty; "exit": calls Environment.Exit(0) in Penalty.</summary>
+    public string Kind { get; init; } = "loop";
+
+    /// <summary>The step at which it misbehaves (before it, the penalty is 0).</summary>
+    public long AtStep { get; init; } = 3;
+}
+
+/// <summary>A penalty that hangs (loops forever) or ends the process from inside the call, at a given step: the run must
+/// fail naming the plugin within [plugins] call_timeout_s, with the rows logged before it on disk.</summary>
+[Plugin("stuck", Summary = "fixture: a penalty that never returns, or calls Environment.Exit")]
+public sealed class Stuck(StuckOptions options) : IPenalty
+{
+    public TorchSharp.torch.Tensor? Penalty(PenaltyContext context)
+    {
+        if (context.Step >= options.AtStep)
+        {
+            if (options.Kind == "exit") Environment.Exit(0);
+            while (true) Thread.Sleep(20);
+        }
+        return null;
+    }
+}

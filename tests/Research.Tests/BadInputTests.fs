@@ -143,6 +143,29 @@ let tests =
             p.WaitForExit()
             Expect.equal (rows ()) [ 1L; 2L; 3L ] "steps 1 to 3 were on disk before the kill (fewer than 256 rows: the timer flushed them)"
         }
+        test "a full disk fails the run (exit 1) with one line naming the file it could not write; the run is recorded as failed and its last good checkpoint kept" {
+            // A 6 MB file system: the store and the first checkpoint (~3 MB: weights and Adam's moments) fit, the second does not.
+            let mountPoint = tempDir "bad-full-disk"
+            let mounted = runProcess mountPoint "mount" [ "-t"; "tmpfs"; "-o"; "size=6M"; "tmpfs"; mountPoint ]
+            Expect.equal mounted.ExitCode 0 (sprintf "mounting a small tmpfs needs root: %s" mounted.Err)
+            try
+                let dir = tempDir "bad-full-disk-config"
+                let path = Path.Combine(dir, "full.toml")
+                File.WriteAllText(path, sprintf "[run]\nname = \"full\"\nthreads = 1\noutput_dir = \"%s\"\n[data]\ndataset = \"synthetic\"\nsynthetic_samples = 512\nsynthetic_features = 8\nsynthetic_classes = 3\nbatch_size = 64\n[model]\nhidden = [512, 512]\n[train]\nepochs = 6\n[checkpoint]\nevery = 2\nkeep_last = 3\n" (Path.Combine(mountPoint, "runs")))
+                let r = research dir [ "train"; path ]
+                expectOneLine r 1 "No space left on device"
+                Expect.stringContains r.Err (Path.Combine(mountPoint, "runs")) "names the file"
+                let run = Directory.GetDirectories(Path.Combine(mountPoint, "runs")) |> Array.exactlyOne
+                do
+                    use store = Research.Core.Tracking.RunStore.OpenReadOnly(Path.Combine(run, Research.Core.Tracking.RunStore.FileName))
+                    let row = store.Query("SELECT status FROM runs") |> Seq.exactlyOne
+                    Expect.equal row[0] (box "failed") "recorded as failed, not left running"
+                let kept = Directory.GetDirectories(Path.Combine(run, "checkpoints")) |> Array.map Path.GetFileName
+                Expect.equal kept [| "step-000000002" |] "the good checkpoint kept, the half-written one removed"
+                Expect.isTrue (Research.Core.Checkpoints.Checkpoint.LatestValid(Path.Combine(run, "checkpoints"), ignore).HasValue) "and it verifies"
+            finally
+                runProcess mountPoint "umount" [ mountPoint ] |> ignore
+        }
         test "one writer per run: a --resume while the run is still being written is refused (exit 2) naming the writer's pid, and adds no run" {
             let dir = tempDir "locked"
             let path = syntheticConfig dir "log_every = 1\n[checkpoint]\nevery = 2\n"

@@ -90,16 +90,25 @@ public static class Checkpoint
         var final = Path.Combine(checkpointsDir, name);
         var tmp = Path.Combine(checkpointsDir, $".{name}.tmp-{Guid.NewGuid():N}");
         Directory.CreateDirectory(tmp);
-        using (NewDisposeScope())
+        try
         {
-            SaveTensors(Path.Combine(tmp, Model), weights);
-            SaveTensors(Path.Combine(tmp, Optimizer), optimizer);
-            SaveTensors(Path.Combine(tmp, Methods), methods);
+            using (NewDisposeScope())
+            {
+                SaveTensors(Path.Combine(tmp, Model), weights);
+                SaveTensors(Path.Combine(tmp, Optimizer), optimizer);
+                SaveTensors(Path.Combine(tmp, Methods), methods);
+            }
+            WriteDurably(Path.Combine(tmp, State), JsonSerializer.SerializeToUtf8Bytes(state, Json));
+            var manifest = new SortedDictionary<string, string>(StringComparer.Ordinal);
+            foreach (var f in new[] { Model, Optimizer, Methods, State }) manifest[f] = Sha256(Path.Combine(tmp, f));
+            WriteDurably(Path.Combine(tmp, Manifest), JsonSerializer.SerializeToUtf8Bytes(manifest, Json));
         }
-        WriteDurably(Path.Combine(tmp, State), JsonSerializer.SerializeToUtf8Bytes(state, Json));
-        var manifest = new SortedDictionary<string, string>(StringComparer.Ordinal);
-        foreach (var f in new[] { Model, Optimizer, Methods, State }) manifest[f] = Sha256(Path.Combine(tmp, f));
-        WriteDurably(Path.Combine(tmp, Manifest), JsonSerializer.SerializeToUtf8Bytes(manifest, Json));
+        catch (IOException)
+        {
+            // A full disk: the half-written copy goes, so that the run's failure can still be recorded in its store.
+            try { Directory.Delete(tmp, recursive: true); } catch (IOException) { }
+            throw;
+        }
         if (Directory.Exists(final))
         {
             var old = Path.Combine(checkpointsDir, $".{name}.old-{Guid.NewGuid():N}");

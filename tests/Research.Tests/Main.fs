@@ -43,6 +43,7 @@ let main argv =
             StudyTests.tests
             RegularizerTests.tests
             FisherTests.tests
+            HessianTests.tests
             ContractTests.tests
             MethodTests.tests
             BadInputTests.tests

@@ -5,10 +5,8 @@ open Research.Abstractions
 /// Options of average-accuracy (a class, not a [<CLIMutable>] record: its default −1 must survive binding).
 type AverageAccuracyOptions() =
     /// k, the task after which the accuracy is averaged over the tasks seen so far; −1: after the last task.
+    [<Option(Min = -1.0)>]
     member val AfterTask = -1 with get, set
-    interface IValidatable with
-        member o.Validate() =
-            if o.AfterTask < -1 then [ OptionError("after_task", "must be ≥ 0, or −1 for the last task") ] else []
 
 /// <summary>
 /// Average accuracy after task k over the tasks seen so far, A_k = (1/(k+1)) Σ_{j≤k} R[k][j] (Chaudhry et al. 2018,

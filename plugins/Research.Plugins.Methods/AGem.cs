@@ -3,20 +3,16 @@ using static TorchSharp.torch;
 
 namespace Research.Plugins.Methods;
 
-public sealed record AGemOptions : IValidatable
+public sealed record AGemOptions
 {
     /// <summary>Items A-GEM's own memory holds at most (used when the run has no other data role).</summary>
+    [Option(Min = 1, Max = 10_000_000)]
     public int Budget { get; init; } = 500;
     /// <summary>Memory items drawn at each step for the reference gradient g_ref.</summary>
+    [Option(Min = 1, Max = 1_000_000)]
     public int ReferenceItems { get; init; } = 256;
     /// <summary><c>class-balanced</c> or <c>reservoir</c>, as for replay.</summary>
     public MemorySelection Selection { get; init; } = MemorySelection.ClassBalanced;
-
-    public IEnumerable<OptionError> Validate()
-    {
-        if (Budget < 1) yield return new("budget", "must be ≥ 1");
-        if (ReferenceItems < 1) yield return new("reference_items", "must be ≥ 1");
-    }
 }
 
 /// <summary>

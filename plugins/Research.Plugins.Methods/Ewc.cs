@@ -14,9 +14,12 @@ public enum EwcMode
 public sealed record EwcOptions : IValidatable
 {
     /// <summary>λ, the strength of the penalty; choose it on validation data (it depends on the Fisher variant).</summary>
+    [Option(Min = 0)]
     public double Lambda { get; init; } = 100;
+    /// <summary><c>separate</c>: one penalty per finished task; <c>online</c>: one, with the Fisher decayed by γ.</summary>
     public EwcMode Mode { get; init; } = EwcMode.Separate;
     /// <summary>Online mode: the decay γ of the accumulated Fisher, F ← γF + F_new (1: plain sum).</summary>
+    [Option(Min = 0, Max = 1)]
     public double Gamma { get; init; } = 1.0;
     /// <summary>The Fisher variant: <c>exact</c>, <c>sampled</c>, <c>empirical</c> or <c>batched</c>
     /// (van de Ven 2025; batched needs a λ orders of magnitude larger).</summary>
@@ -24,8 +27,6 @@ public sealed record EwcOptions : IValidatable
 
     public IEnumerable<OptionError> Validate()
     {
-        if (!(Lambda >= 0)) yield return new("lambda", "must be ≥ 0");
-        if (Gamma is < 0 or > 1) yield return new("gamma", "must be in [0, 1]");
         if (Mode == EwcMode.Separate && Gamma != 1.0) yield return new("gamma", "applies to mode = \"online\" only");
     }
 }

@@ -3,15 +3,11 @@ using static TorchSharp.torch;
 
 namespace Research.Plugins.Methods;
 
-public sealed record L2Options : IValidatable
+public sealed record L2Options
 {
     /// <summary>λ in R(θ) = λ/2 ‖θ‖².</summary>
+    [Option(Min = 0)]
     public double Lambda { get; init; } = 1e-4;
-
-    public IEnumerable<OptionError> Validate()
-    {
-        if (!(Lambda >= 0)) yield return new("lambda", "must be ≥ 0");
-    }
 }
 
 /// <summary>

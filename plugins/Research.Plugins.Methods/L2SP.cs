@@ -11,17 +11,13 @@ public enum AnchorKind
     PreviousTask,
 }
 
-public sealed record L2SPOptions : IValidatable
+public sealed record L2SPOptions
 {
     /// <summary>α in R(θ) = α/2 ‖θ − θ⁰‖².</summary>
+    [Option(Min = 0)]
     public double Alpha { get; init; } = 0.01;
     /// <summary><c>initial</c> or <c>previous-task</c>.</summary>
     public AnchorKind Anchor { get; init; } = AnchorKind.Initial;
-
-    public IEnumerable<OptionError> Validate()
-    {
-        if (!(Alpha >= 0)) yield return new("alpha", "must be ≥ 0");
-    }
 }
 
 /// <summary>

@@ -3,18 +3,14 @@ using static TorchSharp.torch;
 
 namespace Research.Plugins.Methods;
 
-public sealed record LwfOptions : IValidatable
+public sealed record LwfOptions
 {
     /// <summary>α, the weight of the distillation term against the task loss.</summary>
+    [Option(Min = 0)]
     public double Alpha { get; init; } = 1;
     /// <summary>T, the softmax temperature of teacher and student (T &gt; 1 softens both; Li &amp; Hoiem use 2).</summary>
+    [Option(Min = 0, MinExclusive = true)]
     public double Temperature { get; init; } = 2;
-
-    public IEnumerable<OptionError> Validate()
-    {
-        if (!(Alpha >= 0)) yield return new("alpha", "must be ≥ 0");
-        if (!(Temperature > 0)) yield return new("temperature", "must be > 0");
-    }
 }
 
 /// <summary>

@@ -3,18 +3,14 @@ using static TorchSharp.torch;
 
 namespace Research.Plugins.Methods;
 
-public sealed record MasOptions : IValidatable
+public sealed record MasOptions
 {
     /// <summary>λ, the strength of the penalty λ Σₖ Ωₖ(θₖ − θ*ₖ)².</summary>
+    [Option(Min = 0)]
     public double Lambda { get; init; } = 1;
     /// <summary>Items of the task's training data the importance is averaged over (the first ones); 0: every item.</summary>
+    [Option(Min = 0)]
     public int MaxItems { get; init; } = 1000;
-
-    public IEnumerable<OptionError> Validate()
-    {
-        if (!(Lambda >= 0)) yield return new("lambda", "must be ≥ 0");
-        if (MaxItems < 0) yield return new("max_items", "must be ≥ 0 (0: every item)");
-    }
 }
 
 /// <summary>

@@ -3,21 +3,17 @@ using static TorchSharp.torch;
 
 namespace Research.Plugins.Methods;
 
-public sealed record ReplayOptions : IValidatable
+public sealed record ReplayOptions
 {
     /// <summary>Items the memory holds at most, over all tasks.</summary>
+    [Option(Min = 1, Max = 10_000_000)]
     public int Budget { get; init; } = 500;
     /// <summary>r: memory items appended per current-task item in each micro-batch (1: half of each batch is replayed).</summary>
+    [Option(Min = 0, Max = 100)]
     public double MixRatio { get; init; } = 1.0;
     /// <summary><c>class-balanced</c> (filled at task ends, equal items per class and task) or <c>reservoir</c> (sampled from
     /// the stream of training items; any targets).</summary>
     public MemorySelection Selection { get; init; } = MemorySelection.ClassBalanced;
-
-    public IEnumerable<OptionError> Validate()
-    {
-        if (Budget < 1) yield return new("budget", "must be ≥ 1");
-        if (!(MixRatio >= 0) || double.IsInfinity(MixRatio)) yield return new("mix_ratio", "must be a finite number ≥ 0");
-    }
 }
 
 /// <summary>

@@ -14,20 +14,16 @@ public enum SiGradient
     Total,
 }
 
-public sealed record SiOptions : IValidatable
+public sealed record SiOptions
 {
     /// <summary>c, the strength of the penalty c Σₖ Ωₖ(θₖ − θ*ₖ)².</summary>
+    [Option(Min = 0)]
     public double C { get; init; } = 0.1;
     /// <summary>ξ, the damping in Ωₖ += ωₖ / ((Δₖ)² + ξ): it bounds the importance of a parameter that barely moved.</summary>
+    [Option(Min = 0, MinExclusive = true)]
     public double Xi { get; init; } = 0.1;
     /// <summary><c>task</c> (the task loss alone, as in the paper) or <c>total</c> (the gradient the update used).</summary>
     public SiGradient Gradient { get; init; } = SiGradient.Task;
-
-    public IEnumerable<OptionError> Validate()
-    {
-        if (!(C >= 0)) yield return new("c", "must be ≥ 0");
-        if (!(Xi > 0)) yield return new("xi", "must be > 0");
-    }
 }
 
 /// <summary>

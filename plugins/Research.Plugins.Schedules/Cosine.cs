@@ -6,10 +6,8 @@ namespace Research.Plugins.Schedules;
 public sealed record CosineOptions : WarmupOptions
 {
     /// <summary>m: the multiplier reached at the last step T (η_min / η_max).</summary>
+    [Option(Min = 0, Max = 1)]
     public double MinLrRatio { get; init; }
-
-    public override IEnumerable<OptionError> Validate() =>
-        base.Validate().Concat(OptionCheck.Errors(OptionCheck.Ratio("min_lr_ratio", MinLrRatio)));
 }
 
 /// <summary>

@@ -6,19 +6,16 @@ namespace Research.Plugins.Schedules;
 public sealed record CosineRestartsOptions : WarmupOptions
 {
     /// <summary>L₀: updates in the first cycle after warmup (SGDR's T₀). Required.</summary>
+    [Option(Min = 0, MinExclusive = true)]
     public long CycleSteps { get; init; }
 
     /// <summary>Each cycle is this many times as long as the previous one (SGDR's T_mult).</summary>
+    [Option(Min = 1)]
     public double CycleMult { get; init; } = 1.0;
 
     /// <summary>m: the multiplier the cosine of each cycle falls towards (η_min / η_max).</summary>
+    [Option(Min = 0, Max = 1)]
     public double MinLrRatio { get; init; }
-
-    public override IEnumerable<OptionError> Validate() =>
-        base.Validate().Concat(OptionCheck.Errors(
-            OptionCheck.Positive("cycle_steps", CycleSteps),
-            OptionCheck.AtLeastOne("cycle_mult", CycleMult),
-            OptionCheck.Ratio("min_lr_ratio", MinLrRatio)));
 }
 
 /// <summary>

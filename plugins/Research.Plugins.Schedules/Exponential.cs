@@ -6,15 +6,12 @@ namespace Research.Plugins.Schedules;
 public sealed record ExponentialOptions : WarmupOptions
 {
     /// <summary>r: the factor by which the rate falls every decay_steps updates.</summary>
+    [Option(Min = 0, MinExclusive = true, Max = 1)]
     public double DecayRate { get; init; } = 0.1;
 
     /// <summary>s: updates over which the rate falls by decay_rate; 0 means the whole decay phase T − W.</summary>
+    [Option(Min = 0)]
     public long DecaySteps { get; init; }
-
-    public override IEnumerable<OptionError> Validate() =>
-        base.Validate().Concat(OptionCheck.Errors(
-            OptionCheck.DecayFactor("decay_rate", DecayRate),
-            OptionCheck.NonNegative("decay_steps", DecaySteps)));
 }
 
 /// <summary>

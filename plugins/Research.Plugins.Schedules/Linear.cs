@@ -6,10 +6,8 @@ namespace Research.Plugins.Schedules;
 public sealed record LinearOptions : WarmupOptions
 {
     /// <summary>e: the multiplier reached at the last step T, as a fraction of the peak.</summary>
+    [Option(Min = 0, Max = 1)]
     public double EndRatio { get; init; }
-
-    public override IEnumerable<OptionError> Validate() =>
-        base.Validate().Concat(OptionCheck.Errors(OptionCheck.Ratio("end_ratio", EndRatio)));
 }
 
 /// <summary>

@@ -13,26 +13,22 @@ public enum AnnealStrategy
 }
 
 /// <summary>Options of <see cref="OneCycle"/>. It has no warmup_steps: its rising phase is its warmup.</summary>
-public sealed record OneCycleOptions : IValidatable
+public sealed record OneCycleOptions
 {
     /// <summary>The share of the run spent rising to the peak, which is reached at P = round(pct_start · T).</summary>
+    [Option(Min = 0, MinExclusive = true, Max = 1, MaxExclusive = true)]
     public double PctStart { get; init; } = 0.3;
 
     /// <summary>f(0) = 1 / div_factor.</summary>
+    [Option(Min = 1)]
     public double DivFactor { get; init; } = 25.0;
 
     /// <summary>f(T) = 1 / (div_factor · final_div_factor).</summary>
+    [Option(Min = 1)]
     public double FinalDivFactor { get; init; } = 1e4;
 
     /// <summary>The curve of both phases: "cos" or "linear".</summary>
     public AnnealStrategy Anneal { get; init; } = AnnealStrategy.Cos;
-
-    public IEnumerable<OptionError> Validate() =>
-        OptionCheck.Errors(
-            OptionCheck.OpenUnit("pct_start", PctStart),
-            OptionCheck.AtLeastOne("div_factor", DivFactor),
-            OptionCheck.AtLeastOne("final_div_factor", FinalDivFactor),
-            OptionCheck.Named("anneal", Anneal));
 }
 
 /// <summary>

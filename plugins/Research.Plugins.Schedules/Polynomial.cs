@@ -6,15 +6,12 @@ namespace Research.Plugins.Schedules;
 public sealed record PolynomialOptions : WarmupOptions
 {
     /// <summary>e: the multiplier reached at the last step T, as a fraction of the peak.</summary>
+    [Option(Min = 0, Max = 1)]
     public double EndRatio { get; init; }
 
     /// <summary>k: the exponent; 1 is linear decay, above 1 falls fast early, below 1 falls late.</summary>
+    [Option(Min = 0, MinExclusive = true)]
     public double Power { get; init; } = 1.0;
-
-    public override IEnumerable<OptionError> Validate() =>
-        base.Validate().Concat(OptionCheck.Errors(
-            OptionCheck.Ratio("end_ratio", EndRatio),
-            OptionCheck.Positive("power", Power)));
 }
 
 /// <summary>

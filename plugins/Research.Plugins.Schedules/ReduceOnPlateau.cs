@@ -15,37 +15,33 @@ public enum PlateauMode
 /// <summary>Options of <see cref="ReduceOnPlateau"/>.</summary>
 public sealed record ReduceOnPlateauOptions : WarmupOptions
 {
-    /// <summary>The evaluation metric watched, by its recorded name.</summary>
+    /// <summary>The validation metric watched, by its recorded name (a test metric would select on test data).</summary>
+    [Option(OneOf = ["val_loss", "val_accuracy"])]
     public string Metric { get; init; } = "val_loss";
 
     /// <summary>"min" when lower is better (losses), "max" when higher is better (accuracies).</summary>
     public PlateauMode Mode { get; init; } = PlateauMode.Min;
 
     /// <summary>The multiplier applied at each reduction.</summary>
+    [Option(Min = 0, MinExclusive = true, Max = 1, MaxExclusive = true)]
     public double Factor { get; init; } = 0.1;
 
     /// <summary>Evaluations without improvement that are tolerated; the next one reduces the rate.</summary>
+    [Option(Min = 0)]
     public int Patience { get; init; } = 2;
 
     /// <summary>Relative improvement that counts: below best·(1 − threshold) in "min" mode, above
     /// best·(1 + threshold) in "max" mode.</summary>
+    [Option(Min = 0)]
     public double Threshold { get; init; } = 1e-4;
 
     /// <summary>Evaluations after a reduction during which evaluations without improvement are not counted.</summary>
+    [Option(Min = 0)]
     public int Cooldown { get; init; }
 
     /// <summary>m: the floor of the multiplier.</summary>
+    [Option(Min = 0, Max = 1)]
     public double MinLrRatio { get; init; }
-
-    public override IEnumerable<OptionError> Validate() =>
-        base.Validate().Concat(OptionCheck.Errors(
-            string.IsNullOrWhiteSpace(Metric) ? new("metric", "must name an evaluation metric") : null,
-            OptionCheck.Named("mode", Mode),
-            OptionCheck.OpenUnit("factor", Factor),
-            OptionCheck.NonNegative("patience", Patience),
-            OptionCheck.NonNegative("threshold", Threshold),
-            OptionCheck.NonNegative("cooldown", Cooldown),
-            OptionCheck.Ratio("min_lr_ratio", MinLrRatio)));
 }
 
 /// <summary>

@@ -9,6 +9,7 @@ public sealed record StepDecayOptions : WarmupOptions
     public long StepSize { get; init; }
 
     /// <summary>γ: the factor applied at each decay.</summary>
+    [Option(Min = 0, MinExclusive = true, Max = 1)]
     public double Gamma { get; init; } = 0.1;
 
     /// <summary>Updates, counted from the start of the run, at which the rate is multiplied by γ; strictly
@@ -28,7 +29,6 @@ public sealed record StepDecayOptions : WarmupOptions
             if (Milestones[0] <= 0 || Milestones.Zip(Milestones.Skip(1)).Any(pair => pair.First >= pair.Second))
                 yield return new("milestones", "must be positive and strictly increasing");
         }
-        if (OptionCheck.DecayFactor("gamma", Gamma) is { } gamma) yield return gamma;
     }
 }
 

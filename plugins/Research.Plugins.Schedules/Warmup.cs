@@ -6,10 +6,11 @@ namespace Research.Plugins.Schedules;
 public record WarmupOptions : IValidatable
 {
     /// <summary>W: updates of linear warmup from 0 to the peak; 0 disables warmup.</summary>
+    [Option(Min = 0)]
     public long WarmupSteps { get; init; }
 
-    public virtual IEnumerable<OptionError> Validate() =>
-        OptionCheck.Errors(OptionCheck.NonNegative("warmup_steps", WarmupSteps));
+    /// <summary>Rules between options; each option's own range is declared on it.</summary>
+    public virtual IEnumerable<OptionError> Validate() => [];
 }
 
 /// <summary>

@@ -19,19 +19,15 @@ public enum DecayShape
 public sealed record WarmupStableDecayOptions : WarmupOptions
 {
     /// <summary>The share of the run, D = round(decay_fraction · T) updates ending at T, spent decaying.</summary>
+    [Option(Min = 0, Max = 1)]
     public double DecayFraction { get; init; } = 0.1;
 
     /// <summary>m: the multiplier reached at the last step T (η_min / η_max).</summary>
+    [Option(Min = 0, Max = 1)]
     public double MinLrRatio { get; init; }
 
     /// <summary>The decay curve: "linear", "cosine" or "sqrt".</summary>
     public DecayShape DecayShape { get; init; } = DecayShape.Linear;
-
-    public override IEnumerable<OptionError> Validate() =>
-        base.Validate().Concat(OptionCheck.Errors(
-            OptionCheck.Ratio("decay_fraction", DecayFraction),
-            OptionCheck.Ratio("min_lr_ratio", MinLrRatio),
-            OptionCheck.Named("decay_shape", DecayShape)));
 }
 
 /// <summary>

@@ -1,5 +1,6 @@
 module Research.Tests.ConfigTests
 
+open System
 open System.IO
 open Expecto
 open Research.Core.Config
@@ -134,5 +135,58 @@ let tests =
             Expect.stringContains r.Err (sprintf "%s: optimizer.lrr: unknown key" path) "message"
             Expect.isFalse (r.Err.Contains "   at ") "no stack trace"
             Expect.isFalse (Directory.Exists(Path.Combine(dir, "runs"))) "nothing was started"
+        }
+        test "every declared bound is the binder's: for each bounded number of every section and built-in plugin, the bound itself is accepted when inclusive and the nearest value outside is refused naming the key" {
+            let host = Research.Core.Plugins.PluginHost.Load([])
+            let tables =
+                [ for name, t in ConfigLoader.SectionTypes -> name, t
+                  for p in host.Plugins do if not (isNull p.OptionsType) then yield p.Name, p.OptionsType ]
+            let mutable checkedBounds = 0
+            for name, t in tables do
+                for spec in OptionSchema.Of t do
+                    if spec.IsNumber && not spec.Type.IsArray && not (isNull spec.Rule) then
+                        let struct (lo, loEx, hi, hiEx) = spec.Bounds
+                        let text (v: float) = if spec.IsInteger then sprintf "%.0f" v else v.ToString("R", Globalization.CultureInfo.InvariantCulture)
+                        let outside (bound: float) (up: bool) =
+                            if spec.IsInteger then (if up then bound + 1.0 else bound - 1.0)
+                            else (if up then Math.BitIncrement bound else Math.BitDecrement bound)
+                        let bind (v: float) =
+                            let table = Tomlyn.TomlSerializer.Deserialize<Tomlyn.Model.TomlTable>(sprintf "%s = %s" spec.Key (text v))
+                            try OptionsBinder.Bind(t, table, "schema.toml", name, "name") |> ignore; None
+                            with :? ConfigException as e -> Some (e.Errors |> Seq.map string |> String.concat "; ")
+                        for bound, exclusive, up in [ lo, loEx, false; hi, hiEx, true ] do
+                            if Math.Abs bound < 1e15 then
+                                checkedBounds <- checkedBounds + 1
+                                // On an inclusive bound the range holds (a rule between options, e.g. ewc's gamma needing
+                                // mode = "online", may still speak).
+                                if not exclusive then
+                                    match bind bound with
+                                    | Some err when err.Contains spec.Accepts -> failtestf "%s.%s = %s is on an inclusive bound: %s" name spec.Key (text bound) err
+                                    | _ -> ()
+                                let v = if exclusive then bound else outside bound up
+                                match bind v with
+                                | Some err -> Expect.stringContains err (sprintf "%s.%s" name spec.Key) "names the key"
+                                | None -> failtestf "%s.%s = %s is outside %s but was accepted" name spec.Key (text v) spec.Accepts
+            Expect.isGreaterThan checkedBounds 60 "the bounds of the core and the built-in plugins were all tried"
+        }
+        test "research config schema prints every section and built-in plugin with types, defaults and accepted values; --json is the same schema as data" {
+            let dir = tempDir "schema"
+            let r = research dir [ "config"; "schema" ]
+            Expect.equal r.ExitCode 0 r.Err
+            for header in [ "[run]"; "[data]"; "[model]"; "[optimizer]"; "[[optimizer.components]]"; "[precision]"; "[train]"; "[checkpoint]"; "[study]"; "[plugins]"
+                            "[schedule] name = \"cosine\""; "[[methods]] name = \"ewc\""; "[[metrics]] name = \"bwt\"" ] do
+                Expect.stringContains r.Out header header
+            Expect.stringContains r.Out "call_timeout_s" "the watchdog's option"
+            let lr = r.Out.Split('\n') |> Array.find (fun l -> l.TrimStart().StartsWith "lr " && l.Contains "0.001")
+            Expect.stringContains lr "> 0" "optimizer.lr: its declared range"
+            let json = research dir [ "config"; "schema"; "--json"; "optimizer" ]
+            Expect.equal json.ExitCode 0 json.Err
+            let doc = Text.Json.JsonDocument.Parse json.Out
+            let lrJson = doc.RootElement.EnumerateArray() |> Seq.find (fun e -> e.GetProperty("table").GetString() = "[optimizer]" && e.GetProperty("key").GetString() = "lr")
+            Expect.equal (lrJson.GetProperty("min").GetDouble()) 0.0 "min"
+            Expect.isTrue (lrJson.GetProperty("min_exclusive").GetBoolean()) "exclusive"
+            let bad = research dir [ "config"; "schema"; "optimiser" ]
+            Expect.equal bad.ExitCode 2 "an unknown section is a usage error"
+            Expect.stringContains bad.Err "no section or plugin 'optimiser'" "named"
         }
     ]

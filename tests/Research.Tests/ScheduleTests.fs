@@ -53,8 +53,8 @@ let private evaluation (step: int64) (valLoss: float) =
     EvaluationPoint(step, 0, readOnlyDict [ "val_loss", valLoss ])
 
 /// The options unchanged, after checking that the test itself drew valid ones.
-let private valid (options: 'o when 'o :> IValidatable) =
-    match List.ofSeq (options.Validate()) with
+let private valid (options: 'o) =
+    match List.ofSeq (OptionSchema.Errors(box options)) with
     | [] -> options
     | errors -> failwithf "the test drew invalid options %A: %A" options errors
 
@@ -363,7 +363,7 @@ let tests =
             Expect.equal tested plugins "schedules in the assembly and in warmupSchedules/allSchedules"
 
         testCase "invalid options are reported with their key" <| fun () ->
-            let cases : (string * IValidatable * string) list = [
+            let cases : (string * obj * string) list = [
                 "negative warmup", WarmupOptions(WarmupSteps = -1L), "warmup_steps"
                 "linear end above the peak", LinearOptions(EndRatio = 1.5), "end_ratio"
                 "cosine negative min", CosineOptions(MinLrRatio = -0.1), "min_lr_ratio"
@@ -396,16 +396,16 @@ let tests =
                 "plateau negative cooldown", ReduceOnPlateauOptions(Cooldown = -2), "cooldown"
                 "plateau min above 1", ReduceOnPlateauOptions(MinLrRatio = 1.5), "min_lr_ratio" ]
             for what, options, key in cases do
-                let keys = options.Validate() |> Seq.map (fun e -> e.Key) |> List.ofSeq
+                let keys = OptionSchema.Errors(box options) |> Seq.map (fun e -> e.Key) |> List.ofSeq
                 Expect.equal keys [ key ] $"{what}: the keys reported"
                 Expect.contains (OptionsBinder.Keys(options.GetType()).Keys) key $"{what}: {key} is a key the host binds"
 
         testCase "default options are valid where every option has a default" <| fun () ->
-            let defaults : IValidatable list = [
+            let defaults : obj list = [
                 WarmupOptions(); LinearOptions(); CosineOptions(); ExponentialOptions(); PolynomialOptions()
                 InverseSqrtOptions(WarmupSteps = 100L); WarmupStableDecayOptions(); OneCycleOptions()
                 ReduceOnPlateauOptions(); CosineRestartsOptions(CycleSteps = 100L); StepDecayOptions(StepSize = 100L)
                 StepDecayOptions(Milestones = [| 100L; 200L |]) ]
             for options in defaults do
-                Expect.isEmpty (options.Validate()) $"{options}"
+                Expect.isEmpty (OptionSchema.Errors options) $"{options}"
     ]

@@ -75,6 +75,9 @@ public sealed record OptionSpec(string Key, PropertyInfo Property, object? Defau
 
     string? CheckScalar(object? value)
     {
+        // The binder sets only named values; an options object built in code can hold others.
+        if (value is Enum e && !Enum.IsDefined(e.GetType(), e))
+            return "must be one of " + string.Join(", ", OptionSchema.EnumNames(e.GetType()).Select(v => $"\"{v}\""));
         if (Rule is null) return null;
         if (value is int or long or double or float)
         {
@@ -120,6 +123,18 @@ public static class OptionSchema
             .Select(p => new OptionSpec(OptionsBinder.SnakeCase(p.Name), p, defaults is null ? null : p.GetValue(defaults),
                 p.GetCustomAttribute<OptionAttribute>(inherit: true), DocOf(docs, p)))
             .ToList();
+    }
+
+    /// <summary>Every problem of an options object: each option against its declaration, then the type's own rules
+    /// (<see cref="IValidatable"/>) — what the binder reports for a table, for an object built in code.</summary>
+    public static IReadOnlyList<OptionError> Errors(object options)
+    {
+        var errors = Of(options.GetType())
+            .Where(s => !s.IsTable)
+            .Select(s => s.Check(s.Property.GetValue(options)) is { } e ? new OptionError(s.Key, e) : null)
+            .OfType<OptionError>().ToList();
+        if (options is IValidatable v) errors.AddRange(v.Validate());
+        return errors;
     }
 
     public static bool IsOptionsType(Type t) => t.IsClass && t != typeof(string) && !t.IsArray && t.GetConstructor(Type.EmptyTypes) != null;

@@ -71,8 +71,9 @@ static class RunsCommand
 
     static int List(string root)
     {
+        var stores = Stores(root).ToList();
         Console.WriteLine($"{"run",-44} {"status",-9} {"seed",5}  {"val acc",8} {"test acc",8}  {"study avg acc",13}");
-        foreach (var path in Stores(root))
+        foreach (var path in stores)
         {
             using var store = RunStore.OpenReadOnly(path);
             foreach (var r in store.Query("SELECT id, status, seed, host, pid, heartbeat_utc FROM runs"))
@@ -99,6 +100,7 @@ static class RunsCommand
         if (!File.Exists(path)) throw new UsageException($"{a.Positional[0]} holds no {RunStore.FileName}");
         using var store = RunStore.OpenReadOnly(path);
         var split = a.One("--split") ?? "test";
+        if (split is not ("test" or "val")) throw new UsageException($"--split must be test or val, not '{split}'");
         var cells = store.Query("SELECT after_task, on_task, accuracy FROM study_matrix WHERE split = $s", ("$s", split));
         if (cells.Count == 0) throw new UsageException($"{a.Positional[0]} is not a study (no {split} matrix)");
         int T = cells.Max(c => Convert.ToInt32(c[0])) + 1;

@@ -195,7 +195,7 @@ let tests =
                 first.Kill true
                 first.WaitForExit()
         }
-        test "damaged weight files given to init_from exit 2 naming the file: a header longer than the file, an unknown dtype, offsets past the data, /dev/null, a link to /dev/zero, a tampered checkpoint" {
+        test "damaged weight files given to init_from (and a tampered checkpoint to eval) exit 2 naming the file: a header longer than the file, an unknown dtype, offsets past the data, /dev/null, a link to /dev/zero, a tampered checkpoint" {
             let dir = tempDir "bad-weights"
             let path = syntheticConfig dir ""
             let r = research dir [ "train"; path ]
@@ -229,6 +229,10 @@ let tests =
                 let r = research dir [ "train"; path; "--set"; sprintf "model.init_from=\"%s\"" file ]
                 expectOneLine r 2 says
                 Expect.stringContains r.Err file (sprintf "names %s" file)
+            // eval reads a checkpoint through the same check.
+            let e = research dir [ "eval"; tampered; "--config"; path ]
+            expectOneLine e 2 "does not match its SHA-256 in the manifest"
+            Expect.stringContains e.Err model "eval names the tampered file"
         }
         test "a checkpoint whose state.json (re-signed in its manifest) places the run outside itself is refused on resume, naming the file and the field" {
             let dir, path, run, newest = killedRun "bad-state"

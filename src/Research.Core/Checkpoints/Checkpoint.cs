@@ -138,6 +138,8 @@ public static class Checkpoint
     {
         var manifestPath = Path.Combine(dir, Manifest);
         if (!File.Exists(manifestPath)) return $"{manifestPath} is missing";
+        // A FIFO or device in its place (a link to /dev/zero) would block the read or never end it.
+        if (FileChecks.TargetLength(manifestPath) == 0) return $"{manifestPath} is empty or not a regular file";
         Dictionary<string, string>? manifest;
         try { manifest = JsonSerializer.Deserialize<Dictionary<string, string>>(File.ReadAllBytes(manifestPath)); }
         catch (JsonException e) { return $"{manifestPath} is not valid JSON: {e.Message}"; }
@@ -158,7 +160,11 @@ public static class Checkpoint
     public static CheckpointState ReadState(string dir)
     {
         var path = Path.Combine(dir, State);
-        var state = JsonSerializer.Deserialize<CheckpointState>(File.ReadAllBytes(path), Json) ?? throw new InvalidDataException($"{path} is empty");
+        CheckpointState? state;
+        // Verified against its manifest, yet not necessarily what this version writes (a state re-signed by hand).
+        try { state = JsonSerializer.Deserialize<CheckpointState>(File.ReadAllBytes(path), Json); }
+        catch (JsonException e) { throw new InvalidDataException($"{path} is not a checkpoint state: {e.Message}", e); }
+        if (state is null) throw new InvalidDataException($"{path} is empty");
         if (state.Format != FormatVersion)
             throw new InvalidDataException($"{path} has checkpoint format {state.Format}; this version reads format {FormatVersion} (resume it with the version that wrote it)");
         return state;

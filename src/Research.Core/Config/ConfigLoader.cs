@@ -21,6 +21,9 @@ public static class ConfigLoader
     public static RunConfig Load(string path, IEnumerable<string>? overrides = null)
     {
         if (!File.Exists(path)) throw new ConfigException(path, "(file)", "no such config file");
+        // A FIFO would block the read and a device (a link to /dev/zero) never end it; both report no length, as an empty
+        // file does, which holds no config either.
+        if (FileChecks.TargetLength(path) == 0) throw new ConfigException(path, "(file)", "is empty or not a regular file");
         return Parse(File.ReadAllText(path), path, overrides);
     }
 

@@ -165,6 +165,15 @@ public static class Checkpoint
         try { state = JsonSerializer.Deserialize<CheckpointState>(File.ReadAllBytes(path), Json); }
         catch (JsonException e) { throw new InvalidDataException($"{path} is not a checkpoint state: {e.Message}", e); }
         if (state is null) throw new InvalidDataException($"{path} is empty");
+        // JSON null where the state holds a value (a field left out or nulled by hand) would fail far from the file.
+        string? missing =
+            state.RunId is null ? "RunId" : state.Identity is null ? "Identity"
+            : state.Evaluations is null || state.Evaluations.Any(e => e?.Metrics is null) ? "Evaluations"
+            : state.StopReasons is null || state.StopReasons.Any(r => r?.Reason is null) ? "StopReasons"
+            : state.Study is { } study && (study.RandomInit is null || study.Rows is null
+                || study.Rows.Any(r => r?.TestAccuracy is null || r.TestLoss is null)) ? "Study"
+            : null;
+        if (missing != null) throw new InvalidDataException($"{path}: {missing} is missing or null; not a checkpoint state this version wrote");
         if (state.Format != FormatVersion)
             throw new InvalidDataException($"{path} has checkpoint format {state.Format}; this version reads format {FormatVersion} (resume it with the version that wrote it)");
         return state;

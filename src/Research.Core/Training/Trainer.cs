@@ -62,18 +62,21 @@ public static class Trainer
         if (resume is { } r)
         {
             (runId, runDir) = (r.State.RunId, Path.GetFullPath(resumeDir!));
-            store = new RunStore(Path.Combine(runDir, RunStore.FileName));
+            var storePath = Path.Combine(runDir, RunStore.FileName);
+            // Asked on a read-only connection: a refused resume leaves the store as it was.
+            string? status;
+            using (var reader = RunStore.OpenReadOnly(storePath)) status = reader.Status(runId);
+            if (status is null)
+                throw new InvalidDataException($"{Path.Combine(r.Dir, Checkpoint.State)}: run {runId} is not in {storePath}; it does not describe this run (refusing to resume from it)");
+            if (status == "finished")
+                throw new InvalidDataException($"--resume {runDir}: run {runId} already finished; nothing to resume");
+            store = new RunStore(storePath);
         }
         else (runId, runDir, store) = RunBuilder.StartRun(run, Streams(run));
         using var newRunLock = resumeDir is null ? RunLock.Acquire(runDir) : null;
         using var _store = store;
         if (resume is { } from)
         {
-            var status = store.Status(runId);
-            if (status is null)
-                throw new InvalidDataException($"{Path.Combine(from.Dir, Checkpoint.State)}: run {runId} is not in {store.Path}; it does not describe this run (refusing to resume from it)");
-            if (status == "finished")
-                throw new InvalidDataException($"--resume {runDir}: run {runId} already finished; nothing to resume");
             var stops = from.State.StopReasons;
             store.ResumeRun(runId, (from.State.MetricRows, from.State.EvaluationRows), from.State.Study?.Rows.Count ?? 0,
                 stops.Count == 0 ? null : StopText(stops, kind == RunKind.Study));

@@ -70,6 +70,7 @@ static class Commands
                          ?? throw new UsageException($"eval: {checkpoint} is not inside a run (RUN/checkpoints/NAME); give its config with --config");
         var overrides = a.All("--set").Append($"model.init_from=\"{checkpoint}\"").Append("model.strict=true").Append("model.reinit=[]");
         var config = ConfigLoader.Load(configPath, overrides);
+        RunBuilder.CheckClasses(config, RunKind.Train);
         using var task = RunBuilder.SingleTask(config);
         var (model, summary, precision) = RunBuilder.PreparedModel(config, task.Train.Features, task.Train.NumClasses);
         using var _model = model;

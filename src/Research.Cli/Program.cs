@@ -54,7 +54,9 @@ public static class Program
         catch (Exception e)
         {
             // Not a mistake the code recognises: still one line, with what was thrown; the trace on request.
-            Console.Error.WriteLine($"error: {e.GetType().Name}: {e.Message}{(verbose ? "" : " (--verbose prints the stack trace)")}");
+            // One line: a native (libtorch) message carries its C++ frames on the lines after the first.
+            var message = e.Message.Split('\n', 2)[0].TrimEnd();
+            Console.Error.WriteLine($"error: {e.GetType().Name}: {message}{(verbose ? "" : " (--verbose prints the stack trace)")}");
             return Trace(e, 1);
         }
 

@@ -50,6 +50,7 @@ let main argv =
             PluginHostTests.tests
             ReadmeTests.tests
             SweepTests.tests
+            FuzzTests.tests
         ]
     let config = { defaultConfig with printer = printer defaultConfig.printer }
     // Plain output (no colours, no spinner) so logs and CI read cleanly and the last line is exact.

@@ -147,6 +147,8 @@ public static class Checkpoint
     {
         var manifestPath = Path.Combine(dir, Manifest);
         if (!File.Exists(manifestPath)) return $"{manifestPath} is missing";
+        // A FIFO or device in its place (a link to /dev/zero) would block the read or never end it.
+        if (FileChecks.TargetLength(manifestPath) == 0) return $"{manifestPath} is empty or not a regular file";
         Dictionary<string, string>? manifest;
         try { manifest = JsonSerializer.Deserialize<Dictionary<string, string>>(File.ReadAllBytes(manifestPath)); }
         catch (JsonException e) { return $"{manifestPath} is not valid JSON: {e.Message}"; }
@@ -167,7 +169,20 @@ public static class Checkpoint
     public static CheckpointState ReadState(string dir)
     {
         var path = Path.Combine(dir, State);
-        var state = JsonSerializer.Deserialize<CheckpointState>(File.ReadAllBytes(path), Json) ?? throw new InvalidDataException($"{path} is empty");
+        CheckpointState? state;
+        // Verified against its manifest, yet not necessarily what this version writes (a state re-signed by hand).
+        try { state = JsonSerializer.Deserialize<CheckpointState>(File.ReadAllBytes(path), Json); }
+        catch (JsonException e) { throw new InvalidDataException($"{path} is not a checkpoint state: {e.Message}", e); }
+        if (state is null) throw new InvalidDataException($"{path} is empty");
+        // JSON null where the state holds a value (a field left out or nulled by hand) would fail far from the file.
+        string? missing =
+            state.RunId is null ? "RunId" : state.Identity is null ? "Identity"
+            : state.Evaluations is null || state.Evaluations.Any(e => e?.Metrics is null) ? "Evaluations"
+            : state.StopReasons is null || state.StopReasons.Any(r => r?.Reason is null) ? "StopReasons"
+            : state.Study is { } study && (study.RandomInit is null || study.Rows is null
+                || study.Rows.Any(r => r?.TestAccuracy is null || r.TestLoss is null)) ? "Study"
+            : null;
+        if (missing != null) throw new InvalidDataException($"{path}: {missing} is missing or null; not a checkpoint state this version wrote");
         if (state.Format != FormatVersion)
             throw new InvalidDataException($"{path} has checkpoint format {state.Format}; this version reads format {FormatVersion} (resume it with the version that wrote it)");
         return state;

@@ -41,26 +41,36 @@ public static class SafetensorsCheck
         using (json)
         {
             if (json.RootElement.ValueKind != JsonValueKind.Object) throw new InvalidDataException($"{path}: its safetensors header is not a JSON object");
+            var names = new HashSet<string>(StringComparer.Ordinal);
             foreach (var entry in json.RootElement.EnumerateObject())
             {
-                if (entry.Name == "__metadata__") continue;
+                if (!names.Add(entry.Name)) throw new InvalidDataException($"{path}: its safetensors header names '{entry.Name}' twice");
+                if (entry.Name == "__metadata__")
+                {
+                    // The format's metadata is a map of strings to strings; readers fail on anything else.
+                    if (entry.Value.ValueKind != JsonValueKind.Object || entry.Value.EnumerateObject().Any(m => m.Value.ValueKind != JsonValueKind.String))
+                        throw new InvalidDataException($"{path}: its safetensors __metadata__ is not a map of strings to strings");
+                    continue;
+                }
                 var t = entry.Value;
                 string Bad(string what) => $"{path}: tensor '{entry.Name}' {what}";
                 if (t.ValueKind != JsonValueKind.Object || !t.TryGetProperty("dtype", out var dtype) || !t.TryGetProperty("shape", out var shape)
-                    || !t.TryGetProperty("data_offsets", out var offsets))
-                    throw new InvalidDataException(Bad("lacks dtype, shape or data_offsets"));
+                    || !t.TryGetProperty("data_offsets", out var offsets) || shape.ValueKind != JsonValueKind.Array || offsets.ValueKind != JsonValueKind.Array)
+                    throw new InvalidDataException(Bad("lacks dtype, shape or data_offsets (shape and data_offsets arrays)"));
                 if (dtype.ValueKind != JsonValueKind.String || !ItemSize.TryGetValue(dtype.GetString()!, out var size))
                     throw new InvalidDataException(Bad($"has dtype {dtype}, which is not one of {string.Join(", ", ItemSize.Keys)}"));
                 long count = 1;
                 foreach (var d in shape.EnumerateArray())
                 {
                     if (d.ValueKind != JsonValueKind.Number || !d.TryGetInt64(out var n) || n < 0) throw new InvalidDataException(Bad($"has shape {shape}"));
-                    count = checked(count * n);
+                    // A shape whose product passes a long is no tensor any file holds.
+                    try { count = checked(count * n); }
+                    catch (OverflowException) { throw new InvalidDataException(Bad($"has shape {shape}, more elements than a file can hold")); }
                 }
-                var o = offsets.EnumerateArray().Select(x => x.TryGetInt64(out var v) ? v : -1).ToArray();
+                var o = offsets.EnumerateArray().Select(x => x.ValueKind == JsonValueKind.Number && x.TryGetInt64(out var v) ? v : -1).ToArray();
                 if (o.Length != 2 || o[0] < 0 || o[1] < o[0] || o[1] > dataLength)
                     throw new InvalidDataException(Bad($"has data offsets {offsets} outside the {dataLength} bytes of data"));
-                if (o[1] - o[0] != count * size)
+                if (count > dataLength || o[1] - o[0] != count * size)
                     throw new InvalidDataException(Bad($"of shape {shape} and dtype {dtype.GetString()} needs {count * size} bytes; its offsets span {o[1] - o[0]}"));
             }
         }

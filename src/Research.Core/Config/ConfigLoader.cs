@@ -21,6 +21,9 @@ public static class ConfigLoader
     public static RunConfig Load(string path, IEnumerable<string>? overrides = null)
     {
         if (!File.Exists(path)) throw new ConfigException(path, "(file)", "no such config file");
+        // A FIFO would block the read and a device (a link to /dev/zero) never end it; both report no length, as an empty
+        // file does, which holds no config either.
+        if (FileChecks.TargetLength(path) == 0) throw new ConfigException(path, "(file)", "is empty or not a regular file");
         return Parse(File.ReadAllText(path), path, overrides);
     }
 
@@ -29,26 +32,43 @@ public static class ConfigLoader
     /// value wins, so <c>lr</c> written twice would silently change a run). Keys come from Tomlyn's event parser, which
     /// reports a reopened <c>[table]</c> as one table, so a key in both halves is caught; a <c>[table]</c> header written
     /// twice is caught from the headers themselves. Elements of an array of tables (<c>[[methods]]</c>) are separate tables.
+    /// A table that a later header extends (<c>[optimizer]</c> … <c>[train]</c> … <c>[[optimizer.components]]</c>, valid
+    /// TOML) is reported by the event parser as its key again: that is the table reopened, not defined twice, and its keys
+    /// are the same set.
     /// </summary>
     static IEnumerable<string> DuplicateKeys(string text)
     {
         var found = new List<string>();
+        var headers = System.Text.RegularExpressions.Regex.Matches(text, @"^[ \t]*(\[\[?)[ \t]*([^\[\]#]+?)[ \t]*\]\]?[ \t]*(#.*)?$",
+            System.Text.RegularExpressions.RegexOptions.Multiline)
+            .Select(m => (Array: m.Groups[1].Value == "[[", Name: System.Text.RegularExpressions.Regex.Replace(m.Groups[2].Value, @"[ \t]*\.[ \t]*", ".")))
+            .ToList();
+        // A key a header names or leads to ([a.b] leads to a) may appear again as a table: reopened by that header.
+        bool Reopenable(string path) => headers.Any(h => h.Name == path || h.Name.StartsWith(path + ".", StringComparison.Ordinal));
         var parser = Tomlyn.Parsing.TomlParser.Create(text);
         var stack = new Stack<Frame>();
-        string? name = null;
+        var tableKeys = new Dictionary<string, HashSet<string>>(StringComparer.Ordinal);
+        string? name = null, repeated = null;
         string Child(string parent, string key) => parent.Length == 0 ? key : $"{parent}.{key}";
+        HashSet<string> KeysOf(string path) => tableKeys.TryGetValue(path, out var k) ? k : tableKeys[path] = new(StringComparer.Ordinal);
         while (parser.MoveNext())
         {
-            switch (parser.Current.Kind)
+            var kind = parser.Current.Kind;
+            if (repeated != null)
+            {
+                // The event after a repeated key says whether it is a table reopened or a key defined twice.
+                if (!(kind == Tomlyn.Parsing.TomlParseEventKind.StartTable && Reopenable(repeated))) found.Add(repeated);
+                repeated = null;
+            }
+            switch (kind)
             {
                 case Tomlyn.Parsing.TomlParseEventKind.StartTable:
-                    stack.Push(stack.TryPeek(out var top)
-                        ? new Frame(top.Keys is null ? $"{top.Path}[{top.Elements++}]" : Child(top.Path, name ?? ""), IsArray: false)
-                        : new Frame("", IsArray: false));
+                    var path = stack.TryPeek(out var top) ? top.Keys is null ? $"{top.Path}[{top.Elements++}]" : Child(top.Path, name ?? "") : "";
+                    stack.Push(new Frame(path, KeysOf(path)));
                     name = null;
                     break;
                 case Tomlyn.Parsing.TomlParseEventKind.StartArray:
-                    stack.Push(new Frame(stack.TryPeek(out var owner) && owner.Keys != null ? Child(owner.Path, name ?? "") : "", IsArray: true));
+                    stack.Push(new Frame(stack.TryPeek(out var owner) && owner.Keys != null ? Child(owner.Path, name ?? "") : "", null));
                     name = null;
                     break;
                 case Tomlyn.Parsing.TomlParseEventKind.EndTable or Tomlyn.Parsing.TomlParseEventKind.EndArray:
@@ -56,7 +76,7 @@ public static class ConfigLoader
                     break;
                 case Tomlyn.Parsing.TomlParseEventKind.PropertyName:
                     name = parser.GetPropertyName();
-                    if (stack.TryPeek(out var table) && table.Keys is { } keys && !keys.Add(name)) found.Add(Child(table.Path, name));
+                    if (stack.TryPeek(out var table) && table.Keys is { } keys && !keys.Add(name)) repeated = Child(table.Path, name);
                     break;
                 case Tomlyn.Parsing.TomlParseEventKind.String or Tomlyn.Parsing.TomlParseEventKind.Integer or Tomlyn.Parsing.TomlParseEventKind.Float
                     or Tomlyn.Parsing.TomlParseEventKind.Boolean or Tomlyn.Parsing.TomlParseEventKind.DateTime:
@@ -64,17 +84,17 @@ public static class ConfigLoader
                     break;
             }
         }
-        var headers = System.Text.RegularExpressions.Regex.Matches(text, @"^[ \t]*\[[ \t]*([^\[\]#]+?)[ \t]*\][ \t]*(#.*)?$",
-            System.Text.RegularExpressions.RegexOptions.Multiline).Select(m => m.Groups[1].Value);
-        found.AddRange(headers.GroupBy(h => h).Where(g => g.Count() > 1).Select(g => g.Key));
+        if (repeated != null) found.Add(repeated);
+        found.AddRange(headers.Where(h => !h.Array).GroupBy(h => h.Name).Where(g => g.Count() > 1).Select(g => g.Key));
         return found.Distinct();
     }
 
-    /// <summary>A table or an array being read: its key path, its keys so far (tables), its elements so far (arrays).</summary>
-    sealed class Frame(string path, bool IsArray)
+    /// <summary>A table or an array being read: its key path, its keys so far (tables; shared by a table's reopenings),
+    /// its elements so far (arrays).</summary>
+    sealed class Frame(string path, HashSet<string>? keys)
     {
         public string Path { get; } = path;
-        public HashSet<string>? Keys { get; } = IsArray ? null : new(StringComparer.Ordinal);
+        public HashSet<string>? Keys { get; } = keys;
         public int Elements { get; set; }
     }
 
@@ -83,7 +103,14 @@ public static class ConfigLoader
     {
         TomlTable root;
         try { root = TomlSerializer.Deserialize<TomlTable>(text) ?? new TomlTable(); }
-        catch (TomlException e) { throw new ConfigException(file, "(syntax)", e.Message); }
+        catch (TomlException e)
+        {
+            // Tomlyn lists every diagnostic, one a line; after the first they mostly follow from it (an unclosed string
+            // makes each later line "invalid"): report the first, and how many followed, as one line.
+            var diagnostics = e.Message.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+            throw new ConfigException(file, "(syntax)", diagnostics.Length <= 1 ? e.Message.Trim()
+                : $"{diagnostics[0]} (and {diagnostics.Length - 1} more error{(diagnostics.Length > 2 ? "s" : "")} after it)");
+        }
         var duplicates = DuplicateKeys(text).Select(k => new ConfigError(file, k, "is defined twice (TOML allows a key or table once)")).ToList();
         if (duplicates.Count > 0) throw new ConfigException(duplicates);
         // [[regularizers]] is the contract-1 name of [[methods]]: read as it, in the file and in overrides.

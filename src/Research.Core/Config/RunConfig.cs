@@ -22,7 +22,13 @@ public sealed record RunSection : IValidatable
     {
         if (string.IsNullOrWhiteSpace(Name) || Name.IndexOfAny(Path.GetInvalidFileNameChars()) >= 0)
             yield return new("name", "must be a non-empty file name");
+        // The run folder is the name and a 27-character stamp; a file name holds 255 bytes (UTF-8), not 255 characters.
+        else if (System.Text.Encoding.UTF8.GetByteCount(Name) is var bytes and > MaxNameBytes)
+            yield return new("name", $"is {bytes} bytes in UTF-8; at most {MaxNameBytes} (the run folder adds a 27-character stamp to it, and a file name holds 255 bytes)");
     }
+
+    /// <summary>The longest name in UTF-8 bytes: 255 (a file name) − 27 (the stamp <c>-yyyyMMdd-HHmmss-fff-xxxxxx</c>).</summary>
+    public const int MaxNameBytes = 228;
 }
 
 /// <summary>[data]: which data, which classes, how it is split and batched.</summary>

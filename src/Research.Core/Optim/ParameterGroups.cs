@@ -117,7 +117,17 @@ public static class ParameterGroups
 
     static Dictionary<string, int> Depths(IReadOnlyList<(string Name, Tensor Value)> ps, string pattern)
     {
-        var layer = ps.Select(p => Regex.Match(p.Name, pattern)).Select(m => m.Success ? int.Parse(m.Groups[1].Value) : -1).ToList();
+        var layer = ps.Select(p =>
+        {
+            var m = Regex.Match(p.Name, pattern);
+            if (!m.Success) return -1;
+            // The first group must capture the index: a pattern without a group, or whose group captures something else,
+            // is a mistake in the pattern, not a parameter outside the layers.
+            return m.Groups.Count > 1 && int.TryParse(m.Groups[1].Value, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var index)
+                ? index
+                : throw new InvalidOperationException($"layer decay: pattern '{pattern}' matches '{p.Name}' but its first group captures " +
+                    (m.Groups.Count > 1 ? $"'{m.Groups[1].Value}', not a layer index" : "nothing (it has no group)"));
+        }).ToList();
         if (layer.All(l => l < 0)) throw new InvalidOperationException($"layer decay: pattern '{pattern}' captures no layer index");
         int last = layer.Max(), firstIndexed = layer.FindIndex(l => l >= 0);
         return ps.Select((p, i) => (p.Name, Depth: layer[i] >= 0 ? layer[i] + 1 : i < firstIndexed ? 0 : last + 2))

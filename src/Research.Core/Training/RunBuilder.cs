@@ -106,11 +106,13 @@ public static class RunBuilder
         var (schedule, methods) = Plugins(c, host);
         var metrics = kind == RunKind.Study ? Metrics(c, host) : [];
         var canonical = ResolvedConfig.Canonical(c, host, Command(kind));
+        CheckClasses(c, kind);
         if (c.Run.Threads > 0) torch.set_num_threads(c.Run.Threads);
         IReadOnlyList<TaskData> tasks = kind == RunKind.Study ? TaskSequence.Build(c.Study, c.Data, c.Run.Seed) : [SingleTask(c)];
         try
         {
             var numClasses = (int)DatasetShape(c.Data).Classes;
+            CheckTasks(c, kind, tasks, numClasses);
             var heads = kind == RunKind.Study && c.Study.Benchmark == "split-task"
                 ? new TaskHeads(tasks.Select(t => t.HeadClasses!).ToList(), numClasses) : null;
             var (model, summary, precision) = PreparedModel(c, tasks[0].Train.Features, numClasses);
@@ -132,6 +134,39 @@ public static class RunBuilder
             foreach (var t in tasks) t.Dispose();
             throw;
         }
+    }
+
+    /// <summary>
+    /// What needs the dataset's number of classes, checked before any data loads: <c>data.classes</c> names classes the
+    /// dataset has, and an explicit <c>model.outputs</c> covers every label the run trains or evaluates (a label past the
+    /// head would stop the first step with a native error).
+    /// </summary>
+    public static void CheckClasses(RunConfig c, RunKind kind)
+    {
+        var classes = DatasetShape(c.Data).Classes;
+        var outside = c.Data.Classes.Where(k => k >= classes).ToList();
+        if (outside.Count > 0)
+            throw new ConfigException(c.File, "data.classes",
+                $"[{string.Join(", ", c.Data.Classes)}] names class {outside[0]}, which the dataset does not have (classes 0–{classes - 1})");
+        // Labels keep their ids: a single run (or a permuted study) on classes [3, 7] needs 8 outputs; a split study uses them all.
+        bool split = kind == RunKind.Study && c.Study.Benchmark != "permuted";
+        int needed = c.Data.Classes.Length > 0 && !split ? c.Data.Classes.Max() + 1 : classes;
+        if (c.Model.Outputs > 0 && c.Model.Outputs < needed)
+            throw new ConfigException(c.File, "model.outputs",
+                $"{c.Model.Outputs} is fewer than the {needed} outputs the labels need (label ids run to {needed - 1}; 0: one per class of the dataset)");
+    }
+
+    /// <summary>A phase with no training items would train nothing and still finish; a study needs two tasks to measure forgetting.</summary>
+    static void CheckTasks(RunConfig c, RunKind kind, IReadOnlyList<TaskData> tasks, int numClasses)
+    {
+        if (tasks.FirstOrDefault(t => t.Train.Count == 0) is { } empty)
+            throw new ConfigException(c.File, "data",
+                $"{(kind == RunKind.Study ? $"task '{empty.Name}'" : "the run")} has no training items: data.classes " +
+                $"[{string.Join(", ", c.Data.Classes)}], data.train_limit {c.Data.TrainLimit} and data.validation_fraction " +
+                $"{c.Data.ValidationFraction.ToString(System.Globalization.CultureInfo.InvariantCulture)} (which holds out {empty.Validation.Count}) leave none");
+        if (kind == RunKind.Study && tasks.Count < 2)
+            throw new ConfigException(c.File, "study.benchmark",
+                $"\"{c.Study.Benchmark}\" makes {tasks.Count} task of 2 classes from the dataset's {numClasses} classes; a study needs at least 2 tasks");
     }
 
     /// <summary>The data of a single run: the dataset's classes, size limit and validation holdout.</summary>

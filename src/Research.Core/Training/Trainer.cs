@@ -62,15 +62,21 @@ public static class Trainer
         if (resume is { } r)
         {
             (runId, runDir) = (r.State.RunId, Path.GetFullPath(resumeDir!));
-            store = new RunStore(Path.Combine(runDir, RunStore.FileName));
+            var storePath = Path.Combine(runDir, RunStore.FileName);
+            // Asked on a read-only connection: a refused resume leaves the store as it was.
+            string? status;
+            using (var reader = RunStore.OpenReadOnly(storePath)) status = reader.Status(runId);
+            if (status is null)
+                throw new InvalidDataException($"{Path.Combine(r.Dir, Checkpoint.State)}: run {runId} is not in {storePath}; it does not describe this run (refusing to resume from it)");
+            if (status == "finished")
+                throw new InvalidDataException($"--resume {runDir}: run {runId} already finished; nothing to resume");
+            store = new RunStore(storePath);
         }
         else (runId, runDir, store) = RunBuilder.StartRun(run, Streams(run));
         using var newRunLock = resumeDir is null ? RunLock.Acquire(runDir) : null;
         using var _store = store;
         if (resume is { } from)
         {
-            if (store.Status(runId) == "finished")
-                throw new InvalidDataException($"--resume {runDir}: run {runId} already finished; nothing to resume");
             var stops = from.State.StopReasons;
             store.ResumeRun(runId, (from.State.MetricRows, from.State.EvaluationRows), from.State.Study?.Rows.Count ?? 0,
                 stops.Count == 0 ? null : StopText(stops, kind == RunKind.Study));
@@ -155,12 +161,15 @@ public static class Trainer
         CheckPosition(run, found.Dir, found.State);
         if (found.State.Identity != run.Identity)
             throw new ConfigException(run.Config.File, "(config)",
-                $"differs from the config of the run being resumed ({resumeDir}/config.toml; identity {found.State.Identity[..12]}…, this config {run.Identity[..12]}…); resume with that config");
+                $"differs from the config of the run being resumed ({resumeDir}/config.toml; identity {Prefix(found.State.Identity)}…, this config {Prefix(run.Identity)}…); resume with that config");
         if (found.State.Threads != torch.get_num_threads())
             observer.Message($"warning: the run was checkpointed with {found.State.Threads} threads and resumes with {torch.get_num_threads()}: " +
                              "results may differ in the last bits from an uninterrupted run (set [run] threads)");
         return found;
     }
+
+    /// <summary>The first 12 characters of an identity (a state file edited by hand may hold a shorter one, or none).</summary>
+    static string Prefix(string? identity) => identity is null ? "(none)" : identity.Length > 12 ? identity[..12] : identity;
 
     /// <summary>
     /// A checkpoint's position must lie inside the run it claims to continue: its manifest proves the files are the ones

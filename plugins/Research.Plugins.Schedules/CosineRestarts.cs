@@ -6,7 +6,7 @@ namespace Research.Plugins.Schedules;
 public sealed record CosineRestartsOptions : WarmupOptions
 {
     /// <summary>L₀: updates in the first cycle after warmup (SGDR's T₀). Required.</summary>
-    [Option(Min = 0, MinExclusive = true)]
+    [Option(Min = 1)]
     public long CycleSteps { get; init; }
 
     /// <summary>Each cycle is this many times as long as the previous one (SGDR's T_mult).</summary>

@@ -189,4 +189,11 @@ let tests =
             Expect.equal bad.ExitCode 2 "an unknown section is a usage error"
             Expect.stringContains bad.Err "no section or plugin 'optimiser'" "named"
         }
+        test "an option left out is checked too: cosine-restarts without cycle_steps (default 0, declared ≥ 1) is refused naming the key" {
+            let dir = tempDir "cfg-default"
+            let path = syntheticConfig dir "[schedule]\nname = \"cosine-restarts\"\n"
+            let r = research dir [ "train"; path; "--dry-run" ]
+            Expect.equal r.ExitCode 2 r.Err
+            Expect.stringContains r.Err "schedule.cycle_steps: is not set, and its default 0 must be ≥ 1" "names the key and the rule"
+        }
     ]

@@ -64,6 +64,12 @@ public static class OptionsBinder
                 errors.Add(new(file, path, $"{Describe(value)} {wrong}"));
             else prop.SetValue(instance, converted);
         }
+        // An option left out keeps its default, which must satisfy its declaration too: some options have no usable
+        // default (cosine-restarts' cycle_steps = 0 asks the user to choose one).
+        var given = (table ?? new TomlTable()).Keys.ToHashSet();
+        foreach (var spec in specs.Values.Where(o => !given.Contains(o.Key) && !o.IsTable))
+            if (spec.Check(spec.Property.GetValue(instance)) is { } wrong)
+                errors.Add(new(file, section.Length == 0 ? spec.Key : $"{section}.{spec.Key}", $"is not set, and its default {Describe(spec.Default)} {wrong}"));
         if (instance is IValidatable v)
             foreach (var e in v.Validate())
                 errors.Add(new(file, section.Length == 0 ? e.Key : $"{section}.{e.Key}",

@@ -6,5 +6,5 @@ namespace Research.Plugins.Schedules;
 [Plugin("constant", Summary = "constant peak learning rate after linear warmup")]
 public sealed class Constant(WarmupOptions options) : ISchedule
 {
-    public double Multiplier(in ScheduleContext c) => Warmup.Apply(options.WarmupSteps, c.Step, 1.0);
+    public double Multiplier(in ScheduleContext c) => Warmup.Apply(options.WarmupFor(c), c.Step, 1.0);
 }

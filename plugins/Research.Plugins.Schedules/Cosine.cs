@@ -19,6 +19,6 @@ public sealed record CosineOptions : WarmupOptions
 public sealed class Cosine(CosineOptions options) : ISchedule
 {
     public double Multiplier(in ScheduleContext c) =>
-        Warmup.Apply(options.WarmupSteps, c.Step,
-            Annealing.Cosine(1.0, options.MinLrRatio, Warmup.Progress(options.WarmupSteps, c)));
+        Warmup.Apply(options.WarmupFor(c), c.Step,
+            Annealing.Cosine(1.0, options.MinLrRatio, Warmup.Progress(options.WarmupFor(c), c)));
 }

@@ -30,8 +30,8 @@ public sealed class CosineRestarts(CosineRestartsOptions options) : ISchedule
 {
     public double Multiplier(in ScheduleContext c)
     {
-        var (position, length) = Cycle(Math.Max(0, c.Step - options.WarmupSteps));
-        return Warmup.Apply(options.WarmupSteps, c.Step, Annealing.Cosine(1.0, options.MinLrRatio, position / length));
+        var (position, length) = Cycle(Math.Max(0, c.Step - options.WarmupFor(c)));
+        return Warmup.Apply(options.WarmupFor(c), c.Step, Annealing.Cosine(1.0, options.MinLrRatio, position / length));
     }
 
     /// <summary>Position in the current cycle and that cycle's length, u updates after warmup. In doubles,

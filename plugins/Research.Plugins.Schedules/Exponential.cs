@@ -23,7 +23,7 @@ public sealed class Exponential(ExponentialOptions options) : ISchedule
 {
     public double Multiplier(in ScheduleContext c)
     {
-        var w = options.WarmupSteps;
+        var w = options.WarmupFor(c);
         var s = options.DecaySteps > 0 ? options.DecaySteps : Math.Max(1, c.TotalSteps - w);
         return Warmup.Apply(w, c.Step, Math.Pow(options.DecayRate, (double)Math.Max(0, c.Step - w) / s));
     }

@@ -13,7 +13,7 @@ public sealed record InverseSqrtOptions : WarmupOptions
     {
         foreach (var error in base.Validate()) yield return error;
         if (Timescale < 0) yield return new("timescale", "must be ≥ 0");
-        else if (Timescale == 0 && WarmupSteps == 0)
+        else if (Timescale == 0 && WarmupSteps == 0 && WarmupRatio == 0)
             yield return new("timescale", "must be > 0 when warmup_steps is 0 (0 means \"use warmup_steps\")");
     }
 }
@@ -28,7 +28,7 @@ public sealed class InverseSqrt(InverseSqrtOptions options) : ISchedule
 {
     public double Multiplier(in ScheduleContext c)
     {
-        var tau = options.Timescale > 0 ? options.Timescale : options.WarmupSteps;
-        return Warmup.Apply(options.WarmupSteps, c.Step, Math.Sqrt((double)tau / Math.Max(tau, c.Step)));
+        var tau = options.Timescale > 0 ? options.Timescale : Math.Max(1, options.WarmupFor(c));
+        return Warmup.Apply(options.WarmupFor(c), c.Step, Math.Sqrt((double)tau / Math.Max(tau, c.Step)));
     }
 }

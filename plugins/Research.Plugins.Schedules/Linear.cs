@@ -19,6 +19,6 @@ public sealed record LinearOptions : WarmupOptions
 public sealed class Linear(LinearOptions options) : ISchedule
 {
     public double Multiplier(in ScheduleContext c) =>
-        Warmup.Apply(options.WarmupSteps, c.Step,
-            Annealing.Linear(1.0, options.EndRatio, Warmup.Progress(options.WarmupSteps, c)));
+        Warmup.Apply(options.WarmupFor(c), c.Step,
+            Annealing.Linear(1.0, options.EndRatio, Warmup.Progress(options.WarmupFor(c), c)));
 }

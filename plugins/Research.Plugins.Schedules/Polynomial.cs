@@ -24,8 +24,8 @@ public sealed class Polynomial(PolynomialOptions options) : ISchedule
 {
     public double Multiplier(in ScheduleContext c)
     {
-        var p = Warmup.Progress(options.WarmupSteps, c);
+        var p = Warmup.Progress(options.WarmupFor(c), c);
         var e = options.EndRatio;
-        return Warmup.Apply(options.WarmupSteps, c.Step, e + (1 - e) * Math.Pow(1 - p, options.Power));
+        return Warmup.Apply(options.WarmupFor(c), c.Step, e + (1 - e) * Math.Pow(1 - p, options.Power));
     }
 }

@@ -55,7 +55,7 @@ public sealed record ReduceOnPlateauOptions : WarmupOptions
 public sealed class ReduceOnPlateau(ReduceOnPlateauOptions options) : ISchedule
 {
     public double Multiplier(in ScheduleContext c) =>
-        Warmup.Apply(options.WarmupSteps, c.Step, 1.0)
+        Warmup.Apply(options.WarmupFor(c), c.Step, 1.0)
         * Math.Max(options.MinLrRatio, Math.Pow(options.Factor, Reductions(c)));
 
     private int Reductions(in ScheduleContext c)

@@ -41,11 +41,11 @@ public sealed record StepDecayOptions : WarmupOptions
 public sealed class StepDecay(StepDecayOptions options) : ISchedule
 {
     public double Multiplier(in ScheduleContext c) =>
-        Warmup.Apply(options.WarmupSteps, c.Step, Math.Pow(options.Gamma, Decays(c.Step)));
+        Warmup.Apply(options.WarmupFor(c), c.Step, Math.Pow(options.Gamma, Decays(c.Step, options.WarmupFor(c))));
 
-    private long Decays(long step)
+    private long Decays(long step, long warmup)
     {
         if (options.Milestones.Length > 0) return options.Milestones.Count(m => m <= step);
-        return Math.Max(0, step - options.WarmupSteps) / options.StepSize;
+        return Math.Max(0, step - warmup) / options.StepSize;
     }
 }

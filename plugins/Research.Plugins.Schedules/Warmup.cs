@@ -9,8 +9,20 @@ public record WarmupOptions : IValidatable
     [Option(Min = 0)]
     public long WarmupSteps { get; init; }
 
+    /// <summary>Warmup as a share of the schedule's T, W = round(warmup_ratio · T) (Hugging Face's <c>warmup_ratio</c>; the
+    /// usual advice for full fine-tuning is 0.05–0.1); used when warmup_steps is 0.</summary>
+    [Option(Min = 0, Max = 1)]
+    public double WarmupRatio { get; init; }
+
+    /// <summary>W for a schedule of T = <see cref="ScheduleContext.TotalSteps"/> updates.</summary>
+    public long WarmupFor(in ScheduleContext c) =>
+        WarmupSteps > 0 ? WarmupSteps : (long)Math.Round(WarmupRatio * c.TotalSteps, MidpointRounding.AwayFromZero);
+
     /// <summary>Rules between options; each option's own range is declared on it.</summary>
-    public virtual IEnumerable<OptionError> Validate() => [];
+    public virtual IEnumerable<OptionError> Validate()
+    {
+        if (WarmupSteps > 0 && WarmupRatio > 0) yield return new("warmup_ratio", "and warmup_steps are both set: give one of them");
+    }
 }
 
 /// <summary>

@@ -50,8 +50,8 @@ public sealed class WarmupStableDecay(WarmupStableDecayOptions options) : ISched
     public double Multiplier(in ScheduleContext c)
     {
         var decaySteps = (long)Math.Round(options.DecayFraction * c.TotalSteps, MidpointRounding.AwayFromZero);
-        var decayStart = Math.Max(options.WarmupSteps, c.TotalSteps - decaySteps);
+        var decayStart = Math.Max(options.WarmupFor(c), c.TotalSteps - decaySteps);
         var afterWarmup = c.Step < decayStart ? 1.0 : decay(1.0, options.MinLrRatio, Warmup.Progress(decayStart, c));
-        return Warmup.Apply(options.WarmupSteps, c.Step, afterWarmup);
+        return Warmup.Apply(options.WarmupFor(c), c.Step, afterWarmup);
     }
 }

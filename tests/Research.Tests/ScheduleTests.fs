@@ -408,4 +408,23 @@ let tests =
                 StepDecayOptions(Milestones = [| 100L; 200L |]) ]
             for options in defaults do
                 Expect.isEmpty (OptionSchema.Errors options) $"{options}"
+
+        testCase "warmup_ratio r is warmup_steps = round(r·T): each warmup schedule gives the same multiplier at every step t ≤ T, for r in {0.05, 0.1, 0.37} and T in {7, 100, 1001}" <| fun () ->
+            for r in [ 0.05; 0.1; 0.37 ] do
+                for T in [ 7L; 100L; 1001L ] do
+                    let w = int64 (Math.Round(r * float T, MidpointRounding.AwayFromZero))
+                    let pairs : (string * ISchedule * ISchedule) list =
+                        [ "constant", Constant(WarmupOptions(WarmupRatio = r)), Constant(WarmupOptions(WarmupSteps = w))
+                          "linear", Linear(LinearOptions(WarmupRatio = r, EndRatio = 0.1)), Linear(LinearOptions(WarmupSteps = w, EndRatio = 0.1))
+                          "cosine", Cosine(CosineOptions(WarmupRatio = r, MinLrRatio = 0.1)), Cosine(CosineOptions(WarmupSteps = w, MinLrRatio = 0.1))
+                          "polynomial", Polynomial(PolynomialOptions(WarmupRatio = r, Power = 2.0)), Polynomial(PolynomialOptions(WarmupSteps = w, Power = 2.0))
+                          "wsd", WarmupStableDecay(WarmupStableDecayOptions(WarmupRatio = r)), WarmupStableDecay(WarmupStableDecayOptions(WarmupSteps = w))
+                          "exponential", Exponential(ExponentialOptions(WarmupRatio = r)), Exponential(ExponentialOptions(WarmupSteps = w)) ]
+                    for name, byRatio, bySteps in pairs do
+                        for t in 0L .. T do
+                            Expect.equal (at byRatio T t) (at bySteps T t) (sprintf "%s r=%g T=%d t=%d" name r T t)
+
+        testCase "warmup_steps and warmup_ratio together are refused, naming warmup_ratio" <| fun () ->
+            let keys = OptionSchema.Errors(CosineOptions(WarmupSteps = 10L, WarmupRatio = 0.1)) |> Seq.map (fun e -> e.Key) |> List.ofSeq
+            Expect.equal keys [ "warmup_ratio" ] "one error, on warmup_ratio"
     ]

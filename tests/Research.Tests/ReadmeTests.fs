@@ -44,5 +44,9 @@ let tests =
             let lrs = store.Query("SELECT value FROM metrics WHERE key = 'lr' ORDER BY step") |> Seq.map (fun r -> r[0] :?> float) |> List.ofSeq
             // f(t) = 1 − |2·(t mod 4)/4 − 1| for t = 0, 1, 2, 3, 4, 5 → 0, ½, 1, ½, 0, ½ (times the peak 1e-3).
             Expect.sequenceEqual (lrs |> List.take 6 |> List.map (fun v -> System.Math.Round(v * 1e4) / 10.0)) [ 0.0; 0.5; 1.0; 0.5; 0.0; 0.5 ] "triangle"
+            // The plugin's [Option(Min = 1)] is the host's check.
+            let refused = research dir [ "train"; config; "--plugins"; output; "--set"; "schedule.period_steps=0"; "--dry-run" ]
+            Expect.equal refused.ExitCode 2 refused.Err
+            Expect.stringContains refused.Err "schedule.period_steps: 0 must be ≥ 1" "the declared range, named"
         }
     ]

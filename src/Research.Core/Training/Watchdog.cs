@@ -7,7 +7,7 @@ namespace Research.Core.Training;
 /// A time limit on each plugin call (<c>[plugins] call_timeout_s</c>): a plugin that loops forever in <c>Penalty</c> would
 /// otherwise hold a run, its lock and a Slurm allocation until someone notices. The thread that trains marks the start and
 /// end of the outermost plugin call; a timer on another thread sees a call older than the limit and ends the run through
-/// <see cref="Expired"/> (the trainer records it as failed, naming the plugin, and exits 1). A call cannot be cancelled
+/// the callback given to <see cref="Start"/> (the trainer records the run as failed, naming the plugin, and exits 1). A call cannot be cancelled
 /// from outside: stopping the process is the only sure way.
 /// </summary>
 public sealed class Watchdog : IDisposable

@@ -102,7 +102,7 @@ let private shapeTests =
         }
 
         test "initialisation is GPT-2's: weights N(0, 0.02²), residual projections N(0, (0.02/√(2L))²), biases 0, LayerNorm 1 and 0" {
-            let shape = GptShape(Vocab = 512L, MaxLen = 64L, Width = 128L, Heads = 4L, Layers = 4L)
+            let shape = GptShape(Vocab = 512L, MaxLen = 128L, Width = 128L, Heads = 4L, Layers = 4L)
             use model = build shape 3
             let residual = 0.02 / sqrt (2.0 * float shape.Layers)
             for n, p in named model do

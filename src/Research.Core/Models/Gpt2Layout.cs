@@ -1,0 +1,86 @@
+using System.Text.RegularExpressions;
+using Research.Core.Checkpoints;
+using TorchSharp.PyBridge;
+using static TorchSharp.torch;
+
+namespace Research.Core.Models;
+
+/// <summary>
+/// Hugging Face's GPT-2 safetensors layout (<c>GPT2LMHeadModel</c>) for a <see cref="Gpt"/>: our name <c>n</c> is the key
+/// <c>transformer.n</c>, and the Conv1D weights (<c>attn.c_attn</c>, <c>attn.c_proj</c>, <c>mlp.c_fc</c>, <c>mlp.c_proj</c>)
+/// are stored [in, out], the transpose of our Linear's [out, in]. Files written by <c>GPT2Model</c> (and the hub's own
+/// <c>gpt2</c> file) have the same keys without <c>transformer.</c>; both are read.
+/// </summary>
+public static partial class Gpt2Layout
+{
+    /// <summary>The prefix <c>GPT2LMHeadModel</c> gives its body's tensors.</summary>
+    public const string Prefix = "transformer.";
+
+    /// <summary>The output projection's key: tied to the token embedding, so a file may hold a copy of <c>wte</c> here.</summary>
+    public const string LmHead = "lm_head.weight";
+
+    /// <summary>The causal-mask buffers older versions of transformers saved with each block; they carry no weights.</summary>
+    [GeneratedRegex(@"^h\.\d+\.attn\.(bias|masked_bias)$")]
+    private static partial Regex MaskBuffer();
+
+    /// <summary>Whether our parameter is a Conv1D weight in Hugging Face's layout (stored transposed).</summary>
+    public static bool IsConv1DWeight(string name) =>
+        name.EndsWith(".weight") && (name.Contains(".attn.c_") || name.Contains(".mlp.c_"));
+
+    /// <summary>
+    /// Loads a GPT-2 safetensors file (or a directory holding <c>model.safetensors</c>) into <paramref name="model"/>,
+    /// strictly: every parameter's tensor must be there with its shape and a floating-point dtype (cast to the model's);
+    /// <c>lm_head.weight</c>, if present, must equal <c>wte</c> bitwise (this model ties them); the per-block
+    /// <c>attn.bias</c>/<c>attn.masked_bias</c> buffers are skipped; any other tensor is an error. The file's structure
+    /// is checked (<see cref="SafetensorsCheck"/>) before anything is read, and on any problem nothing is changed.
+    /// </summary>
+    /// <exception cref="InvalidDataException">One line per problem, each naming the file and the key.</exception>
+    public static void Load(Gpt model, string path)
+    {
+        var file = WeightFile.Resolve(path);
+        if (!File.Exists(file)) throw new FileNotFoundException($"no GPT-2 weights at {file}", file);
+        SafetensorsCheck.Check(file);
+        var stored = Safetensors.LoadStateDict(file);
+        try
+        {
+            var prefix = stored.Keys.Any(k => k.StartsWith(Prefix)) ? Prefix : "";
+            var problems = new List<string>();
+            var expected = new HashSet<string>();
+            foreach (var (name, p) in model.named_parameters())
+            {
+                var key = prefix + name;
+                expected.Add(key);
+                long[] shape = IsConv1DWeight(name) ? [p.shape[1], p.shape[0]] : p.shape;
+                if (!stored.TryGetValue(key, out var t)) problems.Add($"{file}: no tensor '{key}' (expected {Show(shape)})");
+                else if (!t.shape.SequenceEqual(shape))
+                    problems.Add($"{file}: tensor '{key}' is {Show(t.shape)}, expected {Show(shape)}" + (IsConv1DWeight(name) ? " (Conv1D weights are stored [in, out])" : ""));
+                else if (!t.is_floating_point()) problems.Add($"{file}: tensor '{key}' has dtype {t.dtype}; weights are floating-point");
+            }
+            if (stored.TryGetValue(LmHead, out var head) && stored.TryGetValue(prefix + "wte.weight", out var wte)
+                && !(head.shape.SequenceEqual(wte.shape) && head.dtype == wte.dtype && eq(head, wte).all().item<bool>()))
+                problems.Add($"{file}: tensor '{LmHead}' differs from '{prefix}wte.weight'; this GPT ties its output projection to the token embedding, so an untied head cannot be loaded");
+            foreach (var key in stored.Keys.Order(StringComparer.Ordinal))
+                if (!expected.Contains(key) && key != LmHead && !(key.StartsWith(prefix) && MaskBuffer().IsMatch(key[prefix.Length..])))
+                    problems.Add($"{file}: unexpected tensor '{key}' (not in GPT-2's layout for {model.Shape})");
+            if (problems.Count > 0) throw new InvalidDataException(string.Join("\n", problems));
+
+            using var _ = no_grad();
+            foreach (var (name, p) in model.named_parameters())
+            {
+                var t = stored[prefix + name];
+                p.copy_(IsConv1DWeight(name) ? t.t() : t);
+            }
+        }
+        finally { foreach (var t in stored.Values) t.Dispose(); }
+    }
+
+    /// <summary>
+    /// Writes <paramref name="model"/> in <c>GPT2LMHeadModel</c>'s layout (<c>transformer.*</c>, Conv1D weights [in, out],
+    /// in the model's dtype) to <paramref name="path"/>. Like <c>save_pretrained</c> it leaves out the tied
+    /// <c>lm_head.weight</c> and the mask buffers; unlike it, no <c>config.json</c> and no <c>__metadata__</c>.
+    /// </summary>
+    public static void Save(Gpt model, string path) =>
+        WeightFile.Save(model.named_parameters().Select(np => (Prefix + np.name, IsConv1DWeight(np.name) ? np.parameter.t() : (Tensor)np.parameter)), path);
+
+    static string Show(long[] shape) => "[" + string.Join(", ", shape) + "]";
+}

@@ -28,6 +28,7 @@ let main argv =
         testList "research" [
             NativeTests.tests
             ModelTests.tests
+            MiniLMTests.tests
             ScheduleTests.tests
             ForgettingMetricTests.tests
             OptimizerTests.tests

@@ -29,6 +29,7 @@ let main argv =
             NativeTests.tests
             ModelTests.tests
             GptTests.tests
+            MiniLMTests.tests
             ScheduleTests.tests
             ForgettingMetricTests.tests
             OptimizerTests.tests

@@ -51,6 +51,7 @@ let main argv =
             ReadmeTests.tests
             SweepTests.tests
             FuzzTests.tests
+            ResNetTests.tests
         ]
     let config = { defaultConfig with printer = printer defaultConfig.printer }
     // Plain output (no colours, no spinner) so logs and CI read cleanly and the last line is exact.

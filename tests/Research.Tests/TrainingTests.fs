@@ -115,7 +115,7 @@ let tests =
             Expect.isGreaterThan (run[4] :?> int64) 0L "threads"
             Expect.stringContains (string run[5]) "linear" "config"
             Expect.stringContains (string run[6]) "\"validation_fraction\":0.1" "defaults are in the resolved config"
-            Expect.stringContains (string run[6]) "\"schedule\":{\"end_ratio\":0,\"name\":\"linear\",\"warmup_steps\":2}" "plugin options with their defaults too"
+            Expect.stringContains (string run[6]) "\"schedule\":{\"end_ratio\":0,\"name\":\"linear\",\"warmup_ratio\":0,\"warmup_steps\":2}" "plugin options with their defaults too"
             let canonical = ResolvedConfig.Canonical(config, builtIn.Value, "train")
             Expect.equal (string run[6]) (ResolvedConfig.Json canonical) "the record holds the canonical form"
             Expect.equal (string run[7]) (ResolvedConfig.Identity canonical) "and its identity"

@@ -83,18 +83,7 @@ static class ConfigCommand
         return array;
     }
 
-    /// <summary>A default as TOML writes it.</summary>
-    static string Value(object? v) => v switch
-    {
-        null => "(none)",
-        string s => $"\"{s}\"",
-        bool b => b ? "true" : "false",
-        double d => d.ToString("R", CultureInfo.InvariantCulture),
-        float f => f.ToString("R", CultureInfo.InvariantCulture),
-        Enum e => $"\"{OptionsBinder.SnakeCase(e.ToString()).Replace('_', '-')}\"",
-        Array arr when arr.Length > 0 && OptionSchema.IsOptionsType(arr.GetType().GetElementType()!) => $"[{arr.Length} tables]",
-        Array arr => "[" + string.Join(", ", arr.Cast<object?>().Select(Value)) + "]",
-        IFormattable f => f.ToString(null, CultureInfo.InvariantCulture),
-        _ => v.ToString() ?? "",
-    };
+    /// <summary>A default as TOML writes it; an array of tables by its length.</summary>
+    static string Value(object? v) =>
+        v is Array { Length: > 0 } arr && OptionSchema.IsOptionsType(arr.GetType().GetElementType()!) ? $"[{arr.Length} tables]" : OptionsBinder.Describe(v);
 }

@@ -101,11 +101,11 @@ let tests =
             expectOneLine r 1 "method 'stuck' ("
             Expect.stringContains r.Err "Plugin.Faulty.dll) did not return from Penalty at step 3 within 1.5 s ([plugins] call_timeout_s)" "names the call"
             Expect.isLessThan clock.Elapsed.TotalSeconds 60.0 "the run did not hang"
-            use store = Research.Core.Tracking.RunStore.OpenReadOnly(Path.Combine(onlyRunDir dir, Research.Core.Tracking.RunStore.FileName))
-            let row = store.Query("SELECT status, error FROM runs") |> Seq.exactlyOne
+            let rows = Research.Tests.TrainingTests.storeRows (onlyRunDir dir)
+            let row = rows "SELECT status, error FROM runs" |> List.exactlyOne
             Expect.equal row[0] (box "failed") "recorded as failed"
             Expect.stringContains (string row[1]) "did not return from Penalty" "with the reason"
-            let steps = store.Query("SELECT step FROM metrics WHERE key = 'train_loss' ORDER BY step") |> Seq.map (fun r -> r[0] :?> int64) |> List.ofSeq
+            let steps = rows "SELECT step FROM metrics WHERE key = 'train_loss' ORDER BY step" |> List.map (fun r -> r[0] :?> int64)
             Expect.equal steps [ 1L; 2L; 3L ] "the three updates before the stuck call (the 4th, t = 3) were flushed"
         }
         test "a plugin that calls Environment.Exit mid-run leaves the run recorded as failed with its logged rows flushed, not running" {
@@ -114,11 +114,11 @@ let tests =
             let r = research dir [ "train"; path; "--plugins"; fixtureDir "Plugin.Faulty" ]
             Expect.isFalse (r.Err.Contains "Unhandled exception") r.Err
             Expect.stringContains r.Err "run failed: the process exited during the run" "one line says so (the exit code is the plugin's)"
-            use store = Research.Core.Tracking.RunStore.OpenReadOnly(Path.Combine(onlyRunDir dir, Research.Core.Tracking.RunStore.FileName))
-            let row = store.Query("SELECT status, error FROM runs") |> Seq.exactlyOne
+            let rows = Research.Tests.TrainingTests.storeRows (onlyRunDir dir)
+            let row = rows "SELECT status, error FROM runs" |> List.exactlyOne
             Expect.equal row[0] (box "failed") (sprintf "recorded as failed (exit %d)" r.ExitCode)
             Expect.stringContains (string row[1]) "the process exited during the run" "with the reason"
-            let steps = store.Query("SELECT step FROM metrics WHERE key = 'train_loss' ORDER BY step") |> Seq.map (fun r -> r[0] :?> int64) |> List.ofSeq
+            let steps = rows "SELECT step FROM metrics WHERE key = 'train_loss' ORDER BY step" |> List.map (fun r -> r[0] :?> int64)
             Expect.equal steps [ 1L; 2L; 3L ] "the rows logged before the exit are in the store"
         }
         test "metric rows reach the store within seconds while a run is alive, so a SIGKILL loses at most the last two seconds" {

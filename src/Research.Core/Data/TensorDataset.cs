@@ -4,39 +4,75 @@ using static TorchSharp.torch;
 
 namespace Research.Core.Data;
 
-/// <summary>Inputs X (N × D, float32) and integer class labels Y (N, int64), held in memory.</summary>
-public sealed class TensorDataset(Tensor inputs, Tensor targets, int numClasses) : IDisposable
+/// <summary>
+/// Items held in memory as named tensors whose first dimension is the item: <c>targets</c> (int64, [N] class ids or
+/// [N, T] token ids) and whatever the model reads — <c>input</c> (N × D float features) for images and vectors,
+/// <c>input_ids</c> and <c>attention_mask</c> ([N, T] int64) for text. A batch carries the same names
+/// (<see cref="Batch"/>), so a new kind of input needs no change here.
+/// </summary>
+public sealed class TensorDataset : IDisposable
 {
-    public Tensor Inputs { get; } = inputs;
-    public Tensor Targets { get; } = targets;
-    /// <summary>Number of classes of the label space (labels keep their ids when classes are filtered).</summary>
-    public int NumClasses { get; } = numClasses;
-    public long Count => Targets.shape[0];
-    public long Features => Inputs.shape[1];
+    readonly Dictionary<string, Tensor> _tensors;
 
-    public TensorDataset Select(Tensor indices) =>
-        new(Inputs.index_select(0, indices).DetachFromDisposeScope(), Targets.index_select(0, indices).DetachFromDisposeScope(), NumClasses);
+    /// <summary>Items of named tensors, one of them <c>targets</c>; all agree on N.</summary>
+    /// <param name="utf8Bytes">Language modelling: the UTF-8 bytes of the counted target tokens (for bits per byte).</param>
+    public TensorDataset(IEnumerable<KeyValuePair<string, Tensor>> tensors, int numClasses, long utf8Bytes = 0)
+    {
+        _tensors = new Dictionary<string, Tensor>(tensors, StringComparer.Ordinal);
+        if (!_tensors.ContainsKey(Batch.Targets)) throw new ArgumentException("a dataset needs a 'targets' tensor", nameof(tensors));
+        var n = _tensors[Batch.Targets].shape[0];
+        if (_tensors.FirstOrDefault(kv => kv.Value.shape[0] != n) is { Key: not null } other)
+            throw new ArgumentException($"dataset tensors disagree on the item count: targets has {n}, '{other.Key}' has {other.Value.shape[0]}");
+        NumClasses = numClasses;
+        Utf8Bytes = utf8Bytes;
+    }
+
+    /// <summary>Inputs X (N × D, float32) and integer class labels Y (N, int64).</summary>
+    public TensorDataset(Tensor inputs, Tensor targets, int numClasses) : this([new(Batch.Input, inputs), new(Batch.Targets, targets)], numClasses) { }
+
+    /// <summary>The named tensors (the names a batch of these items carries).</summary>
+    public IReadOnlyDictionary<string, Tensor> Tensors => _tensors;
+    /// <summary><c>input</c>: the float features of image and vector datasets.</summary>
+    public Tensor Inputs => _tensors.TryGetValue(Batch.Input, out var x) ? x
+        : throw new InvalidOperationException($"the dataset has no '{Batch.Input}' tensor (it has: {string.Join(", ", _tensors.Keys)})");
+    public Tensor Targets => _tensors[Batch.Targets];
+    /// <summary>Number of classes of the label space (labels keep their ids when classes are filtered); the vocabulary for a language model.</summary>
+    public int NumClasses { get; }
+    /// <summary>Language modelling: UTF-8 bytes of the counted target tokens, so that bits per byte = Σ loss / (ln 2 · bytes); 0 otherwise.</summary>
+    public long Utf8Bytes { get; }
+    public long Count => Targets.shape[0];
+    /// <summary>D of <c>input</c> [N, D]; for token data the sequence length T.</summary>
+    public long Features => _tensors.TryGetValue(Batch.Input, out var x) ? x.shape[1] : _tensors.TryGetValue(Batch.InputIds, out var ids) ? ids.shape[1] : 0;
+
+    TensorDataset Map(Func<string, Tensor, Tensor> f, long utf8Bytes) =>
+        new(_tensors.Select(kv => KeyValuePair.Create(kv.Key, f(kv.Key, kv.Value).DetachFromDisposeScope())), NumClasses, utf8Bytes);
+
+    /// <summary>The items at <paramref name="indices"/>. Bytes of a subset are counted pro rata by targets (exact for the
+    /// whole set; the LM splits are built whole, so their subsets carry no byte count).</summary>
+    public TensorDataset Select(Tensor indices) => Map((_, t) => t.index_select(0, indices), indices.shape[0] == Count ? Utf8Bytes : 0);
 
     /// <summary>The items whose label is one of <paramref name="classes"/> (all when empty).</summary>
     public TensorDataset WithClasses(IReadOnlyCollection<int> classes)
     {
-        if (classes.Count == 0) { using var all = arange(Count); return Select(all); }
+        if (classes.Count == 0) return Map((_, t) => t.clone(), Utf8Bytes);
+        if (Targets.dim() != 1) throw new InvalidOperationException("classes select items by their one label; these targets are sequences");
         using var _ = NewDisposeScope();
         var mask = isin(Targets, tensor(classes.Select(c => (long)c).ToArray()));
         return Select(nonzero(mask).squeeze(1));
     }
 
-    /// <summary>The items of several datasets in one (joint training on all tasks seen so far).</summary>
+    /// <summary>The items of several datasets in one (joint training on all tasks seen so far); token sequences of
+    /// different lengths are right-padded as <see cref="Batch.Concat"/> does.</summary>
     public static TensorDataset Concat(IReadOnlyList<TensorDataset> parts)
     {
-        using var _ = NewDisposeScope();
-        return new TensorDataset(cat(parts.Select(p => p.Inputs).ToList(), 0).DetachFromDisposeScope(),
-            cat(parts.Select(p => p.Targets).ToList(), 0).DetachFromDisposeScope(), parts.Max(p => p.NumClasses));
+        var joined = Batch.Concat(parts.Select(p => new Batch(p._tensors)).ToList());
+        return new TensorDataset(joined.Select(kv => KeyValuePair.Create(kv.Key, kv.Value.DetachFromDisposeScope())),
+            parts.Max(p => p.NumClasses), parts.Sum(p => p.Utf8Bytes));
     }
 
     /// <summary>A copy whose features are permuted: x' = x[:, π] (permuted-MNIST-style tasks).</summary>
     public TensorDataset PermuteFeatures(Tensor permutation) =>
-        new(Inputs.index_select(1, permutation).DetachFromDisposeScope(), Targets.clone().DetachFromDisposeScope(), NumClasses);
+        Map((name, t) => name == Batch.Input ? t.index_select(1, permutation) : t.clone(), Utf8Bytes);
 
     public TensorDataset Take(long n)
     {
@@ -72,7 +108,7 @@ public sealed class TensorDataset(Tensor inputs, Tensor targets, int numClasses)
         foreach (var w in Windows(batchSize, microBatches, skipWindows * microBatches * (long)batchSize, (start, len) =>
         {
             using var idx = perm.narrow(0, start, len);
-            return new Batch(Inputs.index_select(0, idx).DetachFromDisposeScope(), Targets.index_select(0, idx).DetachFromDisposeScope());
+            return new Batch(_tensors.Select(kv => KeyValuePair.Create(kv.Key, kv.Value.index_select(0, idx).DetachFromDisposeScope())));
         }))
             yield return w;
     }
@@ -80,7 +116,7 @@ public sealed class TensorDataset(Tensor inputs, Tensor targets, int numClasses)
     /// <summary>Mini-batches in stored order (evaluation), with the lifetime of <see cref="ShuffledWindows"/>.</summary>
     public IEnumerable<Batch> InOrder(int batchSize) =>
         Windows(batchSize, 1, 0, (start, len) =>
-            new Batch(Inputs.narrow(0, start, len).DetachFromDisposeScope(), Targets.narrow(0, start, len).DetachFromDisposeScope())).Select(w => w[0]);
+            new Batch(_tensors.Select(kv => KeyValuePair.Create(kv.Key, kv.Value.narrow(0, start, len).DetachFromDisposeScope())))).Select(w => w[0]);
 
     /// <summary>Number of windows of <paramref name="microBatches"/> batches of <paramref name="batchSize"/> in one epoch.</summary>
     public long WindowsPerEpoch(int batchSize, int microBatches) => ((Count + batchSize - 1) / batchSize + microBatches - 1) / microBatches;
@@ -109,5 +145,5 @@ public sealed class TensorDataset(Tensor inputs, Tensor targets, int numClasses)
         finally { Release(); }
     }
 
-    public void Dispose() { Inputs.Dispose(); Targets.Dispose(); }
+    public void Dispose() { foreach (var t in _tensors.Values) t.Dispose(); }
 }

@@ -1,3 +1,4 @@
+using Research.Core.Models;
 using Research.Abstractions;
 using TorchSharp;
 using TorchSharp.Modules;
@@ -55,7 +56,7 @@ public static class Fisher
             {
                 if (kind == FisherKind.Batched) { AddSquares(BatchMeanGradient(model, x, y, parameters), sums); return; }
                 capture!.Clear();
-                var logits = model.forward(x);
+                var logits = ModelInput.Logits(model, x);
                 routes ??= Route(model, parameters, capture);
                 routes.Check(capture);
                 var labels = Labels(kind, logits, y, generator);
@@ -99,7 +100,7 @@ public static class Fisher
                 if (kind == FisherKind.Batched) { AddSquares(MeanOfPerSampleGradients(model, x, y, all), sums); return; }
                 Tensor? labels = null;
                 if (kind != FisherKind.Exact)
-                    using (no_grad()) labels = Labels(kind, model.forward(x), y, generator);
+                    using (no_grad()) labels = Labels(kind, ModelInput.Logits(model, x), y, generator);
                 PerSample(model, x, labels, kind, all, sums);
             });
             var fallback = kind == FisherKind.Batched
@@ -120,7 +121,7 @@ public static class Fisher
     /// Returns (N, M).
     /// </summary>
     static (long Samples, long Batches) ForEachBatch(nn.Module<Tensor, Tensor> model, IEnumerable<Batch> data,
-        long? maxSamples, Action<Tensor, Tensor> body)
+        long? maxSamples, Action<Batch, Tensor> body)
     {
         if (maxSamples is < 1) throw new ArgumentOutOfRangeException(nameof(maxSamples), maxSamples, "must be at least 1");
         var wasTraining = model.training;
@@ -136,7 +137,8 @@ public static class Fisher
                 if (rows == 0) continue;
                 using var scope = NewDisposeScope();
                 var whole = rows == batch.Size;
-                body(whole ? batch[Batch.Input] : batch[Batch.Input].narrow(0, 0, rows), whole ? batch.TargetsTensor : batch.TargetsTensor.narrow(0, 0, rows));
+                var part = whole ? batch : batch.Narrow(0, rows);
+                body(part, part.TargetsTensor);
                 samples += rows;
                 batches++;
             }
@@ -220,13 +222,13 @@ public static class Fisher
     /// The per-sample loop over <paramref name="parameters"/>: for each row i a forward of xᵢ alone, then
     /// sums += Σ_c p_θ(c|xᵢ) (∇ log p_θ(c|xᵢ))² (Exact, C backward passes) or (∇ log p_θ(yᵢ|xᵢ))² for the given label.
     /// </summary>
-    static void PerSample(nn.Module<Tensor, Tensor> model, Tensor x, Tensor? labels, FisherKind kind,
+    static void PerSample(nn.Module<Tensor, Tensor> model, Batch x, Tensor? labels, FisherKind kind,
         IList<Tensor> parameters, IReadOnlyList<Tensor> sums)
     {
-        for (long i = 0; i < x.shape[0]; i++)
+        for (long i = 0; i < x.Size; i++)
         {
             using var scope = NewDisposeScope();
-            var logp = nn.functional.log_softmax(model.forward(x.narrow(0, i, 1)).to(float32), 1)[0];
+            var logp = nn.functional.log_softmax(ModelInput.Logits(model, x.Narrow(i, 1)), 1)[0];
             if (kind == FisherKind.Exact)
             {
                 var p = logp.detach().exp();
@@ -241,23 +243,23 @@ public static class Fisher
     }
 
     /// <summary>∇θ (1/B) Σᵢ −log p_θ(yᵢ|xᵢ): one backward of the batch's mean cross-entropy.</summary>
-    static IList<Tensor> BatchMeanGradient(nn.Module<Tensor, Tensor> model, Tensor x, Tensor y, IReadOnlyList<NamedParameter> parameters) =>
-        autograd.grad(new[] { nn.functional.cross_entropy(model.forward(x).to(float32), y) },
+    static IList<Tensor> BatchMeanGradient(nn.Module<Tensor, Tensor> model, Batch x, Tensor y, IReadOnlyList<NamedParameter> parameters) =>
+        autograd.grad(new[] { nn.functional.cross_entropy(ModelInput.Logits(model, x), y) },
             parameters.Select(p => p.Value).ToList(), allow_unused: true);
 
     /// <summary>(1/B) Σᵢ ∇θ −log p_θ(yᵢ|xᵢ), one backward per sample: the reference for <see cref="BatchMeanGradient"/>.</summary>
-    static IList<Tensor> MeanOfPerSampleGradients(nn.Module<Tensor, Tensor> model, Tensor x, Tensor y, IList<Tensor> parameters)
+    static IList<Tensor> MeanOfPerSampleGradients(nn.Module<Tensor, Tensor> model, Batch x, Tensor y, IList<Tensor> parameters)
     {
         var means = parameters.Select(p => zeros(p.shape, dtype: float32)).ToList();
-        for (long i = 0; i < x.shape[0]; i++)
+        for (long i = 0; i < x.Size; i++)
         {
             using var scope = NewDisposeScope();
-            var logp = nn.functional.log_softmax(model.forward(x.narrow(0, i, 1)).to(float32), 1)[0];
+            var logp = nn.functional.log_softmax(ModelInput.Logits(model, x.Narrow(i, 1)), 1)[0];
             var g = autograd.grad(new[] { logp[y[i].item<long>()].neg() }, parameters, allow_unused: true);
             for (var k = 0; k < g.Count; k++)
                 if (!g[k].IsInvalid) means[k].add_(g[k].to(float32));
         }
-        foreach (var m in means) m.div_(x.shape[0]);
+        foreach (var m in means) m.div_(x.Size);
         return means;
     }
 

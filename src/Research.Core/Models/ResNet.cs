@@ -179,9 +179,21 @@ public sealed class ResNet : nn.Module<Tensor, Tensor>
                 if (m is BatchNorm2d bn) bn.eval();
     }
 
-    /// <summary>The pooled features [B, <see cref="FeatureWidth"/>] of images [B, 3, S, S].</summary>
+    /// <summary>
+    /// When set (&gt; 0), flat grey images [B, 784] — the repository's standardised Fashion-MNIST features — are accepted and
+    /// turned into the published model's input at this side (<see cref="ResNetInput.FromFashionMnist"/>) inside the
+    /// model, so the data stays 784 numbers per image rather than 3·S² (12,288 at 64 px).
+    /// </summary>
+    public long GreyInputSide { get; set; }
+
+    /// <summary>The pooled features [B, <see cref="FeatureWidth"/>] of images [B, 3, S, S] (or flat grey images, see <see cref="GreyInputSide"/>).</summary>
     public Tensor Features(Tensor images)
     {
+        if (images.dim() == 2 && GreyInputSide > 0)
+        {
+            using var scope = NewDisposeScope();
+            return Features(ResNetInput.FromFashionMnist(images, GreyInputSide)).MoveToOuterDisposeScope();
+        }
         if (images.dim() != 4 || images.shape[1] != 3)
             throw new ArgumentException($"a ResNet reads images [B, 3, H, W], not [{string.Join(", ", images.shape)}]");
         var (h, w) = (images.shape[2], images.shape[3]);

@@ -72,7 +72,8 @@ public sealed partial class WordPieceTextTokenizer : ITextTokenizer
     public static WordPieceTextTokenizer FromVocabFile(string path)
     {
         if (!Path.Exists(path)) throw new FileNotFoundException($"no WordPiece vocabulary at {path}", path);
-        var text = TextFile.ReadUtf8(path, MaxVocabBytes, "a WordPiece vocabulary");
+        // Line ends as Python's universal newlines read them (Hugging Face's load_vocab): MiniLM's package ships CRLF.
+        var text = TextFile.ReadUtf8(path, MaxVocabBytes, "a WordPiece vocabulary").Replace("\r\n", "\n");
         var lines = text.Split('\n');
         var count = lines[^1].Length == 0 ? lines.Length - 1 : lines.Length;
         var ids = new Dictionary<string, int>(StringComparer.Ordinal);

@@ -9,10 +9,20 @@ namespace Research.Core.Training;
 /// <summary>Loss and accuracy over a whole split.</summary>
 /// <param name="Loss">Σᵢ ℓᵢ / N over all N items — weighted by items, not a mean of batch means
 /// (which over-weights a short last batch).</param>
-public sealed record EvalResult(double Loss, double Accuracy, long Items)
+/// <param name="BitsPerByte">Language modelling: Σᵢ ℓᵢ / (ln 2 · bytes), the loss per UTF-8 byte of the text predicted —
+/// comparable across tokenizers, unlike loss per token; NaN when the data carries no byte count.</param>
+public sealed record EvalResult(double Loss, double Accuracy, long Items, double BitsPerByte = double.NaN)
 {
     /// <summary>exp(loss): the perplexity of the model's predictive distribution (for language models, per token).</summary>
     public double Perplexity => Math.Exp(Loss);
+
+    /// <summary>Whether these are a language model's results (loss per token with a byte count).</summary>
+    public bool IsLanguageModel => !double.IsNaN(BitsPerByte);
+
+    /// <summary>The split's results in one line: loss and accuracy; a language model's also perplexity and bits per byte.</summary>
+    public string Describe() => IsLanguageModel
+        ? $"loss {Loss:F4} ppl {Perplexity:F2} bpb {BitsPerByte:F4} acc {Accuracy:F4}"
+        : $"loss {Loss:F4} acc {Accuracy:F4}";
 }
 
 public static class Evaluation
@@ -35,7 +45,9 @@ public static class Evaluation
                 var (loss, right, n) = task.Score(ModelInput.Logits(model, batch, precision), batch);
                 lossSum += loss; correct += right; items += n;
             }
-            return items == 0 ? new EvalResult(double.NaN, double.NaN, 0) : new EvalResult(lossSum / items, (double)correct / items, items);
+            if (items == 0) return new EvalResult(double.NaN, double.NaN, 0);
+            var bitsPerByte = data.Utf8Bytes > 0 ? Text.LanguageModelMetrics.BitsPerByte(lossSum, data.Utf8Bytes) : double.NaN;
+            return new EvalResult(lossSum / items, (double)correct / items, items, bitsPerByte);
         }
         finally { model.train(wasTraining); }
     }

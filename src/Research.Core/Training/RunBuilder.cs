@@ -45,8 +45,11 @@ public sealed class RunComponents : IDisposable
     public required JsonObject Canonical { get; init; }
     public required string Identity { get; init; }
     public required IReadOnlyList<TaskData> Tasks { get; init; }
-    /// <summary>What the outputs predict: classification, with task-incremental heads in a <c>split-task</c> study.</summary>
-    public required ClassificationTask Task { get; init; }
+    /// <summary>What the outputs predict: classification (with task-incremental heads in a <c>split-task</c> study), or
+    /// causal language modelling.</summary>
+    public required OutputTask Task { get; init; }
+    /// <summary>Text data: the tokenizer the data was made with (for generation), else null.</summary>
+    public Text.ITextTokenizer? Tokenizer { get; init; }
     public required nn.Module<Tensor, Tensor> Model { get; init; }
     /// <summary>A second fp32 instance of the model for logits with weights a method keeps (made on first use).</summary>
     public required ShadowModel Shadow { get; init; }
@@ -83,7 +86,7 @@ public sealed class RunComponents : IDisposable
     public void Dispose()
     {
         foreach (var t in Tasks) t.Dispose();
-        Task.Heads?.Dispose();
+        (Task as ClassificationTask)?.Heads?.Dispose();
         Shadow.Dispose();
         Model.Dispose();
     }
@@ -106,9 +109,19 @@ public static class RunBuilder
         var (schedule, methods) = Plugins(c, host);
         var metrics = kind == RunKind.Study ? Metrics(c, host) : [];
         var canonical = ResolvedConfig.Canonical(c, host, Command(kind));
+        CheckModel(c, kind);
         CheckClasses(c, kind);
         if (c.Run.Threads > 0) torch.set_num_threads(c.Run.Threads);
-        IReadOnlyList<TaskData> tasks = kind == RunKind.Study ? TaskSequence.Build(c.Study, c.Data, c.Run.Seed) : [SingleTask(c)];
+        Text.ITextTokenizer? tokenizer = null;
+        IReadOnlyList<TaskData> tasks;
+        if (kind == RunKind.Study) tasks = TaskSequence.Build(c.Study, c.Data, c.Run.Seed);
+        else if (c.Data.IsText)
+        {
+            var text = Text.TextTasks.Build(c.Run.Name, c.Data, c.Run.Seed, ModelFactory.ModelsDir(c.Model, c.File));
+            tokenizer = text.Tokenizer;
+            tasks = [text.Data];
+        }
+        else tasks = [SingleTask(c)];
         try
         {
             var numClasses = (int)DatasetShape(c.Data).Classes;
@@ -117,6 +130,8 @@ public static class RunBuilder
                 ? new TaskHeads(tasks.Select(t => t.HeadClasses!).ToList(), numClasses) : null;
             var (model, summary, precision) = PreparedModel(c, tasks[0].Train.Features, numClasses);
             long features = tasks[0].Train.Features;
+            var initPath = ModelFactory.InitPath(c.Model, c.File);
+            var blocks = c.Model.Kind == "resnet" ? ModelFactory.ResNetBlocks(c.Model, initPath) : null;
             var records = new[] { (PluginRole.Schedule, schedule.Descriptor) }
                 .Concat(methods.All.Select(m => (PluginRole.Method, m.Descriptor)))
                 .Concat(metrics.Select(m => (PluginRole.ForgettingMetric, m.Descriptor)))
@@ -124,7 +139,8 @@ public static class RunBuilder
             return new RunComponents
             {
                 Config = c, Kind = kind, Canonical = canonical, Identity = ResolvedConfig.Identity(canonical), Tasks = tasks,
-                Task = new ClassificationTask(heads), Model = model, Shadow = new ShadowModel(() => NewModel(c.Model, features, numClasses)),
+                Task = c.Data.Task == "causal-lm" ? new CausalLmTask() : new ClassificationTask(heads), Tokenizer = tokenizer, Model = model,
+                Shadow = new ShadowModel(() => NewModel(c, features, numClasses, blocks)),
                 LoadSummary = summary, Precision = precision, Schedule = schedule, Methods = methods,
                 Metrics = metrics, Plugins = records,
             };
@@ -137,12 +153,25 @@ public static class RunBuilder
     }
 
     /// <summary>
+    /// The model and data pairing (<see cref="ModelFactory.Check"/>) and what a study of text cannot do yet, before any
+    /// data loads: every problem with its key and the file.
+    /// </summary>
+    public static void CheckModel(RunConfig c, RunKind kind)
+    {
+        var errors = ModelFactory.Check(c.Model, c.Data).Select(e => new ConfigError(c.File, e.Key, e.Message)).ToList();
+        if (kind == RunKind.Study && c.Data.IsText)
+            errors.Add(new(c.File, "data.dataset", $"\"{c.Data.Dataset}\": the study benchmarks (permuted, split) are built from an image dataset; train text with research train"));
+        if (errors.Count > 0) throw new ConfigException(errors);
+    }
+
+    /// <summary>
     /// What needs the dataset's number of classes, checked before any data loads: <c>data.classes</c> names classes the
     /// dataset has, and an explicit <c>model.outputs</c> covers every label the run trains or evaluates (a label past the
     /// head would stop the first step with a native error).
     /// </summary>
     public static void CheckClasses(RunConfig c, RunKind kind)
     {
+        if (c.Data.IsText) { CheckTopics(c); return; }
         var classes = DatasetShape(c.Data).Classes;
         var outside = c.Data.Classes.Where(k => k >= classes).ToList();
         if (outside.Count > 0)
@@ -154,6 +183,22 @@ public static class RunBuilder
         if (c.Model.Outputs > 0 && c.Model.Outputs < needed)
             throw new ConfigException(c.File, "model.outputs",
                 $"{c.Model.Outputs} is fewer than the {needed} outputs the labels need (label ids run to {needed - 1}; 0: one per class of the dataset)");
+    }
+
+    /// <summary>Text classification: the topics exist, and there are at least two of them; an explicit <c>model.outputs</c> covers them.</summary>
+    static void CheckTopics(RunConfig c)
+    {
+        if (c.Data.Task != "classify") return;
+        var corpus = Text.TextTasks.Corpus(c.Data);
+        var unknown = c.Data.Topics.Where(t => !corpus.TopicCounts.ContainsKey(t)).ToList();
+        if (unknown.Count > 0)
+            throw new ConfigException(c.File, "data.topics", $"{corpus.Name} has no topic {string.Join(", ", unknown.Select(t => $"'{t}'"))} (it has: {string.Join(", ", corpus.TopicCounts.Keys.Order(StringComparer.Ordinal))})");
+        var topics = Text.TextTasks.Topics(c.Data, corpus);
+        if (topics.Count < 2)
+            throw new ConfigException(c.File, c.Data.Topics.Length > 0 ? "data.topics" : "data.min_topic_entries",
+                $"leaves {topics.Count} topic(s) of {corpus.Name}; a classifier needs at least 2 (the largest have {string.Join(", ", corpus.TopicCounts.OrderByDescending(kv => kv.Value).Take(3).Select(kv => $"{kv.Key} {kv.Value}"))} entries)");
+        if (c.Model.Outputs > 0 && c.Model.Outputs < topics.Count)
+            throw new ConfigException(c.File, "model.outputs", $"{c.Model.Outputs} is fewer than the {topics.Count} topics");
     }
 
     /// <summary>A phase with no training items would train nothing and still finish; a study needs two tasks to measure forgetting.</summary>
@@ -181,6 +226,7 @@ public static class RunBuilder
     /// run without its data (for <c>research memory</c>).</summary>
     public static (nn.Module<Tensor, Tensor> Model, PrecisionPolicy Precision, Optimizer Optimizer, IReadOnlyList<string> Table) ModelState(RunConfig c)
     {
+        CheckModel(c, RunKind.Train);
         var (features, classes) = DatasetShape(c.Data);
         var (model, _, precision) = PreparedModel(c, features, classes);
         var (optimizer, table) = Optimizer(c.Optimizer, model, c.File);
@@ -191,7 +237,7 @@ public static class RunBuilder
     /// with the summary of what was loaded.</summary>
     public static (nn.Module<Tensor, Tensor> Model, string? LoadSummary, PrecisionPolicy Precision) PreparedModel(RunConfig c, long features, int classes)
     {
-        var (model, summary) = Model(c.Model, features, classes, c.Run.Seed, c.File);
+        var (model, summary) = Model(c, features, classes);
         var precision = Precision(c.Precision);
         precision.Prepare(model);
         return (model, summary, precision);
@@ -222,9 +268,10 @@ public static class RunBuilder
         _ => FashionMnist.Load(FashionMnist.ResolveDirectory(d.Path)),
     };
 
-    /// <summary>(features, classes) of a dataset without loading it.</summary>
+    /// <summary>(features, classes) of a dataset without loading its tensors: for text, the context and the topics (read
+    /// from the corpus) or the tokenizer's vocabulary.</summary>
     public static (long Features, int Classes) DatasetShape(DataSection d) =>
-        d.Dataset == "synthetic" ? (d.SyntheticFeatures, d.SyntheticClasses) : (784, 10);
+        d.IsText ? (d.Context, Text.TextTasks.Classes(d)) : d.Dataset == "synthetic" ? (d.SyntheticFeatures, d.SyntheticClasses) : (784, 10);
 
     /// <summary>Class filter, size limit, and the seeded validation holdout (seed stream "validation-split").</summary>
     public static TaskData Task(string name, TensorDataset fullTrain, TensorDataset fullTest, DataSection d, long seed)
@@ -236,29 +283,44 @@ public static class RunBuilder
     }
 
     /// <summary>An fp32 model of the config's shape whose values are about to be overwritten (the shadow model's instance).</summary>
-    public static nn.Module<Tensor, Tensor> NewModel(ModelSection m, long features, int numClasses)
+    public static nn.Module<Tensor, Tensor> NewModel(RunConfig c, long features, int numClasses, IReadOnlyList<int>? blocks)
     {
-        var model = new Mlp(features, m.Hidden, m.Outputs > 0 ? m.Outputs : numClasses);
+        using var generator = Seeds.Generator(c.Run.Seed, "shadow");
+        var model = ModelFactory.Create(c.Model, c.Data, new ModelTarget(features, numClasses), blocks, generator);
         foreach (var (_, p) in model.named_parameters()) p.DetachFromDisposeScope();
         return model;
     }
 
-    /// <summary>Builds the model (initialised from the seed stream "init"), then applies init_from and reinit.</summary>
-    public static (Mlp Model, string? LoadSummary) Model(ModelSection m, long features, int numClasses, long seed, string configFile)
+    /// <summary>Builds the model (initialised from the seed stream "init"), then applies init_from (our names, GPT-2's
+    /// layout, or an ONNX file; <see cref="ModelFactory.Load"/>) and reinit (stream "reinit").</summary>
+    public static (nn.Module<Tensor, Tensor> Model, string? LoadSummary) Model(RunConfig c, long features, int numClasses)
     {
-        var model = new Mlp(features, m.Hidden, m.Outputs > 0 ? m.Outputs : numClasses);
-        Init.LinearDefault(model, Seeds.Generator(seed, "init"));
-        if (m.InitFrom.Length == 0) return (model, null);
-        var path = Path.GetFullPath(m.InitFrom, Path.GetDirectoryName(Path.GetFullPath(configFile))!);
-        if (!File.Exists(path) && !Directory.Exists(path)) path = Path.GetFullPath(m.InitFrom);
-        var report = Checkpoints.WeightFile.Load(model, path, m.Strict, m.Reinit);
-        if (m.Reinit.Length > 0) Init.LinearDefault(model, Seeds.Generator(seed, "reinit"), m.Reinit);
-        var summary = $"init_from {path}: loaded {report.Loaded.Count} tensors";
-        if (!report.IsComplete)
-            summary += $"; missing: [{string.Join(", ", report.Missing)}]; unexpected: [{string.Join(", ", report.Unexpected)}]" +
-                       (report.ShapeMismatch.Count > 0 ? $"; shape mismatch: [{string.Join(", ", report.ShapeMismatch)}]" : "");
-        if (m.Reinit.Length > 0) summary += $"; re-initialised: [{string.Join(", ", m.Reinit)}]";
-        return (model, summary);
+        var m = c.Model;
+        var path = ModelFactory.InitPath(m, c.File);
+        var blocks = m.Kind == "resnet" ? ModelFactory.ResNetBlocks(m, path) : null;
+        var target = new ModelTarget(features, numClasses);
+        nn.Module<Tensor, Tensor> model;
+        using (var init = Seeds.Generator(c.Run.Seed, "init")) model = ModelFactory.Create(m, c.Data, target, blocks, init);
+        if (path.Length == 0) return (model, null);
+        try
+        {
+            var summary = ModelFactory.Load(model, path, m);
+            if (m.Reinit.Length > 0)
+            {
+                ModelFactory.Reinitialise(model, () =>
+                {
+                    using var generator = Seeds.Generator(c.Run.Seed, "reinit");
+                    return ModelFactory.Create(m, c.Data, target, blocks, generator);
+                }, m.Reinit);
+                summary += $"; re-initialised: [{string.Join(", ", m.Reinit)}]";
+            }
+            return (model, summary);
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
     }
 
     /// <summary>The parameter-group plan the [optimizer] section describes.</summary>

@@ -541,7 +541,15 @@ public static class Trainer
         void Evaluate(TaskData data)
         {
             var results = EvaluateAll(run.Model, data, extra, _c.Data.EvalBatchSize, run.Precision, run.Task);
-            foreach (var (split, r) in results) store.Evaluation(runId, Step, _epoch, PhaseName, split, r.Loss, r.Accuracy, r.Items);
+            foreach (var (split, r) in results)
+            {
+                store.Evaluation(runId, Step, _epoch, PhaseName, split, r.Loss, r.Accuracy, r.Items);
+                if (r.IsLanguageModel)
+                {
+                    store.Metric(runId, Step, $"{split}_perplexity", r.Perplexity);
+                    store.Metric(runId, Step, $"{split}_bits_per_byte", r.BitsPerByte);
+                }
+            }
             _evaluations.Add(new SavedEvaluation(_phase, Step, _epoch, results.SelectMany(r => new[]
             {
                 KeyValuePair.Create($"{r.Key}_loss", r.Value.Loss), KeyValuePair.Create($"{r.Key}_accuracy", r.Value.Accuracy),
@@ -669,7 +677,7 @@ public static class Trainer
         {
             using var generator = Seeds.Generator(_c.Run.Seed, $"fisher/task-{phase}");
             var batches = Counted(task.Train.InOrder(_c.Data.EvalBatchSize));
-            if (task.HeadClasses is null || run.Task.Heads is null)
+            if (task.HeadClasses is null || run.Task is not ClassificationTask { Heads: not null })
             {
                 var result = Forgetting.Fisher.Compute(run.Model, batches, kind, generator);
                 observer.Message(result.Describe());

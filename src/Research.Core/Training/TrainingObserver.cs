@@ -55,7 +55,7 @@ public sealed class ConsoleObserver : ITrainingObserver
 
     public void EpochEnded(int epoch, long step, IReadOnlyDictionary<string, EvalResult> results) =>
         Message($"epoch {epoch + 1} (step {step}): " +
-                string.Join("  ", results.Select(r => $"{r.Key} loss {r.Value.Loss:F4} acc {r.Value.Accuracy:F4}")));
+                string.Join("  ", results.Select(r => $"{r.Key} {r.Value.Describe()}")));
 
     public void Message(string text)
     {

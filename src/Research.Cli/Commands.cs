@@ -47,8 +47,7 @@ static class Commands
         var outcome = observer.Run(config.Run.Name, o => Trainer.Run(config, host, o, resumeDir: resume, kind: kind));
         if (kind == RunKind.Study) return PrintStudy(outcome);
         Console.WriteLine($"finished: {outcome.RunDir}");
-        foreach (var (split, r) in outcome.Final)
-            Console.WriteLine($"  {split,-6} loss {r.Loss:F4}  accuracy {r.Accuracy:F4}  ({r.Items} items)");
+        foreach (var (split, r) in outcome.Final) Console.WriteLine(Figures(split, r, perplexity: r.IsLanguageModel));
         return 0;
     }
 
@@ -70,15 +69,23 @@ static class Commands
                          ?? throw new UsageException($"eval: {checkpoint} is not inside a run (RUN/checkpoints/NAME); give its config with --config");
         var overrides = a.All("--set").Append($"model.init_from=\"{checkpoint}\"").Append("model.strict=true").Append("model.reinit=[]");
         var config = ConfigLoader.Load(configPath, overrides);
+        RunBuilder.CheckModel(config, RunKind.Train);
         RunBuilder.CheckClasses(config, RunKind.Train);
-        using var task = RunBuilder.SingleTask(config);
-        var (model, summary, precision) = RunBuilder.PreparedModel(config, task.Train.Features, task.Train.NumClasses);
+        var (task, _) = RunBuilder.SingleData(config);
+        using var _task = task;
+        var (model, summary, precision) = RunBuilder.PreparedModel(config, task.Train.Features, (int)RunBuilder.DatasetShape(config.Data).Classes);
         using var _model = model;
         Console.WriteLine(summary);
-        foreach (var (split, r) in Trainer.EvaluateAll(model, task, [], config.Data.EvalBatchSize, precision))
-            Console.WriteLine($"  {split,-6} loss {r.Loss:F4}  perplexity {r.Perplexity:F3}  accuracy {r.Accuracy:F4}  ({r.Items} items)");
+        foreach (var (split, r) in Trainer.EvaluateAll(model, task, [], config.Data.EvalBatchSize, precision, RunBuilder.OutputTaskOf(config)))
+            Console.WriteLine(Figures(split, r, perplexity: true));
         return 0;
     }
+
+    /// <summary>A split's final figures: loss and accuracy (a language model's: next-token accuracy), perplexity, and a
+    /// language model's bits per byte.</summary>
+    static string Figures(string split, EvalResult r, bool perplexity) =>
+        $"  {split,-6} loss {r.Loss:F4}  accuracy {r.Accuracy:F4}" + (perplexity ? $"  perplexity {r.Perplexity:F3}" : "") +
+        (r.IsLanguageModel ? $"  bits/byte {r.BitsPerByte:F4}" : "") + $"  ({r.Items} items)";
 
     /// <summary>The matrices, the metrics, and the metrics that failed (exit code 1: the study's record is stored, a metric is missing).</summary>
     static int PrintStudy(RunOutcome outcome)

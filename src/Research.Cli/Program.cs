@@ -33,6 +33,9 @@ public static class Program
                 ["plot", "curves", .. var rest] => RunsCommand.PlotCurves(rest),
                 ["memory", .. var rest] => MemoryCommand.Run(rest),
                 ["bench", .. var rest] => BenchCommand.Run(rest),
+                ["models", .. var rest] => ModelsCommand.Models(rest),
+                ["export", .. var rest] => ModelsCommand.Export(rest),
+                ["generate", .. var rest] => ModelsCommand.Generate(rest),
                 ["runs", .. var rest] => RunsCommand.Run(rest),
                 ["metrics", .. var rest] => RunsCommand.Metrics(rest),
                 _ => throw new UsageException($"unknown command '{string.Join(' ', args.Take(2))}'"),
@@ -75,6 +78,10 @@ public static class Program
 
               research train CONFIG [--set section.key=value]... [--plugins DIR]... [--resume RUN_DIR] [--dry-run]
               research eval CHECKPOINT [--config CONFIG] [--set section.key=value]...
+              research generate RUN_DIR [--prompt TEXT] [--max-tokens N] [--greedy | --temperature T --top-k K] [--seed S]
+                                [--samples N] [--checkpoint final|best|NAME]
+              research export RUN_DIR -o FILE.safetensors [--checkpoint final|best|NAME]
+              research models list [--dir DIR] | models fetch NAME... [--dir DIR]
               research study CONFIG [--set section.key=value]... [--plugins DIR]... [--resume RUN_DIR] [--dry-run]
               research demo [--plugins DIR]... [--set section.key=value]... [--no-study]
               research plugins list [--plugins DIR]...

@@ -370,6 +370,14 @@ let private crossField (path: string) (key: string) (v: obj) : Expected option =
     | "data.synthetic_samples", _ when trainItems (n ()) baseFraction 0L <= 0L -> Some(refuse [ "data"; "no training items" ])
     | "data.train_limit", _ when trainItems baseSamples baseFraction (n ()) <= 0L -> Some(refuse [ "data"; "no training items" ])
     | "data.validation_fraction", (:? float as f) when trainItems baseSamples f 0L <= 0L -> Some(refuse [ "data"; "no training items" ])
+    // The base run is an MLP on vectors: another kind, text data or a text-only option is refused naming its key.
+    | "model.kind", (:? string as s) when s <> "mlp" -> Some(refuse [ "model.kind" ])
+    | "data.dataset", (:? string as s) when s = "fortunes" || s = "fortunes-de" -> Some(refuse [ "model.kind" ])
+    | "data.task", (:? string as s) when s = "causal-lm" -> Some(refuse [ "data.task"; "needs a text dataset" ])
+    | "data.topics", (:? Array as a) when a.Length > 0 -> Some(refuse [ "data.topics" ])
+    | "data.stride", _ when n () > 127L -> Some(refuse [ "data.stride"; "context − 1" ])
+    | "model.image_side", _ when n () % 32L <> 0L -> Some(refuse [ "model.image_side"; "multiple of 32" ])
+    | "model.blocks", (:? Array as a) when a.Length <> 0 && a.Length <> 4 -> Some(refuse [ "model.blocks"; "four stages" ])
     // Errors about other files name those files (the weights, the plugin folder), not the config.
     | "model.init_from", (:? string as s) when s <> "" -> Some(Refuse [ s; "no weights" ])
     | "plugins.dirs", (:? Array as a) when a |> Seq.cast<string> |> Seq.exists (fun d -> not (Directory.Exists d)) ->

@@ -55,6 +55,7 @@ let main argv =
             FuzzTests.tests
             TextTests.tests
             ResNetTests.tests
+            ModelKindTests.tests
         ]
     let config = { defaultConfig with printer = printer defaultConfig.printer }
     // Plain output (no colours, no spinner) so logs and CI read cleanly and the last line is exact.

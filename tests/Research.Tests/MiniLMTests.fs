@@ -19,9 +19,9 @@ let private modelsDir = Path.Combine(repoRoot, "artifacts", "models")
 let private fetched = lazy (PublishedModels.Fetch(PublishedModels.MiniLM, modelsDir))
 let private onnxPath () = fetched.Force().File "model.onnx"
 
-/// The model's uncased WordPiece: lower-cased, accents stripped (Hugging Face's BertTokenizer for an uncased vocabulary).
-let private tokenizer =
-    lazy (BertTokenizer.Create(fetched.Force().File "vocab.txt", BertOptions(LowerCaseBeforeTokenization = true, RemoveNonSpacingMarks = true)))
+/// The model's uncased WordPiece as `[data] tokenizer = "wordpiece"` reads it: the package's vocab.txt (CRLF line ends),
+/// lower-cased, accents stripped, with Hugging Face's pre-tokenization (Research.Core.Text.WordPieceTextTokenizer).
+let private tokenizer = lazy (Research.Core.Text.WordPieceTextTokenizer.FromVocabFile(fetched.Force().File "vocab.txt"))
 
 /// The file read once, and one evaluation-mode model loaded from it, shared by the tests that only read them (they run in sequence).
 let private onnx = lazy (OnnxWeights.Read(onnxPath ()))
@@ -95,11 +95,11 @@ let private sentences =
 /// Token ids [B, T] and attention mask [B, T] (int64), right-padded with [PAD] to the longest of the texts.
 let private encode (texts: string list) =
     let t = tokenizer.Force()
-    let ids = texts |> List.map (fun s -> t.EncodeToIds(s, true, true, true) |> Seq.map int64 |> Array.ofSeq)
+    let ids = texts |> List.map (fun s -> Array.concat [ Seq.toArray t.SequencePrefix; t.Encode s; Seq.toArray t.SequenceSuffix ] |> Array.map int64)
     let longest = ids |> List.map Array.length |> List.max
     let pad (row: int64[]) fill = Array.append row (Array.create (longest - row.Length) fill)
     let flat (rows: int64[][]) = torch.tensor(Array.concat rows).reshape(int64 texts.Length, int64 longest)
-    flat (ids |> List.map (fun r -> pad r (int64 t.PaddingTokenId)) |> Array.ofList),
+    flat (ids |> List.map (fun r -> pad r (int64 t.PadId)) |> Array.ofList),
     flat (ids |> List.map (fun r -> pad (Array.create r.Length 1L) 0L) |> Array.ofList)
 
 /// ONNX Runtime's last_hidden_state of the same file on the same inputs (token types zero), as a tensor [B, T, d].
@@ -123,6 +123,12 @@ let private maxAbs (t: Tensor) = t.abs().max().item<float32>() |> float
 
 let private referenceTests =
     testList "reference" [
+        test "the package's vocab.txt (CRLF line ends) reads as 30,522 ids: [PAD] 0, [UNK] 100, [CLS] 101, [SEP] 102, and \"Hello, World!\" is hello , world !" {
+            let t = tokenizer.Force()
+            Expect.equal t.VocabSize 30522 "one id per line"
+            Expect.equal (t.PadId, t.UnknownId, Seq.head t.SequencePrefix, Seq.head t.SequenceSuffix) (0, 100, 101, 102) "BERT's specials"
+            Expect.equal (t.Encode "Hello, World!") [| 7592; 1010; 2088; 999 |] "uncased pieces (lines 7593, 1011, 2089, 1000 of vocab.txt)"
+        }
         test "last_hidden_state equals ONNX Runtime's on 32 real sentences (max error ≤ 1e-4 · max |ORT| over tokens), sentence embeddings' cosine > 0.9999" {
             let source, texts = sentences.Force()
             let model = pretrained.Force()

@@ -129,8 +129,7 @@ public static class RunBuilder
                 ? new TaskHeads(tasks.Select(t => t.HeadClasses!).ToList(), numClasses) : null;
             var (model, summary, precision) = PreparedModel(c, tasks[0].Train.Features, numClasses);
             long features = tasks[0].Train.Features;
-            var initPath = ModelFactory.InitPath(c.Model, c.File);
-            var blocks = c.Model.Kind == "resnet" ? ModelFactory.ResNetBlocks(c.Model, initPath) : null;
+            var blocks = (model as ResNet)?.Blocks;
             var records = new[] { (PluginRole.Schedule, schedule.Descriptor) }
                 .Concat(methods.All.Select(m => (PluginRole.Method, m.Descriptor)))
                 .Concat(metrics.Select(m => (PluginRole.ForgettingMetric, m.Descriptor)))

@@ -47,8 +47,8 @@ public sealed class TensorDataset : IDisposable
     TensorDataset Map(Func<string, Tensor, Tensor> f, long utf8Bytes) =>
         new(_tensors.Select(kv => KeyValuePair.Create(kv.Key, f(kv.Key, kv.Value).DetachFromDisposeScope())), NumClasses, utf8Bytes);
 
-    /// <summary>The items at <paramref name="indices"/>. Bytes of a subset are counted pro rata by targets (exact for the
-    /// whole set; the LM splits are built whole, so their subsets carry no byte count).</summary>
+    /// <summary>The items at <paramref name="indices"/>. A subset carries no byte count (0: no bits per byte), only the whole
+    /// set does: the language-model splits are built whole, and only a training limit takes a subset.</summary>
     public TensorDataset Select(Tensor indices) => Map((_, t) => t.index_select(0, indices), indices.shape[0] == Count ? Utf8Bytes : 0);
 
     /// <summary>The items whose label is one of <paramref name="classes"/> (all when empty).</summary>

@@ -48,8 +48,6 @@ public sealed class RunComponents : IDisposable
     /// <summary>What the outputs predict: classification (with task-incremental heads in a <c>split-task</c> study), or
     /// causal language modelling.</summary>
     public required OutputTask Task { get; init; }
-    /// <summary>Text data: the tokenizer the data was made with (for generation), else null.</summary>
-    public Text.ITextTokenizer? Tokenizer { get; init; }
     public required nn.Module<Tensor, Tensor> Model { get; init; }
     /// <summary>A second fp32 instance of the model for logits with weights a method keeps (made on first use).</summary>
     public required ShadowModel Shadow { get; init; }
@@ -112,15 +110,7 @@ public static class RunBuilder
         CheckModel(c, kind);
         CheckClasses(c, kind);
         if (c.Run.Threads > 0) torch.set_num_threads(c.Run.Threads);
-        Text.ITextTokenizer? tokenizer = null;
-        IReadOnlyList<TaskData> tasks;
-        if (kind == RunKind.Study) tasks = TaskSequence.Build(c.Study, c.Data, c.Run.Seed);
-        else
-        {
-            var (single, made) = SingleData(c);
-            tokenizer = made;
-            tasks = [single];
-        }
+        IReadOnlyList<TaskData> tasks = kind == RunKind.Study ? TaskSequence.Build(c.Study, c.Data, c.Run.Seed) : [SingleData(c).Task];
         try
         {
             var numClasses = (int)DatasetShape(c.Data).Classes;
@@ -137,7 +127,7 @@ public static class RunBuilder
             return new RunComponents
             {
                 Config = c, Kind = kind, Canonical = canonical, Identity = ResolvedConfig.Identity(canonical), Tasks = tasks,
-                Task = OutputTaskOf(c, heads), Tokenizer = tokenizer, Model = model,
+                Task = OutputTaskOf(c, heads), Model = model,
                 Shadow = new ShadowModel(() => NewModel(c, features, numClasses, blocks)),
                 LoadSummary = summary, Precision = precision, Schedule = schedule, Methods = methods,
                 Metrics = metrics, Plugins = records,

@@ -1,8 +1,7 @@
 using Research.Abstractions;
 using Research.Core.Bench;
+using Research.Core.Memory;
 using Research.Core.Optim;
-using Research.Core.Precision;
-using Research.Core.Training;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -10,16 +9,21 @@ namespace Research.Cli;
 
 /// <summary>
 /// <c>research bench step</c>: in one process, interleaved repetitions of (1) the trainer's step against a
-/// hand-written TorchSharp loop doing the same work — same model and initialisation, same batches, AdamW with
-/// decay λ on every tensor in both, fp32, no clipping, logging off — on a transformer-sized model and on the
-/// demo MLP; (2) the core AdamW step (flat buffers) against TorchSharp's built-in AdamW on a model with ≥ 100
-/// parameter tensors, the optimizer step alone. Prints medians, spread (min–max) and ratios of medians.
+/// hand-written TorchSharp loop doing the same work — same model and initialisation, same batches, same loss, AdamW with
+/// decay λ on every tensor in both, fp32, no clipping, logging off — on a GPT (causal-LM loss), a transformer classifier,
+/// the demo MLP and a CNN; (2) the core AdamW step (flat buffers) against TorchSharp's built-in AdamW on a model with
+/// ≥ 100 parameter tensors, the optimizer step alone. Prints the CPU, the native allocator in effect, an fp32 matmul's
+/// FLOP/s, medians, spread (min–max), ratios of medians, page faults per step, tokens/s and the GPT's fraction of the
+/// matmul's FLOP/s.
 /// </summary>
 static class BenchCommand
 {
+    /// <summary>What <c>--workloads</c> may name: the step workloads, then the optimizer-only comparison.</summary>
+    static readonly IReadOnlyList<string> Workloads = [.. StepWorkload.Names, "adamw"];
+
     public static int Run(string[] argv)
     {
-        var a = new Args(argv, ["--repetitions", "--steps", "--threads", "--seed", "--samples"], []);
+        var a = new Args(argv, ["--repetitions", "--steps", "--threads", "--seed", "--samples", "--workloads"], []);
         if (a.Positional is ["fisher"])
         {
             torch.set_num_threads(a.Int("--threads", 2, 1, 256));
@@ -30,46 +34,68 @@ static class BenchCommand
         int repetitions = a.Int("--repetitions", 7, 1, 1000), steps = a.Int("--steps", 10, 1, 100_000), threads = a.Int("--threads", 2, 1, 256);
         long seed = a.Long("--seed", 1);
         if (repetitions < 5) throw new UsageException("--repetitions must be ≥ 5");
-        if (steps < 1 || threads < 1) throw new UsageException("--steps and --threads must be ≥ 1");
+        var chosen = a.One("--workloads")?.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries) ?? [.. Workloads];
+        if (chosen.FirstOrDefault(w => !Workloads.Contains(w)) is { } unknown)
+            throw new UsageException($"--workloads: unknown workload '{unknown}' (known: {string.Join(", ", Workloads)})");
+        if (chosen.Length == 0) throw new UsageException("--workloads names no workload");
         torch.set_num_threads(threads);
         Console.WriteLine($"bench step: {repetitions} interleaved repetitions × {steps} steps per side, {threads} intra-op threads, " +
                           $"TorchSharp {typeof(torch).Assembly.GetName().Version}, CPU");
+        Console.WriteLine($"cpu: {CpuModel.Describe()}");
+        Console.WriteLine($"native allocator: {NativeAllocator.Setting}");
 
-        var results = new List<StepComparison>
+        // The matmul is timed before each workload and after the last, and the best median kept: a neighbour's load can
+        // only slow it, and the GPT's fraction should not look better because the reference ran in a busy moment.
+        var peaks = new List<double>();
+        var results = new List<StepComparison>();
+        var measured = new List<(StepComparison Comparison, string Name, long Tokens, double? Flops)>();
+        foreach (var name in Workloads.Where(chosen.Contains))
         {
-            TrainerAgainstHandWritten(() => StepWorkload.Transformer(seed), repetitions, steps),
-            TrainerAgainstHandWritten(() => StepWorkload.Mlp(seed), repetitions, steps),
-            CoreAdamWAgainstBuiltIn(seed, repetitions, steps),
-        };
+            peaks.Add(MatmulPeak.Measure(MatmulSize));
+            if (name == "adamw") { results.Add(CoreAdamWAgainstBuiltIn(seed, repetitions, steps)); continue; }
+            var (comparison, workload) = TrainerAgainstHandWritten(() => StepWorkload.Named(name, seed), repetitions, steps);
+            results.Add(comparison);
+            if (workload.Tokens is { } tokens) measured.Add((comparison, workload.Name, tokens, workload.Flops));
+        }
+        peaks.Add(MatmulPeak.Measure(MatmulSize));
+        var peak = peaks.Max();
         Console.WriteLine();
         StepBench.Print(results);
+        Console.WriteLine();
+        Console.WriteLine($"fp32 matmul {MatmulSize}×{MatmulSize} @ {MatmulSize}×{MatmulSize}: {peak / 1e9:0.0} GFLOP/s " +
+                          $"(the best of {peaks.Count} medians of 9 products, one before each workload and one after the last; all: {string.Join(", ", peaks.Select(p => $"{p / 1e9:0.0}"))})");
+        foreach (var m in measured) Console.WriteLine(Throughput(m.Name, m.Comparison, m.Tokens, m.Flops, peak));
+        Console.WriteLine($"resident memory: {ProcessCounters.ResidentBytes() / (1 << 20):N0} MiB now, {ProcessCounters.PeakResidentBytes() / (1 << 20):N0} MiB peak");
         return 0;
     }
 
     const double Lr = 1e-3, WeightDecay = 0.01;
+    const long MatmulSize = 1024;
 
-    static StepComparison TrainerAgainstHandWritten(Func<StepWorkload> make, int repetitions, int steps)
+    /// <summary>Tokens per second of both sides and, given the step's useful FLOPs, their FLOP/s as a fraction of the matmul's.</summary>
+    static string Throughput(string name, StepComparison c, long tokens, double? flops, double peak)
+    {
+        var line = $"{name}: hand-written loop {tokens / c.BaselineMedian:N0} tokens/s, trainer step {tokens / c.CandidateMedian:N0} tokens/s";
+        if (flops is not { } f) return line;
+        double Fraction(double seconds) => f / seconds / peak;
+        return line + $"; {f / 1e9:0.00} GFLOP per step (6N + 12·L·T·d): {f / c.BaselineMedian / 1e9:0.0} and {f / c.CandidateMedian / 1e9:0.0} GFLOP/s, " +
+               $"{Fraction(c.BaselineMedian):0.00} and {Fraction(c.CandidateMedian):0.00} of the matmul's {peak / 1e9:0.0} GFLOP/s";
+    }
+
+    static (StepComparison Comparison, (string Name, long? Tokens, double? Flops) Workload) TrainerAgainstHandWritten(
+        Func<StepWorkload> make, int repetitions, int steps)
     {
         // Two copies of the same model and batches: the baseline trains one, the trainer's step the other.
         using var baselineModel = make();
         using var candidateModel = make();
         var workload = baselineModel;
-        using var loop = new HandWrittenLoop(baselineModel.Model, baselineModel.Batches, Lr, WeightDecay);
-        var everyTensorDecays = new[] { new GroupRule(new ParameterGroup("all", 1.0, WeightDecay), (_, _) => true) };
-        using var optimizer = Optimizer.AdamW(ParameterGroups.Assign(
-            candidateModel.Model.named_parameters().Select(p => (p.name, (Tensor)p.parameter)), everyTensorDecays));
-        var step = new TrainStep(candidateModel.Model, optimizer, PrecisionPolicy.Fp32, MethodSet.None, clipNorm: 0);
-        int next = 0;
-        void Candidate()
-        {
-            var batch = candidateModel.Batches[next];
-            next = (next + 1) % candidateModel.Batches.Count;
-            step.Run([batch], Lr, measureNorm: false);   // logging off, as in the hand-written loop
-        }
+        using var loop = new HandWrittenLoop(baselineModel.Model, baselineModel.Batches, baselineModel.MeanLoss, Lr, WeightDecay);
+        using var trainer = new TrainerLoop(candidateModel, Lr, WeightDecay);
         Console.WriteLine($"{workload.Name}: {workload.ParameterCount:N0} parameters in {workload.TensorCount} tensors, " +
                           $"batch {workload.Batches[0].Size}");
-        return StepBench.Compare($"trainer step vs hand-written loop: {workload.Name}", loop.Step, Candidate,
+        var comparison = StepBench.Compare($"trainer step vs hand-written loop: {workload.Name}", loop.Step, () => trainer.Step(),
             repetitions: repetitions, stepsPerRepetition: steps);
+        return (comparison, (workload.Name, workload.TokensPerBatch, workload.UsefulFlopsPerBatch));
     }
 
     static StepComparison CoreAdamWAgainstBuiltIn(long seed, int repetitions, int steps)

@@ -13,6 +13,8 @@ public static class Program
     /// <summary>The command line, in-process: the fuzz tests call this with thousands of inputs.</summary>
     public static int Main(string[] args)
     {
+        // Before libtorch's first allocation: see NativeAllocator for why and what was measured.
+        Research.Core.Memory.NativeAllocator.Configure();
         var verbose = args.Contains("--verbose");
         args = args.Where(a => a != "--verbose").ToArray();
         try
@@ -95,7 +97,7 @@ public static class Program
               research memory --params P [--precision fp32|mixed-bf16|mixed-fp16|pure-bf16] [--optimizer adamw|adam|sgd-momentum|sgd]
                               [--layers L --hidden H --heads A --seq S --batch B [--recompute]]
               research memory --config CONFIG [--set section.key=value]...
-              research bench step [--repetitions N] [--steps S] [--threads T]
+              research bench step [--repetitions N] [--steps S] [--threads T] [--workloads gpt,gpt-8k,transformer,mlp,cnn,adamw]
               research bench fisher [--samples N] [--threads T]
               research runs list [DIR] | runs show RUN_DIR | runs compare [DIR] | runs export [DIR] [-o FILE.csv]
               research metrics RUN_DIR... [--set metrics=[{name="…", …}]]... [--plugins DIR]... [--save]

@@ -268,6 +268,11 @@ let tests =
             expectOneLine (research dir [ "bench"; "fisher"; "--samples"; "-1" ]) 2 "--samples must be between 1 and 1000000"
             expectOneLine (research dir [ "plot"; "schedule"; "cosine"; "--lr"; "nan"; "--csv" ]) 2 "--lr must be a finite number"
         }
+        test "bench step --workloads with an unknown name exits 2 naming it and the workloads there are" {
+            let dir = tempDir "bad-workloads"
+            expectOneLine (research dir [ "bench"; "step"; "--workloads"; "gpt,resnet" ]) 2
+                "--workloads: unknown workload 'resnet' (known: gpt, gpt-8k, transformer, mlp, cnn, adamw)"
+        }
         test "a diverged fp32 run fails with one line (exit 1) and is recorded as failed" {
             let dir = tempDir "bad-diverged"
             let path = syntheticConfig dir "[optimizer]\nname = \"sgd\"\nlr = 1e30\n"

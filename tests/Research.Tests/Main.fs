@@ -24,11 +24,15 @@ let printer (inner: TestPrinters) =
 
 [<EntryPoint>]
 let main argv =
+    // Before libtorch's first allocation, as the command line does (NativeAllocator says why).
+    Research.Core.Memory.NativeAllocator.Configure() |> ignore
     let all =
         testList "research" [
             NativeTests.tests
             ModelTests.tests
             GptTests.tests
+            BenchGptTests.tests
+            AllocatorTests.tests
             MiniLMTests.tests
             ScheduleTests.tests
             ForgettingMetricTests.tests

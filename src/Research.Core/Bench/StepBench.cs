@@ -1,22 +1,44 @@
 using System.Diagnostics;
 using System.Globalization;
 using System.Text;
+using Research.Core.Memory;
 
 namespace Research.Core.Bench;
 
 /// <summary>
 /// The timings of one baseline-versus-candidate comparison: seconds per step of each repetition, for each side,
-/// in the order the repetitions ran.
+/// in the order the repetitions ran; over the same repetitions, the process's CPU seconds per step (user and system, all
+/// threads: time spent waiting for a core shared with another job is not in it) and its minor page faults per step (empty
+/// where the kernel does not count them).
 /// </summary>
 public sealed record StepComparison(
     string Label,
     IReadOnlyList<double> BaselineSeconds,
     IReadOnlyList<double> CandidateSeconds,
     int Warmup,
-    int StepsPerRepetition)
+    int StepsPerRepetition,
+    IReadOnlyList<double>? BaselineFaults = null,
+    IReadOnlyList<double>? CandidateFaults = null,
+    IReadOnlyList<double>? BaselineCpuSeconds = null,
+    IReadOnlyList<double>? CandidateCpuSeconds = null)
 {
     public double BaselineMedian => StepBench.Median(BaselineSeconds);
     public double CandidateMedian => StepBench.Median(CandidateSeconds);
+
+    /// <summary>Median minor page faults per step of the baseline; NaN when not counted.</summary>
+    public double BaselineFaultsMedian => MedianOrNaN(BaselineFaults);
+
+    /// <summary>Median minor page faults per step of the candidate; NaN when not counted.</summary>
+    public double CandidateFaultsMedian => MedianOrNaN(CandidateFaults);
+
+    /// <summary>Median CPU seconds per step of the baseline; NaN when not measured.</summary>
+    public double BaselineCpuMedian => MedianOrNaN(BaselineCpuSeconds);
+
+    /// <summary>Median CPU seconds per step of the candidate; NaN when not measured.</summary>
+    public double CandidateCpuMedian => MedianOrNaN(CandidateCpuSeconds);
+
+    static double MedianOrNaN(IReadOnlyList<double>? values) => values is { Count: > 0 } v ? StepBench.Median(v) : double.NaN;
+
     public (double Min, double Max) BaselineSpread => (BaselineSeconds.Min(), BaselineSeconds.Max());
     public (double Min, double Max) CandidateSpread => (CandidateSeconds.Min(), CandidateSeconds.Max());
 
@@ -47,32 +69,45 @@ public static class StepBench
         ArgumentOutOfRangeException.ThrowIfLessThan(repetitions, 1);
         ArgumentOutOfRangeException.ThrowIfLessThan(stepsPerRepetition, 1);
         for (var i = 0; i < warmup; i++) { baseline(); candidate(); }
-        var baselineSeconds = new List<double>(repetitions);
-        var candidateSeconds = new List<double>(repetitions);
+        var (b, c) = (new Side(), new Side());
         for (var r = 0; r < repetitions; r++)
         {
             if (r % 2 == 0)
             {
-                baselineSeconds.Add(SecondsPerStep(baseline, stepsPerRepetition));
-                candidateSeconds.Add(SecondsPerStep(candidate, stepsPerRepetition));
+                b.Time(baseline, stepsPerRepetition);
+                c.Time(candidate, stepsPerRepetition);
             }
             else
             {
-                candidateSeconds.Add(SecondsPerStep(candidate, stepsPerRepetition));
-                baselineSeconds.Add(SecondsPerStep(baseline, stepsPerRepetition));
+                c.Time(candidate, stepsPerRepetition);
+                b.Time(baseline, stepsPerRepetition);
             }
         }
-        return new StepComparison(label, baselineSeconds, candidateSeconds, warmup, stepsPerRepetition);
+        return new StepComparison(label, b.Seconds, c.Seconds, warmup, stepsPerRepetition, b.Faults, c.Faults, b.CpuSeconds, c.CpuSeconds);
     }
 
-    static double SecondsPerStep(Action step, int steps)
+    /// <summary>One side's measurements, per step, one entry per repetition.</summary>
+    sealed class Side
     {
-        GC.Collect();
-        GC.WaitForPendingFinalizers();
-        GC.Collect();
-        var watch = Stopwatch.StartNew();
-        for (var i = 0; i < steps; i++) step();
-        return watch.Elapsed.TotalSeconds / steps;
+        public List<double> Seconds { get; } = [];
+        public List<double> CpuSeconds { get; } = [];
+        public List<double> Faults { get; } = [];
+
+        public void Time(Action step, int steps)
+        {
+            GC.Collect();
+            GC.WaitForPendingFinalizers();
+            GC.Collect();
+            using var process = Process.GetCurrentProcess();
+            var cpu = process.TotalProcessorTime;
+            var faults = ProcessCounters.MinorFaults();
+            var watch = Stopwatch.StartNew();
+            for (var i = 0; i < steps; i++) step();
+            Seconds.Add(watch.Elapsed.TotalSeconds / steps);
+            process.Refresh();
+            CpuSeconds.Add((process.TotalProcessorTime - cpu).TotalSeconds / steps);
+            if (faults >= 0) Faults.Add((double)(ProcessCounters.MinorFaults() - faults) / steps);
+        }
     }
 
     /// <summary>The middle value (mean of the two middle values for an even count).</summary>
@@ -86,7 +121,8 @@ public static class StepBench
 
     /// <summary>
     /// A fixed-width table, one row per comparison: label, median ms/step and min–max spread of each side,
-    /// and the ratio candidate/baseline. The header names the repetitions and steps of the first row.
+    /// the ratio candidate/baseline, and each side's median CPU ms and minor page faults per step. The header names the
+    /// repetitions and steps of the first row.
     /// </summary>
     public static string Format(IReadOnlyList<StepComparison> results)
     {
@@ -98,9 +134,13 @@ public static class StepBench
         if (results.Count > 0)
             sb.AppendLine(string.Format(inv, "{0} interleaved repetitions × {1} steps per side, after {2} warm-up steps",
                 results[0].BaselineSeconds.Count, results[0].StepsPerRepetition, results[0].Warmup));
-        sb.AppendLine($"{"label".PadRight(labelWidth)}  {"baseline ms/step",16}  {"spread",17}  {"candidate ms/step",17}  {"spread",17}  {"ratio c/b",9}");
+        static string Faults(double f) => double.IsNaN(f) ? "–" : f.ToString("N0", CultureInfo.InvariantCulture);
+        static string Cpu(double seconds) => double.IsNaN(seconds) ? "–" : (seconds * 1e3).ToString("0.0", CultureInfo.InvariantCulture);
+        sb.AppendLine($"{"label".PadRight(labelWidth)}  {"baseline ms/step",16}  {"spread",17}  {"candidate ms/step",17}  {"spread",17}  {"ratio c/b",9}" +
+                      $"  {"cpu ms b",8}  {"cpu ms c",8}  {"faults/step b",13}  {"faults/step c",13}");
         foreach (var r in results)
-            sb.AppendLine($"{r.Label.PadRight(labelWidth)}  {Ms(r.BaselineMedian),16}  {Spread(r.BaselineSpread),17}  {Ms(r.CandidateMedian),17}  {Spread(r.CandidateSpread),17}  {r.Ratio.ToString("0.000", inv),9}");
+            sb.AppendLine($"{r.Label.PadRight(labelWidth)}  {Ms(r.BaselineMedian),16}  {Spread(r.BaselineSpread),17}  {Ms(r.CandidateMedian),17}  {Spread(r.CandidateSpread),17}  {r.Ratio.ToString("0.000", inv),9}" +
+                          $"  {Cpu(r.BaselineCpuMedian),8}  {Cpu(r.CandidateCpuMedian),8}  {Faults(r.BaselineFaultsMedian),13}  {Faults(r.CandidateFaultsMedian),13}");
         return sb.ToString();
     }
 

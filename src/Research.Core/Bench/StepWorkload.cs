@@ -1,21 +1,72 @@
 using Research.Abstractions;
 using Research.Core.Models;
+using Research.Core.Tasks;
+using Research.Core.Text;
 using TorchSharp;
 using static TorchSharp.torch;
 
 namespace Research.Core.Bench;
 
 /// <summary>
-/// A model and a fixed list of batches for timing training steps. The same seed gives a bitwise-identical
-/// model and batches, so a baseline and a candidate can each step their own copy.
+/// A model, a fixed list of batches and the loss they train for, for timing training steps. The same seed gives a
+/// bitwise-identical model and batches, so a baseline and a candidate can each step their own copy. The loss comes twice,
+/// as the same function: <see cref="Task"/> for the trainer's step, <see cref="MeanLoss"/> written in plain TorchSharp for
+/// the hand-written loop.
 /// </summary>
-public sealed class StepWorkload(string name, nn.Module<Tensor, Tensor> model, IReadOnlyList<Batch> batches) : IDisposable
+public sealed class StepWorkload(string name, nn.Module<Tensor, Tensor> model, IReadOnlyList<Batch> batches,
+    OutputTask task, Func<nn.Module<Tensor, Tensor>, Batch, Tensor> meanLoss,
+    long? tokensPerBatch = null, double? usefulFlopsPerBatch = null) : IDisposable
 {
+    /// <summary>The names <see cref="Named"/> knows, in the order <c>research bench step</c> runs them.</summary>
+    public static IReadOnlyList<string> Names { get; } = ["gpt", "gpt-8k", "transformer", "mlp", "cnn"];
+
     public string Name { get; } = name;
     public nn.Module<Tensor, Tensor> Model { get; } = model;
     public IReadOnlyList<Batch> Batches { get; } = batches;
+    public OutputTask Task { get; } = task;
+    public Func<nn.Module<Tensor, Tensor>, Batch, Tensor> MeanLoss { get; } = meanLoss;
+
+    /// <summary>Tokens a batch feeds the model (token models only).</summary>
+    public long? TokensPerBatch { get; } = tokensPerBatch;
+
+    /// <summary>The matrix-product FLOPs one training step on a batch needs by a stated formula (the GPT's only).</summary>
+    public double? UsefulFlopsPerBatch { get; } = usefulFlopsPerBatch;
+
     public long ParameterCount => Model.parameters().Sum(p => p.numel());
     public int TensorCount => Model.parameters().Count();
+
+    /// <summary>The workload of a name in <see cref="Names"/>.</summary>
+    public static StepWorkload Named(string name, long seed) => name switch
+    {
+        "gpt" => Gpt(seed),
+        "gpt-8k" => Gpt(seed, GptShape.Benchmark with { Vocab = RestrictedGpt2Tokenizer.DefaultMaxVocab }),
+        "transformer" => Transformer(seed),
+        "mlp" => Mlp(seed),
+        "cnn" => Cnn(seed),
+        _ => throw new ArgumentException($"unknown step workload '{name}' (known: {string.Join(", ", Names)})"),
+    };
+
+    /// <summary>
+    /// A GPT as a causal language model, <see cref="GptShape.Benchmark"/> unless <paramref name="shape"/> is given: batches
+    /// of <see cref="GptShape.BenchmarkBatch"/> sequences of T_max uniform random ids (the loss stays near ln V; the work
+    /// per step does not depend on the text), each the model's input and its own target, shifted by the loss. With the
+    /// restricted GPT-2 vocabulary's 8,192 ids (<c>gpt-8k</c>) the logits of a batch take 32 MiB, glibc's largest mmap
+    /// threshold: the workload on which the allocator matters (see <see cref="Memory.NativeAllocator"/>).
+    /// </summary>
+    public static StepWorkload Gpt(long seed, GptShape? shape = null, int batches = 4)
+    {
+        shape ??= GptShape.Benchmark;
+        var model = Models.Gpt.Create(shape, Seeds.Generator(seed, "bench.init"));
+        var data = Seeds.Generator(seed, "bench.data");
+        var list = Enumerable.Range(0, batches).Select(_ =>
+        {
+            var tokens = randint(0, shape.Vocab, [GptShape.BenchmarkBatch, shape.MaxLen], dtype: ScalarType.Int64, generator: data);
+            return new Batch([new(Batch.InputIds, tokens), new(Batch.Targets, tokens.clone())]);
+        }).ToList();
+        long tokens = GptShape.BenchmarkBatch * shape.MaxLen;
+        return new StepWorkload($"gpt d{shape.Width}×{shape.Layers}, vocab {shape.Vocab}", model, list, new CausalLmTask(),
+            HandWrittenLoop.NextTokenCrossEntropy, tokens, tokens * shape.TrainingFlopsPerToken(shape.MaxLen));
+    }
 
     /// <summary>
     /// <see cref="TinyTransformerShape.Benchmark"/>: batches of <see cref="TinyTransformerShape.BenchmarkBatch"/> sequences of
@@ -33,11 +84,21 @@ public sealed class StepWorkload(string name, nn.Module<Tensor, Tensor> model, I
     {
         var model = new Models.Mlp(784, [256, 256], 10);
         Init.LinearDefault(model, Seeds.Generator(seed, "bench.init"));
+        return new StepWorkload("mlp 784-256-256-10", model, ImageSized(seed, batches), new ClassificationTask(), HandWrittenLoop.CrossEntropy);
+    }
+
+    /// <summary>The <see cref="Models.Cnn"/> (two 3×3 convolutions, 28×28 inputs) on the MLP's batches.</summary>
+    public static StepWorkload Cnn(long seed, int batches = 4) =>
+        new("cnn 28×28 conv 32-64, fc 128", Models.Cnn.Create(10, Seeds.Generator(seed, "bench.init")), ImageSized(seed, batches),
+            new ClassificationTask(), HandWrittenLoop.CrossEntropy);
+
+    /// <summary>Batches of 128 N(0, 1) inputs of 784 (a Fashion-MNIST image's size) with uniform labels 0–9.</summary>
+    static List<Batch> ImageSized(long seed, int batches)
+    {
         var data = Seeds.Generator(seed, "bench.data");
-        var list = Enumerable.Range(0, batches).Select(_ => new Batch(
+        return Enumerable.Range(0, batches).Select(_ => new Batch(
             randn([128, 784], generator: data),
             randint(0, 10, [128], dtype: ScalarType.Int64, generator: data))).ToList();
-        return new StepWorkload("mlp 784-256-256-10", model, list);
     }
 
     static StepWorkload OfTransformer(string name, TinyTransformerShape shape, int batchSize, long seed, int batches)
@@ -48,7 +109,8 @@ public sealed class StepWorkload(string name, nn.Module<Tensor, Tensor> model, I
         var list = Enumerable.Range(0, batches).Select(i => new Batch(
             data.Inputs.narrow(0, i * batchSize, batchSize).clone(),
             data.Targets.narrow(0, i * batchSize, batchSize).clone())).ToList();
-        return new StepWorkload(name, model, list);
+        return new StepWorkload(name, model, list, new ClassificationTask(), HandWrittenLoop.CrossEntropy,
+            (long)batchSize * shape.MaxLen);
     }
 
     public void Dispose()

@@ -16,6 +16,16 @@ public sealed record GptShape(long Vocab, long MaxLen, long Width, long Heads, l
     /// <summary>GPT-2 "small" (Radford et al. 2019): 124,439,808 parameters.</summary>
     public static GptShape Gpt2Small { get; } = new(Vocab: 50257, MaxLen: 1024, Width: 768, Heads: 12, Layers: 12);
 
+    /// <summary>
+    /// The GPT of <c>research bench step</c>: the byte vocabulary (256 bytes and one end-of-text id), 128 positions, width
+    /// 256 in 4 heads of 64, 4 blocks — 3,258,112 parameters in 52 tensors, trained on batches of
+    /// <see cref="BenchmarkBatch"/> × 128 tokens.
+    /// </summary>
+    public static GptShape Benchmark { get; } = new(Vocab: 257, MaxLen: 128, Width: 256, Heads: 4, Layers: 4);
+
+    /// <summary>Sequences per batch for <see cref="Benchmark"/>.</summary>
+    public const int BenchmarkBatch = 8;
+
     /// <summary>The number of parameter tensors: two embeddings, 12 per block, the final LayerNorm's two.</summary>
     public long TensorCount => 2 + 12 * Layers + 2;
 
@@ -24,6 +34,23 @@ public sealed record GptShape(long Vocab, long MaxLen, long Width, long Heads, l
 
     public override string ToString() =>
         $"GPT d {Width}, {Layers} layers, {Heads} heads, vocabulary {Vocab}, {MaxLen} positions ({ParameterCount:N0} parameters)";
+
+    /// <summary>
+    /// The useful floating-point operations of one training step (forward and backward) per token, at context length
+    /// <paramref name="context"/>: 6·N + 12·L·T·d, with N = 12·L·d² + V·d the weights that enter a matrix product.
+    /// </summary>
+    /// <remarks>
+    /// A weight costs 2 FLOPs per token in the forward pass (a multiply and an add) and 4 in the backward (the gradients of
+    /// its input and of itself): 6·N (Kaplan et al. 2020, "Scaling Laws for Neural Language Models", §2.1, C ≈ 6N per
+    /// token). N counts each block's c_attn 3d², attn.c_proj d², c_fc 4d², mlp.c_proj 4d² (Kaplan's non-embedding
+    /// 12·L·d² with d_ff = 4d) and the output projection V·d — the tied token embedding is a product there, unlike the
+    /// position table and the input embedding, which are look-ups; biases and LayerNorms are element-wise and left out.
+    /// Attention adds Q·Kᵀ and the weighted sum of V, 2·T·d each per token and layer forward, ×3 with the backward:
+    /// 12·L·T·d (Chowdhery et al. 2022, "PaLM", Appendix B, 6N + 12·L·H·Q·T with H·Q = d), counting the full T×T
+    /// score matrix as PaLM does although the causal mask makes half of it unused.
+    /// </remarks>
+    public double TrainingFlopsPerToken(long context) =>
+        6.0 * (12.0 * Layers * Width * Width + (double)Vocab * Width) + 12.0 * Layers * context * Width;
 }
 
 /// <summary>

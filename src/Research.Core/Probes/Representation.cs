@@ -1,0 +1,70 @@
+using Research.Abstractions;
+using Research.Core.Models;
+using Research.Core.Precision;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Research.Core.Probes;
+
+/// <summary>
+/// A classifier's representation of its inputs: what its final Linear, the submodule named <c>head</c>, reads. Every
+/// classifier in <c>Models</c> names its last layer so (Mlp, Cnn, ResNet, Bert and Gpt with classes), which makes the
+/// penultimate features of any of them comparable with <see cref="LinearCka"/> and <see cref="SimilarityAgreement"/>,
+/// and a <see cref="LinearProbe"/> fitted on them a drop-in replacement for the head.
+/// </summary>
+public static class Representation
+{
+    /// <summary>The name of the layer whose input is the representation.</summary>
+    public const string Head = "head";
+
+    /// <summary>
+    /// The input of <paramref name="model"/>'s <c>head</c> for every item of <paramref name="batches"/>, float32 [N, d] on
+    /// the CPU, in batch order. The model runs as <see cref="ModelInput.Logits"/> runs it (with the precision policy's
+    /// input cast), in eval mode and without gradients; every module's training flag is restored afterwards and the hook
+    /// removed, also when a batch fails.
+    /// </summary>
+    /// <remarks>
+    /// A forward pre-hook sees the head's input when the model invokes it through <c>head.call(x)</c>, as every model here
+    /// does (<c>head.forward(x)</c> would bypass TorchSharp's hooks: that batch is refused, not silently skipped). The hook
+    /// keeps an <c>alias()</c> of what it is handed, because a model may dispose its intermediates once the next layer
+    /// has run (see <see cref="Forgetting.LinearCapture"/>).
+    /// </remarks>
+    public static Tensor Features(nn.Module<Tensor, Tensor> model, IEnumerable<Batch> batches, PrecisionPolicy? precision = null)
+    {
+        var head = model.named_modules().FirstOrDefault(m => m.name == Head).module as nn.Module<Tensor, Tensor>
+            ?? throw new ArgumentException($"{model.GetType().Name} has no submodule named '{Head}': the representation is the input of the model's final Linear, which must be called '{Head}'");
+        // train(flag) recurses into children, so flags are restored parents first: a child whose flag differed from its
+        // parent's (a frozen BatchNorm kept in eval mode, say) gets its own back last.
+        var training = model.named_modules().Select(m => (Depth: m.name.Count(c => c == '.') + 1, Module: m.module))
+            .Prepend((Depth: 0, Module: (nn.Module)model)).OrderBy(m => m.Depth)
+            .Select(m => (m.Module, Flag: m.Module.training)).ToList();
+        var seen = new List<Tensor>();
+        var parts = new List<Tensor>();
+        var hook = head.register_forward_pre_hook((_, x) => { seen.Add(x.alias()); return null!; });
+        try
+        {
+            model.eval();
+            using var noGrad = no_grad();
+            foreach (var batch in batches)
+            {
+                using var scope = NewDisposeScope();
+                seen.Clear();
+                ModelInput.Logits(model, batch, precision);
+                if (seen.Count != 1)
+                    throw new InvalidOperationException($"{model.GetType().Name} called its '{Head}' {seen.Count} times on one batch (expected once through head.call: head.forward bypasses hooks)");
+                var x = seen[0];
+                if (x.dim() != 2 || x.shape[0] != batch.Size)
+                    throw new InvalidOperationException($"the input of {model.GetType().Name}'s '{Head}' is [{string.Join(", ", x.shape)}], not [{batch.Size}, d]: one representation per item is needed");
+                parts.Add(x.detach().to(float32, CPU, copy: true).DetachFromDisposeScope());
+            }
+            if (parts.Count == 0) throw new ArgumentException("no batches: there is nothing to represent");
+            return cat(parts, 0);
+        }
+        finally
+        {
+            hook.remove();
+            foreach (var p in parts) p.Dispose();
+            foreach (var (module, flag) in training) module.train(flag);
+        }
+    }
+}

@@ -11,7 +11,7 @@ public sealed record AGemOptions
     /// <summary>Memory items drawn at each step for the reference gradient g_ref.</summary>
     [Option(Min = 1, Max = 1_000_000)]
     public int ReferenceItems { get; init; } = 256;
-    /// <summary><c>class-balanced</c> or <c>reservoir</c>, as for replay.</summary>
+    /// <summary><c>class-balanced</c>, <c>task-balanced</c> or <c>reservoir</c>, as for replay.</summary>
     public MemorySelection Selection { get; init; } = MemorySelection.ClassBalanced;
 }
 

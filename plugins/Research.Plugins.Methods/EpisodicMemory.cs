@@ -13,6 +13,10 @@ public enum MemorySelection
     /// <summary>Filled at each task end: the budget split equally over the (class, task) pairs seen so far, each new pair's
     /// items chosen at random, older pairs trimmed to the new quota. Needs class targets of shape [B].</summary>
     ClassBalanced,
+    /// <summary>Filled at each task end: the budget split equally over the tasks seen so far, each new task's items a
+    /// uniform random selection of its training items. Works for any targets (token windows too), and for a task that
+    /// was not trained (0 epochs), whose items reach the memory at its end.</summary>
+    TaskBalanced,
 }
 
 /// <summary>
@@ -53,7 +57,7 @@ sealed class EpisodicMemory(MemorySelection selection, int budget)
         get
         {
             if (_task is null) return 0;
-            if (selection == MemorySelection.ClassBalanced) return Stored;
+            if (selection != MemorySelection.Reservoir) return Stored;
             using var before = Offered();
             return before.shape[0];
         }
@@ -64,7 +68,7 @@ sealed class EpisodicMemory(MemorySelection selection, int budget)
     public Batch Sample(int items, Generator random)
     {
         if (_items is null) throw new InvalidOperationException("the episodic memory is empty: check Count before sampling");
-        using var offered = selection == MemorySelection.ClassBalanced ? arange(Stored) : Offered();
+        using var offered = selection != MemorySelection.Reservoir ? arange(Stored) : Offered();
         var take = Math.Min(Math.Max(items, 0), offered.shape[0]);
         using var permutation = randperm(offered.shape[0], generator: random);
         using var first = permutation.narrow(0, 0, take);
@@ -125,12 +129,14 @@ sealed class EpisodicMemory(MemorySelection selection, int budget)
         Replace(incoming, taskOfIncoming, order);
     }
 
-    /// <summary>Class-balanced mode: refills the memory from the data of a task that ended (ignored in reservoir mode).</summary>
+    /// <summary>Class- or task-balanced mode: refills the memory from the data of a task that ended (ignored in reservoir
+    /// mode). Task-balanced is the class-balanced rule with every item in one class.</summary>
     public void Fill(TaskEndContext context)
     {
-        if (selection != MemorySelection.ClassBalanced) return;
+        if (selection == MemorySelection.Reservoir) return;
+        bool byTask = selection == MemorySelection.TaskBalanced;
         long task = context.TaskIndex;
-        var classes = ClassesOf(context.Data);
+        var classes = byTask ? new long[context.Data.Sum(b => b.Size)] : ClassesOf(context.Data);
         var positionsOf = Enumerable.Range(0, classes.Length).Where(i => classes[i] != Batch.IgnoreIndex)
             .GroupBy(i => classes[i]).OrderBy(g => g.Key).ToList();
 
@@ -139,7 +145,7 @@ sealed class EpisodicMemory(MemorySelection selection, int budget)
         var storedPairs = new (long Class, long Task)[stored];
         if (_items != null)
         {
-            var storedClass = _items[Batch.Targets].data<long>().ToArray();
+            var storedClass = byTask ? new long[stored] : _items[Batch.Targets].data<long>().ToArray();
             var storedTask = _task!.data<long>().ToArray();
             for (long s = 0; s < stored; s++) storedPairs[s] = (storedClass[s], storedTask[s]);
         }

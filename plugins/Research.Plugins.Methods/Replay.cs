@@ -11,7 +11,8 @@ public sealed record ReplayOptions
     /// <summary>r: memory items appended per current-task item in each micro-batch (1: half of each batch is replayed).</summary>
     [Option(Min = 0, Max = 100)]
     public double MixRatio { get; init; } = 1.0;
-    /// <summary><c>class-balanced</c> (filled at task ends, equal items per class and task) or <c>reservoir</c> (sampled from
+    /// <summary><c>class-balanced</c> (filled at task ends, equal items per class and task), <c>task-balanced</c> (filled at
+    /// task ends, equal items per task, any targets: language-model windows) or <c>reservoir</c> (sampled from
     /// the stream of training items; any targets).</summary>
     public MemorySelection Selection { get; init; } = MemorySelection.ClassBalanced;
 }
@@ -24,7 +25,7 @@ public sealed record ReplayOptions
 /// </summary>
 /// <remarks>
 /// In reservoir mode the memory samples the whole stream, the current task included, but only items of earlier tasks are
-/// replayed: the first task trains as plain fine-tuning. In class-balanced mode the memory is filled at each task end.
+/// replayed: the first task trains as plain fine-tuning. In class- and task-balanced modes the memory is filled at each task end.
 /// Each task end adds the probe row <c>replay_memory_items</c> = [items in memory].
 /// </remarks>
 [Plugin("replay", Summary = "experience replay: a memory of past items (class-balanced or reservoir) mixed into each batch")]

@@ -58,6 +58,7 @@ let main argv =
             SweepTests.tests
             FuzzTests.tests
             TextTests.tests
+            FineTuningTests.tests
             ResNetTests.tests
             ModelKindTests.tests
         ]

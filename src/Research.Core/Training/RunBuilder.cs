@@ -63,13 +63,19 @@ public sealed class RunComponents : IDisposable
     /// <summary>Phase i trains on task i, or on tasks 0..i under joint training (the items grow).</summary>
     public bool JointAt(int phase) => Kind == RunKind.Study && Config.Study.Joint && phase > 0;
 
-    /// <summary>Optimizer steps of phase i: epochs × ⌈⌈N/B⌉/k⌉ over the phase's training items N.</summary>
-    public long StepsOf(int phase)
+    /// <summary>Epochs of phase i: <c>study.epochs[i]</c> when the study sets them, else <c>train.epochs</c> (0: not trained).</summary>
+    public int EpochsOf(int phase) => Kind == RunKind.Study && Config.Study.Epochs.Length > 0 ? Config.Study.Epochs[phase] : Config.Train.Epochs;
+
+    /// <summary>Optimizer steps of one epoch of phase i: ⌈⌈N/B⌉/k⌉ over the phase's training items N.</summary>
+    public long StepsPerEpoch(int phase)
     {
         long items = JointAt(phase) ? Tasks.Take(phase + 1).Sum(t => t.Train.Count) : Tasks[phase].Train.Count;
         long microBatches = (items + Config.Data.BatchSize - 1) / Config.Data.BatchSize;
-        return Config.Train.Epochs * ((microBatches + Config.Train.GradAccum - 1) / Config.Train.GradAccum);
+        return (microBatches + Config.Train.GradAccum - 1) / Config.Train.GradAccum;
     }
+
+    /// <summary>Optimizer steps of phase i: epochs × steps per epoch.</summary>
+    public long StepsOf(int phase) => EpochsOf(phase) * StepsPerEpoch(phase);
 
     /// <summary>Optimizer steps of the whole run (no early stopping).</summary>
     public long TotalSteps => Enumerable.Range(0, Tasks.Count).Sum(StepsOf);
@@ -110,7 +116,7 @@ public static class RunBuilder
         CheckModel(c, kind);
         CheckClasses(c, kind);
         if (c.Run.Threads > 0) torch.set_num_threads(c.Run.Threads);
-        IReadOnlyList<TaskData> tasks = kind == RunKind.Study ? TaskSequence.Build(c.Study, c.Data, c.Run.Seed) : [SingleData(c).Task];
+        IReadOnlyList<TaskData> tasks = kind == RunKind.Study ? TaskSequence.Build(c) : [SingleData(c).Task];
         try
         {
             var numClasses = (int)DatasetShape(c.Data).Classes;
@@ -149,8 +155,16 @@ public static class RunBuilder
         var errors = ModelFactory.Check(c.Model, c.Data).Select(e => new ConfigError(c.File, e.Key, e.Message)).ToList();
         if (c.Data.IsText && c.Data.Path.Length > 0 && !Directory.Exists(c.Data.Path))
             errors.Add(new(c.File, "data.path", $"\"{c.Data.Path}\" is not a folder of fortune files (a relative path is from the working directory, as for Fashion-MNIST)"));
-        if (kind == RunKind.Study && c.Data.IsText)
-            errors.Add(new(c.File, "data.dataset", $"\"{c.Data.Dataset}\": the study benchmarks (permuted, split) are built from an image dataset; train text with research train"));
+        errors.AddRange(Probes.RunProbes.Check(c));
+        if (c.Model.HeadInit == "linear-probe" && c.Data.Task == "causal-lm")
+            errors.Add(new(c.File, "model.head_init", "\"linear-probe\" fits a classifier's head; a causal language model predicts tokens through its tied embedding"));
+        if (kind == RunKind.Study && c.Study.Benchmark != "datasets" && c.Data.IsText)
+            errors.Add(new(c.File, "data.dataset", $"\"{c.Data.Dataset}\": the permuted and split benchmarks are built from an image dataset; a study of text uses study.benchmark = \"datasets\""));
+        if (kind == RunKind.Study && c.Study.Benchmark == "datasets" && c.Data.IsText && c.Data.Task == "classify")
+            errors.Add(new(c.File, "data.task", "\"classify\": each corpus has its own topics, so a study over text datasets is of causal-lm tasks"));
+        if (kind == RunKind.Study && c.Study.Benchmark == "datasets")
+            foreach (var d in c.Study.Datasets.Where(d => (d is "fortunes" or "fortunes-de") != c.Data.IsText))
+                errors.Add(new(c.File, "study.datasets", $"\"{d}\" is {(c.Data.IsText ? "not text" : "text")}, while data.dataset \"{c.Data.Dataset}\" is {(c.Data.IsText ? "text" : "not")}: every task of a study feeds the same model"));
         if (errors.Count > 0) throw new ConfigException(errors);
     }
 
@@ -199,6 +213,12 @@ public static class RunBuilder
                 $"{(kind == RunKind.Study ? $"task '{empty.Name}'" : "the run")} has no training items: data.classes " +
                 $"[{string.Join(", ", c.Data.Classes)}], data.train_limit {c.Data.TrainLimit} and data.validation_fraction " +
                 $"{c.Data.ValidationFraction.ToString(System.Globalization.CultureInfo.InvariantCulture)} (which holds out {empty.Validation.Count}) leave none");
+        if (tasks.Select(t => t.Train.Features).Distinct().Count() > 1)
+            throw new ConfigException(c.File, "study.datasets",
+                $"the tasks' items differ in shape ({string.Join(", ", tasks.Select(t => $"{t.Name}: {t.Train.Features}"))}); one model reads them all");
+        if (kind == RunKind.Study && c.Study.Epochs.Length > 0 && c.Study.Epochs.Length != tasks.Count)
+            throw new ConfigException(c.File, "study.epochs",
+                $"has {c.Study.Epochs.Length} entries for the study's {tasks.Count} tasks ({string.Join(", ", tasks.Select(t => t.Name))})");
         if (kind == RunKind.Study && tasks.Count < 2)
             throw new ConfigException(c.File, "study.benchmark",
                 $"\"{c.Study.Benchmark}\" makes {tasks.Count} task of 2 classes from the dataset's {numClasses} classes; a study needs at least 2 tasks");
@@ -381,9 +401,13 @@ public static class RunBuilder
     {
         var c = run.Config;
         var errors = new List<ConfigError>();
-        long scheduleLength = run.ScheduleLength(0);
-        if (c.Schedule.Options.TryGetValue("warmup_steps", out var w) && w is long warmup && warmup > scheduleLength)
+        // The schedule runs in the phases that train (a phase of 0 epochs takes no step).
+        var trained = Enumerable.Range(0, run.Tasks.Count).Where(i => run.EpochsOf(i) > 0).ToList();
+        long scheduleLength = trained.Count == 0 ? 0 : trained.Min(run.ScheduleLength);
+        if (trained.Count > 0 && c.Schedule.Options.TryGetValue("warmup_steps", out var w) && w is long warmup && warmup > scheduleLength)
             errors.Add(new(c.File, $"{c.Schedule.Key}.warmup_steps", $"{warmup} is longer than training ({scheduleLength} optimizer steps)"));
+        if (run.Kind == RunKind.Study && trained.Count == 0)
+            errors.Add(new(c.File, c.Study.Epochs.Length > 0 ? "study.epochs" : "train.epochs", "leaves every task of the study untrained"));
         if (c.Checkpoint.Every > run.TotalSteps)
             errors.Add(new(c.File, "checkpoint.every", $"{c.Checkpoint.Every} is longer than training ({run.TotalSteps} optimizer steps): no periodic checkpoint would be written"));
         if (errors.Count > 0) throw new ConfigException(errors);

@@ -7,6 +7,7 @@ using Research.Core.Data;
 using Research.Core.Models;
 using Research.Core.Optim;
 using Research.Core.Plugins;
+using Research.Core.Probes;
 using Research.Core.Studies;
 using Research.Core.Tasks;
 using Research.Core.Tracking;
@@ -143,7 +144,7 @@ public static class Trainer
         foreach (var (t, i) in run.Tasks.Select((t, i) => (t, i)))
             observer.Message($"# {(run.Kind == RunKind.Study ? $"task {i} ({t.Name}): " : "")}{t.Train.Count} training items, " +
                              $"{t.Validation.Count} validation, {t.Test.Count} test; {run.StepsOf(i)} optimizer steps " +
-                             $"({c.Train.Epochs} epochs × {run.StepsOf(i) / c.Train.Epochs})");
+                             $"({run.EpochsOf(i)} epochs × {run.StepsPerEpoch(i)})");
         if (run.LoadSummary != null) observer.Message(run.LoadSummary);
         var (optimizer, table) = RunBuilder.Optimizer(c.Optimizer, run.Model, c.File);
         optimizer.Dispose();
@@ -186,7 +187,7 @@ public static class Trainer
         int tasks = run.Tasks.Count;
         Require(s.Phase >= 0 && s.Phase < tasks, $"phase {s.Phase} is outside the run's {tasks} phase(s)");
         Require(Enum.IsDefined(s.Stage) && (run.Kind == RunKind.Study || s.Stage != Stage.Consolidated), $"stage {s.Stage} is not a stage of this kind of run");
-        Require(s.Epoch >= 0 && s.Epoch <= run.Config.Train.Epochs, $"epoch {s.Epoch} is outside [0, {run.Config.Train.Epochs}]");
+        Require(s.Epoch >= 0 && s.Epoch <= run.EpochsOf(s.Phase), $"epoch {s.Epoch} is outside [0, {run.EpochsOf(s.Phase)}]");
         long windows = run.Tasks[s.Phase].Train.WindowsPerEpoch(run.Config.Data.BatchSize, run.Config.Train.GradAccum);
         Require(s.WindowInEpoch >= 0 && s.WindowInEpoch <= windows, $"window {s.WindowInEpoch} is outside the epoch's {windows}");
         Require(s.OptimizerStep >= 0 && s.Step >= s.OptimizerStep && s.PhaseStartStep >= 0 && s.PhaseStartStep <= s.Step && s.Step <= run.TotalSteps,
@@ -212,7 +213,7 @@ public static class Trainer
                 if (c.Study.Benchmark == "permuted" && t > 0) yield return $"permutation/{t}";
                 yield return $"fisher/task-{t}";
             }
-            for (int e = 0; e < c.Train.Epochs; e++) yield return DataOrder(run, t, e);
+            for (int e = 0; e < run.EpochsOf(t); e++) yield return DataOrder(run, t, e);
         }
     }
 
@@ -250,6 +251,7 @@ public static class Trainer
         List<PhaseStop> _stops = [];
         StudyProgress? _progress;
         IReadOnlyDictionary<string, EvalResult> _last = new Dictionary<string, EvalResult>();
+        RunProbes? _probes;
 
         Optimizer O => _optimizer!;
         long Step => _stepOffset + O.StepCount;
@@ -261,8 +263,10 @@ public static class Trainer
             try
             {
                 bool freshPhase = true;
+                _probes = RunProbes.Create(_c, run.Tasks, run.Precision);
                 if (resume is { } r) freshPhase = Restore(r.Dir, r.State);
                 else Begin();
+                _probes?.Start(run.Model, runDir, observer.Message);
                 observer.Started(runDir, run.TotalSteps);
                 for (; _phase < run.Tasks.Count; _phase++, freshPhase = true)
                 {
@@ -280,6 +284,7 @@ public static class Trainer
                     if (_study && _stage == Stage.Trained)
                     {
                         EvaluateRow();
+                        ProbeRow();
                         TaskEnd();
                         // After the last task the final checkpoint follows at once.
                         if (_phase < run.Tasks.Count - 1)
@@ -293,13 +298,14 @@ public static class Trainer
                 _phase = run.Tasks.Count - 1;
                 return Finish();
             }
-            finally { _optimizer?.Dispose(); }
+            finally { _optimizer?.Dispose(); _probes?.Dispose(); }
         }
 
-        /// <summary>A new run: the random initialisation's accuracy on every task (the baseline of forward transfer) and its weights.</summary>
+        /// <summary>A new run: the head fitted as a linear probe when asked (before the probes read the start), the random initialisation's accuracy on every task (the baseline of forward transfer) and its weights.</summary>
         void Begin()
         {
             if (run.LoadSummary != null) observer.Message(run.LoadSummary);
+            if (_c.Model.HeadInit == "linear-probe") observer.Message(HeadFit.Apply(run.Model, run.Tasks[0], _c.Data.EvalBatchSize, run.Precision));
             if (!_study) return;
             var c = _c.Study;
             observer.Message($"study {c.Benchmark}: {run.Tasks.Count} tasks ({string.Join(", ", run.Tasks.Select(t => t.Name))}); " +
@@ -316,7 +322,9 @@ public static class Trainer
             _phaseStartStep = Step;
             _epoch = 0; _windowInEpoch = 0; _best = null;
             _stage = Stage.Training;
-            if (_study) observer.Message($"task {_phase} ({run.Tasks[_phase].Name}): {run.StepsOf(_phase)} optimizer steps");
+            if (_study) observer.Message($"task {_phase} ({run.Tasks[_phase].Name}): " + (run.EpochsOf(_phase) == 0
+                ? "not trained (0 epochs: the starting model has learned it); evaluated and consolidated"
+                : $"{run.StepsOf(_phase)} optimizer steps"));
             if (run.Methods.TaskHooks.Count > 0)
             {
                 using var scope = NewDisposeScope();
@@ -419,7 +427,7 @@ public static class Trainer
 
         void TrainPhase(TaskData data)
         {
-            int batchSize = _c.Data.BatchSize, k = _c.Train.GradAccum, epochs = _c.Train.Epochs;
+            int batchSize = _c.Data.BatchSize, k = _c.Train.GradAccum, epochs = run.EpochsOf(_phase);
             long stepsPerEpoch = data.Train.WindowsPerEpoch(batchSize, k);
             bool restarts = run.ScheduleRestarts;
             long scheduleLength = run.ScheduleLength(_phase);
@@ -498,9 +506,29 @@ public static class Trainer
                     interruption.ThrowIfRequested($"at step {Step}, after epoch {_epoch}");
                 }
             }
+            if (epochs == 0) ObserveUntrained(data);
             // A phase whose every step the loss scaler skipped trained nothing: that is a failure, not a finished run.
-            if (Step == _phaseStartStep && _windows > 0)
+            if (epochs > 0 && Step == _phaseStartStep && _windows > 0)
                 throw new NonFiniteGradientException($"the loss scaler skipped every step of {(_study ? $"task {_phase}" : "the run")} (non-finite gradients at every scale down to {run.Precision.LossScale}): nothing was trained; lower [precision] initial_scale, or use bf16");
+        }
+
+        /// <summary>
+        /// A task of 0 epochs is not trained, but its data still streams past the data roles once, in order (a reservoir
+        /// memory fills from it as it would while training), from streams named by the task, so a rerun draws the same.
+        /// </summary>
+        void ObserveUntrained(TaskData data)
+        {
+            var roles = run.Methods.DataRoles;
+            if (roles.Count == 0) return;
+            int i = 0;
+            foreach (var b in data.Train.InOrder(_c.Data.BatchSize))
+            {
+                using var scope = NewDisposeScope();
+                for (int d = 0; d < roles.Count; d++)
+                    using (var observe = Seeds.Generator(_c.Run.Seed, $"methods/task-{_phase}/untrained-observe-{d}-{i}"))
+                        roles[d].Observe(b, _phase, Step, observe);
+                i++;
+            }
         }
 
         /// <summary>
@@ -544,7 +572,8 @@ public static class Trainer
         /// phase's best checkpoint when the selection metric improved.</summary>
         void Evaluate(TaskData data)
         {
-            var results = EvaluateAll(run.Model, data, extra, _c.Data.EvalBatchSize, run.Precision, run.Task);
+            var results = EvaluateAll(run.Model, data, _study && _c.Study.EvalAllTasks ? extra.Concat(EveryTask()).ToList() : extra,
+                _c.Data.EvalBatchSize, run.Precision, run.Task);
             foreach (var (split, r) in results)
             {
                 store.Evaluation(runId, Step, _epoch, PhaseName, split, r.Loss, r.Accuracy, r.Items);
@@ -562,6 +591,9 @@ public static class Trainer
             store.Heartbeat(runId);
             _last = results;
         }
+
+        /// <summary>Every task's validation split as split <c>task{j}_val</c> (<c>study.eval_all_tasks</c>).</summary>
+        IEnumerable<(string Name, TensorDataset Data)> EveryTask() => run.Tasks.Select((t, j) => ($"task{j}_val", t.Validation));
 
         /// <summary>
         /// After an evaluation: the best checkpoint, then whether early stopping says stop (and why). A stop is recorded
@@ -604,6 +636,21 @@ public static class Trainer
                              string.Join("  ", testAcc.Select((a, j) => $"{j}:{a:F3}")) + $"   ‖Δθ‖ = {change:F3}");
         }
 
+        /// <summary>The [probes] after a phase: stored as metrics at the run's step, and in a study as the phase's row.</summary>
+        void ProbeRow()
+        {
+            if (_probes is null) return;
+            var values = _probes.Measure(run.Model, observer.Message);
+            foreach (var (name, v) in values) store.Metric(runId, Step, name, v);
+            observer.Message((_study ? $"after task {_phase}: " : "") + string.Join("  ", values.Select(kv => $"{kv.Key} {kv.Value:F4}")));
+            if (_progress is { } progress && progress.Rows.Count > _phase)
+                progress.Rows[_phase] = progress.Rows[_phase] with
+                {
+                    Probes = (progress.Rows[_phase].Probes ?? new Dictionary<string, double[]>())
+                        .Concat(values.Select(kv => KeyValuePair.Create(kv.Key, new[] { kv.Value }))).ToDictionary(),
+                };
+        }
+
         string Snapshot(string name) => Path.Combine(runDir, "tasks", name, WeightFile.FileName);
 
         /// <summary>A whole model's state for a task-end snapshot: the master weights, frozen parameters and buffers.</summary>
@@ -640,7 +687,10 @@ public static class Trainer
                 kind => TaskFisher(task, kind, phase), (name, row) => probes[name] = row.ToArray(), random);
             foreach (var m in run.Methods.TaskHooks) m.TaskEnd(context);
             if (_progress is { } progress && progress.Rows.Count > phase && probes.Count > 0)
-                progress.Rows[phase] = progress.Rows[phase] with { Probes = probes };
+                progress.Rows[phase] = progress.Rows[phase] with
+                {
+                    Probes = (progress.Rows[phase].Probes ?? new Dictionary<string, double[]>()).Concat(probes).ToDictionary(),
+                };
         }
 
         /// <summary>The trained model's fp32 logits in eval mode, without autograd.</summary>
@@ -707,6 +757,7 @@ public static class Trainer
             // A run resumed after its last evaluation has not evaluated in this process.
             if (_last.Count == 0 && !_study)
                 _last = EvaluateAll(run.Model, run.Tasks[0], extra, _c.Data.EvalBatchSize, run.Precision, run.Task);
+            if (!_study) ProbeRow();
             var weights = Path.Combine(final, Checkpoint.Model);
             if (!_study) return new RunOutcome(runDir, runId, weights, _last, null, [], []);
 

@@ -378,10 +378,29 @@ let private crossField (path: string) (key: string) (v: obj) : Expected option =
     | "data.stride", _ when n () > 127L -> Some(refuse [ "data.stride"; "context − 1" ])
     | "model.image_side", _ when n () % 32L <> 0L -> Some(refuse [ "model.image_side"; "multiple of 32" ])
     | "model.blocks", (:? Array as a) when a.Length <> 0 && a.Length <> 4 -> Some(refuse [ "model.blocks"; "four stages" ])
+    // The study keys of the fine-tuning studies: the datasets benchmark needs its list, the list only that benchmark, and
+    // per-task epochs one entry per task (the synthetic base splits into 2 tasks under split benchmarks); a train run
+    // ignores them. Probes need classes the base's dataset has (synthetic, baseClasses).
+    | "study.benchmark", (:? string as s) when s = "datasets" -> Some(refuse [ "study.datasets"; "needs at least 2" ])
+    | "study.datasets", (:? Array as a) when a.Length > 0 -> Some(refuse [ "study.datasets" ])
+    | "study.epochs", (:? Array as a) when a.Length > 0 && (a |> Seq.cast<obj> |> Seq.forall (fun e -> Convert.ToInt64 e = 0L)) -> Some(refuse [ "study.epochs"; "trains no task" ])
+    | "probes.linear_classes", (:? Array as a) when a.Length = 1 -> Some(refuse [ "probes.linear_classes"; "names one class" ])
+    | "probes.linear_classes", (:? Array as a) when (a |> Seq.cast<obj> |> Seq.map Convert.ToInt64 |> Seq.distinct |> Seq.length) <> a.Length ->
+        Some(refuse [ "probes.linear_classes"; "names a class twice" ])
+    | "probes.linear_classes", (:? Array as a) when a |> Seq.cast<obj> |> Seq.exists (fun c -> Convert.ToInt64 c >= baseClasses) ->
+        Some(refuse [ "probes.linear_classes"; "does not have" ])
     // Errors about other files name those files (the weights, the plugin folder), not the config.
     | "model.init_from", (:? string as s) when s <> "" -> Some(Refuse [ s; "no weights" ])
     | "plugins.dirs", (:? Array as a) when a |> Seq.cast<string> |> Seq.exists (fun d -> not (Directory.Exists d)) ->
         Some(Refuse [ a |> Seq.cast<string> |> Seq.find (fun d -> not (Directory.Exists d)); "does not exist" ])
+    | _ -> None
+
+/// The documented refusals only `research study` makes: the base study (permuted, 2 tasks) needs an epoch entry per task,
+/// and trains something.
+let private studyField (path: string) (key: string) (v: obj) : Expected option =
+    match key, v with
+    | "study.epochs", (:? Array as a) when a.Length > 0 && a.Length <> 2 -> Some(Refuse [ path; "study.epochs"; "entries for the study's 2 tasks" ])
+    | "train.epochs", _ when Convert.ToInt64 v = 0L -> Some(Refuse [ path; "train.epochs"; "leaves every task of the study untrained" ])
     | _ -> None
 
 /// Values the schema accepts for an option (typed: int64, float, bool, string, arrays of them).
@@ -489,12 +508,16 @@ let private configCases (dir: string) (host: PluginHost) : Case list =
             let gen = validValue dir key spec
             for i in 0 .. 5 do
                 let v = draw (seedOf key + uint64 i) gen
-                let expected = crossField path key v |> Option.defaultValue Accept
+                let command = if i = 3 || i = 5 then "study" else "train"
+                let expected =
+                    crossField path key v
+                    |> Option.orElse (if command = "study" then studyField path key v else None)
+                    |> Option.defaultValue Accept
                 let literal = render v
                 let label = sprintf "%s = %s (%s)" key literal (if expected = Accept then "in the schema" else "in the schema; a documented rule refuses it")
                 // Four in the file, two as overrides; every third through `study`.
-                if i < 4 then add label (if i = 3 then "study" else "train") (renderDoc (setKey (headerOf section) spec.Key literal doc)) [] expected
-                else add ("--set " + label) (if i = 5 then "study" else "train") text [ sprintf "%s=%s" key literal ] expected
+                if i < 4 then add label command (renderDoc (setKey (headerOf section) spec.Key literal doc)) [] expected
+                else add ("--set " + label) command text [ sprintf "%s=%s" key literal ] expected
             for j, (literal, why) in List.indexed (invalidLiterals spec) do
                 let label = sprintf "%s = %s (%s)" key literal why
                 let command = if j % 6 = 5 then "study" else "train"

@@ -353,6 +353,7 @@ public sealed record StudySection : IValidatable
     /// <summary>Epochs per task, overriding <c>train.epochs</c> task by task (empty: <c>train.epochs</c> for every task).
     /// 0: the task is already learned (by the <c>init_from</c> model): it is evaluated and consolidated (its task-end hooks
     /// run: a Fisher, a memory's selection) but not trained — a pre-trained model's first task.</summary>
+    [Option(Min = 0, Max = 1_000_000)]
     public int[] Epochs { get; init; } = [];
     /// <summary>Every evaluation during training also evaluates each task's validation split, recorded as split
     /// <c>task{j}_val</c>: how task j's loss moves step by step while a later task trains (forgetting curves).</summary>
@@ -365,7 +366,6 @@ public sealed record StudySection : IValidatable
         if (Benchmark != "datasets" && Datasets.Length > 0) yield return new("datasets", $"is read by benchmark = \"datasets\" only, not \"{Benchmark}\"");
         foreach (var d in Datasets.Where(d => !known.Contains(d)))
             yield return new("datasets", $"\"{d}\" is not a dataset (one of: {string.Join(", ", known)})");
-        foreach (var e in Epochs.Where(e => e is < 0 or > 1_000_000)) yield return new("epochs", $"{e} is outside [0, 1000000]");
         if (Epochs.Length > 0 && Epochs.All(e => e == 0)) yield return new("epochs", "trains no task (every entry is 0)");
     }
     /// <summary>Joint training: task i trains on the union of tasks 0..i (the upper bound of a sequence).</summary>
@@ -396,6 +396,7 @@ public sealed record ProbesSection : IValidatable
     public int Items { get; init; } = 1000;
     /// <summary>Classes of an image dataset a linear probe is fitted on, with the starting and the current features
     /// (classes the run does not train on: what the features still know of them). Empty: no linear probe.</summary>
+    [Option(Min = 0)]
     public int[] LinearClasses { get; init; } = [];
     /// <summary>Training items of those classes the probe is fitted on (0: all); <c>data.validation_fraction</c> of them
     /// choose its L2; it is scored on their test split.</summary>
@@ -409,7 +410,6 @@ public sealed record ProbesSection : IValidatable
     {
         if (LinearClasses.Length is 1) yield return new("linear_classes", "names one class; a probe separates at least 2");
         if (LinearClasses.Distinct().Count() != LinearClasses.Length) yield return new("linear_classes", "names a class twice");
-        if (LinearClasses.Any(k => k < 0)) yield return new("linear_classes", "holds a negative class id");
     }
 }
 

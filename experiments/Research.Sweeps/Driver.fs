@@ -55,10 +55,13 @@ let summarize (name: string) (dir: string) (store: Store) (trials: Trial list) (
     let summaries =
         if not summaries.IsEmpty then summaries
         else
-            // Default: the study's average accuracy (or test accuracy of training runs) against the first numeric axis.
-            let metric = if store.Query "SELECT 1 FROM study_values LIMIT 1" [] |> List.isEmpty then "test_accuracy" else "average-accuracy"
+            // Default: the average accuracy of study arms, the test accuracy of training arms (both when a sweep has
+            // both), against the first numeric axis.
+            let commands = trials |> List.map (fun t -> t.Spec.Command) |> set
+            let metrics = [ if commands.Contains "study" then "average-accuracy"
+                            if commands.Contains "train" then "test_accuracy" ]
             let axis = trials |> List.tryPick (fun t -> Array.zip t.Spec.Labels t.Spec.Numbers |> Array.tryPick (fun (l, n) -> if n.HasValue then Some l[0] else None))
-            [ { Metric = metric; Against = axis; LogX = false; PairedWith = None } ]
+            [ for metric in metrics -> { Metric = metric; Against = axis; LogX = false; PairedWith = None } ]
     let outDir = Path.Combine(dir, "summary")
     Directory.CreateDirectory outDir |> ignore
     let text = Text.StringBuilder()
@@ -71,6 +74,8 @@ let summarize (name: string) (dir: string) (store: Store) (trials: Trial list) (
             | None -> gs, s.Metric, s.Metric
         let slug = slug.Replace('/', '_')
         let table = Summary.table title gs
+        let absent = [ for (arm, labels), _ in Summary.byGroup trials do if not (gs |> List.exists (fun g -> g.Arm = arm && g.Labels = labels)) then yield arm ] |> List.distinct
+        let table = if absent.IsEmpty || s.PairedWith.IsSome then table else table + sprintf "(no %s in the runs of: %s)\n" s.Metric (String.Join(", ", absent))
         text.AppendLine(table) |> ignore
         printfn ""
         printf "%s" table
@@ -99,6 +104,14 @@ let sweep (script: string) (executor: string) (parallelOpt: Nullable<int>) (retr
     try
         if executor <> "local" && executor <> "slurm" then fail [ sprintf "--executor must be local or slurm, not '%s'" executor ]
         let spec = specFromScript script
+        // A trial of an earlier spec without its own command runs the sweep's.
+        let spec =
+            { spec with
+                Trials = [| for t in spec.Trials -> if String.IsNullOrEmpty t.Command then { t with Command = spec.Command } else t |] }
+        let order, sourceIndex =
+            match Dependencies.plan spec.Trials with
+            | Ok plan -> plan
+            | Error lines -> fail lines
         let cores = Environment.ProcessorCount
         let parallel =
             match executor, Option.ofNullable parallelOpt with
@@ -115,12 +128,21 @@ let sweep (script: string) (executor: string) (parallelOpt: Nullable<int>) (retr
         let host = PluginHost.Load(spec.Plugins)
         for p in host.Problems do eprintfn "warning: %O" p
 
-        // Identities: a config error in any trial stops the sweep before anything runs.
+        // Identities: a config error in any trial stops the sweep before anything runs. Sources first: a dependent's
+        // identity includes its source's (Dependencies.identityOverride).
         let errors = Collections.Generic.List<string>()
-        let identified =
-            [ for t in spec.Trials do
+        let ids : (string * string) option[] = Array.create spec.Trials.Length None
+        for i in order do
+            let t = spec.Trials[i]
+            let fromSource =
+                match sourceIndex[i] with
+                | None -> Some []
+                | Some s -> ids[s] |> Option.map (fun (sourceId, _) -> [ Dependencies.identityOverride sourceId ])
+            match fromSource with
+            | None -> () // its source's config has an error, reported for the source
+            | Some extra ->
                   try
-                      let config = ConfigLoader.Load(t.Config, t.Overrides)
+                      let config = ConfigLoader.Load(t.Config, Array.append t.Overrides (Array.ofList extra))
                       // Plugin options are checked here too (their constructors validate), not when the trial starts.
                       let check role (choice: PluginChoice) =
                           match host.Create<obj>(role, choice, config.File) with
@@ -128,12 +150,13 @@ let sweep (script: string) (executor: string) (parallelOpt: Nullable<int>) (retr
                           | _ -> ()
                       check PluginRole.Schedule config.Schedule
                       for m in config.Methods do check PluginRole.Method m
-                      let id, canonical = Identity.ofConfig host spec.Command config
-                      yield t, id, canonical
+                      ids[i] <- Some(Identity.ofConfig host t.Command config)
                   with
                   | :? ConfigException as e -> for err in e.Errors do errors.Add(sprintf "trial %s: %O" (trialName t) err)
-                  | :? PluginException as e -> errors.Add(sprintf "trial %s: %s" (trialName t) e.Message) ]
+                  | :? PluginException as e -> errors.Add(sprintf "trial %s: %s" (trialName t) e.Message)
         if errors.Count > 0 then fail (List.ofSeq errors)
+        let identified = [ for i in 0 .. spec.Trials.Length - 1 -> let id, canonical = ids[i].Value in spec.Trials[i], id, canonical ]
+        let sourceIdOf = dict [ for i in 0 .. spec.Trials.Length - 1 do match sourceIndex[i] with Some s -> yield fst ids[i].Value, fst ids[s].Value | None -> () ]
         let unique = identified |> List.distinctBy (fun (_, id, _) -> id)
         if unique.Length < identified.Length then
             eprintfn "warning: %d trial(s) have the same resolved config as an earlier one and run once" (identified.Length - unique.Length)
@@ -149,7 +172,13 @@ let sweep (script: string) (executor: string) (parallelOpt: Nullable<int>) (retr
         File.WriteAllText(Path.Combine(dir, "driver.pid"), string Environment.ProcessId)
         File.WriteAllText(Path.Combine(dir, "sweep.json"), Text.Json.JsonSerializer.Serialize(spec, Text.Json.JsonSerializerOptions(WriteIndented = true)))
         use store = new Store(Path.Combine(dir, Research.Core.Tracking.RunStore.FileName))
-        let trials = [ for (t, id, canonical) in unique -> store.Load(id, t, trialName t, Path.Combine(dir, "trials", id[..15]), canonical) ]
+        let trials =
+            [ for (t, id, canonical) in unique ->
+                  let source = match sourceIdOf.TryGetValue id with | true, s -> s | _ -> null
+                  store.Load(id, t, trialName t, Path.Combine(dir, "trials", id[..15]), canonical, source) ]
+        let byId = dict [ for t in trials -> t.Id, t ]
+        let sourceOf (t: Trial) = match sourceIdOf.TryGetValue t.Id with | true, s -> Some byId[s] | _ -> None
+        let dependentsOf = trials |> List.choose (fun t -> sourceOf t |> Option.map (fun s -> s.Id, t)) |> List.groupBy fst |> List.map (fun (s, ds) -> s, List.map snd ds) |> dict
 
         // What an earlier invocation left: finished runs (perhaps by a trial that outlived its driver) count; trials
         // still queued or running are watched, not resubmitted; failed ones wait for --retry-failed.
@@ -208,17 +237,53 @@ let sweep (script: string) (executor: string) (parallelOpt: Nullable<int>) (retr
         if not others.IsEmpty then
             eprintfn "warning: finished trials of this sweep were run by code %s; this is %s. They are kept; use --output DIR to run them again with this code."
                 (String.Join(", ", others)) current
-        printfn "sweep %s: %d trial(s) — %d finished before, %d still running from an earlier invocation, %d failed before (kept; --retry-failed reruns them), %d to run (%s%s)"
-            spec.Name trials.Length finishedBefore (adoptLocal.Count + adoptSlurm.Count) skippedFailed toRun.Count executor
+        // Trials that start from another wait for it while it runs in this invocation (or an earlier one's that is
+        // watched); when it ends, they join the queue (it finished) or are not run (it did not).
+        let active = Collections.Generic.HashSet<string>([ for t in toRun -> t.Id ] @ [ for a in Seq.append adoptLocal adoptSlurm -> a.Trial.Id ])
+        let waiting = Collections.Generic.HashSet<string>()
+        for t in toRun do
+            match sourceOf t with
+            | Some s when s.State <> "finished" -> waiting.Add t.Id |> ignore
+            | _ -> ()
+        let ready = Collections.Generic.Queue<Trial>(toRun |> Seq.filter (fun t -> not (waiting.Contains t.Id)))
+        let afterSource = waiting.Count
+        printfn "sweep %s: %d trial(s) — %d finished before, %d still running from an earlier invocation, %d failed before (kept; --retry-failed reruns them), %d to run%s (%s%s)"
+            spec.Name trials.Length finishedBefore (adoptLocal.Count + adoptSlurm.Count) skippedFailed toRun.Count
+            (if afterSource > 0 then sprintf ", %d of them after their source trial" afterSource else "") executor
             (match parallel with Some p -> sprintf ", %d at a time, %d thread(s) each" p spec.Threads | None -> sprintf ", %d thread(s) each" spec.Threads)
         printfn "folder: %s" dir
 
         let mutable finished = finishedBefore
         let started = DateTime.UtcNow
         let lockObj = obj ()
-        let report (verb: string) (a: Attempt) (extra: string) =
+        let reportTrial (verb: string) (t: Trial) (extra: string) =
             lock lockObj (fun () ->
-                printfn "[%4.0fs %d/%d finished] %-9s %s (%s)%s" (DateTime.UtcNow - started).TotalSeconds finished trials.Length verb a.Trial.Name a.Trial.Id[..7] extra)
+                printfn "[%4.0fs %d/%d finished] %-9s %s (%s)%s" (DateTime.UtcNow - started).TotalSeconds finished trials.Length verb t.Name t.Id[..7] extra)
+        let report (verb: string) (a: Attempt) (extra: string) = reportTrial verb a.Trial extra
+        /// The trials waiting for `t`: queued when it finished; otherwise not run (nor the trials waiting for them), for
+        /// the reason given. They keep their state: the next invocation runs them once their source has finished.
+        let rec release (t: Trial) (why: string option) =
+            match dependentsOf.TryGetValue t.Id with
+            | true, ds ->
+                for d in ds do
+                    if waiting.Remove d.Id then
+                        match why with
+                        | None -> ready.Enqueue d
+                        | Some reason ->
+                            reportTrial "not run" d (": " + reason)
+                            release d (Some(sprintf "its source trial %s was not run" d.Name))
+            | _ -> ()
+        let whyNotReady (t: Trial) =
+            match t.State with
+            | "finished" -> None
+            | "failed" -> Some(sprintf "source trial %s failed" t.Name)
+            | state -> Some(sprintf "source trial %s was %s" t.Name state)
+        // Sources that give no result in this invocation: failed before and not retried, or run by the other executor.
+        for s in trials do
+            if s.State <> "finished" && not (active.Contains s.Id) then
+                release s (Some(match s.State with
+                                | "failed" -> sprintf "source trial %s failed (kept; --retry-failed reruns it)" s.Name
+                                | state -> sprintf "source trial %s is %s and not run by this invocation" s.Name state))
         let events =
             { // Job ids are saved as soon as they exist: a driver killed now must find its trials queued, not resubmit them.
               Submitted =
@@ -274,7 +339,8 @@ let sweep (script: string) (executor: string) (parallelOpt: Nullable<int>) (retr
                     | Cancelled ->
                         t.State <- "cancelled"
                         store.Save t
-                        report "cancelled" a "" }
+                        report "cancelled" a ""
+                    release t (whyNotReady t) }
 
         use cancel = new CancellationTokenSource()
         // Ctrl-C (SIGINT) and SIGTERM cancel the sweep's trials; the handlers keep the process alive to do so.
@@ -285,21 +351,43 @@ let sweep (script: string) (executor: string) (parallelOpt: Nullable<int>) (retr
                 cancel.Cancel()
         use _int = Runtime.InteropServices.PosixSignalRegistration.Create(Runtime.InteropServices.PosixSignal.SIGINT, onSignal)
         use _term = Runtime.InteropServices.PosixSignalRegistration.Create(Runtime.InteropServices.PosixSignal.SIGTERM, onSignal)
-        let attempts =
-            [ for t in toRun ->
-                  // Attempts are counted when they start (local) or are submitted (Slurm), not when prepared.
-                  let a = prepare spec.Command spec.Threads spec.Plugins t
-                  t.State <- "queued"
-                  t.ExitCode <- Nullable()
-                  t.Log <- a.Log
-                  t.Pid <- Nullable()
-                  t.Job <- null
-                  store.Save t
-                  a ]
+        /// The final weights of a finished trial: its finished run's final checkpoint, as its run recorded it.
+        let finalWeights (s: Trial) =
+            Summary.finishedRun store s
+            |> Option.bind (fun run ->
+                match store.Query "SELECT path FROM artifacts WHERE run_id = $r AND kind = 'checkpoint' ORDER BY rowid DESC LIMIT 1" [ "$r", box run ] with
+                | [ r ] -> Some(Path.Combine(string r[0], Research.Core.Checkpoints.Checkpoint.Model))
+                | _ -> None)
+        /// The trials ready to start, as attempts: an executor asks at the start and after trials end.
+        let next () =
+            [ while ready.Count > 0 do
+                  let t = ready.Dequeue()
+                  let extra =
+                      match sourceOf t with
+                      | None -> Ok []
+                      | Some s ->
+                          match finalWeights s with
+                          | Some w when File.Exists w -> Ok [ Dependencies.runOverride w ]
+                          | Some w -> Error(sprintf "the final weights of its source trial %s are missing (%s)" s.Name w)
+                          | None -> Error(sprintf "its source trial %s recorded no final checkpoint" s.Name)
+                  match extra with
+                  | Error why ->
+                      reportTrial "not run" t (": " + why)
+                      release t (Some(sprintf "its source trial %s was not run" t.Name))
+                  | Ok extra ->
+                      // Attempts are counted when they start (local) or are submitted (Slurm), not when prepared.
+                      let a = prepare t.Spec.Command spec.Threads spec.Plugins extra t
+                      t.State <- "queued"
+                      t.ExitCode <- Nullable()
+                      t.Log <- a.Log
+                      t.Pid <- Nullable()
+                      t.Job <- null
+                      store.Save t
+                      yield a ]
         match executor with
         | "slurm" ->
-            runSlurm spec.Name spec.Threads parallel (List.ofArray spec.Sbatch) (Path.Combine(dir, "slurm", sprintf "%s-%d" (DateTime.UtcNow.ToString "yyyyMMdd-HHmmss") Environment.ProcessId)) attempts (List.ofSeq adoptSlurm) events cancel.Token
-        | _ -> runLocal parallel.Value attempts (List.ofSeq adoptLocal) events cancel.Token
+            runSlurm spec.Name spec.Threads parallel (List.ofArray spec.Sbatch) (Path.Combine(dir, "slurm", sprintf "%s-%d" (DateTime.UtcNow.ToString "yyyyMMdd-HHmmss") Environment.ProcessId)) next (List.ofSeq adoptSlurm) events cancel.Token
+        | _ -> runLocal parallel.Value next (List.ofSeq adoptLocal) events cancel.Token
         if cancel.IsCancellationRequested then
             printfn "cancelled: %d/%d trial(s) finished; rerun the same command to continue" finished trials.Length
             130
@@ -327,16 +415,22 @@ let summarizeFolder (dir: string) (metric: string) (against: string) (logX: bool
         2
     else
         use store = new Store(path)
-        let trials = store.All dir
+        // The sweep's own summaries, as its script asked for them (sweep.json is written at every invocation), and its
+        // command for trials recorded before trials had their own (else: a study if any run recorded study metrics).
+        let saved = Path.Combine(dir, "sweep.json")
+        let spec = if File.Exists saved then Some(Text.Json.JsonSerializer.Deserialize<SweepSpec>(File.ReadAllText saved)) else None
+        let command =
+            match spec with
+            | Some s -> s.Command
+            | None -> if store.Query "SELECT 1 FROM study_values LIMIT 1" [] |> List.isEmpty then "train" else "study"
+        let trials = store.All(dir, command)
         if trials.IsEmpty then
             eprintfn "error: %s is not a sweep folder (its store has no trials)" dir
             2
         else
             let name = Path.GetFileName(Path.GetFullPath(dir).TrimEnd('/'))
             if String.IsNullOrEmpty metric then
-                // The sweep's own summaries, as its script asked for them (sweep.json is written at every invocation).
-                let saved = Path.Combine(dir, "sweep.json")
-                let specs = if File.Exists saved then List.ofArray (Text.Json.JsonSerializer.Deserialize<SweepSpec>(File.ReadAllText saved)).Summaries else []
+                let specs = match spec with Some s -> List.ofArray s.Summaries | None -> []
                 summarize name dir store trials specs true
             else
                 summarize name dir store trials [ { Metric = metric; Against = Option.ofObj against; LogX = logX; PairedWith = None } ] false

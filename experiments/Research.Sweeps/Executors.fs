@@ -31,9 +31,10 @@ let researchCommand () =
 [<Literal>]
 let Busy = 75
 
-/// Writes `<trial dir>/attempt-<n>.sh`: run the trial with its overrides, its label, its folder and its threads; log
-/// to attempt-<n>.log; write the exit code to attempt-<n>.exit (via a rename, so a reader never sees half a file).
-let prepare (command: string) (threads: int) (plugins: string[]) (t: Trial) : Attempt =
+/// Writes `<trial dir>/attempt-<n>.sh`: run the trial with its overrides (then `extra`, those the driver adds: a
+/// dependent trial's `model.init_from`), its label, its folder and its threads; log to attempt-<n>.log; write the exit
+/// code to attempt-<n>.exit (via a rename, so a reader never sees half a file).
+let prepare (command: string) (threads: int) (plugins: string[]) (extra: string list) (t: Trial) : Attempt =
     Directory.CreateDirectory t.Dir |> ignore
     let n = t.Attempts
     let file ext = Path.Combine(t.Dir, sprintf "attempt-%d.%s" n ext)
@@ -41,7 +42,7 @@ let prepare (command: string) (threads: int) (plugins: string[]) (t: Trial) : At
         [ yield! researchCommand ()
           yield command
           yield t.Spec.Config
-          for o in t.Spec.Overrides do yield! [ "--set"; o ]
+          for o in Seq.append t.Spec.Overrides extra do yield! [ "--set"; o ]
           yield! [ "--set"; sprintf "run.name=%s" (Toml.value t.Name) ]
           yield! [ "--set"; sprintf "run.output_dir=%s" (Toml.value t.Dir) ]
           yield! [ "--set"; sprintf "run.threads=%d" threads ]
@@ -81,10 +82,12 @@ type Events = { Submitted: Attempt list -> unit; Started: Attempt -> unit; Ended
 let alive (pid: int) (script: string) =
     try File.ReadAllText(sprintf "/proc/%d/cmdline" pid).Contains script with _ -> false
 
-/// Local: at most `parallel` trials at a time (trials adopted from an earlier driver count), each a child process.
+/// Local: at most `parallel` trials at a time (trials adopted from an earlier driver count), each a child process, in
+/// the order `next` hands them over. `next` is asked at the start and after each poll: a trial's end can make the
+/// trials that start from it ready, and they join the queue then, so a free slot never waits for a whole wave.
 /// On cancellation the children are killed and reported cancelled; adopted trials belong to no one and are left.
-let runLocal (parallel: int) (attempts: Attempt list) (adopted: Attempt list) (events: Events) (cancel: CancellationToken) =
-    let queue = Collections.Generic.Queue<Attempt>(attempts)
+let runLocal (parallel: int) (next: unit -> Attempt list) (adopted: Attempt list) (events: Events) (cancel: CancellationToken) =
+    let queue = Collections.Generic.Queue<Attempt>(next ())
     let running = Collections.Generic.List<Attempt * Process>()
     let watched = Collections.Generic.List<Attempt>(adopted)
     while (queue.Count > 0 || running.Count > 0 || watched.Count > 0) && not cancel.IsCancellationRequested do
@@ -107,6 +110,7 @@ let runLocal (parallel: int) (attempts: Attempt list) (adopted: Attempt list) (e
             if not (alive a.Trial.Pid.Value a.Script) then
                 watched.Remove a |> ignore
                 events.Ended a (match readExit a with Some c -> Exited c | None -> Vanished "its process is gone and left no exit code")
+        for a in next () do queue.Enqueue a
         Thread.Sleep 200
     if cancel.IsCancellationRequested then
         for (a, p) in running do
@@ -149,21 +153,27 @@ let squeueStates (jobs: string list) : Map<string, string> option =
             |> Map.ofArray
             |> Some
 
-/// Slurm: the attempts go in one job array (`--cpus-per-task` = threads; `%parallel` caps the running tasks when
-/// given). Progress by polling `squeue` (one line per array task, finished tasks included for MinJobAge); the exit
-/// code from the wrapper's file, else from `scontrol show job`. Adopted attempts are watched by their recorded job.
-/// On cancellation the arrays are cancelled with `scancel` and their unfinished trials reported cancelled.
-let runSlurm (sweepName: string) (threads: int) (parallel: int option) (sbatchOptions: string list) (submitDir: string) (attempts: Attempt list)
+/// Slurm: the attempts `next` hands over go in one job array (`--cpus-per-task` = threads; `%parallel` caps the
+/// running tasks of each array when given). Progress by polling `squeue` (one line per array task, finished tasks
+/// included for MinJobAge); the exit code from the wrapper's file, else from `scontrol show job`. `next` is asked again
+/// after each poll, and what it hands over then (trials whose source trial has just finished) goes in a further array:
+/// submitted when ready rather than with `--dependency=afterok`, because a dependent's `model.init_from` names its
+/// source's run folder, which exists only once the source has run, and a failed source would leave afterok tasks
+/// pending for ever. Adopted attempts are watched by their recorded job. On cancellation the arrays are cancelled
+/// with `scancel` and their unfinished trials reported cancelled.
+let runSlurm (sweepName: string) (threads: int) (parallel: int option) (sbatchOptions: string list) (submitDir: string) (next: unit -> Attempt list)
              (adopted: Attempt list) (events: Events) (cancel: CancellationToken) =
     let watched = Collections.Generic.List<Attempt>(adopted)
     let started = Collections.Generic.HashSet<string>()
     for a in adopted do
         if a.Trial.State = "running" then started.Add a.Trial.Id |> ignore
-    if not attempts.IsEmpty then
+    let mutable arrays = 0
+    let submit (attempts: Attempt list) =
         Directory.CreateDirectory submitDir |> ignore
-        let listFile = Path.Combine(submitDir, "tasks")
+        arrays <- arrays + 1
+        let listFile = Path.Combine(submitDir, sprintf "tasks-%d" arrays)
         File.WriteAllLines(listFile, attempts |> List.map (fun a -> a.Script))
-        let batch = Path.Combine(submitDir, "array.sh")
+        let batch = Path.Combine(submitDir, sprintf "array-%d.sh" arrays)
         File.WriteAllText(batch, sprintf "#!/bin/bash\nexec /bin/bash \"$(sed -n \"$((SLURM_ARRAY_TASK_ID + 1))p\" %s)\"\n" (quote listFile))
         let range = sprintf "0-%d%s" (attempts.Length - 1) (match parallel with Some p -> sprintf "%%%d" p | None -> "")
         let code, out, err =
@@ -180,6 +190,11 @@ let runSlurm (sweepName: string) (threads: int) (parallel: int option) (sbatchOp
         watched.AddRange attempts
         events.Submitted attempts
         printfn "submitted job array %s: %d trial(s), %d cpu(s) each" job attempts.Length threads
+    let submitReady () =
+        match next () with
+        | [] -> ()
+        | attempts -> submit attempts
+    submitReady ()
     let jobs () = watched |> Seq.map (fun a -> a.Trial.Job.Split('_').[0]) |> Seq.distinct |> List.ofSeq
     let exitFromScontrol (job: string) =
         let _, out, _ = run "scontrol" [ "show"; "job"; job ]
@@ -208,6 +223,7 @@ let runSlurm (sweepName: string) (threads: int) (parallel: int option) (sbatchOp
                     match readExit a with
                     | Some c -> events.Ended a (Exited c)
                     | None -> events.Ended a (Vanished(sprintf "job %s is no longer known to Slurm" a.Trial.Job))
+        if not cancel.IsCancellationRequested then submitReady ()
         if watched.Count > 0 && not cancel.IsCancellationRequested then Thread.Sleep 1000
     if cancel.IsCancellationRequested && watched.Count > 0 then
         // Only this sweep's unfinished tasks, by task id; then wait until Slurm has let them go.

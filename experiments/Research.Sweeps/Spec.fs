@@ -15,8 +15,21 @@ type Level = { Label: string; Number: float option; Overrides: (string * string)
 /// A named dimension of the sweep: its levels.
 type Axis = { Name: string; Levels: Level list }
 
+/// What each trial runs: `research train` (one training run) or `research study` (a task sequence).
+type Command =
+    | Train
+    | Study
+
 /// A base config, overrides common to its trials, and the axes crossed over them (a grid: every combination).
-type Arm = { Name: string; Config: string; Overrides: (string * string) list; Axes: Axis list }
+type Arm =
+    { Name: string
+      Config: string
+      Overrides: (string * string) list
+      Axes: Axis list
+      /// The command of this arm's trials when it is not the sweep's (`Arm.command`).
+      Command: Command option
+      /// The arm whose same-seed trial's final weights every trial starts from (`Arm.from`).
+      From: string option }
 
 /// How a summary reads the trials: one metric, grouped by everything but the seed; plotted against an axis.
 type SummarySpec =
@@ -30,10 +43,6 @@ type SummarySpec =
       /// Report each group's difference to this arm instead, paired by seed (the same seed: the same data order,
       /// split and initialisation), with its own interval: tighter than comparing two intervals when seeds matter.
       PairedWith: string option }
-
-type Command =
-    | Train
-    | Study
 
 type Sweep =
     { Name: string
@@ -133,20 +142,32 @@ module Sample =
     let choice (xs: 'T list) (rng: Random) = xs.[rng.Next xs.Length]
 
 module Arm =
-    let create name config = { Name = name; Config = config; Overrides = []; Axes = [] }
+    let create name config = { Name = name; Config = config; Overrides = []; Axes = []; Command = None; From = None }
     let set (key: string) (v: obj) (arm: Arm) = { arm with Overrides = arm.Overrides @ [ key, Toml.value v ] }
     let axis (a: Axis) (arm: Arm) = { arm with Axes = arm.Axes @ [ a ] }
     /// Replaces the config's [[methods]] tables: `Arm.methods [ [ "name", box "ewc"; "lambda", box 30.0 ] ]`.
     let methods (tables: (string * obj) list list) (arm: Arm) = set "methods" (box [ for t in tables -> Toml.table t ]) arm
+    /// Runs this arm's trials with another command than the sweep's: `Arm.command Train` for the pre-training arm of a
+    /// study sweep.
+    let command (c: Command) (arm: Arm) = { arm with Command = Some c }
+    /// Starts every trial of this arm from the final weights of the trial of arm `source` with the same seed (its
+    /// `model.init_from`), once that trial has finished: `Arm.from "pretrain"`. The source arm has no axes (one trial per
+    /// seed); its trial's identity is part of this arm's trials' identities, so a source run again with another config
+    /// runs its dependents again too.
+    let from (source: string) (arm: Arm) = { arm with From = Some source }
 
-/// One trial as the driver receives it: the arm, a label per axis, the seed, the config and its overrides.
+/// One trial as the driver receives it: the arm, a label per axis, the seed, the config and its overrides; its command
+/// and the arm it starts from (null: none). Specs written before arms had these read them as null: the sweep's command,
+/// no source.
 type TrialSpec =
     { Arm: string
       Labels: string[][]
       Numbers: Nullable<float>[]
       Seed: int
       Config: string
-      Overrides: string[] }
+      Overrides: string[]
+      Command: string
+      From: string }
 
 type SweepSpec =
     { Name: string
@@ -157,6 +178,10 @@ type SweepSpec =
       OutputDir: string
       Summaries: SummarySpec[]
       Trials: TrialSpec[] }
+
+module Command =
+    /// The `research` subcommand.
+    let name (c: Command) = match c with Train -> "train" | Study -> "study"
 
 module Sweep =
     let create (name: string) (command: Command) =
@@ -207,9 +232,11 @@ module Sweep =
                              Config = Path.GetFullPath arm.Config
                              Overrides =
                                [| for (k, v) in arm.Overrides @ List.collect (fun (_, l: Level) -> l.Overrides) combo do yield k + "=" + v
-                                  yield sprintf "run.seed=%d" seed |] } |]
+                                  yield sprintf "run.seed=%d" seed |]
+                             Command = Command.name (defaultArg arm.Command s.Command)
+                             From = Option.toObj arm.From } |]
         { Name = s.Name
-          Command = (match s.Command with Train -> "train" | Study -> "study")
+          Command = Command.name s.Command
           Threads = s.Threads
           Plugins = s.Plugins |> List.map Path.GetFullPath |> Array.ofList
           Sbatch = Array.ofList s.Sbatch

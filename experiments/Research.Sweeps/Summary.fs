@@ -13,14 +13,17 @@ let meanCi (xs: float[]) =
     let struct (mean, half, sd) = RunResults.MeanCi xs
     mean, half, sd
 
-/// A metric of a finished run: a study metric by name; <split>_accuracy or <split>_loss, the split's final value
-/// (RunResults.Final: for a study, the average over the tasks after the last task); or the last value of a logged metric.
-let metricOf (store: Store) (runId: string) (metric: string) : float option =
+/// A metric of a finished run of `command` (train or study): for a study, a study metric by name; <split>_accuracy or
+/// <split>_loss, the split's final value (RunResults.Final: the last evaluation of a training run, the average over
+/// the tasks after the last task of a study); or the last value of a logged metric.
+let metricOf (store: Store) (command: string) (runId: string) (metric: string) : float option =
     let one sql args =
         match store.Query sql args with
         | [ r ] when not (isNull r[0]) -> Some(Convert.ToDouble r[0])
         | _ -> None
-    let study () = one "SELECT value FROM study_values WHERE run_id = $r AND kind = 'metric' AND name = $n" [ "$r", box runId; "$n", box metric ]
+    let study () =
+        if command = "study" then one "SELECT value FROM study_values WHERE run_id = $r AND kind = 'metric' AND name = $n" [ "$r", box runId; "$n", box metric ]
+        else None
     let split () =
         let m = Text.RegularExpressions.Regex.Match(metric, "^(\\w+)_(accuracy|loss)$")
         if m.Success then Option.ofNullable (RunResults.Final(store.Runs, runId, m.Groups[1].Value, m.Groups[2].Value)) else None
@@ -57,14 +60,18 @@ type Group =
 let private f4 (x: float) = if Double.IsNaN x then "–" else x.ToString("F4", CultureInfo.InvariantCulture)
 let private r (x: float) = if Double.IsNaN x then "" else x.ToString("R", CultureInfo.InvariantCulture)
 
-/// The finished run of each finished trial, grouped; trials in the order of the sweep.
+/// The finished run of each finished trial, grouped; trials in the order of the sweep. A group none of whose runs has
+/// the metric (a study metric asked of a training arm) is left out.
 let groups (store: Store) (trials: Trial list) (metric: string) : Group list =
-    [ for ((arm, labels), ts) in byGroup trials ->
+    [ for ((arm, labels), ts) in byGroup trials do
           let t0 = List.head ts
-          { Arm = arm
-            Labels = labels
-            Numbers = Map.ofList [ for (l, n) in Array.zip t0.Spec.Labels t0.Spec.Numbers do if n.HasValue then l[0], n.Value ]
-            Values = [ for t in ts do match finishedRun store t |> Option.bind (fun run -> metricOf store run metric) with Some v -> yield t.Spec.Seed, v | None -> () ] } ]
+          let values = [ for t in ts do match finishedRun store t |> Option.bind (fun run -> metricOf store t.Spec.Command run metric) with Some v -> yield t.Spec.Seed, v | None -> () ]
+          if not values.IsEmpty then
+              yield
+                  { Arm = arm
+                    Labels = labels
+                    Numbers = Map.ofList [ for (l, n) in Array.zip t0.Spec.Labels t0.Spec.Numbers do if n.HasValue then l[0], n.Value ]
+                    Values = values } ]
 
 /// Each group's values minus the baseline arm's value of the same seed (seeds missing on either side are left out);
 /// the baseline's own group is dropped. The baseline arm must have no axes (one group).

@@ -44,19 +44,25 @@ type Store(path: string) =
             CREATE TABLE IF NOT EXISTS trial_runs (run_id TEXT PRIMARY KEY, trial_id TEXT NOT NULL);
             """
             []
+        // Columns added since: a trial's command (arms may differ from the sweep's) and the trial it starts from. Stores of
+        // earlier versions gain them empty; their trials are then of the sweep's command, without a source.
+        let columns = query "SELECT name FROM pragma_table_info('trials')" [] |> List.map (fun r -> string r[0])
+        for column in [ "command"; "source" ] do
+            if not (List.contains column columns) then exec (sprintf "ALTER TABLE trials ADD COLUMN %s TEXT" column) []
 
     member _.Query sql args = query sql args
     /// The store as a run store, for the readers shared with `research runs` (RunResults).
     member _.Runs = runs
 
-    /// The trial as recorded, or a new pending row.
-    member _.Load(id: string, spec: TrialSpec, name: string, dir: string, canonical: string) : Trial =
+    /// The trial as recorded, or a new pending row. `source`: the id of the trial it starts from, or null.
+    member _.Load(id: string, spec: TrialSpec, name: string, dir: string, canonical: string, source: string) : Trial =
         match query "SELECT state, attempts, exit_code, log, executor, job, pid FROM trials WHERE id = $id" [ "$id", box id ] with
         | [ r ] ->
-            // The script may have relabelled the trial since (its identity is what it computes, not its labels).
-            exec "UPDATE trials SET name = $name, arm = $arm, labels = $labels, numbers = $numbers WHERE id = $id"
+            // The script may have relabelled the trial since (its identity is what it computes, not its labels); rows of
+            // earlier versions gain their command and source.
+            exec "UPDATE trials SET name = $name, arm = $arm, labels = $labels, numbers = $numbers, command = $command, source = $source WHERE id = $id"
                 [ "$name", box name; "$arm", box spec.Arm; "$labels", box (Text.Json.JsonSerializer.Serialize spec.Labels)
-                  "$numbers", box (Text.Json.JsonSerializer.Serialize spec.Numbers); "$id", box id ]
+                  "$numbers", box (Text.Json.JsonSerializer.Serialize spec.Numbers); "$command", box spec.Command; "$source", box source; "$id", box id ]
             { Id = id; Spec = spec; Name = name; Dir = dir; State = string r[0]; Attempts = Convert.ToInt32 r[1]
               ExitCode = (if isNull r[2] then Nullable() else Nullable(Convert.ToInt32 r[2]))
               Log = (match r[3] with null -> null | v -> string v); Executor = (match r[4] with null -> null | v -> string v)
@@ -66,22 +72,23 @@ type Store(path: string) =
             let labels = Text.Json.JsonSerializer.Serialize spec.Labels
             exec
                 """
-                INSERT INTO trials (id, name, arm, labels, numbers, seed, config, overrides, canonical, state, updated_utc)
-                VALUES ($id, $name, $arm, $labels, $numbers, $seed, $config, $overrides, $canonical, 'pending', $t)
+                INSERT INTO trials (id, name, arm, labels, numbers, seed, config, overrides, canonical, state, updated_utc, command, source)
+                VALUES ($id, $name, $arm, $labels, $numbers, $seed, $config, $overrides, $canonical, 'pending', $t, $command, $source)
                 """
                 [ "$id", box id; "$name", box name; "$arm", box spec.Arm; "$labels", box labels; "$numbers", box (Text.Json.JsonSerializer.Serialize spec.Numbers); "$seed", box spec.Seed
                   "$config", box spec.Config; "$overrides", box (Text.Json.JsonSerializer.Serialize spec.Overrides)
-                  "$canonical", box canonical; "$t", box (DateTime.UtcNow.ToString "O") ]
+                  "$canonical", box canonical; "$t", box (DateTime.UtcNow.ToString "O"); "$command", box spec.Command; "$source", box source ]
             { Id = id; Spec = spec; Name = name; Dir = dir; State = "pending"; Attempts = 0; ExitCode = Nullable(); Log = null
               Executor = null; Job = null; Pid = Nullable() }
 
-    /// Every trial the store knows (of this and earlier versions of the script), for summaries of a sweep folder.
-    member _.All(sweepDir: string) : Trial list =
+    /// Every trial the store knows (of this and earlier versions of the script), for summaries of a sweep folder;
+    /// `command` for trials recorded before trials had their own.
+    member _.All(sweepDir: string, command: string) : Trial list =
         let json (v: obj) : 'T = Text.Json.JsonSerializer.Deserialize<'T>(string v)
-        [ for r in query "SELECT id, name, arm, labels, numbers, seed, config, overrides, state, attempts FROM trials ORDER BY rowid" [] ->
+        [ for r in query "SELECT id, name, arm, labels, numbers, seed, config, overrides, state, attempts, command FROM trials ORDER BY rowid" [] ->
               let spec =
                   { Arm = string r[2]; Labels = json r[3]; Numbers = json r[4]; Seed = Convert.ToInt32 r[5]; Config = string r[6]
-                    Overrides = json r[7] }
+                    Overrides = json r[7]; Command = (match r[10] with null -> command | c -> string c); From = null }
               { Id = string r[0]; Spec = spec; Name = string r[1]; Dir = Path.Combine(sweepDir, "trials", (string r[0]).[..15])
                 State = string r[8]; Attempts = Convert.ToInt32 r[9]; ExitCode = Nullable(); Log = null; Executor = null; Job = null
                 Pid = Nullable() } ]

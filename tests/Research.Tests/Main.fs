@@ -56,6 +56,7 @@ let main argv =
             PluginHostTests.tests
             ReadmeTests.tests
             SweepTests.tests
+            SweepDependencyTests.tests
             FuzzTests.tests
             TextTests.tests
             FineTuningTests.tests

@@ -88,7 +88,7 @@ exit (Sweep.run fsi.CommandLineArgs sweep)
 """ (Path.Combine(binDir, "Research.Sweeps.dll").Replace("\\", "/")) name seeds lambdas extra)
     path
 
-let private query (db: string) (sql: string) =
+let query (db: string) (sql: string) =
     use c = new SqliteConnection(sprintf "Data Source=%s;Pooling=false;Mode=ReadOnly" db)
     c.Open()
     use cmd = c.CreateCommand()
@@ -97,7 +97,7 @@ let private query (db: string) (sql: string) =
     [ while r.Read() do yield Array.init r.FieldCount (fun i -> if r.IsDBNull i then null else r.GetValue i) ]
 
 /// Per trial of the merged store: (state, attempts, finished runs, all runs).
-let private trialRuns (db: string) =
+let trialRuns (db: string) =
     query db """
         SELECT t.name, t.state, t.attempts,
                (SELECT COUNT(*) FROM trial_runs x JOIN runs r ON r.id = x.run_id WHERE x.trial_id = t.id AND r.status = 'finished'),
@@ -132,7 +132,7 @@ let private slurmUp () =
     with _ -> false
 
 /// Skips a Slurm test where no Slurm answers, except under RESEARCH_REQUIRE_SLURM=1 (CI), where it fails.
-let private requireSlurm () =
+let requireSlurm () =
     if not (slurmUp ()) then
         if slurmRequired then failtest "RESEARCH_REQUIRE_SLURM=1 but no Slurm controller answers (scripts/slurm-local.sh start)"
         else skiptest "no Slurm here (scripts/slurm-local.sh start); CI requires it"
@@ -318,7 +318,7 @@ let tests =
             }
             test "merging a trial whose attempt was killed between creating its store file and its tables (an empty run.sqlite) merges its other runs and skips that one" {
                 let dir = tempDir "sweep-merge-empty"
-                let spec = { Arm = "a"; Labels = [||]; Numbers = [||]; Seed = 1; Config = "c.toml"; Overrides = [||] }
+                let spec = { Arm = "a"; Labels = [||]; Numbers = [||]; Seed = 1; Config = "c.toml"; Overrides = [||]; Command = "study"; From = null }
                 let trial : SweepStore.Trial =
                     { Id = "fedcba9876543210"; Spec = spec; Name = "a-s1"; Dir = Path.Combine(dir, "trial"); State = "finished"; Attempts = 2
                       ExitCode = Nullable 0; Log = null; Executor = null; Job = null; Pid = Nullable() }
@@ -336,13 +336,13 @@ let tests =
             test "two attempts of one trial never run at once: the second finds the trial's lock held and exits 75" {
                 let dir = tempDir "sweep-lock"
                 let config = slowStudyConfig dir
-                let spec = { Arm = "a"; Labels = [||]; Numbers = [||]; Seed = 1; Config = config; Overrides = [| "run.seed=1"; "train.epochs=40" |] }
+                let spec = { Arm = "a"; Labels = [||]; Numbers = [||]; Seed = 1; Config = config; Overrides = [| "run.seed=1"; "train.epochs=40" |]; Command = "study"; From = null }
                 let trial : SweepStore.Trial =
                     { Id = "0123456789abcdef"; Spec = spec; Name = "a-s1"; Dir = Path.Combine(dir, "trial"); State = "pending"; Attempts = 0
                       ExitCode = Nullable(); Log = null; Executor = null; Job = null; Pid = Nullable() }
-                let first = Executors.prepare "study" 1 [||] trial
+                let first = Executors.prepare "study" 1 [||] [] trial
                 trial.Attempts <- 1
-                let second = Executors.prepare "study" 1 [||] trial
+                let second = Executors.prepare "study" 1 [||] [] trial
                 use a = Process.Start("/bin/bash", [ first.Script ])
                 let until = DateTime.UtcNow.AddSeconds 20.0
                 while not (File.Exists first.Log) && DateTime.UtcNow < until do Threading.Thread.Sleep 50

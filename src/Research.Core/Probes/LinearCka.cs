@@ -48,8 +48,8 @@ public static class LinearCka
         var (kl, kk, ll) = GramProducts(a, b);
         var ka = a.square().sum(1);                 // diagonal of K: ‖xᵢ‖²
         var lb = b.square().sum(1);
-        var rk = a.mv(a.sum(0)).sub_(ka);           // K̃1 = X s − k
-        var rl = b.mv(b.sum(0)).sub_(lb);
+        var rk = a.mv(a.sum(0L)).sub_(ka);           // K̃1 = X s − k
+        var rl = b.mv(b.sum(0L)).sub_(lb);
         double sk = rk.sum().item<double>(), sl = rl.sum().item<double>();       // 1ᵀK̃1, 1ᵀL̃1
         double hsicKL = Hsic1(n, kl - Dot(ka, lb), sk, sl, Dot(rk, rl));
         double hsicKK = Hsic1(n, kk - Dot(ka, ka), sk, sk, Dot(rk, rk));

@@ -53,7 +53,7 @@ public static class LinearProbe
         var device = trainX.device;
         var x = trainX.detach().to(float64, copy: true);
         var mean = x.mean([0], keepdim: true);
-        var std = x.std(0, false, true).clamp_min_(StdFloor);
+        var std = x.std(0L, false, true).clamp_min_(StdFloor);
         var xs = x.sub_(mean).div_(std);
         var vs = valX.detach().to(float64, device, copy: true).sub_(mean).div_(std);
         var y = trainY.to(int64, device);
@@ -77,7 +77,7 @@ public static class LinearProbe
         var chosen = best!.Value;
         var (w, b) = Unpack(chosen.Theta, classes, d, device);
         var rawW = w.div(std);                                        // W/σ, column by column
-        var rawB = b.sub(rawW.mv(mean.squeeze(0)));                   // b − (W/σ) μ
+        var rawB = b.sub(rawW.mv(mean.squeeze(0L)));                   // b − (W/σ) μ
         var fit = new ProbeFit(rawW.to(float32).DetachFromDisposeScope(), rawB.to(float32).DetachFromDisposeScope(), bestL2,
             Accuracy(xs, y, classes, chosen.Theta), bestValidation, chosen.Iterations, chosen.Converged, tried);
         return fit;
@@ -95,7 +95,7 @@ public static class LinearProbe
         var value = data / n + 0.5 * l2 * w.square().sum().item<double>();
         var g = logits.sub_(lse).exp_().sub_(onehot).div_(n);        // (softmax(Z) − onehot(y)) / n
         var gradW = g.t().mm(xs).add_(w, alpha: l2);
-        var gradB = g.sum(0);
+        var gradB = g.sum(0L);
         var gradient = cat([gradW.flatten(), gradB]).cpu().data<double>().ToArray();
         return (value, gradient);
     }

@@ -138,6 +138,17 @@ let private cka =
                 let expected = naiveCka (toArray2D x) (toArray2D y)
                 Expect.floatClose { absolute = 1e-12; relative = 0.0 } (LinearCka.Unbiased(x, y)) expected (sprintf "p=%d q=%d" p q)
         }
+        test "biased CKA equals tr(KHLH)/√(tr(KHKH)·tr(LHLH)) with an explicit centring matrix H = I − 11ᵀ/n (within 1e-12, float64)" {
+            use _ = torch.NewDisposeScope()
+            let g = gen 18
+            for n, p, q in [ 30L, 4L, 3L; 9L, 20L, 15L ] do
+                let x, y = randn g n p, randn g n q
+                let h = torch.eye(n, dtype = torch.float64) - torch.ones([| n; n |], dtype = torch.float64) / float n
+                let hsic (k: Tensor) (l: Tensor) = k.mm(h).mm(l).mm(h).trace().item<float>()
+                let k, l = x.mm(x.t()), y.mm(y.t())
+                let expected = hsic k l / sqrt (hsic k k * hsic l l)
+                Expect.floatClose { absolute = 1e-12; relative = 0.0 } (LinearCka.Biased(x, y)) expected (sprintf "n=%d p=%d q=%d" n p q)
+        }
         test "CKA refuses fewer than 4 items, different item counts and non-matrix input with ArgumentException" {
             use _ = torch.NewDisposeScope()
             let g = gen 6
@@ -181,13 +192,15 @@ let private spearman =
 
 let private probe =
     [
-        test "the linear probe separates well-separated Gaussian clusters: validation accuracy ≥ 0.99" {
+        test "the linear probe separates well-separated Gaussian clusters: validation accuracy ≥ 0.99, and of the tied λ the largest is chosen" {
             use _ = torch.NewDisposeScope()
             let g = gen 9
             let x, y = clusters g 450L 10L 3L 4.0
             let trainX, trainY, valX, valY = x.narrow(0L, 0L, 300L), y.narrow(0L, 0L, 300L), x.narrow(0L, 300L, 150L), y.narrow(0L, 300L, 150L)
             use fit = LinearProbe.Fit(trainX, trainY, valX, valY, 3)
             Expect.isGreaterThanOrEqual fit.ValidationAccuracy 0.99 (sprintf "validation accuracy %.3f (λ = %g)" fit.ValidationAccuracy fit.L2)
+            Expect.isTrue (fit.Grid |> Seq.forall (fun struct (_, a) -> a = fit.ValidationAccuracy)) "every λ of the grid separates these clusters equally well"
+            Expect.equal fit.L2 10.0 "so all tie, and the largest λ (the simplest model) is chosen"
         }
         test "on overlapping clusters the probe converges: ‖∇f‖∞ at the returned W, b ≤ tolerance + 1e-7 (autograd, float64; the slack covers the float32 rounding of W, b: relative 6e-8 of |W| ≲ 1, times a Hessian of order 1 on standardised features)" {
             use _ = torch.NewDisposeScope()
@@ -281,6 +294,18 @@ let private representation =
             model.eval()
             Representation.Features(model, batches x) |> ignore
             Expect.isFalse model.training "eval flag restored too"
+        }
+        test "head(Representation.Features(cnn)) equals the Cnn's logits (within 1e-5, float32 sums over 128 features)" {
+            use _ = torch.NewDisposeScope()
+            let model = Cnn.Create(4L, new torch.Generator(16UL))
+            let images = torch.rand([| 6L; 784L |], generator = gen 17)
+            let features = Representation.Features(model, batches images)
+            let head = model.named_modules() |> Seq.pick (fun struct (name, m) -> if name = "head" then Some (m :?> Modules.Linear) else None)
+            use _ = torch.no_grad()
+            model.eval()
+            let logits = model.forward images
+            Expect.equal features.shape [| 6L; 128L |] "[N, 128]: the fc layer's ReLU output"
+            Expect.isLessThanOrEqual ((head.forward features - logits).abs().max().item<float32>()) 1e-5f "max abs difference"
         }
         test "Representation.Features restores the training flag when a batch throws" {
             use _ = torch.NewDisposeScope()

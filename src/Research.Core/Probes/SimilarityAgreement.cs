@@ -33,7 +33,8 @@ public static class SimilarityAgreement
 
     /// <summary>
     /// Spearman's rank correlation of two equally long lists: the Pearson correlation of their ranks, tied values sharing
-    /// the average of the ranks they span. NaN when either list is constant (its ranks have no variance).
+    /// the average of the ranks they span. NaN when either list is constant (its ranks have no variance); a NaN value is
+    /// refused (it has no rank).
     /// </summary>
     public static double SpearmanOf(double[] a, double[] b)
     {

@@ -62,6 +62,7 @@ let main argv =
             FineTuningTests.tests
             ResNetTests.tests
             ModelKindTests.tests
+            ProbeTests.tests
         ]
     let config = { defaultConfig with printer = printer defaultConfig.printer }
     // Plain output (no colours, no spinner) so logs and CI read cleanly and the last line is exact.

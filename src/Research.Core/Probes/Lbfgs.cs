@@ -9,10 +9,14 @@ namespace Research.Core.Probes;
 /// <remarks>
 /// <para>
 /// Why not TorchSharp's <c>torch.optim.LBFGS</c>: in TorchSharp 0.107 its constructor has no <c>line_search_fn</c>
-/// (libtorch's strong-Wolfe search is not exposed), so every step is the quasi-Newton direction times a fixed learning
-/// rate. Too large a rate overshoots while the curvature pairs are poor, too small a rate crawls, and its
-/// <c>step(closure)</c> reports neither the iterations taken nor the gradient reached — a probe must say whether it
-/// converged.
+/// (libtorch's strong-Wolfe search is not exposed), so every step is the quasi-Newton direction times a fixed rate, with
+/// no guarantee that the loss decreases. Measured (Dec 2026) at rate 1 it did converge on the probe's problems
+/// (overlapping and separable clusters, correlated 64-wide features, λ from 1e-6 to 1; on 12,500 × 512 features, five
+/// classes, λ = 1e-6: 38 evaluations and 6.3 s, against 30 iterations and 4.0 s here), so this is a choice, not a
+/// workaround: the Armijo search makes every step decrease f; the fit must report its iterations and whether it
+/// converged, which <c>step(closure)</c> does not; the gradient here is the closed form (no autograd graph per
+/// evaluation); and TorchSharp runs the closure as a callback from native code, where a managed exception cannot unwind
+/// and ends the process.
 /// </para>
 /// <para>
 /// Why Armijo alone is enough here: the probe's objective is convex (strongly so when λ &gt; 0), so every pair satisfies

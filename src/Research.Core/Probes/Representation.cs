@@ -31,8 +31,10 @@ public static class Representation
     /// </remarks>
     public static Tensor Features(nn.Module<Tensor, Tensor> model, IEnumerable<Batch> batches, PrecisionPolicy? precision = null)
     {
-        var head = model.named_modules().FirstOrDefault(m => m.name == Head).module as nn.Module<Tensor, Tensor>
+        var found = model.named_modules().FirstOrDefault(m => m.name == Head).module
             ?? throw new ArgumentException($"{model.GetType().Name} has no submodule named '{Head}': the representation is the input of the model's final Linear, which must be called '{Head}'");
+        var head = found as nn.Module<Tensor, Tensor>
+            ?? throw new ArgumentException($"the '{Head}' of {model.GetType().Name} is a {found.GetType().Name}, which does not map one tensor to one tensor");
         // train(flag) recurses into children, so flags are restored parents first: a child whose flag differed from its
         // parent's (a frozen BatchNorm kept in eval mode, say) gets its own back last.
         var training = model.named_modules().Select(m => (Depth: m.name.Count(c => c == '.') + 1, Module: m.module))

@@ -74,7 +74,7 @@ let private tensorsEqual (a: string) (b: string) =
 
 let tests =
     testList "fine-tuning studies" [
-        test "a datasets study of text: task 0 with 0 epochs is not trained (its end snapshot is the start, bitwise), each evaluation records every task's validation split, and a task-balanced replay memory fills from the untrained task" {
+        test "a datasets study of text: task 0 with 0 epochs is not trained (its end snapshot is the start, bitwise), each evaluation records every task's validation split, and a task-balanced replay memory fills from the untrained task's consolidation_items" {
             let dir = tempDir "lm-study"
             let o =
                 textStudy dir """
@@ -83,6 +83,7 @@ benchmark = "datasets"
 datasets = ["fortunes", "fortunes-de"]
 epochs = [0, 1]
 eval_all_tasks = true
+consolidation_items = 12
 [[methods]]
 name = "replay"
 selection = "task-balanced"
@@ -96,7 +97,7 @@ mix_ratio = 0.25
             let splits = rows o.RunDir "SELECT step, split FROM evaluations WHERE phase = 'task-1' ORDER BY step, split" |> List.map (fun r -> Convert.ToInt64 r[0], string r[1])
             Expect.equal splits [ for s in [ 3L; 6L ] do for split in [ "task0_val"; "task1_val"; "test"; "val" ] -> s, split ] "every task's validation split at each evaluation of task 1"
             Expect.isEmpty (rows o.RunDir "SELECT step FROM evaluations WHERE phase = 'task-0'") "task 0 is not trained, so not evaluated during training"
-            Expect.equal (o.Record.Probes["replay_memory_items"][0]) [| 20.0 |] "the memory holds its budget of English windows after the untrained task 0"
+            Expect.equal (o.Record.Probes["replay_memory_items"][0]) [| 12.0 |] "the memory holds the 12 English windows task 0's end reads (consolidation_items; its budget is 20)"
             let current = rows o.RunDir "SELECT value FROM metrics WHERE key = 'val_perplexity' ORDER BY step" |> List.map (fun r -> Convert.ToDouble r[0])
             let german = rows o.RunDir "SELECT value FROM metrics WHERE key = 'task1_val_perplexity' ORDER BY step" |> List.map (fun r -> Convert.ToDouble r[0])
             Expect.equal german current "task 1's validation split, named or current, is the same evaluation"

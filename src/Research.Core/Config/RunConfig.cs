@@ -358,6 +358,11 @@ public sealed record StudySection : IValidatable
     /// <summary>Every evaluation during training also evaluates each task's validation split, recorded as split
     /// <c>task{j}_val</c>: how task j's loss moves step by step while a later task trains (forgetting curves).</summary>
     public bool EvalAllTasks { get; init; } = false;
+    /// <summary>Training items of a task its end reads — the Fisher, a memory's selection, any method's task-end data —
+    /// drawn (seeded) from the task's training split; 0: all of them. A language model's Fisher costs a backward pass
+    /// per sequence, so a few hundred windows are the usual budget.</summary>
+    [Option(Min = 0)]
+    public int ConsolidationItems { get; init; } = 0;
 
     public IEnumerable<OptionError> Validate()
     {

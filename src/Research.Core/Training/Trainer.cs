@@ -212,6 +212,7 @@ public static class Trainer
                 yield return $"task-{t}";
                 if (c.Study.Benchmark == "permuted" && t > 0) yield return $"permutation/{t}";
                 yield return $"fisher/task-{t}";
+                if (c.Study.ConsolidationItems > 0) yield return $"consolidation/task-{t}";
             }
             for (int e = 0; e < run.EpochsOf(t); e++) yield return DataOrder(run, t, e);
         }
@@ -677,8 +678,10 @@ public static class Trainer
         {
             if (run.Methods.TaskHooks.Count == 0) return;
             using var scope = NewDisposeScope();
-            var task = run.Tasks[_phase];
             int phase = _phase;
+            using var subset = ConsolidationSubset(run.Tasks[phase], phase);
+            // The view shares the task's validation and test splits; only the subset is this method's to free.
+            var task = subset is null ? run.Tasks[phase] : run.Tasks[phase] with { Train = subset };
             var outputs = run.Task;
             var probes = new Dictionary<string, double[]>();
             using var random = Seeds.Generator(_c.Run.Seed, $"methods/task-{phase}/end");
@@ -691,6 +694,18 @@ public static class Trainer
                 {
                     Probes = (progress.Rows[phase].Probes ?? new Dictionary<string, double[]>()).Concat(probes).ToDictionary(),
                 };
+        }
+
+        /// <summary><c>study.consolidation_items</c> of the task's training items, drawn from (seed, "consolidation/task-i");
+        /// null when the task has no more than that (or the option is 0).</summary>
+        TensorDataset? ConsolidationSubset(TaskData task, int phase)
+        {
+            int n = _c.Study.ConsolidationItems;
+            if (n == 0 || n >= task.Train.Count) return null;
+            using var g = Seeds.Generator(_c.Run.Seed, $"consolidation/task-{phase}");
+            using var order = randperm(task.Train.Count, generator: g);
+            using var first = order.narrow(0, 0, n);
+            return task.Train.Select(first);   // its tensors live outside any dispose scope (TensorDataset's own)
         }
 
         /// <summary>The trained model's fp32 logits in eval mode, without autograd.</summary>

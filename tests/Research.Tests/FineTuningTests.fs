@@ -128,6 +128,23 @@ mix_ratio = 0.25
             Expect.equal (metric o.RunDir RunProbes.Names.Cka) (cka[4][0]) "the last row is the last metric"
         }
 
+        test "a topic classification's split is stratified: each topic holds exactly ⌈0.15·n⌉ validation and ⌈0.15·n⌉ test entries, the three parts are disjoint and hold every entry, and the same seed gives the same split" {
+            let d = DataSection(Dataset = "fortunes", Task = "classify", Tokenizer = "wordpiece", ValidationFraction = 0.15, TestFraction = 0.15)
+            let split = Research.Core.Text.TextTasks.Split(d, 7L)
+            let corpus = Research.Core.Text.TextTasks.Corpus(d)
+            let topics = Research.Core.Text.TextTasks.Topics(d, corpus)
+            Expect.equal topics.Count 10 "10 English topics have at least 580 entries after cleaning and deduplication"
+            for topic in topics do
+                let n = corpus.TopicCounts[topic]
+                let count (part: Research.Core.Text.TextEntry seq) = part |> Seq.filter (fun e -> e.Topic = topic) |> Seq.length
+                let held = int (Math.Ceiling(0.15 * float n))
+                Expect.equal (count split.Validation, count split.Test, count split.Train) (held, held, n - 2 * held) (sprintf "%s (%d entries)" topic n)
+            let all = Seq.concat [ split.Train; split.Validation; split.Test ] |> Seq.map (fun e -> e.Text) |> Set.ofSeq
+            Expect.equal all.Count (split.Train.Count + split.Validation.Count + split.Test.Count) "disjoint"
+            Expect.equal all.Count (topics |> Seq.sumBy (fun t -> corpus.TopicCounts[t])) "every entry of the topics"
+            Expect.sequenceEqual (Research.Core.Text.TextTasks.Split(d, 7L).Test) split.Test "seeded"
+        }
+
         test "the new keys' refusals name the key: study.epochs of the wrong length, study.datasets outside its benchmark or of another kind, text classification across datasets, a study training no task, head_init and probes on a causal LM, linear_classes on text" {
             let dir = tempDir "ft-refusals"
             // The binder writes "file: key: value message"; the key and the message's words are what a user reads.

@@ -81,4 +81,20 @@ public sealed class TextCorpus
         List<TextEntry> Part(int start, int count) => perm.Skip(start).Take(count).Order().Select(i => Entries[(int)i]).ToList();
         return new TextSplit(Part(nVal + nTest, n - nVal - nTest), Part(0, nVal), Part(nVal, nTest));
     }
+
+    /// <summary>
+    /// <see cref="Split"/> within each topic (stream <c>"text-split:NAME/TOPIC"</c>), the parts joined in corpus order:
+    /// every topic keeps its share in every split, as a classifier's splits should (⌈f·n_topic⌉ per topic, so the
+    /// held-out splits may hold a few entries more than ⌈f·N⌉).
+    /// </summary>
+    public TextSplit StratifiedSplit(double validationFraction, double testFraction, long seed)
+    {
+        var position = Entries.Select((e, i) => (e, i)).ToDictionary(x => x.e, x => x.i, ReferenceEqualityComparer.Instance);
+        var parts = TopicCounts.Keys.Order(StringComparer.Ordinal)
+            .Select(topic => new TextCorpus($"{Name}/{topic}", Entries.Where(e => e.Topic == topic).ToList(), Report)
+                .Split(validationFraction, testFraction, seed)).ToList();
+        List<TextEntry> Joined(Func<TextSplit, IReadOnlyList<TextEntry>> part) =>
+            parts.SelectMany(part).OrderBy(e => position[e]).ToList();
+        return new TextSplit(Joined(p => p.Train), Joined(p => p.Validation), Joined(p => p.Test));
+    }
 }

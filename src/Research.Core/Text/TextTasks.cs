@@ -65,12 +65,13 @@ public static class TextTasks
         _ => throw new ArgumentException($"unknown tokenizer '{d.Tokenizer}'"),
     };
 
-    /// <summary>The split of a config's corpus (restricted to its topics for classification), seeded by the run's seed.</summary>
+    /// <summary>The split of a config's corpus, seeded by the run's seed; for classification restricted to its topics and
+    /// stratified by topic (<see cref="TextCorpus.StratifiedSplit"/>).</summary>
     public static TextSplit Split(DataSection d, long seed)
     {
         var corpus = Corpus(d);
-        if (d.Task == "classify") corpus = corpus.WithTopics(Topics(d, corpus).ToList());
-        return corpus.Split(d.ValidationFraction, d.TestFraction, seed);
+        if (d.Task != "classify") return corpus.Split(d.ValidationFraction, d.TestFraction, seed);
+        return corpus.WithTopics(Topics(d, corpus).ToList()).StratifiedSplit(d.ValidationFraction, d.TestFraction, seed);
     }
 
     /// <summary>Builds a text task: split, tokenizer (or the given one: a study's tasks share the first dataset's), tensors.

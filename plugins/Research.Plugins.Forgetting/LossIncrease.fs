@@ -18,3 +18,18 @@ type LossIncrease() =
             let loss = record.Loss
             EvaluationMatrix.earlierTasks t (fun j -> loss[t - 1][j] - loss[j][j])
             |> EvaluationMatrix.meanOverEarlierTasks
+
+/// <summary>
+/// What training each later task learned of it, in loss: G_j = L[j−1][j] − L[j][j], task j's loss before its own training
+/// (the model after task j − 1) minus its loss right after. For English then German this is the German loss (nats per
+/// token) fine-tuning removed — the gain that <see cref="LossIncrease"/>'s forgetting buys. Value: (1/(T−1)) Σ_{j ≥ 1} G_j.
+/// PerTask: NaN for task 0, which no model before it was evaluated against, then G_j.
+/// </summary>
+[<Plugin("loss-learned", Summary = "mean over later tasks j of L[j−1][j] − L[j][j] (loss removed on j by training it)")>]
+type LossLearned() =
+    interface IForgettingMetric with
+        member _.Compute record =
+            let t = EvaluationMatrix.taskCount record
+            let loss = record.Loss
+            let gains = Array.init (t - 1) (fun i -> let j = i + 1 in loss[j - 1][j] - loss[j][j])
+            MetricValue(Array.average gains, Array.append [| nan |] gains)

@@ -97,6 +97,12 @@ let tests =
             near 0.7 v.Value "loss increase"
             nearAll [ 1.2; 0.2; nan ] v.PerTask "ΔL_j"
 
+        testCase "loss learned on a hand-written 3×3 matrix is 1.9" <| fun () ->
+            // G_1 = L[0][1] − L[1][1] = 2.3 − 0.4 = 1.9; G_2 = L[1][2] − L[2][2] = 2.1 − 0.2 = 1.9; task 0 had no model before it.
+            let v = compute (LossLearned()) hand
+            near 1.9 v.Value "loss learned"
+            nearAll [ nan; 1.9; 1.9 ] v.PerTask "G_j"
+
         testCase "accuracy drop on a hand-written 3×3 matrix is 0.2" <| fun () ->
             // d_0 = R[0][0] − R[2][0] = 0.8 − 0.5 = 0.3; d_1 = R[1][1] − R[2][1] = 0.7 − 0.6 = 0.1; mean = 0.2.
             let v = compute (AccuracyDrop()) hand

@@ -66,6 +66,7 @@ let summarize (name: string) (dir: string) (store: Store) (trials: Trial list) (
     Directory.CreateDirectory outDir |> ignore
     let text = Text.StringBuilder()
     let written = Collections.Generic.List<string>()
+    let curves, summaries = summaries |> List.partition (fun s -> s.Metric.StartsWith Curve.Prefix)
     for s in summaries do
         let gs, title, slug =
             let gs = Summary.groups store trials s.Metric
@@ -89,8 +90,9 @@ let summarize (name: string) (dir: string) (store: Store) (trials: Trial list) (
         | Some axis -> printfn "(no plot against %s: no finished trial has a number on that axis)" axis
         | None -> ()
     written.AddRange(Summary.matrices outDir store trials)
-    Summary.curves (Path.Combine(outDir, "curves-train_loss.png")) (sprintf "%s: train_loss, mean over seeds" name) store trials "train_loss"
-    |> Option.iter written.Add
+    for key in "train_loss" :: [ for c in curves -> c.Metric.Substring Curve.Prefix.Length ] |> List.distinct do
+        Summary.curves (Path.Combine(outDir, sprintf "curves-%s.png" key)) (sprintf "%s: %s, mean over seeds" name key) store trials key
+        |> Option.iter written.Add
     // The sweep's own summary (all of its summaries) is summary.txt; `research plot sweep` adds files beside it.
     if writeText then
         File.WriteAllText(Path.Combine(outDir, "summary.txt"), text.ToString())

@@ -179,6 +179,11 @@ type SweepSpec =
       Summaries: SummarySpec[]
       Trials: TrialSpec[] }
 
+/// A summary whose metric is `curve:KEY` draws the logged metric KEY against the step instead of a table.
+module Curve =
+    [<Literal>]
+    let Prefix = "curve:"
+
 module Command =
     /// The `research` subcommand.
     let name (c: Command) = match c with Train -> "train" | Study -> "study"
@@ -197,6 +202,11 @@ module Sweep =
 
     let summarize (metric: string) (against: string option) (logX: bool) (s: Sweep) =
         { s with Summaries = s.Summaries @ [ { Metric = metric; Against = against; LogX = logX; PairedWith = None } ] }
+
+    /// A logged metric (`task0_val_perplexity`, `train_loss`, …) against the step, the mean over seeds per group, drawn as
+    /// `curves-KEY.png` beside the tables (train_loss is always drawn).
+    let curve (key: string) (s: Sweep) =
+        { s with Summaries = s.Summaries @ [ { Metric = Curve.Prefix + key; Against = None; LogX = false; PairedWith = None } ] }
 
     /// The metric of each group minus that of `baseline` (an arm) with the same seed: mean ± 95% CI of the differences.
     let paired (metric: string) (baseline: string) (s: Sweep) =

@@ -45,5 +45,7 @@ let sweep =
     |> Sweep.summarize "loss-learned" None false
     |> Sweep.summarize "val_loss" None false
     |> Sweep.paired "loss-increase" "plain-large-lr"
+    |> Sweep.curve "task0_val_perplexity"
+    |> Sweep.curve "task1_val_perplexity"
 
 exit (Sweep.run fsi.CommandLineArgs sweep)

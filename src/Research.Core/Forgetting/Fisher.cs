@@ -55,9 +55,12 @@ namespace Research.Core.Forgetting;
 /// <para>
 /// Parameters where the identity does not hold go to a per-sample loop (one backward per sample, and per class for
 /// Exact), and <see cref="FisherResult.Fallback"/> names them with the reason: a Linear called several times per
-/// forward, a Linear whose input's first axis is not the batch, a parameter shared between names (a tied output
-/// embedding), embeddings, LayerNorm and any parameter not owned by a Linear, and a Linear whose hook never ran (a
-/// model that calls <c>layer.forward(x)</c> instead of <c>layer.call(x)</c> bypasses TorchSharp's hooks).
+/// forward, a Linear whose input's first axis is not the batch, a parameter shared between names, embeddings (a GPT's
+/// tied output projection is its token embedding), LayerNorm and any parameter not owned by a Linear, and a Linear whose
+/// hook never ran (a model that calls <c>layer.forward(x)</c> instead of <c>layer.call(x)</c> bypasses TorchSharp's
+/// hooks). A Linear on [B, T, in] takes the identity only when nothing else needs the loop (a model whose embeddings and
+/// LayerNorms are frozen, say): otherwise each sample's backward crosses it anyway and gives its gradient for the cost
+/// of one weight-gradient product, less than the identity's batched backward and [B, out, in] products.
 /// </para>
 /// <para>
 /// Assumptions: samples are independent through the model (the model runs in eval mode here, so dropout is off; no
@@ -441,6 +444,23 @@ public static class Fisher
                 fallbackIndices.Add(k);
             }
         }
+        // A layer with positions is worth the identity only when no per-sample loop runs: the loop's backward of each
+        // sample crosses every layer above the deepest fallback parameter (an input embedding: all of them), so there it
+        // yields Σₜ δ_bt x_btᵀ for the cost of the weight's gradient product, while the identity would add a batched
+        // backward to Z and the [B, out, in] products. A 2-D layer's (G²)ᵀ(X²) costs one product, and stays.
+        var needLoop = fallback.Count;
+        if (needLoop > 0)
+            foreach (var (prefix, (w, b)) in layers.Where(l => capture.Calls(l.Key)[0].X.dim() > 2).ToList())
+            {
+                var reason = $"its Linear sees {Shape(capture.Calls(prefix)[0].X)}: the weight is shared across positions, and the per-sample loop that {needLoop} other parameters need yields its per-sample gradient Σₜ δₜxₜᵀ for less than the batched δᵀX";
+                foreach (var k in new[] { w, b }.OfType<int>())
+                {
+                    fallback[parameters[k].Name] = reason;
+                    fallbackIndices.Add(k);
+                }
+                layers.Remove(prefix);
+            }
+        fallbackIndices.Sort();
         return new Routes(layers.Select(l => new ExactLayer(l.Key, l.Value.Weight, l.Value.Bias)).ToList(), fallback, fallbackIndices);
     }
 

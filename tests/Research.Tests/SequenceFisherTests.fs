@@ -26,6 +26,12 @@ let private sharpGpt (seed: uint64) =
         if name = "wte.weight" then p.mul_(30.0.ToScalar()) |> ignore
     model
 
+/// The model with only its Linear layers (c_attn, c_proj, c_fc) trainable: embeddings and LayerNorms frozen.
+let private linearsOnly (model: Gpt) =
+    for struct (name, p) in model.named_parameters() do
+        if not (name.Contains "c_attn" || name.Contains "c_proj" || name.Contains "c_fc") then p.requires_grad <- false
+    model
+
 /// A causal-LM batch as the text pipeline makes it: input_ids, attention_mask, and targets = the ids with −100 on the
 /// right padding after each row's length, and at the extra `hidden` (row, position) targets (context-only tokens).
 let private lmBatch (ids: Tensor) (lengths: int64 list) (hidden: (int64 * int64) list) =
@@ -66,8 +72,6 @@ let private relDiff (a: Tensor) (b: Tensor) =
 
 let private expectClose (tolerance: float) (actual: IReadOnlyDictionary<string, Tensor>) (expected: (string * Tensor) list) (what: string) =
     Expect.sequenceEqual (Seq.sort actual.Keys) (expected |> List.map fst |> List.sort) (what + ": parameter names")
-    if Environment.GetEnvironmentVariable "FISHER_DEBUG" = "1" then
-        for name, e in expected do printfn "%s %s %g max %g %g" what name (relDiff actual[name] e) (actual[name].abs().max().item<float32>()) (e.abs().max().item<float32>())
     for name, e in expected do
         let r = relDiff actual[name] e
         Expect.isLessThanOrEqual r tolerance (sprintf "%s, %s: max|a − b| / max|b| = %.3g" what name r)
@@ -117,23 +121,6 @@ let private bitwiseEqual (a: IReadOnlyDictionary<string, Tensor>) (b: IReadOnlyD
 
 let tests =
     testList "sequence fisher" [
-        test "TIMING" {
-            if Environment.GetEnvironmentVariable "FISHER_TIMING" = "1" then
-                use model = Gpt.Create(GptShape.Benchmark, new torch.Generator(1UL))
-                let ids = torch.randint(0L, 257L, [| 16L; 128L |], dtype = torch.int64, generator = new torch.Generator(2UL))
-                let batch = Batch([ KeyValuePair(Batch.InputIds, ids); KeyValuePair(Batch.Targets, ids) ])
-                let time name (f: unit -> unit) =
-                    f ()
-                    let ms = [ for _ in 1 .. 3 -> (let sw = Diagnostics.Stopwatch.StartNew() in f (); sw.Elapsed.TotalMilliseconds) ]
-                    printfn "TIMING %s: %A ms (threads %d)" name ms (torch.get_num_threads())
-                for kind in [ FisherKind.Empirical; FisherKind.Sampled ] do
-                    time (sprintf "Compute %A" kind) (fun () -> (Fisher.Compute(model, [ batch ], kind, new torch.Generator(3UL), task = CausalLmTask())).Dispose())
-                    time (sprintf "NaiveLoop %A" kind) (fun () -> (Fisher.NaiveLoop(model, [ batch ], kind, new torch.Generator(3UL), task = CausalLmTask())).Dispose())
-                time "one batch forward+backward" (fun () ->
-                    use _ = torch.NewDisposeScope()
-                    let struct (l, t) = CausalLmTask().Rows(model.forward ids, batch)
-                    torch.nn.functional.cross_entropy(l, t).backward())
-        }
         test "empirical sequence Fisher = Σ_b (∇ Σₜ log p(x_b,t+1|x_b,≤t))² / Σ_b n_b of a brute-force per-sequence loop (Compute and NaiveLoop, 1e-5 relative), with padding and a context-only target" {
             use model = sharpGpt 1UL
             let data =
@@ -154,9 +141,7 @@ let tests =
         }
 
         test "with embeddings and LayerNorms frozen, every Linear of a GPT takes the identity Σ_b (δ_bᵀ X_b)² and equals the brute-force per-sequence loop (Sampled and Empirical, 1e-5 relative)" {
-            use model = sharpGpt 2UL
-            for struct (name, p) in model.named_parameters() do
-                if not (name.Contains "c_attn" || name.Contains "c_proj" || name.Contains "c_fc") then p.requires_grad <- false
+            use model = linearsOnly (sharpGpt 2UL)
             let data = [ lmBatch (randomIds 3L 4L 4UL) [ 4L; 3L; 4L ] [ (2L, 1L) ] ]
             let expected, _ = bruteForceEmpirical model data
             use fast = Fisher.Compute(model, data, FisherKind.Empirical, task = CausalLmTask())
@@ -168,36 +153,41 @@ let tests =
             expectClose 1e-5 sampled.Diagonal (named naive.Diagonal) "Sampled, same draws as the reference loop"
         }
 
-        test "sampled sequence Fisher: the mean over K draws per position converges to the exact per-token Fisher Σₜ Σ_c p_c (∇ log p_c)² / Σn (cross terms vanish), error × √K constant within 1.6× for K = 2, 8, 32 and the pooled mean within 3 standard errors" {
-            use model = sharpGpt 4UL
+        test "sampled sequence Fisher: the mean of K draws per position converges to the exact per-token Fisher Σ_b Σₜ Σ_c p_c (∇ log p_c)² / Σn (the cross terms vanish): RMS error × √K constant within 1.5× for K = 4, 16, 64, and the mean of all draws within 3 standard errors" {
+            // Only the Linears train, so each estimate is one batched pass (the identity) and thousands of draws are cheap.
+            use model = linearsOnly (sharpGpt 4UL)
             let batch = lmBatch (randomIds 2L 4L 5UL) [ 4L; 3L ] []
             let exact = flat (exactPerToken model batch)
             let scale = exact.norm().item<float32>() |> float
             let generator = new torch.Generator(6UL)
-            let replicates = 12
+            let replicates = 24
             /// One estimate from K copies of the batch: Sampled then averages K independent draws at every position.
             let estimate (k: int64) =
                 let copies = Batch([ for KeyValue(n, t) in batch -> KeyValuePair(n, t.repeat(k, 1L)) ])
                 use r = Fisher.Compute(model, [ copies ], FisherKind.Sampled, generator, task = CausalLmTask())
+                Expect.isEmpty r.Fallback "the identity covers every trainable parameter"
                 flat (named r.Diagonal)
-            let sizes = [ 2L; 8L; 32L ]
+            let sizes = [ 4L; 16L; 64L ]
             let runs = [ for k in sizes -> k, [ for _ in 1 .. replicates -> estimate k ] ]
-            // RMS relative error over the replicates: √(mean_r ‖S_r − E‖²) / ‖E‖, expected ∝ 1/√K for an unbiased estimator.
-            let rms (estimates: Tensor list) =
-                sqrt (estimates |> List.averageBy (fun s -> (s - exact).norm().item<float32>() |> float |> fun e -> e * e)) / scale
+            let norm2 (t: Tensor) = t.norm().item<float32>() |> float |> fun e -> e * e
+            // √(mean_r ‖S_r − E‖²) / ‖E‖: for an unbiased mean of K independent draws, √(tr Var₁ / K) / ‖E‖.
+            let rms (estimates: Tensor list) = sqrt (estimates |> List.averageBy (fun s -> norm2 (s - exact))) / scale
             let scaled = [ for k, estimates in runs -> rms estimates * sqrt (float k) ]
             let ratio = List.max scaled / List.min scaled
-            Expect.isLessThan ratio 1.6 (sprintf "error × √K for K = %A: %A (ratio %.3f)" sizes scaled ratio)
-            // Pooled over every draw (weights K): the standard error from the largest K's spread, scaled to the total draws.
+            // Observed (these seeds): 2.16, 1.77, 1.97, ratio 1.22. Each RMS over 24 replicates is itself an estimate with
+            // a relative spread of roughly 1/√(2·24) ≈ 0.14 or more (the squared errors are heavy-tailed), hence 1.5;
+            // a biased estimator's ratio would grow like √(64/4) = 4.
+            Expect.isLessThan ratio 1.5 (sprintf "RMS relative error × √K for K = %A: %A (ratio %.3f)" sizes scaled ratio)
+            // All draws pooled (weights K); the standard error from the spread of the K = 64 replicates, scaled to the total.
             let total = sizes |> List.sumBy (fun k -> k * int64 replicates) |> float
-            let pooled = (runs |> List.collect (fun (k, es) -> es |> List.map (fun s -> s.mul(float k |> fun w -> w.ToScalar())))
-                          |> List.reduce (+)).div(total.ToScalar())
+            let pooled = (runs |> List.collect (fun (k, es) -> es |> List.map (fun s -> s.mul((float k).ToScalar()))) |> List.reduce (+)).div(total.ToScalar())
             let largest = snd (List.last runs)
             let mean = (List.reduce (+) largest).div((float replicates).ToScalar())
-            let spread = sqrt ((largest |> List.sumBy (fun s -> (s - mean).norm().item<float32>() |> float |> fun e -> e * e)) / float (replicates - 1))
-            let standardError = spread * sqrt (32.0 / total)
+            let spread = sqrt ((largest |> List.sumBy (fun s -> norm2 (s - mean))) / float (replicates - 1))
+            let standardError = spread * sqrt (64.0 / total)
             let error = (pooled - exact).norm().item<float32>() |> float
-            Expect.isLessThan error (3.0 * standardError) (sprintf "‖pooled − exact‖ = %.3g, standard error %.3g (relative %.4f)" error standardError (error / scale))
+            // Observed: 0.86 standard errors (a relative error of 3.8% over 2,016 draws per position).
+            Expect.isLessThan error (3.0 * standardError) (sprintf "‖pooled − exact‖ = %.3g, standard error %.3g (relative error %.4f)" error standardError (error / scale))
         }
 
         test "padding contributes nothing: other tokens at padded positions give a bitwise-equal Fisher (Sampled, Empirical, Batched), and the padded batch's Fisher = Σ_b n_b F_b / Σ_b n_b of its unpadded sequences (1e-5 relative)" {
@@ -239,14 +229,19 @@ let tests =
             Expect.stringContains noTask "CausalLmTask" "without a task, the message says which to pass"
         }
 
-        test "EWC's route: Fisher.Compute(model, batches, kind, generator, task = the run's CausalLmTask), as Trainer.TaskFisher calls it, gives a finite, non-negative Fisher for every GPT parameter" {
+        test "EWC's route: Fisher.Compute(model, batches, kind, generator, task = the run's CausalLmTask), as Trainer.TaskFisher calls it, gives a finite, non-negative Fisher for every GPT parameter and leaves no other tensor alive" {
             use model = Gpt.Create(GptShape(Vocab = 11L, MaxLen = 6L, Width = 8L, Heads = 2L, Layers = 2L), new torch.Generator(3UL))
             let ids = torch.randint(0L, 11L, [| 5L; 6L |], dtype = torch.int64, generator = new torch.Generator(4UL))
             let batches = [ lmBatch (ids.narrow(0L, 0L, 3L)) [ 6L; 5L; 2L ] []; lmBatch (ids.narrow(0L, 3L, 2L)) [ 6L; 6L ] [] ]
             let task : OutputTask = CausalLmTask()
+            let live () = DisposeScopeManager.Statistics.ThreadTotalLiveCount
+            (Fisher.Compute(model, batches, FisherKind.Empirical, task = task)).Dispose()
+            let before = live ()
             for kind in [ FisherKind.Sampled; FisherKind.Empirical; FisherKind.Batched ] do
                 use generator = new torch.Generator(5UL)
                 use r = Fisher.Compute(model, batches, kind, generator, task = task)
+                Expect.equal (live ()) (before + int64 r.Diagonal.Count) (sprintf "%A: live tensors = before + one per parameter" kind)
+                use _ = torch.NewDisposeScope()
                 Expect.equal r.Diagonal.Count (model.parameters() |> Seq.length) (sprintf "%A: every parameter" kind)
                 for KeyValue(n, f) in r.Diagonal do
                     Expect.isTrue (torch.isfinite(f).all().item<bool>()) (sprintf "%A, %s: finite" kind n)

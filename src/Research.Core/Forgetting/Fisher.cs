@@ -92,7 +92,11 @@ public static class Fisher
             Routes? routes = null;
             var counts = ForEachBatch(model, data, maxSamples, x =>
             {
-                var rows = Rows.Of(ModelInput.Logits(model, x), x, task, kind);
+                // Once the routing finds no layer for the identity (a GPT: its embeddings need the loop), the batch's
+                // forward pass only draws labels, and a graph kept through the loop would only hold memory.
+                Rows rows;
+                using (kind != FisherKind.Batched && routes is { Exact.Count: 0 } ? no_grad() : null)
+                    rows = Rows.Of(ModelInput.Logits(model, x), x, task, kind);
                 if (kind == FisherKind.Batched) return AddBatchMeanSquare(rows, parameters, sums);
                 routes ??= Route(model, parameters, capture!, x.Size);
                 routes.Check(capture!, x.Size);

@@ -92,14 +92,19 @@ public static class Fisher
             Routes? routes = null;
             var counts = ForEachBatch(model, data, maxSamples, x =>
             {
-                // Once the routing finds no layer for the identity (a GPT: its embeddings need the loop), the batch's
-                // forward pass only draws labels, and a graph kept through the loop would only hold memory.
+                if (kind == FisherKind.Batched) return AddBatchMeanSquare(Rows.Of(ModelInput.Logits(model, x), x, task, kind), parameters, sums);
+                // The routing is read from a forward pass without a graph; only layers routed to the identity need one.
+                // Where none is (a GPT: its embeddings need the loop), the batch's forward only draws labels, and a
+                // graph kept through the per-sample loop would only hold memory.
                 Rows rows;
-                using (kind != FisherKind.Batched && routes is { Exact.Count: 0 } ? no_grad() : null)
-                    rows = Rows.Of(ModelInput.Logits(model, x), x, task, kind);
-                if (kind == FisherKind.Batched) return AddBatchMeanSquare(rows, parameters, sums);
+                using (no_grad()) rows = Rows.Of(ModelInput.Logits(model, x), x, task, kind);
                 routes ??= Route(model, parameters, capture!, x.Size);
-                routes.Check(capture!, x.Size);
+                if (routes.Exact.Count > 0)
+                {
+                    capture!.Clear();
+                    rows = Rows.Of(ModelInput.Logits(model, x), x, task, kind);
+                    routes.Check(capture, x.Size);
+                }
                 var labels = Labels(kind, rows, generator);
                 AddByIdentity(rows, labels, kind, routes.Exact, capture!, sums);
                 if (routes.Fallback.Count > 0)

@@ -93,24 +93,27 @@ public static class Fisher
             var counts = ForEachBatch(model, data, maxSamples, x =>
             {
                 if (kind == FisherKind.Batched) return AddBatchMeanSquare(Rows.Of(ModelInput.Logits(model, x), x, task, kind), parameters, sums);
-                // The routing is read from a forward pass without a graph; only layers routed to the identity need one.
-                // Where none is (a GPT: its embeddings need the loop), the batch's forward only draws labels, and a
-                // graph kept through the per-sample loop would only hold memory.
-                Rows rows;
-                using (no_grad()) rows = Rows.Of(ModelInput.Logits(model, x), x, task, kind);
-                routes ??= Route(model, parameters, capture!, x.Size);
+                // The first batch's routing is read from a forward pass without a graph: only layers routed to the
+                // identity need one. Where none is (a GPT: its embeddings need the loop), the batch's forward only draws
+                // labels, and a graph kept through the per-sample loop would only hold memory.
+                Rows? rows = null;
+                if (routes is not { Exact.Count: > 0 })
+                {
+                    using (no_grad()) rows = Rows.Of(ModelInput.Logits(model, x), x, task, kind);
+                    routes ??= Route(model, parameters, capture!, x.Size);
+                }
                 if (routes.Exact.Count > 0)
                 {
                     capture!.Clear();
                     rows = Rows.Of(ModelInput.Logits(model, x), x, task, kind);
                     routes.Check(capture, x.Size);
                 }
-                var labels = Labels(kind, rows, generator);
-                AddByIdentity(rows, labels, kind, routes.Exact, capture!, sums);
+                var labels = Labels(kind, rows!, generator);
+                AddByIdentity(rows!, labels, kind, routes.Exact, capture!, sums);
                 if (routes.Fallback.Count > 0)
                     PerSample(model, x, task, labels, kind, routes.FallbackIndices.Select(i => (Tensor)parameters[i].Value).ToList(),
                         routes.FallbackIndices.Select(i => sums[i]).ToList());
-                return rows;
+                return rows!;
             }, capture);
             return Finish(kind, parameters, sums, counts, routes?.Fallback ?? new Dictionary<string, string>());
         }

@@ -49,6 +49,7 @@ let main argv =
             StudyTests.tests
             RegularizerTests.tests
             FisherTests.tests
+            SequenceFisherTests.tests
             HessianTests.tests
             ContractTests.tests
             MethodTests.tests

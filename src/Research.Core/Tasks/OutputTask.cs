@@ -14,7 +14,8 @@ namespace Research.Core.Tasks;
 /// </summary>
 public abstract class OutputTask
 {
-    /// <summary>Logits [n, C] and targets [n] of a batch, in the same order (views where possible).</summary>
+    /// <summary>Logits [n, C] and targets [n] of a batch, in the same order (views where possible), sample-major: each
+    /// sample's rows are contiguous and in batch order, which is how the Fisher groups a sequence's positions.</summary>
     public abstract (Tensor Logits, Tensor Targets) Rows(Tensor logits, Batch batch);
 
     /// <summary>The logits a task may use before its rows are taken (task-incremental heads mask the other classes).</summary>

@@ -744,8 +744,9 @@ public static class Trainer
 
         /// <summary>
         /// The diagonal Fisher of the trained model on a task's training data (<see cref="Forgetting.Fisher"/>), drawn from
-        /// the stream (seed, "fisher/task-i"), under the task's head for task-incremental studies. The variant and the
-        /// layers that used the per-sample fallback are reported.
+        /// the stream (seed, "fisher/task-i"), read through the run's output task (a causal LM's is over its predicted
+        /// tokens), under the task's head for task-incremental studies. The variant and the layers that used the
+        /// per-sample fallback are reported.
         /// </summary>
         IReadOnlyDictionary<string, Tensor> TaskFisher(TaskData task, FisherKind kind, int phase)
         {
@@ -753,7 +754,7 @@ public static class Trainer
             var batches = Counted(task.Train.InOrder(_c.Data.EvalBatchSize));
             if (task.HeadClasses is null || run.Task is not ClassificationTask { Heads: not null })
             {
-                var result = Forgetting.Fisher.Compute(run.Model, batches, kind, generator);
+                var result = Forgetting.Fisher.Compute(run.Model, batches, kind, generator, task: run.Task);
                 observer.Message(result.Describe());
                 return result.Diagonal;
             }

@@ -74,7 +74,7 @@ let private tensorsEqual (a: string) (b: string) =
 
 let tests =
     testList "fine-tuning studies" [
-        test "a datasets study of text: task 0 with 0 epochs is not trained (its end snapshot is the start, bitwise), each evaluation records every task's validation split, and a task-balanced replay memory fills from the untrained task's consolidation_items" {
+        test "a datasets study of text: task 0 with 0 epochs is not trained (its end snapshot is the start, bitwise), each evaluation records every task's validation split, a task-balanced replay memory fills from the untrained task's consolidation_items, and EWC's sampled Fisher over its windows penalises task 1" {
             let dir = tempDir "lm-study"
             let o =
                 textStudy dir """
@@ -89,6 +89,10 @@ name = "replay"
 selection = "task-balanced"
 budget = 20
 mix_ratio = 0.25
+[[methods]]
+name = "ewc"
+lambda = 10.0
+fisher = "sampled"
 """
             let snapshot name = Path.Combine(o.RunDir, "tasks", name, WeightFile.FileName)
             tensorsEqual (snapshot "initial") (snapshot "task-0")
@@ -98,6 +102,8 @@ mix_ratio = 0.25
             Expect.equal splits [ for s in [ 3L; 6L ] do for split in [ "task0_val"; "task1_val"; "test"; "val" ] -> s, split ] "every task's validation split at each evaluation of task 1"
             Expect.isEmpty (rows o.RunDir "SELECT step FROM evaluations WHERE phase = 'task-0'") "task 0 is not trained, so not evaluated during training"
             Expect.equal (o.Record.Probes["replay_memory_items"][0]) [| 12.0 |] "the memory holds the 12 English windows task 0's end reads (consolidation_items; its budget is 20)"
+            let steps = rows o.RunDir "SELECT step FROM metrics WHERE key = 'grad_norm'" |> List.length
+            Expect.equal steps 6 "task 1 trained its 6 steps under EWC's penalty (the Fisher of task 0's end did not refuse the sequences)"
             let current = rows o.RunDir "SELECT value FROM metrics WHERE key = 'val_perplexity' ORDER BY step" |> List.map (fun r -> Convert.ToDouble r[0])
             let german = rows o.RunDir "SELECT value FROM metrics WHERE key = 'task1_val_perplexity' ORDER BY step" |> List.map (fun r -> Convert.ToDouble r[0])
             Expect.equal german current "task 1's validation split, named or current, is the same evaluation"

@@ -99,7 +99,7 @@ let tests =
         test "the canonical config has the TOML keys (snake_case) of every section, the bound plugin tables and the command, keys sorted at every depth" {
             let c = canonicalOf "study" full []
             Expect.equal [ for kv in c -> kv.Key ]
-                [ "checkpoint"; "command"; "data"; "methods"; "metrics"; "model"; "optimizer"; "precision"; "run"; "schedule"; "study"; "train" ] "sections"
+                [ "checkpoint"; "command"; "data"; "methods"; "metrics"; "model"; "optimizer"; "precision"; "probes"; "run"; "schedule"; "study"; "train" ] "sections"
             Expect.equal [ for m in (at c "metrics").AsArray() -> m["name"].GetValue<string>() ] (List.ofSeq RunConfig.DefaultMetrics) "a study's default metrics, written out"
             Expect.equal ((at c "metrics.0").ToJsonString()) """{"after_task":-1,"name":"average-accuracy"}""" "bound with their options"
             Expect.equal (ResolvedConfig.Identity c) (ResolvedConfig.Identity(canonicalOf "study" full [ "metrics=[{name=\"bwt\"}]" ])) "the metrics are not part of the identity (they are computed after training)"

@@ -151,6 +151,13 @@ fisher = "sampled"
             Expect.sequenceEqual (Research.Core.Text.TextTasks.Split(d, 7L).Test) split.Test "seeded"
         }
 
+        test "runs may read the published ResNet-18 at once: ResNetOnnx.Read succeeds while another reader holds the file open (a sweep's trials start together)" {
+            let path = Research.Core.Models.PublishedModels.Fetch(Research.Core.Models.PublishedModels.ResNet18, Path.Combine(repoRoot, "artifacts", "models")).File("ResNet18.onnx")
+            use other = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read)
+            use weights = Research.Core.Models.ResNetOnnx.Read(path)
+            Expect.equal (weights.Blocks |> List.ofSeq) [ 2; 2; 2; 3 ] "the published stages, read beside another reader"
+        }
+
         test "the new keys' refusals name the key: study.epochs of the wrong length, study.datasets outside its benchmark or of another kind, text classification across datasets, a study training no task, head_init and probes on a causal LM, linear_classes on text" {
             let dir = tempDir "ft-refusals"
             // The binder writes "file: key: value message"; the key and the message's words are what a user reads.

@@ -50,7 +50,9 @@ public static class ResNetOnnx
         if (FileChecks.TargetLength(path) == 0)
             throw new InvalidDataException(File.Exists(path) ? $"{path} is empty or not a regular file" : $"{path}: no such ONNX file");
         ModelProto model;
-        try { model = ModelProto.Parser.ParseFromFile(path); }
+        // Read with File.ReadAllBytes (shared read): OnnxSharp's ParseFromFile opens the file for writing too, which .NET
+        // on Linux locks exclusively, so two runs starting from the published model at once (a sweep's trials) collided.
+        try { model = ModelProto.Parser.ParseFrom(File.ReadAllBytes(path)); }
         catch (InvalidProtocolBufferException e) { throw new InvalidDataException($"{path} is not an ONNX model ({e.Message})", e); }
         return Read(model.Graph, path);
     }

@@ -151,6 +151,24 @@ fisher = "sampled"
             Expect.sequenceEqual (Research.Core.Text.TextTasks.Split(d, 7L).Test) split.Test "seeded"
         }
 
+        test "a resumed run whose probes/start.safetensors is gone is refused naming the file (its model is no longer the start); with the file it resumes" {
+            let dir = tempDir "probes-resume"
+            let path = syntheticConfig dir "[checkpoint]\nevery = 2\n[probes]\ncka = true\nitems = 50\n"
+            let killed = researchKilledAfter 5 dir [ "train"; path ]
+            Expect.equal killed.ExitCode 137 "killed after its 5th micro-batch"
+            let runDir = onlyRunDir dir
+            let start = Path.Combine(runDir, "probes", "start.safetensors")
+            let kept = File.ReadAllBytes start
+            File.Delete start
+            let refused = research dir [ "train"; path; "--resume"; runDir ]
+            Expect.equal refused.ExitCode 2 refused.Err
+            Expect.stringContains refused.Err "start.safetensors is missing" "names the file"
+            File.WriteAllBytes(start, kept)
+            let resumed = research dir [ "train"; path; "--resume"; runDir ]
+            Expect.equal resumed.ExitCode 0 resumed.Err
+            Expect.isLessThanOrEqual (metric runDir RunProbes.Names.Cka) 1.0 "the probe compares with the kept start"
+        }
+
         test "runs may read the published ResNet-18 at once: ResNetOnnx.Read succeeds while another reader holds the file open (a sweep's trials start together)" {
             let path = Research.Core.Models.PublishedModels.Fetch(Research.Core.Models.PublishedModels.ResNet18, Path.Combine(repoRoot, "artifacts", "models")).File("ResNet18.onnx")
             use other = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read)

@@ -267,7 +267,7 @@ public static class Trainer
                 _probes = RunProbes.Create(_c, run.Tasks, run.Precision);
                 if (resume is { } r) freshPhase = Restore(r.Dir, r.State);
                 else Begin();
-                _probes?.Start(run.Model, runDir, observer.Message);
+                _probes?.Start(run.Model, runDir, resume is not null, observer.Message);
                 observer.Started(runDir, run.TotalSteps);
                 for (; _phase < run.Tasks.Count; _phase++, freshPhase = true)
                 {

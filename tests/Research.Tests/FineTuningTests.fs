@@ -117,6 +117,7 @@ fisher = "sampled"
             let probe, probeAccuracy = run (tempDir "lp") [ "model.head_init=\"linear-probe\"" ]
             let _, randomAccuracy = run (tempDir "lp-random") []
             Expect.isEmpty (rows probe "SELECT step FROM metrics WHERE key = 'train_loss'") "no training step"
+            Expect.equal (rows probe "SELECT split FROM evaluations ORDER BY split" |> List.map (fun r -> string r[0])) [ "test"; "val" ] "the run's one evaluation is stored (sweeps read it)"
             Expect.floatClose { absolute = 1e-9; relative = 0.0 } (metric probe RunProbes.Names.Cka) 1.0 "CKA of the start with itself"
             Expect.floatClose { absolute = 1e-9; relative = 0.0 } (metric probe RunProbes.Names.Similarity) 1.0 "Spearman of the same similarities"
             Expect.equal (metric probe RunProbes.Names.LinearAccuracy) (metric probe RunProbes.Names.LinearAccuracyStart) "the same features give the same probe"

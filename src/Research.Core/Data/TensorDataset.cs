@@ -51,6 +51,14 @@ public sealed class TensorDataset : IDisposable
     /// set does: the language-model splits are built whole, and only a training limit takes a subset.</summary>
     public TensorDataset Select(Tensor indices) => Map((_, t) => t.index_select(0, indices), indices.shape[0] == Count ? Utf8Bytes : 0);
 
+    /// <summary>min(n, Count) items, the first of a permutation drawn from <paramref name="generator"/> (a seeded subset).</summary>
+    public TensorDataset Sample(long n, Generator generator)
+    {
+        using var order = randperm(Count, generator: generator);
+        using var first = order.narrow(0, 0, Math.Min(n, Count));
+        return Select(first);
+    }
+
     /// <summary>The items whose label is one of <paramref name="classes"/> (all when empty).</summary>
     public TensorDataset WithClasses(IReadOnlyCollection<int> classes)
     {

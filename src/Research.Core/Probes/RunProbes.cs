@@ -79,9 +79,7 @@ public sealed class RunProbes : IDisposable
     {
         using var all = TensorDataset.Concat(tasks.Select(t => t.Test).ToList());
         using var g = Seeds.Generator(seed, "probes/items");
-        using var order = randperm(all.Count, generator: g);
-        using var first = order.narrow(0, 0, Math.Min(n, all.Count));
-        return all.Select(first);
+        return all.Sample(n, g);
     }
 
     /// <summary>The linear probe's data: the dataset's items of <c>linear_classes</c>, labels renumbered 0…k−1 in that

@@ -644,12 +644,17 @@ public static class Trainer
             var values = _probes.Measure(run.Model, observer.Message);
             foreach (var (name, v) in values) store.Metric(runId, Step, name, v);
             observer.Message((_study ? $"after task {_phase}: " : "") + string.Join("  ", values.Select(kv => $"{kv.Key} {kv.Value:F4}")));
-            if (_progress is { } progress && progress.Rows.Count > _phase)
-                progress.Rows[_phase] = progress.Rows[_phase] with
-                {
-                    Probes = (progress.Rows[_phase].Probes ?? new Dictionary<string, double[]>())
-                        .Concat(values.Select(kv => KeyValuePair.Create(kv.Key, new[] { kv.Value }))).ToDictionary(),
-                };
+            AddProbes(_phase, values.ToDictionary(kv => kv.Key, kv => new[] { kv.Value }));
+        }
+
+        /// <summary>Adds probe rows to row i of a study's record (the core's probes and the methods' share it).</summary>
+        void AddProbes(int phase, IReadOnlyDictionary<string, double[]> probes)
+        {
+            if (_progress is not { } progress || progress.Rows.Count <= phase || probes.Count == 0) return;
+            progress.Rows[phase] = progress.Rows[phase] with
+            {
+                Probes = (progress.Rows[phase].Probes ?? new Dictionary<string, double[]>()).Concat(probes).ToDictionary(),
+            };
         }
 
         string Snapshot(string name) => Path.Combine(runDir, "tasks", name, WeightFile.FileName);
@@ -689,11 +694,7 @@ public static class Trainer
                 Counted(task.Train.InOrder(_c.Data.EvalBatchSize)), (logits, batch) => outputs.PerItemLoss(logits, batch),
                 kind => TaskFisher(task, kind, phase), (name, row) => probes[name] = row.ToArray(), random);
             foreach (var m in run.Methods.TaskHooks) m.TaskEnd(context);
-            if (_progress is { } progress && progress.Rows.Count > phase && probes.Count > 0)
-                progress.Rows[phase] = progress.Rows[phase] with
-                {
-                    Probes = (progress.Rows[phase].Probes ?? new Dictionary<string, double[]>()).Concat(probes).ToDictionary(),
-                };
+            AddProbes(phase, probes);
         }
 
         /// <summary><c>study.consolidation_items</c> of the task's training items, drawn from (seed, "consolidation/task-i");
@@ -703,9 +704,7 @@ public static class Trainer
             int n = _c.Study.ConsolidationItems;
             if (n == 0 || n >= task.Train.Count) return null;
             using var g = Seeds.Generator(_c.Run.Seed, $"consolidation/task-{phase}");
-            using var order = randperm(task.Train.Count, generator: g);
-            using var first = order.narrow(0, 0, n);
-            return task.Train.Select(first);   // its tensors live outside any dispose scope (TensorDataset's own)
+            return task.Train.Sample(n, g);   // its tensors live outside any dispose scope (TensorDataset's own)
         }
 
         /// <summary>The trained model's fp32 logits in eval mode, without autograd.</summary>
@@ -771,7 +770,10 @@ public static class Trainer
             var final = Write("final", Stage.Trained);
             store.Artifact(runId, "checkpoint", final);
             // A run resumed after its last evaluation has not evaluated in this process.
-            if (_last.Count == 0 && !_study)
+            // A run of 0 epochs never evaluated: its evaluation is stored like any other (sweeps and `runs` read it). A run
+            // resumed after its last evaluation has it stored already and only needs the values.
+            if (_last.Count == 0 && !_study && _evaluations.Count == 0) Evaluate(run.Tasks[0]);
+            else if (_last.Count == 0 && !_study)
                 _last = EvaluateAll(run.Model, run.Tasks[0], extra, _c.Data.EvalBatchSize, run.Precision, run.Task);
             if (!_study) ProbeRow();
             var weights = Path.Combine(final, Checkpoint.Model);

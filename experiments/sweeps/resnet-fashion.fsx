@@ -24,6 +24,9 @@ let sweep =
     |> Sweep.arm (Arm.create "fine-tune-bn-frozen" config |> Arm.set "model.batch_norm" "frozen")
     |> Sweep.arm (Arm.create "linear-probe" config |> Arm.set "model.head_init" "linear-probe" |> Arm.set "train.epochs" 0)
     |> Sweep.arm (Arm.create "lp-ft" config |> Arm.set "model.head_init" "linear-probe")
+    // The probe is fitted on features normalised by the ImageNet running statistics (evaluation mode); training with
+    // BatchNorm updated normalises by the Fashion-MNIST batch's own statistics, so the fitted head meets other features.
+    |> Sweep.arm (Arm.create "lp-ft-bn-frozen" config |> Arm.set "model.head_init" "linear-probe" |> Arm.set "model.batch_norm" "frozen")
     |> Sweep.summarize "test_accuracy" None false
     |> Sweep.summarize "val_accuracy" None false
     |> Sweep.summarize "probe_cka" None false

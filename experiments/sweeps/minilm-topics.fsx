@@ -26,5 +26,7 @@ let sweep =
     |> Sweep.summarize "probe_similarity_spearman" None false
     |> Sweep.summarize "probe_cka" None false
     |> Sweep.paired "test_accuracy" "linear-probe"
+    |> Sweep.paired "probe_cka" "fine-tune"
+    |> Sweep.paired "probe_similarity_spearman" "fine-tune"
 
 exit (Sweep.run fsi.CommandLineArgs sweep)

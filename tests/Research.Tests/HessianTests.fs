@@ -21,6 +21,17 @@ type private TwoLayer(inputs: int64, hidden: int64, outputs: int64, activation: 
     do this.RegisterComponents()
     override _.forward x = fc2.call (activation (fc1.call x))
 
+/// inputs → fc → tanh → head in float64, with a Linear `unused` the forward pass never touches.
+type private WithUnused(inputs: int64, hidden: int64, outputs: int64) as this =
+    inherit nn.Module<Tensor, Tensor>("with_unused")
+    let fc = nn.Linear(inputs, hidden, dtype = float64)
+    let unused = nn.Linear(inputs, outputs, dtype = float64)
+    let head = nn.Linear(hidden, outputs, dtype = float64)
+    do this.RegisterComponents()
+    override _.forward x = head.call (torch.tanh (fc.call x))
+    /// Referenced so that the layer is a field, which RegisterComponents registers.
+    member _.Unused = unused
+
 /// inputs → head, in float64: logits linear in θ, so the Hessian of the cross-entropy is its Gauss-Newton matrix.
 type private Linear1(inputs: int64, outputs: int64) as this =
     inherit nn.Module<Tensor, Tensor>("linear1")
@@ -320,6 +331,19 @@ let tests =
             for _ in 2 .. 200 do product ()
             Expect.equal DisposeScopeManager.Statistics.ThreadTotalLiveCount after1 "live tensors on this thread"
             Expect.equal hessian.Products 200L "products counted"
+        }
+        test "a trainable parameter the loss never uses gets zero curvature, not an error: its part of Hv and Gv is exactly 0 while the used layers' parts are not (float64)" {
+            use _ = torch.NewDisposeScope()
+            use model = new WithUnused(4L, 5L, 3L)
+            Init.LinearDefault(model, new torch.Generator(97UL))
+            let x, y = classification 98UL 12L 4L 3L
+            let v = torch.randn([| (ParameterLayout.Of model).Size |], dtype = float64, generator = new torch.Generator(99UL))
+            for kind in [ CurvatureKind.Hessian; CurvatureKind.GaussNewton ] do
+                use op = new CurvatureOperator(model, split x y [ 5L; 7L ], kind, CurvaturePrecision.Float64)
+                let parts = op.Layout.ToDictionary(op.Apply v)
+                for name in [ "unused.weight"; "unused.bias" ] do
+                    Expect.equal (parts[name].abs().max().item<float>()) 0.0 (sprintf "%A: %s" kind name)
+                Expect.isGreaterThan (parts["fc.weight"].abs().max().item<float>()) 0.0 (sprintf "%A: fc.weight has curvature" kind)
         }
         test "the flat layout follows named_parameters order over trainable parameters only: Split then Flatten is the identity, a frozen parameter is left out, a Mask selects whole parameters" {
             use _ = torch.NewDisposeScope()

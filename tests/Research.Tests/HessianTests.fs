@@ -32,6 +32,15 @@ type private WithUnused(inputs: int64, hidden: int64, outputs: int64) as this =
     /// Referenced so that the layer is a field, which RegisterComponents registers.
     member _.Unused = unused
 
+/// inputs → fc → tanh → dropout(0.5) → head, in float64.
+type private WithDropout(inputs: int64, hidden: int64, outputs: int64) as this =
+    inherit nn.Module<Tensor, Tensor>("with_dropout")
+    let fc = nn.Linear(inputs, hidden, dtype = float64)
+    let drop = nn.Dropout(0.5)
+    let head = nn.Linear(hidden, outputs, dtype = float64)
+    do this.RegisterComponents()
+    override _.forward x = head.call (drop.call (torch.tanh (fc.call x)))
+
 /// inputs → head, in float64: logits linear in θ, so the Hessian of the cross-entropy is its Gauss-Newton matrix.
 type private Linear1(inputs: int64, outputs: int64) as this =
     inherit nn.Module<Tensor, Tensor>("linear1")
@@ -344,6 +353,22 @@ let tests =
                 for name in [ "unused.weight"; "unused.bias" ] do
                     Expect.equal (parts[name].abs().max().item<float>()) 0.0 (sprintf "%A: %s" kind name)
                 Expect.isGreaterThan (parts["fc.weight"].abs().max().item<float>()) 0.0 (sprintf "%A: fc.weight has curvature" kind)
+        }
+        test "products run in eval mode and restore the mode: with dropout 0.5 a model in training mode gives the same Hv twice and the same as in eval mode, and is training again afterwards (exact, float64)" {
+            use _ = torch.NewDisposeScope()
+            use model = new WithDropout(4L, 6L, 3L)
+            Init.LinearDefault(model, new torch.Generator(101UL))
+            let x, y = classification 102UL 10L 4L 3L
+            use op = new CurvatureOperator(model, split x y [ 10L ], precision = CurvaturePrecision.Float64)
+            let v = torch.randn([| op.Dimension |], dtype = float64, generator = new torch.Generator(103UL))
+            model.train()
+            let first = op.Apply v
+            let second = op.Apply v
+            Expect.isTrue model.training "training mode restored"
+            model.eval()
+            let evaluated = op.Apply v
+            Expect.isTrue (torch.eq(first, second).all().item<bool>()) "the same product twice: no dropout mask drawn"
+            Expect.isTrue (torch.eq(first, evaluated).all().item<bool>()) "the product of the model in eval mode"
         }
         test "the flat layout follows named_parameters order over trainable parameters only: Split then Flatten is the identity, a frozen parameter is left out, a Mask selects whole parameters" {
             use _ = torch.NewDisposeScope()

@@ -57,7 +57,7 @@ public static class Lanczos
         var limit = (int)Math.Min(dimension, maxIterations ?? DefaultMaxIterations(k));
         if (limit < k) throw new ArgumentOutOfRangeException(nameof(maxIterations), maxIterations, $"fewer iterations than the {k} eigenpairs asked for");
 
-        var basis = new Basis(dimension, Math.Min(limit, 2 * k + 20));
+        var basis = new Basis(dimension, Math.Min(limit, 2 * k + 20), limit);
         var alphas = new List<double>();
         var betas = new List<double>();   // betas[j] couples steps j and j + 1
         long products = 0;
@@ -179,9 +179,9 @@ public static class Lanczos
 
     static Tensor Normalised(Tensor v) => v.div_(v.norm());
 
-    /// <summary>The orthonormal Lanczos vectors as rows of one float64 buffer, grown by doubling, so re-orthogonalisation is
-    /// two matrix-vector products over a view rather than a loop over vectors.</summary>
-    sealed class Basis(long dimension, int capacity) : IDisposable
+    /// <summary>The orthonormal Lanczos vectors as rows of one float64 buffer, grown by doubling up to the iteration limit,
+    /// so re-orthogonalisation is two matrix-vector products over a view rather than a loop over vectors.</summary>
+    sealed class Basis(long dimension, int capacity, int limit) : IDisposable
     {
         Tensor _rows = zeros([capacity, dimension], dtype: ScalarType.Float64).DetachFromDisposeScope();
         int _count;
@@ -192,7 +192,7 @@ public static class Lanczos
         {
             if (_count == _rows.shape[0])
             {
-                var grown = zeros([2 * _rows.shape[0], dimension], dtype: ScalarType.Float64).DetachFromDisposeScope();
+                var grown = zeros([Math.Min(2 * _rows.shape[0], limit), dimension], dtype: ScalarType.Float64).DetachFromDisposeScope();
                 grown.narrow(0, 0, _count).copy_(_rows);
                 _rows.Dispose();
                 _rows = grown;

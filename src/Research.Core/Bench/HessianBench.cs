@@ -78,7 +78,7 @@ public static class HessianBench
         var watch = Stopwatch.StartNew();
         using var top = Lanczos.TopEigenpairs(hessian.AsFunction(), hessian.Dimension, k, generator);
         var seconds = watch.Elapsed.TotalSeconds;
-        output.WriteLine(string.Format(inv, "top-{0} Hessian eigenpairs (Lanczos, full re-orthogonalisation, tolerance {1:0e0} · max|λ|): {2:0.0} s wall (target < {3} s: {4}), {5} Lanczos steps, {6} products ({7} to recompute the residuals), {8:0.000} s per step, converged: {9}",
+        output.WriteLine(string.Format(inv, "top-{0} Hessian eigenpairs (Lanczos, full re-orthogonalisation, tolerance {1:0e0} · max|λ|): {2:0.0} s wall (target < {3} s: {4}), {5} Lanczos steps, {6} products ({7} to recompute the residuals), {8:0.000} s per product, converged: {9}",
             k, top.Tolerance, seconds, TargetSeconds, seconds < TargetSeconds ? "met" : "NOT met", top.Iterations, top.Products, top.Products - top.Iterations,
             seconds / top.Products, top.Converged ? "yes" : "no"));
         output.WriteLine("  i  eigenvalue      ‖Hv − λv‖ / max|λ|");

@@ -103,7 +103,9 @@ let private shift (model: nn.Module) (layout: ParameterLayout) (v: Tensor) (epsi
 let private abortName = "the textbook product (create_graph without retain_graph, then a second grad) aborts the process with exit 134: the hazard HessianVector.Product is built to avoid"
 
 let tests =
-    testList "hessian" [
+    // Sequenced: the curvature products switch libtorch's flash attention off process-wide while they run (MathAttention),
+    // which would change the rounding of a GPT trained by a parallel test at that moment.
+    testSequenced <| testList "hessian" [
         test abortName {
             if System.Environment.GetEnvironmentVariable "RESEARCH_SHOW_ABORT" = "1" then
                 // Inside the child process: the pattern that must never appear in the framework.

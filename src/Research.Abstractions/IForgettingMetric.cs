@@ -13,6 +13,48 @@ public static class ProbeNames
     /// <summary>T × T: ½ Δθᵀ H_j Δθ, the quadratic prediction of the loss increase on task j after
     /// training task i (Δθ = θ_i − θ_j, H_j the Hessian of task j's loss at θ_j).</summary>
     public const string QuadraticLossIncrease = "quadratic_loss_increase";
+
+    // The forgetting decomposition of [study] hessian (and `research analyze hessian`). T × T probes: row i, column j is
+    // task j at the end of task i (NaN for j ≥ i); L_j is the mean loss over the seeded draw of task j's training items
+    // the Hessian is computed on; "/<group>" and "/<variant>" suffixes name a parameter group or a Fisher variant.
+
+    /// <summary>T × T: ∇L_j(θ_j)·Δθ, the first-order term of the prediction.</summary>
+    public const string FirstOrderLossIncrease = "first_order_loss_increase";
+
+    /// <summary>T × T: ∇L_j·Δθ + ½ΔθᵀH_jΔθ, the quadratic model's prediction of the loss increase.</summary>
+    public const string PredictedLossIncrease = "predicted_loss_increase";
+
+    /// <summary>T × T: L_j(θ_i) − L_j(θ_j), measured on the items the Hessian uses.</summary>
+    public const string MeasuredLossIncrease = "measured_loss_increase";
+
+    /// <summary>T × T: the same increase on task j's test split (the matrix L's L[i][j] − L[j][j]).</summary>
+    public const string MeasuredTestLossIncrease = "measured_test_loss_increase";
+
+    /// <summary>T × T per variant (<c>fisher_quadratic_loss_increase/exact</c>, …): ½ Σ_k F_k Δθ_k², the diagonal
+    /// Fisher in place of H_j — EWC's view of the quadratic term.</summary>
+    public const string FisherQuadraticLossIncrease = "fisher_quadratic_loss_increase";
+
+    /// <summary>T × T: ‖P_kΔθ‖² / ‖Δθ‖², the share of the change inside H_j's top-k eigenspace.</summary>
+    public const string TopKNormShare = "top_k_norm_share";
+
+    /// <summary>T × T: Σ_{m≤k} λ_m (v_mᵀΔθ)² / ΔθᵀH_jΔθ, the share of the quadratic term the top-k directions carry.</summary>
+    public const string TopKQuadraticShare = "top_k_quadratic_share";
+
+    /// <summary>T × T: ‖Δθ‖² = ‖θ_i − θ_j‖².</summary>
+    public const string DeltaNormSquared = "delta_norm_squared";
+
+    /// <summary>T × k: the top-k eigenvalues of H_j (row j), largest first.</summary>
+    public const string HessianEigenvalues = "hessian_eigenvalues";
+
+    /// <summary>T × 2: Hutchinson's estimate of tr H_j and its standard error.</summary>
+    public const string HessianTrace = "hessian_trace";
+
+    /// <summary>T × 1: L_j(θ_j) on the Hessian's items.</summary>
+    public const string HessianLoss = "hessian_loss";
+
+    /// <summary>Prefix of the points inside each task (<c>hessian_along/measured</c>, <c>/predicted</c>, <c>/fraction</c>,
+    /// …): row i, column j·m + p for the p-th of the m points of task i (the last its end).</summary>
+    public const string HessianAlong = "hessian_along";
 }
 
 /// <summary>

@@ -23,14 +23,21 @@ static class BenchCommand
 
     public static int Run(string[] argv)
     {
-        var a = new Args(argv, ["--repetitions", "--steps", "--threads", "--seed", "--samples", "--workloads"], []);
+        var a = new Args(argv, ["--repetitions", "--steps", "--threads", "--seed", "--samples", "--workloads", "--k", "--train-steps"], []);
         if (a.Positional is ["fisher"])
         {
             torch.set_num_threads(a.Int("--threads", 2, 1, 256));
             FisherBench.Run(Console.Out, a.Int("--samples", 10000, 1, 1_000_000));
             return 0;
         }
-        if (a.Positional is not ["step"]) throw new UsageException("bench takes one benchmark: step or fisher");
+        if (a.Positional is ["hessian"])
+        {
+            torch.set_num_threads(a.Int("--threads", 2, 1, 256));
+            HessianBench.Run(Console.Out, a.Int("--samples", 2000, 1, 30_000), a.Int("--repetitions", 5, 5, 1000), a.Int("--k", 20, 1, 50),
+                a.Int("--train-steps", 300, 0, 100_000), a.Long("--seed", 1));
+            return 0;
+        }
+        if (a.Positional is not ["step"]) throw new UsageException("bench takes one benchmark: step, fisher or hessian");
         int repetitions = a.Int("--repetitions", 7, 1, 1000), steps = a.Int("--steps", 10, 1, 100_000), threads = a.Int("--threads", 2, 1, 256);
         long seed = a.Long("--seed", 1);
         if (repetitions < 5) throw new UsageException("--repetitions must be ≥ 5");

@@ -40,6 +40,7 @@ public static class Program
                 ["generate", .. var rest] => ModelsCommand.Generate(rest),
                 ["runs", .. var rest] => RunsCommand.Run(rest),
                 ["metrics", .. var rest] => RunsCommand.Metrics(rest),
+                ["analyze", .. var rest] => AnalyzeCommand.Run(rest),
                 _ => throw new UsageException($"unknown command '{string.Join(' ', args.Take(2))}'"),
             };
         }
@@ -99,8 +100,10 @@ public static class Program
               research memory --config CONFIG [--set section.key=value]...
               research bench step [--repetitions N] [--steps S] [--threads T] [--workloads gpt,gpt-8k,transformer,mlp,cnn,adamw]
               research bench fisher [--samples N] [--threads T]
+              research bench hessian [--samples N] [--threads T] [--repetitions R] [--k K] [--train-steps S] [--seed S]
               research runs list [DIR] | runs show RUN_DIR | runs compare [DIR] | runs export [DIR] [-o FILE.csv]
               research metrics RUN_DIR... [--set metrics=[{name="…", …}]]... [--plugins DIR]... [--save]
+              research analyze hessian STUDY_RUN_DIR [--set study.hessian.KEY=VALUE]... [--plugins DIR]...
             """);
         return code;
     }

@@ -64,6 +64,7 @@ let main argv =
             ResNetTests.tests
             ModelKindTests.tests
             ProbeTests.tests
+            ForgettingDecompositionTests.tests
         ]
     let config = { defaultConfig with printer = printer defaultConfig.printer }
     // Plain output (no colours, no spinner) so logs and CI read cleanly and the last line is exact.

@@ -115,6 +115,9 @@ public static class ResolvedConfig
     {
         var copy = (JsonObject)canonical.DeepClone();
         copy.Remove("metrics");
+        // The Hessian analysis reads task-end snapshots with its own streams and changes no weight: like the metrics, it
+        // is not what a run computes, so adding it to a finished study neither reruns a sweep's trials nor refuses a resume.
+        if (copy["study"] is JsonObject study) study.Remove("hessian");
         foreach (var (key, value) in copy)
             if (OptionsBinder.SnakeCase(key) == "run" && value is JsonObject run)
                 foreach (var k in run.Select(kv => kv.Key).Where(k => runKeys.Contains(OptionsBinder.SnakeCase(k))).ToList())

@@ -373,12 +373,66 @@ public sealed record StudySection : IValidatable
             yield return new("datasets", $"\"{d}\" is not a dataset (one of: {string.Join(", ", known)})");
         if (Epochs.Length > 0 && Epochs.All(e => e == 0)) yield return new("epochs", "trains no task (every entry is 0)");
     }
+    /// <summary>The forgetting decomposition by the Hessian at task ends (<c>hessian = { samples = 2000, top_k = 20 }</c>;
+    /// off while <c>samples</c> is 0). Analysis only: it reads task-end snapshots with its own seeded streams and changes
+    /// no weight, so it is not part of the run's identity.</summary>
+    public HessianSection Hessian { get; init; } = new();
     /// <summary>Joint training: task i trains on the union of tasks 0..i (the upper bound of a sequence).</summary>
     public bool Joint { get; init; } = false;
     /// <summary>New optimizer moments at each task start (otherwise they carry over).</summary>
     public bool ResetOptimizer { get; init; } = true;
     /// <summary>The schedule restarts at each task (t counts the task's steps); otherwise it spans the study.</summary>
     public bool ResetSchedule { get; init; } = true;
+}
+
+/// <summary>
+/// <c>[study] hessian</c>: forgetting explained by the curvature of each finished task (src/Research.Core/Hessian/). At the
+/// end of task j: the loss, gradient and top-k eigenpairs of task j's Hessian (Lanczos) and its trace (Hutchinson), on a
+/// seeded draw of task j's training items; at the end of each later task i (and at <c>snapshots_along</c> points inside
+/// it): the measured increase of task j's loss against ∇L_j·Δθ + ½ΔθᵀH_jΔθ, the diagonal Fishers' ½Σ F Δθ², the share
+/// in the top-k eigenspace and the split by parameter group, stored as probes of the record.
+/// </summary>
+public sealed record HessianSection : IValidatable
+{
+    /// <summary>Training items of each task the curvature is computed on (a seeded draw); 0: no Hessian analysis.</summary>
+    [Option(Min = 0, Max = 10_000_000)]
+    public int Samples { get; init; } = 0;
+    /// <summary>k: eigenpairs of H_j with the largest (algebraic) eigenvalues.</summary>
+    [Option(Min = 1, Max = 200)]
+    public int TopK { get; init; } = 20;
+    /// <summary><c>hessian</c> (exact products by double backward) or <c>gauss-newton</c> (JᵀH_outJ, positive semi-definite).</summary>
+    [Option(OneOf = ["hessian", "gauss-newton"])]
+    public string Curvature { get; init; } = "hessian";
+    /// <summary><c>fp32</c>, or <c>fp64</c> (a float64 copy of the model computes the products).</summary>
+    [Option(OneOf = ["fp32", "fp64"])]
+    public string Precision { get; init; } = "fp32";
+    /// <summary>Lanczos stops when every top-k residual ‖Hv − λv‖ ≤ tolerance · max|λ|.</summary>
+    [Option(Min = 1e-12, Max = 1)]
+    public double Tolerance { get; init; } = 1e-3;
+    /// <summary>Lanczos iterations at most (0: max(3k, k + 100)).</summary>
+    [Option(Min = 0, Max = 100_000)]
+    public int MaxIterations { get; init; } = 0;
+    /// <summary>Rademacher probes of Hutchinson's trace estimate (0: no trace).</summary>
+    [Option(Min = 0, Max = 100_000)]
+    public int TraceProbes { get; init; } = 20;
+    /// <summary>Diagonal Fisher variants whose ½Σ F Δθ² is set beside the Hessian's quadratic term (empty: every variant
+    /// the task admits: exact, sampled, empirical, batched; exact is not defined for sequences).</summary>
+    [Option(OneOf = ["exact", "sampled", "empirical", "batched"])]
+    public string[] Fisher { get; init; } = [];
+    /// <summary>Points inside each later task at which Δθ is also taken (weights saved at m evenly spaced steps, the
+    /// task's end the last): how the quadratic prediction holds as training on the new task goes on. 0: task ends only.</summary>
+    [Option(Min = 0, Max = 1000)]
+    public int SnapshotsAlong { get; init; } = 0;
+    /// <summary>Items per batch of the curvature products (0: <c>data.eval_batch_size</c>).</summary>
+    [Option(Min = 0)]
+    public int BatchSize { get; init; } = 0;
+
+    public bool Enabled => Samples > 0;
+
+    public IEnumerable<OptionError> Validate()
+    {
+        if (Fisher.Distinct().Count() != Fisher.Length) yield return new("fisher", "names a variant twice");
+    }
 }
 
 /// <summary>

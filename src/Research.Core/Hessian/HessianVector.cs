@@ -26,10 +26,12 @@ public static class HessianVector
         var inputs = parameters.ToList();
         // TorchSharp's retain_graph defaults to false even with create_graph (PyTorch's defaults to create_graph): without
         // it this first pass frees the saved tensors the second pass needs, and libtorch aborts the process.
-        var g = autograd.grad([l], inputs, retain_graph: true, create_graph: true);
-        // g · v, a scalar that still depends on θ through g's graph.
-        var dot = g.Zip(v, (gi, vi) => (gi * vi).sum()).Aggregate((a, b) => a + b);
-        var hv = autograd.grad([dot], inputs, retain_graph: false, allow_unused: true);
+        var g = autograd.grad([l], inputs, retain_graph: true, create_graph: true, allow_unused: true);
+        // g · v, a scalar that still depends on θ through g's graph. A parameter the loss does not use has no gradient
+        // (∂L/∂θᵢ ≡ 0, so its row and column of H are zero) and drops out.
+        var terms = g.Zip(v, (gi, vi) => gi is null || gi.IsInvalid ? null : (gi * vi).sum()).OfType<Tensor>().ToList();
+        if (terms.Count == 0) return parameters.Select(p => zeros_like(p).MoveToOuterDisposeScope()).ToArray();
+        var hv = autograd.grad([terms.Aggregate((a, b) => a + b)], inputs, retain_graph: false, allow_unused: true);
         return hv.Select((h, i) => (h is null || h.IsInvalid ? zeros_like(parameters[i]) : h.detach()).MoveToOuterDisposeScope()).ToArray();
     }
 }

@@ -19,10 +19,14 @@ public interface IBatchModule
 public static class ModelInput
 {
     /// <summary>The model's logits on a batch, in fp32, with the precision policy's input cast (float inputs only).</summary>
-    public static Tensor Logits(nn.Module<Tensor, Tensor> model, Batch batch, PrecisionPolicy? precision = null)
-    {
-        if (model is IBatchModule reader) return PrecisionPolicy.Output(reader.Logits(batch));
-        var x = batch.TryGetValue(Batch.Input, out var input) ? (precision ?? PrecisionPolicy.Fp32).Input(input) : batch[Batch.InputIds];
-        return PrecisionPolicy.Output(model.forward(x));
-    }
+    public static Tensor Logits(nn.Module<Tensor, Tensor> model, Batch batch, PrecisionPolicy? precision = null) =>
+        PrecisionPolicy.Output(Call(model, batch, (precision ?? PrecisionPolicy.Fp32).Input));
+
+    /// <summary>The model's logits on a batch in the dtype the model computes them in, the batch's tensors as they are:
+    /// float64 curvature products (<see cref="Hessian.CurvatureOperator"/>) must not round through fp32.</summary>
+    public static Tensor NativeLogits(nn.Module<Tensor, Tensor> model, Batch batch) => Call(model, batch, x => x);
+
+    static Tensor Call(nn.Module<Tensor, Tensor> model, Batch batch, Func<Tensor, Tensor> input) =>
+        model is IBatchModule reader ? reader.Logits(batch)
+        : model.forward(batch.TryGetValue(Batch.Input, out var x) ? input(x) : batch[Batch.InputIds]);
 }

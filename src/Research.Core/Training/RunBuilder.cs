@@ -51,6 +51,9 @@ public sealed class RunComponents : IDisposable
     public required nn.Module<Tensor, Tensor> Model { get; init; }
     /// <summary>A second fp32 instance of the model for logits with weights a method keeps (made on first use).</summary>
     public required ShadowModel Shadow { get; init; }
+    /// <summary>A fresh fp32 instance of the model's architecture (values to be overwritten): the shadow's, and the Hessian
+    /// analysis's models of task-end snapshots.</summary>
+    public required Func<nn.Module<Tensor, Tensor>> NewModel { get; init; }
     public string? LoadSummary { get; init; }
     public required PrecisionPolicy Precision { get; init; }
     public required GuardedSchedule Schedule { get; init; }
@@ -135,6 +138,7 @@ public static class RunBuilder
                 Config = c, Kind = kind, Canonical = canonical, Identity = ResolvedConfig.Identity(canonical), Tasks = tasks,
                 Task = OutputTaskOf(c, heads), Model = model,
                 Shadow = new ShadowModel(() => NewModel(c, features, numClasses, blocks)),
+                NewModel = () => NewModel(c, features, numClasses, blocks),
                 LoadSummary = summary, Precision = precision, Schedule = schedule, Methods = methods,
                 Metrics = metrics, Plugins = records,
             };

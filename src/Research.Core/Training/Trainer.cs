@@ -253,6 +253,8 @@ public static class Trainer
         StudyProgress? _progress;
         IReadOnlyDictionary<string, EvalResult> _last = new Dictionary<string, EvalResult>();
         RunProbes? _probes;
+        Hessian.ForgettingDecomposition? _hessian;
+        HashSet<long> _alongSteps = [];
 
         Optimizer O => _optimizer!;
         long Step => _stepOffset + O.StepCount;
@@ -268,6 +270,12 @@ public static class Trainer
                 if (resume is { } r) freshPhase = Restore(r.Dir, r.State);
                 else Begin();
                 _probes?.Start(run.Model, runDir, resume is not null, observer.Message);
+                if (_study && _c.Study.Hessian.Enabled)
+                {
+                    var frozen = run.Model.named_parameters().Where(p => !p.parameter.requires_grad).Select(p => p.name).ToHashSet();
+                    _hessian = new Hessian.ForgettingDecomposition(_c, run.Tasks, run.Task, run.NewModel, frozen, runDir, observer.Message);
+                    observer.Message(_hessian.Cost(run.Tasks.Count, _c.Study.Hessian.Samples));
+                }
                 observer.Started(runDir, run.TotalSteps);
                 for (; _phase < run.Tasks.Count; _phase++, freshPhase = true)
                 {
@@ -286,6 +294,7 @@ public static class Trainer
                     {
                         EvaluateRow();
                         ProbeRow();
+                        HessianRow();
                         TaskEnd();
                         // After the last task the final checkpoint follows at once.
                         if (_phase < run.Tasks.Count - 1)
@@ -433,6 +442,7 @@ public static class Trainer
             bool restarts = run.ScheduleRestarts;
             long scheduleLength = run.ScheduleLength(_phase);
             var history = ScheduleHistory();
+            _alongSteps = AlongSteps();
             var step = new TrainStep(run.Model, O, run.Precision, run.Methods, _c.Optimizer.ClipNorm, _phase, run.Task, _stepOffset,
                 name => Seeds.Generator(_c.Run.Seed, $"methods/{name}"), run.Shadow);
             var clock = Stopwatch.StartNew();
@@ -479,6 +489,8 @@ public static class Trainer
                         history = ScheduleHistory();
                         if ((stop = Stopping()) != null) break;
                     }
+                    if (result.Applied && _alongSteps.Contains(Step - _phaseStartStep))
+                        WeightFile.Save(SnapshotTensors(), Path.Combine(AlongDir(_phase), $"step-{Step}", WeightFile.FileName));
                     bool written = _c.Checkpoint.Every > 0 && result.Applied && Step % _c.Checkpoint.Every == 0 && insideEpoch;
                     if (written) WriteResumable(Stage.Training);
                     // A signal stops the run after this step, from a checkpoint written here; an epoch's last window first
@@ -679,6 +691,41 @@ public static class Trainer
         /// <see cref="GuardedMethod"/>); the parameter views handed to them do not. The probe rows they add go into row i of
         /// the study's record.
         /// </summary>
+        /// <summary><c>hessian.snapshots_along = m</c>: the task's steps (counted from its start) at which its weights are
+        /// saved, m − 1 evenly spaced points (the task's end is the m-th); with the task's first step and planned steps
+        /// beside them, so the analysis can place each point. Tasks before the first trained one need none.</summary>
+        HashSet<long> AlongSteps()
+        {
+            int m = _c.Study.Hessian.SnapshotsAlong;
+            if (_hessian is null || m < 2 || _phase == 0) return [];
+            long planned = run.StepsOf(_phase);
+            var dir = AlongDir(_phase);
+            Directory.CreateDirectory(dir);
+            File.WriteAllText(Path.Combine(dir, "first-step"), _phaseStartStep.ToString());
+            File.WriteAllText(Path.Combine(dir, "planned-steps"), planned.ToString());
+            return Enumerable.Range(1, m - 1).Select(k => (long)Math.Round((double)k * planned / m)).Where(s => s > 0 && s < planned).ToHashSet();
+        }
+
+        string AlongDir(int phase) => Path.Combine(runDir, "tasks", $"task-{phase}", "along");
+
+        /// <summary>
+        /// <c>[study] hessian</c> at the end of task i (its snapshot written): the curvature of task i (saved for the later
+        /// tasks), then the decomposition of every earlier task at this task's end and at the points saved inside it, added
+        /// to row i of the record. A resumed task end finds the earlier tasks' curvature saved and computes only its own.
+        /// </summary>
+        void HessianRow()
+        {
+            if (_hessian is null) return;
+            using var own = _hessian.Curvature(_phase);
+            var points = _hessian.Pairs(_phase);
+            foreach (var p in points.Where(p => p.Step < 0))
+                observer.Message($"task {p.Earlier} after task {p.Later}: loss +{p.Measured:F4} measured (test +{p.MeasuredTest:F4}), " +
+                                 $"predicted {p.Predicted:F4} = first order {p.FirstOrder:F4} + quadratic {p.Quadratic:F4}; top-{own.Eigenvalues.Count} " +
+                                 $"share of the quadratic term {p.TopKQuadraticShare:F3}; " +
+                                 string.Join(", ", p.FisherQuadratic.Select(f => $"{f.Key} Fisher {f.Value:F4}")));
+            AddProbes(_phase, Hessian.DecompositionProbes.Row(_phase, run.Tasks.Count, Math.Max(1, _c.Study.Hessian.SnapshotsAlong), points, own));
+        }
+
         void TaskEnd()
         {
             if (run.Methods.TaskHooks.Count == 0) return;

@@ -1,0 +1,108 @@
+using System.Globalization;
+using System.Text.Json;
+using Research.Abstractions;
+using Research.Core.Config;
+using Research.Core.Hessian;
+using Research.Core.Plotting;
+using Research.Core.Tracking;
+using Research.Core.Training;
+
+namespace Research.Cli;
+
+/// <summary>
+/// <c>research analyze hessian RUN_DIR [--set study.hessian.KEY=VALUE]... [--plugins DIR]...</c>: the forgetting
+/// decomposition of a finished study, from its task-end snapshots: the same computation <c>[study] hessian</c> runs at
+/// task ends (<see cref="ForgettingDecomposition"/>), stored as probes of the study's record (replacing earlier ones of the
+/// same names) and drawn as figures in <c>RUN_DIR/hessian/</c>.
+/// </summary>
+public static class AnalyzeCommand
+{
+    /// <summary>The draw the issue's example uses when the study did not ask for the analysis.</summary>
+    const int DefaultSamples = 2000;
+
+    public static int Run(string[] argv)
+    {
+        if (argv is not ["hessian", .. var rest]) throw new UsageException("analyze takes one analysis: hessian RUN_DIR");
+        var a = new Args(rest, ["--set", "--plugins"], []);
+        if (a.Positional.Count != 1) throw new UsageException("analyze hessian needs exactly one RUN_DIR (a study's run directory)");
+        var runDir = Path.GetFullPath(a.Positional[0]);
+        var configPath = Path.Combine(runDir, "config.toml");
+        if (!File.Exists(configPath)) throw new UsageException($"{runDir} is not a run directory (it has no config.toml)");
+        var storePath = Path.Combine(runDir, RunStore.FileName);
+        if (!File.Exists(storePath)) throw new UsageException($"{runDir} has no run store ({RunStore.FileName})");
+
+        var config = ConfigLoader.Load(configPath, a.All("--set"));
+        if (!config.Study.Hessian.Enabled)
+            config = ConfigLoader.Load(configPath, a.All("--set").Prepend($"study.hessian.samples={DefaultSamples}"));
+        using var store = new RunStore(storePath);
+        var runId = store.Query("SELECT id FROM runs WHERE status = 'finished' ORDER BY ended_utc DESC LIMIT 1").FirstOrDefault()?[0] as string
+                    ?? throw new UsageException($"{runDir} holds no finished run");
+        var record = Research.Core.Studies.StudyRecord.Load(store, runId)
+                     ?? throw new UsageException($"{runDir} is not a finished study (no complete task × task matrix): the analysis compares task ends");
+        int T = record.Tasks.Count;
+        for (int i = 0; i < T; i++)
+        {
+            var snapshot = Path.Combine(runDir, "tasks", $"task-{i}", Research.Core.Checkpoints.WeightFile.FileName);
+            if (!File.Exists(snapshot)) throw new FileNotFoundException($"the study's snapshot of task {i} is missing: {snapshot}", snapshot);
+        }
+
+        var host = Commands.LoadPlugins(a.All("--plugins").Concat(config.PluginDirs));
+        using var run = RunBuilder.Build(config, host, RunKind.Study);
+        if (config.Run.Threads > 0) TorchSharp.torch.set_num_threads(config.Run.Threads);
+        var frozen = run.Model.named_parameters().Where(p => !p.parameter.requires_grad).Select(p => p.name).ToHashSet();
+        var analysis = new ForgettingDecomposition(config, run.Tasks, run.Task, run.NewModel, frozen, runDir, Console.WriteLine);
+        Console.WriteLine(analysis.Cost(T, config.Study.Hessian.Samples));
+
+        var rows = new List<Dictionary<string, double[]>>();
+        var points = new List<DecompositionPoint>();
+        var spectra = new List<(int Task, IReadOnlyList<double> Eigenvalues)>();
+        int m = Math.Max(1, config.Study.Hessian.SnapshotsAlong);
+        for (int i = 0; i < T; i++)
+        {
+            using var own = analysis.Curvature(i);
+            var pairs = analysis.Pairs(i);
+            points.AddRange(pairs);
+            spectra.Add((i, own.Eigenvalues));
+            rows.Add(DecompositionProbes.Row(i, T, m, pairs, own));
+        }
+        var probes = Matrices(rows);
+        var json = new JsonSerializerOptions { NumberHandling = System.Text.Json.Serialization.JsonNumberHandling.AllowNamedFloatingPointLiterals };
+        foreach (var (name, matrix) in probes)
+        {
+            store.Execute("DELETE FROM study_values WHERE run_id = $r AND kind = 'probe' AND name = $n", ("$r", runId), ("$n", name));
+            store.StudyValue(runId, "probe", name, double.NaN, JsonSerializer.Serialize(matrix, json));
+        }
+
+        Print(points);
+        var dir = Path.Combine(runDir, "hessian");
+        Directory.CreateDirectory(dir);
+        var title = Path.GetFileName(runDir);
+        HessianPlot.WritePredictedAgainstMeasured(Path.Combine(dir, "predicted-vs-measured.png"), title, points);
+        HessianPlot.WriteSpectrum(Path.Combine(dir, "spectrum.png"), title, spectra);
+        HessianPlot.WriteOverlap(Path.Combine(dir, "overlap.png"), title, points);
+        Console.WriteLine($"stored {probes.Count} probes in {storePath}; figures in {dir}");
+        return 0;
+    }
+
+    /// <summary>Rows of probes as matrices, a row without a probe padded with NaN (the width of the widest).</summary>
+    static Dictionary<string, double[][]> Matrices(IReadOnlyList<Dictionary<string, double[]>> rows) =>
+        rows.SelectMany(r => r.Keys).Distinct().ToDictionary(name => name, name =>
+        {
+            int width = rows.Max(r => r.GetValueOrDefault(name)?.Length ?? 0);
+            return rows.Select(r => r.GetValueOrDefault(name) ?? Enumerable.Repeat(double.NaN, width).ToArray()).ToArray();
+        });
+
+    static void Print(IReadOnlyList<DecompositionPoint> points)
+    {
+        if (points.Count == 0) { Console.WriteLine("one task: no later task to measure forgetting against"); return; }
+        var variants = points.SelectMany(p => p.FisherQuadratic.Keys).Distinct().ToList();
+        Console.WriteLine();
+        Console.WriteLine($"{"task j",6} {"after",6} {"at",6} {"measured",10} {"test",10} {"predicted",10} {"1st order",10} {"quadratic",10} {"top-k q",8} {"top-k ‖·‖",9}" +
+                          string.Concat(variants.Select(v => $" {"F " + v,10}")));
+        foreach (var p in points)
+            Console.WriteLine($"{p.Earlier,6} {p.Later,6} {(p.Step < 0 ? "end" : p.Fraction.ToString("F2", CultureInfo.InvariantCulture)),6} " +
+                              $"{p.Measured,10:F4} {p.MeasuredTest,10:F4} {p.Predicted,10:F4} {p.FirstOrder,10:F4} {p.Quadratic,10:F4} " +
+                              $"{p.TopKQuadraticShare,8:F3} {p.TopKNormShare,9:F4}" +
+                              string.Concat(variants.Select(v => $" {p.FisherQuadratic.GetValueOrDefault(v, double.NaN),10:F4}")));
+    }
+}

@@ -77,10 +77,14 @@ anchor = "previous_task"
 
 /// `section.key=value` overrides that write out every value of a canonical config's table as TOML (JSON scalars and
 /// arrays of scalars are TOML literals too), for a table at `path`.
-let private assignments (path: string) (table: JsonObject) =
+let rec private assignments (path: string) (table: JsonObject) =
     [ for KeyValue(key, value) in table do
-          if key <> "name" || not (path.StartsWith "schedule" || path.StartsWith "methods") then
-              yield sprintf "%s.%s=%s" path key (value.ToJsonString()) ]
+          match value with
+          // A nested table (study.hessian) is written key by key, as a config writes it.
+          | :? JsonObject as nested -> yield! assignments (sprintf "%s.%s" path key) nested
+          | _ ->
+              if key <> "name" || not (path.StartsWith "schedule" || path.StartsWith "methods") then
+                  yield sprintf "%s.%s=%s" path key (value.ToJsonString()) ]
 
 /// The node at a dotted path (`optimizer.components.0.lr`; numbers index arrays).
 let private at (root: JsonNode) (path: string) : JsonNode =

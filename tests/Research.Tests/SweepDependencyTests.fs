@@ -198,7 +198,7 @@ let tests =
                 Expect.equal again.ExitCode 1 again.Out
                 Expect.stringContains again.Out "source trial pre-s1 failed (kept; --retry-failed reruns it)" "a rerun says why it still does not run them"
             }
-            test "through the local Slurm cluster: the dependents go in a second array once their sources finished, each from its seed's weights" {
+            test "through the local Slurm cluster: the dependents go in later arrays once their sources finished, each from its seed's weights" {
                 requireSlurm ()
                 let dir = tempDir "sweep-deps-slurm"
                 config dir |> ignore
@@ -210,8 +210,12 @@ let tests =
                 Expect.equal r.ExitCode 0 (sprintf "sweep ran\n%s\n%s" r.Out r.Err)
                 let db = Path.Combine(dir, "out", "run.sqlite")
                 let jobs = query db "SELECT arm, job FROM trials" |> List.map (fun r -> string r[0], (string r[1]).Split('_').[0]) |> List.distinct
-                Expect.equal (jobs |> List.map snd |> List.distinct |> List.length) 2 "two arrays"
-                Expect.equal (jobs |> List.map fst |> List.distinct |> List.length) 2 "one per arm here"
+                let arrays arm = jobs |> List.filter (fun (a, _) -> a = arm) |> List.map snd |> List.distinct
+                Expect.equal (arrays "pre").Length 1 "the sources go in one array"
+                // Dependents are submitted as their sources finish: one further array when both finish between two polls
+                // of the driver, one each otherwise (a loaded machine spreads the sources' ends).
+                Expect.isTrue ((arrays "post").Length >= 1 && (arrays "post").Length <= 2) (sprintf "the dependents in one or two later arrays: %A" jobs)
+                Expect.isTrue (Set.intersect (set (arrays "pre")) (set (arrays "post"))).IsEmpty "never in their sources' array"
                 let rows =
                     query db "SELECT t.name, r.started_utc, r.ended_utc, r.config_toml FROM trials t JOIN trial_runs x ON x.trial_id = t.id JOIN runs r ON r.id = x.run_id"
                     |> List.map (fun r -> string r[0], r) |> Map.ofList

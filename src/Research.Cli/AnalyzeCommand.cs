@@ -53,7 +53,7 @@ public static class AnalyzeCommand
         var analysis = new ForgettingDecomposition(config, run.Tasks, run.Task, run.NewModel, frozen, runDir, Console.WriteLine);
         Console.WriteLine(analysis.Cost(T, config.Study.Hessian.Samples));
 
-        var rows = new List<Dictionary<string, double[]>>();
+        var rows = new List<IReadOnlyDictionary<string, double[]>?>();
         var points = new List<DecompositionPoint>();
         var spectra = new List<(int Task, IReadOnlyList<double> Eigenvalues)>();
         int m = Math.Max(1, config.Study.Hessian.SnapshotsAlong);
@@ -65,7 +65,7 @@ public static class AnalyzeCommand
             spectra.Add((i, own.Eigenvalues));
             rows.Add(DecompositionProbes.Row(i, T, m, pairs, own));
         }
-        var probes = Matrices(rows);
+        var probes = Research.Core.Studies.StudyRecord.Matrices(rows);
         var json = new JsonSerializerOptions { NumberHandling = System.Text.Json.Serialization.JsonNumberHandling.AllowNamedFloatingPointLiterals };
         foreach (var (name, matrix) in probes)
         {
@@ -83,14 +83,6 @@ public static class AnalyzeCommand
         Console.WriteLine($"stored {probes.Count} probes in {storePath}; figures in {dir}");
         return 0;
     }
-
-    /// <summary>Rows of probes as matrices, a row without a probe padded with NaN (the width of the widest).</summary>
-    static Dictionary<string, double[][]> Matrices(IReadOnlyList<Dictionary<string, double[]>> rows) =>
-        rows.SelectMany(r => r.Keys).Distinct().ToDictionary(name => name, name =>
-        {
-            int width = rows.Max(r => r.GetValueOrDefault(name)?.Length ?? 0);
-            return rows.Select(r => r.GetValueOrDefault(name) ?? Enumerable.Repeat(double.NaN, width).ToArray()).ToArray();
-        });
 
     static void Print(IReadOnlyList<DecompositionPoint> points)
     {

@@ -320,7 +320,7 @@ public static class DecompositionProbes
             [ProbeNames.HessianTrace] = [own.Trace, own.TraceError],
             [ProbeNames.HessianLoss] = [own.Loss],
         };
-        var ends = points.Where(p => p.Later == i && p.Fraction >= 1.0 && p.Step < 0).ToList();
+        var ends = points.Where(p => p.Later == i && p.Step < 0).ToList();
         double[] Matrix(Func<DecompositionPoint, double> f)
         {
             var values = Enumerable.Repeat(double.NaN, T).ToArray();

@@ -22,6 +22,15 @@ public static class StudyRecord
         foreach (var (name, probe) in record.Probes) store.StudyValue(runId, "probe", name, double.NaN, JsonSerializer.Serialize(probe, Json));
     }
 
+    /// <summary>Probe rows (one per task, each a name → row) as T-row matrices; a task that added no row for a probe gets
+    /// NaN of the probe's widest row. The trainer's record and <c>research analyze hessian</c> both assemble theirs here.</summary>
+    public static Dictionary<string, double[][]> Matrices(IReadOnlyList<IReadOnlyDictionary<string, double[]>?> rows) =>
+        rows.SelectMany(r => r?.Keys ?? Enumerable.Empty<string>()).Distinct().ToDictionary(name => name, name =>
+        {
+            int width = rows.Max(r => r?.GetValueOrDefault(name)?.Length ?? 0);
+            return rows.Select(r => r?.GetValueOrDefault(name) ?? Enumerable.Repeat(double.NaN, width).ToArray()).ToArray();
+        });
+
     /// <summary>The record of a finished study as its store holds it, or null when the run has no complete T × T matrix.</summary>
     public static EvaluationRecord? Load(RunStore store, string runId)
     {

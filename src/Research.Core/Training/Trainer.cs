@@ -832,19 +832,11 @@ public static class Trainer
                 {
                     [ProbeNames.RandomInitAccuracy] = [_progress.RandomInit],
                     [ProbeNames.ParameterChangeNorm] = rows.Select(r => new[] { r.ChangeNorm }).ToArray(),
-                }.Concat(MethodProbes(rows)).ToDictionary());
+                }.Concat(StudyRecord.Matrices(rows.Select(r => (IReadOnlyDictionary<string, double[]>?)r.Probes).ToList())).ToDictionary());
             StudyRecord.Store(store, runId, record);
             var (values, failures) = StudyRecord.ComputeMetrics(run.Metrics, record, store, runId);
             return new RunOutcome(runDir, runId, weights, _last, record, values, failures);
         }
-
-        /// <summary>The probes methods added at task ends, one row per task (NaN where a method added no row at that task).</summary>
-        static IEnumerable<KeyValuePair<string, double[][]>> MethodProbes(IReadOnlyList<StudyRow> rows) =>
-            rows.SelectMany(r => r.Probes?.Keys ?? Enumerable.Empty<string>()).Distinct().Select(name =>
-            {
-                int width = rows.Max(r => r.Probes?.GetValueOrDefault(name)?.Length ?? 0);
-                return KeyValuePair.Create(name, rows.Select(r => r.Probes?.GetValueOrDefault(name) ?? Enumerable.Repeat(double.NaN, width).ToArray()).ToArray());
-            });
 
         /// <summary>A checkpoint a resume may start from: <c>step-S</c> in a single run, with task and stage in a study.</summary>
         void WriteResumable(Stage stage)

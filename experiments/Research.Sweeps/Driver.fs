@@ -67,13 +67,18 @@ let summarize (name: string) (dir: string) (store: Store) (trials: Trial list) (
     let text = Text.StringBuilder()
     let written = Collections.Generic.List<string>()
     let curves, summaries = summaries |> List.partition (fun s -> s.Metric.StartsWith Curve.Prefix)
+    let alongs, summaries = summaries |> List.partition (fun s -> s.Metric.StartsWith Along.Prefix)
+    // File names from metric names and expressions ("probe:a / b"): letters, digits, '.', '-' and '_' only.
+    let fileSlug (x: string) =
+        let mapped = x.Replace(" / ", "-over-") |> String.map (fun c -> if Char.IsLetterOrDigit c || c = '.' || c = '-' || c = '_' then c else '_')
+        mapped.Trim('_')
     for s in summaries do
         let gs, title, slug =
             let gs = Summary.groups store trials s.Metric
             match s.PairedWith with
             | Some b -> Summary.paired b gs, sprintf "%s − %s (paired by seed)" s.Metric b, sprintf "%s-minus-%s" s.Metric b
             | None -> gs, s.Metric, s.Metric
-        let slug = slug.Replace('/', '_')
+        let slug = fileSlug slug
         let table = Summary.table title gs
         let absent = [ for (arm, labels), _ in Summary.byGroup trials do if not (gs |> List.exists (fun g -> g.Arm = arm && g.Labels = labels)) then yield arm ] |> List.distinct
         let table = if absent.IsEmpty || s.PairedWith.IsSome then table else table + sprintf "(no %s in the runs of: %s)\n" s.Metric (String.Join(", ", absent))
@@ -89,6 +94,21 @@ let summarize (name: string) (dir: string) (store: Store) (trials: Trial list) (
             written.Add png
         | Some axis -> printfn "(no plot against %s: no finished trial has a number on that axis)" axis
         | None -> ()
+    for s in alongs do
+        let gs = Summary.along store trials (s.Metric.Substring Along.Prefix.Length)
+        let title = s.Metric + " inside the later task"
+        let table = if gs.IsEmpty then sprintf "%s: no finished study stored points inside a task ([study] hessian snapshots_along)\n" s.Metric else Summary.table title gs
+        text.AppendLine(table) |> ignore
+        printfn ""
+        printf "%s" table
+        let slug = fileSlug s.Metric
+        File.WriteAllText(Path.Combine(outDir, slug + ".csv"), Summary.csv title gs)
+        written.Add(Path.Combine(outDir, slug + ".csv"))
+        // One plot per arm: a line per level of its axes (a learning rate, say) against the fraction trained.
+        for arm in gs |> List.map (fun g -> g.Arm) |> List.distinct do
+            let png = Path.Combine(outDir, sprintf "%s-%s.png" slug (fileSlug arm))
+            Summary.plot png name (sprintf "%s, %s" title arm) Along.Axis false (gs |> List.filter (fun g -> g.Arm = arm))
+            written.Add png
     written.AddRange(Summary.matrices outDir store trials)
     for key in "train_loss" :: [ for c in curves -> c.Metric.Substring Curve.Prefix.Length ] |> List.distinct do
         Summary.curves (Path.Combine(outDir, sprintf "curves-%s.png" key)) (sprintf "%s: %s, mean over seeds" name key) store trials key

@@ -184,6 +184,25 @@ module Curve =
     [<Literal>]
     let Prefix = "curve:"
 
+/// A summary whose metric is `probe:EXPR` reads a study's probes (Research.Abstractions.ProbeNames) of task pairs, the
+/// T × T matrices whose cell (i, j) is task j at the end of a later task i: `probe:A` is the mean of A's cells with j < i
+/// (the one cell of a 2-task study), `probe:A / B` the mean of the cell-by-cell ratios A[i][j] / B[i][j] (the spaces
+/// around the slash mark the ratio: probe names hold slashes, as in fisher_quadratic_loss_increase/exact).
+module Probe =
+    [<Literal>]
+    let Prefix = "probe:"
+
+/// A summary whose metric is `along:EXPR` reads the points inside later tasks ([study] hessian snapshots_along): EXPR
+/// names probes under hessian_along/ (`predicted / measured`, `fisher_exact / quadratic`, `measured`); each point is
+/// summarised over seeds and drawn against the fraction of the task trained, one plot per arm.
+module Along =
+    [<Literal>]
+    let Prefix = "along:"
+
+    /// The axis of the points: the fraction of the later task's steps trained.
+    [<Literal>]
+    let Axis = "fraction of the task"
+
 module Command =
     /// The `research` subcommand.
     let name (c: Command) = match c with Train -> "train" | Study -> "study"
@@ -207,6 +226,14 @@ module Sweep =
     /// `curves-KEY.png` beside the tables (train_loss is always drawn).
     let curve (key: string) (s: Sweep) =
         { s with Summaries = s.Summaries @ [ { Metric = Curve.Prefix + key; Against = None; LogX = false; PairedWith = None } ] }
+
+    /// A study probe of task pairs as a metric (`Probe`): `Sweep.probe "predicted_loss_increase / measured_loss_increase"
+    /// (Some "optimizer.lr") true` tables the quadratic model's ratio to the measured increase and plots it against lr.
+    let probe (expr: string) (against: string option) (logX: bool) (s: Sweep) = summarize (Probe.Prefix + expr) against logX s
+
+    /// The points inside later tasks against the fraction trained (`Along`): `Sweep.along "predicted / measured"`.
+    let along (expr: string) (s: Sweep) =
+        { s with Summaries = s.Summaries @ [ { Metric = Along.Prefix + expr; Against = None; LogX = false; PairedWith = None } ] }
 
     /// The metric of each group minus that of `baseline` (an arm) with the same seed: mean ± 95% CI of the differences.
     let paired (metric: string) (baseline: string) (s: Sweep) =

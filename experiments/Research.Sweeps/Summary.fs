@@ -13,6 +13,61 @@ let meanCi (xs: float[]) =
     let struct (mean, half, sd) = RunResults.MeanCi xs
     mean, half, sd
 
+/// The probes of a finished study run, by name (empty when the run stored no record).
+let probes (store: Store) (runId: string) : Collections.Generic.IReadOnlyDictionary<string, float[][]> =
+    match Research.Core.Studies.StudyRecord.Load(store.Runs, runId) with
+    | null -> readOnlyDict []
+    | record -> record.Probes
+
+/// The names of a probe expression: `A` or `A / B` (a ratio; spaces around the slash, since names hold slashes).
+let private operands (expr: string) =
+    match expr.Split(" / ", StringSplitOptions.TrimEntries) with
+    | [| a |] -> a, None
+    | [| a; b |] -> a, Some b
+    | _ -> invalidArg "expr" (sprintf "'%s': a probe expression is NAME or NAME / NAME" expr)
+
+/// Cell (i, c) of `A`, or of `A / B` cell by cell; None where a name is missing or the value is not finite.
+let private cell (ps: Collections.Generic.IReadOnlyDictionary<string, float[][]>) (a: string, b: string option) (i: int) (c: int) =
+    let get name =
+        match ps.TryGetValue name with
+        | true, m when i < m.Length && c < m[i].Length && Double.IsFinite(m[i][c]) -> Some(m[i][c])
+        | _ -> None
+    match get a, b |> Option.map get with
+    | Some x, None -> Some x
+    | Some x, Some(Some y) when y <> 0.0 -> Some(x / y)
+    | _ -> None
+
+/// `probe:EXPR` of a study run (Spec's Probe): the mean over the task pairs (i, j), j < i, of the expression's cell.
+let probeMetric (store: Store) (runId: string) (expr: string) : float option =
+    let ps = probes store runId
+    let names = operands expr
+    let T = match ps.TryGetValue(fst names) with | true, m -> m.Length | _ -> 0
+    match [ for i in 0 .. T - 1 do for j in 0 .. i - 1 do match cell ps names i j with Some v -> yield v | None -> () ] with
+    | [] -> None
+    | xs -> Some(List.average xs)
+
+/// `along:EXPR` of a study run (Spec's Along): for each of the m points inside the later tasks, the fraction of the task
+/// trained and the expression over hessian_along/, each the mean over the task pairs (i, j), j < i (the probes' row i,
+/// column j·m + p). None when the run has no points.
+let alongOf (store: Store) (runId: string) (expr: string) : (float * float) array option =
+    let ps = probes store runId
+    let a, b = operands expr
+    let prefix (n: string) = Research.Abstractions.ProbeNames.HessianAlong + "/" + n
+    let names = prefix a, b |> Option.map prefix
+    match ps.TryGetValue(prefix "fraction") with
+    | true, fractions when fractions.Length > 0 ->
+        let T = fractions.Length
+        let m = fractions[0].Length / T
+        let mean (f: int -> int -> float option) =
+            match [ for i in 0 .. T - 1 do for j in 0 .. i - 1 do match f i j with Some v -> yield v | None -> () ] with
+            | [] -> nan
+            | xs -> List.average xs
+        let points =
+            [| for p in 0 .. m - 1 ->
+                   mean (fun i j -> cell ps (prefix "fraction", None) i (j * m + p)), mean (fun i j -> cell ps names i (j * m + p)) |]
+        if m = 0 || points |> Array.forall (fun (f, _) -> Double.IsNaN f) then None else Some points
+    | _ -> None
+
 /// A metric of a finished run of `command` (train or study): for a study, a study metric by name; <split>_accuracy or
 /// <split>_loss, the split's final value (RunResults.Final: the last evaluation of a training run, the average over
 /// the tasks after the last task of a study); or the last value of a logged metric.
@@ -28,7 +83,8 @@ let metricOf (store: Store) (command: string) (runId: string) (metric: string) :
         let m = Text.RegularExpressions.Regex.Match(metric, "^(\\w+)_(accuracy|loss)$")
         if m.Success then Option.ofNullable (RunResults.Final(store.Runs, runId, m.Groups[1].Value, m.Groups[2].Value)) else None
     let logged () = one "SELECT value FROM metrics WHERE run_id = $r AND key = $k ORDER BY step DESC LIMIT 1" [ "$r", box runId; "$k", box metric ]
-    study () |> Option.orElseWith split |> Option.orElseWith logged
+    if metric.StartsWith Probe.Prefix then (if command = "study" then probeMetric store runId (metric.Substring Probe.Prefix.Length) else None)
+    else study () |> Option.orElseWith split |> Option.orElseWith logged
 
 /// The finished run of a trial (the latest, should a trial have finished twice).
 let finishedRun (store: Store) (trial: Trial) : string option =
@@ -72,6 +128,24 @@ let groups (store: Store) (trials: Trial list) (metric: string) : Group list =
                     Labels = labels
                     Numbers = Map.ofList [ for (l, n) in Array.zip t0.Spec.Labels t0.Spec.Numbers do if n.HasValue then l[0], n.Value ]
                     Values = values } ]
+
+/// `along:EXPR` (Spec's Along) as groups: one per group of the sweep and point inside the later task, with the axis
+/// `Along.Axis` (the fraction of the task trained, the mean over seeds) added to its levels.
+let along (store: Store) (trials: Trial list) (expr: string) : Group list =
+    [ for ((arm, labels), ts) in byGroup trials do
+          let t0 = List.head ts
+          let numbers = Map.ofList [ for (l, n) in Array.zip t0.Spec.Labels t0.Spec.Numbers do if n.HasValue then l[0], n.Value ]
+          let perSeed = [ for t in ts do match finishedRun store t |> Option.bind (fun run -> alongOf store run expr) with Some xs -> yield t.Spec.Seed, xs | None -> () ]
+          if not perSeed.IsEmpty then
+              for p in 0 .. (perSeed |> List.map (snd >> Array.length) |> List.min) - 1 do
+                  let fraction = perSeed |> List.averageBy (fun (_, xs) -> fst xs[p])
+                  let values = [ for (seed, xs) in perSeed do if Double.IsFinite(snd xs[p]) then yield seed, snd xs[p] ]
+                  if not values.IsEmpty then
+                      yield
+                          { Arm = arm
+                            Labels = labels @ [ Along.Axis, fraction.ToString("F3", CultureInfo.InvariantCulture) ]
+                            Numbers = numbers.Add(Along.Axis, fraction)
+                            Values = values } ]
 
 /// Each group's values minus the baseline arm's value of the same seed (seeds missing on either side are left out);
 /// the baseline's own group is dropped. The baseline arm must have no axes (one group).

@@ -109,6 +109,9 @@ public static class ResolvedConfig
     /// <summary>Lowercase hex SHA-256 of the UTF-8 bytes of <paramref name="text"/>.</summary>
     static string Sha256(string text) => Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(text)));
 
+    /// <summary>[study] keys added after runs were stored, with their default as JSON text.</summary>
+    static readonly (string Key, string Default)[] AddedLater = [("classes_per_task", "2")];
+
     /// <summary>A copy without the given keys of the run table. The run table and its keys are matched by their snake
     /// case, so the PascalCase records of earlier versions lose the same keys.</summary>
     static JsonObject Without(JsonObject canonical, IReadOnlyList<string> runKeys)
@@ -117,7 +120,14 @@ public static class ResolvedConfig
         copy.Remove("metrics");
         // The Hessian analysis reads task-end snapshots with its own streams and changes no weight: like the metrics, it
         // is not what a run computes, so adding it to a finished study neither reruns a sweep's trials nor refuses a resume.
-        if (copy["study"] is JsonObject study) study.Remove("hessian");
+        if (copy["study"] is JsonObject study)
+        {
+            study.Remove("hessian");
+            // Keys added after runs were stored are left out at their default, which is what those runs did: their
+            // identity stays, so a finished sweep is still adopted and a checkpoint still resumes.
+            foreach (var (key, byDefault) in AddedLater)
+                if (study[key] is JsonValue v && v.ToJsonString() == byDefault) study.Remove(key);
+        }
         foreach (var (key, value) in copy)
             if (OptionsBinder.SnakeCase(key) == "run" && value is JsonObject run)
                 foreach (var k in run.Select(kv => kv.Key).Where(k => runKeys.Contains(OptionsBinder.SnakeCase(k))).ToList())

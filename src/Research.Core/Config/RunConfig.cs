@@ -345,9 +345,13 @@ public sealed record StudySection : IValidatable
     /// the tokenizer is always the one of [data]'s own dataset, so every task reads the same ids).</summary>
     [Option(OneOf = ["permuted", "split-task", "split-class", "datasets"])]
     public string Benchmark { get; init; } = "permuted";
-    /// <summary>Number of tasks of the permuted benchmark (split benchmarks have 5).</summary>
+    /// <summary>Number of tasks of the permuted benchmark (split benchmarks have C / <c>classes_per_task</c>).</summary>
     [Option(Min = 2, Max = 1000)]
     public int Tasks { get; init; } = 5;
+    /// <summary>The split benchmarks: task t holds classes k·t … k·t + k − 1, so C classes make ⌊C / k⌋ tasks (2:
+    /// Fashion-MNIST's five pairs; 5: classes 0–4, then 5–9; a remainder of classes is left out).</summary>
+    [Option(Min = 1, Max = 1000)]
+    public int ClassesPerTask { get; init; } = 2;
     /// <summary>The <c>datasets</c> benchmark: one task per entry, in order.</summary>
     public string[] Datasets { get; init; } = [];
     /// <summary>Epochs per task, overriding <c>train.epochs</c> task by task (empty: <c>train.epochs</c> for every task).
@@ -372,6 +376,8 @@ public sealed record StudySection : IValidatable
         foreach (var d in Datasets.Where(d => !known.Contains(d)))
             yield return new("datasets", $"\"{d}\" is not a dataset (one of: {string.Join(", ", known)})");
         if (Epochs.Length > 0 && Epochs.All(e => e == 0)) yield return new("epochs", "trains no task (every entry is 0)");
+        if (ClassesPerTask != 2 && !Benchmark.StartsWith("split-"))
+            yield return new("classes_per_task", $"is read by the split benchmarks only, not \"{Benchmark}\"");
     }
     /// <summary>The forgetting decomposition by the Hessian at task ends (<c>hessian = { samples = 2000, top_k = 20 }</c>;
     /// off while <c>samples</c> is 0). Analysis only: it reads task-end snapshots with its own seeded streams and changes

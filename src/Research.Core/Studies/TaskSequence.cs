@@ -22,10 +22,10 @@ public static class TaskSequence
         return study.Benchmark switch
         {
             "permuted" => Enumerable.Range(0, study.Tasks).Select(t => Permuted(t, fullTrain, fullTest, data, seed)).ToList(),
-            _ => Enumerable.Range(0, fullTrain.NumClasses / 2).Select(t =>
+            _ => Enumerable.Range(0, fullTrain.NumClasses / study.ClassesPerTask).Select(t =>
             {
-                int[] classes = [2 * t, 2 * t + 1];
-                var task = RunBuilder.Task($"classes {classes[0]}-{classes[1]}", fullTrain, fullTest, data with { Classes = classes }, Seeds.Derive(seed, $"task-{t}"));
+                var classes = Enumerable.Range(study.ClassesPerTask * t, study.ClassesPerTask).ToArray();
+                var task = RunBuilder.Task($"classes {classes[0]}-{classes[^1]}", fullTrain, fullTest, data with { Classes = classes }, Seeds.Derive(seed, $"task-{t}"));
                 return study.Benchmark == "split-task" ? task with { HeadClasses = classes } : task;
             }).ToList(),
         };

@@ -225,7 +225,7 @@ public static class RunBuilder
                 $"has {c.Study.Epochs.Length} entries for the study's {tasks.Count} tasks ({string.Join(", ", tasks.Select(t => t.Name))})");
         if (kind == RunKind.Study && tasks.Count < 2)
             throw new ConfigException(c.File, "study.benchmark",
-                $"\"{c.Study.Benchmark}\" makes {tasks.Count} task of 2 classes from the dataset's {numClasses} classes; a study needs at least 2 tasks");
+                $"\"{c.Study.Benchmark}\" makes {tasks.Count} task of {c.Study.ClassesPerTask} classes from the dataset's {numClasses} classes; a study needs at least 2 tasks");
     }
 
     /// <summary>The data of a single run, images or text, with the tokenizer that made text data (null otherwise).</summary>

@@ -326,7 +326,11 @@ public static class Trainer
             observer.Message($"study {c.Benchmark}: {run.Tasks.Count} tasks ({string.Join(", ", run.Tasks.Select(t => t.Name))}); " +
                              $"{(c.Joint ? "joint training on all tasks seen so far" : run.Methods.All.Count == 0 ? "plain fine-tuning" : string.Join(" + ", run.Methods.All.Select(m => m.Name)))}; " +
                              $"optimizer {(c.ResetOptimizer ? "reset" : "kept")} and schedule {(c.ResetSchedule ? "restarted" : "continued")} at each task");
-            _progress = new StudyProgress(run.Tasks.Select(t => Evaluation.Run(run.Model, t.Test, _c.Data.EvalBatchSize, run.Precision, run.Task).Accuracy).ToArray(), []);
+            // A first task of 0 epochs ends with the starting weights, so row 0 of the matrix is this baseline: it is
+            // copied from there (EvaluateRow) instead of evaluating every test split twice.
+            _progress = new StudyProgress(run.EpochsOf(0) == 0
+                ? Enumerable.Repeat(double.NaN, run.Tasks.Count).ToArray()
+                : run.Tasks.Select(t => Evaluation.Run(run.Model, t.Test, _c.Data.EvalBatchSize, run.Precision, run.Task).Accuracy).ToArray(), []);
         }
 
         /// <summary>Where a phase begins: a new optimizer for the first phase, and for each when a study resets it.</summary>
@@ -646,6 +650,7 @@ public static class Trainer
                 foreach (var (split, e) in results) store.StudyCell(runId, _phase, j, split, e.Loss, e.Accuracy);
                 (testAcc[j], testLoss[j]) = (results["test"].Accuracy, results["test"].Loss);
             }
+            if (_phase == 0 && run.EpochsOf(0) == 0) Array.Copy(testAcc, _progress!.RandomInit, T);
             var change = ChangeNorm(Snapshot(_phase == 0 ? "initial" : $"task-{_phase - 1}"));
             WeightFile.Save(SnapshotTensors(), Snapshot($"task-{_phase}"));
             _progress!.Rows.Add(new StudyRow(testAcc, testLoss, change));

@@ -107,7 +107,7 @@ let summarize (name: string) (dir: string) (store: Store) (trials: Trial list) (
         // One plot per arm: a line per level of its axes (a learning rate, say) against the fraction trained.
         for arm in gs |> List.map (fun g -> g.Arm) |> List.distinct do
             let png = Path.Combine(outDir, sprintf "%s-%s.png" slug (fileSlug arm))
-            Summary.plot png name (sprintf "%s, %s" title arm) Along.Axis false (gs |> List.filter (fun g -> g.Arm = arm))
+            Summary.plot png arm (s.Metric.Substring Along.Prefix.Length) Along.Axis false (gs |> List.filter (fun g -> g.Arm = arm))
             written.Add png
     written.AddRange(Summary.matrices outDir store trials)
     for key in "train_loss" :: [ for c in curves -> c.Metric.Substring Curve.Prefix.Length ] |> List.distinct do

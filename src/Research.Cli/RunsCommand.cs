@@ -80,9 +80,8 @@ static class RunsCommand
             {
                 var status = RunStore.Liveness((string)r[1]!, r[3] as string, r[4] as long?, r[5] as string, TimeSpan.FromMinutes(10));
                 var id = (string)r[0]!;
-                double? Last(string split) => store.Query(
-                    "SELECT accuracy FROM evaluations WHERE run_id = $r AND split = $s ORDER BY step DESC, rowid DESC LIMIT 1",
-                    ("$r", id), ("$s", split)).FirstOrDefault()?[0] as double?;
+                // A training run's last evaluation; a study's mean over the tasks after its last task (its matrix).
+                double? Last(string split) => RunResults.Final(store, id, split);
                 var study = store.Query("SELECT value FROM study_values WHERE run_id = $r AND kind = 'metric' AND name = 'average-accuracy'",
                     ("$r", id)).FirstOrDefault()?[0] as double?;
                 Console.WriteLine($"{id,-44} {status,-9} {r[2],5}  {F(Last("val")),8} {F(Last("test")),8}  {F(study),13}");

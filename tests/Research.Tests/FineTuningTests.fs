@@ -99,7 +99,7 @@ fisher = "sampled"
             Expect.equal (o.Record.Tasks |> List.ofSeq) [ "fortunes"; "fortunes-de" ] "one task per dataset, named by it"
             // Task 1: 48 windows in batches of 8 → 6 steps, evaluated at steps 3 and 6 (the epoch's end).
             let splits = rows o.RunDir "SELECT step, split FROM evaluations WHERE phase = 'task-1' ORDER BY step, split" |> List.map (fun r -> Convert.ToInt64 r[0], string r[1])
-            Expect.equal splits [ for s in [ 3L; 6L ] do for split in [ "task0_val"; "task1_val"; "test"; "val" ] -> s, split ] "every task's validation split at each evaluation of task 1"
+            Expect.equal splits [ for s in [ 3L; 6L ] do for split in [ "task0_val"; "task1_val"; "val" ] -> s, split ] "every task's validation split at each evaluation of task 1, and no test split (a study measures it at task ends)"
             Expect.isEmpty (rows o.RunDir "SELECT step FROM evaluations WHERE phase = 'task-0'") "task 0 is not trained, so not evaluated during training"
             Expect.equal (o.Record.Probes["replay_memory_items"][0]) [| 12.0 |] "the memory holds the 12 English windows task 0's end reads (consolidation_items; its budget is 20)"
             let steps = rows o.RunDir "SELECT step FROM metrics WHERE key = 'grad_norm'" |> List.length
@@ -107,6 +107,7 @@ fisher = "sampled"
             let current = rows o.RunDir "SELECT value FROM metrics WHERE key = 'val_perplexity' ORDER BY step" |> List.map (fun r -> Convert.ToDouble r[0])
             let german = rows o.RunDir "SELECT value FROM metrics WHERE key = 'task1_val_perplexity' ORDER BY step" |> List.map (fun r -> Convert.ToDouble r[0])
             Expect.equal german current "task 1's validation split, named or current, is the same evaluation"
+            Expect.equal (o.Record.Probes[Research.Abstractions.ProbeNames.RandomInitAccuracy][0]) (o.Record.Accuracy[0]) "the start's accuracy is row 0 (task 0 is not trained): copied, not evaluated twice"
         }
 
         test "a run of 0 epochs with head_init = linear-probe is a linear probe: no step, probe_cka = 1 and probe_similarity_spearman = 1 (1e-9: the representation is the start's), the linear probe's accuracy equals its start's exactly, and its validation accuracy beats a random head's by 0.3" {

@@ -112,6 +112,26 @@ let tests =
             Expect.isTrue (measured[0..2] |> Array.forall Double.IsFinite) "each point measured"
         }
 
+        test "a sweep reads the probes: probe:A is the pair's cell, probe:A / B the ratio of cells (1e-12), along:A / B the m points with their fractions; a missing probe is no value" {
+            let o = decompositionStudy (tempDir "hessian-summary") 0.01 "hessian = { samples = 300, top_k = 4, trace_probes = 0, fisher = [\"empirical\"], snapshots_along = 4 }"
+            let runId = (TrainingTests.storeRows o.RunDir "SELECT id FROM runs" |> List.exactlyOne)[0] :?> string
+            use store = new Research.Sweeps.SweepStore.Store(Path.Combine(o.RunDir, RunStore.FileName))
+            let cell name = (probe o name)[1][0]
+            Expect.equal (Research.Sweeps.Summary.metricOf store "study" runId "probe:measured_loss_increase") (Some(cell ProbeNames.MeasuredLossIncrease)) "the one pair's cell, through the summaries' metric"
+            let ratio = Research.Sweeps.Summary.probeMetric store runId "predicted_loss_increase / measured_loss_increase" |> Option.get
+            Expect.floatClose { absolute = 0.0; relative = 1e-12 } ratio (cell ProbeNames.PredictedLossIncrease / cell ProbeNames.MeasuredLossIncrease) "the ratio of the cells"
+            let fisher = Research.Sweeps.Summary.probeMetric store runId "fisher_quadratic_loss_increase/empirical / quadratic_loss_increase" |> Option.get
+            Expect.floatClose { absolute = 0.0; relative = 1e-12 } fisher (cell (ProbeNames.FisherQuadraticLossIncrease + "/empirical") / cell ProbeNames.QuadraticLossIncrease) "names with a slash"
+            Expect.equal (Research.Sweeps.Summary.probeMetric store runId "no_such_probe") None "a missing probe is no value"
+            let points = Research.Sweeps.Summary.alongOf store runId "predicted / measured" |> Option.get
+            Expect.equal points.Length 4 "the four points"
+            let along name = (probe o (ProbeNames.HessianAlong + "/" + name))[1]
+            for p in 0 .. 3 do
+                let fraction, ratio = points[p]
+                Expect.equal fraction ((along "fraction")[p]) "the point's fraction of the task"
+                Expect.floatClose { absolute = 0.0; relative = 1e-12 } ratio ((along "predicted")[p] / (along "measured")[p]) "the point's ratio"
+        }
+
         test "the analysis changes neither the training (final weights bitwise equal) nor the run's identity; `research analyze hessian` afterwards stores the same probes within 1e-9 and draws three figures" {
             let settings = "samples = 300, top_k = 6, trace_probes = 4, fisher = [\"exact\", \"batched\"]"
             let withHessian = decompositionStudy (tempDir "hessian-with") 0.01 ("hessian = { " + settings + " }")

@@ -383,6 +383,8 @@ let private crossField (path: string) (key: string) (v: obj) : Expected option =
     // ignores them. Probes need classes the base's dataset has (synthetic, baseClasses).
     | "study.benchmark", (:? string as s) when s = "datasets" -> Some(refuse [ "study.datasets"; "needs at least 2" ])
     | "study.datasets", (:? Array as a) when a.Length > 0 -> Some(refuse [ "study.datasets" ])
+    // The base benchmark is permuted: classes per task is read by the split benchmarks only.
+    | "study.classes_per_task", _ when n () <> 2L -> Some(refuse [ "study.classes_per_task"; "split benchmarks only" ])
     | "study.epochs", (:? Array as a) when a.Length > 0 && (a |> Seq.cast<obj> |> Seq.forall (fun e -> Convert.ToInt64 e = 0L)) -> Some(refuse [ "study.epochs"; "trains no task" ])
     | "probes.linear_classes", (:? Array as a) when a.Length = 1 -> Some(refuse [ "probes.linear_classes"; "names one class" ])
     | "probes.linear_classes", (:? Array as a) when (a |> Seq.cast<obj> |> Seq.map Convert.ToInt64 |> Seq.distinct |> Seq.length) <> a.Length ->

@@ -135,6 +135,15 @@ let tests =
                 let chosen = all |> List.filter (fun _ -> rnd.Next 2 = 0)
                 let written = canonicalOf "train" baseText chosen
                 ResolvedConfig.Json written = ResolvedConfig.Json defaults && ResolvedConfig.Identity written = ResolvedConfig.Identity defaults
+        test "study.classes_per_task, added after runs were stored, is left out of the identity at its default 2 (a stored run keeps its identity) and counts when set" {
+            let text = "[study]\nbenchmark = \"split-class\"\n"
+            let c = canonicalOf "study" text []
+            Expect.equal ((at c "study.classes_per_task").GetValue<int64>()) 2L "the canonical config writes it out"
+            let before = c.DeepClone().AsObject()
+            before["study"].AsObject().Remove("classes_per_task") |> ignore
+            Expect.equal (ResolvedConfig.Identity c) (ResolvedConfig.Identity before) "the identity of the same config stored before the key existed"
+            Expect.notEqual (ResolvedConfig.Identity(canonicalOf "study" text [ "study.classes_per_task=5" ])) (ResolvedConfig.Identity c) "another value is another run"
+        }
         test "every default written out at once gives the same identity as none, for sections and plugin options" {
             let baseText = "[[methods]]\nname = \"ewc\"\n"
             let explicitText =

@@ -198,6 +198,17 @@ let tests =
             Expect.stringContains (string resolved[0]) "\"reset_optimizer\":true" "whether moments reset per task is in the record"
             Expect.stringContains (string resolved[0]) "\"reset_schedule\":true" "and whether the schedule restarts"
         }
+        test "split-class with classes_per_task = 5 on 10 classes makes two tasks, classes 0-4 and 5-9, each learning its five (chance 0.2); the key on a permuted study is refused, naming it" {
+            let o = study (tempDir "study-halves") "[study]\nbenchmark = \"split-class\"\nclasses_per_task = 5\n"
+            Expect.equal (List.ofSeq o.Record.Tasks) [ "classes 0-4"; "classes 5-9" ] "two tasks of five classes"
+            for i in 0 .. 1 do Expect.isGreaterThan (o.Record.Accuracy[i][i]) 0.6 (sprintf "task %d learned (chance: 0.2)" i)
+            let message =
+                try
+                    study (tempDir "study-halves-bad") "[study]\nbenchmark = \"permuted\"\nclasses_per_task = 5\n" |> ignore
+                    "accepted"
+                with :? ConfigException as e -> e.Message
+            Expect.stringContains message "classes_per_task" "refused, naming the key"
+        }
         test "task-incremental heads: each task only uses its own two logits, so chance is 0.5 and forgetting is far smaller than class-incremental" {
             let dir = tempDir "study-til"
             let til = study dir "[study]\nbenchmark = \"split-task\"\n"

@@ -222,21 +222,18 @@ public static class Trainer
     static string DataOrder(RunComponents run, int phase, int epoch) =>
         run.Kind == RunKind.Study ? $"task-{phase}/data-order/epoch-{epoch}" : $"data-order/epoch-{epoch}";
 
-    /// <summary>Evaluates validation ("val"), test ("test") and the extra named sets.</summary>
+    /// <summary>Evaluates validation ("val"), test ("test", unless <paramref name="test"/> is false) and the extra named sets.</summary>
     public static Dictionary<string, EvalResult> EvaluateAll(nn.Module<Tensor, Tensor> model, TaskData task,
         IReadOnlyList<(string Name, TensorDataset Data)> extra, int batchSize, Precision.PrecisionPolicy precision,
-        OutputTask? outputs = null)
+        OutputTask? outputs = null, bool test = true)
     {
-        var results = new Dictionary<string, EvalResult>
-        {
-            ["val"] = Evaluation.Run(model, task.Validation, batchSize, precision, outputs),
-            ["test"] = Evaluation.Run(model, task.Test, batchSize, precision, outputs),
-        };
+        var results = new Dictionary<string, EvalResult> { ["val"] = Evaluation.Run(model, task.Validation, batchSize, precision, outputs) };
+        if (test) results["test"] = Evaluation.Run(model, task.Test, batchSize, precision, outputs);
         // With study.eval_all_tasks the current task's validation split comes again as task{j}_val: the same tensors
         // give the same result, so it is copied, not computed twice (a quarter of a 2-task study's evaluation time).
         foreach (var (name, data) in extra)
             results[name] = ReferenceEquals(data, task.Validation) ? results["val"]
-                : ReferenceEquals(data, task.Test) ? results["test"]
+                : test && ReferenceEquals(data, task.Test) ? results["test"]
                 : Evaluation.Run(model, data, batchSize, precision, outputs);
         return results;
     }
@@ -591,11 +588,13 @@ public static class Trainer
         }
 
         /// <summary>Evaluates the phase's validation and test splits (and the extra sets), records them, and writes the
-        /// phase's best checkpoint when the selection metric improved.</summary>
+        /// phase's best checkpoint when the selection metric improved. A study's test splits are measured at task ends
+        /// (its matrices), not while a task trains: nothing during training may read them, and they are a study's
+        /// largest evaluation cost.</summary>
         void Evaluate(TaskData data)
         {
             var results = EvaluateAll(run.Model, data, _study && _c.Study.EvalAllTasks ? extra.Concat(EveryTask()).ToList() : extra,
-                _c.Data.EvalBatchSize, run.Precision, run.Task);
+                _c.Data.EvalBatchSize, run.Precision, run.Task, test: !_study);
             foreach (var (split, r) in results)
             {
                 store.Evaluation(runId, Step, _epoch, PhaseName, split, r.Loss, r.Accuracy, r.Items);

@@ -361,11 +361,7 @@ public static class RunBuilder
     /// Returns the group table too.</summary>
     public static (Optimizer Optimizer, IReadOnlyList<string> Table) Optimizer(OptimizerSection o, nn.Module model, string configFile)
     {
-        IReadOnlyList<OptimParameter> trainable;
-        IReadOnlyList<(string, Tensor)> frozen;
-        try { (trainable, frozen) = ParameterGroups.Build(model.named_parameters().Select(p => (p.name, (Tensor)p.parameter)).ToList(), Plan(o)); }
-        catch (InvalidOperationException e) { throw new ConfigException(configFile, "optimizer", e.Message); }
-        if (trainable.Count == 0) throw new ConfigException(configFile, "optimizer.components", "every parameter is frozen: nothing to train");
+        var (trainable, frozen) = Groups(o, model, configFile);
         var optimizer = o.Name switch
         {
             "adam" => Optim.Optimizer.AdamL2(trainable, o.Beta1, o.Beta2, o.Eps),
@@ -373,6 +369,18 @@ public static class RunBuilder
             _ => Optim.Optimizer.AdamW(trainable, o.Beta1, o.Beta2, o.Eps),
         };
         return (optimizer, ParameterGroups.Table(trainable, frozen, o.Lr).ToList());
+    }
+
+    /// <summary>The parameter groups of [optimizer] (components, layer decay, frozen parameters); a plan the model's
+    /// names do not fit is a config error. Cheap (no buffer is made): a new run checks it before its folder exists.</summary>
+    public static (IReadOnlyList<OptimParameter> Trainable, IReadOnlyList<(string, Tensor)> Frozen) Groups(OptimizerSection o, nn.Module model, string configFile)
+    {
+        IReadOnlyList<OptimParameter> trainable;
+        IReadOnlyList<(string, Tensor)> frozen;
+        try { (trainable, frozen) = ParameterGroups.Build(model.named_parameters().Select(p => (p.name, (Tensor)p.parameter)).ToList(), Plan(o)); }
+        catch (InvalidOperationException e) { throw new ConfigException(configFile, "optimizer", e.Message); }
+        if (trainable.Count == 0) throw new ConfigException(configFile, "optimizer.components", "every parameter is frozen: nothing to train");
+        return (trainable, frozen);
     }
 
     /// <summary>The precision policy the [precision] section describes.</summary>

@@ -50,6 +50,8 @@ public static class Trainer
         observer ??= new SilentObserver();
         using var run = RunBuilder.Build(config, host, kind);
         RunBuilder.CheckLength(run);
+        // Refused before a run folder exists: a config error creates nothing.
+        RunBuilder.Groups(config.Optimizer, run.Model, config.File);
         if (dryRun)
         {
             DryRun(run, observer);

@@ -95,7 +95,8 @@ let summarize (name: string) (dir: string) (store: Store) (trials: Trial list) (
         | Some axis -> printfn "(no plot against %s: no finished trial has a number on that axis)" axis
         | None -> ()
     for s in alongs do
-        let gs = Summary.along store trials (s.Metric.Substring Along.Prefix.Length)
+        let expr = s.Metric.Substring Along.Prefix.Length
+        let gs = Summary.along store trials expr
         let title = s.Metric + " inside the later task"
         let table = if gs.IsEmpty then sprintf "%s: no finished study stored points inside a task ([study] hessian snapshots_along)\n" s.Metric else Summary.table title gs
         text.AppendLine(table) |> ignore
@@ -107,7 +108,7 @@ let summarize (name: string) (dir: string) (store: Store) (trials: Trial list) (
         // One plot per arm: a line per level of its axes (a learning rate, say) against the fraction trained.
         for arm in gs |> List.map (fun g -> g.Arm) |> List.distinct do
             let png = Path.Combine(outDir, sprintf "%s-%s.png" slug (fileSlug arm))
-            Summary.plot png arm (s.Metric.Substring Along.Prefix.Length) Along.Axis false (gs |> List.filter (fun g -> g.Arm = arm))
+            Summary.plot png arm expr Along.Axis false (gs |> List.filter (fun g -> g.Arm = arm))
             written.Add png
     written.AddRange(Summary.matrices outDir store trials)
     for key in "train_loss" :: [ for c in curves -> c.Metric.Substring Curve.Prefix.Length ] |> List.distinct do

@@ -37,14 +37,18 @@ let private cell (ps: Collections.Generic.IReadOnlyDictionary<string, float[][]>
     | Some x, Some(Some y) when y <> 0.0 -> Some(x / y)
     | _ -> None
 
+/// The mean of f(i, j) over the task pairs (i, j), j < i, of T tasks where it has a value; None where none has.
+let private pairMean (T: int) (f: int -> int -> float option) =
+    match [ for i in 0 .. T - 1 do for j in 0 .. i - 1 do match f i j with Some v -> yield v | None -> () ] with
+    | [] -> None
+    | xs -> Some(List.average xs)
+
 /// `probe:EXPR` of a study run (Spec's Probe): the mean over the task pairs (i, j), j < i, of the expression's cell.
 let probeMetric (store: Store) (runId: string) (expr: string) : float option =
     let ps = probes store runId
     let names = operands expr
     let T = match ps.TryGetValue(fst names) with | true, m -> m.Length | _ -> 0
-    match [ for i in 0 .. T - 1 do for j in 0 .. i - 1 do match cell ps names i j with Some v -> yield v | None -> () ] with
-    | [] -> None
-    | xs -> Some(List.average xs)
+    pairMean T (cell ps names)
 
 /// `along:EXPR` of a study run (Spec's Along): for each of the m points inside the later tasks, the fraction of the task
 /// trained and the expression over hessian_along/, each the mean over the task pairs (i, j), j < i (the probes' row i,
@@ -58,13 +62,8 @@ let alongOf (store: Store) (runId: string) (expr: string) : (float * float) arra
     | true, fractions when fractions.Length > 0 ->
         let T = fractions.Length
         let m = fractions[0].Length / T
-        let mean (f: int -> int -> float option) =
-            match [ for i in 0 .. T - 1 do for j in 0 .. i - 1 do match f i j with Some v -> yield v | None -> () ] with
-            | [] -> nan
-            | xs -> List.average xs
-        let points =
-            [| for p in 0 .. m - 1 ->
-                   mean (fun i j -> cell ps (prefix "fraction", None) i (j * m + p)), mean (fun i j -> cell ps names i (j * m + p)) |]
+        let mean (names: string * string option) p = pairMean T (fun i j -> cell ps names i (j * m + p)) |> Option.defaultValue nan
+        let points = [| for p in 0 .. m - 1 -> mean (prefix "fraction", None) p, mean names p |]
         if m = 0 || points |> Array.forall (fun (f, _) -> Double.IsNaN f) then None else Some points
     | _ -> None
 
@@ -116,6 +115,10 @@ type Group =
 let private f4 (x: float) = if Double.IsNaN x then "–" else x.ToString("F4", CultureInfo.InvariantCulture)
 let private r (x: float) = if Double.IsNaN x then "" else x.ToString("R", CultureInfo.InvariantCulture)
 
+/// A trial's numeric axis levels, by axis.
+let private numbersOf (t: Trial) =
+    Map.ofList [ for (l, n) in Array.zip t.Spec.Labels t.Spec.Numbers do if n.HasValue then l[0], n.Value ]
+
 /// The finished run of each finished trial, grouped; trials in the order of the sweep. A group none of whose runs has
 /// the metric (a study metric asked of a training arm) is left out.
 let groups (store: Store) (trials: Trial list) (metric: string) : Group list =
@@ -126,15 +129,14 @@ let groups (store: Store) (trials: Trial list) (metric: string) : Group list =
               yield
                   { Arm = arm
                     Labels = labels
-                    Numbers = Map.ofList [ for (l, n) in Array.zip t0.Spec.Labels t0.Spec.Numbers do if n.HasValue then l[0], n.Value ]
+                    Numbers = numbersOf t0
                     Values = values } ]
 
 /// `along:EXPR` (Spec's Along) as groups: one per group of the sweep and point inside the later task, with the axis
 /// `Along.Axis` (the fraction of the task trained, the mean over seeds) added to its levels.
 let along (store: Store) (trials: Trial list) (expr: string) : Group list =
     [ for ((arm, labels), ts) in byGroup trials do
-          let t0 = List.head ts
-          let numbers = Map.ofList [ for (l, n) in Array.zip t0.Spec.Labels t0.Spec.Numbers do if n.HasValue then l[0], n.Value ]
+          let numbers = numbersOf (List.head ts)
           let perSeed = [ for t in ts do match finishedRun store t |> Option.bind (fun run -> alongOf store run expr) with Some xs -> yield t.Spec.Seed, xs | None -> () ]
           if not perSeed.IsEmpty then
               for p in 0 .. (perSeed |> List.map (snd >> Array.length) |> List.min) - 1 do

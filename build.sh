@@ -2,6 +2,7 @@
 # The two commands of the README:
 #   ./build.sh demo   restore, build, install Fashion-MNIST when missing (Debian/Ubuntu), run the forgetting demo
 #   ./build.sh test   build, run every test (each test's duration; last line "N passed, N failed")
+# The build writes the plugin contract and the dotnet new templates as NuGet packages to artifacts/packages.
 # Extra arguments go to the demo or to the test runner (Expecto: --filter, --sequenced, --list-tests ...).
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -9,7 +10,9 @@ export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SKIP_FIRST_TIME_EXPE
 configuration=Release
 
 build() {
-  dotnet build Research.sln -c "$configuration" -nologo -v:q -clp:NoSummary -m:2
+  # CI sets RESEARCH_WARNINGS_AS_ERRORS=1: a warning fails the build there (the solution builds without one).
+  dotnet build Research.sln -c "$configuration" -nologo -v:q -clp:NoSummary -m:2 \
+    ${RESEARCH_WARNINGS_AS_ERRORS:+-warnaserror}
 }
 
 ensure_fashion_mnist() {

@@ -6,7 +6,7 @@ module Research.Sweeps.Dependencies
 open System
 
 /// The source arm of a trial, if it has one (specs of earlier versions carry null).
-let sourceArm (t: TrialSpec) = if String.IsNullOrEmpty t.From then None else Some t.From
+let sourceArm (t: TrialSpec) = match t.From with | null | "" -> None | from -> Some from
 
 /// For trials in the order of the sweep: the indices in an order where each source precedes its dependents, and for
 /// each trial the index of its source trial (the source arm's trial with the same seed). Error: the problems, a line

@@ -24,7 +24,10 @@ let specFromScript (script: string) : SweepSpec =
         let psi = Diagnostics.ProcessStartInfo("dotnet", [ "fsi"; "--quiet"; script ], RedirectStandardOutput = true, RedirectStandardError = true)
         psi.Environment[Sweep.SpecVariable] <- file
         use p =
-            try Diagnostics.Process.Start psi
+            try
+                match Diagnostics.Process.Start psi with
+                | null -> fail [ sprintf "cannot start `dotnet fsi` to read %s" script ]
+                | p -> p
             with :? ComponentModel.Win32Exception as e -> fail [ sprintf "cannot start `dotnet fsi` to read %s: %s" script e.Message ]
         let out = p.StandardOutput.ReadToEndAsync()
         let err = p.StandardError.ReadToEnd()
@@ -35,7 +38,9 @@ let specFromScript (script: string) : SweepSpec =
                    yield! output.Split('\n') |> Array.truncate 30 |> Array.map (fun l -> "  " + l) ]
         if FileInfo(file).Length = 0L then
             fail [ sprintf "%s: the script ended without describing a sweep (it must end with `Sweep.run fsi.CommandLineArgs sweep`)" script ]
-        Text.Json.JsonSerializer.Deserialize<SweepSpec>(File.ReadAllText file)
+        match Text.Json.JsonSerializer.Deserialize<SweepSpec>(File.ReadAllText file) with
+        | null -> fail [ sprintf "%s: the script described no sweep (its description reads as null)" script ]
+        | spec -> spec
     finally
         File.Delete file
 
@@ -136,7 +141,7 @@ let sweep (script: string) (executor: string) (parallelOpt: Nullable<int>) (retr
             | Ok plan -> plan
             | Error lines -> fail lines
         let cores = Environment.ProcessorCount
-        let parallel =
+        let atOnce =
             match executor, Option.ofNullable parallelOpt with
             | _, Some p when p < 1 -> fail [ sprintf "--parallel must be at least 1, not %d" p ]
             | "local", Some p when p * spec.Threads > cores ->
@@ -197,7 +202,7 @@ let sweep (script: string) (executor: string) (parallelOpt: Nullable<int>) (retr
         use store = new Store(Path.Combine(dir, Research.Core.Tracking.RunStore.FileName))
         let trials =
             [ for (t, id, canonical) in unique ->
-                  let source = match sourceIdOf.TryGetValue id with | true, s -> s | _ -> null
+                  let source : string | null = match sourceIdOf.TryGetValue id with | true, s -> s | _ -> null
                   store.Load(id, t, trialName t, Path.Combine(dir, "trials", id[..15]), canonical, source) ]
         let byId = dict [ for t in trials -> t.Id, t ]
         let sourceOf (t: Trial) = match sourceIdOf.TryGetValue t.Id with | true, s -> Some byId[s] | _ -> None
@@ -209,7 +214,13 @@ let sweep (script: string) (executor: string) (parallelOpt: Nullable<int>) (retr
         let adoptSlurm = Collections.Generic.List<Attempt>()
         let toRun = Collections.Generic.List<Trial>()
         // Slurm is asked first, before any store is read: a task that ends in between is then still watched.
-        let slurmJobs = trials |> List.choose (fun t -> if t.Executor = "slurm" && not (isNull t.Job) && t.State <> "finished" then Some(t.Job.Split('_').[0]) else None) |> List.distinct
+        let slurmJobs =
+            trials
+            |> List.choose (fun t ->
+                match t.Job with
+                | null -> None
+                | job -> if t.Executor = "slurm" && t.State <> "finished" then Some(job.Split('_').[0]) else None)
+            |> List.distinct
         let slurmStates =
             match squeueStates slurmJobs with
             | Some states -> states
@@ -217,10 +228,13 @@ let sweep (script: string) (executor: string) (parallelOpt: Nullable<int>) (retr
                 fail [ sprintf "trials of this sweep were submitted to Slurm (jobs %s) and squeue cannot say whether they still run; rerun where Slurm answers"
                            (String.Join(", ", slurmJobs)) ]
         let slurmActive (t: Trial) =
-            t.Executor = "slurm" && not (isNull t.Job)
-            && (match slurmStates.TryFind t.Job with
-                | Some state -> not (terminal.Contains state)
-                | None -> false)
+            match t.Job with
+            | null -> false
+            | job ->
+                t.Executor = "slurm"
+                && (match slurmStates.TryFind job with
+                    | Some state -> not (terminal.Contains state)
+                    | None -> false)
         let localAlive (t: Trial) = t.Executor = "local" && t.Pid.HasValue && t.Attempts > 0 && alive t.Pid.Value (attemptOf t (t.Attempts - 1)).Script
         let mutable skippedFailed = 0
         for t in trials do
@@ -273,7 +287,7 @@ let sweep (script: string) (executor: string) (parallelOpt: Nullable<int>) (retr
         printfn "sweep %s: %d trial(s) — %d finished before, %d still running from an earlier invocation, %d failed before (kept; --retry-failed reruns them), %d to run%s (%s%s)"
             spec.Name trials.Length finishedBefore (adoptLocal.Count + adoptSlurm.Count) skippedFailed toRun.Count
             (if afterSource > 0 then sprintf ", %d of them after their source trial" afterSource else "") executor
-            (match parallel with Some p -> sprintf ", %d at a time, %d thread(s) each" p spec.Threads | None -> sprintf ", %d thread(s) each" spec.Threads)
+            (match atOnce with Some p -> sprintf ", %d at a time, %d thread(s) each" p spec.Threads | None -> sprintf ", %d thread(s) each" spec.Threads)
         printfn "folder: %s" dir
 
         let mutable finished = finishedBefore
@@ -409,8 +423,8 @@ let sweep (script: string) (executor: string) (parallelOpt: Nullable<int>) (retr
                       yield a ]
         match executor with
         | "slurm" ->
-            runSlurm spec.Name spec.Threads parallel (List.ofArray spec.Sbatch) (Path.Combine(dir, "slurm", sprintf "%s-%d" (DateTime.UtcNow.ToString "yyyyMMdd-HHmmss") Environment.ProcessId)) next (List.ofSeq adoptSlurm) events cancel.Token
-        | _ -> runLocal parallel.Value next (List.ofSeq adoptLocal) events cancel.Token
+            runSlurm spec.Name spec.Threads atOnce (List.ofArray spec.Sbatch) (Path.Combine(dir, "slurm", sprintf "%s-%d" (DateTime.UtcNow.ToString "yyyyMMdd-HHmmss") Environment.ProcessId)) next (List.ofSeq adoptSlurm) events cancel.Token
+        | _ -> runLocal atOnce.Value next (List.ofSeq adoptLocal) events cancel.Token
         if cancel.IsCancellationRequested then
             printfn "cancelled: %d/%d trial(s) finished; rerun the same command to continue" finished trials.Length
             130
@@ -431,7 +445,7 @@ let sweep (script: string) (executor: string) (parallelOpt: Nullable<int>) (retr
         2
 
 /// `research plot sweep DIR`: the summaries of a sweep folder from its store (every trial it holds).
-let summarizeFolder (dir: string) (metric: string) (against: string) (logX: bool) : int =
+let summarizeFolder (dir: string) (metric: string) (against: string | null) (logX: bool) : int =
     let path = Path.Combine(dir, Research.Core.Tracking.RunStore.FileName)
     if not (File.Exists path) then
         eprintfn "error: %s holds no sweep store (%s)" dir Research.Core.Tracking.RunStore.FileName
@@ -441,7 +455,7 @@ let summarizeFolder (dir: string) (metric: string) (against: string) (logX: bool
         // The sweep's own summaries, as its script asked for them (sweep.json is written at every invocation), and its
         // command for trials recorded before trials had their own (else: a study if any run recorded study metrics).
         let saved = Path.Combine(dir, "sweep.json")
-        let spec = if File.Exists saved then Some(Text.Json.JsonSerializer.Deserialize<SweepSpec>(File.ReadAllText saved)) else None
+        let spec = if File.Exists saved then Option.ofObj (Text.Json.JsonSerializer.Deserialize<SweepSpec>(File.ReadAllText saved)) else None
         let command =
             match spec with
             | Some s -> s.Command
@@ -451,7 +465,7 @@ let summarizeFolder (dir: string) (metric: string) (against: string) (logX: bool
             eprintfn "error: %s is not a sweep folder (its store has no trials)" dir
             2
         else
-            let name = Path.GetFileName(Path.GetFullPath(dir).TrimEnd('/'))
+            let name = Path.GetFileName(Path.GetFullPath(dir).TrimEnd('/')) |> nonNull
             if String.IsNullOrEmpty metric then
                 let specs = match spec with Some s -> List.ofArray s.Summaries | None -> []
                 summarize name dir store trials specs true

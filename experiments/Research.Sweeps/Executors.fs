@@ -21,15 +21,25 @@ type Attempt = { Trial: Trial; Script: string; Log: string; ExitFile: string }
 
 let quote (s: string) = "'" + s.Replace("'", "'\\''") + "'"
 
+/// A Slurm trial's job id (`123_4`): set when it was submitted, so a trial watched as Slurm's has one.
+let jobOf (t: Trial) = match t.Job with | null -> invalidOp (sprintf "trial %s has no Slurm job" t.Id) | j -> j
+
 /// The command that runs `research` as this process was run (the apphost, or `dotnet research.dll`).
 let researchCommand () =
-    let self = Environment.ProcessPath
+    let self = match Environment.ProcessPath with | null -> "dotnet" | p -> p
     if Path.GetFileNameWithoutExtension self = "dotnet" then [ self; Path.Combine(AppContext.BaseDirectory, "research.dll") ]
     else [ self ]
 
 /// Exit code of an attempt that found its trial running already (the wrapper's lock is held).
 [<Literal>]
 let Busy = 75
+
+/// `<sweep>/tensorboard/<arm>/<trial name>`: where a trial's run writes its TensorBoard events (trial folders are
+/// `<sweep>/trials/<id>`; a trial's name is made of safe characters, and so is its arm, which starts it).
+let tensorboardDir (t: Trial) =
+    let sweep = Path.GetFullPath(Path.Combine(t.Dir, "..", ".."))
+    let arm = t.Spec.Arm |> String.map (fun c -> if Char.IsLetterOrDigit c || c = '.' || c = '-' || c = '_' then c else '_')
+    Path.Combine(sweep, "tensorboard", arm, t.Name)
 
 /// Writes `<trial dir>/attempt-<n>.sh`: run the trial with its overrides (then `extra`, those the driver adds: a
 /// dependent trial's `model.init_from`), its label, its folder and its threads; log to attempt-<n>.log; write the exit
@@ -45,6 +55,8 @@ let prepare (command: string) (threads: int) (plugins: string[]) (extra: string 
           for o in Seq.append t.Spec.Overrides extra do yield! [ "--set"; o ]
           yield! [ "--set"; sprintf "run.name=%s" (Toml.value t.Name) ]
           yield! [ "--set"; sprintf "run.output_dir=%s" (Toml.value t.Dir) ]
+          // TensorBoard: `tensorboard --logdir <sweep>/tensorboard` shows the trials grouped by arm.
+          yield! [ "--set"; sprintf "run.tensorboard_dir=%s" (Toml.value (tensorboardDir t)) ]
           yield! [ "--set"; sprintf "run.threads=%d" threads ]
           for p in plugins do yield! [ "--plugins"; p ] ]
     let script =
@@ -82,20 +94,20 @@ type Events = { Submitted: Attempt list -> unit; Started: Attempt -> unit; Ended
 let alive (pid: int) (script: string) =
     try File.ReadAllText(sprintf "/proc/%d/cmdline" pid).Contains script with _ -> false
 
-/// Local: at most `parallel` trials at a time (trials adopted from an earlier driver count), each a child process, in
+/// Local: at most `atOnce` trials at a time (trials adopted from an earlier driver count), each a child process, in
 /// the order `next` hands them over. `next` is asked at the start and after each poll: a trial's end can make the
 /// trials that start from it ready, and they join the queue then, so a free slot never waits for a whole wave.
 /// On cancellation the children are killed and reported cancelled; adopted trials belong to no one and are left.
-let runLocal (parallel: int) (next: unit -> Attempt list) (adopted: Attempt list) (events: Events) (cancel: CancellationToken) =
+let runLocal (atOnce: int) (next: unit -> Attempt list) (adopted: Attempt list) (events: Events) (cancel: CancellationToken) =
     let queue = Collections.Generic.Queue<Attempt>(next ())
     let running = Collections.Generic.List<Attempt * Process>()
     let watched = Collections.Generic.List<Attempt>(adopted)
     while (queue.Count > 0 || running.Count > 0 || watched.Count > 0) && not cancel.IsCancellationRequested do
-        while queue.Count > 0 && running.Count + watched.Count < parallel do
+        while queue.Count > 0 && running.Count + watched.Count < atOnce do
             let a = queue.Dequeue()
             // In a session of its own: a Ctrl-C in the terminal reaches the driver, which stops the trials itself.
             let psi = ProcessStartInfo("setsid", [ "/bin/bash"; a.Script ])
-            let p = Process.Start psi
+            let p = match Process.Start psi with | null -> failwithf "%s did not start" a.Script | p -> p
             a.Trial.Pid <- Nullable p.Id
             a.Trial.Executor <- "local"
             events.Started a
@@ -124,7 +136,7 @@ let runLocal (parallel: int) (next: unit -> Attempt list) (adopted: Attempt list
 let run (file: string) (args: string list) =
     let psi = ProcessStartInfo(file, args, RedirectStandardOutput = true, RedirectStandardError = true)
     try
-        use p = Process.Start psi
+        use p = match Process.Start psi with | null -> failwithf "%s did not start" file | p -> p
         let out = p.StandardOutput.ReadToEndAsync()
         let err = p.StandardError.ReadToEnd()
         p.WaitForExit()
@@ -161,7 +173,7 @@ let squeueStates (jobs: string list) : Map<string, string> option =
 /// source's run folder, which exists only once the source has run, and a failed source would leave afterok tasks
 /// pending for ever. Adopted attempts are watched by their recorded job. On cancellation the arrays are cancelled
 /// with `scancel` and their unfinished trials reported cancelled.
-let runSlurm (sweepName: string) (threads: int) (parallel: int option) (sbatchOptions: string list) (submitDir: string) (next: unit -> Attempt list)
+let runSlurm (sweepName: string) (threads: int) (atOnce: int option) (sbatchOptions: string list) (submitDir: string) (next: unit -> Attempt list)
              (adopted: Attempt list) (events: Events) (cancel: CancellationToken) =
     let watched = Collections.Generic.List<Attempt>(adopted)
     let started = Collections.Generic.HashSet<string>()
@@ -175,7 +187,7 @@ let runSlurm (sweepName: string) (threads: int) (parallel: int option) (sbatchOp
         File.WriteAllLines(listFile, attempts |> List.map (fun a -> a.Script))
         let batch = Path.Combine(submitDir, sprintf "array-%d.sh" arrays)
         File.WriteAllText(batch, sprintf "#!/bin/bash\nexec /bin/bash \"$(sed -n \"$((SLURM_ARRAY_TASK_ID + 1))p\" %s)\"\n" (quote listFile))
-        let range = sprintf "0-%d%s" (attempts.Length - 1) (match parallel with Some p -> sprintf "%%%d" p | None -> "")
+        let range = sprintf "0-%d%s" (attempts.Length - 1) (match atOnce with Some p -> sprintf "%%%d" p | None -> "")
         let code, out, err =
             run "sbatch" (
                 [ "--parsable"; "--job-name=" + sweepName; "--array=" + range; sprintf "--cpus-per-task=%d" threads
@@ -195,13 +207,13 @@ let runSlurm (sweepName: string) (threads: int) (parallel: int option) (sbatchOp
         | [] -> ()
         | attempts -> submit attempts
     submitReady ()
-    let jobs () = watched |> Seq.map (fun a -> a.Trial.Job.Split('_').[0]) |> Seq.distinct |> List.ofSeq
+    let jobs () = watched |> Seq.map (fun a -> (jobOf a.Trial).Split('_').[0]) |> Seq.distinct |> List.ofSeq
     let exitFromScontrol (job: string) =
         let _, out, _ = run "scontrol" [ "show"; "job"; job ]
         let m = Text.RegularExpressions.Regex.Match(out, @"ExitCode=(\d+):(\d+)")
         if m.Success then Some(if m.Groups[2].Value <> "0" then 128 + int m.Groups[2].Value else int m.Groups[1].Value) else None
     let ended (a: Attempt) =
-        match readExit a |> Option.orElse (exitFromScontrol a.Trial.Job) with
+        match readExit a |> Option.orElse (exitFromScontrol (jobOf a.Trial)) with
         | Some c -> events.Ended a (Exited c)
         | None -> events.Ended a (Vanished "Slurm ended it without an exit code")
     while watched.Count > 0 && not cancel.IsCancellationRequested do
@@ -210,7 +222,7 @@ let runSlurm (sweepName: string) (threads: int) (parallel: int option) (sbatchOp
         | None -> ()
         | Some states ->
             for a in List.ofSeq watched do
-                match states.TryFind a.Trial.Job with
+                match states.TryFind (jobOf a.Trial) with
                 | Some state when terminal.Contains state ->
                     watched.Remove a |> ignore
                     if state = "CANCELLED" && readExit a = None then events.Ended a Cancelled else ended a
@@ -227,7 +239,7 @@ let runSlurm (sweepName: string) (threads: int) (parallel: int option) (sbatchOp
         if watched.Count > 0 && not cancel.IsCancellationRequested then Thread.Sleep 1000
     if cancel.IsCancellationRequested && watched.Count > 0 then
         // Only this sweep's unfinished tasks, by task id; then wait until Slurm has let them go.
-        let tasks = [ for a in watched -> a.Trial.Job ]
+        let tasks = [ for a in watched -> jobOf a.Trial ]
         let code, _, err = run "scancel" tasks
         if code <> 0 then eprintfn "warning: scancel %s failed: %s" (String.Join(" ", tasks)) (err.Trim())
         let until = DateTime.UtcNow.AddSeconds 30.0

@@ -60,13 +60,13 @@ type Sweep =
       Sbatch: string list }
 
 /// A TOML inline table, `{ name = "ewc", lambda = 30.0 }`: `Toml.table [ "name", box "ewc"; "lambda", box 30.0 ]`.
-type InlineTable = InlineTable of (string * obj) list
+type InlineTable = InlineTable of (string * objnull) list
 
 /// TOML value text for override values.
 module Toml =
-    let table (entries: (string * obj) list) = InlineTable entries
+    let table (entries: (string * objnull) list) = InlineTable entries
 
-    let rec value (v: obj) : string =
+    let rec value (v: objnull) : string =
         match v with
         | :? InlineTable as t ->
             let (InlineTable entries) = t
@@ -85,9 +85,10 @@ module Toml =
                 if r.Contains '.' || r.Contains 'E' then r.Replace("E", "e") else r + ".0"
         | :? float32 as f -> value (float f)
         | :? Collections.IEnumerable as xs -> "[" + String.Join(", ", [ for x in xs -> value x ]) + "]"
+        | null -> invalidArg "v" "no TOML form for null"
         | _ -> invalidArg "v" (sprintf "no TOML form for %A (%s)" v (v.GetType().Name))
 
-    let number (v: obj) : float option =
+    let number (v: objnull) : float option =
         match v with
         | :? int as i -> Some(float i)
         | :? int64 as i -> Some(float i)
@@ -95,7 +96,7 @@ module Toml =
         | :? float32 as f -> Some(float f)
         | _ -> None
 
-    let label (v: obj) : string =
+    let label (v: objnull) : string =
         match v with
         | :? string as s -> s
         | :? float as f -> f.ToString("G6", CultureInfo.InvariantCulture)
@@ -108,7 +109,7 @@ module Axis =
           Levels = [ for v in values -> { Label = Toml.label (box v); Number = Toml.number (box v); Overrides = [ key, Toml.value (box v) ] } ] }
 
     /// Named levels that each set several keys: `Axis.choice "method" [ "ewc", [ "methods.0.lambda", box 30.0 ] ]`.
-    let choice (name: string) (levels: (string * (string * obj) list) list) : Axis =
+    let choice (name: string) (levels: (string * (string * objnull) list) list) : Axis =
         { Name = name
           Levels = [ for (label, sets) in levels -> { Label = label; Number = None; Overrides = [ for (k, v) in sets -> k, Toml.value v ] } ] }
 
@@ -143,10 +144,10 @@ module Sample =
 
 module Arm =
     let create name config = { Name = name; Config = config; Overrides = []; Axes = []; Command = None; From = None }
-    let set (key: string) (v: obj) (arm: Arm) = { arm with Overrides = arm.Overrides @ [ key, Toml.value v ] }
+    let set (key: string) (v: objnull) (arm: Arm) = { arm with Overrides = arm.Overrides @ [ key, Toml.value v ] }
     let axis (a: Axis) (arm: Arm) = { arm with Axes = arm.Axes @ [ a ] }
     /// Replaces the config's [[methods]] tables: `Arm.methods [ [ "name", box "ewc"; "lambda", box 30.0 ] ]`.
-    let methods (tables: (string * obj) list list) (arm: Arm) = set "methods" (box [ for t in tables -> Toml.table t ]) arm
+    let methods (tables: (string * objnull) list list) (arm: Arm) = set "methods" (box [ for t in tables -> Toml.table t ]) arm
     /// Runs this arm's trials with another command than the sweep's: `Arm.command Train` for the pre-training arm of a
     /// study sweep.
     let command (c: Command) (arm: Arm) = { arm with Command = Some c }
@@ -167,7 +168,7 @@ type TrialSpec =
       Config: string
       Overrides: string[]
       Command: string
-      From: string }
+      From: string | null }
 
 type SweepSpec =
     { Name: string
@@ -293,7 +294,9 @@ module Sweep =
         match Environment.GetEnvironmentVariable SpecVariable with
         | null
         | "" ->
-            let research = Path.Combine(Path.GetDirectoryName(typeof<Level>.Assembly.Location), "research")
+            // Beside this library (the script's #r), not beside `dotnet fsi`.
+            let here = match Path.GetDirectoryName(typeof<Level>.Assembly.Location) with | null -> "." | d -> d
+            let research = Path.Combine(here, "research")
             if not (File.Exists research) then
                 eprintfn "error: %s not found: build the command beside this library (./build.sh)" research
                 2
@@ -301,9 +304,12 @@ module Sweep =
                 let psi = Diagnostics.ProcessStartInfo(research)
                 psi.ArgumentList.Add "sweep"
                 for a in argv do psi.ArgumentList.Add a
-                use p = Diagnostics.Process.Start psi
-                p.WaitForExit()
-                p.ExitCode
+                match Diagnostics.Process.Start psi with
+                | null -> eprintfn "error: %s did not start" research; 2
+                | p ->
+                    use p = p
+                    p.WaitForExit()
+                    p.ExitCode
         | path ->
             File.WriteAllText(path, JsonSerializer.Serialize(spec, JsonSerializerOptions(WriteIndented = true)))
             0

@@ -198,7 +198,7 @@ let csv (metric: string) (gs: Group list) =
 /// The metric against an axis with 95% error bars, a line per group of the arms that have the axis (per level of
 /// their other axes); arms without it are horizontal baselines with their interval as a band.
 let plot (path: string) (sweep: string) (metric: string) (axis: string) (logX: bool) (gs: Group list) =
-    let p = ScottPlot.Plot()
+    let p = new ScottPlot.Plot()
     let x (v: float) = if logX then log10 v else v
     let withAxis, baselines = gs |> List.partition (fun g -> g.Numbers.ContainsKey axis)
     let mutable color = 0
@@ -246,7 +246,7 @@ let plot (path: string) (sweep: string) (metric: string) (axis: string) (logX: b
     p.XLabel(short axis + (if logX then " (log scale)" else ""))
     p.YLabel metric
     p.ShowLegend(ScottPlot.Edge.Right) |> ignore
-    Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath path)) |> ignore
+    Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath path) |> nonNull) |> ignore
     p.SavePng(path, 1000, 550) |> ignore
 
 /// For study sweeps: each group's test-accuracy matrix averaged over its seeds, as a heatmap.

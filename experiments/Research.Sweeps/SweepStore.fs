@@ -17,9 +17,9 @@ type Trial =
       mutable State: string
       mutable Attempts: int
       mutable ExitCode: Nullable<int>
-      mutable Log: string
-      mutable Executor: string
-      mutable Job: string
+      mutable Log: string | null
+      mutable Executor: string | null
+      mutable Job: string | null
       mutable Pid: Nullable<int> }
 
 /// Run-store tables copied from a trial's store into the sweep's, keyed by run id.
@@ -29,9 +29,9 @@ let private runTables = [ "runs", "id"; "metrics", "run_id"; "evaluations", "run
 type Store(path: string) =
     let runs = new RunStore(path) // creates (or migrates) the run-store tables
 
-    let args (xs: (string * obj) list) = [| for (n, v) in xs -> struct (n, v) |]
-    let exec (sql: string) (xs: (string * obj) list) = runs.Execute(sql, args xs)
-    let query (sql: string) (xs: (string * obj) list) = runs.Query(sql, args xs) |> List.ofSeq
+    let args (xs: (string * objnull) list) = [| for (n, v) in xs -> struct (n, v) |]
+    let exec (sql: string) (xs: (string * objnull) list) = runs.Execute(sql, args xs)
+    let query (sql: string) (xs: (string * objnull) list) = runs.Query(sql, args xs) |> List.ofSeq
 
     do
         exec
@@ -55,7 +55,7 @@ type Store(path: string) =
     member _.Runs = runs
 
     /// The trial as recorded, or a new pending row. `source`: the id of the trial it starts from, or null.
-    member _.Load(id: string, spec: TrialSpec, name: string, dir: string, canonical: string, source: string) : Trial =
+    member _.Load(id: string, spec: TrialSpec, name: string, dir: string, canonical: string, source: string | null) : Trial =
         match query "SELECT state, attempts, exit_code, log, executor, job, pid FROM trials WHERE id = $id" [ "$id", box id ] with
         | [ r ] ->
             // The script may have relabelled the trial since (its identity is what it computes, not its labels); rows of
@@ -84,7 +84,7 @@ type Store(path: string) =
     /// Every trial the store knows (of this and earlier versions of the script), for summaries of a sweep folder;
     /// `command` for trials recorded before trials had their own.
     member _.All(sweepDir: string, command: string) : Trial list =
-        let json (v: obj) : 'T = Text.Json.JsonSerializer.Deserialize<'T>(string v)
+        let json (v: objnull) : 'T = nonNull (Text.Json.JsonSerializer.Deserialize<'T>(string v))
         [ for r in query "SELECT id, name, arm, labels, numbers, seed, config, overrides, state, attempts, command FROM trials ORDER BY rowid" [] ->
               let spec =
                   { Arm = string r[2]; Labels = json r[3]; Numbers = json r[4]; Seed = Convert.ToInt32 r[5]; Config = string r[6]

@@ -4,8 +4,9 @@
 //   - plain fine-tuning at a large (1e-3, the pre-training peak) and a small (1e-4) learning rate, constant;
 //   - the seed chapter's recipe: the small rate, 10% linear warmup, cosine decay, weight decay 0.1, early stopping on
 //     German validation loss;
-//   - L2-SP toward the pre-trained weights (α ∈ {0.001, 0.01, 0.1}), EWC (λ ∈ {100, 1000, 10000}; sampled Fisher over
-//     256 English windows, teacher-forced, per token), the strength chosen on validation,
+//   - L2-SP toward the pre-trained weights (α ∈ {0.01, 0.1}), EWC (λ ∈ {100, 1000}; sampled Fisher over 256 English
+//     windows, teacher-forced, per token), the strength chosen on validation (two levels each: the sweep's 27 arms and 3
+//     pre-trainings fit 90 minutes),
 //     replay mixing English windows into each batch of 16: 1 in 17 (5.9%) and 4 in 20 (20%) — all at the large rate.
 // Three seeds, one thread per trial, two at a time:
 //
@@ -41,11 +42,11 @@ let sweep =
     |> Sweep.arm (
         study "l2-sp"
         |> Arm.methods [ [ "name", box "l2-sp"; "alpha", box 0.01; "anchor", box "initial" ] ]
-        |> Arm.axis (Axis.grid "methods.0.alpha" [ 0.001; 0.01; 0.1 ]))
+        |> Arm.axis (Axis.grid "methods.0.alpha" [ 0.01; 0.1 ]))
     |> Sweep.arm (
         study "ewc"
         |> Arm.methods [ [ "name", box "ewc"; "lambda", box 100.0; "fisher", box "sampled" ] ]
-        |> Arm.axis (Axis.grid "methods.0.lambda" [ 100.0; 1000.0; 10000.0 ]))
+        |> Arm.axis (Axis.grid "methods.0.lambda" [ 100.0; 1000.0 ]))
     |> Sweep.arm (
         study "replay-5"
         |> Arm.methods [ [ "name", box "replay"; "selection", box "task-balanced"; "budget", box 256; "mix_ratio", box (1.0 / 16.0) ] ])

@@ -21,9 +21,10 @@ public sealed record InverseSqrtOptions : WarmupOptions
 /// <summary>
 /// Inverse square-root decay after warmup: f(t) = √(τ / max(τ, t)). With τ = W this is the Transformer
 /// schedule of Vaswani et al. 2017, d^(−½)·min(t^(−½), t·W^(−³⁄₂)), divided by its peak d^(−½)·W^(−½);
-/// fairseq <c>inverse_sqrt</c>; t5x <c>rsqrt</c>. It ignores T.
+/// fairseq <c>inverse_sqrt</c>; t5x <c>rsqrt</c>. It ignores T. Hugging Face's <c>inverse_sqrt</c> when τ = W (both
+/// defaults); for τ ≠ W theirs is √(τ / (t − W + τ)), which starts its decay at W, where ours holds 1 until τ.
 /// </summary>
-[Plugin("inverse-sqrt", Summary = "decay proportional to 1/sqrt(step) after warmup (Transformer schedule)")]
+[Plugin("inverse-sqrt", Summary = "decay proportional to 1/sqrt(step) after warmup (Transformer schedule)", Aliases = ["inverse_sqrt"])]
 public sealed class InverseSqrt(InverseSqrtOptions options) : ISchedule
 {
     public double Multiplier(in ScheduleContext c)

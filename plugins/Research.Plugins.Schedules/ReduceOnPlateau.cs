@@ -13,6 +13,9 @@ public enum PlateauMode
 }
 
 /// <summary>Options of <see cref="ReduceOnPlateau"/>.</summary>
+[KeyAdvice("min_lr", "is an absolute learning rate in PyTorch and Hugging Face; here the floor is a ratio of the peak: min_lr_ratio = min_lr / lr")]
+[KeyAdvice("threshold_mode", "is always \"rel\" here (an improvement is relative to the best value)")]
+[KeyAdvice("eps", "is not an option here: the rate is a pure function of the evaluations, so no update is too small to apply")]
 public sealed record ReduceOnPlateauOptions : WarmupOptions
 {
     /// <summary>The validation metric watched, by its recorded name (a test metric would select on test data).</summary>
@@ -51,7 +54,7 @@ public sealed record ReduceOnPlateauOptions : WarmupOptions
 /// improvement raises a counter (not while cooling down, which resets it); when the counter exceeds
 /// patience the rate is reduced, the counter reset and cooldown started.
 /// </summary>
-[Plugin("reduce-on-plateau", Summary = "multiply by factor when the watched metric stops improving")]
+[Plugin("reduce-on-plateau", Summary = "multiply by factor when the watched metric stops improving", Aliases = ["reduce_lr_on_plateau"])]
 public sealed class ReduceOnPlateau(ReduceOnPlateauOptions options) : ISchedule
 {
     public double Multiplier(in ScheduleContext c) =>

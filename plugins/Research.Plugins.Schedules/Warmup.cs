@@ -3,10 +3,14 @@ using Research.Abstractions;
 namespace Research.Plugins.Schedules;
 
 /// <summary>Options shared by every schedule with a linear warmup.</summary>
+/// <remarks>Hugging Face's <c>get_scheduler(name, optimizer, num_warmup_steps, num_training_steps)</c>: its warmup is
+/// ours (<c>num_warmup_steps</c> is accepted for <c>warmup_steps</c>), and its T is the run's own number of updates.</remarks>
+[KeyAdvice("num_training_steps", "is not an option here: T is the run's own number of updates (train.epochs × the updates of an epoch), which every schedule reads from the run")]
+[KeyAdvice("last_epoch", "is not an option here: a resumed run restores its step from the checkpoint")]
 public record WarmupOptions : IValidatable
 {
     /// <summary>W: updates of linear warmup from 0 to the peak; 0 disables warmup.</summary>
-    [Option(Min = 0)]
+    [Option(Min = 0, Aliases = ["num_warmup_steps"])]
     public long WarmupSteps { get; init; }
 
     /// <summary>Warmup as a share of the schedule's T, W = round(warmup_ratio · T) (Hugging Face's <c>warmup_ratio</c>; the

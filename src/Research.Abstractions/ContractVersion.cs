@@ -12,6 +12,9 @@ namespace Research.Abstractions;
 /// <see cref="ITaskHooks"/>, <see cref="IDataRole"/> and <see cref="IStateful"/>; <c>Consolidate(TaskContext)</c> is
 /// <see cref="ITaskHooks.TaskEnd"/> with <see cref="TaskEndContext.IsLastTask"/>; the step context separates the
 /// task-loss gradient from the total. 1.x plugins are refused with the version they were built against.
+/// <para>2.2 (adds): <see cref="OptionAttribute.Aliases"/>, <see cref="PluginAttribute.Aliases"/> and
+/// <see cref="KeyAdviceAttribute"/>, so a plugin can take another library's names where they mean the same and refuse
+/// them with advice where they do not.</para>
 /// </remarks>
 public static class ContractVersion
 {
@@ -19,5 +22,5 @@ public static class ContractVersion
     public const int Major = 2;
 
     /// <summary>Incremented when members are added without breaking existing plugins.</summary>
-    public const int Minor = 1;
+    public const int Minor = 2;
 }

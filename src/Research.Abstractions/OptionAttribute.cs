@@ -36,4 +36,29 @@ public sealed class OptionAttribute : Attribute
 
     /// <summary>The longest a string may be, in characters; 0: no limit.</summary>
     public int MaxLength { get; set; }
+
+    /// <summary>Other keys that mean exactly this option, such as another library's name for it (Hugging Face's
+    /// <c>num_warmup_steps</c> for <c>warmup_steps</c>). A config may use either; giving both is refused, and the run
+    /// records the option under its own key, so both spellings make the same run. (Contract 2.2.)</summary>
+    public string[] Aliases { get; set; } = [];
+}
+
+/// <summary>
+/// A key an options type does not take but that users bring from another library, with what to write instead. The
+/// binder refuses the key with this advice in place of the plain "unknown key" (Hugging Face's absolute
+/// <c>lr_end</c> against this library's <c>end_ratio</c>, say): a key whose meaning differs is never taken silently.
+/// Inherited by derived options types. (Contract 2.2.)
+/// </summary>
+/// <example><code>
+/// [KeyAdvice("lr_end", "is an absolute learning rate in Hugging Face; here give end_ratio = lr_end / lr")]
+/// public sealed record PolynomialOptions : WarmupOptions { ... }
+/// </code></example>
+[AttributeUsage(AttributeTargets.Class, AllowMultiple = true, Inherited = true)]
+public sealed class KeyAdviceAttribute(string key, string advice) : Attribute
+{
+    /// <summary>The key as the user would write it.</summary>
+    public string Key { get; } = key;
+
+    /// <summary>What to do instead, completing "KEY: …" in the error.</summary>
+    public string Advice { get; } = advice;
 }

@@ -21,6 +21,11 @@ public sealed class PluginAttribute(string name) : Attribute
 
     /// <summary>One line for <c>research plugins list</c>.</summary>
     public string Summary { get; init; } = "";
+
+    /// <summary>Other names that choose this plugin, with exactly its meaning (Hugging Face's <c>cosine_with_min_lr</c>
+    /// for <c>cosine</c>). A run records the plugin under <see cref="Name"/>, so every spelling makes the same run.
+    /// (Contract 2.2.)</summary>
+    public string[] Aliases { get; init; } = [];
 }
 
 /// <summary>One problem with one option value: the TOML key and what is wrong with its value.</summary>

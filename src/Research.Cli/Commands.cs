@@ -223,6 +223,7 @@ static class Commands
                 try { optionsLine = string.Join(", ", PluginHost.OptionDefaults(p).Select(o => $"{o.Key} = {Format(o.Default)}")); }
                 catch (PluginException e) { optionsLine = $"(cannot be read: {e.Message})"; }
                 if (optionsLine.Length > 0) Console.WriteLine($"  {"",-22} options: {optionsLine}");
+                if (p.Aliases.Count > 0) Console.WriteLine($"  {"",-22} also named: {string.Join(", ", p.Aliases)}");
                 if (role == PluginRole.Method) Console.WriteLine($"  {"",-22} roles: {string.Join(", ", PluginHost.MethodRoles(p.Type))}");
                 Console.WriteLine($"  {"",-22} {p.AssemblyPath}");
             }

@@ -57,6 +57,7 @@ static class ConfigCommand
             {
                 o.WriteLine($"  {s.Key,-26} {s.TypeName,-18} = {Value(s.Default),-14}{(s.Accepts.Length > 0 ? "  " + s.Accepts : "")}");
                 if (s.Doc.Length > 0) o.WriteLine($"  {"",-26} {s.Doc}");
+                if (s.Aliases.Count > 0) o.WriteLine($"  {"",-26} also written: {string.Join(", ", s.Aliases)}");
             }
             o.WriteLine();
         }
@@ -77,6 +78,7 @@ static class ConfigCommand
                 if (r is not null && !double.IsNaN(r.Min)) { node["min"] = r.Min; node["min_exclusive"] = r.MinExclusive; }
                 if (r is not null && !double.IsNaN(r.Max)) { node["max"] = r.Max; node["max_exclusive"] = r.MaxExclusive; }
                 var oneOf = r is { OneOf.Length: > 0 } ? r.OneOf : s.Scalar.IsEnum ? OptionSchema.EnumNames(s.Scalar).ToArray() : null;
+                if (s.Aliases.Count > 0) node["aliases"] = new JsonArray(s.Aliases.Select(v => (JsonNode?)JsonValue.Create(v)).ToArray());
                 if (oneOf != null) node["one_of"] = new JsonArray(oneOf.Select(v => (JsonNode?)JsonValue.Create(v)).ToArray());
                 array.Add(node);
             }

@@ -120,12 +120,12 @@ let tests =
         }
         test "a plugin's options are bound from its table; an unknown option names the key and the plugin's keys" {
             let host = PluginHost.Load([])
-            let c2 = ConfigLoader.Parse("[schedule]\nname = \"cosine\"\nwarmup_steps = 10\nmin_lr = 0.1\n", "s.toml")
+            let c2 = ConfigLoader.Parse("[schedule]\nname = \"cosine\"\nwarmup_steps = 10\nfloor = 0.1\n", "s.toml")
             try
                 host.Create<Research.Abstractions.ISchedule>(PluginRole.Schedule, c2.Schedule, c2.File) |> ignore
                 failtest "accepted"
             with :? ConfigException as e ->
-                Expect.stringContains e.Message "s.toml: schedule.min_lr: unknown key (known keys: min_lr_ratio, warmup_ratio, warmup_steps)" "named"
+                Expect.stringContains e.Message "s.toml: schedule.floor: unknown key (known keys: min_lr_ratio, warmup_ratio, warmup_steps)" "named"
         }
         test "research train with an unknown key exits 2 and prints one line naming the key and the file, no stack trace" {
             let dir = tempDir "cfg"
@@ -189,11 +189,11 @@ let tests =
             Expect.equal bad.ExitCode 2 "an unknown section is a usage error"
             Expect.stringContains bad.Err "no section or plugin 'optimiser'" "named"
         }
-        test "an option left out is checked too: cosine-restarts without cycle_steps (default 0, declared ≥ 1) is refused naming the key" {
+        test "cosine-restarts without cycle_steps or cycles is refused by research train, exit 2, naming the key" {
             let dir = tempDir "cfg-default"
             let path = syntheticConfig dir "[schedule]\nname = \"cosine-restarts\"\n"
             let r = research dir [ "train"; path; "--dry-run" ]
             Expect.equal r.ExitCode 2 r.Err
-            Expect.stringContains r.Err "schedule.cycle_steps: is not set, and its default 0 must be ≥ 1" "names the key and the rule"
+            Expect.stringContains r.Err "schedule.cycle_steps: 0 with cycles = 0 sets no cycle" "names the key and the rule"
         }
     ]

@@ -64,30 +64,30 @@ let tests =
                 Expect.equal m.Length 2 $"{name}: 2 rows"
                 Expect.isTrue (Double.IsNaN(m[0][0]) && Double.IsNaN(m[0][1]) && Double.IsNaN(m[1][1])) $"{name}: NaN where j ≥ i"
                 Expect.isTrue (Double.IsFinite(m[1][0])) $"{name}[1][0] is a number"
-            let test = (probe o ProbeNames.MeasuredTestLossIncrease)[1][0]
+            let test = (probe o ProbeNames.MeasuredTestLossIncrease).[1].[0]
             let fromMatrix = o.Record.Loss[1][0] - o.Record.Loss[0][0]
             Expect.floatClose { absolute = 1e-6; relative = 1e-6 } test fromMatrix "the test split's increase is the matrix L's"
-            Expect.isGreaterThan ((probe o ProbeNames.MeasuredLossIncrease)[1][0]) 0.0 "task 0's loss rose (permuted task 1 forgets it)"
-            let quadratic = (probe o ProbeNames.QuadraticLossIncrease)[1][0]
+            Expect.isGreaterThan ((probe o ProbeNames.MeasuredLossIncrease).[1].[0]) 0.0 "task 0's loss rose (permuted task 1 forgets it)"
+            let quadratic = (probe o ProbeNames.QuadraticLossIncrease).[1].[0]
             let groups =
                 o.Record.Probes |> Seq.filter (fun kv -> kv.Key.StartsWith(ProbeNames.QuadraticLossIncrease + "/")) |> Seq.map (fun kv -> kv.Value[1][0]) |> List.ofSeq
             Expect.equal groups.Length 2 "two parameter groups: hidden.0 and head"
             Expect.floatClose { absolute = 1e-12; relative = 1e-9 } (List.sum groups) quadratic "Σ_g ½Δθ_gᵀ(HΔθ)_g = ½ΔθᵀHΔθ"
             for v in [ "exact"; "sampled"; "empirical"; "batched" ] do
-                let f = (probe o (ProbeNames.FisherQuadraticLossIncrease + "/" + v))[1][0]
+                let f = (probe o (ProbeNames.FisherQuadraticLossIncrease + "/" + v)).[1].[0]
                 Expect.isGreaterThanOrEqual f 0.0 $"½Σ F Δθ² ≥ 0 for the {v} Fisher"
-            let share = (probe o ProbeNames.TopKNormShare)[1][0]
+            let share = (probe o ProbeNames.TopKNormShare).[1].[0]
             Expect.isTrue (share >= 0.0 && share <= 1.0 + 1e-9) "a share of ‖Δθ‖² lies in [0, 1]"
             let eigen = (probe o ProbeNames.HessianEigenvalues)
             Expect.equal eigen[0].Length 8 "k eigenvalues per task"
             Expect.isTrue (eigen[0] |> Array.pairwise |> Array.forall (fun (a, b) -> a >= b)) "largest first"
-            Expect.isTrue (Double.IsFinite((probe o ProbeNames.HessianTrace)[1][0])) "a trace estimate per task"
+            Expect.isTrue (Double.IsFinite((probe o ProbeNames.HessianTrace).[1].[0])) "a trace estimate per task"
         }
 
         test "with k = n (172 parameters) the top-k eigenspace holds all of Δθ: both shares equal 1 within 1e-6 (fp64)" {
             let o = decompositionStudy (tempDir "hessian-full") 0.01 "hessian = { samples = 300, top_k = 172, precision = \"fp64\", trace_probes = 0, fisher = [\"empirical\"] }"
-            Expect.floatClose { absolute = 1e-6; relative = 1e-6 } ((probe o ProbeNames.TopKNormShare)[1][0]) 1.0 "‖P_nΔθ‖² = ‖Δθ‖²"
-            Expect.floatClose { absolute = 1e-6; relative = 1e-6 } ((probe o ProbeNames.TopKQuadraticShare)[1][0]) 1.0 "Σλ(vᵀΔθ)² = ΔθᵀHΔθ"
+            Expect.floatClose { absolute = 1e-6; relative = 1e-6 } ((probe o ProbeNames.TopKNormShare).[1].[0]) 1.0 "‖P_nΔθ‖² = ‖Δθ‖²"
+            Expect.floatClose { absolute = 1e-6; relative = 1e-6 } ((probe o ProbeNames.TopKQuadraticShare).[1].[0]) 1.0 "Σλ(vᵀΔθ)² = ΔθᵀHΔθ"
         }
 
         test "for small steps the quadratic model predicts the measured increase: |predicted − measured| ≤ 0.1·|measured| at lr 1e-4, and the error is larger at lr 1e-2 (fp64)" {
@@ -95,20 +95,20 @@ let tests =
             let small = decompositionStudy (tempDir "hessian-small") 1e-4 settings
             let large = decompositionStudy (tempDir "hessian-large") 1e-2 settings
             let error (o: RunOutcome) =
-                let measured = (probe o ProbeNames.MeasuredLossIncrease)[1][0]
-                abs ((probe o ProbeNames.PredictedLossIncrease)[1][0] - measured) / abs measured
+                let measured = (probe o ProbeNames.MeasuredLossIncrease).[1].[0]
+                abs ((probe o ProbeNames.PredictedLossIncrease).[1].[0] - measured) / abs measured
             Expect.isLessThan (error small) 0.1 "within 10% for small steps"
             Expect.isGreaterThan (error large) (error small) "the remainder grows with the step"
         }
 
         test "snapshots_along = 4: three points inside task 1 at steps 34, 68 and 101 of its 135, then its end; the last equals the T × T probe" {
             let o = decompositionStudy (tempDir "hessian-along") 0.01 "hessian = { samples = 300, top_k = 4, trace_probes = 0, fisher = [\"empirical\"], snapshots_along = 4 }"
-            let fractions = (probe o (ProbeNames.HessianAlong + "/fraction"))[1][0..3]
+            let fractions = (probe o (ProbeNames.HessianAlong + "/fraction")).[1].[0..3]
             // Task 1 plans 3 epochs × 45 steps = 135; the points are its steps round(k·135/4) = 34, 68, 101, then its end.
             let expected = [| 34.0 / 135.0; 68.0 / 135.0; 101.0 / 135.0; 1.0 |]
             for (a, e) in Array.zip fractions expected do Expect.floatClose { absolute = 1e-12; relative = 0.0 } a e "the point's fraction of task 1"
             let measured = (probe o (ProbeNames.HessianAlong + "/measured"))[1]
-            Expect.equal measured[3] ((probe o ProbeNames.MeasuredLossIncrease)[1][0]) "the last point is the task's end"
+            Expect.equal measured[3] ((probe o ProbeNames.MeasuredLossIncrease).[1].[0]) "the last point is the task's end"
             Expect.isTrue (measured[0..2] |> Array.forall Double.IsFinite) "each point measured"
         }
 
@@ -116,7 +116,7 @@ let tests =
             let o = decompositionStudy (tempDir "hessian-summary") 0.01 "hessian = { samples = 300, top_k = 4, trace_probes = 0, fisher = [\"empirical\"], snapshots_along = 4 }"
             let runId = (TrainingTests.storeRows o.RunDir "SELECT id FROM runs" |> List.exactlyOne)[0] :?> string
             use store = new Research.Sweeps.SweepStore.Store(Path.Combine(o.RunDir, RunStore.FileName))
-            let cell name = (probe o name)[1][0]
+            let cell name = (probe o name).[1].[0]
             Expect.equal (Research.Sweeps.Summary.metricOf store "study" runId "probe:measured_loss_increase") (Some(cell ProbeNames.MeasuredLossIncrease)) "the one pair's cell, through the summaries' metric"
             let ratio = Research.Sweeps.Summary.probeMetric store runId "predicted_loss_increase / measured_loss_increase" |> Option.get
             Expect.floatClose { absolute = 0.0; relative = 1e-12 } ratio (cell ProbeNames.PredictedLossIncrease / cell ProbeNames.MeasuredLossIncrease) "the ratio of the cells"
@@ -146,7 +146,7 @@ let tests =
             use store = RunStore.OpenReadOnly(Path.Combine(without.RunDir, RunStore.FileName))
             let record = StudyRecord.Load(store, (TrainingTests.storeRows without.RunDir "SELECT id FROM runs" |> List.exactlyOne)[0] :?> string)
             for name in [ ProbeNames.QuadraticLossIncrease; ProbeNames.MeasuredLossIncrease; ProbeNames.FirstOrderLossIncrease; ProbeNames.TopKQuadraticShare; ProbeNames.FisherQuadraticLossIncrease + "/exact" ] do
-                Expect.floatClose { absolute = 1e-12; relative = 1e-9 } (record.Probes[name][1][0]) ((probe withHessian name)[1][0]) $"{name} after the fact = at the task end"
+                Expect.floatClose { absolute = 1e-12; relative = 1e-9 } (record.Probes[name].[1].[0]) ((probe withHessian name).[1].[0]) $"{name} after the fact = at the task end"
             for figure in [ "predicted-vs-measured.png"; "spectrum.png"; "overlap.png" ] do
                 Expect.isTrue (File.Exists(Path.Combine(without.RunDir, "hessian", figure))) $"{figure} drawn"
         }

@@ -545,7 +545,7 @@ let private configCases (dir: string) (host: PluginHost) : Case list =
         // The section as a value, or as an array of tables.
         add (sprintf "--set %s=3 (a section as a value)" section) "train" text [ sprintf "%s=3" section ] (refuse [ section; "must be a table" ])
     // The components of [optimizer]: an array of tables.
-    let component (body: string) = text + "[[optimizer.components]]\n" + body
+    let withComponent (body: string) = text + "[[optimizer.components]]\n" + body
     for label, body, expected in
         [ "a component with its own lr scale", "name = \"head\"\nmatch = \"^head\\\\.\"\nlr_scale = 0.5\n", Accept
           "a frozen component", "name = \"body\"\nmatch = \"^layers\\\\.\"\nfrozen = true\n", Accept
@@ -559,7 +559,7 @@ let private configCases (dir: string) (host: PluginHost) : Case list =
           "a component without a match (documented)", "name = \"x\"\n", refuse [ "optimizer.components[0].match" ]
           "a component matching no parameter (documented)", "name = \"x\"\nmatch = \"^nothing\"\n", refuse [ "optimizer"; "matches no parameter" ]
           "every parameter frozen (documented)", "name = \"all\"\nmatch = \".*\"\nfrozen = true\n", refuse [ "optimizer.components"; "nothing to train" ] ] do
-        add ("[[optimizer.components]]: " + label) "train" (component body) [] expected
+        add ("[[optimizer.components]]: " + label) "train" (withComponent body) [] expected
     add "layer_decay 0.5 with a layer_pattern without a group (documented)" "train" (renderDoc (doc |> setKey "[optimizer]" "layer_decay" "0.5" |> setKey "[optimizer]" "layer_pattern" "\"layers\"")) [] (refuse [ "optimizer"; "layer decay" ])
     add "layer_decay 0.5 with a layer_pattern whose group captures letters (documented)" "train" (renderDoc (doc |> setKey "[optimizer]" "layer_decay" "0.5" |> setKey "[optimizer]" "layer_pattern" "\"(l)ayers\"")) [] (refuse [ "optimizer"; "layer decay" ])
     add "layer_decay 0.5 with the default pattern" "train" (renderDoc (doc |> setKey "[optimizer]" "layer_decay" "0.5")) [] Accept
@@ -1025,7 +1025,11 @@ let private checkpointTest () =
     // A manifest that says the same in other words, or lists a file more: the checkpoint is intact.
     for label, rewrite in
         [ "re-indented", (fun (m: string) -> m.Replace("\n", "").Replace("  ", ""))
-          "in another key order", (fun m -> let lines = m.Split('\n') in String.Join("\n", Array.concat [ [| lines[0] |]; lines[1 .. lines.Length - 2] |> Array.map (fun l -> l.TrimEnd ',') |> Array.rev |> fun ls -> ls |> Array.mapi (fun i l -> if i < ls.Length - 1 then l + "," else l); [| lines[lines.Length - 1] |] ]))
+          "in another key order", (fun m ->
+            let lines = m.Split('\n')
+            let entries = lines[1 .. lines.Length - 2] |> Array.map (fun l -> l.TrimEnd ',') |> Array.rev
+            let entries = entries |> Array.mapi (fun i l -> if i < entries.Length - 1 then l + "," else l)
+            String.Join("\n", Array.concat [ [| lines[0] |]; entries; [| lines[lines.Length - 1] |] ]))
           "listing one file more", (fun m -> m.Replace("{", "{\n  \"notes.txt\": \"00\",")) ] do
         resumeCase (sprintf "%s's manifest %s" newest label) (fun copy ->
             let manifest = Path.Combine(copy, "checkpoints", newest, "manifest.json")

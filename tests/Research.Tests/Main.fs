@@ -35,6 +35,7 @@ let main argv =
             AllocatorTests.tests
             MiniLMTests.tests
             ScheduleTests.tests
+            HuggingFaceScheduleTests.tests
             ForgettingMetricTests.tests
             OptimizerTests.tests
             ConfigTests.tests
@@ -56,6 +57,8 @@ let main argv =
             BadInputTests.tests
             PluginHostTests.tests
             ReadmeTests.tests
+            TemplateTests.tests
+            TensorBoardTests.tests
             SweepTests.tests
             SweepDependencyTests.tests
             FuzzTests.tests

@@ -25,13 +25,18 @@ let tests =
             Directory.CreateDirectory project |> ignore
             let csproj = snippet "xml"
             Expect.isFalse (csproj.Contains "ProjectReference") "references no project of the solution"
-            Expect.isFalse (csproj.Contains "PackageReference") "needs no package"
+            Expect.equal (Regex.Matches(csproj, "PackageReference Include=\"([^\"]+)\"") |> Seq.map (fun m -> m.Groups[1].Value) |> List.ofSeq)
+                [ "Research.Abstractions" ] "the contract's package, and nothing else"
             File.WriteAllText(Path.Combine(project, "MyPlugins.csproj"), csproj)
             File.WriteAllText(Path.Combine(project, "Triangle.cs"), snippet "csharp")
+            packageConfig dir
             let output = Path.Combine(dir, "plugins")
-            let build = runProcess project "dotnet" [ "build"; "-c"; "Release"; "-nologo"; "-v:q"; sprintf "-p:ResearchDir=%s" repoRoot; "-o"; output ]
+            let build = runProcess project "dotnet" [ "build"; "-c"; "Release"; "-nologo"; "-v:q"; "-o"; output ]
             Expect.equal build.ExitCode 0 (sprintf "the snippet builds:\n%s%s" build.Out build.Err)
-            Expect.isFalse (File.Exists(Path.Combine(output, "Research.Abstractions.dll"))) "the contract is not copied next to the plugin"
+            let files = Directory.GetFiles(output, "*", SearchOption.AllDirectories)
+            let others = files |> Array.map Path.GetFileName |> Array.filter (fun f -> not (f.StartsWith "MyPlugins."))
+            Expect.isEmpty others "the plugin alone: no contract, no TorchSharp, no natives"
+            Expect.isLessThan (files |> Array.sumBy (fun f -> FileInfo(f).Length)) 200_000L "a few kB, not TorchSharp's ~50 MB"
 
             let list = research dir [ "plugins"; "list"; "--plugins"; output ]
             Expect.stringContains list.Out "triangle" "listed"

@@ -108,7 +108,7 @@ let tests =
             Expect.equal ((at c "metrics.0").ToJsonString()) """{"after_task":-1,"name":"average-accuracy"}""" "bound with their options"
             Expect.equal (ResolvedConfig.Identity c) (ResolvedConfig.Identity(canonicalOf "study" full [ "metrics=[{name=\"bwt\"}]" ])) "the metrics are not part of the identity (they are computed after training)"
             Expect.isFalse ((canonicalOf "train" full []).ContainsKey "metrics" ) "a single run has no metrics"
-            Expect.equal [ for kv in (at c "run").AsObject() -> kv.Key ] [ "name"; "output_dir"; "seed"; "threads" ] "[run]"
+            Expect.equal [ for kv in (at c "run").AsObject() -> kv.Key ] [ "name"; "output_dir"; "seed"; "tensorboard_dir"; "threads" ] "[run]"
             Expect.isTrue (keysSorted c) "sorted at every depth"
             Expect.equal ((at c "command").GetValue<string>()) "study" "command"
             Expect.equal ((at c "study.reset_optimizer").GetValue<bool>()) false "snake_case keys"
@@ -182,9 +182,9 @@ let tests =
                               yield! shuffle lines ]
                     |> String.concat "\n"
                 identity text [] = identity full []
-        test "name, output_dir and threads do not change the identity; the seed changes it but not the seed group" {
+        test "name, output_dir, threads and tensorboard_dir do not change the identity; the seed changes it but not the seed group" {
             let baseline = canonicalOf "train" full []
-            for o in [ "run.name=\"other\""; "run.output_dir=\"elsewhere\""; "run.threads=4" ] do
+            for o in [ "run.name=\"other\""; "run.output_dir=\"elsewhere\""; "run.threads=4"; "run.tensorboard_dir=\"tb/arm/s1\"" ] do
                 let c = canonicalOf "train" full [ o ]
                 Expect.equal (ResolvedConfig.Identity c) (ResolvedConfig.Identity baseline) o
                 Expect.equal (ResolvedConfig.SeedGroup c) (ResolvedConfig.SeedGroup baseline) o
@@ -193,7 +193,7 @@ let tests =
             Expect.notEqual (ResolvedConfig.Identity reseeded) (ResolvedConfig.Identity baseline) "another seed, another identity"
             Expect.equal (ResolvedConfig.SeedGroup reseeded) (ResolvedConfig.SeedGroup baseline) "the same seed group"
             Expect.notEqual (ResolvedConfig.SeedGroup (canonicalOf "train" full [ "optimizer.lr=0.06" ])) (ResolvedConfig.SeedGroup baseline) "another lr, another group"
-            Expect.equal (ResolvedConfig.WhereKeys |> List.ofSeq) [ "name"; "output_dir"; "threads" ] "WhereKeys"
+            Expect.equal (ResolvedConfig.WhereKeys |> List.ofSeq) [ "name"; "output_dir"; "threads"; "tensorboard_dir" ] "WhereKeys"
             Expect.equal (ResolvedConfig.Identity baseline).Length 64 "SHA-256 in hex"
         }
         test "another command (train vs study) changes the identity and the seed group" {

@@ -149,9 +149,9 @@ let tests =
             // After the first checkpoint (step 4 = micro-batch 8); task 1's first steps resume from task 0's consolidated
             // checkpoint; a consolidation batch kill resumes from the task's "trained" checkpoint.
             let points =
-                [ for _ in 1 .. 4 -> "RESEARCH_KILL_AFTER_MICROBATCHES", rng.Next(9, 103)
-                  "RESEARCH_KILL_AFTER_MICROBATCHES", rng.Next(35, 41)
-                  "RESEARCH_KILL_AFTER_CONSOLIDATION_BATCHES", rng.Next(1, 23) ]
+                [ for _ in 1 .. 4 -> "RESEARCH_KILL_AFTER_MICROBATCHES", rng.Next(9, 103) ]
+                @ [ "RESEARCH_KILL_AFTER_MICROBATCHES", rng.Next(35, 41)
+                    "RESEARCH_KILL_AFTER_CONSOLIDATION_BATCHES", rng.Next(1, 23) ]
             for variable, n in points do
                 let dir = tempDir "study-resume"
                 let path = studyConfig dir

@@ -51,6 +51,26 @@ let research (workDir: string) (args: string list) =
 let researchKilledAfter (n: int) (workDir: string) (args: string list) =
     runProcessWith [ "RESEARCH_KILL_AFTER_MICROBATCHES", string n ] workDir "dotnet" (Path.Combine(binDir, "research.dll") :: args)
 
+/// The folder the build writes the contract's and the templates' NuGet packages to.
+let packagesDir = Path.Combine(repoRoot, "artifacts", "packages")
+
+/// Writes a NuGet.config into `dir` for projects built there against the packed contract: artifacts/packages as a
+/// source beside the machine's own, packages restored into `dir/packages`, and the user's global packages folder as a
+/// read-only fallback (TorchSharp, FSharp.Core: no download). Restoring into the test's own folder means a contract
+/// rebuilt at the same version is not served from an earlier restore.
+let packageConfig (dir: string) =
+    let globalFolder =
+        match Environment.GetEnvironmentVariable "NUGET_PACKAGES" with
+        | null | "" -> Path.Combine(Environment.GetFolderPath Environment.SpecialFolder.UserProfile, ".nuget", "packages")
+        | folder -> folder
+    File.WriteAllText(Path.Combine(dir, "NuGet.config"), $"""<?xml version="1.0" encoding="utf-8"?>
+<configuration>
+  <config><add key="globalPackagesFolder" value="{Path.Combine(dir, "packages")}" /></config>
+  <packageSources><add key="research-artifacts" value="{packagesDir}" /></packageSources>
+  <fallbackPackageFolders><add key="user-global" value="{globalFolder}" /></fallbackPackageFolders>
+</configuration>
+""")
+
 /// A small, fast run config on synthetic data (Gaussian clusters), with extra TOML appended.
 let syntheticConfig (dir: string) (extra: string) =
     let path = Path.Combine(dir, "run.toml")

@@ -14,6 +14,9 @@ public sealed record OptionSpec(string Key, PropertyInfo Property, object? Defau
 {
     public Type Type => Property.PropertyType;
 
+    /// <summary>Other keys that mean exactly this option (<see cref="OptionAttribute.Aliases"/>).</summary>
+    public IReadOnlyList<string> Aliases => Rule?.Aliases ?? [];
+
     /// <summary>The element type of an array option, else the option's own type.</summary>
     public Type Scalar => Type.IsArray ? Type.GetElementType()! : Type;
 
@@ -136,6 +139,12 @@ public static class OptionSchema
         if (options is IValidatable v) errors.AddRange(v.Validate());
         return errors;
     }
+
+    /// <summary>Advice for keys an options type does not take but users bring from another library
+    /// (<see cref="KeyAdviceAttribute"/>, its own and its base types'), by key.</summary>
+    public static IReadOnlyDictionary<string, string> Advice(Type type) =>
+        type.GetCustomAttributes<KeyAdviceAttribute>(inherit: true)
+            .GroupBy(a => a.Key, StringComparer.Ordinal).ToDictionary(g => g.Key, g => g.First().Advice, StringComparer.Ordinal);
 
     public static bool IsOptionsType(Type t) => t.IsClass && t != typeof(string) && !t.IsArray && t.GetConstructor(Type.EmptyTypes) != null;
 

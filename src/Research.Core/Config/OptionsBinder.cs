@@ -35,16 +35,27 @@ public static class OptionsBinder
             ?? throw new InvalidOperationException($"{type} has no public parameterless constructor");
         var specs = OptionSchema.Of(type).ToDictionary(o => o.Key);
         var keys = specs.ToDictionary(o => o.Key, o => o.Value.Property);
-        foreach (var (key, value) in table ?? new TomlTable())
+        // Another library's name for an option binds to the option's own key (OptionAttribute.Aliases).
+        var canonical = specs.Values.SelectMany(o => o.Aliases.Select(a => (Alias: a, o.Key))).ToDictionary(x => x.Alias, x => x.Key);
+        var given = new Dictionary<string, string>();
+        foreach (var (written, value) in table ?? new TomlTable())
         {
-            if (ignored.Contains(key)) continue;
-            var path = section.Length == 0 ? key : $"{section}.{key}";
+            if (ignored.Contains(written)) continue;
+            var path = section.Length == 0 ? written : $"{section}.{written}";
+            var key = canonical.GetValueOrDefault(written, written);
             if (!keys.TryGetValue(key, out var prop))
             {
+                if (OptionSchema.Advice(type).TryGetValue(written, out var advice)) { errors.Add(new(file, path, advice)); continue; }
                 var known = keys.Keys.Where(k => !ignored.Contains(k)).Order().ToList();
-                errors.Add(new(file, path, $"unknown key (known keys: {(known.Count == 0 ? "none" : string.Join(", ", known))})"));
+                errors.Add(new(file, path, $"unknown key{Suggestion(written, known.Concat(canonical.Keys))} (known keys: {(known.Count == 0 ? "none" : string.Join(", ", known))})"));
                 continue;
             }
+            if (given.TryGetValue(key, out var first))
+            {
+                errors.Add(new(file, path, $"is the same option as {first}: give one of them"));
+                continue;
+            }
+            given[key] = written;
             if (value is TomlTable sub && IsOptionsType(prop.PropertyType))
             {
                 prop.SetValue(instance, BindInto(prop.PropertyType, sub, file, path, [], errors));
@@ -66,8 +77,7 @@ public static class OptionsBinder
         }
         // An option left out keeps its default, which must satisfy its declaration too: some options have no usable
         // default (cosine-restarts' cycle_steps = 0 asks the user to choose one).
-        var given = (table ?? new TomlTable()).Keys.ToHashSet();
-        foreach (var spec in specs.Values.Where(o => !given.Contains(o.Key) && !o.IsTable))
+        foreach (var spec in specs.Values.Where(o => !given.ContainsKey(o.Key) && !o.IsTable))
             if (spec.Check(spec.Property.GetValue(instance)) is { } wrong)
                 errors.Add(new(file, section.Length == 0 ? spec.Key : $"{section}.{spec.Key}", $"is not set, and its default {Describe(spec.Default)} {wrong}"));
         if (instance is IValidatable v)
@@ -78,6 +88,32 @@ public static class OptionsBinder
     }
 
     static bool IsOptionsType(Type t) => OptionSchema.IsOptionsType(t);
+
+    /// <summary>" (did you mean 'x'?)" for the known name closest to a mistyped one, within a third of its length in
+    /// edits; empty when none is that close.</summary>
+    public static string Suggestion(string written, IEnumerable<string> known)
+    {
+        var best = known.Distinct().Select(k => (Key: k, Distance: Edits(written, k))).OrderBy(x => x.Distance).ThenBy(x => x.Key, StringComparer.Ordinal).FirstOrDefault();
+        return best.Key is not null && best.Distance <= Math.Max(1, written.Length / 3) ? $" (did you mean '{best.Key}'?)" : "";
+    }
+
+    /// <summary>Levenshtein distance (insertions, deletions, substitutions), one row at a time.</summary>
+    static int Edits(string a, string b)
+    {
+        var row = Enumerable.Range(0, b.Length + 1).ToArray();
+        for (int i = 1; i <= a.Length; i++)
+        {
+            int diagonal = row[0];
+            row[0] = i;
+            for (int j = 1; j <= b.Length; j++)
+            {
+                int above = row[j];
+                row[j] = Math.Min(Math.Min(row[j] + 1, row[j - 1] + 1), diagonal + (a[i - 1] == b[j - 1] ? 0 : 1));
+                diagonal = above;
+            }
+        }
+        return row[b.Length];
+    }
 
     /// <summary>Converts a TOML value (long, double, bool, string, array) to a CLR property type.</summary>
     public static bool TryConvert(object? value, Type target, out object? result, out string why)

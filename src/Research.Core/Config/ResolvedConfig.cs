@@ -18,9 +18,9 @@ namespace Research.Core.Config;
 public static class ResolvedConfig
 {
     /// <summary>Keys of [run] that say where and how a run executes, not what it computes.</summary>
-    public static readonly IReadOnlyList<string> WhereKeys = ["name", "output_dir", "threads"];
+    public static readonly IReadOnlyList<string> WhereKeys = ["name", "output_dir", "threads", "tensorboard_dir"];
 
-    static readonly string[] WhereAndSeed = ["name", "output_dir", "threads", "seed"];
+    static readonly string[] WhereAndSeed = ["name", "output_dir", "threads", "tensorboard_dir", "seed"];
 
     /// <summary>
     /// The canonical resolved config: a JSON object whose keys are the TOML keys a config file uses (snake_case),
@@ -79,7 +79,7 @@ public static class ResolvedConfig
     }
 
     /// <summary>The text <see cref="Identity"/> hashes: <see cref="Json"/> of the canonical object without
-    /// <c>run.name</c>, <c>run.output_dir</c> and <c>run.threads</c> (<see cref="WhereKeys"/>), and without a study's
+    /// <c>run.name</c>, <c>run.output_dir</c>, <c>run.threads</c> and <c>run.tensorboard_dir</c> (<see cref="WhereKeys"/>), and without a study's
     /// <c>metrics</c>: they are computed from the stored record after training (<c>research metrics</c> recomputes
     /// them), so choosing other metrics neither reruns a sweep's trials nor refuses a resume.</summary>
     public static string IdentityJson(JsonObject canonical) => Json(Without(canonical, WhereKeys));
@@ -139,11 +139,12 @@ public static class ResolvedConfig
     /// key written out, plus its name; a plugin without an options type, or unknown to the host, as given.</summary>
     static JsonObject Plugin(PluginHost host, PluginRole role, PluginChoice choice, string file)
     {
-        var descriptor = host.Plugins.FirstOrDefault(p => p.Role == role && p.Name == choice.Name);
+        var descriptor = host.Plugins.FirstOrDefault(p => p.Role == role && p.IsNamed(choice.Name));
         var table = descriptor?.OptionsType is { } type
             ? Record(OptionsBinder.Bind(type, choice.Options, file, choice.Key, "name"))
             : (JsonObject)FromToml(choice.Options)!;
-        table["name"] = choice.Name;
+        // The plugin's own name, not the alias the config used: both spellings are one run.
+        table["name"] = descriptor?.Name ?? choice.Name;
         return table;
     }
 

@@ -17,6 +17,10 @@ public sealed record RunSection : IValidatable
     public int Threads { get; init; } = 0;
     /// <summary>Where run directories are created, relative to the working directory.</summary>
     public string OutputDir { get; init; } = "runs";
+    /// <summary>Where the run's TensorBoard event file goes: empty for the run folder itself, so that
+    /// <c>tensorboard --logdir runs</c> shows each run under its folder's name. A sweep sets
+    /// <c>&lt;sweep&gt;/tensorboard/&lt;arm&gt;/&lt;trial&gt;</c>, so its runs group by arm.</summary>
+    public string TensorboardDir { get; init; } = "";
 
     public IEnumerable<OptionError> Validate()
     {
@@ -340,7 +344,7 @@ public sealed record StudySection : IValidatable
 {
     /// <summary><c>permuted</c> (task t permutes the pixels by a fixed random π_t; task 0 keeps them),
     /// <c>split-task</c> (5 tasks of 2 classes, the task is known: logits outside its classes are masked, a head per task)
-    /// or <c>split-class</c> (5 tasks of 2 classes, one head over all 10 classes).</summary>
+    /// <c>split-class</c> (5 tasks of 2 classes, one head over all 10 classes), or
     /// <c>datasets</c>: task i is the [data] section with <c>dataset = datasets[i]</c> (English then German fortunes, say;
     /// the tokenizer is always the one of [data]'s own dataset, so every task reads the same ids).</summary>
     [Option(OneOf = ["permuted", "split-task", "split-class", "datasets"])]

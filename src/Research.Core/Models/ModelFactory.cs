@@ -184,7 +184,7 @@ public static class ModelFactory
 
     /// <summary>
     /// Re-initialises the parameters and buffers under <paramref name="prefixes"/> as a fresh model of the same config
-    /// would have them, drawn from <paramref name="generator"/>: each kind's own initialisation, not a generic one.
+    /// would have them, taken from a model <paramref name="fresh"/> builds (each kind's own initialisation, not a generic one).
     /// </summary>
     public static void Reinitialise(nn.Module<Tensor, Tensor> model, Func<nn.Module<Tensor, Tensor>> fresh, IReadOnlyCollection<string> prefixes)
     {

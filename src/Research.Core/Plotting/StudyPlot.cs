@@ -47,6 +47,17 @@ public static class StudyPlot
     /// training task i" (top to bottom), column j "on task j".</summary>
     public static void WriteMatrix(string path, string title, double[][] accuracy, int width = 700, int height = 600)
     {
+        Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
+        Matrix(title, accuracy).SavePng(path, width, height);
+    }
+
+    /// <summary>The matrix of <see cref="WriteMatrix"/> as PNG bytes (a TensorBoard image); rows not yet trained are NaN
+    /// and left blank.</summary>
+    public static byte[] MatrixPng(string title, double[][] accuracy, int width = 560, int height = 480) =>
+        Matrix(title, accuracy).GetImageBytes(width, height, ScottPlot.ImageFormat.Png);
+
+    static ScottPlot.Plot Matrix(string title, double[][] accuracy)
+    {
         int T = accuracy.Length;
         var cells = new double[T, T];
         for (int i = 0; i < T; i++) for (int j = 0; j < T; j++) cells[i, j] = accuracy[i][j];
@@ -58,6 +69,7 @@ public static class StudyPlot
         for (int i = 0; i < T; i++)
             for (int j = 0; j < T; j++)
             {
+                if (double.IsNaN(accuracy[i][j])) continue;
                 var label = plot.Add.Text(accuracy[i][j].ToString("F2", System.Globalization.CultureInfo.InvariantCulture), j, T - 1 - i);
                 label.LabelAlignment = ScottPlot.Alignment.MiddleCenter;
                 label.LabelFontColor = accuracy[i][j] > 0.6 ? ScottPlot.Colors.Black : ScottPlot.Colors.White;
@@ -68,8 +80,7 @@ public static class StudyPlot
         plot.Title(title);
         plot.XLabel("evaluated on");
         plot.YLabel("after training");
-        Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
-        plot.SavePng(path, width, height);
+        return plot;
     }
 
     static ScottPlot.TickGenerators.NumericManual Ticks(int n, Func<int, string> label)

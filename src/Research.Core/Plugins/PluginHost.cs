@@ -14,7 +14,14 @@ namespace Research.Core.Plugins;
 public enum PluginRole { Schedule, Method, ForgettingMetric }
 
 /// <summary>A plugin found in a DLL: its role, name, type, options type (if any) and where it came from.</summary>
-public sealed record PluginDescriptor(PluginRole Role, string Name, string Summary, Type Type, Type? OptionsType, string AssemblyPath);
+public sealed record PluginDescriptor(PluginRole Role, string Name, string Summary, Type Type, Type? OptionsType, string AssemblyPath)
+{
+    /// <summary>Other names that choose this plugin (<see cref="PluginAttribute.Aliases"/>); runs record <see cref="Name"/>.</summary>
+    public IReadOnlyList<string> Aliases { get; init; } = [];
+
+    /// <summary>Whether a config's <c>name = "…"</c> chooses this plugin: its name or one of its aliases.</summary>
+    public bool IsNamed(string name) => Name == name || Aliases.Contains(name);
+}
 
 /// <summary>Something wrong with one DLL or folder, reported as one line: the path and the reason.</summary>
 public sealed record PluginProblem(string Path, string Reason)
@@ -141,10 +148,14 @@ public sealed class PluginHost
             if (attribute == null) { _problems.Add(new(path, $"{type.FullName} is a {RoleName(roles[0])} but has no [Plugin(\"name\")] attribute")); continue; }
             if (!TryOptionsType(type, out var optionsType, out var why)) { _problems.Add(new(path, $"{type.FullName} ('{attribute.Name}'): {why}")); continue; }
 
-            var key = (roles[0], attribute.Name);
-            if (!_claims.TryGetValue(key, out var claimants)) _claims[key] = claimants = [];
-            claimants.Add(path);
-            _plugins.Add(new(roles[0], attribute.Name, attribute.Summary, type, optionsType, path));
+            // A name and an alias are claimed alike: two plugins answering to one name is the same conflict.
+            foreach (var name in attribute.Aliases.Prepend(attribute.Name).Distinct())
+            {
+                var key = (roles[0], name);
+                if (!_claims.TryGetValue(key, out var claimants)) _claims[key] = claimants = [];
+                claimants.Add(path);
+            }
+            _plugins.Add(new(roles[0], attribute.Name, attribute.Summary, type, optionsType, path) { Aliases = attribute.Aliases });
         }
         if (found == 0)
             _problems.Add(new(path, "no plugin type found: no public class implements ISchedule, IForgettingMetric or a method role"));
@@ -227,12 +238,13 @@ public sealed class PluginHost
     /// <summary>The descriptor for a name, or an error naming what is available and which DLLs failed.</summary>
     public PluginDescriptor Find(PluginRole role, string name)
     {
-        var matches = _plugins.Where(p => p.Role == role && p.Name == name).ToList();
+        var matches = _plugins.Where(p => p.Role == role && p.IsNamed(name)).ToList();
         if (matches.Count > 1)
             throw new PluginException($"{RoleName(role)} '{name}' is claimed by two plugins: {string.Join(" and ", matches.Select(m => m.AssemblyPath))}; remove one");
         if (matches.Count == 1) return matches[0];
         var available = _plugins.Where(p => p.Role == role).Select(p => p.Name).Order().ToList();
-        var message = $"no {RoleName(role)} named '{name}' (available: {(available.Count == 0 ? "none" : string.Join(", ", available))})";
+        var aliases = _plugins.Where(p => p.Role == role).SelectMany(p => p.Aliases);
+        var message = $"no {RoleName(role)} named '{name}'{OptionsBinder.Suggestion(name, available.Concat(aliases))} (available: {(available.Count == 0 ? "none" : string.Join(", ", available))})";
         if (_problems.Count > 0) message += "; plugins that failed to load: " + string.Join("; ", _problems);
         throw new PluginException(message);
     }

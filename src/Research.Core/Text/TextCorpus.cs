@@ -89,7 +89,8 @@ public sealed class TextCorpus
     /// </summary>
     public TextSplit StratifiedSplit(double validationFraction, double testFraction, long seed)
     {
-        var position = Entries.Select((e, i) => (e, i)).ToDictionary(x => x.e, x => x.i, ReferenceEqualityComparer.Instance);
+        var position = new Dictionary<TextEntry, int>(ReferenceEqualityComparer.Instance);
+        foreach (var (e, i) in Entries.Select((e, i) => (e, i))) position[e] = i;
         var parts = TopicCounts.Keys.Order(StringComparer.Ordinal)
             .Select(topic => new TextCorpus($"{Name}/{topic}", Entries.Where(e => e.Topic == topic).ToList(), Report)
                 .Split(validationFraction, testFraction, seed)).ToList();

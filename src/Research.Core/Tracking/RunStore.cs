@@ -224,6 +224,13 @@ public sealed class RunStore : IDisposable
     public void DerivedSeeds(string runId, string json) =>
         Execute("UPDATE runs SET derived_seeds = $s WHERE id = $id", ("$s", json), ("$id", runId));
 
+    /// <summary>The run's TensorBoard event file, when the run writes one: every metric and evaluation recorded here is
+    /// written there too (a value the store keeps as NULL, NaN, is left out of both).</summary>
+    public TensorBoardWriter? Board { get; private set; }
+
+    /// <summary>Writes this run's metrics and evaluations to <paramref name="board"/> as well, from now on.</summary>
+    public void Mirror(TensorBoardWriter board) => Board = board;
+
     /// <summary>Buffers one metric value; rows reach the file in batches.</summary>
     public void Metric(string runId, long step, string key, double value)
     {
@@ -232,6 +239,7 @@ public sealed class RunStore : IDisposable
             _pending.Add((runId, step, key, value));
             if (_pending.Count >= FlushEvery) Flush();
         }
+        if (!double.IsNaN(value)) Board?.Scalar(TensorBoardWriter.MetricTag(key), step, value);
     }
 
     public void Evaluation(string runId, long step, int epoch, string phase, string split, double loss, double accuracy, long items)
@@ -240,6 +248,9 @@ public sealed class RunStore : IDisposable
         Execute("INSERT INTO evaluations VALUES ($r, $s, $e, $p, $sp, $l, $a, $n)",
             ("$r", runId), ("$s", step), ("$e", epoch), ("$p", phase), ("$sp", split),
             ("$l", double.IsNaN(loss) ? null : loss), ("$a", double.IsNaN(accuracy) ? null : accuracy), ("$n", items));
+        if (!double.IsNaN(loss)) Board?.Scalar($"{split}/loss", step, loss);
+        if (!double.IsNaN(accuracy)) Board?.Scalar($"{split}/accuracy", step, accuracy);
+        Board?.Flush();
     }
 
     public void Artifact(string runId, string kind, string path) =>
@@ -247,6 +258,7 @@ public sealed class RunStore : IDisposable
 
     public void Flush()
     {
+        Board?.Flush();
         lock (_gate)
         {
             if (_pending.Count == 0 || _disposed) return;

@@ -6,6 +6,7 @@ using Research.Core.Config;
 using Research.Core.Data;
 using Research.Core.Models;
 using Research.Core.Optim;
+using Research.Core.Plotting;
 using Research.Core.Plugins;
 using Research.Core.Probes;
 using Research.Core.Studies;
@@ -84,6 +85,12 @@ public static class Trainer
             store.ResumeRun(runId, (from.State.MetricRows, from.State.EvaluationRows), from.State.Study?.Rows.Count ?? 0,
                 stops.Count == 0 ? null : StopText(stops, kind == RunKind.Study));
         }
+        // The TensorBoard view of what the store records; a resumed run's file drops what came after its checkpoint, as
+        // the store has just done.
+        using var board = TensorBoardWriter.Open(
+            string.IsNullOrEmpty(config.Run.TensorboardDir) ? runDir : Path.GetFullPath(config.Run.TensorboardDir),
+            resume is { } at ? at.State.Step + 1 : null);
+        store.Mirror(board);
         using var interruption = Interruption.Watch(observer.Message);
         // The run's end is recorded once, whichever way it comes: returned, thrown, the watchdog, or a process exit.
         int ended = 0;
@@ -648,13 +655,23 @@ public static class Trainer
             for (int j = 0; j < T; j++)
             {
                 var results = EvaluateAll(run.Model, run.Tasks[j], [], _c.Data.EvalBatchSize, run.Precision, run.Task);
-                foreach (var (split, e) in results) store.StudyCell(runId, _phase, j, split, e.Loss, e.Accuracy);
+                foreach (var (split, e) in results)
+                {
+                    store.StudyCell(runId, _phase, j, split, e.Loss, e.Accuracy);
+                    store.Board?.Scalar($"study/{split}/task{j}/accuracy", Step, e.Accuracy);
+                    store.Board?.Scalar($"study/{split}/task{j}/loss", Step, e.Loss);
+                }
                 (testAcc[j], testLoss[j]) = (results["test"].Accuracy, results["test"].Loss);
             }
             if (_phase == 0 && run.EpochsOf(0) == 0) Array.Copy(testAcc, _progress!.RandomInit, T);
             var change = ChangeNorm(Snapshot(_phase == 0 ? "initial" : $"task-{_phase - 1}"));
             WeightFile.Save(SnapshotTensors(), Snapshot($"task-{_phase}"));
             _progress!.Rows.Add(new StudyRow(testAcc, testLoss, change));
+            if (store.Board is { } board)
+            {
+                var rows = Enumerable.Range(0, T).Select(i => i < _progress.Rows.Count ? _progress.Rows[i].TestAccuracy : Enumerable.Repeat(double.NaN, T).ToArray()).ToArray();
+                board.Image("study/accuracy_matrix", Step, StudyPlot.MatrixPng($"test accuracy after task {_phase}", rows), 560, 480);
+            }
             store.Heartbeat(runId);
             observer.Message($"after task {_phase} ({run.Tasks[_phase].Name}): test accuracy " +
                              string.Join("  ", testAcc.Select((a, j) => $"{j}:{a:F3}")) + $"   ‖Δθ‖ = {change:F3}");
@@ -693,7 +710,15 @@ public static class Trainer
             using var _ = NewDisposeScope();
             var before = Checkpoint.Load(Path.GetDirectoryName(previous)!, WeightFile.FileName);
             var flat = cat(O.Buffer.Slots.Select(s => before[s.Name].reshape(-1)).ToList());
-            return O.Master.detach().sub(flat).norm().item<float>();
+            var delta = O.Master.detach().sub(flat);
+            // Δθ per parameter group, as TensorBoard histograms at the task's end.
+            if (store.Board is { } board)
+                foreach (var group in O.Buffer.Groups.GroupBy(g => g.Group.Name))
+                {
+                    using var values = cat(group.Select(g => delta.narrow(0, g.Offset, g.Count)).ToList());
+                    board.Histogram($"delta_theta/{group.Key}", Step, values.data<float>().ToArray());
+                }
+            return delta.norm().item<float>();
         }
 
         /// <summary>

@@ -1,0 +1,172 @@
+/// The contract's NuGet package and the dotnet new templates, as a plugin author meets them: install the templates from
+/// the folder the build writes, create every role in C# and F#, build each against the packed contract outside the
+/// solution, and run them through the host in a study.
+module Research.Tests.TemplateTests
+
+open System
+open System.IO
+open System.IO.Compression
+open System.Text.Json
+open System.Text.RegularExpressions
+open System.Xml.Linq
+open Expecto
+open Research.Abstractions
+open Research.Tests.TestSupport
+
+let private contract = sprintf "%d.%d.0" ContractVersion.Major ContractVersion.Minor
+
+let private package (id: string) = Path.Combine(packagesDir, sprintf "%s.%s.nupkg" id contract)
+
+let private entries (nupkg: string) =
+    use zip = ZipFile.OpenRead nupkg
+    zip.Entries |> Seq.map (fun e -> e.FullName) |> List.ofSeq
+
+let private nuspec (nupkg: string) =
+    use zip = ZipFile.OpenRead nupkg
+    let entry = zip.Entries |> Seq.find (fun e -> e.FullName.EndsWith ".nuspec")
+    use stream = entry.Open()
+    XDocument.Load stream
+
+let private roles = [ "regularizer"; "schedule"; "metric"; "data" ]
+let private languages = [ "C#", "Cs"; "F#", "Fs" ]
+
+/// `dotnet new` with a template cache of the test's own (the user's installed templates are left alone).
+let private dotnetNew (hive: string) (workDir: string) (args: string list) =
+    runProcess workDir "dotnet" ("new" :: args @ [ "--debug:custom-hive"; hive ])
+
+/// One study config that uses a language's four plugins by name: its schedule, its regularizer and data role as
+/// methods, its metric beside the default ones. Two permuted tasks of synthetic data, a checkpoint every 4 updates.
+let private studyConfig (dir: string) (prefix: string) =
+    let path = Path.Combine(dir, sprintf "%s.toml" prefix)
+    let output = Path.Combine(dir, prefix, "runs").Replace("\\", "/")
+    File.WriteAllText(path, sprintf """
+[run]
+name = "%s-templates"
+seed = 5
+threads = 1
+output_dir = "%s"
+[data]
+dataset = "synthetic"
+synthetic_samples = 400
+synthetic_features = 8
+synthetic_classes = 3
+batch_size = 32
+[model]
+hidden = [16]
+[optimizer]
+lr = 0.01
+[schedule]
+name = "%s-schedule"
+warmup_steps = 2
+halve_every = 20
+[[methods]]
+name = "%s-regularizer"
+strength = 0.5
+[[methods]]
+name = "%s-data"
+items_per_task = 40
+mix_ratio = 0.5
+[[metrics]]
+name = "%s-metric"
+[[metrics]]
+name = "average-accuracy"
+[checkpoint]
+every = 4
+[train]
+epochs = 1
+[study]
+benchmark = "permuted"
+tasks = 2
+""" prefix output prefix prefix prefix prefix)
+    path
+
+/// The tensor names of a safetensors file: its JSON header (8-byte little-endian length, then the header).
+let private safetensorNames (file: string) =
+    use stream = File.OpenRead file
+    use reader = new BinaryReader(stream)
+    let length = reader.ReadUInt64()
+    let header = Text.Encoding.UTF8.GetString(reader.ReadBytes(int length))
+    use doc = JsonDocument.Parse header
+    doc.RootElement.EnumerateObject() |> Seq.map (fun p -> p.Name) |> Seq.filter (fun n -> n <> "__metadata__") |> Set.ofSeq
+
+let tests =
+    testList "templates" [
+        test "the contract's package has the contract's version, its XML docs and README, and TorchSharp as a compile-only dependency" {
+            let nupkg = package "Research.Abstractions"
+            Expect.isTrue (File.Exists nupkg) (sprintf "the build wrote %s" nupkg)
+            let files = entries nupkg
+            for expected in [ "lib/net10.0/Research.Abstractions.dll"; "lib/net10.0/Research.Abstractions.xml"; "README.md"
+                              "build/Research.Abstractions.props"; "buildTransitive/Research.Abstractions.props" ] do
+                Expect.contains files expected (sprintf "the package holds %s" expected)
+            let spec = nuspec nupkg
+            let ns = spec.Root.Name.Namespace
+            Expect.equal (spec.Descendants(ns + "version") |> Seq.head).Value contract "the package version is the contract version"
+            let torch = spec.Descendants(ns + "dependency") |> Seq.find (fun d -> (string (d.Attribute "id")) = "TorchSharp")
+            let excluded = (string (torch.Attribute "exclude")).Split(',') |> Set.ofArray
+            Expect.isTrue (Set.isSubset (set [ "Runtime"; "Native" ]) excluded) (sprintf "TorchSharp's runtime and natives are excluded: %A" excluded)
+            Expect.equal (typeof<ISchedule>.Assembly.GetName().Version.ToString(2)) contract[.. contract.Length - 3] "the assembly version is ContractVersion's"
+        }
+
+        test "every template's default contract version is the contract's" {
+            for dir in Directory.GetDirectories(Path.Combine(repoRoot, "templates", "content")) do
+                let json = File.ReadAllText(Path.Combine(dir, ".template.config", "template.json"))
+                use doc = JsonDocument.Parse json
+                let value = doc.RootElement.GetProperty("symbols").GetProperty("contract").GetProperty("defaultValue").GetString()
+                Expect.equal value contract (sprintf "%s's template.json" (Path.GetFileName dir))
+        }
+
+        test "dotnet new makes all eight plugins; each builds against the packed contract alone, loads, and runs in a study" {
+            let dir = tempDir "templates"
+            let hive = Path.Combine(dir, "hive")
+            let install = dotnetNew hive dir [ "install"; package "Research.Templates" ]
+            Expect.equal install.ExitCode 0 (sprintf "installs:\n%s%s" install.Out install.Err)
+            packageConfig dir
+            let outputs =
+                [ for language, prefix in languages do
+                    for role in roles do
+                        let name = sprintf "%s%s" prefix (string (Char.ToUpperInvariant role[0]) + role[1..])
+                        let created = dotnetNew hive dir [ sprintf "research-%s" role; "-lang"; language; "-n"; name; "-o"; Path.Combine(dir, name) ]
+                        Expect.equal created.ExitCode 0 (sprintf "dotnet new research-%s -lang %s:\n%s%s" role language created.Out created.Err)
+                        let output = Path.Combine(dir, name, "out")
+                        let build = runProcess (Path.Combine(dir, name)) "dotnet" [ "build"; "-c"; "Release"; "-nologo"; "-v:q"; "-o"; output ]
+                        Expect.equal build.ExitCode 0 (sprintf "%s builds:\n%s%s" name build.Out build.Err)
+                        Expect.isFalse (Regex.IsMatch(build.Out + build.Err, @"warning [A-Z]+\d+")) (sprintf "%s builds without a warning:\n%s" name build.Out)
+                        let files = Directory.GetFiles(output, "*", SearchOption.AllDirectories) |> Array.map (fun f -> Path.GetRelativePath(output, f))
+                        for f in files do
+                            Expect.isFalse (f.StartsWith "Research.Abstractions" || f.StartsWith "TorchSharp" || f.Contains "libtorch" || f.Contains "LibTorchSharp" || f.Contains(string Path.DirectorySeparatorChar))
+                                (sprintf "%s: %s is not the plugin's to ship" name f)
+                        output ]
+            let plugins = outputs |> List.collect (fun o -> [ "--plugins"; o ])
+            let list = research dir ([ "plugins"; "list" ] @ plugins)
+            Expect.equal list.ExitCode 0 list.Err
+            for _, prefix in languages do
+                for role in roles do
+                    Expect.stringContains list.Out (sprintf "%s-%s" (prefix.ToLowerInvariant()) role) "listed under its kebab-case name"
+            Expect.isFalse (list.Err.Contains "warning") (sprintf "no plugin folder draws a warning:\n%s" list.Err)
+
+            for _, prefix in languages do
+                let p = prefix.ToLowerInvariant()
+                // The schedule: warmup over 2 updates, then halving every 3.
+                let csv = research dir ([ "plot"; "schedule"; p + "-schedule"; "--steps"; "9"; "--warmup"; "2"; "--lr"; "1"; "--set"; p + "-schedule.halve_every=3"; "--csv" ] @ plugins)
+                Expect.equal csv.ExitCode 0 csv.Err
+                let values = csv.Out.Split('\n', StringSplitOptions.RemoveEmptyEntries) |> Array.skip 1 |> Array.map (fun l -> float (l.Split(',')[1]))
+                Expect.equal values [| 0.0; 0.5; 1.0; 1.0; 1.0; 0.5; 0.5; 0.5; 0.25; 0.25 |] (sprintf "%s-schedule, t = 0…9" p)
+
+                let study = research dir ([ "study"; studyConfig dir p ] @ plugins)
+                Expect.equal study.ExitCode 0 (sprintf "the %s study runs:\n%s%s" prefix study.Out study.Err)
+                let runDir = onlyRunDir (Path.Combine(dir, p))
+                let rows sql = Research.Tests.TrainingTests.storeRows runDir sql
+                // The metric: the largest drop, here task 0's from after task 0 to after task 1.
+                let accuracy = rows "SELECT after_task, on_task, accuracy FROM study_matrix WHERE split = 'test' ORDER BY after_task, on_task"
+                let at i j = accuracy |> List.pick (fun r -> if string r[0] = string i && string r[1] = string j then Some(Convert.ToDouble r[2]) else None)
+                let metric = rows (sprintf "SELECT value FROM study_values WHERE kind = 'metric' AND name = '%s-metric'" p) |> List.exactlyOne
+                Expect.floatClose Accuracy.high (Convert.ToDouble metric[0]) (at 0 0 - at 1 0) "the metric is R[0][0] − R[1][0]"
+                // The stateful plugins' state is in the checkpoints: the regularizer's anchor (method 0) and the data
+                // role's memory of both tasks (method 1).
+                let newest = Directory.GetDirectories(Path.Combine(runDir, "checkpoints")) |> Array.filter (fun d -> not ((Path.GetFileName d).StartsWith ".")) |> Array.max
+                let names = safetensorNames (Path.Combine(newest, "methods.safetensors"))
+                Expect.isTrue (names |> Set.exists (fun n -> n.StartsWith "0/")) (sprintf "the anchor is checkpointed: %A" names)
+                for expected in [ "1/0/targets"; "1/1/targets" ] do
+                    Expect.contains names expected "the memory of each task is checkpointed"
+        }
+    ]

@@ -10,7 +10,8 @@ sweep="${1:-$root/runs/sweeps/llm-en-de}"
 research="${RESEARCH:-$root/artifacts/bin/research}"
 prompts=("The secret of a happy life is" "Das Geheimnis eines glücklichen Lebens ist")
 
-for arm in pretrain plain-large-lr plain-small-lr recipe l2-sp ewc replay-5 replay-20; do
+# Every arm and every level of the penalties' strengths (a trial's run name is its arm, its level and its seed).
+for arm in pretrain plain-large-lr plain-small-lr recipe l2-sp-0.01 l2-sp-0.1 ewc-100 ewc-1000 replay-5 replay-20; do
     run=$(ls -d "$sweep"/trials/*/"$arm"-s1-* 2>/dev/null | sort | tail -n 1 || true)
     if [[ -z "$run" ]]; then
         echo "no finished run of $arm-s1 under $sweep/trials" >&2

@@ -3,6 +3,7 @@ module Research.Tests.PluginHostTests
 open System
 open System.IO
 open Expecto
+open Research.Abstractions
 open Research.Core.Plugins
 open Research.Core.Tracking
 open Research.Tests.TestSupport
@@ -74,15 +75,15 @@ let tests =
         }
         test "a plugin built against a future contract (3.0) is refused, naming the DLL and both versions" {
             let _, r = trainWith "[schedule]\nname = \"future-constant\"\n" [ fixtureDir "Plugin.FutureContract" ]
-            expectRefused r "Plugin.FutureContract.dll" "built against plugin contract 3.0; this host provides 2.1"
+            expectRefused r "Plugin.FutureContract.dll" (sprintf "built against plugin contract 3.0; this host provides %d.%d" ContractVersion.Major ContractVersion.Minor)
         }
         test "a plugin built against contract 1.1 (before the method roles) is refused, naming the DLL and both versions" {
             let _, r = trainWith "[schedule]\nname = \"past-constant\"\n" [ fixtureDir "Plugin.PastContract" ]
-            expectRefused r "Plugin.PastContract.dll" "built against plugin contract 1.1; this host provides 2.1"
+            expectRefused r "Plugin.PastContract.dll" (sprintf "built against plugin contract 1.1; this host provides %d.%d" ContractVersion.Major ContractVersion.Minor)
         }
         test "a plugin that carries its own contract copy is reported, not silently ignored" {
             let _, r = trainWith "[schedule]\nname = \"own-constant\"\n" [ fixtureDir "Plugin.OwnContract" ]
-            expectRefused r "Plugin.OwnContract.dll" "carries its own Research.Abstractions 2.1.99.0"
+            expectRefused r "Plugin.OwnContract.dll" (sprintf "carries its own Research.Abstractions %d.%d.99.0" ContractVersion.Major ContractVersion.Minor)
         }
         test "two plugins claiming one name: asking for it names both DLLs" {
             let _, r = trainWith "[schedule]\nname = \"cosine\"\n" [ fixtureDir "Plugin.Faulty" ]

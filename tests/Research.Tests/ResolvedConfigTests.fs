@@ -116,7 +116,7 @@ let tests =
             Expect.equal ((at c "optimizer.components").AsArray().Count) 2 "components as an array of tables"
             Expect.equal ((at c "optimizer.components.0.lr_scale").GetValue<float>()) 10.0 "a component's keys"
             Expect.equal ((at c "optimizer.components.1.lr").GetValue<float>()) 0.0 "a component's defaults"
-            Expect.equal ((at c "schedule").ToJsonString()) """{"decay_fraction":0.1,"decay_shape":"cosine","min_lr_ratio":0,"name":"warmup-stable-decay","warmup_ratio":0,"warmup_steps":10}""" "schedule bound, defaults filled in"
+            Expect.equal ((at c "schedule").ToJsonString()) """{"decay_fraction":0.1,"decay_shape":"cosine","decay_steps":0,"min_lr_ratio":0,"name":"warmup-stable-decay","warmup_ratio":0,"warmup_steps":10}""" "schedule bound, defaults filled in"
             Expect.equal ((at c "methods.0").ToJsonString()) """{"fisher":"exact","gamma":0.9,"lambda":30,"mode":"online","name":"ewc"}""" "ewc bound"
             Expect.equal ((at c "methods.1").ToJsonString()) """{"alpha":0.01,"anchor":"previous-task","name":"l2-sp"}""" "enum in kebab case"
             Expect.equal ((at c "methods.0.lambda").GetValue<float>()) 30.0 "an int bound to a double is a double"
@@ -143,6 +143,17 @@ let tests =
             before["study"].AsObject().Remove("classes_per_task") |> ignore
             Expect.equal (ResolvedConfig.Identity c) (ResolvedConfig.Identity before) "the identity of the same config stored before the key existed"
             Expect.notEqual (ResolvedConfig.Identity(canonicalOf "study" text [ "study.classes_per_task=5" ])) (ResolvedConfig.Identity c) "another value is another run"
+        }
+        test "plugin options added after runs were stored (warmup-stable-decay's decay_steps, cosine-restarts' cycles) are left out of the identity at their default 0 and count when set" {
+            for schedule, extra, key, value in [ "warmup-stable-decay", "", "decay_steps", "5"; "cosine-restarts", "cycle_steps = 10\n", "cycles", "" ] do
+                let text = $"[schedule]\nname = \"{schedule}\"\n{extra}"
+                let c = canonicalOf "train" text []
+                Expect.equal ((at c $"schedule.{key}").GetValue<int64>()) 0L "the canonical config writes it out"
+                let before = c.DeepClone().AsObject()
+                before["schedule"].AsObject().Remove(key) |> ignore
+                Expect.equal (ResolvedConfig.Identity c) (ResolvedConfig.Identity before) $"{key}: the identity of the same config stored before the option existed"
+                if value <> "" then
+                    Expect.notEqual (ResolvedConfig.Identity(canonicalOf "train" text [ $"schedule.{key}={value}" ])) (ResolvedConfig.Identity c) "another value is another run"
         }
         test "every default written out at once gives the same identity as none, for sections and plugin options" {
             let baseText = "[[methods]]\nname = \"ewc\"\n"

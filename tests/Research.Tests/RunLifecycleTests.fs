@@ -61,12 +61,12 @@ let tests =
             Expect.stringContains r.Err (sprintf "%s: schedule.warmup_steps: 500 is longer than training (16 optimizer steps)" path) "message"
             Expect.isFalse (Directory.Exists(Path.Combine(dir, "runs"))) "no run was started"
         }
-        test "an unknown plugin fails before training, naming the key and what is available" {
+        test "an unknown plugin fails before training, naming the key, the nearest name and what is available" {
             let dir = tempDir "unknown"
             let path = syntheticConfig dir "[schedule]\nname = \"cosinus\"\n"
             let r = research dir [ "train"; path ]
             Expect.equal r.ExitCode 2 r.Err
-            Expect.stringContains r.Err (sprintf "%s: schedule.name: \"cosinus\": no schedule named 'cosinus' (available: constant, cosine," path) "file, key, value"
+            Expect.stringContains r.Err (sprintf "%s: schedule.name: \"cosinus\": no schedule named 'cosinus' (did you mean 'cosine'?) (available: constant, cosine," path) "file, key, value"
             Expect.isFalse (Directory.Exists(Path.Combine(dir, "runs"))) "no run was started"
         }
         test "--dry-run prints the resolved config with every default and the parameter-group table, and trains nothing" {

@@ -112,6 +112,11 @@ public static class ResolvedConfig
     /// <summary>[study] keys added after runs were stored, with their default as JSON text.</summary>
     static readonly (string Key, string Default)[] AddedLater = [("classes_per_task", "2")];
 
+    /// <summary>Options of built-in plugins added after runs were stored (contract 2.2's Hugging Face forms), with their
+    /// default as JSON text: left out of the identity at their default, as for <see cref="AddedLater"/>.</summary>
+    static readonly (string Plugin, string Key, string Default)[] PluginOptionsAddedLater =
+        [("cosine-restarts", "cycles", "0"), ("warmup-stable-decay", "decay_steps", "0")];
+
     /// <summary>A copy without the given keys of the run table. The run table and its keys are matched by their snake
     /// case, so the PascalCase records of earlier versions lose the same keys.</summary>
     static JsonObject Without(JsonObject canonical, IReadOnlyList<string> runKeys)
@@ -128,6 +133,11 @@ public static class ResolvedConfig
             foreach (var (key, byDefault) in AddedLater)
                 if (study[key] is JsonValue v && v.ToJsonString() == byDefault) study.Remove(key);
         }
+        var plugins = new[] { copy["schedule"] }.Concat(copy["methods"] as JsonArray ?? []).OfType<JsonObject>();
+        foreach (var table in plugins)
+            foreach (var (plugin, key, byDefault) in PluginOptionsAddedLater)
+                if (table["name"] is JsonValue name && name.TryGetValue<string>(out var n) && n == plugin && table[key] is JsonValue v && v.ToJsonString() == byDefault)
+                    table.Remove(key);
         foreach (var (key, value) in copy)
             if (OptionsBinder.SnakeCase(key) == "run" && value is JsonObject run)
                 foreach (var k in run.Select(kv => kv.Key).Where(k => runKeys.Contains(OptionsBinder.SnakeCase(k))).ToList())

@@ -40,7 +40,7 @@ type Plugin(options: Options) =
                 context.Parameters
                 |> Seq.map (fun p -> (p.Value - anchor[p.Name]).square().sum())
                 |> Seq.reduce (fun a b -> a + b)
-                |> fun sum -> sum.mul(options.Strength / 2.0)
+                |> fun sum -> sum.mul(Scalar.op_Implicit(options.Strength / 2.0))
 
     interface IStateful with
         member _.StateDict() = anchor :> IReadOnlyDictionary<_, _>

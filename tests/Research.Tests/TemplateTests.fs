@@ -35,24 +35,12 @@ let private dotnetNew (hive: string) (workDir: string) (args: string list) =
     runProcess workDir "dotnet" ("new" :: args @ [ "--debug:custom-hive"; hive ])
 
 /// One study config that uses a language's four plugins by name: its schedule, its regularizer and data role as
-/// methods, its metric beside the default ones. Two permuted tasks of synthetic data, a checkpoint every 4 updates.
+/// methods, its metric beside the default ones. Two permuted tasks of synthetic data, a checkpoint every 4 updates;
+/// runs under DIR/PREFIX/runs.
 let private studyConfig (dir: string) (prefix: string) =
-    let path = Path.Combine(dir, sprintf "%s.toml" prefix)
-    let output = Path.Combine(dir, prefix, "runs").Replace("\\", "/")
-    File.WriteAllText(path, sprintf """
-[run]
-name = "%s-templates"
-seed = 5
-threads = 1
-output_dir = "%s"
-[data]
-dataset = "synthetic"
-synthetic_samples = 400
-synthetic_features = 8
-synthetic_classes = 3
-batch_size = 32
-[model]
-hidden = [16]
+    let own = Path.Combine(dir, prefix)
+    Directory.CreateDirectory own |> ignore
+    syntheticStudy own (prefix + "-templates") (sprintf """
 [optimizer]
 lr = 0.01
 [schedule]
@@ -72,13 +60,7 @@ name = "%s-metric"
 name = "average-accuracy"
 [checkpoint]
 every = 4
-[train]
-epochs = 1
-[study]
-benchmark = "permuted"
-tasks = 2
-""" prefix output prefix prefix prefix prefix)
-    path
+""" prefix prefix prefix prefix)
 
 /// The tensor names of a safetensors file: its JSON header (8-byte little-endian length, then the header).
 let private safetensorNames (file: string) =

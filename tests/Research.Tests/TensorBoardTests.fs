@@ -144,34 +144,6 @@ let private storeScalars (runDir: string) =
           if not (isNull r[3]) then yield ($"{r[1]}/accuracy", Convert.ToInt64 r[0]), float32 (Convert.ToDouble r[3]) ]
     |> Map.ofList
 
-let private studyToml (dir: string) =
-    let path = Path.Combine(dir, "study.toml")
-    File.WriteAllText(path, sprintf """
-[run]
-name = "tb-study"
-seed = 4
-threads = 1
-output_dir = "%s"
-[data]
-dataset = "synthetic"
-synthetic_samples = 400
-synthetic_features = 8
-synthetic_classes = 3
-batch_size = 32
-[model]
-hidden = [16]
-[checkpoint]
-every = 3
-at_epoch_end = false
-[train]
-epochs = 1
-log_every = 1
-[study]
-benchmark = "permuted"
-tasks = 2
-""" (Path.Combine(dir, "runs").Replace("\\", "/")))
-    path
-
 let tests =
     testList "tensorboard" [
         test "a run's event file holds every metric and evaluation of its store, at the same steps, as float32, and nothing else" {
@@ -226,7 +198,7 @@ eval_every = 10
 
         test "a study adds Δθ histograms per parameter group and the accuracy matrix as an image at each task end; its squares sum to ‖Δθ‖²" {
             let dir = tempDir "tb-study"
-            let r = research dir [ "study"; studyToml dir ]
+            let r = research dir [ "study"; syntheticStudy dir "tb-study" "[checkpoint]\nevery = 3\nat_epoch_end = false\n" ]
             Expect.equal r.ExitCode 0 r.Err
             let runDir = onlyRunDir dir
             let board = readFolder runDir

@@ -97,6 +97,34 @@ epochs = 2
 """ (Path.Combine(dir, "runs").Replace("\\", "/")) extra)
     path
 
+/// A small study on synthetic data: 2 permuted tasks of one epoch, runs under DIR/runs; `extra` adds sections (it
+/// must not repeat [run], [data], [model], [train] or [study]).
+let syntheticStudy (dir: string) (name: string) (extra: string) =
+    let path = Path.Combine(dir, name + ".toml")
+    File.WriteAllText(path, sprintf """
+[run]
+name = "%s"
+seed = 4
+threads = 1
+output_dir = "%s"
+[data]
+dataset = "synthetic"
+synthetic_samples = 400
+synthetic_features = 8
+synthetic_classes = 3
+batch_size = 32
+[model]
+hidden = [16]
+[train]
+epochs = 1
+log_every = 1
+[study]
+benchmark = "permuted"
+tasks = 2
+%s
+""" name (Path.Combine(dir, "runs").Replace("\\", "/")) extra)
+    path
+
 /// The single run directory a test run created under DIR/runs.
 let onlyRunDir (dir: string) =
     match Directory.GetDirectories(Path.Combine(dir, "runs")) with

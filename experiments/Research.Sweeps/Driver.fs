@@ -47,7 +47,7 @@ let specFromScript (script: string) : SweepSpec =
 /// A trial's run name: its arm, its levels and its seed, in characters safe for a folder name.
 let trialName (t: TrialSpec) =
     let raw = String.concat "-" (t.Arm :: [ for l in t.Labels -> l[1] ] @ [ sprintf "s%d" t.Seed ])
-    raw |> String.map (fun c -> if Char.IsLetterOrDigit c || c = '.' || c = '-' || c = '_' then c else '_')
+    safeName raw
 
 /// Where an attempt of a trial lives (to watch one started by an earlier driver).
 let private attemptOf (t: Trial) (n: int) =
@@ -75,7 +75,7 @@ let summarize (name: string) (dir: string) (store: Store) (trials: Trial list) (
     let alongs, summaries = summaries |> List.partition (fun s -> s.Metric.StartsWith Along.Prefix)
     // File names from metric names and expressions ("probe:a / b"): letters, digits, '.', '-' and '_' only.
     let fileSlug (x: string) =
-        let mapped = x.Replace(" / ", "-over-") |> String.map (fun c -> if Char.IsLetterOrDigit c || c = '.' || c = '-' || c = '_' then c else '_')
+        let mapped = safeName (x.Replace(" / ", "-over-"))
         mapped.Trim('_')
     for s in summaries do
         let gs, title, slug =

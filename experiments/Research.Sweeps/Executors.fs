@@ -21,6 +21,9 @@ type Attempt = { Trial: Trial; Script: string; Log: string; ExitFile: string }
 
 let quote (s: string) = "'" + s.Replace("'", "'\\''") + "'"
 
+/// A text in characters safe for a file or folder name: letters, digits, '.', '-' and '_'; anything else becomes '_'.
+let safeName (text: string) = text |> String.map (fun c -> if Char.IsLetterOrDigit c || c = '.' || c = '-' || c = '_' then c else '_')
+
 /// A Slurm trial's job id (`123_4`): set when it was submitted, so a trial watched as Slurm's has one.
 let jobOf (t: Trial) = match t.Job with | null -> invalidOp (sprintf "trial %s has no Slurm job" t.Id) | j -> j
 
@@ -38,7 +41,7 @@ let Busy = 75
 /// `<sweep>/trials/<id>`; a trial's name is made of safe characters, and so is its arm, which starts it).
 let tensorboardDir (t: Trial) =
     let sweep = Path.GetFullPath(Path.Combine(t.Dir, "..", ".."))
-    let arm = t.Spec.Arm |> String.map (fun c -> if Char.IsLetterOrDigit c || c = '.' || c = '-' || c = '_' then c else '_')
+    let arm = safeName t.Spec.Arm
     Path.Combine(sweep, "tensorboard", arm, t.Name)
 
 /// Writes `<trial dir>/attempt-<n>.sh`: run the trial with its overrides (then `extra`, those the driver adds: a

@@ -156,7 +156,7 @@ let tests =
             let store = storeScalars runDir
             Expect.isGreaterThan store.Count 20 "the run recorded values"
             Expect.equal board store "the event file and the store hold the same (tag, step) → value"
-            Expect.isTrue (board.ContainsKey("train/loss", 1L) || board |> Map.exists (fun (tag, _) _ -> tag = "train/loss")) "train/loss is there"
+            Expect.isTrue (board |> Map.exists (fun (tag, _) _ -> tag = "train/loss")) "train/loss is there"
         }
 
         test "a language model on real text (English fortunes): the event file has its perplexity and bits per byte under the split, as the store has them" {
@@ -203,7 +203,6 @@ eval_every = 10
             let runDir = onlyRunDir dir
             let board = readFolder runDir
             let rows sql = Research.Tests.TrainingTests.storeRows runDir sql
-            let ends = rows "SELECT DISTINCT step FROM evaluations WHERE phase LIKE 'task-%' ORDER BY step"
             let histograms = board |> Map.toList |> List.choose (fun ((tag, step), v) -> match v with Histogram(a, b, n, s, q, l, c) when tag.StartsWith "delta_theta/" -> Some(step, (tag, a, b, n, q, l, c)) | _ -> None)
             let steps = histograms |> List.map fst |> List.distinct |> List.sort
             Expect.equal steps.Length 2 (sprintf "histograms at the two task ends: %A" steps)
@@ -222,7 +221,6 @@ eval_every = 10
             for _, w, h, png in images do
                 Expect.equal (w, h) (560, 480) "its size"
                 Expect.equal png[0..3] [| 0x89uy; 0x50uy; 0x4Euy; 0x47uy |] "a PNG"
-            Expect.isNonEmpty ends "the study evaluated"
         }
 
         test "a killed and resumed run's event files, read as TensorBoard reads them, hold exactly what its store has" {

@@ -176,24 +176,23 @@ let table (metric: string) (gs: Group list) =
 /// CSV: a row per group — arm, one column per axis, seeds, mean, 95% interval, sd, and each seed's value.
 let csv (metric: string) (gs: Group list) =
     let axes = gs |> List.collect (fun g -> g.Labels |> List.map fst) |> List.distinct
-    let sb = Text.StringBuilder()
-    sb.AppendLine(String.Join(",", [ yield "arm"; yield! axes; yield! [ "metric"; "seeds"; "mean"; "ci95_low"; "ci95_high"; "ci95_half"; "sd"; "values" ] ])) |> ignore
-    for g in gs do
-        let xs = g.Values |> List.map snd |> Array.ofList
-        let mean, half, sd = meanCi xs
-        let cells =
-            [ yield g.Arm
-              for a in axes -> (g.Labels |> List.tryFind (fun (x, _) -> x = a) |> Option.map snd |> Option.defaultValue "")
-              yield metric
-              yield string xs.Length
-              yield r mean
-              yield r (mean - half)
-              yield r (mean + half)
-              yield r half
-              yield r sd
-              yield (g.Values |> List.map (fun (s, v) -> sprintf "s%d=%s" s (r v)) |> String.concat " ") ]
-        sb.AppendLine(String.Join(",", cells |> List.map (fun c -> if c.Contains ',' then "\"" + c + "\"" else c))) |> ignore
-    sb.ToString()
+    let header = [ yield "arm"; yield! axes; yield! [ "metric"; "seeds"; "mean"; "ci95_low"; "ci95_high"; "ci95_half"; "sd"; "values" ] ]
+    let rows =
+        [ for g in gs ->
+            let xs = g.Values |> List.map snd |> Array.ofList
+            let mean, half, sd = meanCi xs
+            seq {
+                yield g.Arm
+                for a in axes -> (g.Labels |> List.tryFind (fun (x, _) -> x = a) |> Option.map snd |> Option.defaultValue "")
+                yield metric
+                yield string xs.Length
+                yield r mean
+                yield r (mean - half)
+                yield r (mean + half)
+                yield r half
+                yield r sd
+                yield (g.Values |> List.map (fun (s, v) -> sprintf "s%d=%s" s (r v)) |> String.concat " ") } ]
+    Csv.ToText(header, rows)
 
 /// The metric against an axis with 95% error bars, a line per group of the arms that have the axis (per level of
 /// their other axes); arms without it are horizontal baselines with their interval as a band.

@@ -1,3 +1,4 @@
+using System.CommandLine;
 using System.Globalization;
 using System.Text.Json;
 using Research.Abstractions;
@@ -20,11 +21,16 @@ public static class AnalyzeCommand
     /// <summary>The draw the example uses when the study did not ask for the analysis.</summary>
     const int DefaultSamples = 2000;
 
-    public static int Run(string[] argv)
+    public static Command AnalyzeGroup() => Cli.Group("analyze", "Analyses of finished studies",
+        Cli.Command("hessian",
+            $"The forgetting decomposition ½ΔθᵀHΔθ of a finished study from its task-end snapshots: probes in its store, figures in RUN_DIR/hessian/ (study.hessian.samples = {DefaultSamples} when the study did not ask for it)",
+            Run,
+            Cli.Argument("RUN_DIR", "The study's run folder"),
+            Cli.Repeated("--set", "study.hessian.KEY=VALUE", "Override the analysis' settings in the recorded config (repeatable)"),
+            Cli.Plugins()));
+
+    static int Run(Parsed a)
     {
-        if (argv is not ["hessian", .. var rest]) throw new UsageException("analyze takes one analysis: hessian RUN_DIR");
-        var a = new Args(rest, ["--set", "--plugins"], []);
-        if (a.Positional.Count != 1) throw new UsageException("analyze hessian needs exactly one RUN_DIR (a study's run directory)");
         var runDir = Path.GetFullPath(a.Positional[0]);
         var configPath = Path.Combine(runDir, "config.toml");
         if (!File.Exists(configPath)) throw new UsageException($"{runDir} is not a run directory (it has no config.toml)");

@@ -1,3 +1,4 @@
+using System.CommandLine;
 using Research.Abstractions;
 using Research.Core.Bench;
 using Research.Core.Memory;
@@ -21,26 +22,41 @@ static class BenchCommand
     /// <summary>What <c>--workloads</c> may name: the step workloads, then the optimizer-only comparison.</summary>
     static readonly IReadOnlyList<string> Workloads = [.. StepWorkload.Names, "adamw"];
 
-    public static int Run(string[] argv)
+    static Option<string> Threads() => Cli.Value("--threads", "T", "Intra-op threads (1–256)", "2");
+    static Option<string> Seed() => Cli.Value("--seed", "S", "The seed of models and data", "1");
+
+    public static Command BenchGroup() => Cli.Group("bench", "Benchmarks: ratios against baselines measured in the same process, with the CPU",
+        Cli.Command("step", "The trainer's step against a hand-written TorchSharp loop (GPT, transformer, MLP, CNN), and the core AdamW against TorchSharp's",
+            Step,
+            Cli.Value("--repetitions", "N", "Interleaved repetitions per side (5–1000)", "7"),
+            Cli.Value("--steps", "S", "Steps per repetition (1–100000)", "10"),
+            Threads(), Seed(),
+            Cli.Value("--workloads", "LIST", $"Comma-separated, from: {string.Join(", ", Workloads)}; default: all")),
+        Cli.Command("fisher", "The four Fisher variants against a per-sample loop", a =>
+            {
+                torch.set_num_threads(a.Int("--threads", 1, 256));
+                FisherBench.Run(Console.Out, a.Int("--samples", 1, 1_000_000));
+                return 0;
+            },
+            Cli.Value("--samples", "N", "Samples in the Fisher (1–1000000)", "10000"), Threads()),
+        Cli.Command("hessian", "Hessian-vector products, Lanczos and the forgetting decomposition against naive baselines", a =>
+            {
+                torch.set_num_threads(a.Int("--threads", 1, 256));
+                HessianBench.Run(Console.Out, a.Int("--samples", 1, 30_000), a.Int("--repetitions", 5, 1000), a.Int("--k", 1, 50),
+                    a.Int("--train-steps", 0, 100_000), a.Long("--seed"));
+                return 0;
+            },
+            Cli.Value("--samples", "N", "Samples the curvature is estimated on (1–30000)", "2000"),
+            Threads(),
+            Cli.Value("--repetitions", "R", "Timed repetitions (5–1000)", "5"),
+            Cli.Value("--k", "K", "Top eigenpairs (1–50)", "20"),
+            Cli.Value("--train-steps", "S", "Training steps before the measurement (0–100000)", "300"),
+            Seed()));
+
+    static int Step(Parsed a)
     {
-        var a = new Args(argv, ["--repetitions", "--steps", "--threads", "--seed", "--samples", "--workloads", "--k", "--train-steps"], []);
-        if (a.Positional is ["fisher"])
-        {
-            torch.set_num_threads(a.Int("--threads", 2, 1, 256));
-            FisherBench.Run(Console.Out, a.Int("--samples", 10000, 1, 1_000_000));
-            return 0;
-        }
-        if (a.Positional is ["hessian"])
-        {
-            torch.set_num_threads(a.Int("--threads", 2, 1, 256));
-            HessianBench.Run(Console.Out, a.Int("--samples", 2000, 1, 30_000), a.Int("--repetitions", 5, 5, 1000), a.Int("--k", 20, 1, 50),
-                a.Int("--train-steps", 300, 0, 100_000), a.Long("--seed", 1));
-            return 0;
-        }
-        if (a.Positional is not ["step"]) throw new UsageException("bench takes one benchmark: step, fisher or hessian");
-        int repetitions = a.Int("--repetitions", 7, 1, 1000), steps = a.Int("--steps", 10, 1, 100_000), threads = a.Int("--threads", 2, 1, 256);
-        long seed = a.Long("--seed", 1);
-        if (repetitions < 5) throw new UsageException("--repetitions must be ≥ 5");
+        int repetitions = a.Int("--repetitions", 5, 1000), steps = a.Int("--steps", 1, 100_000), threads = a.Int("--threads", 1, 256);
+        long seed = a.Long("--seed");
         var chosen = a.One("--workloads")?.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries) ?? [.. Workloads];
         if (chosen.FirstOrDefault(w => !Workloads.Contains(w)) is { } unknown)
             throw new UsageException($"--workloads: unknown workload '{unknown}' (known: {string.Join(", ", Workloads)})");

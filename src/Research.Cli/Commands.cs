@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Reflection;
+using System.CommandLine;
 using Research.Abstractions;
 using Research.Core.Config;
 using Research.Core.Data;
@@ -23,17 +24,22 @@ static class Commands
         return host;
     }
 
-    public static int Train(string[] argv) => Run(argv, RunKind.Train);
+    public static Command TrainCommand() => RunCommand(RunKind.Train,
+        "Train one model from a CONFIG file: checkpoints, evaluations and metrics go to a run folder with its own store");
 
     /// <summary><c>research study CONFIG</c>: a sequence of tasks, the accuracy and loss matrices, the forgetting metrics.</summary>
-    public static int Study(string[] argv) => Run(argv, RunKind.Study);
+    public static Command StudyCommand() => RunCommand(RunKind.Study,
+        "Train on a sequence of tasks from a CONFIG file: the accuracy and loss matrices and the forgetting metrics");
+
+    static Command RunCommand(RunKind kind, string description) => Cli.Command(RunBuilder.Command(kind), description, a => Run(a, kind),
+        Cli.Argument("CONFIG", "The run's TOML config (research config schema lists every key)"),
+        Cli.Set(), Cli.Plugins(),
+        Cli.Value("--resume", "RUN_DIR", "Continue the run in RUN_DIR from its last good checkpoint, bit for bit"),
+        Cli.Flag("--dry-run", "Check the config, load the data and build the model and optimizer, then stop before training"));
 
     /// <summary><c>research train|study CONFIG</c>: one loop for both; <c>--resume RUN_DIR</c> continues either.</summary>
-    static int Run(string[] argv, RunKind kind)
+    static int Run(Parsed a, RunKind kind)
     {
-        var command = RunBuilder.Command(kind);
-        var a = new Args(argv, ["--set", "--plugins", "--resume"], ["--dry-run"]);
-        if (a.Positional.Count != 1) throw new UsageException($"{command} needs exactly one CONFIG file");
         var config = ConfigLoader.Load(a.Positional[0], a.All("--set"));
         var resume = a.One("--resume");
         if (resume != null && !Directory.Exists(resume)) throw new UsageException($"--resume {resume}: no such run directory");
@@ -55,10 +61,14 @@ static class Commands
     /// <c>research eval CHECKPOINT</c>: the weights of a checkpoint evaluated on the validation and test splits of
     /// its run's config (or another config), with <c>--set data.classes=[...]</c> to evaluate other data.
     /// </summary>
-    public static int Eval(string[] argv)
+    public static Command EvalCommand() => Cli.Command("eval",
+        "Evaluate a checkpoint's weights on the validation and test splits of its run's config (or another config)", Eval,
+        Cli.Argument("CHECKPOINT", "A checkpoint folder (RUN/checkpoints/NAME) or a .safetensors file"),
+        Cli.Value("--config", "CONFIG", "The config whose data and model to use; default: the config.toml of the checkpoint's run"),
+        Cli.Set());
+
+    static int Eval(Parsed a)
     {
-        var a = new Args(argv, ["--set", "--config"], []);
-        if (a.Positional.Count != 1) throw new UsageException("eval needs exactly one CHECKPOINT (a checkpoint directory or .safetensors file)");
         var checkpoint = Path.GetFullPath(a.Positional[0]);
         if (!Directory.Exists(checkpoint) && !File.Exists(checkpoint))
             throw new FileNotFoundException($"eval: no checkpoint at {checkpoint} (a checkpoint directory or .safetensors file)");
@@ -95,9 +105,10 @@ static class Commands
         {
             Console.WriteLine();
             Console.WriteLine($"{title} (row: after training task i; column: task j)");
-            Console.WriteLine("        " + string.Join("", Enumerable.Range(0, r.Tasks.Count).Select(j => $"{"task " + j,9}")));
+            var table = Tables.Create([new(""), .. Enumerable.Range(0, r.Tasks.Count).Select(j => new Tables.Column($"task {j}", Right: true))]);
             for (int i = 0; i < m.Length; i++)
-                Console.WriteLine($"task {i,-3}" + string.Join("", m[i].Select(v => v.ToString(format, CultureInfo.InvariantCulture).PadLeft(9))));
+                Tables.Row(table, [$"task {i}", .. m[i].Select(v => v.ToString(format, CultureInfo.InvariantCulture))]);
+            Tables.Write(table);
         }
         Matrix("Test accuracy R", r.Accuracy, "F4");
         Matrix("Test loss L", r.Loss, "F3");
@@ -111,9 +122,11 @@ static class Commands
     /// <summary>One line per metric: its value and, where it has them, its per-task values (– where undefined).</summary>
     public static void PrintMetrics(IEnumerable<(string Name, MetricValue Value)> metrics)
     {
+        var table = Tables.Create(new("metric"), new("value", Right: true), new("per task"));
         foreach (var (name, value) in metrics)
-            Console.WriteLine($"{name,-20} {value.Value,9:F4}" + (value.PerTask is { } per
-                ? "   per task: " + string.Join(" ", per.Select(v => double.IsNaN(v) ? "–" : v.ToString("F3", CultureInfo.InvariantCulture))) : ""));
+            Tables.Row(table, name, value.Value.ToString("F4", CultureInfo.InvariantCulture), value.PerTask is { } per
+                ? string.Join(" ", per.Select(v => double.IsNaN(v) ? "–" : v.ToString("F3", CultureInfo.InvariantCulture))) : "");
+        Tables.Write(table);
     }
 
     static string Embedded(string name)
@@ -127,9 +140,12 @@ static class Commands
     /// Catastrophic forgetting on the embedded default: pre-train on Fashion-MNIST classes 0–4, fully fine-tune
     /// on 5–9, and evaluate both halves of the test set after each phase.
     /// </summary>
-    public static int Demo(string[] argv)
+    public static Command DemoCommand() => Cli.Command("demo",
+        "Catastrophic forgetting on the embedded default: pre-train on Fashion-MNIST 0–4, fine-tune on 5–9, then a 5-task study of four methods",
+        Demo, Cli.Set(), Cli.Plugins(), Cli.Flag("--no-study", "Stop after the two phases; skip the permuted Fashion-MNIST study"));
+
+    static int Demo(Parsed a)
     {
-        var a = new Args(argv, ["--set", "--plugins"], ["--no-study"]);
         var pretrain = ConfigLoader.Parse(Embedded("demo-pretrain.toml"), "experiments/configs/demo-pretrain.toml (embedded)", a.All("--set"));
         var host = LoadPlugins(a.All("--plugins").Concat(pretrain.PluginDirs));
 
@@ -206,9 +222,11 @@ static class Commands
         Console.WriteLine($"figures: {figures}");
     }
 
-    public static int PluginsList(string[] argv)
+    public static Command PluginsGroup() => Cli.Group("plugins", "The plugins there are",
+        Cli.Command("list", "Every plugin by role: its name, summary, options with defaults, aliases and DLL", PluginsList, Cli.Plugins()));
+
+    static int PluginsList(Parsed a)
     {
-        var a = new Args(argv, ["--plugins"], []);
         var host = LoadPlugins(a.All("--plugins"));
         foreach (var role in Enum.GetValues<PluginRole>())
         {
@@ -243,13 +261,23 @@ static class Commands
     };
 
     /// <summary>Draws schedules side by side by calling each pure schedule at every step t = 0…T.</summary>
-    public static int PlotSchedule(string[] argv)
+    public static Command PlotScheduleCommand() => Cli.Command("schedule",
+        "Learning-rate schedules side by side, each called at every step t = 0…T: a PNG, or CSV with --csv", PlotSchedule,
+        Cli.Arguments("NAME", "Schedule plugin names or aliases (research plugins list)"),
+        Cli.Value("--steps", "T", "The horizon T, in optimizer steps", "1000"),
+        Cli.Value("--warmup", "W", "warmup_steps for every schedule that has that option", "0"),
+        Cli.Value("--lr", "PEAK", "The peak learning rate the multipliers scale", "1e-3"),
+        Cli.Value("--steps-per-epoch", "N", "Steps per epoch, for schedules that count epochs; default: T"),
+        Cli.Repeated("--set", "NAME.KEY=VALUE", "An option of one schedule, e.g. --set cosine.min_lr_ratio=0.1 (repeatable)"),
+        Cli.Plugins(),
+        Cli.Value("--output", "FILE.png", "Where to write the plot; default schedules.png, none with --csv", aliases: ["-o"]),
+        Cli.Flag("--csv", "Write step,name₁,name₂,… to standard output (η·f(t) in round-trip format)"));
+
+    static int PlotSchedule(Parsed a)
     {
-        var a = new Args(argv, ["--steps", "--warmup", "--lr", "--set", "--plugins", "-o", "--output", "--steps-per-epoch"], ["--csv"]);
-        if (a.Positional.Count == 0) throw new UsageException("plot schedule needs at least one schedule name");
         // A plot holds one value per step: ten million is far beyond any run here and still fits in memory.
-        long steps = a.Long("--steps", 1000, 1, 10_000_000), warmup = a.Long("--warmup", 0, 0, 10_000_000);
-        var peak = a.Double("--lr", 1e-3);
+        long steps = a.Long("--steps", 1, 10_000_000), warmup = a.Long("--warmup", 0, 10_000_000);
+        var peak = a.Double("--lr");
         var host = LoadPlugins(a.All("--plugins"));
         var series = new List<(string Name, double[] Values)>();
         foreach (var name in a.Positional)
@@ -263,12 +291,12 @@ static class Commands
                 ConfigLoader.ApplyOverride(root, s, "--set");
             var schedule = (ISchedule)PluginHost.Instantiate(descriptor, options, "--set", name);
             var values = new double[steps + 1];
-            var spe = a.Long("--steps-per-epoch", steps, 1, long.MaxValue);
+            var spe = a.One("--steps-per-epoch") is null ? steps : a.Long("--steps-per-epoch", 1, long.MaxValue);
             for (long t = 0; t <= steps; t++) values[t] = schedule.Multiplier(new ScheduleContext(t, steps, spe, []));
             series.Add((name, values));
         }
         if (a.Flag("--csv")) Console.Write(SchedulePlot.ToCsv(series, peak));
-        var output = a.One("-o") ?? a.One("--output") ?? (a.Flag("--csv") ? null : "schedules.png");
+        var output = a.One("--output") ?? (a.Flag("--csv") ? null : "schedules.png");
         if (output != null)
         {
             SchedulePlot.WritePng(output, series, peak);

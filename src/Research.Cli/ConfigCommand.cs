@@ -1,3 +1,4 @@
+using System.CommandLine;
 using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Nodes;
@@ -13,10 +14,15 @@ static class ConfigCommand
     /// <summary>A block of options: its TOML header (<c>[optimizer]</c>, <c>[[methods]] name = "ewc"</c>) and its options.</summary>
     sealed record Block(string Section, string Header, string Summary, IReadOnlyList<OptionSpec> Options);
 
-    public static int Schema(string[] argv)
+    public static Command ConfigGroup() => Cli.Group("config", "What a config can hold",
+        Cli.Command("schema", "Every option a config can hold — the core's sections and each plugin's table — with type, default, accepted values and documentation",
+            Schema,
+            Cli.Argument("SECTION", "Only this section or plugin (e.g. optimizer, ewc); default: all", optional: true),
+            Cli.Plugins(),
+            Cli.Flag("--json", "One JSON object per option, with its bounds and choices")));
+
+    static int Schema(Parsed a)
     {
-        var a = new Args(argv, ["--plugins"], ["--json"]);
-        if (a.Positional.Count > 1) throw new UsageException("config schema takes at most one SECTION or PLUGIN name");
         var host = Commands.LoadPlugins(a.All("--plugins"));
         var blocks = Blocks(host).ToList();
         if (a.Positional is [var only])

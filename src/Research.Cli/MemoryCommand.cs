@@ -1,3 +1,4 @@
+using System.CommandLine;
 using System.Globalization;
 using Research.Core.Memory;
 
@@ -13,17 +14,31 @@ public static class MemoryCommand
     static readonly string[] ShapeOptions = ["--layers", "--hidden", "--heads", "--seq", "--batch"];
     static readonly CultureInfo Inv = CultureInfo.InvariantCulture;
 
-    public static int Run(string[] argv)
-    {
-        var a = new Args(argv, ["--params", "--precision", "--optimizer", "--config", "--set", .. ShapeOptions], ["--recompute"]);
-        if (a.One("--config") is { } config) return ForConfig(config, a.All("--set"));
-        if (a.Positional.Count > 0) throw new UsageException($"memory takes no positional arguments, got '{a.Positional[0]}'");
-        if (a.One("--params") is null) throw new UsageException("memory needs --params, the number of parameters (e.g. --params 7e9)");
-        var parameters = a.Double("--params", 0);
-        if (!(parameters > 0 && double.IsFinite(parameters))) throw new UsageException($"--params must be > 0, not '{a.One("--params")}'");
+    public static Command Definition() => Cli.Command("memory",
+        "The memory of full fine-tuning by component — weights, gradients, fp32 master copy, optimizer moments, activations — " +
+        "for a parameter count, or measured byte for byte on the model a config builds; then the seed chapter's 7B example corrected",
+        Run,
+        Cli.Value("--params", "P", "Parameters, e.g. 7e9"),
         // Defaults a researcher would pick today: bf16 mixed precision (no loss scaling) and AdamW.
-        var precision = Lookup(Precision.ByName, "--precision", a.One("--precision") ?? "mixed-bf16");
-        var optimizer = Lookup(OptimizerState.ByName, "--optimizer", a.One("--optimizer") ?? "adamw");
+        Cli.Value("--precision", "MODE", $"One of {string.Join(", ", Precision.ByName.Keys)}", "mixed-bf16"),
+        Cli.Value("--optimizer", "NAME", $"One of {string.Join(", ", OptimizerState.ByName.Keys)}", "adamw"),
+        Cli.Value("--layers", "L", "Transformer layers (activations need all five shape options)"),
+        Cli.Value("--hidden", "H", "Hidden width"),
+        Cli.Value("--heads", "A", "Attention heads"),
+        Cli.Value("--seq", "S", "Sequence length"),
+        Cli.Value("--batch", "B", "Micro-batch size"),
+        Cli.Flag("--recompute", "Full activation recomputation: keep only each layer's input"),
+        Cli.Value("--config", "CONFIG", "Instead: the model state of the model this run config builds, predicted and allocated"),
+        Cli.Set());
+
+    static int Run(Parsed a)
+    {
+        if (a.One("--config") is { } config) return ForConfig(config, a.All("--set"));
+        if (a.One("--params") is null) throw new UsageException("memory needs --params, the number of parameters (e.g. --params 7e9), or --config CONFIG");
+        var parameters = a.Double("--params");
+        if (!(parameters > 0)) throw new UsageException($"--params must be > 0, not '{a.One("--params")}'");
+        var precision = Lookup(Precision.ByName, "--precision", a.One("--precision")!);
+        var optimizer = Lookup(OptimizerState.ByName, "--optimizer", a.One("--optimizer")!);
         var shape = ReadShape(a);
         if (a.Flag("--recompute") && shape is null)
             throw new UsageException($"--recompute needs the model's shape: {string.Join(" ", ShapeOptions)}");
@@ -72,14 +87,14 @@ public static class MemoryCommand
             : throw new UsageException($"unknown {option} '{name}' (valid: {string.Join(", ", byName.Keys)})");
 
     /// <summary>The shape is all five options or none: activations from a partial shape would be a guess.</summary>
-    static TransformerShape? ReadShape(Args a)
+    static TransformerShape? ReadShape(Parsed a)
     {
         var given = ShapeOptions.Where(o => a.One(o) is not null).ToList();
         if (given.Count == 0) return null;
         var missing = ShapeOptions.Except(given).ToList();
         if (missing.Count > 0)
             throw new UsageException($"activations need {string.Join(" ", ShapeOptions)} together; missing {string.Join(", ", missing)}");
-        long Positive(string o) => a.Long(o, 0) is var v and > 0 ? v : throw new UsageException($"{o} must be > 0, not '{a.One(o)}'");
+        long Positive(string o) => a.Long(o) is var v and > 0 ? v : throw new UsageException($"{o} must be > 0, not '{a.One(o)}'");
         var shape = new TransformerShape(Positive("--layers"), Positive("--hidden"), Positive("--heads"), Positive("--seq"), Positive("--batch"));
         if (shape.Hidden % shape.Heads != 0)
             throw new UsageException($"--hidden {shape.Hidden} must be a multiple of --heads {shape.Heads}");

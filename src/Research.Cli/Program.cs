@@ -1,3 +1,4 @@
+using System.CommandLine;
 using Research.Core.Config;
 using Research.Core.Plugins;
 using Research.Core.Training;
@@ -10,41 +11,48 @@ namespace Research.Cli;
 // one line per problem, never a stack trace unless --verbose is given; nothing ends as .NET's unhandled exception (134).
 public static class Program
 {
+    /// <summary>Every command, its arguments and options, with the text <c>--help</c> shows.</summary>
+    public static RootCommand Root()
+    {
+        var root = new RootCommand("research — full fine-tuning and catastrophic-forgetting studies on TorchSharp");
+        root.Options.Add(new Option<bool>("--verbose") { Description = "Print the stack trace of an error", Recursive = true, Arity = ArgumentArity.Zero });
+        foreach (var command in (Command[])[
+                     Commands.TrainCommand(), Commands.StudyCommand(), Commands.EvalCommand(), Commands.DemoCommand(),
+                     ModelsCommand.GenerateCommand(), ModelsCommand.ExportCommand(), ModelsCommand.ModelsGroup(),
+                     Commands.PluginsGroup(), ConfigCommand.ConfigGroup(), SweepCommand.RunCommand(),
+                     Cli.Group("plot", "Figures: schedules, sweeps, a study's matrix, metric curves",
+                         Commands.PlotScheduleCommand(), SweepCommand.PlotCommand(), RunsCommand.PlotMatrixCommand(), RunsCommand.PlotCurvesCommand()),
+                     RunsCommand.RunsGroup(), RunsCommand.MetricsCommand(), AnalyzeCommand.AnalyzeGroup(),
+                     MemoryCommand.Definition(), BenchCommand.BenchGroup()])
+            root.Subcommands.Add(command);
+        return root;
+    }
+
     /// <summary>The command line, in-process: the fuzz tests call this with thousands of inputs.</summary>
     public static int Main(string[] args)
     {
         // Before libtorch's first allocation: see NativeAllocator for why and what was measured.
         Research.Core.Memory.NativeAllocator.Configure();
         var verbose = args.Contains("--verbose");
-        args = args.Where(a => a != "--verbose").ToArray();
+        // `research`, and `research help [COMMAND...]`, as `--help`.
+        args = args switch
+        {
+            [] => ["--help"],
+            ["help", .. var rest] => [.. rest, "--help"],
+            _ => args,
+        };
         try
         {
-            return args switch
+            var parsed = Root().Parse(args);
+            if (Cli.Errors(parsed) is { Count: > 0 } errors)
             {
-                [] or ["-h" or "--help" or "help", ..] => Usage(0),
-                ["train", .. var rest] => Commands.Train(rest),
-                ["demo", .. var rest] => Commands.Demo(rest),
-                ["eval", .. var rest] => Commands.Eval(rest),
-                ["study", .. var rest] => Commands.Study(rest),
-                ["plugins", "list", .. var rest] => Commands.PluginsList(rest),
-                ["config", "schema", .. var rest] => ConfigCommand.Schema(rest),
-                ["plot", "schedule", .. var rest] => Commands.PlotSchedule(rest),
-                ["sweep", .. var rest] => SweepCommand.Run(rest),
-                ["plot", "sweep", .. var rest] => SweepCommand.Plot(rest),
-                ["plot", "matrix", .. var rest] => RunsCommand.PlotMatrix(rest),
-                ["plot", "curves", .. var rest] => RunsCommand.PlotCurves(rest),
-                ["memory", .. var rest] => MemoryCommand.Run(rest),
-                ["bench", .. var rest] => BenchCommand.Run(rest),
-                ["models", .. var rest] => ModelsCommand.Models(rest),
-                ["export", .. var rest] => ModelsCommand.Export(rest),
-                ["generate", .. var rest] => ModelsCommand.Generate(rest),
-                ["runs", .. var rest] => RunsCommand.Run(rest),
-                ["metrics", .. var rest] => RunsCommand.Metrics(rest),
-                ["analyze", .. var rest] => AnalyzeCommand.Run(rest),
-                _ => throw new UsageException($"unknown command '{string.Join(' ', args.Take(2))}'"),
-            };
+                foreach (var line in errors) Console.Error.WriteLine($"error: {line}");
+                return 2;
+            }
+            // Exceptions reach the handlers below: each kind of failure has its own exit code and one line.
+            return parsed.Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false, Output = Console.Out, Error = Console.Error });
         }
-        catch (UsageException e) { Console.Error.WriteLine($"error: {e.Message}"); Usage(2, Console.Error); return 2; }
+        catch (UsageException e) { Console.Error.WriteLine($"error: {e.Message}"); return 2; }
         catch (ConfigException e) { foreach (var err in e.Errors) Console.Error.WriteLine($"error: {err}"); return 2; }
         catch (PluginException e) { Console.Error.WriteLine($"error: {e.Message}"); return 2; }
         catch (PluginFailureException e) { Console.Error.WriteLine($"run failed: {e.Message}"); return Trace(e, 1); }
@@ -71,40 +79,5 @@ public static class Program
             if (verbose) Console.Error.WriteLine(e);
             return code;
         }
-    }
-
-    static int Usage(int code, TextWriter? to = null)
-    {
-        (to ?? Console.Out).WriteLine("""
-            research — full fine-tuning and catastrophic-forgetting studies on TorchSharp
-            (any command: --verbose prints the stack trace of an error)
-
-              research train CONFIG [--set section.key=value]... [--plugins DIR]... [--resume RUN_DIR] [--dry-run]
-              research eval CHECKPOINT [--config CONFIG] [--set section.key=value]...
-              research generate RUN_DIR [--prompt TEXT] [--max-tokens N] [--greedy | --temperature T --top-k K] [--seed S]
-                                [--samples N] [--checkpoint final|best|NAME]
-              research export RUN_DIR -o FILE.safetensors [--checkpoint final|best|NAME]
-              research models list [--dir DIR] | models fetch NAME... [--dir DIR]
-              research study CONFIG [--set section.key=value]... [--plugins DIR]... [--resume RUN_DIR] [--dry-run]
-              research demo [--plugins DIR]... [--set section.key=value]... [--no-study]
-              research plugins list [--plugins DIR]...
-              research config schema [SECTION | PLUGIN] [--plugins DIR]... [--json]
-              research plot schedule NAME... [--steps N] [--warmup W] [--lr PEAK] [--set NAME.key=value]...
-                                            [-o FILE.png] [--csv]
-              research sweep SCRIPT.fsx [--executor local|slurm] [--parallel N] [--retry-failed] [--output DIR]
-              research plot sweep SWEEP_DIR [--metric NAME] [--axis KEY] [--log-x]
-              research plot matrix STUDY_RUN_DIR [--split test|val] [-o FILE.png]
-              research plot curves RUN_DIR... [--key train_loss] [-o FILE.png]
-              research memory --params P [--precision fp32|mixed-bf16|mixed-fp16|pure-bf16] [--optimizer adamw|adam|sgd-momentum|sgd]
-                              [--layers L --hidden H --heads A --seq S --batch B [--recompute]]
-              research memory --config CONFIG [--set section.key=value]...
-              research bench step [--repetitions N] [--steps S] [--threads T] [--workloads gpt,gpt-8k,transformer,mlp,cnn,adamw]
-              research bench fisher [--samples N] [--threads T]
-              research bench hessian [--samples N] [--threads T] [--repetitions R] [--k K] [--train-steps S] [--seed S]
-              research runs list [DIR] | runs show RUN_DIR | runs compare [DIR] | runs export [DIR] [-o FILE.csv]
-              research metrics RUN_DIR... [--set metrics=[{name="…", …}]]... [--plugins DIR]... [--save]
-              research analyze hessian STUDY_RUN_DIR [--set study.hessian.KEY=VALUE]... [--plugins DIR]...
-            """);
-        return code;
     }
 }

@@ -1,5 +1,5 @@
+using System.CommandLine;
 using System.Globalization;
-using System.Text;
 using Research.Core.Config;
 using Research.Core.Tracking;
 
@@ -10,18 +10,18 @@ namespace Research.Cli;
 /// </summary>
 static class RunsCommand
 {
-    public static int Run(string[] argv)
-    {
-        var a = new Args(argv, ["-o", "--output"], []);
-        return a.Positional switch
-        {
-            ["list", .. var rest] => List(rest.Count > 0 ? rest[0] : "runs"),
-            ["show", var dir] => Show(dir),
-            ["compare", .. var rest] => Compare(rest.Count > 0 ? rest[0] : "runs"),
-            ["export", .. var rest] => Export(rest.Count > 0 ? rest[0] : "runs", a.One("-o") ?? a.One("--output")),
-            _ => throw new UsageException("runs list [DIR] | runs show RUN_DIR | runs compare [DIR] | runs export [DIR] [-o FILE.csv]"),
-        };
-    }
+    static Argument<string> Folder() => Cli.Argument("DIR", "A folder of run folders (searched two levels down)", "runs");
+
+    public static Command RunsGroup() => Cli.Group("runs", "The runs stored under a folder",
+        Cli.Command("list", "One line per run: status (a run whose process is gone shows as killed), seed, last accuracies",
+            a => List(a.Positional[0]), Folder()),
+        Cli.Command("show", "A run's record: config, identity, seeds, versions, plugins; its evaluations, metrics and checkpoints",
+            a => Show(a.Positional[0]), Cli.Argument("RUN_DIR", "The run's folder")),
+        Cli.Command("compare", "Finished runs grouped by config without the seed: mean ± 95% interval (Student t) per group",
+            a => Compare(a.Positional[0]), Folder()),
+        Cli.Command("export", "Every metric and evaluation as CSV, long format: run,kind,step,key,value",
+            a => Export(a.Positional[0], a.One("--output")), Folder(),
+            Cli.Value("--output", "FILE.csv", "Write there instead of standard output", aliases: ["-o"])));
 
     /// <summary>
     /// <c>research metrics RUN_DIR... [--set metrics=[…]] [--plugins DIR] [--save]</c>: the forgetting metrics of stored
@@ -29,10 +29,16 @@ static class RunsCommand
     /// The metrics are those of each run's recorded config (its <c>[[metrics]]</c>, or the default set), which
     /// <c>--set</c> overrides; <c>--save</c> writes the values into the run's store.
     /// </summary>
-    public static int Metrics(string[] argv)
+    public static Command MetricsCommand() => Cli.Command("metrics",
+        "Compute stored studies' forgetting metrics again from their stores alone (matrices, task names, probes), without training",
+        Metrics,
+        Cli.Arguments("RUN_DIR", "A study's run folder, or a folder of them"),
+        Cli.Repeated("--set", "KEY=VALUE", "Override the recorded config, e.g. --set metrics=[{name=\"bwt\"}] (repeatable)"),
+        Cli.Plugins(),
+        Cli.Flag("--save", "Write the values into each run's store"));
+
+    static int Metrics(Parsed a)
     {
-        var a = new Args(argv, ["--set", "--plugins"], ["--save"]);
-        if (a.Positional.Count == 0) throw new UsageException("metrics needs at least one RUN_DIR (a study's run directory, or a folder of them)");
         var hosts = new Dictionary<string, Research.Core.Plugins.PluginHost>();
         int studies = 0, failed = 0;
         foreach (var path in a.Positional.SelectMany(Stores))
@@ -72,7 +78,7 @@ static class RunsCommand
     static int List(string root)
     {
         var stores = Stores(root).ToList();
-        Console.WriteLine($"{"run",-44} {"status",-9} {"seed",5}  {"val acc",8} {"test acc",8}  {"study avg acc",13}");
+        var table = Tables.Create(new("run"), new("status"), new("seed", true), new("val acc", true), new("test acc", true), new("study avg acc", true));
         foreach (var path in stores)
         {
             using var store = RunStore.OpenReadOnly(path);
@@ -84,28 +90,32 @@ static class RunsCommand
                 double? Last(string split) => RunResults.Final(store, id, split);
                 var study = store.Query("SELECT value FROM study_values WHERE run_id = $r AND kind = 'metric' AND name = 'average-accuracy'",
                     ("$r", id)).FirstOrDefault()?[0] as double?;
-                Console.WriteLine($"{id,-44} {status,-9} {r[2],5}  {F(Last("val")),8} {F(Last("test")),8}  {F(study),13}");
+                Tables.Row(table, id, status, Convert.ToString(r[2], CultureInfo.InvariantCulture) ?? "", F(Last("val")), F(Last("test")), F(study));
             }
         }
+        Tables.Write(table);
         return 0;
     }
 
     /// <summary><c>research plot matrix RUN_DIR</c>: a study's test-accuracy matrix as a heatmap.</summary>
-    public static int PlotMatrix(string[] argv)
+    public static Command PlotMatrixCommand() => Cli.Command("matrix", "A study's accuracy matrix R[i][j] as a heatmap", PlotMatrix,
+        Cli.Argument("RUN_DIR", "The study's run folder"),
+        Cli.Value("--split", "test|val", "Which matrix", "test"),
+        Cli.Value("--output", "FILE.png", "Where to write the figure", "matrix.png", ["-o"]));
+
+    static int PlotMatrix(Parsed a)
     {
-        var a = new Args(argv, ["-o", "--output", "--split"], []);
-        if (a.Positional.Count != 1) throw new UsageException("plot matrix needs one study RUN_DIR");
         var path = Path.Combine(a.Positional[0], RunStore.FileName);
         if (!File.Exists(path)) throw new UsageException($"{a.Positional[0]} holds no {RunStore.FileName}");
         using var store = RunStore.OpenReadOnly(path);
-        var split = a.One("--split") ?? "test";
+        var split = a.One("--split")!;
         if (split is not ("test" or "val")) throw new UsageException($"--split must be test or val, not '{split}'");
         var cells = store.Query("SELECT after_task, on_task, accuracy FROM study_matrix WHERE split = $s", ("$s", split));
         if (cells.Count == 0) throw new UsageException($"{a.Positional[0]} is not a study (no {split} matrix)");
         int T = cells.Max(c => Convert.ToInt32(c[0])) + 1;
         var accuracy = Enumerable.Range(0, T).Select(_ => new double[T]).ToArray();
         foreach (var c in cells) accuracy[Convert.ToInt32(c[0])][Convert.ToInt32(c[1])] = c[2] as double? ?? double.NaN;
-        var output = a.One("-o") ?? a.One("--output") ?? "matrix.png";
+        var output = a.One("--output")!;
         var name = store.Query("SELECT name FROM runs").FirstOrDefault()?[0] as string ?? "study";
         Research.Core.Plotting.StudyPlot.WriteMatrix(output, $"{name}: {split} accuracy", accuracy);
         Console.Error.WriteLine($"wrote {Path.GetFullPath(output)}");
@@ -113,11 +123,14 @@ static class RunsCommand
     }
 
     /// <summary><c>research plot curves RUN_DIR... [--key train_loss]</c>: a metric against the step for several runs.</summary>
-    public static int PlotCurves(string[] argv)
+    public static Command PlotCurvesCommand() => Cli.Command("curves", "A stored metric against the step, one line per run", PlotCurves,
+        Cli.Arguments("RUN_DIR", "Run folders"),
+        Cli.Value("--key", "METRIC", "The metric (train_loss, lr, grad_norm, …)", "train_loss"),
+        Cli.Value("--output", "FILE.png", "Where to write the figure", "curves.png", ["-o"]));
+
+    static int PlotCurves(Parsed a)
     {
-        var a = new Args(argv, ["-o", "--output", "--key"], []);
-        if (a.Positional.Count == 0) throw new UsageException("plot curves needs at least one RUN_DIR");
-        var key = a.One("--key") ?? "train_loss";
+        var key = a.One("--key")!;
         var runs = new List<(string, double[], double[])>();
         foreach (var dir in a.Positional)
         {
@@ -129,7 +142,7 @@ static class RunsCommand
             runs.Add((Path.GetFileName(Path.GetFullPath(dir).TrimEnd('/')), rows.Select(r => Convert.ToDouble(r[0])).ToArray(),
                 rows.Select(r => (double)r[1]!).ToArray()));
         }
-        var output = a.One("-o") ?? a.One("--output") ?? "curves.png";
+        var output = a.One("--output")!;
         Research.Core.Plotting.StudyPlot.WriteCurves(output, key, key, runs);
         Console.Error.WriteLine($"wrote {Path.GetFullPath(output)}");
         return 0;
@@ -157,12 +170,13 @@ static class RunsCommand
                 list.Add(((string)r[1]!, (long)r[2]!, val, test));
             }
         }
-        Console.WriteLine($"{"group (runs differing only in seed)",-40} {"seeds",5}  {"val acc",16}  {"test acc",16}");
+        var table = Tables.Create(new("group (runs differing only in seed)"), new("seeds", true), new("val acc", true), new("test acc", true));
         foreach (var g in groups.Values.OrderBy(g => g[0].Name, StringComparer.Ordinal))
         {
             var label = System.Text.RegularExpressions.Regex.Replace(g[0].Name, @"-s\d+$", "");
-            Console.WriteLine($"{label,-40} {g.Count,5}  {MeanCi(g.Select(x => x.Val).ToList()),16}  {MeanCi(g.Select(x => x.Test).ToList()),16}");
+            Tables.Row(table, label, g.Count.ToString(CultureInfo.InvariantCulture), MeanCi(g.Select(x => x.Val).ToList()), MeanCi(g.Select(x => x.Test).ToList()));
         }
+        Tables.Write(table);
         return 0;
     }
 
@@ -171,7 +185,7 @@ static class RunsCommand
     {
         var (mean, half, _) = RunResults.MeanCi(xs);
         var m = mean.ToString("F4", CultureInfo.InvariantCulture);
-        return double.IsNaN(half) ? m + "        " : $"{m} ± {half.ToString("F4", CultureInfo.InvariantCulture)}";
+        return double.IsNaN(half) ? m : $"{m} ± {half.ToString("F4", CultureInfo.InvariantCulture)}";
     }
 
     static string F(double? v) => v is { } x ? x.ToString("F4", CultureInfo.InvariantCulture) : "–";
@@ -187,11 +201,20 @@ static class RunsCommand
             for (int i = 0; i < columns.Length; i++)
                 if (r[i] is { } v) Console.WriteLine($"{columns[i],-14} {Convert.ToString(v, CultureInfo.InvariantCulture)}");
         Console.WriteLine();
-        Console.WriteLine("evaluations (step, phase, epoch, split, loss, accuracy, items):");
+        Console.WriteLine("evaluations:");
+        var evaluations = Tables.Create(new("step", true), new("phase"), new("epoch", true), new("split"), new("loss", true), new("accuracy", true), new("items", true));
+        string S(object? v) => Convert.ToString(v, CultureInfo.InvariantCulture) ?? "";
         foreach (var r in store.Query("SELECT step, phase, epoch, split, loss, accuracy, items FROM evaluations ORDER BY step, split"))
-            Console.WriteLine($"  {r[0],7} {r[1],-7} {r[2],4} {r[3],-10} {F(r[4] as double?),8} {F(r[5] as double?),8} {r[6],7}");
-        foreach (var r in store.Query("SELECT name, value FROM study_values WHERE kind = 'metric' ORDER BY name"))
-            Console.WriteLine($"  {r[0],-20} {F(r[1] as double?)}");
+            Tables.Row(evaluations, S(r[0]), S(r[1]), S(r[2]), S(r[3]), F(r[4] as double?), F(r[5] as double?), S(r[6]));
+        Tables.Write(evaluations);
+        var metrics = store.Query("SELECT name, value FROM study_values WHERE kind = 'metric' ORDER BY name");
+        if (metrics.Count > 0)
+        {
+            Console.WriteLine();
+            var table = Tables.Create(new("metric"), new("value", true));
+            foreach (var r in metrics) Tables.Row(table, S(r[0]), F(r[1] as double?));
+            Tables.Write(table);
+        }
         var checkpoints = Path.Combine(dir, "checkpoints");
         if (Directory.Exists(checkpoints))
             Console.WriteLine("checkpoints: " + string.Join(", ", Directory.GetDirectories(checkpoints).Select(Path.GetFileName).Order(StringComparer.Ordinal)));
@@ -201,27 +224,34 @@ static class RunsCommand
     /// <summary>Every metric and evaluation of every run, long format: run, kind, step, key, value.</summary>
     static int Export(string root, string? output)
     {
-        var csv = new StringBuilder("run,kind,step,key,value\n");
-        foreach (var path in Stores(root))
+        IEnumerable<IEnumerable<string>> Rows()
         {
-            using var store = RunStore.OpenReadOnly(path);
-            foreach (var r in store.Query("SELECT run_id, step, key, value FROM metrics ORDER BY run_id, step, key"))
-                csv.Append(Row(r[0], "metric", r[1], r[2], r[3]));
-            foreach (var r in store.Query("SELECT run_id, step, split, loss, accuracy FROM evaluations ORDER BY run_id, step, split"))
+            foreach (var path in Stores(root))
             {
-                csv.Append(Row(r[0], "evaluation", r[1], $"{r[2]}_loss", r[3]));
-                csv.Append(Row(r[0], "evaluation", r[1], $"{r[2]}_accuracy", r[4]));
+                using var store = RunStore.OpenReadOnly(path);
+                foreach (var r in store.Query("SELECT run_id, step, key, value FROM metrics ORDER BY run_id, step, key"))
+                    yield return Row(r[0], "metric", r[1], r[2], r[3]);
+                foreach (var r in store.Query("SELECT run_id, step, split, loss, accuracy FROM evaluations ORDER BY run_id, step, split"))
+                {
+                    yield return Row(r[0], "evaluation", r[1], $"{r[2]}_loss", r[3]);
+                    yield return Row(r[0], "evaluation", r[1], $"{r[2]}_accuracy", r[4]);
+                }
             }
         }
-        if (output is null) Console.Write(csv);
+        string[] header = ["run", "kind", "step", "key", "value"];
+        if (output is null) Csv.Write(Console.Out, header, Rows());
         else
         {
-            File.WriteAllText(output, csv.ToString());
+            // Written beside, then renamed: a folder that fails halfway leaves no half file under the name asked for.
+            var tmp = output + ".tmp";
+            using (var writer = new StreamWriter(tmp)) Csv.Write(writer, header, Rows());
+            File.Move(tmp, output, overwrite: true);
             Console.Error.WriteLine($"wrote {Path.GetFullPath(output)}");
         }
         return 0;
     }
 
-    static string Row(object? run, string kind, object? step, object? key, object? value) =>
-        string.Join(',', run, kind, step, key, value is double d ? d.ToString("R", CultureInfo.InvariantCulture) : "") + "\n";
+    static string[] Row(object? run, string kind, object? step, object? key, object? value) =>
+        [Convert.ToString(run, CultureInfo.InvariantCulture) ?? "", kind, Convert.ToString(step, CultureInfo.InvariantCulture) ?? "",
+         Convert.ToString(key, CultureInfo.InvariantCulture) ?? "", Csv.Number(value as double?)];
 }

@@ -1,3 +1,5 @@
+using System.CommandLine;
+
 namespace Research.Cli;
 
 /// <summary>
@@ -6,19 +8,29 @@ namespace Research.Cli;
 /// </summary>
 static class SweepCommand
 {
-    public static int Run(string[] argv)
+    public static Command RunCommand() => Cli.Command("sweep",
+        "Run a scripted sweep: each trial a run of its own; finished trials are kept, so running it again resumes it", Run,
+        Cli.Argument("SCRIPT", "The sweep script (.fsx) that declares its arms, seeds and summaries"),
+        Cli.Value("--executor", "local|slurm", "Where trials run: this machine, or Slurm jobs (sbatch)", "local"),
+        Cli.Value("--parallel", "N", "Trials at a time; default: the script's own choice"),
+        Cli.Flag("--retry-failed", "Run the trials that failed before again (they are kept otherwise)"),
+        Cli.Value("--output", "DIR", "The sweep's folder; default: the script's own", aliases: ["-o"]));
+
+    static int Run(Parsed a)
     {
-        var a = new Args(argv, ["--executor", "--parallel", "--output", "-o"], ["--retry-failed"]);
-        if (a.Positional.Count != 1) throw new UsageException("sweep needs exactly one SCRIPT.fsx");
-        int? parallel = a.One("--parallel") is null ? null : checked((int)a.Long("--parallel", 0));
-        return Research.Sweeps.Driver.sweep(a.Positional[0], a.One("--executor") ?? "local", parallel, a.Flag("--retry-failed"),
-            a.One("--output") ?? a.One("-o") ?? "");
+        int? parallel = a.One("--parallel") is null ? null : a.Int("--parallel", int.MinValue, int.MaxValue);
+        return Research.Sweeps.Driver.sweep(a.Positional[0], a.One("--executor")!, parallel, a.Flag("--retry-failed"), a.One("--output") ?? "");
     }
 
-    public static int Plot(string[] argv)
+    public static Command PlotCommand() => Cli.Command("sweep",
+        "A finished sweep's summaries again, or one metric against one axis (a figure per metric)", Plot,
+        Cli.Argument("SWEEP_DIR", "The sweep's folder (it holds sweep.json)"),
+        Cli.Value("--metric", "NAME", "Plot this metric only; default: every summarized metric"),
+        Cli.Value("--axis", "KEY", "The config key on the x axis (needs --metric)"),
+        Cli.Flag("--log-x", "A logarithmic x axis"));
+
+    static int Plot(Parsed a)
     {
-        var a = new Args(argv, ["--metric", "--axis"], ["--log-x"]);
-        if (a.Positional.Count != 1) throw new UsageException("plot sweep needs one SWEEP_DIR");
         if (a.One("--axis") != null && a.One("--metric") == null) throw new UsageException("--axis needs --metric");
         return Research.Sweeps.Driver.summarizeFolder(a.Positional[0], a.One("--metric") ?? "", a.One("--axis")!, a.Flag("--log-x"));
     }

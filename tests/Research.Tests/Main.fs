@@ -62,6 +62,7 @@ let main argv =
             SweepTests.tests
             SweepDependencyTests.tests
             FuzzTests.tests
+            CliTests.tests
             TextTests.tests
             FineTuningTests.tests
             ResNetTests.tests

@@ -4,6 +4,8 @@ module Research.Tests.TestSupport
 open System
 open System.Diagnostics
 open System.IO
+open System.Threading
+open System.Threading.Tasks
 open Expecto
 
 /// The repository root: the first folder above the test assembly that holds Research.sln.
@@ -133,3 +135,55 @@ let onlyRunDir (dir: string) =
 
 /// FsCheck settings for properties: fixed test count, replayable.
 let propConfig = { FsCheckConfig.defaultConfig with maxTest = 100 }
+
+// ---------------------------------------------------------------------------------------------------------------------
+// The command line in this process.
+
+let private currentOut = AsyncLocal<TextWriter>()
+let private currentErr = AsyncLocal<TextWriter>()
+
+/// Console output of an in-process call goes to the writers of its own flow (an AsyncLocal); everything else (the test
+/// runner's lines, tests running beside) to the original writer.
+type private Router(fallback: TextWriter, current: AsyncLocal<TextWriter>) =
+    inherit TextWriter()
+    member _.Target: TextWriter = match current.Value with null -> fallback | w -> w
+    override _.Encoding = fallback.Encoding
+    override this.Write(c: char) = this.Target.Write c
+    override this.Write(s: string) = this.Target.Write s
+    override this.Write(chars: char[], index: int, count: int) = this.Target.Write(chars, index, count)
+    override this.WriteLine() = this.Target.WriteLine()
+    override this.WriteLine(s: string) = this.Target.WriteLine s
+    override this.Flush() = this.Target.Flush()
+
+let private router =
+    lazy (
+        Console.SetOut(new Router(Console.Out, currentOut))
+        Console.SetError(new Router(Console.Error, currentErr))
+        // A run's progress display (Spectre.Console) writes to a console of its own: plain, and through the router too.
+        Spectre.Console.AnsiConsole.Console <-
+            Spectre.Console.AnsiConsole.Create(
+                Spectre.Console.AnsiConsoleSettings(
+                    Ansi = Spectre.Console.AnsiSupport.No,
+                    Interactive = Spectre.Console.InteractionSupport.No,
+                    Out = Spectre.Console.AnsiConsoleOutput(Console.Out))))
+
+/// `research ARGS` in this process (Program.Main), its output captured; a call that has not returned after a minute is
+/// reported as hung (exit −1). Calls may run beside each other and beside other tests.
+let researchInProcess (args: string list) : ProcessResult =
+    router.Force()
+    let out, err = new StringWriter(), new StringWriter()
+    let work =
+        Task.Run<int>(Func<int>(fun () ->
+            currentOut.Value <- out
+            currentErr.Value <- err
+            try
+                try Research.Cli.Program.Main(Array.ofList args)
+                with e ->
+                    // Main catches everything; what escapes is what .NET would print and abort with (134).
+                    err.WriteLine(sprintf "Unhandled exception. %O" e)
+                    134
+            finally
+                currentOut.Value <- null
+                currentErr.Value <- null))
+    if work.Wait(TimeSpan.FromSeconds 60.0) then { ExitCode = work.Result; Out = string out; Err = string err }
+    else { ExitCode = -1; Out = string out; Err = string err + "\n(hung: no exit within 60 s)" }

@@ -1,5 +1,4 @@
 using System.Globalization;
-using System.Text;
 
 namespace Research.Core.Plotting;
 
@@ -42,24 +41,10 @@ public static class SchedulePlot
     /// </summary>
     public static string ToCsv(IReadOnlyList<(string Name, double[] Values)> series, double peakLearningRate)
     {
-        var csv = new StringBuilder("step");
-        foreach (var (name, _) in series) csv.Append(',').Append(Field(name));
-        csv.Append('\n');
         var steps = series.Count == 0 ? 0 : series.Max(s => s.Values.Length);
-        for (var t = 0; t < steps; t++)
-        {
-            csv.Append(t.ToString(CultureInfo.InvariantCulture));
-            foreach (var (_, values) in series)
-            {
-                csv.Append(',');
-                if (t < values.Length) csv.Append((peakLearningRate * values[t]).ToString("R", CultureInfo.InvariantCulture));
-            }
-            csv.Append('\n');
-        }
-        return csv.ToString();
+        return Tracking.Csv.ToText(series.Select(s => s.Name).Prepend("step"),
+            Enumerable.Range(0, steps).Select(t => series.Select(s => t < s.Values.Length ? Tracking.Csv.Number(peakLearningRate * s.Values[t]) : "")
+                .Prepend(t.ToString(CultureInfo.InvariantCulture))));
     }
 
-    /// <summary>RFC 4180 quoting, for names with commas or quotes.</summary>
-    private static string Field(string text) =>
-        text.IndexOfAny([',', '"', '\n', '\r']) < 0 ? text : $"\"{text.Replace("\"", "\"\"")}\"";
 }

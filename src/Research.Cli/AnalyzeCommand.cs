@@ -95,12 +95,14 @@ public static class AnalyzeCommand
         if (points.Count == 0) { Console.WriteLine("one task: no later task to measure forgetting against"); return; }
         var variants = points.SelectMany(p => p.FisherQuadratic.Keys).Distinct().ToList();
         Console.WriteLine();
-        Console.WriteLine($"{"task j",6} {"after",6} {"at",6} {"measured",10} {"test",10} {"predicted",10} {"1st order",10} {"quadratic",10} {"top-k q",8} {"top-k ‖·‖",9}" +
-                          string.Concat(variants.Select(v => $" {"F " + v,10}")));
+        var table = Tables.Create([new("task j", true), new("after", true), new("at", true), new("measured", true), new("test", true),
+            new("predicted", true), new("1st order", true), new("quadratic", true), new("top-k q", true), new("top-k ‖·‖", true),
+            .. variants.Select(v => new Tables.Column("F " + v, true))]);
+        string F(double v, string format = "F4") => v.ToString(format, CultureInfo.InvariantCulture);
         foreach (var p in points)
-            Console.WriteLine($"{p.Earlier,6} {p.Later,6} {(p.Step < 0 ? "end" : p.Fraction.ToString("F2", CultureInfo.InvariantCulture)),6} " +
-                              $"{p.Measured,10:F4} {p.MeasuredTest,10:F4} {p.Predicted,10:F4} {p.FirstOrder,10:F4} {p.Quadratic,10:F4} " +
-                              $"{p.TopKQuadraticShare,8:F3} {p.TopKNormShare,9:F4}" +
-                              string.Concat(variants.Select(v => $" {p.FisherQuadratic.GetValueOrDefault(v, double.NaN),10:F4}")));
+            Tables.Row(table, [p.Earlier.ToString(CultureInfo.InvariantCulture), p.Later.ToString(CultureInfo.InvariantCulture),
+                p.Step < 0 ? "end" : F(p.Fraction, "F2"), F(p.Measured), F(p.MeasuredTest), F(p.Predicted), F(p.FirstOrder), F(p.Quadratic),
+                F(p.TopKQuadraticShare, "F3"), F(p.TopKNormShare), .. variants.Select(v => F(p.FisherQuadratic.GetValueOrDefault(v, double.NaN)))]);
+        Tables.Write(table);
     }
 }

@@ -90,7 +90,9 @@ static class Cli
         {
             var names = command.Subcommands.Where(c => !c.Hidden).Select(c => c.Name).ToList();
             if (unmatched.FirstOrDefault(t => !LooksLikeOption(t)) is { } word)
-                return [$"unknown command '{path} {word}'{OptionsBinder.Suggestion(word, names)} (commands: {string.Join(", ", names)})"];
+                return [names.Contains(word)
+                    ? $"unexpected argument '{word}' for '{path}' (a command is not read after '--')"
+                    : $"unknown command '{path} {word}'{OptionsBinder.Suggestion(word, names)} (commands: {string.Join(", ", names)})"];
             if (!unmatched.Any(LooksLikeOption))
                 return [$"'{path}' needs a command: {string.Join(", ", names)} ({help})"];
         }

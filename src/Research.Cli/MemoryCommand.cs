@@ -68,14 +68,16 @@ public static class MemoryCommand
                           $"precision {config.Precision.Mode}, optimizer {config.Optimizer.Name}");
         foreach (var line in table) Console.WriteLine("  " + line);
         Console.WriteLine();
-        Console.WriteLine($"{"component",-28} {"predicted B",14} {"allocated B",14} {"MB",10}");
-        void Row(string name, long p, long m) => Console.WriteLine($"{name,-28} {p,14:N0} {m,14:N0} {m / 1e6,10:F3}");
+        var rows = Tables.Create(new("component"), new("predicted B", true), new("allocated B", true), new("MB", true));
+        void Row(string name, long p, long m) =>
+            Tables.Row(rows, name, p.ToString("N0", Inv), m.ToString("N0", Inv), (m / 1e6).ToString("F3", Inv));
         Row("weights", predicted.Weights, measured.Weights);
         Row("gradients", predicted.Gradients, measured.Gradients);
         Row("fp32 master weights", predicted.MasterWeights, measured.MasterWeights);
         Row("fp32 master gradients", predicted.MasterGradients, measured.MasterGradients);
         Row("optimizer moments", predicted.Moments, measured.Moments);
         Row("total model state", predicted.Total, measured.Total);
+        Tables.Write(rows);
         Console.WriteLine(predicted == measured
             ? "allocated = predicted, byte for byte (activations are not counted)"
             : "allocated differs from predicted: the memory model is out of date");

@@ -1,5 +1,4 @@
 using System.CommandLine;
-using System.CommandLine.Invocation;
 using System.Globalization;
 using Research.Core.Config;
 
@@ -39,7 +38,7 @@ static class Cli
         return group;
     }
 
-    /// <summary>An option with one value; when given twice, the last one counts.</summary>
+    /// <summary>An option with one value, given at most once (twice is a usage error, not a silent choice).</summary>
     public static Option<string> Value(string name, string valueName, string description, string? @default = null, string[]? aliases = null)
     {
         var option = new Option<string>(name, aliases ?? []) { Description = description, HelpName = valueName };

@@ -49,8 +49,12 @@ public static class Program
                 foreach (var line in errors) Console.Error.WriteLine($"error: {line}");
                 return 2;
             }
-            // Exceptions reach the handlers below: each kind of failure has its own exit code and one line.
-            return parsed.Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false, Output = Console.Out, Error = Console.Error });
+            // Exceptions reach the handlers below: each kind of failure has its own exit code and one line. SIGINT and
+            // SIGTERM stay the trainer's (a checkpoint, then 130 or 143): the parser registers no handler of its own.
+            return parsed.Invoke(new InvocationConfiguration
+            {
+                EnableDefaultExceptionHandler = false, ProcessTerminationTimeout = null, Output = Console.Out, Error = Console.Error,
+            });
         }
         catch (UsageException e) { Console.Error.WriteLine($"error: {e.Message}"); return 2; }
         catch (ConfigException e) { foreach (var err in e.Errors) Console.Error.WriteLine($"error: {err}"); return 2; }

@@ -159,6 +159,18 @@ let tests =
             Expect.isTrue (board |> Map.exists (fun (tag, _) _ -> tag = "train/loss")) "train/loss is there"
         }
 
+        test "the demo's two runs on real Fashion-MNIST (research demo --no-study): each event file holds what its store has, the halves' accuracies included" {
+            let dir = tempDir "tb-demo"
+            let r = research dir [ "demo"; "--no-study" ]
+            Expect.equal r.ExitCode 0 r.Err
+            let runs = Directory.GetDirectories(Path.Combine(dir, "runs")) |> Array.filter (fun d -> File.Exists(Path.Combine(d, "run.sqlite")))
+            Expect.equal runs.Length 2 "pre-training and fine-tuning"
+            for runDir in runs do
+                let board = scalarsOf (readFolder runDir)
+                Expect.equal board (storeScalars runDir) (sprintf "%s: the event file and the store hold the same values" runDir)
+                Expect.isTrue (board |> Map.exists (fun (tag, _) _ -> tag = "test_0_4/accuracy")) "classes 0–4's accuracy, the forgetting the demo shows"
+        }
+
         test "a language model on real text (English fortunes): the event file has its perplexity and bits per byte under the split, as the store has them" {
             let dir = tempDir "tb-text"
             let config = Path.Combine(dir, "gpt.toml")

@@ -32,8 +32,8 @@ static class Tables
     public static void Row(Table table, params string[] cells) => table.AddRow(cells.Select(c => (IRenderable)new Text(c)).ToArray());
 
     /// <summary>
-    /// Writes the table to the current standard output. Redirected output has no terminal width, so no width is imposed
-    /// and a long run name is never wrapped.
+    /// Writes the table to the current standard output with no width imposed, on a terminal too: a cell is never wrapped,
+    /// so a long run name stays one word to copy or grep (a wide row wraps as the terminal wraps any long line).
     /// </summary>
     public static void Write(Table table)
     {
@@ -42,7 +42,7 @@ static class Tables
             Ansi = AnsiSupport.No, ColorSystem = ColorSystemSupport.NoColors, Interactive = InteractionSupport.No,
             Out = new AnsiConsoleOutput(Console.Out),
         });
-        console.Profile.Width = Console.IsOutputRedirected ? 100_000 : Math.Max(Console.WindowWidth, 80);
+        console.Profile.Width = 100_000;
         console.Write(table);
     }
 }

@@ -76,6 +76,8 @@ let tests =
             expectUsageError (researchInProcess [ "train"; "x.toml"; "--dryrun" ]) [ "unknown option --dryrun"; "did you mean '--dry-run'?" ]
             expectUsageError (researchInProcess [ "runs"; "export"; "--outptu"; "x.csv" ]) [ "did you mean '--output'?" ]
             expectUsageError (researchInProcess [ "runs"; "list"; "--bogus" ]) [ "unknown option --bogus" ]
+            // After "--" a word that looks like an option is an argument: here a folder that does not exist.
+            expectUsageError (researchInProcess [ "plot"; "curves"; "--"; "-weird" ]) [ "-weird holds no run.sqlite" ]
             expectUsageError (researchInProcess [ "plot"; "matrix"; "run"; "-o" ]) [ "'-o'"; "research plot matrix --help" ]
             expectUsageError (researchInProcess [ "train"; "x.toml"; "--set" ]) [ "'--set'" ]
             expectUsageError (researchInProcess [ "train" ]) [ "CONFIG" ]

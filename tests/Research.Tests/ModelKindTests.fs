@@ -22,36 +22,6 @@ let private final (dir: string) = Path.Combine(onlyRunDir dir, "checkpoints", "f
 /// The models folder the tests share (fetched once from the package cache, as the ResNet and MiniLM tests do).
 let private modelsDir = Path.Combine(repoRoot, "artifacts", "models")
 
-let private gptConfig (dir: string) =
-    writeConfig dir "gpt" $"""
-[run]
-name = "gpt"
-seed = 3
-[data]
-dataset = "fortunes"
-task = "causal-lm"
-tokenizer = "bytes"
-context = 32
-validation_fraction = 0.01
-test_fraction = 0.01
-train_limit = 480
-batch_size = 16
-eval_batch_size = 256
-[model]
-kind = "gpt"
-width = 64
-layers = 2
-heads = 2
-[optimizer]
-lr = 3e-3
-[schedule]
-name = "cosine"
-warmup_ratio = 0.1
-[train]
-epochs = 1
-log_every = 5
-"""
-
 let private bertConfig (dir: string) (extra: string) =
     writeConfig dir "bert" $"""
 [run]
@@ -113,7 +83,7 @@ let tests =
     testList "model kinds" [
         test "gpt on English fortunes (bytes): a causal LM trains, bits per byte = loss / ln 2 (one byte per token, 1e-9), generate is seeded and greedy is deterministic, export round-trips through GPT-2's layout" {
             let dir = tempDir "gpt"
-            let r = research dir [ "train"; gptConfig dir ]
+            let r = research dir [ "train"; fortunesGptConfig dir "" ]
             Expect.equal r.ExitCode 0 r.Err
             Expect.stringContains r.Out "bits/byte" "a language model's figures"
             let runDir = onlyRunDir dir

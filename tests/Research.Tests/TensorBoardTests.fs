@@ -173,32 +173,7 @@ let tests =
 
         test "a language model on real text (English fortunes): the event file has its perplexity and bits per byte under the split, as the store has them" {
             let dir = tempDir "tb-text"
-            let config = Path.Combine(dir, "gpt.toml")
-            File.WriteAllText(config, sprintf """
-[run]
-name = "tb-gpt"
-seed = 3
-output_dir = "%s"
-[data]
-dataset = "fortunes"
-task = "causal-lm"
-tokenizer = "bytes"
-context = 32
-validation_fraction = 0.01
-test_fraction = 0.01
-train_limit = 320
-batch_size = 16
-eval_batch_size = 256
-[model]
-kind = "gpt"
-width = 32
-layers = 1
-heads = 2
-[train]
-epochs = 1
-log_every = 5
-eval_every = 10
-""" (Path.Combine(dir, "runs").Replace("\\", "/")))
+            let config = fortunesGptConfig dir "eval_every = 10"
             let r = research dir [ "train"; config ]
             Expect.equal r.ExitCode 0 r.Err
             let runDir = onlyRunDir dir

@@ -99,6 +99,42 @@ epochs = 2
 """ (Path.Combine(dir, "runs").Replace("\\", "/")) extra)
     path
 
+/// A small GPT (d 64, 2 layers, 32-byte windows) on real English fortunes, byte tokens, 480 training windows, one epoch
+/// with a cosine schedule; runs under DIR/runs; `extra` continues the [train] table or adds sections.
+let fortunesGptConfig (dir: string) (extra: string) =
+    let path = Path.Combine(dir, "gpt.toml")
+    File.WriteAllText(path, sprintf """
+[run]
+name = "gpt"
+seed = 3
+output_dir = "%s"
+[data]
+dataset = "fortunes"
+task = "causal-lm"
+tokenizer = "bytes"
+context = 32
+validation_fraction = 0.01
+test_fraction = 0.01
+train_limit = 480
+batch_size = 16
+eval_batch_size = 256
+[model]
+kind = "gpt"
+width = 64
+layers = 2
+heads = 2
+[optimizer]
+lr = 3e-3
+[schedule]
+name = "cosine"
+warmup_ratio = 0.1
+[train]
+epochs = 1
+log_every = 5
+%s
+""" (Path.Combine(dir, "runs").Replace("\\", "/")) extra)
+    path
+
 /// A small study on synthetic data: 2 permuted tasks of one epoch, runs under DIR/runs; `extra` adds sections (it
 /// must not repeat [run], [data], [model], [train] or [study]).
 let syntheticStudy (dir: string) (name: string) (extra: string) =

@@ -265,7 +265,7 @@ let matrices (dir: string) (store: Store) (trials: Trial list) =
               let levels = arm :: List.map snd labels
               let slug = String.concat "-" levels |> String.map (fun ch -> if Char.IsLetterOrDigit ch || ch = '.' || ch = '-' then ch else '_')
               let path = Path.Combine(dir, sprintf "matrix-%s.png" slug)
-              Research.Core.Plotting.StudyPlot.WriteMatrix(path, String.concat " " levels + sprintf ": test accuracy, mean of %d seed(s)" ts.Length, mean)
+              Research.Reporting.StudyPlot.WriteMatrix(path, String.concat " " levels + sprintf ": test accuracy, mean of %d seed(s)" ts.Length, mean)
               yield path ]
 
 /// A logged metric (train_loss) against the step, one line per group: the mean over its seeds at the steps all of
@@ -287,5 +287,5 @@ let curves (path: string) (title: string) (store: Store) (trials: Trial list) (k
                   yield String.concat " " (arm :: [ for (a, l) in labels -> short a + "=" + l ]), steps, mean ]
     if lines.IsEmpty then None
     else
-        Research.Core.Plotting.StudyPlot.WriteCurves(path, title, key, [ for (l, s, v) in lines -> struct (l, s, v) ] |> ResizeArray)
+        Research.Reporting.StudyPlot.WriteCurves(path, title, key, [ for (l, s, v) in lines -> struct (l, s, v) ] |> ResizeArray)
         Some path

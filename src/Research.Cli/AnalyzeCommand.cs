@@ -4,7 +4,7 @@ using System.Text.Json;
 using Research.Abstractions;
 using Research.Core.Config;
 using Research.Core.Hessian;
-using Research.Core.Plotting;
+using Research.Reporting;
 using Research.Core.Tracking;
 using Research.Core.Training;
 
@@ -48,29 +48,15 @@ public static class AnalyzeCommand
         int T = record.Tasks.Count;
         for (int i = 0; i < T; i++)
         {
-            var snapshot = Path.Combine(runDir, "tasks", $"task-{i}", Research.Core.Checkpoints.WeightFile.FileName);
+            var snapshot = RunLayout.At(runDir).TaskEndWeights(i);
             if (!File.Exists(snapshot)) throw new FileNotFoundException($"the study's snapshot of task {i} is missing: {snapshot}", snapshot);
         }
 
         var host = Commands.LoadPlugins(a.All("--plugins").Concat(config.PluginDirs));
         using var run = RunBuilder.Build(config, host, RunKind.Study);
         if (config.Run.Threads > 0) TorchSharp.torch.set_num_threads(config.Run.Threads);
-        var frozen = run.Model.named_parameters().Where(p => !p.parameter.requires_grad).Select(p => p.name).ToHashSet();
-        var analysis = new ForgettingDecomposition(config, run.Tasks, run.Task, run.NewModel, frozen, runDir, Console.WriteLine);
-        Console.WriteLine(analysis.Cost(T, config.Study.Hessian.Samples));
-
-        var rows = new List<IReadOnlyDictionary<string, double[]>?>();
-        var points = new List<DecompositionPoint>();
-        var spectra = new List<(int Task, IReadOnlyList<double> Eigenvalues)>();
-        int m = Math.Max(1, config.Study.Hessian.SnapshotsAlong);
-        for (int i = 0; i < T; i++)
-        {
-            using var own = analysis.Curvature(i);
-            var pairs = analysis.Pairs(i);
-            points.AddRange(pairs);
-            spectra.Add((i, own.Eigenvalues));
-            rows.Add(DecompositionProbes.Row(i, T, m, pairs, own));
-        }
+        // The same observer a study with [study] hessian runs at its task ends, over the stored snapshots.
+        var (rows, points, spectra) = HessianObserver.Analyze(run, RunLayout.At(runDir), Console.WriteLine);
         var probes = Research.Core.Studies.StudyRecord.Matrices(rows);
         var json = new JsonSerializerOptions { NumberHandling = System.Text.Json.Serialization.JsonNumberHandling.AllowNamedFloatingPointLiterals };
         foreach (var (name, matrix) in probes)
@@ -80,7 +66,7 @@ public static class AnalyzeCommand
         }
 
         Print(points);
-        var dir = Path.Combine(runDir, "hessian");
+        var dir = RunLayout.At(runDir).Hessian;
         Directory.CreateDirectory(dir);
         var title = Path.GetFileName(runDir);
         HessianPlot.WritePredictedAgainstMeasured(Path.Combine(dir, "predicted-vs-measured.png"), title, points);

@@ -1,6 +1,6 @@
 using System.CommandLine;
 using Research.Abstractions;
-using Research.Core.Bench;
+using Research.Cli.Bench;
 using Research.Core.Memory;
 using Research.Core.Optim;
 using TorchSharp;

@@ -4,7 +4,7 @@ using System.CommandLine;
 using Research.Abstractions;
 using Research.Core.Config;
 using Research.Core.Data;
-using Research.Core.Plotting;
+using Research.Reporting;
 using Research.Core.Plugins;
 using Research.Core.Training;
 using Tomlyn.Model;
@@ -13,6 +13,9 @@ namespace Research.Cli;
 
 static class Commands
 {
+    /// <summary>What the command adds to a run's record beside the core's: TensorBoard images.</summary>
+    static IReadOnlyList<IRunObserver> Reporters() => [new TensorBoardImages()];
+
     /// <summary>Loads the built-in plugins and the given folders. A folder the user named that does not exist
     /// is an error; other problems are warnings now and errors only when the run asks for that plugin.</summary>
     public static PluginHost LoadPlugins(IEnumerable<string> dirs)
@@ -50,7 +53,7 @@ static class Commands
             Trainer.Run(config, host, observer, dryRun: true, kind: kind);
             return 0;
         }
-        var outcome = observer.Run(config.Run.Name, o => Trainer.Run(config, host, o, resumeDir: resume, kind: kind));
+        var outcome = observer.Run(config.Run.Name, o => Trainer.Run(config, host, o, resumeDir: resume, kind: kind, reporters: Reporters()));
         if (kind == RunKind.Study) return PrintStudy(outcome);
         Console.WriteLine($"finished: {outcome.RunDir}");
         foreach (var (split, r) in outcome.Final) Console.WriteLine(Figures(split, r, perplexity: r.IsLanguageModel));
@@ -86,7 +89,7 @@ static class Commands
         var (model, summary, precision) = RunBuilder.PreparedModel(config, task.Train.Features, (int)RunBuilder.DatasetShape(config.Data).Classes);
         using var _model = model;
         Console.WriteLine(summary);
-        foreach (var (split, r) in Trainer.EvaluateAll(model, task, [], config.Data.EvalBatchSize, precision, RunBuilder.OutputTaskOf(config)))
+        foreach (var (split, r) in Evaluation.All(model, task, [], config.Data.EvalBatchSize, precision, RunBuilder.OutputTaskOf(config)))
             Console.WriteLine(Figures(split, r, perplexity: true));
         return 0;
     }
@@ -158,11 +161,11 @@ static class Commands
 
         var observer = new ConsoleObserver();
         Console.WriteLine("Phase 1: pre-train on classes 0–4 (" + string.Join(", ", FashionMnist.ClassNames[..5]) + ")");
-        var p1 = observer.Run("pre-train 0–4", o => Trainer.Run(pretrain, host, o, halves));
+        var p1 = observer.Run("pre-train 0–4", o => Trainer.Run(pretrain, host, o, halves, reporters: Reporters()));
         var finetune = ConfigLoader.Parse(Embedded("demo-finetune.toml"), "experiments/configs/demo-finetune.toml (embedded)",
             a.All("--set").Append($"model.init_from=\"{p1.WeightsPath}\""));
         Console.WriteLine("Phase 2: fully fine-tune on classes 5–9 (" + string.Join(", ", FashionMnist.ClassNames[5..]) + ")");
-        var p2 = observer.Run("fine-tune 5–9", o => Trainer.Run(finetune, host, o, halves));
+        var p2 = observer.Run("fine-tune 5–9", o => Trainer.Run(finetune, host, o, halves, reporters: Reporters()));
 
         Console.WriteLine();
         Console.WriteLine("Test accuracy            classes 0–4   classes 5–9");
@@ -199,7 +202,7 @@ static class Commands
             var config = ConfigLoader.Parse(text + extra, "experiments/configs/demo-study.toml (embedded)",
                 overrides.Append($"run.name=\"demo-study-{slug}\"").Append($"study.joint={(slug == "joint" ? "true" : "false")}"));
             Console.WriteLine($"  {arm} …");
-            outcomes.Add((arm, Trainer.Run(config, host, new SilentObserver(), kind: RunKind.Study)));
+            outcomes.Add((arm, Trainer.Run(config, host, new SilentObserver(), kind: RunKind.Study, reporters: Reporters())));
         }
         foreach (var (arm, o) in outcomes)
         {

@@ -33,6 +33,7 @@ public static class Program
     {
         // Before libtorch's first allocation: see NativeAllocator for why and what was measured.
         Research.Core.Memory.NativeAllocator.Configure();
+        if (Research.Core.Memory.NativeAllocator.Warning is { } allocatorWarning) Console.Error.WriteLine(allocatorWarning);
         var verbose = args.Contains("--verbose");
         // `research`, and `research help [COMMAND...]`, as `--help`.
         args = args switch

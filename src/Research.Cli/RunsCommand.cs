@@ -117,7 +117,7 @@ static class RunsCommand
         foreach (var c in cells) accuracy[Convert.ToInt32(c[0])][Convert.ToInt32(c[1])] = c[2] as double? ?? double.NaN;
         var output = a.One("--output")!;
         var name = store.Query("SELECT name FROM runs").FirstOrDefault()?[0] as string ?? "study";
-        Research.Core.Plotting.StudyPlot.WriteMatrix(output, $"{name}: {split} accuracy", accuracy);
+        Research.Reporting.StudyPlot.WriteMatrix(output, $"{name}: {split} accuracy", accuracy);
         Console.Error.WriteLine($"wrote {Path.GetFullPath(output)}");
         return 0;
     }
@@ -143,7 +143,7 @@ static class RunsCommand
                 rows.Select(r => (double)r[1]!).ToArray()));
         }
         var output = a.One("--output")!;
-        Research.Core.Plotting.StudyPlot.WriteCurves(output, key, key, runs);
+        Research.Reporting.StudyPlot.WriteCurves(output, key, key, runs);
         Console.Error.WriteLine($"wrote {Path.GetFullPath(output)}");
         return 0;
     }

@@ -6,7 +6,7 @@ module Research.Tests.BenchGptTests
 open Expecto
 open TorchSharp
 open System
-open Research.Core.Bench
+open Research.Cli.Bench
 open Research.Core.Models
 
 type private Tensor = torch.Tensor

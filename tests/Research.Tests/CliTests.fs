@@ -92,7 +92,7 @@ let tests =
             let records = readCsv text
             Expect.equal records.Head [| "name"; "value" |] "header"
             Expect.equal [ for r in records.Tail -> r[0] ] tricky "every field read back as written"
-            let series = Research.Core.Plotting.SchedulePlot.ToCsv([| struct ("cosine, short", [| 1.0; 0.5 |]) |], 0.1)
+            let series = Research.Reporting.SchedulePlot.ToCsv([| struct ("cosine, short", [| 1.0; 0.5 |]) |], 0.1)
             Expect.equal (readCsv series) [ [| "step"; "cosine, short" |]; [| "0"; "0.1" |]; [| "1"; "0.05" |] ] "a series named with a comma"
 
             let dir = tempDir "cli-csv"

@@ -29,6 +29,7 @@ let main argv =
     let all =
         testList "research" [
             NativeTests.tests
+            ArchitectureTests.tests
             ModelTests.tests
             GptTests.tests
             BenchGptTests.tests

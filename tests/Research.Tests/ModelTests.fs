@@ -7,7 +7,7 @@ open System.Threading
 open Expecto
 open TorchSharp
 open Research.Abstractions
-open Research.Core.Bench
+open Research.Cli.Bench
 open Research.Core.Models
 
 type private Tensor = torch.Tensor

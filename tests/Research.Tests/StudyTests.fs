@@ -227,8 +227,8 @@ let tests =
             let o = study (tempDir "study-plot") "[study]\nbenchmark = \"permuted\"\ntasks = 2\n"
             let dir = tempDir "figures"
             let perTask, average = Path.Combine(dir, "tasks.png"), Path.Combine(dir, "average.png")
-            Research.Core.Plotting.StudyPlot.WriteTaskAccuracy(perTask, "fine-tuning", o.Record)
-            Research.Core.Plotting.StudyPlot.WriteAverageAccuracy(average, "arms", [ struct ("fine-tuning", o.Record); struct ("again", o.Record) ])
+            Research.Reporting.StudyPlot.WriteTaskAccuracy(perTask, "fine-tuning", o.Record)
+            Research.Reporting.StudyPlot.WriteAverageAccuracy(average, "arms", [ struct ("fine-tuning", o.Record); struct ("again", o.Record) ])
             for png in [ perTask; average ] do
                 let bytes = File.ReadAllBytes png
                 Expect.equal bytes[1..3] "PNG"B (sprintf "%s is a PNG" png)

@@ -427,8 +427,7 @@ public sealed record HessianSection : IValidatable
     public int TraceProbes { get; init; } = 20;
     /// <summary>Diagonal Fisher variants whose ½Σ F Δθ² is set beside the Hessian's quadratic term (empty: every variant
     /// the task admits: exact, sampled, empirical, batched; exact is not defined for sequences).</summary>
-    [Option(OneOf = ["exact", "sampled", "empirical", "batched"])]
-    public string[] Fisher { get; init; } = [];
+    public Research.Abstractions.FisherKind[] Fisher { get; init; } = [];
     /// <summary>Points inside each later task at which Δθ is also taken (weights saved at m evenly spaced steps, the
     /// task's end the last): how the quadratic prediction holds as training on the new task goes on. 0: task ends only.</summary>
     [Option(Min = 0, Max = 1000)]

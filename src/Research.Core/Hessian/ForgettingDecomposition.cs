@@ -6,6 +6,7 @@ using Research.Core.Config;
 using Research.Core.Data;
 using Research.Core.Forgetting;
 using Research.Core.Tasks;
+using Research.Core.Tracking;
 using Research.Core.Training;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -47,58 +48,41 @@ public sealed record DecompositionPoint(
 /// each point is a fresh fp32 instance of the run's architecture (the run's trained model is never touched) loaded from
 /// the snapshot, with the run's frozen parameters frozen, so the layout is the trainable parameters of the run.
 /// </remarks>
-public sealed class ForgettingDecomposition(
-    RunConfig config,
-    IReadOnlyList<TaskData> tasks,
-    OutputTask output,
-    Func<nn.Module<Tensor, Tensor>> newModel,
-    IReadOnlySet<string> frozen,
-    string runDir,
-    Action<string> message)
+public sealed class ForgettingDecomposition(RunComponents run, RunLayout layout, Action<string> message)
 {
-    readonly HessianSection _h = config.Study.Hessian;
+    readonly RunConfig config = run.Config;
+    readonly HessianSection _h = run.Config.Study.Hessian;
+    readonly IReadOnlyList<TaskData> tasks = run.Tasks;
+    readonly OutputTask output = run.Task;
+    readonly Func<nn.Module<Tensor, Tensor>> newModel = run.NewModel;
+    /// <summary>The run's frozen parameters stay frozen in every model of a snapshot, so the layout is the run's trainable ones.</summary>
+    readonly IReadOnlySet<string> frozen = run.Model.named_parameters().Where(p => !p.parameter.requires_grad).Select(p => p.name).ToHashSet();
 
     /// <summary>The Fisher variants computed: the ones asked for, or every variant the output admits.</summary>
-    public IReadOnlyList<FisherKind> FisherKinds { get; } = FisherVariants(config.Study.Hessian, output, config.File);
+    public IReadOnlyList<FisherKind> FisherKinds { get; } = FisherVariants(run.Config.Study.Hessian, run.Task);
 
-    static IReadOnlyList<FisherKind> FisherVariants(HessianSection h, OutputTask output, string file)
+    static IReadOnlyList<FisherKind> FisherVariants(HessianSection h, OutputTask output) =>
+        h.Fisher.Length > 0 ? h.Fisher
+        : output is CausalLmTask ? [FisherKind.Sampled, FisherKind.Empirical, FisherKind.Batched]
+        : [FisherKind.Exact, FisherKind.Sampled, FisherKind.Empirical, FisherKind.Batched];
+
+    /// <summary>What <c>[study] hessian</c> asks that the data cannot give, checked before a run folder exists.</summary>
+    public static IEnumerable<ConfigError> Check(RunConfig c)
     {
-        var sequence = output is CausalLmTask;
-        if (h.Fisher.Length == 0)
-            return sequence ? [FisherKind.Sampled, FisherKind.Empirical, FisherKind.Batched]
-                : [FisherKind.Exact, FisherKind.Sampled, FisherKind.Empirical, FisherKind.Batched];
-        if (sequence && h.Fisher.Contains("exact"))
-            throw new ConfigException(file, "study.hessian.fisher", "names \"exact\", which is not defined for sequences (a V^T-term sum per sequence); use \"sampled\"");
-        return h.Fisher.Select(Parse).ToList();
+        if (c.Study.Hessian.Enabled && c.Data.Task == "causal-lm" && c.Study.Hessian.Fisher.Contains(FisherKind.Exact))
+            yield return new(c.File, "study.hessian.fisher", "names \"exact\", which is not defined for sequences (a V^T-term sum per sequence); use \"sampled\"");
     }
 
-    /// <summary>Everything the saved curvature depends on besides the snapshot and the seed.</summary>
-    string Settings => $"samples={_h.Samples} top_k={_h.TopK} curvature={_h.Curvature} precision={_h.Precision} " +
-                       $"tolerance={_h.Tolerance:R} max_iterations={_h.MaxIterations} trace_probes={_h.TraceProbes} " +
-                       $"fisher={string.Join(",", FisherKinds.Select(Name))} batch_size={_h.BatchSize} seed={config.Run.Seed}";
-
-    static FisherKind Parse(string name) => name switch
-    {
-        "exact" => FisherKind.Exact,
-        "sampled" => FisherKind.Sampled,
-        "empirical" => FisherKind.Empirical,
-        _ => FisherKind.Batched,
-    };
+    /// <summary>Everything the saved curvature depends on besides the snapshot: every key of <c>[study] hessian</c> but
+    /// the points along (which change no curvature), the variants computed and the seed — written from the bound section,
+    /// so a key added to it is part of the key without being listed here.</summary>
+    string Settings => System.Text.Json.JsonSerializer.Serialize(_h with { SnapshotsAlong = 0 }) +
+                       $" fisher={string.Join(",", FisherKinds.Select(Name))} seed={config.Run.Seed}";
 
     static string Name(FisherKind k) => k.ToString().ToLowerInvariant();
 
     /// <summary>The snapshot of task i's end (the study writes it after the task's evaluation).</summary>
-    public string TaskEnd(int task) => Path.Combine(runDir, "tasks", $"task-{task}", WeightFile.FileName);
-
-    /// <summary>Points saved inside task i (<c>snapshots_along</c>), in step order, with their steps.</summary>
-    public IReadOnlyList<(long Step, string Path)> Along(int task)
-    {
-        var dir = Path.Combine(runDir, "tasks", $"task-{task}", "along");
-        if (!Directory.Exists(dir)) return [];
-        return Directory.GetDirectories(dir, "step-*")
-            .Select(d => (Step: long.Parse(Path.GetFileName(d)["step-".Length..]), Path: Path.Combine(d, WeightFile.FileName)))
-            .Where(p => File.Exists(p.Path)).OrderBy(p => p.Step).ToList();
-    }
+    public string TaskEnd(int task) => layout.TaskEndWeights(task);
 
     /// <summary>The products one task end costs at most: the gradient (1), Lanczos (iterations plus k recomputed
     /// residuals), the trace probes, and one product per later point.</summary>
@@ -119,7 +103,7 @@ public sealed class ForgettingDecomposition(
     /// and saved.</summary>
     public TaskCurvature Curvature(int j)
     {
-        if (TaskCurvature.Load(runDir, j, Settings) is { } saved) return saved;
+        if (TaskCurvature.Load(layout.Curvature(j), j, Settings) is { } saved) return saved;
         var clock = Stopwatch.StartNew();
         using var items = Items(j);
         var batches = Batches(items);
@@ -155,7 +139,7 @@ public sealed class ForgettingDecomposition(
                 Settings = Settings,
             };
             eigen.Dispose();
-            curvature.Save(runDir);
+            curvature.Save(layout.Curvature(j));
             message($"task {j}: Hessian on {items.Count} items ({op.Items} counted), loss {loss:F4}, top eigenvalues " +
                     string.Join(" ", curvature.Eigenvalues.Take(5).Select(l => l.ToString("G4"))) +
                     (curvature.Eigenvalues.Count > 5 ? " …" : "") +
@@ -172,7 +156,7 @@ public sealed class ForgettingDecomposition(
     /// </summary>
     public IReadOnlyList<DecompositionPoint> Pairs(int i)
     {
-        var points = Along(i).Append((Step: -1L, Path: TaskEnd(i))).ToList();
+        var points = layout.AlongPoints(i).Append((StepInTask: -1L, Path: TaskEnd(i))).ToList();
         var result = new List<DecompositionPoint>();
         for (int j = 0; j < i; j++)
         {
@@ -186,7 +170,8 @@ public sealed class ForgettingDecomposition(
                 using var thetaJ = op.Layout.Parameters(modelJ, ScalarType.Float64);
                 var groups = Groups(op.Layout);
                 var testBefore = TestLoss(modelJ, j);
-                long planned = Math.Max(1, PlannedSteps(i));
+                // A point's place: its steps since task i began over the task's planned steps (early stopping shortens).
+                long planned = Math.Max(1, run.StepsOf(i));
                 foreach (var (step, path) in points)
                 {
                     using var scope = NewDisposeScope();
@@ -206,7 +191,7 @@ public sealed class ForgettingDecomposition(
                     var contribution = delta * hDelta;
                     var byGroup = groups.ToDictionary(g => g.Key, g => 0.5 * (contribution * g.Value).sum().item<double>());
                     long at = step >= 0 ? step : -1;
-                    double fraction = step >= 0 ? StepFraction(i, step, planned) : 1.0;
+                    double fraction = step >= 0 ? (double)step / planned : 1.0;
                     result.Add(new DecompositionPoint(i, j, at, fraction, norm2, curvature.Loss, lossAfter, lossAfter - curvature.Loss,
                         TestLoss(modelP, j) - testBefore, first, quadratic,
                         norm2 > 0 ? topNorm / norm2 : double.NaN, quadratic != 0 ? topQuadratic / quadratic : double.NaN, fisher, byGroup));
@@ -216,22 +201,6 @@ public sealed class ForgettingDecomposition(
             finally { batches.Dispose(); }
         }
         return result;
-    }
-
-    /// <summary>The step of a point inside task i relative to the task's first step, over its planned steps.</summary>
-    double StepFraction(int task, long step, long planned) => (double)(step - FirstStep(task)) / planned;
-
-    /// <summary>The run's step when task i began: the steps of the tasks before it (as planned; early stopping shortens).</summary>
-    long FirstStep(int task)
-    {
-        var marker = Path.Combine(runDir, "tasks", $"task-{task}", "along", "first-step");
-        return File.Exists(marker) ? long.Parse(File.ReadAllText(marker).Trim()) : 0;
-    }
-
-    long PlannedSteps(int task)
-    {
-        var marker = Path.Combine(runDir, "tasks", $"task-{task}", "along", "planned-steps");
-        return File.Exists(marker) ? long.Parse(File.ReadAllText(marker).Trim()) : 1;
     }
 
     /// <summary>Task j's mean test loss at a model (the matrix L's value).</summary>

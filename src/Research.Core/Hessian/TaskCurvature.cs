@@ -46,12 +46,9 @@ public sealed class TaskCurvature : IDisposable
     /// curvature computed with other settings is computed again, not reused.</summary>
     public required string Settings { get; init; }
 
-    public static string Folder(string runDir, int task) => Path.Combine(runDir, "hessian", $"task-{task}");
-
-    /// <summary>Writes the tensors and the summary (each under a temporary name, then renamed).</summary>
-    public void Save(string runDir)
+    /// <summary>Writes the tensors and the summary to <paramref name="dir"/> (each under a temporary name, then renamed).</summary>
+    public void Save(string dir)
     {
-        var dir = Folder(runDir, Task);
         Directory.CreateDirectory(dir);
         WeightFile.Save(new[] { ("gradient", Gradient), ("eigenvectors", Eigenvectors) }
             .Concat(Fisher.Select(f => ($"fisher/{f.Key}", f.Value))), Path.Combine(dir, TensorsFile));
@@ -64,9 +61,8 @@ public sealed class TaskCurvature : IDisposable
 
     /// <summary>The curvature a task end saved with these settings, or null when there is none (the summary is written
     /// last, so a folder without it was interrupted and is computed again) or it was computed with others.</summary>
-    public static TaskCurvature? Load(string runDir, int task, string settings)
+    public static TaskCurvature? Load(string dir, int task, string settings)
     {
-        var dir = Folder(runDir, task);
         var summaryPath = Path.Combine(dir, SummaryFile);
         if (!File.Exists(summaryPath)) return null;
         var s = JsonSerializer.Deserialize<Summary>(File.ReadAllText(summaryPath), Json)

@@ -44,6 +44,9 @@ public static class NativeAllocator
     static readonly Lock Gate = new();
     static string? setting;
 
+    /// <summary>A mistake in the environment <see cref="Configure"/> found (the command prints it); null when none.</summary>
+    public static string? Warning { get; private set; }
+
     /// <summary>What <see cref="Configure"/> did, for benchmark reports.</summary>
     public static string Setting => setting ?? "glibc defaults (NativeAllocator.Configure was not called)";
 
@@ -60,7 +63,7 @@ public static class NativeAllocator
         var choice = Environment.GetEnvironmentVariable(Variable);
         if (choice == "glibc") return $"glibc defaults ({Variable}=glibc)";
         if (choice is { Length: > 0 } and not "tuned")
-            Console.Error.WriteLine($"warning: {Variable}={choice} is neither 'tuned' nor 'glibc'; using 'tuned'");
+            Warning = $"warning: {Variable}={choice} is neither 'tuned' nor 'glibc'; using 'tuned'";
         try
         {
             // mallopt returns 1 on success, 0 when glibc refuses the value.

@@ -57,3 +57,22 @@ public static class HeadFit
                $"(training {fit.TrainAccuracy:F4}); {(fit.Converged ? "converged" : "NOT converged")} in {fit.Iterations} iterations ({clock.Elapsed.TotalSeconds:F1} s)" + batchNorm;
     }
 }
+
+/// <summary><c>model.head_init = "linear-probe"</c>: the head fitted to the starting body's features when a new run starts,
+/// before anything reads the start (the probes, a study's random-initialisation baseline). The one observer that sets
+/// weights: it is the last step of making the starting model, not an analysis; a resumed run has them already.</summary>
+public sealed class HeadFitFactory : IRunObserverFactory
+{
+    public int Order => 0;
+    public IRunObserver? Create(RunComponents run) => run.Config.Model.HeadInit == "linear-probe" ? new HeadFitObserver() : null;
+
+    sealed class HeadFitObserver : IRunObserver
+    {
+        public void RunStarted(IRunLoop loop, bool resumed)
+        {
+            if (resumed) return;
+            var run = loop.Run;
+            loop.Message(HeadFit.Apply(run.Model, run.Tasks[0], run.Config.Data.EvalBatchSize, run.Precision));
+        }
+    }
+}

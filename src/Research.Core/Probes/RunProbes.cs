@@ -105,12 +105,12 @@ public sealed class RunProbes : IDisposable
             kv.Key == Batch.Targets ? lookup.index_select(0, kv.Value) : kv.Value.clone())), classes.Length);
     }
 
-    /// <summary>The starting model's features and linear-probe accuracy: read from <paramref name="runDir"/> when a
+    /// <summary>The starting model's features and linear-probe accuracy: read from <paramref name="folder"/> (the run folder's <c>probes/</c>) when a
     /// resumed run has them, else computed and written there. A resumed run without them cannot have them: its model
     /// is no longer the start.</summary>
-    public void Start(nn.Module<Tensor, Tensor> model, string runDir, bool resumed, Action<string> message)
+    public void Start(nn.Module<Tensor, Tensor> model, string folder, bool resumed, Action<string> message)
     {
-        var path = Path.Combine(runDir, "probes", FileName);
+        var path = Path.Combine(folder, FileName);
         if (resumed && !File.Exists(path))
             throw new InvalidDataException($"{path} is missing: the probes compare with the starting model, and a resumed run's model is no longer it (was [probes] added to the config after the run started?)");
         if (File.Exists(path))

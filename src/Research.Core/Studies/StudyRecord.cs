@@ -15,6 +15,19 @@ public static class StudyRecord
     // Per-task values are NaN where a metric is undefined (no task after the last); JSON has no NaN literal.
     static readonly JsonSerializerOptions Json = new() { NumberHandling = System.Text.Json.Serialization.JsonNumberHandling.AllowNamedFloatingPointLiterals };
 
+    /// <summary>The evaluation record of a study's rows: the test matrices R and L, the random initialisation's accuracies,
+    /// the parameter change per task and every probe row the observers and methods added.</summary>
+    public static EvaluationRecord From(IReadOnlyList<string> tasks, Checkpoints.StudyProgress progress)
+    {
+        var rows = progress.Rows;
+        return new EvaluationRecord(tasks, rows.Select(r => r.TestAccuracy).ToArray(), rows.Select(r => r.TestLoss).ToArray(),
+            new Dictionary<string, double[][]>
+            {
+                [ProbeNames.RandomInitAccuracy] = [progress.RandomInit],
+                [ProbeNames.ParameterChangeNorm] = rows.Select(r => new[] { r.ChangeNorm }).ToArray(),
+            }.Concat(Matrices(rows.Select(r => (IReadOnlyDictionary<string, double[]>?)r.Probes).ToList())).ToDictionary());
+    }
+
     /// <summary>Stores the task names and the probes (the matrices are stored row by row as the study runs).</summary>
     public static void Store(RunStore store, string runId, EvaluationRecord record)
     {

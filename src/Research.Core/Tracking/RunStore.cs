@@ -311,12 +311,15 @@ public sealed class RunStore : IDisposable
         }
     }
 
+    /// <summary>Where the store reports what it could not write while closing (the run's observer).</summary>
+    public Action<string>? Warn { get; set; }
+
     public void Dispose()
     {
         _flusher?.Dispose();
         // Dispose runs while an error unwinds (a full disk): it reports what it could not write instead of throwing over it.
         try { Flush(); }
-        catch (RunStoreException e) { Console.Error.WriteLine($"warning: {e.Message}; {_pending.Count} metric rows were not written"); }
+        catch (RunStoreException e) { Warn?.Invoke($"warning: {e.Message}; {_pending.Count} metric rows were not written"); }
         if (!_readOnly)
         {
             // WAL while the run writes (readers do not block it); a closed store goes back to one plain file, so a copy of

@@ -1,3 +1,4 @@
+using Research.Core.Config;
 using Research.Abstractions;
 
 namespace Research.Core.Training;
@@ -25,5 +26,15 @@ public static class EarlyStopping
         if (recent.Any(e => Improves(Value(e), best))) return null;
         return $"early stopping at step {history[^1].Step}: {metric} has not improved on {best:G6} by more than {threshold:G3} " +
                $"in the last {patience} evaluations (patience {patience})";
+    }
+
+    /// <summary>The new best value when the latest evaluation improves on <paramref name="best"/>.</summary>
+    public static double? IsBest(CheckpointSection c, IReadOnlyDictionary<string, double> metrics, double? best)
+    {
+        if (c.BestMetric.Length == 0) return null;
+        if (!metrics.TryGetValue(c.BestMetric, out var value))
+            throw new InvalidOperationException($"[checkpoint] best_metric '{c.BestMetric}' is not among the evaluation's metrics ({string.Join(", ", metrics.Keys)})");
+        bool better = best is null || (c.BestMode == "min" ? value < best : value > best);
+        return better ? value : null;
     }
 }

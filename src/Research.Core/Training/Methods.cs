@@ -1,5 +1,6 @@
 using Research.Abstractions;
 using Research.Core.Plugins;
+using Research.Core.Data;
 using static TorchSharp.torch;
 
 namespace Research.Core.Training;
@@ -140,4 +141,47 @@ public sealed class MethodSet(IReadOnlyList<GuardedMethod> all)
     /// <summary>Whether the step keeps the task-loss gradient apart from the loss terms' and penalties' (a gradient hook or
     /// a step observer reads it); otherwise it is one gradient and the step is the plain one, fused AdamW included.</summary>
     public bool SplitsGradient => Hooks.Count > 0 || Observers.Count > 0;
+
+    /// <summary>
+    /// A task of 0 epochs is not trained, but its data still streams past the data roles once, in order (a reservoir
+    /// memory fills from it as it would while training), from streams named by the task, so a rerun draws the same.
+    /// </summary>
+    public void ObserveUntrained(TensorDataset train, int batchSize, int phase, long step, long seed)
+    {
+        var roles = DataRoles;
+        if (roles.Count == 0) return;
+        int i = 0;
+        foreach (var b in train.InOrder(batchSize))
+        {
+            using var scope = NewDisposeScope();
+            for (int d = 0; d < roles.Count; d++)
+                using (var observe = Seeds.Generator(seed, $"methods/task-{phase}/untrained-observe-{d}-{i}"))
+                    roles[d].Observe(b, phase, step, observe);
+            i++;
+        }
+    }
+
+    /// <summary>
+    /// The data role's part of a window: it observes each micro-batch of the current task (reservoir sampling), then
+    /// round(r·B) memory items are appended to each micro-batch of B items. Its draws come from streams named by the
+    /// run's step, so a resumed run mixes the same items.
+    /// </summary>
+    public IReadOnlyList<Batch> WithMemory(IReadOnlyList<Batch> window, int phase, long step, long seed)
+    {
+        if (DataRoles.Count == 0) return window;
+        var mixed = new List<Batch>(window.Count);
+        for (int i = 0; i < window.Count; i++)
+        {
+            var b = window[i];
+            for (int d = 0; d < DataRoles.Count; d++)
+                using (var observe = Seeds.Generator(seed, $"methods/step-{step}/observe-{d}-{i}"))
+                    DataRoles[d].Observe(b, phase, step, observe);
+            if (Mixer is not { } mixer) { mixed.Add(b); continue; }
+            int m = (int)Math.Round(mixer.MixRatio * b.Size, MidpointRounding.AwayFromZero);
+            if (m == 0 || mixer.MemoryCount(step) == 0) { mixed.Add(b); continue; }
+            using var draw = Seeds.Generator(seed, $"methods/step-{step}/mix-{i}");
+            mixed.Add(Batch.Concat([b, mixer.Sample(m, step, draw)]));
+        }
+        return mixed;
+    }
 }

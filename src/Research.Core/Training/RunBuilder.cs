@@ -159,7 +159,8 @@ public static class RunBuilder
         var errors = ModelFactory.Check(c.Model, c.Data).Select(e => new ConfigError(c.File, e.Key, e.Message)).ToList();
         if (c.Data.IsText && c.Data.Path.Length > 0 && !Directory.Exists(c.Data.Path))
             errors.Add(new(c.File, "data.path", $"\"{c.Data.Path}\" is not a folder of fortune files (a relative path is from the working directory, as for Fashion-MNIST)"));
-        errors.AddRange(Probes.RunProbes.Check(c));
+        // Every observer's section (probes, the Hessian decomposition, …) is checked here, before a run folder exists.
+        errors.AddRange(RunObservers.Check(c, kind));
         if (c.Model.HeadInit == "linear-probe" && c.Data.Task == "causal-lm")
             errors.Add(new(c.File, "model.head_init", "\"linear-probe\" fits a classifier's head; a causal language model predicts tokens through its tied embedding"));
         if (kind == RunKind.Study && c.Study.Benchmark != "datasets" && c.Data.IsText)

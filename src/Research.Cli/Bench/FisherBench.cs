@@ -4,7 +4,7 @@ using Research.Core.Forgetting;
 using Research.Core.Models;
 using static TorchSharp.torch;
 
-namespace Research.Core.Bench;
+namespace Research.Cli.Bench;
 
 /// <summary>
 /// <c>research bench fisher</c>: the per-sample Fisher by the batched identity Σᵢ(gᵢxᵢᵀ)² = (G²)ᵀ(X²)

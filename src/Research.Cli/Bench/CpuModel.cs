@@ -1,4 +1,4 @@
-namespace Research.Core.Bench;
+namespace Research.Cli.Bench;
 
 /// <summary>The processor a benchmark ran on, as the kernel names it: timings are only comparable on the same one.</summary>
 public static class CpuModel

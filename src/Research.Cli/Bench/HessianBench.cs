@@ -6,7 +6,7 @@ using Research.Core.Hessian;
 using Research.Core.Models;
 using static TorchSharp.torch;
 
-namespace Research.Core.Bench;
+namespace Research.Cli.Bench;
 
 /// <summary>
 /// <c>research bench hessian</c>: the cost of curvature on the demo's model, the MLP 784-256-256-10 of

@@ -1,6 +1,6 @@
 using Research.Abstractions;
 
-namespace Research.Core.Plotting;
+namespace Research.Reporting;
 
 /// <summary>Figures of forgetting studies: each task's accuracy as tasks are added, and arms side by side.</summary>
 public static class StudyPlot

@@ -1,7 +1,7 @@
 using Research.Core.Data;
 using static TorchSharp.torch;
 
-namespace Research.Core.Bench;
+namespace Research.Cli.Bench;
 
 /// <summary>
 /// Random token sequences whose label is a function of the tokens: the residue class r = token mod C that

@@ -4,7 +4,7 @@ using Research.Core.Precision;
 using Research.Core.Training;
 using static TorchSharp.torch;
 
-namespace Research.Core.Bench;
+namespace Research.Cli.Bench;
 
 /// <summary>
 /// The candidate of a step benchmark: the trainer's <see cref="TrainStep"/> on a <see cref="StepWorkload"/>, set up to do

@@ -1,7 +1,7 @@
 using System.Diagnostics;
 using static TorchSharp.torch;
 
-namespace Research.Core.Bench;
+namespace Research.Cli.Bench;
 
 /// <summary>
 /// The reference a model's FLOP/s is divided by: the FLOP/s of one large fp32 matrix product C = A·B (n × n by n × n,

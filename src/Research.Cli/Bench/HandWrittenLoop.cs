@@ -2,7 +2,7 @@ using Research.Abstractions;
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace Research.Core.Bench;
+namespace Research.Cli.Bench;
 
 /// <summary>
 /// The baseline a training step is measured against: the plainest idiomatic TorchSharp loop — TorchSharp's

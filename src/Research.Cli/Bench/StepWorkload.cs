@@ -5,7 +5,7 @@ using Research.Core.Text;
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace Research.Core.Bench;
+namespace Research.Cli.Bench;
 
 /// <summary>
 /// A model, a fixed list of batches and the loss they train for, for timing training steps. The same seed gives a

@@ -1,6 +1,6 @@
 using Research.Core.Hessian;
 
-namespace Research.Core.Plotting;
+namespace Research.Reporting;
 
 /// <summary>Figures of the forgetting decomposition (<see cref="ForgettingDecomposition"/>).</summary>
 public static class HessianPlot

@@ -1,6 +1,6 @@
 using System.Globalization;
 
-namespace Research.Core.Plotting;
+namespace Research.Reporting;
 
 /// <summary>
 /// Learning-rate schedules drawn or tabulated side by side. Each series holds a schedule's multipliers
@@ -42,8 +42,8 @@ public static class SchedulePlot
     public static string ToCsv(IReadOnlyList<(string Name, double[] Values)> series, double peakLearningRate)
     {
         var steps = series.Count == 0 ? 0 : series.Max(s => s.Values.Length);
-        return Tracking.Csv.ToText(series.Select(s => s.Name).Prepend("step"),
-            Enumerable.Range(0, steps).Select(t => series.Select(s => t < s.Values.Length ? Tracking.Csv.Number(peakLearningRate * s.Values[t]) : "")
+        return Research.Core.Tracking.Csv.ToText(series.Select(s => s.Name).Prepend("step"),
+            Enumerable.Range(0, steps).Select(t => series.Select(s => t < s.Values.Length ? Research.Core.Tracking.Csv.Number(peakLearningRate * s.Values[t]) : "")
                 .Prepend(t.ToString(CultureInfo.InvariantCulture))));
     }
 

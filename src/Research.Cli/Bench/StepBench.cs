@@ -3,7 +3,7 @@ using System.Globalization;
 using System.Text;
 using Research.Core.Memory;
 
-namespace Research.Core.Bench;
+namespace Research.Cli.Bench;
 
 /// <summary>
 /// The timings of one baseline-versus-candidate comparison: seconds per step of each repetition, for each side,

@@ -1,0 +1,117 @@
+using Research.Abstractions;
+using Research.Core.Config;
+using Research.Core.Data;
+using Research.Core.Models;
+using Research.Core.Studies;
+using Research.Core.Tasks;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Research.Core.Training;
+
+/// <summary>The methods' task ends (EWC's Fisher and θ*, SI's importances, LwF's teacher, replay's selection), when a
+/// study's methods have task hooks.</summary>
+public sealed class ConsolidationFactory : IRunObserverFactory
+{
+    public int Order => 30;
+    public IRunObserver? Create(RunComponents run) =>
+        run.Kind == RunKind.Study && run.Methods.TaskHooks.Count > 0 ? new Consolidation() : null;
+}
+
+/// <summary>
+/// The task ends: every method's task-end hook, with <see cref="TaskEndContext.IsLastTask"/> after the last task. What the
+/// methods keep outlives this scope (see <see cref="GuardedMethod"/>); the parameter views handed to them do not. The probe
+/// rows they add go into row i of the study's record.
+/// </summary>
+sealed class Consolidation : IRunObserver
+{
+    public void TaskEnded(IRunLoop loop)
+    {
+        var run = loop.Run;
+        var c = run.Config;
+        using var scope = NewDisposeScope();
+        int phase = loop.Phase;
+        using var subset = ConsolidationSubset(c, run.Tasks[phase], phase);
+        // The view shares the task's validation and test splits; only the subset is this method's to free.
+        var task = subset is null ? run.Tasks[phase] : run.Tasks[phase] with { Train = subset };
+        var outputs = run.Task;
+        var probes = new Dictionary<string, double[]>();
+        using var random = Seeds.Generator(c.Run.Seed, $"methods/task-{phase}/end");
+        var context = new TaskEndContext(phase, task.Name, phase == run.Tasks.Count - 1, loop.Optimizer.PenaltyParameters(),
+            b => TrainedLogits(run, b), (b, f) => TrainedGradient(loop, b, f),
+            Counted(task.Train.InOrder(c.Data.EvalBatchSize)), (logits, batch) => outputs.PerItemLoss(logits, batch),
+            kind => TaskFisher(loop, task, kind, phase), (name, row) => probes[name] = row.ToArray(), random);
+        foreach (var m in run.Methods.TaskHooks) m.TaskEnd(context);
+        loop.AddProbes(phase, probes);
+    }
+
+    /// <summary><c>study.consolidation_items</c> of the task's training items, drawn from (seed, "consolidation/task-i");
+    /// null when the task has no more than that (or the option is 0).</summary>
+    static TensorDataset? ConsolidationSubset(RunConfig c, TaskData task, int phase)
+    {
+        int n = c.Study.ConsolidationItems;
+        if (n == 0 || n >= task.Train.Count) return null;
+        using var g = Seeds.Generator(c.Run.Seed, $"consolidation/task-{phase}");
+        return task.Train.Sample(n, g);   // its tensors live outside any dispose scope (TensorDataset's own)
+    }
+
+    /// <summary>The trained model's fp32 logits in eval mode, without autograd.</summary>
+    static Tensor TrainedLogits(RunComponents run, Batch batch)
+    {
+        var wasTraining = run.Model.training;
+        run.Model.eval();
+        try { using (no_grad()) return ModelInput.Logits(run.Model, batch, run.Precision); }
+        finally { run.Model.train(wasTraining); }
+    }
+
+    /// <summary>∇θ of f(logits) of the trained model (eval mode) on a batch, per trainable slot in fp32.</summary>
+    static IReadOnlyList<Tensor> TrainedGradient(IRunLoop loop, Batch batch, Func<Tensor, Tensor> f)
+    {
+        var run = loop.Run;
+        var wasTraining = run.Model.training;
+        run.Model.eval();
+        try
+        {
+            using var _ = enable_grad();
+            var slots = loop.Optimizer.Buffer.Slots;
+            var parameters = slots.Select(s => s.Parameter).ToArray();
+            var g = autograd.grad([f(ModelInput.Logits(run.Model, batch, run.Precision))], parameters, allow_unused: true);
+            return slots.Select((s, i) => g[i] is { IsInvalid: false } gi ? gi.to(ScalarType.Float32) : zeros(s.Shape)).ToList();
+        }
+        finally { run.Model.train(wasTraining); }
+    }
+
+    /// <summary>The batches a consolidation reads, each one a point where crash injection may kill the process.</summary>
+    static IEnumerable<Batch> Counted(IEnumerable<Batch> batches)
+    {
+        foreach (var b in batches)
+        {
+            yield return b;
+            FaultInjection.AfterConsolidationBatch();
+        }
+    }
+
+    /// <summary>
+    /// The diagonal Fisher of the trained model on a task's training data (<see cref="Forgetting.Fisher"/>), drawn from
+    /// the stream (seed, "fisher/task-i"), read through the run's output task (a causal LM's is over its predicted
+    /// tokens), under the task's head for task-incremental studies. The variant and the layers that used the
+    /// per-sample fallback are reported.
+    /// </summary>
+    static IReadOnlyDictionary<string, Tensor> TaskFisher(IRunLoop loop, TaskData task, FisherKind kind, int phase)
+    {
+        var run = loop.Run;
+        var c = run.Config;
+        using var generator = Seeds.Generator(c.Run.Seed, $"fisher/task-{phase}");
+        var batches = Counted(task.Train.InOrder(c.Data.EvalBatchSize));
+        if (task.HeadClasses is null || run.Task is not ClassificationTask { Heads: not null })
+        {
+            var result = Forgetting.Fisher.Compute(run.Model, batches, kind, generator, task: run.Task);
+            loop.Message(result.Describe());
+            return result.Diagonal;
+        }
+        using var subset = new ClassSubset(run.Model, task.HeadClasses, run.NumClasses);
+        var restricted = Forgetting.Fisher.Compute(subset, subset.Renumbered(batches), kind, generator);
+        loop.Message(restricted.Describe());
+        return restricted.Diagonal.ToDictionary(kv => kv.Key.StartsWith("m.") ? kv.Key[2..] : kv.Key, kv => kv.Value);
+    }
+}

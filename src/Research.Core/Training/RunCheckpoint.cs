@@ -1,0 +1,59 @@
+using Research.Core.Checkpoints;
+using Research.Core.Optim;
+using static TorchSharp.torch;
+
+namespace Research.Core.Training;
+
+/// <summary>The tensors of a run's checkpoint: the optimizer's fp32 master weights and moments, the frozen parameters and
+/// buffers beside them, and every method's state (prefixed by its index).</summary>
+static class RunCheckpoint
+{
+    /// <summary>Writes a checkpoint with <paramref name="state"/>; returns its folder.</summary>
+    public static string Write(string checkpoints, string name, CheckpointState state, RunComponents run, Optimizer optimizer)
+    {
+        // Beside the optimizer's fp32 master weights: frozen parameters and buffers (BatchNorm's running statistics are
+        // state a resumed or fine-tuned model needs, though no gradient moves them).
+        var frozen = run.Model.named_parameters().Where(p => !p.parameter.requires_grad).Select(p => (p.name, (Tensor)p.parameter))
+            .Concat(run.Model.named_buffers());
+        var methodState = run.Methods.All.SelectMany((m, i) => m.StateDict().Select(kv => ($"{i}/{kv.Key}", kv.Value)));
+        return Checkpoint.Write(checkpoints, name, state, optimizer.NamedMaster().Concat(frozen), optimizer.NamedState(), methodState);
+    }
+
+    /// <summary>Loads a verified checkpoint's tensors into fresh components: the optimizer (and through it the model), the
+    /// frozen parameters and buffers, the methods' states and the loss scaler.</summary>
+    public static void Load(string dir, RunComponents run, Optimizer optimizer, CheckpointState s)
+    {
+        var weights = Checkpoint.Load(dir, Checkpoint.Model);
+        var moments = Checkpoint.Load(dir, Checkpoint.Optimizer);
+        var methods = Checkpoint.Load(dir, Checkpoint.Methods);
+        try
+        {
+            optimizer.Restore(weights, moments, s.OptimizerStep);
+            RestoreFrozen(run, weights);
+            // Each plugin's tensors become the plugin's (GuardedMethod frees what it does not keep).
+            for (int i = 0; i < run.Methods.All.Count; i++)
+            {
+                var prefix = $"{i}/";
+                var mine = methods.Where(kv => kv.Key.StartsWith(prefix)).ToList();
+                foreach (var (key, _) in mine) methods.Remove(key);
+                run.Methods.All[i].LoadStateDict(mine.ToDictionary(kv => kv.Key[prefix.Length..], kv => kv.Value));
+            }
+            run.Precision.Scaler?.Restore(s.LossScale, s.ScalerGoodSteps, s.SkippedSteps);
+        }
+        finally
+        {
+            foreach (var t in weights.Values.Concat(moments.Values).Concat(methods.Values)) t.Dispose();
+        }
+    }
+
+    /// <summary>The frozen parameters and the buffers (BatchNorm running statistics and counts), which the optimizer
+    /// does not hold: a resume restores them from the checkpoint's weights.</summary>
+    static void RestoreFrozen(RunComponents run, IReadOnlyDictionary<string, Tensor> weights)
+    {
+        using var _ = no_grad();
+        foreach (var (name, p) in run.Model.named_parameters().Where(p => !p.parameter.requires_grad))
+            if (weights.TryGetValue(name, out var w)) p.copy_(w);
+        foreach (var (name, b) in run.Model.named_buffers())
+            if (weights.TryGetValue(name, out var w)) b.copy_(w);
+    }
+}

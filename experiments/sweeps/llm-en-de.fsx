@@ -38,7 +38,7 @@ let sweep =
         // Early stopping needs evaluations to stop between: every 15 steps here (5 in the task), every 25 elsewhere.
         |> Arm.set "train.eval_every" 15)
     // The strength of each penalty is chosen on validation: the level with the lowest val_loss, the mean of the English
-    // and German validation losses after German (the README's table marks it).
+    // and German validation losses after German (docs/results/llm-en-de.md names the levels chosen).
     |> Sweep.arm (
         study "l2-sp"
         |> Arm.methods [ [ "name", box "l2-sp"; "alpha", box 0.01; "anchor", box "initial" ] ]

@@ -1,4 +1,4 @@
-// The forgetting-study comparison of the README ("The comparison with more training per task"): permuted
+// The comparison with more training per task (docs/results/permuted-ewc-vs-finetune.md): permuted
 // Fashion-MNIST, 5 tasks, MLP 784-256-256-10, AdamW 1e-3, 3 epochs per task in every arm, seeds 1–3. Plain
 // fine-tuning, joint training, EWC (exact Fisher) for λ ∈ {10, 30, 100}, and L2 toward the previous task's weights
 // for α ∈ {0.003, 0.01, 0.03}: 24 studies, about 12 minutes two at a time on 2 cores.

@@ -58,6 +58,7 @@ let main argv =
             BadInputTests.tests
             PluginHostTests.tests
             ReadmeTests.tests
+            DocsTests.tests
             TemplateTests.tests
             TensorBoardTests.tests
             SweepTests.tests

@@ -167,10 +167,10 @@ let tests =
                 Expect.equal (Toml.value (box [ Toml.table [ "name", box "ewc"; "lambda", box 3 ] ])) "[{ name = \"ewc\", lambda = 3 }]" "array of inline tables"
             }
         ]
-        test "the README's sweep script describes the 24 trials of the λ sweep (run under dotnet fsi as research sweep does)" {
-            let readme = File.ReadAllText(Path.Combine(repoRoot, "README.md"))
-            let block = Text.RegularExpressions.Regex.Match(readme, "```fsharp\n(// experiments/sweeps/ewc-lambda.fsx \\(abridged\\)\n.*?)```", Text.RegularExpressions.RegexOptions.Singleline)
-            Expect.isTrue block.Success "the README shows the λ sweep script"
+        test "the sweep script of docs/sweeps.md describes the 24 trials of the λ sweep (run under dotnet fsi as research sweep does)" {
+            let page = File.ReadAllText(Path.Combine(repoRoot, "docs", "sweeps.md"))
+            let block = Text.RegularExpressions.Regex.Match(page, "```fsharp\n(// experiments/sweeps/ewc-lambda.fsx \\(abridged\\)\n.*?)```", Text.RegularExpressions.RegexOptions.Singleline)
+            Expect.isTrue block.Success "docs/sweeps.md shows the λ sweep script"
             let dir = tempDir "readme-sweep"
             let script = Path.Combine(dir, "readme.fsx")
             File.WriteAllText(script, block.Groups[1].Value.Replace("../../artifacts/bin/Research.Sweeps.dll", Path.Combine(binDir, "Research.Sweeps.dll")))

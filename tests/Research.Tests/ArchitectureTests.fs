@@ -12,15 +12,18 @@ let private core = typeof<Research.Core.Tracking.RunStore>.Assembly
 
 let private architecture = lazy (ArchLoader().LoadAssemblies(core).Build())
 
+/// A type's namespace ("" for a type ArchUnitNET knows only by reference).
+let private ns (t: ArchUnitNET.Domain.IType) = if isNull t || isNull t.Namespace then "" else t.Namespace.FullName
+
 /// The namespaces Research.Core.X (the folders) a type of namespace `from` refers to, by type dependency.
 let private edges () =
     let folder (ns: string) =
         if ns.StartsWith "Research.Core." then Some(ns.Split('.').[2]) else None
     [ for t in architecture.Value.Types do
-        match folder t.Namespace.FullName with
+        match folder (ns t) with
         | Some a ->
             for d in t.Dependencies do
-                match folder d.Target.Namespace.FullName with
+                match folder (ns d.Target) with
                 | Some b when a <> b -> yield a, b, t.FullName, d.Target.FullName
                 | _ -> ()
         | None -> () ]
@@ -30,12 +33,8 @@ let tests =
         test "Core's folders (namespaces Research.Core.X) form no dependency cycle" {
             let rule = SliceRuleDefinition.Slices().Matching("Research.Core.(*)").Should().BeFreeOfCycles()
             let failures = rule.Evaluate(architecture.Value) |> Seq.filter (fun r -> not r.Passed) |> Seq.map (fun r -> r.Description) |> Seq.toList
-            if not failures.IsEmpty then
-                // Name one type pair per folder pair, so a failure says where the edge is.
-                let pairs =
-                    edges () |> List.distinctBy (fun (a, b, _, _) -> a, b)
-                    |> List.map (fun (a, b, t, d) -> sprintf "%s → %s (%s uses %s)" a b t d)
-                failtestf "cycles between Core's folders:\n%s\nedges:\n%s" (String.Join("\n", failures)) (String.Join("\n", pairs))
+            // ArchUnitNET's description names each cycle and the type pairs of each of its edges.
+            Expect.isEmpty failures "cycles between Core's folders"
         }
 
         test "Core references neither Spectre.Console nor ScottPlot, and no type of it uses System.Console" {
@@ -44,15 +43,15 @@ let tests =
             Expect.isFalse (referenced.Contains "ScottPlot") "Research.Core references ScottPlot"
             let console =
                 [ for t in architecture.Value.Types do
-                    if t.Namespace.FullName.StartsWith "Research.Core" then
+                    if (ns t).StartsWith "Research.Core" then
                         for d in t.Dependencies do
-                            if d.Target.FullName = "System.Console" then yield t.FullName ]
+                            if not (isNull d.Target) && d.Target.FullName = "System.Console" then yield t.FullName ]
                 |> List.distinct
             Expect.isEmpty console "types of Research.Core that use System.Console"
         }
 
         test "the analysis is not vacuous: it sees Core's types and a known edge between two of its folders (Training uses Tracking)" {
-            let types = architecture.Value.Types |> Seq.filter (fun t -> t.Namespace.FullName.StartsWith "Research.Core.") |> Seq.length
+            let types = architecture.Value.Types |> Seq.filter (fun t -> (ns t).StartsWith "Research.Core.") |> Seq.length
             Expect.isGreaterThan types 100 "Core's types, as ArchUnitNET loaded them"
             Expect.isTrue (edges () |> List.exists (fun (a, b, _, _) -> a = "Training" && b = "Tracking")) "the loop writes the run store"
         }

@@ -3,6 +3,7 @@ using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 
+using Research.Core;
 namespace Research.Cli.Bench;
 
 /// <summary>

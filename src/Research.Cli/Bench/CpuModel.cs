@@ -1,3 +1,4 @@
+using Research.Core;
 namespace Research.Cli.Bench;
 
 /// <summary>The processor a benchmark ran on, as the kernel names it: timings are only comparable on the same one.</summary>

@@ -4,6 +4,7 @@ using Research.Core.Forgetting;
 using Research.Core.Models;
 using static TorchSharp.torch;
 
+using Research.Core;
 namespace Research.Cli.Bench;
 
 /// <summary>

@@ -2,6 +2,7 @@ using Research.Abstractions;
 using TorchSharp;
 using static TorchSharp.torch;
 
+using Research.Core;
 namespace Research.Cli.Bench;
 
 /// <summary>

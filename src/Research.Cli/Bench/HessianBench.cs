@@ -6,6 +6,7 @@ using Research.Core.Hessian;
 using Research.Core.Models;
 using static TorchSharp.torch;
 
+using Research.Core;
 namespace Research.Cli.Bench;
 
 /// <summary>

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using static TorchSharp.torch;
 
+using Research.Core;
 namespace Research.Cli.Bench;
 
 /// <summary>

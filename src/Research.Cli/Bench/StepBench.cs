@@ -3,6 +3,7 @@ using System.Globalization;
 using System.Text;
 using Research.Core.Memory;
 
+using Research.Core;
 namespace Research.Cli.Bench;
 
 /// <summary>

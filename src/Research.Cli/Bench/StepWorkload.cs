@@ -5,6 +5,7 @@ using Research.Core.Text;
 using TorchSharp;
 using static TorchSharp.torch;
 
+using Research.Core;
 namespace Research.Cli.Bench;
 
 /// <summary>
@@ -51,12 +52,12 @@ public sealed class StepWorkload(string name, nn.Module<Tensor, Tensor> model, I
     /// of <see cref="GptShape.BenchmarkBatch"/> sequences of T_max uniform random ids (the loss stays near ln V; the work
     /// per step does not depend on the text), each the model's input and its own target, shifted by the loss. With the
     /// restricted GPT-2 vocabulary's 8,192 ids (<c>gpt-8k</c>) the logits of a batch take 32 MiB, glibc's largest mmap
-    /// threshold: the workload on which the allocator matters (see <see cref="Memory.NativeAllocator"/>).
+    /// threshold: the workload on which the allocator matters (see <see cref="Research.Core.Memory.NativeAllocator"/>).
     /// </summary>
     public static StepWorkload Gpt(long seed, GptShape? shape = null, int batches = 4)
     {
         shape ??= GptShape.Benchmark;
-        var model = Models.Gpt.Create(shape, Seeds.Generator(seed, "bench.init"));
+        var model = Research.Core.Models.Gpt.Create(shape, Seeds.Generator(seed, "bench.init"));
         var data = Seeds.Generator(seed, "bench.data");
         var list = Enumerable.Range(0, batches).Select(_ =>
         {
@@ -82,14 +83,14 @@ public sealed class StepWorkload(string name, nn.Module<Tensor, Tensor> model, I
     /// <summary>An MLP 784-256-256-10 (Fashion-MNIST sized) on batches of 128 N(0, 1) inputs with uniform labels.</summary>
     public static StepWorkload Mlp(long seed, int batches = 4)
     {
-        var model = new Models.Mlp(784, [256, 256], 10);
+        var model = new Research.Core.Models.Mlp(784, [256, 256], 10);
         Init.LinearDefault(model, Seeds.Generator(seed, "bench.init"));
         return new StepWorkload("mlp 784-256-256-10", model, ImageSized(seed, batches), new ClassificationTask(), HandWrittenLoop.CrossEntropy);
     }
 
-    /// <summary>The <see cref="Models.Cnn"/> (two 3×3 convolutions, 28×28 inputs) on the MLP's batches.</summary>
+    /// <summary>The <see cref="Research.Core.Models.Cnn"/> (two 3×3 convolutions, 28×28 inputs) on the MLP's batches.</summary>
     public static StepWorkload Cnn(long seed, int batches = 4) =>
-        new("cnn 28×28 conv 32-64, fc 128", Models.Cnn.Create(10, Seeds.Generator(seed, "bench.init")), ImageSized(seed, batches),
+        new("cnn 28×28 conv 32-64, fc 128", Research.Core.Models.Cnn.Create(10, Seeds.Generator(seed, "bench.init")), ImageSized(seed, batches),
             new ClassificationTask(), HandWrittenLoop.CrossEntropy);
 
     /// <summary>Batches of 128 N(0, 1) inputs of 784 (a Fashion-MNIST image's size) with uniform labels 0–9.</summary>

@@ -1,6 +1,7 @@
 using Research.Core.Data;
 using static TorchSharp.torch;
 
+using Research.Core;
 namespace Research.Cli.Bench;
 
 /// <summary>

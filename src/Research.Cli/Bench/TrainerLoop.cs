@@ -4,6 +4,7 @@ using Research.Core.Precision;
 using Research.Core.Training;
 using static TorchSharp.torch;
 
+using Research.Core;
 namespace Research.Cli.Bench;
 
 /// <summary>

@@ -11,7 +11,7 @@ public sealed record CosineRestartsOptions : WarmupOptions
 
     /// <summary>n: equal cycles that fill the decay phase T − W exactly, the last ending at T (Hugging Face's
     /// <c>num_cycles</c> of <c>cosine_with_restarts</c>). Give this or cycle_steps.</summary>
-    [Option(Min = 0, Aliases = ["num_cycles"])]
+    [Option(Min = 0, Aliases = ["num_cycles"], AddedIn = "2.2")]
     public long Cycles { get; init; }
 
     /// <summary>Each cycle is this many times as long as the previous one (SGDR's T_mult).</summary>

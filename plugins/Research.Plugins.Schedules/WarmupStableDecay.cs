@@ -29,7 +29,7 @@ public sealed record WarmupStableDecayOptions : WarmupOptions
 
     /// <summary>D: updates of decay ending at T (Hugging Face's <c>num_decay_steps</c>); 0 means
     /// round(decay_fraction · T).</summary>
-    [Option(Min = 0, Aliases = ["num_decay_steps"])]
+    [Option(Min = 0, Aliases = ["num_decay_steps"], AddedIn = "2.2")]
     public long DecaySteps { get; init; }
 
     /// <summary>m: the multiplier reached at the last step T (η_min / η_max).</summary>

@@ -15,6 +15,9 @@ namespace Research.Abstractions;
 /// <para>2.2 (adds): <see cref="OptionAttribute.Aliases"/>, <see cref="PluginAttribute.Aliases"/> and
 /// <see cref="KeyAdviceAttribute"/>, so a plugin can take another library's names where they mean the same and refuse
 /// them with advice where they do not.</para>
+/// <para>2.3 (adds): <see cref="OptionAttribute.AddedIn"/> and <see cref="OptionAttribute.PartOfIdentity"/>, so an
+/// option declares how it counts in a run's identity: an option added later is left out at its default (stored runs keep
+/// their identity), and one that does not change what a run computes is left out always.</para>
 /// </remarks>
 public static class ContractVersion
 {
@@ -22,5 +25,5 @@ public static class ContractVersion
     public const int Major = 2;
 
     /// <summary>Incremented when members are added without breaking existing plugins.</summary>
-    public const int Minor = 2;
+    public const int Minor = 3;
 }

@@ -41,6 +41,19 @@ public sealed class OptionAttribute : Attribute
     /// <c>num_warmup_steps</c> for <c>warmup_steps</c>). A config may use either; giving both is refused, and the run
     /// records the option under its own key, so both spellings make the same run. (Contract 2.2.)</summary>
     public string[] Aliases { get; set; } = [];
+
+    /// <summary>The version in which the option appeared: the plugin's own, or the contract's for the host's sections and
+    /// built-in plugins (<c>"2.2"</c>); empty: there from the start. A run stored before the option existed computed what
+    /// its default computes, so at its default the option is left out of a run's identity: such a run keeps its identity,
+    /// resumes, and is still found by a sweep. Give an option added later the default that does what the plugin did
+    /// before it. (Contract 2.3.)</summary>
+    public string AddedIn { get; set; } = "";
+
+    /// <summary>Whether the option is part of what a run computes, and so of its identity (the default). False for an
+    /// option that says only where or how a run executes, or what is analysed without changing a weight: runs that
+    /// differ in it alone are the same run, so a sweep does not rerun them and a resume does not refuse them.
+    /// (Contract 2.3.)</summary>
+    public bool PartOfIdentity { get; set; } = true;
 }
 
 /// <summary>

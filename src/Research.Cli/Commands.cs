@@ -241,7 +241,7 @@ static class Commands
                 Console.WriteLine($"  {p.Name,-22} {p.Summary}");
                 // One broken plugin does not stop the list: its line says what is wrong with it.
                 string optionsLine;
-                try { optionsLine = string.Join(", ", PluginHost.OptionDefaults(p).Select(o => $"{o.Key} = {Format(o.Default)}")); }
+                try { optionsLine = string.Join(", ", PluginHost.OptionDefaults(p).Select(o => $"{o.Key} = {ConfigValue.Text(o.Default)}")); }
                 catch (PluginException e) { optionsLine = $"(cannot be read: {e.Message})"; }
                 if (optionsLine.Length > 0) Console.WriteLine($"  {"",-22} options: {optionsLine}");
                 if (p.Aliases.Count > 0) Console.WriteLine($"  {"",-22} also named: {string.Join(", ", p.Aliases)}");
@@ -251,17 +251,6 @@ static class Commands
         }
         return 0;
     }
-
-    static string Format(object? v) => v switch
-    {
-        null => "none",
-        string s => $"\"{s}\"",
-        bool b => b ? "true" : "false",
-        double d => d.ToString("R", CultureInfo.InvariantCulture),
-        Array arr => "[" + string.Join(", ", arr.Cast<object?>().Select(Format)) + "]",
-        IFormattable f => f.ToString(null, CultureInfo.InvariantCulture),
-        _ => v.ToString() ?? "",
-    };
 
     /// <summary>Draws schedules side by side by calling each pure schedule at every step t = 0…T.</summary>
     public static Command PlotScheduleCommand() => Cli.Command("schedule",

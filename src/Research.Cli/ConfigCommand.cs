@@ -64,6 +64,8 @@ static class ConfigCommand
                 o.WriteLine($"  {s.Key,-26} {s.TypeName,-18} = {Value(s.Default),-14}{(s.Accepts.Length > 0 ? "  " + s.Accepts : "")}");
                 if (s.Doc.Length > 0) o.WriteLine($"  {"",-26} {s.Doc}");
                 if (s.Aliases.Count > 0) o.WriteLine($"  {"",-26} also written: {string.Join(", ", s.Aliases)}");
+                if (!s.PartOfIdentity) o.WriteLine($"  {"",-26} not part of a run's identity");
+                else if (s.AddedIn.Length > 0) o.WriteLine($"  {"",-26} added in {s.AddedIn}: at its default, not part of a run's identity");
             }
             o.WriteLine();
         }
@@ -84,6 +86,8 @@ static class ConfigCommand
                 if (r is not null && !double.IsNaN(r.Min)) { node["min"] = r.Min; node["min_exclusive"] = r.MinExclusive; }
                 if (r is not null && !double.IsNaN(r.Max)) { node["max"] = r.Max; node["max_exclusive"] = r.MaxExclusive; }
                 var oneOf = r is { OneOf.Length: > 0 } ? r.OneOf : s.Scalar.IsEnum ? OptionSchema.EnumNames(s.Scalar).ToArray() : null;
+                if (!s.PartOfIdentity) node["part_of_identity"] = false;
+                if (s.AddedIn.Length > 0) node["added_in"] = s.AddedIn;
                 if (s.Aliases.Count > 0) node["aliases"] = new JsonArray(s.Aliases.Select(v => (JsonNode?)JsonValue.Create(v)).ToArray());
                 if (oneOf != null) node["one_of"] = new JsonArray(oneOf.Select(v => (JsonNode?)JsonValue.Create(v)).ToArray());
                 array.Add(node);
@@ -93,5 +97,5 @@ static class ConfigCommand
 
     /// <summary>A default as TOML writes it; an array of tables by its length.</summary>
     static string Value(object? v) =>
-        v is Array { Length: > 0 } arr && OptionSchema.IsOptionsType(arr.GetType().GetElementType()!) ? $"[{arr.Length} tables]" : OptionsBinder.Describe(v);
+        v is Array { Length: > 0 } arr && OptionSchema.IsOptionsType(arr.GetType().GetElementType()!) ? $"[{arr.Length} tables]" : ConfigValue.Text(v);
 }

@@ -18,7 +18,7 @@ static class RunsCommand
         Cli.Command("show", "A run's record: config, identity, seeds, versions, plugins; its evaluations, metrics and checkpoints",
             a => Show(a.Positional[0]), Cli.Argument("RUN_DIR", "The run's folder")),
         Cli.Command("compare", "Finished runs grouped by config without the seed: mean ± 95% interval (Student t) per group",
-            a => Compare(a.Positional[0]), Folder()),
+            a => Compare(a.Positional[0], Commands.LoadPlugins(a.All("--plugins"))), Folder(), Cli.Plugins()),
         Cli.Command("export", "Every metric and evaluation as CSV, long format: run,kind,step,key,value",
             a => Export(a.Positional[0], a.One("--output")), Folder(),
             Cli.Value("--output", "FILE.csv", "Write there instead of standard output", aliases: ["-o"])));
@@ -152,9 +152,10 @@ static class RunsCommand
     /// Groups finished runs whose resolved configs differ only in the seed (and where they ran: name, output folder,
     /// threads) — <see cref="ResolvedConfig.SeedGroup"/>, the run's identity without its seed — and reports
     /// per group the mean over seeds ± the 95% interval (Student t with n − 1 degrees of freedom, MathNet) of the
-    /// final validation and test accuracy — for a study, the average accuracy over all tasks after the last.
+    /// final validation and test accuracy — for a study, the average accuracy over all tasks after the last. The
+    /// plugins' options types say which of their options count (<see cref="ResolvedConfig.SeedGroupOfJson"/>).
     /// </summary>
-    static int Compare(string root)
+    static int Compare(string root, Research.Core.Plugins.PluginHost host)
     {
         var groups = new Dictionary<string, List<(string Name, long Seed, double Val, double Test)>>();
         foreach (var path in Stores(root))
@@ -165,7 +166,7 @@ static class RunsCommand
                 var id = (string)r[0]!;
                 if (RunResults.Final(store, id, "val") is not { } val || RunResults.Final(store, id, "test") is not { } test) continue;
                 // A run recorded without its resolved config is a group of its own.
-                var key = r[3] is string json ? ResolvedConfig.SeedGroupOfJson(json) : "run:" + id;
+                var key = r[3] is string json ? ResolvedConfig.SeedGroupOfJson(json, host) : "run:" + id;
                 if (!groups.TryGetValue(key, out var list)) groups[key] = list = [];
                 list.Add(((string)r[1]!, (long)r[2]!, val, test));
             }

@@ -3,7 +3,7 @@ using System.CommandLine;
 namespace Research.Cli;
 
 /// <summary>
-/// <c>research sweep SCRIPT.fsx</c>: runs a scripted sweep (experiments/Research.Sweeps) through the local or the Slurm
+/// <c>research sweep SCRIPT.fsx</c>: runs a scripted sweep (src/Research.Sweeps) through the local or the Slurm
 /// executor; <c>research plot sweep DIR</c>: its summaries again, or another metric against another axis.
 /// </summary>
 static class SweepCommand

@@ -14,6 +14,11 @@ let errorsOf (text: string) (overrides: string list) =
         failtest "the config was accepted"
     with :? ConfigException as e -> e.Errors |> Seq.map string |> List.ofSeq
 
+/// An enum as an options type might declare it.
+type private Anchor =
+    | Initial = 0
+    | PreviousTask = 1
+
 let tests =
     testList "config" [
         test "an array of inline tables, in the file or as an override, means the same as [[regularizers]] tables, indexed alike; [] means none" {
@@ -97,7 +102,7 @@ let tests =
         test "an invalid value names the key and the rule it breaks; all errors are reported at once" {
             let errs = errorsOf "[optimizer]\nlr = -1.0\n[data]\nvalidation_fraction = 1.5\n" []
             Expect.equal errs.Length 2 "two errors"
-            Expect.exists errs (fun e -> e.Contains "optimizer.lr: -1 must be > 0") "negative lr"
+            Expect.exists errs (fun e -> e.Contains "optimizer.lr: -1.0 must be > 0") "negative lr, as written"
             Expect.exists errs (fun e -> e.Contains "data.validation_fraction: 1.5 must be in [0, 1)") "fraction"
         }
         test "a TOML syntax error names the file and the position" {
@@ -179,6 +184,7 @@ let tests =
             Expect.stringContains r.Out "call_timeout_s" "the watchdog's option"
             let lr = r.Out.Split('\n') |> Array.find (fun l -> l.TrimStart().StartsWith "lr " && l.Contains "0.001")
             Expect.stringContains lr "> 0" "optimizer.lr: its declared range"
+            Expect.stringContains r.Out "added in 2.2: at its default, not part of a run's identity" "an option added later, declared"
             let json = research dir [ "config"; "schema"; "--json"; "optimizer" ]
             Expect.equal json.ExitCode 0 json.Err
             let doc = Text.Json.JsonDocument.Parse json.Out
@@ -188,6 +194,48 @@ let tests =
             let bad = research dir [ "config"; "schema"; "optimiser" ]
             Expect.equal bad.ExitCode 2 "an unknown section is a usage error"
             Expect.stringContains bad.Err "no section or plugin 'optimiser'" "named"
+        }
+        test "ConfigValue writes a value as a config file writes it: enums in kebab case, TOML numbers, options records as inline tables keyed in snake case" {
+            for value, text in [ box Anchor.PreviousTask, "\"previous-task\""; box 3, "3"; box 3L, "3"; box 1.0, "1.0"; box 0.001, "0.001"
+                                 box true, "true"; box "a\"b", "\"a\\\"b\""; box [| 256; 256 |], "[256, 256]"; box [| "x" |], "[\"x\"]"
+                                 box (Array.empty<int>), "[]"; null, "(none)" ] do
+                Expect.equal (ConfigValue.Text value) text (sprintf "%A" value)
+            let hessian = ConfigValue.Text(HessianSection(Samples = 500, Fisher = [| "exact" |]))
+            Expect.stringStarts hessian "{" "an inline table"
+            for part in [ "samples = 500"; "top_k = 20"; "fisher = [\"exact\"]"; "tolerance = 0.001" ] do Expect.stringContains hessian part part
+            Expect.equal ((ConfigValue.Json Anchor.PreviousTask).ToJsonString()) "\"previous-task\"" "the canonical config spells it alike"
+            Expect.equal ((ConfigValue.Json 3).ToJsonString()) "3" "an int as a 64-bit integer"
+            let table = Tomlyn.TomlSerializer.Deserialize<Tomlyn.Model.TomlTable>("v = { b = 2, a = [1.5] }")["v"]
+            Expect.equal (ConfigValue.Text table) "{b = 2, a = [1.5]}" "a value as TOML read it, as it was written"
+        }
+        test "every default of every section and built-in plugin, written by ConfigValue.Text, reads back through the binder as the same value" {
+            let host = Research.Core.Plugins.PluginHost.Load([])
+            let types =
+                [ for _, t in ConfigLoader.SectionTypes -> t
+                  for p in host.Plugins do if not (isNull p.OptionsType) then yield p.OptionsType ]
+            let mutable n = 0
+            for t in types do
+                for spec in OptionSchema.Of t do
+                    let text = ConfigValue.Text spec.Default
+                    let value = Tomlyn.TomlSerializer.Deserialize<Tomlyn.Model.TomlTable>(sprintf "%s = %s" spec.Key text)[spec.Key]
+                    // The binder's own conversion (one option alone: an options type may refuse its defaults together).
+                    let back =
+                        match value with
+                        | :? Tomlyn.Model.TomlTable as nested -> OptionsBinder.Bind(spec.Type, nested, "defaults.toml", spec.Key)
+                        | _ ->
+                            let ok, converted, why = OptionsBinder.TryConvert(value, spec.Type)
+                            if not ok then failtestf "%s.%s = %s does not read back: %s" t.Name spec.Key text why
+                            converted
+                    Expect.equal ((ConfigValue.Json back).ToJsonString()) ((ConfigValue.Json spec.Default).ToJsonString()) (sprintf "%s.%s = %s" t.Name spec.Key text)
+                    n <- n + 1
+            Expect.isGreaterThan n 150 "the options of the core and the built-in plugins were all written and read"
+        }
+        test "research plugins list prints each option's default as a config writes it (an enum in kebab case, a float with its point)" {
+            let r = research (tempDir "plugins-list") [ "plugins"; "list" ]
+            Expect.equal r.ExitCode 0 r.Err
+            Expect.stringContains r.Out "decay_shape = \"linear\"" "warmup-stable-decay's enum"
+            Expect.stringContains r.Out "anchor = \"initial\"" "l2-sp's enum"
+            Expect.stringContains r.Out "cycle_mult = 1.0" "a float that is whole keeps its point, as TOML reads it back"
         }
         test "cosine-restarts without cycle_steps or cycles is refused by research train, exit 2, naming the key" {
             let dir = tempDir "cfg-default"

@@ -207,8 +207,8 @@ let private names =
                 let mine = scheduleOf $"[schedule]\nname = \"{ourName}\"\n{ourKeys}\n"
                 Expect.equal theirs mine (sprintf "%s against %s" hf ourName)
                 Expect.stringContains theirs $"\"name\":\"{ourName}\"" "recorded under our name"
-            let a = ResolvedConfig.Identity(canonical "[schedule]\nname = \"cosine_with_min_lr\"\nnum_warmup_steps = 5\n")
-            let b = ResolvedConfig.Identity(canonical "[schedule]\nname = \"cosine\"\nwarmup_steps = 5\n")
+            let a = ResolvedConfig.Identity(canonical "[schedule]\nname = \"cosine_with_min_lr\"\nnum_warmup_steps = 5\n", host.Value)
+            let b = ResolvedConfig.Identity(canonical "[schedule]\nname = \"cosine\"\nwarmup_steps = 5\n", host.Value)
             Expect.equal a b "one identity, so a sweep written either way finds the same runs"
         }
         test "an option given under both its names is refused naming both" {
@@ -232,7 +232,7 @@ let private names =
         test "cosine-restarts takes cycle_steps or cycles: neither, both, or cycles with a growing cycle_mult are refused" {
             Expect.stringContains (errorOf "[schedule]\nname = \"cosine-restarts\"\n") "schedule.cycle_steps: 0 with cycles = 0 sets no cycle" "neither"
             Expect.stringContains (errorOf "[schedule]\nname = \"cosine-restarts\"\ncycles = 2\ncycle_steps = 10\n") "schedule.cycles: 2 and cycle_steps are both set" "both"
-            Expect.stringContains (errorOf "[schedule]\nname = \"cosine_with_restarts\"\nnum_cycles = 2\ncycle_mult = 2.0\n") "schedule.cycle_mult: 2 must be 1 with cycles" "growing"
+            Expect.stringContains (errorOf "[schedule]\nname = \"cosine_with_restarts\"\nnum_cycles = 2\ncycle_mult = 2.0\n") "schedule.cycle_mult: 2.0 must be 1 with cycles" "growing"
         }
         test "a mistyped key or schedule name suggests the nearest one" {
             Expect.stringContains (errorOf "[schedule]\nname = \"linear\"\nwarmup_step = 5\n") "schedule.warmup_step: unknown key (did you mean 'warmup_steps'?)" "key"

@@ -48,6 +48,7 @@ let main argv =
             ParameterGroupTests.tests
             ResumeTests.tests
             RunLifecycleTests.tests
+            PreviousReleaseTests.tests
             StudyTests.tests
             RegularizerTests.tests
             FisherTests.tests

@@ -16,7 +16,7 @@ let private host = lazy (PluginHost.Load([]))
 let private canonicalOf (command: string) (text: string) (overrides: string list) =
     ResolvedConfig.Canonical(ConfigLoader.Parse(text, "c.toml", overrides), host.Value, command)
 
-let private identity (text: string) (overrides: string list) = ResolvedConfig.Identity(canonicalOf "train" text overrides)
+let private identity (text: string) (overrides: string list) = ResolvedConfig.Identity(canonicalOf "train" text overrides, host.Value)
 
 /// A config that sets something in every section, a schedule with options (an enum among them), and two methods
 /// (an int where a double is bound; an enum written in snake case).
@@ -106,7 +106,7 @@ let tests =
                 [ "checkpoint"; "command"; "data"; "methods"; "metrics"; "model"; "optimizer"; "precision"; "probes"; "run"; "schedule"; "study"; "train" ] "sections"
             Expect.equal [ for m in (at c "metrics").AsArray() -> m["name"].GetValue<string>() ] (List.ofSeq RunConfig.DefaultMetrics) "a study's default metrics, written out"
             Expect.equal ((at c "metrics.0").ToJsonString()) """{"after_task":-1,"name":"average-accuracy"}""" "bound with their options"
-            Expect.equal (ResolvedConfig.Identity c) (ResolvedConfig.Identity(canonicalOf "study" full [ "metrics=[{name=\"bwt\"}]" ])) "the metrics are not part of the identity (they are computed after training)"
+            Expect.equal (ResolvedConfig.Identity(c, host.Value)) (ResolvedConfig.Identity(canonicalOf "study" full [ "metrics=[{name=\"bwt\"}]" ], host.Value)) "the metrics are not part of the identity (they are computed after training)"
             Expect.isFalse ((canonicalOf "train" full []).ContainsKey "metrics" ) "a single run has no metrics"
             Expect.equal [ for kv in (at c "run").AsObject() -> kv.Key ] [ "name"; "output_dir"; "seed"; "tensorboard_dir"; "threads" ] "[run]"
             Expect.isTrue (keysSorted c) "sorted at every depth"
@@ -134,26 +134,26 @@ let tests =
                 let rnd = Random seed
                 let chosen = all |> List.filter (fun _ -> rnd.Next 2 = 0)
                 let written = canonicalOf "train" baseText chosen
-                ResolvedConfig.Json written = ResolvedConfig.Json defaults && ResolvedConfig.Identity written = ResolvedConfig.Identity defaults
-        test "study.classes_per_task, added after runs were stored, is left out of the identity at its default 2 (a stored run keeps its identity) and counts when set" {
+                ResolvedConfig.Json written = ResolvedConfig.Json defaults && ResolvedConfig.Identity(written, host.Value) = ResolvedConfig.Identity(defaults, host.Value)
+        test "study.classes_per_task, declared added later (AddedIn), is left out of the identity at its default 2 (a stored run keeps its identity) and counts when set" {
             let text = "[study]\nbenchmark = \"split-class\"\n"
             let c = canonicalOf "study" text []
             Expect.equal ((at c "study.classes_per_task").GetValue<int64>()) 2L "the canonical config writes it out"
             let before = c.DeepClone().AsObject()
             before["study"].AsObject().Remove("classes_per_task") |> ignore
-            Expect.equal (ResolvedConfig.Identity c) (ResolvedConfig.Identity before) "the identity of the same config stored before the key existed"
-            Expect.notEqual (ResolvedConfig.Identity(canonicalOf "study" text [ "study.classes_per_task=5" ])) (ResolvedConfig.Identity c) "another value is another run"
+            Expect.equal (ResolvedConfig.Identity(c, host.Value)) (ResolvedConfig.Identity(before, host.Value)) "the identity of the same config stored before the key existed"
+            Expect.notEqual (ResolvedConfig.Identity(canonicalOf "study" text [ "study.classes_per_task=5" ], host.Value)) (ResolvedConfig.Identity(c, host.Value)) "another value is another run"
         }
-        test "plugin options added after runs were stored (warmup-stable-decay's decay_steps, cosine-restarts' cycles) are left out of the identity at their default 0 and count when set" {
+        test "plugin options declared added in 2.2 (warmup-stable-decay's decay_steps, cosine-restarts' cycles), found through the plugins' options types, are left out of the identity at their default 0 and count when set" {
             for schedule, extra, key, value in [ "warmup-stable-decay", "", "decay_steps", "5"; "cosine-restarts", "cycle_steps = 10\n", "cycles", "" ] do
                 let text = $"[schedule]\nname = \"{schedule}\"\n{extra}"
                 let c = canonicalOf "train" text []
                 Expect.equal ((at c $"schedule.{key}").GetValue<int64>()) 0L "the canonical config writes it out"
                 let before = c.DeepClone().AsObject()
                 before["schedule"].AsObject().Remove(key) |> ignore
-                Expect.equal (ResolvedConfig.Identity c) (ResolvedConfig.Identity before) $"{key}: the identity of the same config stored before the option existed"
+                Expect.equal (ResolvedConfig.Identity(c, host.Value)) (ResolvedConfig.Identity(before, host.Value)) $"{key}: the identity of the same config stored before the option existed"
                 if value <> "" then
-                    Expect.notEqual (ResolvedConfig.Identity(canonicalOf "train" text [ $"schedule.{key}={value}" ])) (ResolvedConfig.Identity c) "another value is another run"
+                    Expect.notEqual (ResolvedConfig.Identity(canonicalOf "train" text [ $"schedule.{key}={value}" ], host.Value)) (ResolvedConfig.Identity(c, host.Value)) "another value is another run"
         }
         test "every default written out at once gives the same identity as none, for sections and plugin options" {
             let baseText = "[[methods]]\nname = \"ewc\"\n"
@@ -197,19 +197,19 @@ let tests =
             let baseline = canonicalOf "train" full []
             for o in [ "run.name=\"other\""; "run.output_dir=\"elsewhere\""; "run.threads=4"; "run.tensorboard_dir=\"tb/arm/s1\"" ] do
                 let c = canonicalOf "train" full [ o ]
-                Expect.equal (ResolvedConfig.Identity c) (ResolvedConfig.Identity baseline) o
-                Expect.equal (ResolvedConfig.SeedGroup c) (ResolvedConfig.SeedGroup baseline) o
+                Expect.equal (ResolvedConfig.Identity(c, host.Value)) (ResolvedConfig.Identity(baseline, host.Value)) o
+                Expect.equal (ResolvedConfig.SeedGroup(c, host.Value)) (ResolvedConfig.SeedGroup(baseline, host.Value)) o
                 Expect.notEqual (ResolvedConfig.Json c) (ResolvedConfig.Json baseline) (o + ": but the canonical config records it")
             let reseeded = canonicalOf "train" full [ "run.seed=8" ]
-            Expect.notEqual (ResolvedConfig.Identity reseeded) (ResolvedConfig.Identity baseline) "another seed, another identity"
-            Expect.equal (ResolvedConfig.SeedGroup reseeded) (ResolvedConfig.SeedGroup baseline) "the same seed group"
-            Expect.notEqual (ResolvedConfig.SeedGroup (canonicalOf "train" full [ "optimizer.lr=0.06" ])) (ResolvedConfig.SeedGroup baseline) "another lr, another group"
-            Expect.equal (ResolvedConfig.WhereKeys |> List.ofSeq) [ "name"; "output_dir"; "threads"; "tensorboard_dir" ] "WhereKeys"
-            Expect.equal (ResolvedConfig.Identity baseline).Length 64 "SHA-256 in hex"
+            Expect.notEqual (ResolvedConfig.Identity(reseeded, host.Value)) (ResolvedConfig.Identity(baseline, host.Value)) "another seed, another identity"
+            Expect.equal (ResolvedConfig.SeedGroup(reseeded, host.Value)) (ResolvedConfig.SeedGroup(baseline, host.Value)) "the same seed group"
+            Expect.notEqual (ResolvedConfig.SeedGroup(canonicalOf "train" full [ "optimizer.lr=0.06" ], host.Value)) (ResolvedConfig.SeedGroup(baseline, host.Value)) "another lr, another group"
+            Expect.equal (ResolvedConfig.WhereKeys |> List.ofSeq) [ "name"; "threads"; "output_dir"; "tensorboard_dir" ] "WhereKeys: [run]'s options declared outside the identity"
+            Expect.equal (ResolvedConfig.Identity(baseline, host.Value)).Length 64 "SHA-256 in hex"
         }
         test "another command (train vs study) changes the identity and the seed group" {
-            Expect.notEqual (ResolvedConfig.Identity (canonicalOf "train" full [])) (ResolvedConfig.Identity (canonicalOf "study" full [])) "identity"
-            Expect.notEqual (ResolvedConfig.SeedGroup (canonicalOf "train" full [])) (ResolvedConfig.SeedGroup (canonicalOf "study" full [])) "seed group"
+            Expect.notEqual (ResolvedConfig.Identity(canonicalOf "train" full [], host.Value)) (ResolvedConfig.Identity(canonicalOf "study" full [], host.Value)) "identity"
+            Expect.notEqual (ResolvedConfig.SeedGroup(canonicalOf "train" full [], host.Value)) (ResolvedConfig.SeedGroup(canonicalOf "study" full [], host.Value)) "seed group"
         }
         test "what a run computes changes the identity: a section's value, a plugin option, the plugin, the order of the methods" {
             let baseline = identity full []
@@ -228,7 +228,7 @@ let tests =
                 Expect.stringStarts toml (sprintf "# command: %s\n" command) "the command, as a comment"
                 let back = ResolvedConfig.Canonical(ConfigLoader.Parse(toml, "back.toml"), host.Value, command)
                 Expect.equal (ResolvedConfig.Json back) (ResolvedConfig.Json c) (sprintf "canonical config of:\n%s" toml)
-                Expect.equal (ResolvedConfig.Identity back) (ResolvedConfig.Identity c) "identity"
+                Expect.equal (ResolvedConfig.Identity(back, host.Value)) (ResolvedConfig.Identity(c, host.Value)) "identity"
             let c = canonicalOf "study" full []
             let toml = ResolvedConfig.Toml c
             Expect.stringContains toml "[[methods]]" "methods as an array of tables"
@@ -239,21 +239,47 @@ let tests =
             let c = canonicalOf "train" "[[methods]]\nname = \"not-a-plugin\"\nweight = 3\n" []
             Expect.equal ((at c "methods.0").ToJsonString()) """{"name":"not-a-plugin","weight":3}""" "as given"
         }
+        test "study.hessian, declared outside the identity (PartOfIdentity = false), changes the canonical config but not the identity or the seed group" {
+            let text = "[study]\nbenchmark = \"split-class\"\n"
+            let plain = canonicalOf "study" text []
+            let analysed = canonicalOf "study" text [ "study.hessian.samples=500"; "study.hessian.top_k=5" ]
+            Expect.equal ((at analysed "study.hessian.samples").GetValue<int64>()) 500L "the canonical config records it"
+            Expect.notEqual (ResolvedConfig.Json analysed) (ResolvedConfig.Json plain) "another canonical config"
+            Expect.equal (ResolvedConfig.Identity(analysed, host.Value)) (ResolvedConfig.Identity(plain, host.Value)) "one identity"
+            Expect.equal (ResolvedConfig.SeedGroup(analysed, host.Value)) (ResolvedConfig.SeedGroup(plain, host.Value)) "one seed group"
+            Expect.isFalse ((JsonNode.Parse(ResolvedConfig.IdentityJson(analysed, host.Value))["study"]).AsObject().ContainsKey "hessian") "not in the text the identity hashes"
+        }
+        test "the text the identity hashes leaves out what the options declare (PartOfIdentity = false always, AddedIn at its default, the metrics' table) and keeps every other key" {
+            let c = canonicalOf "study" "[schedule]\nname = \"cosine-restarts\"\ncycle_steps = 5\n[study]\nbenchmark = \"split-class\"\n" []
+            let hashed = JsonNode.Parse(ResolvedConfig.IdentityJson(c, host.Value)).AsObject()
+            Expect.equal [ for kv in hashed["run"].AsObject() -> kv.Key ] [ "seed" ] "[run]: the seed alone"
+            Expect.isFalse (hashed["study"].AsObject().ContainsKey "classes_per_task") "classes_per_task at its default"
+            Expect.isFalse (hashed["schedule"].AsObject().ContainsKey "cycles") "cycles at its default"
+            Expect.isFalse (hashed.ContainsKey "metrics") "no metrics"
+            Expect.equal (hashed["schedule"].AsObject().Count) ((at c "schedule").AsObject().Count - 1) "every other schedule key kept"
+            Expect.equal (hashed["study"].AsObject().Count) ((at c "study").AsObject().Count - 2) "[study] less hessian and classes_per_task"
+            Expect.equal (hashed["optimizer"].ToJsonString()) ((at c "optimizer").ToJsonString()) "a section without declarations whole"
+            Expect.equal [ for kv in hashed -> kv.Key ] [ for kv in c do if kv.Key <> "metrics" then kv.Key ] "every other section"
+            let set = canonicalOf "study" "[schedule]\nname = \"cosine-restarts\"\ncycles = 3\n[study]\nbenchmark = \"split-class\"\nclasses_per_task = 5\n" []
+            let hashedSet = JsonNode.Parse(ResolvedConfig.IdentityJson(set, host.Value)).AsObject()
+            Expect.equal ((at hashedSet "study.classes_per_task").GetValue<int64>()) 5L "an option added later counts once it is set"
+            Expect.equal ((at hashedSet "schedule.cycles").GetValue<int64>()) 3L "a plugin's too"
+        }
         test "Json is stable: the canonical JSON parsed back writes the same text, and SeedGroupOfJson of it is SeedGroup" {
             let c = canonicalOf "study" full []
             let text = ResolvedConfig.Json c
             let parsed = JsonNode.Parse(text).AsObject()
             Expect.equal (ResolvedConfig.Json parsed) text "same bytes"
-            Expect.equal (ResolvedConfig.Identity parsed) (ResolvedConfig.Identity c) "same identity"
-            Expect.equal (ResolvedConfig.SeedGroupOfJson text) (ResolvedConfig.SeedGroup c) "same seed group"
+            Expect.equal (ResolvedConfig.Identity(parsed, host.Value)) (ResolvedConfig.Identity(c, host.Value)) "same identity"
+            Expect.equal (ResolvedConfig.SeedGroupOfJson(text, host.Value)) (ResolvedConfig.SeedGroup(c, host.Value)) "same seed group"
             Expect.equal (ResolvedConfig.Json (canonicalOf "study" full [])) text "same config, same bytes"
         }
-        test "SeedGroupOfJson tolerates records of earlier versions (PascalCase run keys left out the same way) and text that is not JSON" {
+        test "SeedGroupOfJson reads records of early versions by their declarations too (PascalCase run keys left out the same way) and hashes text that is not JSON as it is" {
             let old (name: string) (seed: int) (lr: float) =
                 sprintf """{"run":{"Name":"%s","Seed":%d,"Threads":0,"OutputDir":"runs"},"optimizer":{"Lr":%g}}""" name seed lr
-            Expect.equal (ResolvedConfig.SeedGroupOfJson (old "a-s1" 1 0.1)) (ResolvedConfig.SeedGroupOfJson (old "a-s2" 2 0.1)) "seed and name left out"
-            Expect.notEqual (ResolvedConfig.SeedGroupOfJson (old "a-s1" 1 0.1)) (ResolvedConfig.SeedGroupOfJson (old "a-s1" 1 0.2)) "lr kept"
-            Expect.equal (ResolvedConfig.SeedGroupOfJson "not json").Length 64 "hashed as it is"
+            Expect.equal (ResolvedConfig.SeedGroupOfJson(old "a-s1" 1 0.1, host.Value)) (ResolvedConfig.SeedGroupOfJson(old "a-s2" 2 0.1, host.Value)) "seed and name left out"
+            Expect.notEqual (ResolvedConfig.SeedGroupOfJson(old "a-s1" 1 0.1, host.Value)) (ResolvedConfig.SeedGroupOfJson(old "a-s1" 1 0.2, host.Value)) "lr kept"
+            Expect.equal (ResolvedConfig.SeedGroupOfJson("not json", host.Value)).Length 64 "hashed as it is"
         }
         test "research runs compare groups finished runs by the seed group of their resolved_json: seeds and names differ within a group, another lr is another group" {
             let dir = tempDir "compare-canonical"
@@ -261,7 +287,7 @@ let tests =
             let record (name: string) (seed: int) (overrides: string list) (test: float) =
                 let c = canonicalOf "train" full ([ sprintf "run.seed=%d" seed; sprintf "run.name=\"%s\"" name ] @ overrides)
                 use store = new RunStore(Path.Combine(runs, name, RunStore.FileName))
-                store.BeginRun(RunInfo(name, name, "c.toml", "", ResolvedConfig.Json c, ResolvedConfig.Identity c, "[]", int64 seed, "code", "{}", 1, "cpu"))
+                store.BeginRun(RunInfo(name, name, "c.toml", "", ResolvedConfig.Json c, ResolvedConfig.Identity(c, host.Value), "[]", int64 seed, "code", "{}", 1, "cpu"))
                 store.Evaluation(name, 10L, 0, "epoch", "val", 0.5, test, 100L)
                 store.Evaluation(name, 10L, 0, "epoch", "test", 0.5, test, 100L)
                 store.EndRun(name, true)

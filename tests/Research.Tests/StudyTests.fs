@@ -157,7 +157,7 @@ let tests =
             let r = research dir [ "study"; path; "--dry-run" ]
             Expect.equal r.ExitCode 0 r.Err
             let config = ConfigLoader.Load(path, [])
-            let identity = ResolvedConfig.Identity(ResolvedConfig.Canonical(config, host.Value, "study"))
+            let identity = ResolvedConfig.Identity(ResolvedConfig.Canonical(config, host.Value, "study"), host.Value)
             Expect.stringContains r.Out identity "the identity"
             for option in [ "mode = \"separate\""; "fisher = \"exact\""; "gamma = " ] do
                 Expect.stringContains r.Out option (sprintf "EWC's default %s is shown" option)

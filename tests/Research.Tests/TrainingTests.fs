@@ -119,9 +119,9 @@ let tests =
             Expect.stringContains (string run[6]) "\"schedule\":{\"end_ratio\":0,\"name\":\"linear\",\"warmup_ratio\":0,\"warmup_steps\":2}" "plugin options with their defaults too"
             let canonical = ResolvedConfig.Canonical(config, builtIn.Value, "train")
             Expect.equal (string run[6]) (ResolvedConfig.Json canonical) "the record holds the canonical form"
-            Expect.equal (string run[7]) (ResolvedConfig.Identity canonical) "and its identity"
+            Expect.equal (string run[7]) (ResolvedConfig.Identity(canonical, builtIn.Value)) "and its identity"
             let state = Checkpoint.ReadState(Path.Combine(outcome.RunDir, "checkpoints", "final"))
-            Expect.equal state.Identity (ResolvedConfig.Identity canonical) "the identity a resume checks is the same one"
+            Expect.equal state.Identity (ResolvedConfig.Identity(canonical, builtIn.Value)) "the identity a resume checks is the same one"
             let plugins = Text.Json.JsonDocument.Parse(string run[8]).RootElement
             let schedule = plugins.EnumerateArray() |> Seq.find (fun p -> p.GetProperty("Name").GetString() = "linear")
             let dll = schedule.GetProperty("Path").GetString()

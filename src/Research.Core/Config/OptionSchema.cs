@@ -17,6 +17,12 @@ public sealed record OptionSpec(string Key, PropertyInfo Property, object? Defau
     /// <summary>Other keys that mean exactly this option (<see cref="OptionAttribute.Aliases"/>).</summary>
     public IReadOnlyList<string> Aliases => Rule?.Aliases ?? [];
 
+    /// <summary>The version in which the option appeared (<see cref="OptionAttribute.AddedIn"/>); empty: from the start.</summary>
+    public string AddedIn => Rule?.AddedIn ?? "";
+
+    /// <summary>Whether the option counts in a run's identity (<see cref="OptionAttribute.PartOfIdentity"/>).</summary>
+    public bool PartOfIdentity => Rule?.PartOfIdentity ?? true;
+
     /// <summary>The element type of an array option, else the option's own type.</summary>
     public Type Scalar => Type.IsArray ? Type.GetElementType()! : Type;
 
@@ -148,7 +154,7 @@ public static class OptionSchema
 
     public static bool IsOptionsType(Type t) => t.IsClass && t != typeof(string) && !t.IsArray && t.GetConstructor(Type.EmptyTypes) != null;
 
-    public static IEnumerable<string> EnumNames(Type t) => Enum.GetNames(t).Select(n => OptionsBinder.SnakeCase(n).Replace('_', '-'));
+    public static IEnumerable<string> EnumNames(Type t) => Enum.GetNames(t).Select(ConfigValue.EnumName);
 
     public static string TypeName(Type t) =>
         t == typeof(int) || t == typeof(long) ? "integer" :

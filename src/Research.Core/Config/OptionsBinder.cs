@@ -70,20 +70,20 @@ public static class OptionsBinder
                 continue;
             }
             if (!TryConvert(value, prop.PropertyType, out var converted, out var why))
-                errors.Add(new(file, path, $"{Describe(value)} {why}"));
+                errors.Add(new(file, path, $"{ConfigValue.Text(value)} {why}"));
             else if (specs[key].Check(converted) is { } wrong)
-                errors.Add(new(file, path, $"{Describe(value)} {wrong}"));
+                errors.Add(new(file, path, $"{ConfigValue.Text(value)} {wrong}"));
             else prop.SetValue(instance, converted);
         }
         // An option left out keeps its default, which must satisfy its declaration too: some options have no usable
         // default (cosine-restarts' cycle_steps = 0 asks the user to choose one).
         foreach (var spec in specs.Values.Where(o => !given.ContainsKey(o.Key) && !o.IsTable))
             if (spec.Check(spec.Property.GetValue(instance)) is { } wrong)
-                errors.Add(new(file, section.Length == 0 ? spec.Key : $"{section}.{spec.Key}", $"is not set, and its default {Describe(spec.Default)} {wrong}"));
+                errors.Add(new(file, section.Length == 0 ? spec.Key : $"{section}.{spec.Key}", $"is not set, and its default {ConfigValue.Text(spec.Default)} {wrong}"));
         if (instance is IValidatable v)
             foreach (var e in v.Validate())
                 errors.Add(new(file, section.Length == 0 ? e.Key : $"{section}.{e.Key}",
-                    keys.TryGetValue(e.Key, out var p) ? $"{Describe(p.GetValue(instance))} {e.Message}" : e.Message));
+                    keys.TryGetValue(e.Key, out var p) ? $"{ConfigValue.Text(p.GetValue(instance))} {e.Message}" : e.Message));
         return instance;
     }
 
@@ -137,8 +137,8 @@ public static class OptionsBinder
             case bool b when t == typeof(bool): result = b; return true;
             case string s when t == typeof(string): result = s; return true;
             case string s when t.IsEnum:
-                var match = Enum.GetNames(t).FirstOrDefault(n => SnakeCase(n).Replace('_', '-') == s || SnakeCase(n) == s);
-                if (match is null) { why = $"is not one of: {string.Join(", ", Enum.GetNames(t).Select(n => SnakeCase(n).Replace('_', '-')))}"; return false; }
+                var match = Enum.GetNames(t).FirstOrDefault(n => ConfigValue.EnumName(n) == s || SnakeCase(n) == s);
+                if (match is null) { why = $"is not one of: {string.Join(", ", OptionSchema.EnumNames(t))}"; return false; }
                 result = Enum.Parse(t, match); return true;
             case TomlArray arr when t.IsArray:
                 var element = t.GetElementType()!;
@@ -161,22 +161,6 @@ public static class OptionsBinder
         t == typeof(string) ? "a string" :
         t.IsArray ? $"an array of {Article(t.GetElementType()!).Replace("an ", "").Replace("a ", "")}s" :
         t.Name;
-
-    /// <summary>A value as TOML writes it (errors, <c>research config schema</c>).</summary>
-    public static string Describe(object? value) => value switch
-    {
-        null => "(none)",
-        Enum e => $"\"{SnakeCase(e.ToString()).Replace('_', '-')}\"",
-        float f => f.ToString("R", CultureInfo.InvariantCulture),
-        string s => $"\"{s}\"",
-        double d => d.ToString("R", CultureInfo.InvariantCulture),
-        bool b => b ? "true" : "false",
-        TomlArray a => "[" + string.Join(", ", a.Select(Describe)) + "]",
-        Array a => "[" + string.Join(", ", a.Cast<object?>().Select(Describe)) + "]",
-        TomlTable => "a table",
-        IFormattable f => f.ToString(null, CultureInfo.InvariantCulture),
-        _ => value.ToString() ?? "",
-    };
 
     /// <summary><c>WarmupSteps</c> → <c>warmup_steps</c>; <c>LR</c> stays <c>lr</c>.</summary>
     public static string SnakeCase(string name)

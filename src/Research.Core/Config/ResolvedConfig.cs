@@ -1,10 +1,9 @@
-using System.Globalization;
-using System.Reflection;
 using System.Security.Cryptography;
 using System.Text;
 using System.Text.Encodings.Web;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using Research.Abstractions;
 using Research.Core.Plugins;
 using Tomlyn.Model;
 
@@ -17,10 +16,16 @@ namespace Research.Core.Config;
 /// </summary>
 public static class ResolvedConfig
 {
-    /// <summary>Keys of [run] that say where and how a run executes, not what it computes.</summary>
-    public static readonly IReadOnlyList<string> WhereKeys = ["name", "output_dir", "threads", "tensorboard_dir"];
+    /// <summary>Keys of [run] that say where and how a run executes, not what it computes: its options declared
+    /// <see cref="OptionAttribute.PartOfIdentity"/> false.</summary>
+    public static IReadOnlyList<string> WhereKeys { get; } =
+        OptionSchema.Of(typeof(RunSection)).Where(o => !o.PartOfIdentity).Select(o => o.Key).ToList();
 
-    static readonly string[] WhereAndSeed = ["name", "output_dir", "threads", "tensorboard_dir", "seed"];
+    /// <summary>A config's tables of plugins, with the role that binds them. A study's metrics are computed from the
+    /// stored record after training (<c>research metrics</c> recomputes them): they are not part of what a run computes,
+    /// so choosing other metrics neither reruns a sweep's trials nor refuses a resume.</summary>
+    static readonly (string Key, PluginRole Role, bool PartOfIdentity)[] PluginTables =
+        [("schedule", PluginRole.Schedule, true), ("methods", PluginRole.Method, true), ("metrics", PluginRole.ForgettingMetric, false)];
 
     /// <summary>
     /// The canonical resolved config: a JSON object whose keys are the TOML keys a config file uses (snake_case),
@@ -29,23 +34,23 @@ public static class ResolvedConfig
     /// (an array) as plugin tables bound through the plugin's options type (defaults filled in, enum values in kebab
     /// case as the config accepts them, plus <c>name</c>) — a plugin without an options type, or unknown to the host,
     /// stays as given — and <c>command</c> ("train" or "study"); a study's <c>metrics</c> too (an array of bound
-    /// plugin tables, the default set when the config chooses none). Object keys are sorted ordinally at every depth;
-    /// arrays keep their order.
+    /// plugin tables, the default set when the config chooses none). Values are spelled by <see cref="ConfigValue"/>.
+    /// Object keys are sorted ordinally at every depth; arrays keep their order.
     /// </summary>
     /// <exception cref="ConfigException">A plugin's options do not bind (unknown key, wrong type, invalid value).</exception>
     public static JsonObject Canonical(RunConfig config, PluginHost host, string command)
     {
         var root = new JsonObject
         {
-            ["run"] = Record(config.Run),
-            ["data"] = Record(config.Data),
-            ["model"] = Record(config.Model),
-            ["optimizer"] = Record(config.Optimizer),
-            ["train"] = Record(config.Train),
-            ["precision"] = Record(config.Precision),
-            ["checkpoint"] = Record(config.Checkpoint),
-            ["study"] = Record(config.Study),
-            ["probes"] = Record(config.Probes),
+            ["run"] = ConfigValue.Table(config.Run),
+            ["data"] = ConfigValue.Table(config.Data),
+            ["model"] = ConfigValue.Table(config.Model),
+            ["optimizer"] = ConfigValue.Table(config.Optimizer),
+            ["train"] = ConfigValue.Table(config.Train),
+            ["precision"] = ConfigValue.Table(config.Precision),
+            ["checkpoint"] = ConfigValue.Table(config.Checkpoint),
+            ["study"] = ConfigValue.Table(config.Study),
+            ["probes"] = ConfigValue.Table(config.Probes),
             ["schedule"] = Plugin(host, PluginRole.Schedule, config.Schedule, config.File),
             ["methods"] = new JsonArray(config.Methods.Select(r => (JsonNode?)Plugin(host, PluginRole.Method, r, config.File)).ToArray()),
             ["command"] = command,
@@ -57,11 +62,14 @@ public static class ResolvedConfig
 
     /// <summary>Compact JSON text of a canonical object (stable: same config ⇒ same bytes). Keys are written sorted
     /// (ordinal) whatever order the object holds them in.</summary>
-    public static string Json(JsonObject canonical)
+    public static string Json(JsonObject canonical) => Text(canonical);
+
+    /// <summary>Compact JSON text of any node, keys sorted (ordinal) at every depth.</summary>
+    static string Text(JsonNode? node)
     {
         using var buffer = new MemoryStream();
         using (var writer = new Utf8JsonWriter(buffer, new JsonWriterOptions { Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping }))
-            Write(writer, canonical);
+            Write(writer, node);
         return Encoding.UTF8.GetString(buffer.ToArray());
     }
 
@@ -78,71 +86,90 @@ public static class ResolvedConfig
         return canonical["command"] is JsonValue c && c.TryGetValue<string>(out var command) ? $"# command: {command}\n{toml}" : toml;
     }
 
-    /// <summary>The text <see cref="Identity"/> hashes: <see cref="Json"/> of the canonical object without
-    /// <c>run.name</c>, <c>run.output_dir</c>, <c>run.threads</c> and <c>run.tensorboard_dir</c> (<see cref="WhereKeys"/>), and without a study's
-    /// <c>metrics</c>: they are computed from the stored record after training (<c>research metrics</c> recomputes
-    /// them), so choosing other metrics neither reruns a sweep's trials nor refuses a resume.</summary>
-    public static string IdentityJson(JsonObject canonical) => Json(Without(canonical, WhereKeys));
+    /// <summary>
+    /// The text <see cref="Identity"/> hashes: <see cref="Json"/> of the canonical object less what its options declare
+    /// is not part of what a run computes (<see cref="OptionAttribute.PartOfIdentity"/>: the run's name, folder, threads
+    /// and TensorBoard folder, <c>study.hessian</c>), less the options added after runs were stored that are at their
+    /// default (<see cref="OptionAttribute.AddedIn"/>: such a run computed what the default computes, so it keeps its
+    /// identity), and less a study's <c>metrics</c> (see <see cref="PluginTables"/>). Core sections are declared by
+    /// their records, plugin tables by the options types the host binds them with.
+    /// </summary>
+    public static string IdentityJson(JsonObject canonical, PluginHost host) => Json(Identifying(canonical, host));
 
     /// <summary>THE identity: lowercase hex SHA-256 of <see cref="IdentityJson"/>. Used by resume, the run record,
     /// sweeps and <c>research runs compare</c>.</summary>
-    public static string Identity(JsonObject canonical) => Sha256(IdentityJson(canonical));
+    public static string Identity(JsonObject canonical, PluginHost host) => Sha256(IdentityJson(canonical, host));
 
     /// <summary>The identity additionally without <c>run.seed</c>: runs that differ only in seed share it
     /// (<c>research runs compare</c> groups by it).</summary>
-    public static string SeedGroup(JsonObject canonical) => Sha256(Json(Without(canonical, WhereAndSeed)));
+    public static string SeedGroup(JsonObject canonical, PluginHost host)
+    {
+        var identifying = Identifying(canonical, host);
+        foreach (var (key, value) in identifying)
+            if (StoredKey(key) == "run" && value is JsonObject run)
+                foreach (var k in run.Select(kv => kv.Key).Where(k => StoredKey(k) == SeedKey).ToList())
+                    run.Remove(k);
+        return Sha256(Json(identifying));
+    }
 
-    /// <summary>
-    /// <see cref="SeedGroup"/> of stored JSON text (a run's <c>resolved_json</c>). Tolerates JSON that is not
-    /// canonical — a record written by an earlier version (property names as the C# records spell them): the keys of
-    /// its run table whose snake case is name, output_dir, threads or seed are left out, and the rest is hashed as it is.
-    /// Text that is not a JSON object is hashed as it is.
-    /// </summary>
-    public static string SeedGroupOfJson(string json)
+    /// <summary><see cref="SeedGroup"/> of stored JSON text (a run's <c>resolved_json</c>, of this version or an
+    /// earlier one); text that is not a JSON object is hashed as it is.</summary>
+    public static string SeedGroupOfJson(string json, PluginHost host)
     {
         JsonNode? node;
         try { node = JsonNode.Parse(json); }
         catch (JsonException) { node = null; }
-        return node is JsonObject o ? SeedGroup(o) : Sha256(json);
+        return node is JsonObject o ? SeedGroup(o, host) : Sha256(json);
     }
+
+    static readonly string SeedKey = OptionsBinder.SnakeCase(nameof(RunSection.Seed));
 
     /// <summary>Lowercase hex SHA-256 of the UTF-8 bytes of <paramref name="text"/>.</summary>
     static string Sha256(string text) => Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(text)));
 
-    /// <summary>[study] keys added after runs were stored, with their default as JSON text.</summary>
-    static readonly (string Key, string Default)[] AddedLater = [("classes_per_task", "2")];
+    /// <summary>A stored key as the options spell it. Records written by early versions spelled keys as the C# records
+    /// do (<c>OutputDir</c>); read through here, they lose what the declarations leave out just as today's do.</summary>
+    static string StoredKey(string key) => OptionsBinder.SnakeCase(key);
 
-    /// <summary>Options of built-in plugins added after runs were stored (contract 2.2's Hugging Face forms), with their
-    /// default as JSON text: left out of the identity at their default, as for <see cref="AddedLater"/>.</summary>
-    static readonly (string Plugin, string Key, string Default)[] PluginOptionsAddedLater =
-        [("cosine-restarts", "cycles", "0"), ("warmup-stable-decay", "decay_steps", "0")];
-
-    /// <summary>A copy without the given keys of the run table. The run table and its keys are matched by their snake
-    /// case, so the PascalCase records of earlier versions lose the same keys.</summary>
-    static JsonObject Without(JsonObject canonical, IReadOnlyList<string> runKeys)
+    /// <summary>A copy of a canonical object with only what makes its identity: each core section and each plugin table
+    /// less what its options type declares outside the identity (<see cref="LeaveOut"/>), and the plugin tables that
+    /// are not part of it removed.</summary>
+    static JsonObject Identifying(JsonObject canonical, PluginHost host)
     {
         var copy = (JsonObject)canonical.DeepClone();
-        copy.Remove("metrics");
-        // The Hessian analysis reads task-end snapshots with its own streams and changes no weight: like the metrics, it
-        // is not what a run computes, so adding it to a finished study neither reruns a sweep's trials nor refuses a resume.
-        if (copy["study"] is JsonObject study)
+        foreach (var (key, value) in copy.ToList())
         {
-            study.Remove("hessian");
-            // Keys added after runs were stored are left out at their default, which is what those runs did: their
-            // identity stays, so a finished sweep is still adopted and a checkpoint still resumes.
-            foreach (var (key, byDefault) in AddedLater)
-                if (study[key] is JsonValue v && v.ToJsonString() == byDefault) study.Remove(key);
+            var name = StoredKey(key);
+            var section = ConfigLoader.SectionTypes.FirstOrDefault(s => s.Name == name).Type;
+            if (section is not null && value is JsonObject table) LeaveOut(table, section);
+            foreach (var (_, role, partOfIdentity) in PluginTables.Where(p => p.Key == name))
+            {
+                if (!partOfIdentity) copy.Remove(key);
+                else
+                    foreach (var plugin in value is JsonArray array ? array.OfType<JsonObject>() : value is JsonObject one ? [one] : [])
+                        if (plugin["name"] is JsonValue n && n.TryGetValue<string>(out var pluginName) &&
+                            host.Plugins.FirstOrDefault(p => p.Role == role && p.IsNamed(pluginName))?.OptionsType is { } options)
+                            LeaveOut(plugin, options);
+            }
         }
-        var plugins = new[] { copy["schedule"] }.Concat(copy["methods"] as JsonArray ?? []).OfType<JsonObject>();
-        foreach (var table in plugins)
-            foreach (var (plugin, key, byDefault) in PluginOptionsAddedLater)
-                if (table["name"] is JsonValue name && name.TryGetValue<string>(out var n) && n == plugin && table[key] is JsonValue v && v.ToJsonString() == byDefault)
-                    table.Remove(key);
-        foreach (var (key, value) in copy)
-            if (OptionsBinder.SnakeCase(key) == "run" && value is JsonObject run)
-                foreach (var k in run.Select(kv => kv.Key).Where(k => runKeys.Contains(OptionsBinder.SnakeCase(k))).ToList())
-                    run.Remove(k);
         return copy;
+    }
+
+    /// <summary>Removes from a table (bound from <paramref name="type"/>) the options declared outside the identity,
+    /// and those added later that hold their default; nested tables the same way.</summary>
+    static void LeaveOut(JsonObject table, Type type)
+    {
+        var specs = OptionSchema.Of(type);
+        foreach (var key in table.Select(kv => kv.Key).ToList())
+        {
+            if (specs.FirstOrDefault(o => o.Key == StoredKey(key)) is not { } spec) continue;
+            var value = table[key];
+            if (!spec.PartOfIdentity || (spec.AddedIn.Length > 0 && Text(value) == Text(ConfigValue.Json(spec.Default))))
+                table.Remove(key);
+            else if (spec.IsTable && value is JsonObject nested) LeaveOut(nested, spec.Type);
+            else if (spec.IsTable && value is JsonArray items)
+                foreach (var item in items.OfType<JsonObject>()) LeaveOut(item, spec.Scalar);
+        }
     }
 
     /// <summary>A plugin's table as its options record sees it: bound (defaults filled in, spellings unified) and every
@@ -151,55 +178,12 @@ public static class ResolvedConfig
     {
         var descriptor = host.Plugins.FirstOrDefault(p => p.Role == role && p.IsNamed(choice.Name));
         var table = descriptor?.OptionsType is { } type
-            ? Record(OptionsBinder.Bind(type, choice.Options, file, choice.Key, "name"))
-            : (JsonObject)FromToml(choice.Options)!;
+            ? ConfigValue.Table(OptionsBinder.Bind(type, choice.Options, file, choice.Key, "name"))
+            : (JsonObject)ConfigValue.Json(choice.Options)!;
         // The plugin's own name, not the alias the config used: both spellings are one run.
         table["name"] = descriptor?.Name ?? choice.Name;
         return table;
     }
-
-    /// <summary>An options record as a JSON object, by the binder's key names (the inverse of binding).</summary>
-    static JsonObject Record(object options)
-    {
-        var table = new JsonObject();
-        foreach (var (key, prop) in OptionsBinder.Keys(options.GetType()))
-            table[key] = Value(prop.GetValue(options));
-        return table;
-    }
-
-    /// <summary>A bound value as JSON, spelled as a config writes it: enums in kebab case (as the binder reads them),
-    /// integers as 64-bit, floats as doubles, arrays in order, nested options records as objects.</summary>
-    static JsonNode? Value(object? v) => v switch
-    {
-        null => null,
-        Enum e => JsonValue.Create(OptionsBinder.SnakeCase(e.ToString()).Replace('_', '-')),
-        string s => JsonValue.Create(s),
-        bool b => JsonValue.Create(b),
-        int i => JsonValue.Create((long)i),
-        long l => JsonValue.Create(l),
-        float f => JsonValue.Create((double)f),
-        double d => JsonValue.Create(d),
-        Array a => new JsonArray(a.Cast<object?>().Select(Value).ToArray()),
-        _ when IsRecord(v.GetType()) => Record(v),
-        _ => JsonSerializer.SerializeToNode(v),
-    };
-
-    static bool IsRecord(Type t) => t.IsClass && t != typeof(string) && !t.IsArray && t.GetConstructor(Type.EmptyTypes) != null &&
-                                     t.GetProperties(BindingFlags.Public | BindingFlags.Instance).Any(p => p.SetMethod is { IsPublic: true });
-
-    /// <summary>A TOML value (as Tomlyn reads it) as JSON.</summary>
-    static JsonNode? FromToml(object? v) => v switch
-    {
-        null => null,
-        TomlTable t => new JsonObject(t.Select(kv => KeyValuePair.Create(kv.Key, FromToml(kv.Value)))),
-        TomlTableArray a => new JsonArray(a.Select(t => FromToml(t)).ToArray()),
-        TomlArray a => new JsonArray(a.Select(FromToml).ToArray()),
-        string s => JsonValue.Create(s),
-        bool b => JsonValue.Create(b),
-        long l => JsonValue.Create(l),
-        double d => JsonValue.Create(d),
-        _ => JsonValue.Create(Convert.ToString(v, CultureInfo.InvariantCulture)), // dates and times: as TOML wrote them
-    };
 
     /// <summary>A copy with object keys sorted (ordinal) at every depth; arrays keep their order.</summary>
     static JsonNode? Sorted(JsonNode? node) => node switch

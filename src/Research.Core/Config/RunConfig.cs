@@ -8,18 +8,20 @@ public sealed record RunSection : IValidatable
 {
     /// <summary>Name of the run; the run directory is <c>&lt;output_dir&gt;/&lt;name&gt;-&lt;timestamp&gt;</c>.</summary>
     // The run folder is the name plus a 30-character time stamp and suffix; file names stop at 255 bytes.
-    [Option(MaxLength = 100)]
+    [Option(MaxLength = 100, PartOfIdentity = false)]
     public string Name { get; init; } = "run";
     /// <summary>Root seed: every random stream (split, init, data order) is derived from it by name.</summary>
     public long Seed { get; init; } = 0;
     /// <summary>Intra-op threads of libtorch; 0 keeps libtorch's default (one per core).</summary>
-    [Option(Min = 0, Max = 1024)]
+    [Option(Min = 0, Max = 1024, PartOfIdentity = false)]
     public int Threads { get; init; } = 0;
     /// <summary>Where run directories are created, relative to the working directory.</summary>
+    [Option(PartOfIdentity = false)]
     public string OutputDir { get; init; } = "runs";
     /// <summary>Where the run's TensorBoard event file goes: empty for the run folder itself, so that
     /// <c>tensorboard --logdir runs</c> shows each run under its folder's name. A sweep sets
     /// <c>&lt;sweep&gt;/tensorboard/&lt;arm&gt;/&lt;trial&gt;</c>, so its runs group by arm.</summary>
+    [Option(PartOfIdentity = false)]
     public string TensorboardDir { get; init; } = "";
 
     public IEnumerable<OptionError> Validate()
@@ -354,7 +356,7 @@ public sealed record StudySection : IValidatable
     public int Tasks { get; init; } = 5;
     /// <summary>The split benchmarks: task t holds classes k·t … k·t + k − 1, so C classes make ⌊C / k⌋ tasks (2:
     /// Fashion-MNIST's five pairs; 5: classes 0–4, then 5–9; a remainder of classes is left out).</summary>
-    [Option(Min = 1, Max = 1000)]
+    [Option(Min = 1, Max = 1000, AddedIn = "2.1")]
     public int ClassesPerTask { get; init; } = 2;
     /// <summary>The <c>datasets</c> benchmark: one task per entry, in order.</summary>
     public string[] Datasets { get; init; } = [];
@@ -386,6 +388,7 @@ public sealed record StudySection : IValidatable
     /// <summary>The forgetting decomposition by the Hessian at task ends (<c>hessian = { samples = 2000, top_k = 20 }</c>;
     /// off while <c>samples</c> is 0). Analysis only: it reads task-end snapshots with its own seeded streams and changes
     /// no weight, so it is not part of the run's identity.</summary>
+    [Option(PartOfIdentity = false)]
     public HessianSection Hessian { get; init; } = new();
     /// <summary>Joint training: task i trains on the union of tasks 0..i (the upper bound of a sequence).</summary>
     public bool Joint { get; init; } = false;

@@ -135,7 +135,7 @@ public static class RunBuilder
                 .Select(x => Record(x.Descriptor)).ToList();
             return new RunComponents
             {
-                Config = c, Kind = kind, Canonical = canonical, Identity = ResolvedConfig.Identity(canonical), Tasks = tasks,
+                Config = c, Kind = kind, Canonical = canonical, Identity = ResolvedConfig.Identity(canonical, host), Tasks = tasks,
                 Task = OutputTaskOf(c, heads), Model = model,
                 Shadow = new ShadowModel(() => NewModel(c, features, numClasses, blocks)),
                 NewModel = () => NewModel(c, features, numClasses, blocks),

@@ -11,4 +11,4 @@ open Research.Core.Plugins
 /// folder and threads left out, keys sorted. Two trials that differ only in where and how they run are the same trial.
 let ofConfig (host: PluginHost) (command: string) (config: RunConfig) : string * string =
     let canonical = ResolvedConfig.Canonical(config, host, command)
-    ResolvedConfig.Identity canonical, ResolvedConfig.IdentityJson canonical
+    ResolvedConfig.Identity(canonical, host), ResolvedConfig.IdentityJson(canonical, host)

@@ -200,7 +200,7 @@ let tests =
                                  box true, "true"; box "a\"b", "\"a\\\"b\""; box [| 256; 256 |], "[256, 256]"; box [| "x" |], "[\"x\"]"
                                  box (Array.empty<int>), "[]"; null, "(none)" ] do
                 Expect.equal (ConfigValue.Text value) text (sprintf "%A" value)
-            let hessian = ConfigValue.Text(HessianSection(Samples = 500, Fisher = [| "exact" |]))
+            let hessian = ConfigValue.Text(HessianSection(Samples = 500, Fisher = [| Research.Abstractions.FisherKind.Exact |]))
             Expect.stringStarts hessian "{" "an inline table"
             for part in [ "samples = 500"; "top_k = 20"; "fisher = [\"exact\"]"; "tolerance = 0.001" ] do Expect.stringContains hessian part part
             Expect.equal ((ConfigValue.Json Anchor.PreviousTask).ToJsonString()) "\"previous-task\"" "the canonical config spells it alike"

@@ -101,17 +101,8 @@ static class Commands
     static int PrintStudy(RunOutcome outcome)
     {
         var r = outcome.Record!;
-        void Matrix(string title, double[][] m, string format)
-        {
-            Console.WriteLine();
-            Console.WriteLine($"{title} (row: after training task i; column: task j)");
-            var table = Tables.Create([new(""), .. Enumerable.Range(0, r.Tasks.Count).Select(j => new Tables.Column($"task {j}", Right: true))]);
-            for (int i = 0; i < m.Length; i++)
-                Tables.Row(table, [$"task {i}", .. m[i].Select(v => v.ToString(format, CultureInfo.InvariantCulture))]);
-            Tables.Write(table);
-        }
-        Matrix("Test accuracy R", r.Accuracy, "F4");
-        Matrix("Test loss L", r.Loss, "F3");
+        Tables.WriteMatrix("Test accuracy R", r.Accuracy, "F4", r.Tasks.Count);
+        Tables.WriteMatrix("Test loss L", r.Loss, "F3", r.Tasks.Count);
         Console.WriteLine();
         PrintMetrics(outcome.Metrics);
         Console.WriteLine($"run: {outcome.RunDir}");
@@ -236,9 +227,10 @@ static class Commands
             foreach (var p in ps)
             {
                 Console.WriteLine($"  {p.Name,-22} {p.Summary}");
-                // One broken plugin does not stop the list: its line says what is wrong with it.
+                // One broken plugin does not stop the list: its line says what is wrong with it. Defaults are spelled as a
+                // config writes them (enums in kebab case, as the binder reads them).
                 string optionsLine;
-                try { optionsLine = string.Join(", ", PluginHost.OptionDefaults(p).Select(o => $"{o.Key} = {Format(o.Default)}")); }
+                try { optionsLine = string.Join(", ", PluginHost.OptionDefaults(p).Select(o => $"{o.Key} = {OptionsBinder.Describe(o.Default)}")); }
                 catch (PluginException e) { optionsLine = $"(cannot be read: {e.Message})"; }
                 if (optionsLine.Length > 0) Console.WriteLine($"  {"",-22} options: {optionsLine}");
                 if (p.Aliases.Count > 0) Console.WriteLine($"  {"",-22} also named: {string.Join(", ", p.Aliases)}");
@@ -248,17 +240,6 @@ static class Commands
         }
         return 0;
     }
-
-    static string Format(object? v) => v switch
-    {
-        null => "none",
-        string s => $"\"{s}\"",
-        bool b => b ? "true" : "false",
-        double d => d.ToString("R", CultureInfo.InvariantCulture),
-        Array arr => "[" + string.Join(", ", arr.Cast<object?>().Select(Format)) + "]",
-        IFormattable f => f.ToString(null, CultureInfo.InvariantCulture),
-        _ => v.ToString() ?? "",
-    };
 
     /// <summary>Draws schedules side by side by calling each pure schedule at every step t = 0…T.</summary>
     public static Command PlotScheduleCommand() => Cli.Command("schedule",

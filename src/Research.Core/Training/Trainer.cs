@@ -126,7 +126,8 @@ public static class Trainer
         {
             store.Heartbeat(runId);
             var outcome = new Loop(run, store, runId, runDir, observer, extraEvaluations ?? [], interruption).Execute(resume);
-            End("finished", null);
+            // A metric that failed leaves the run failed with its reason; the record and the other metrics are stored.
+            End(outcome.MetricFailures.Count == 0 ? "finished" : "failed", outcome.MetricFailures.Count == 0 ? null : string.Join("; ", outcome.MetricFailures));
             return outcome;
         }
         catch (RunInterruptedException e)

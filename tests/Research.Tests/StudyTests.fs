@@ -202,6 +202,18 @@ let tests =
             Expect.stringContains errorLine "forgetting metric 'throws'" "runs show: the reason"
             let throwsLine = show.Out.Split('\n') |> Array.find (fun l -> l.StartsWith "throws ")
             Expect.stringContains throwsLine "IndexOutOfRangeException" "runs show: the failed metric with its reason"
+            // A sweep merging the run counts it and summarises the metrics that were computed.
+            let spec : Research.Sweeps.TrialSpec =
+                { Arm = "a"; Labels = [||]; Numbers = [||]; Seed = 1; Config = ""; Overrides = [||]; Command = "study"; From = null }
+            let trial : Research.Sweeps.SweepStore.Trial =
+                { Id = "0123456789abcdef"; Spec = spec; Name = "a-s1"; Dir = Path.GetDirectoryName runDir; State = "running"; Attempts = 1
+                  ExitCode = System.Nullable 1; Log = null; Executor = null; Job = null; Pid = System.Nullable() }
+            use sweep = new Research.Sweeps.SweepStore.Store(Path.Combine(tempDir "study-metric-throws-sweep", RunStore.FileName))
+            Expect.equal (sweep.Merge trial |> List.map (fun r -> r.Status, r.Completed)) [ "failed", true ] "merged: failed, and completed"
+            let completed = sweep.CompletedRun trial
+            Expect.equal completed (Some run.Id) "the trial's completed run"
+            Expect.equal (Research.Sweeps.Summary.metricOf sweep "study" run.Id "bwt") (Option.ofNullable stored["bwt"].Value) "bwt summarised as stored"
+            Expect.isNone (Research.Sweeps.Summary.metricOf sweep "study" run.Id "throws") "the failed metric has no value"
         }
         test "a split study fills the T × T matrices, stores them, and computes every forgetting metric plugin" {
             let dir = tempDir "study"

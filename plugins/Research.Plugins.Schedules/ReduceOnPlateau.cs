@@ -18,7 +18,7 @@ public enum PlateauMode
 [KeyAdvice("eps", "is not an option here: the rate is a pure function of the evaluations, so no update is too small to apply")]
 public sealed record ReduceOnPlateauOptions : WarmupOptions
 {
-    /// <summary>The validation metric watched, by its recorded name (a test metric would select on test data).</summary>
+    /// <summary>The validation metric watched, by its recorded name (watching a test metric would tune on test data).</summary>
     [Option(OneOf = ["val_loss", "val_accuracy"])]
     public string Metric { get; init; } = "val_loss";
 

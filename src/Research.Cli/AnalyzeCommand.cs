@@ -1,6 +1,5 @@
 using System.CommandLine;
 using System.Globalization;
-using System.Text.Json;
 using Research.Abstractions;
 using Research.Core.Config;
 using Research.Core.Hessian;
@@ -41,9 +40,8 @@ public static class AnalyzeCommand
         if (!config.Study.Hessian.Enabled)
             config = ConfigLoader.Load(configPath, a.All("--set").Prepend($"study.hessian.samples={DefaultSamples}"));
         using var store = new RunStore(storePath);
-        var runId = store.Query("SELECT id FROM runs WHERE status = 'finished' ORDER BY ended_utc DESC LIMIT 1").FirstOrDefault()?[0] as string
-                    ?? throw new UsageException($"{runDir} holds no finished run");
-        var record = Research.Core.Studies.StudyRecord.Load(store, runId)
+        var runId = store.Reader.LastFinished() ?? throw new UsageException($"{runDir} holds no finished run");
+        var record = Research.Core.Studies.StudyRecord.Load(store.Reader, runId)
                      ?? throw new UsageException($"{runDir} is not a finished study (no complete task × task matrix): the analysis compares task ends");
         int T = record.Tasks.Count;
         for (int i = 0; i < T; i++)
@@ -58,12 +56,7 @@ public static class AnalyzeCommand
         // The same observer a study with [study] hessian runs at its task ends, over the stored snapshots.
         var (rows, points, spectra) = HessianObserver.Analyze(run, RunLayout.At(runDir), Console.WriteLine);
         var probes = Research.Core.Studies.StudyRecord.Matrices(rows);
-        var json = new JsonSerializerOptions { NumberHandling = System.Text.Json.Serialization.JsonNumberHandling.AllowNamedFloatingPointLiterals };
-        foreach (var (name, matrix) in probes)
-        {
-            store.Execute("DELETE FROM study_values WHERE run_id = $r AND kind = 'probe' AND name = $n", ("$r", runId), ("$n", name));
-            store.StudyValue(runId, "probe", name, double.NaN, JsonSerializer.Serialize(matrix, json));
-        }
+        foreach (var (name, matrix) in probes) store.Probe(runId, name, matrix);
 
         Print(points);
         var dir = RunLayout.At(runDir).Hessian;

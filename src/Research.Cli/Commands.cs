@@ -104,17 +104,8 @@ static class Commands
     static int PrintStudy(RunOutcome outcome)
     {
         var r = outcome.Record!;
-        void Matrix(string title, double[][] m, string format)
-        {
-            Console.WriteLine();
-            Console.WriteLine($"{title} (row: after training task i; column: task j)");
-            var table = Tables.Create([new(""), .. Enumerable.Range(0, r.Tasks.Count).Select(j => new Tables.Column($"task {j}", Right: true))]);
-            for (int i = 0; i < m.Length; i++)
-                Tables.Row(table, [$"task {i}", .. m[i].Select(v => v.ToString(format, CultureInfo.InvariantCulture))]);
-            Tables.Write(table);
-        }
-        Matrix("Test accuracy R", r.Accuracy, "F4");
-        Matrix("Test loss L", r.Loss, "F3");
+        Tables.WriteMatrix("Test accuracy R", r.Accuracy, "F4", r.Tasks.Count);
+        Tables.WriteMatrix("Test loss L", r.Loss, "F3", r.Tasks.Count);
         Console.WriteLine();
         PrintMetrics(outcome.Metrics);
         Console.WriteLine($"run: {outcome.RunDir}");
@@ -239,7 +230,8 @@ static class Commands
             foreach (var p in ps)
             {
                 Console.WriteLine($"  {p.Name,-22} {p.Summary}");
-                // One broken plugin does not stop the list: its line says what is wrong with it.
+                // One broken plugin does not stop the list: its line says what is wrong with it. Defaults are spelled as a
+                // config writes them (enums in kebab case, as the binder reads them).
                 string optionsLine;
                 try { optionsLine = string.Join(", ", PluginHost.OptionDefaults(p).Select(o => $"{o.Key} = {ConfigValue.Text(o.Default)}")); }
                 catch (PluginException e) { optionsLine = $"(cannot be read: {e.Message})"; }

@@ -44,13 +44,15 @@ static class RunsCommand
         foreach (var path in a.Positional.SelectMany(Stores))
         {
             // Read-only unless the values are to be saved into it.
-            using var store = a.Flag("--save") ? new RunStore(path) : RunStore.OpenReadOnly(path);
-            foreach (var r in store.Query("SELECT id, config_toml, config_file FROM runs ORDER BY started_utc"))
+            using var store = a.Flag("--save") ? new RunStore(path) : null;
+            using var readOnly = store is null ? RunReader.Open(path) : null;
+            var reader = store?.Reader ?? readOnly!;
+            foreach (var run in reader.Runs())
             {
-                var id = (string)r[0]!;
-                if (Research.Core.Studies.StudyRecord.Load(store, id) is not { } record) continue;
+                var id = run.Id;
+                if (Research.Core.Studies.StudyRecord.Load(reader, id) is not { } record) continue;
                 // Read as the file it was recorded from, so its [plugins] dirs resolve as they did for the study.
-                var config = ConfigLoader.Parse((string?)r[1] ?? "", (string?)r[2] ?? Path.Combine(Path.GetDirectoryName(path)!, "config.toml"), a.All("--set"));
+                var config = ConfigLoader.Parse(run.ConfigToml ?? "", run.ConfigFile ?? Path.Combine(Path.GetDirectoryName(path)!, "config.toml"), a.All("--set"));
                 var dirs = a.All("--plugins").Concat(config.PluginDirs).ToList();
                 var key = string.Join("\n", dirs);
                 if (!hosts.TryGetValue(key, out var host)) hosts[key] = host = Commands.LoadPlugins(dirs);
@@ -78,19 +80,17 @@ static class RunsCommand
     static int List(string root)
     {
         var stores = Stores(root).ToList();
-        var table = Tables.Create(new("run"), new("status"), new("seed", true), new("val acc", true), new("test acc", true), new("study avg acc", true));
+        var table = Tables.Create(new("run"), new("status"), new("seed", true), new("val acc", true), new("test acc", true), new("study avg acc", true),
+            new("error"));
         foreach (var path in stores)
         {
-            using var store = RunStore.OpenReadOnly(path);
-            foreach (var r in store.Query("SELECT id, status, seed, host, pid, heartbeat_utc FROM runs"))
+            using var store = RunReader.Open(path);
+            foreach (var run in store.Runs())
             {
-                var status = RunStore.Liveness((string)r[1]!, r[3] as string, r[4] as long?, r[5] as string, TimeSpan.FromMinutes(10));
-                var id = (string)r[0]!;
                 // A training run's last evaluation; a study's mean over the tasks after its last task (its matrix).
-                double? Last(string split) => RunResults.Final(store, id, split);
-                var study = store.Query("SELECT value FROM study_values WHERE run_id = $r AND kind = 'metric' AND name = 'average-accuracy'",
-                    ("$r", id)).FirstOrDefault()?[0] as double?;
-                Tables.Row(table, id, status, Convert.ToString(r[2], CultureInfo.InvariantCulture) ?? "", F(Last("val")), F(Last("test")), F(study));
+                double? Last(string split) => store.Final(run.Id, split);
+                Tables.Row(table, run.Id, run.Liveness(TimeSpan.FromMinutes(10)), Convert.ToString(run.Seed, CultureInfo.InvariantCulture) ?? "",
+                    F(Last("val")), F(Last("test")), F(store.StudyMetric(run.Id, "average-accuracy")), run.Error ?? "");
             }
         }
         Tables.Write(table);
@@ -107,17 +107,13 @@ static class RunsCommand
     {
         var path = Path.Combine(a.Positional[0], RunStore.FileName);
         if (!File.Exists(path)) throw new UsageException($"{a.Positional[0]} holds no {RunStore.FileName}");
-        using var store = RunStore.OpenReadOnly(path);
+        using var store = RunReader.Open(path);
         var split = a.One("--split")!;
         if (split is not ("test" or "val")) throw new UsageException($"--split must be test or val, not '{split}'");
-        var cells = store.Query("SELECT after_task, on_task, accuracy FROM study_matrix WHERE split = $s", ("$s", split));
-        if (cells.Count == 0) throw new UsageException($"{a.Positional[0]} is not a study (no {split} matrix)");
-        int T = cells.Max(c => Convert.ToInt32(c[0])) + 1;
-        var accuracy = Enumerable.Range(0, T).Select(_ => new double[T]).ToArray();
-        foreach (var c in cells) accuracy[Convert.ToInt32(c[0])][Convert.ToInt32(c[1])] = c[2] as double? ?? double.NaN;
+        var (name, matrix) = store.Runs().Select(r => (r.Name, Matrix: store.Matrix(r.Id, split))).LastOrDefault(r => r.Matrix != null);
+        if (matrix is null) throw new UsageException($"{a.Positional[0]} is not a study (no {split} matrix)");
         var output = a.One("--output")!;
-        var name = store.Query("SELECT name FROM runs").FirstOrDefault()?[0] as string ?? "study";
-        Research.Reporting.StudyPlot.WriteMatrix(output, $"{name}: {split} accuracy", accuracy);
+        Research.Reporting.StudyPlot.WriteMatrix(output, $"{name}: {split} accuracy", matrix.Accuracy);
         Console.Error.WriteLine($"wrote {Path.GetFullPath(output)}");
         return 0;
     }
@@ -136,11 +132,10 @@ static class RunsCommand
         {
             var path = Path.Combine(dir, RunStore.FileName);
             if (!File.Exists(path)) throw new UsageException($"{dir} holds no {RunStore.FileName}");
-            using var store = RunStore.OpenReadOnly(path);
-            var rows = store.Query("SELECT step, value FROM metrics WHERE key = $k AND value IS NOT NULL ORDER BY step", ("$k", key));
-            if (rows.Count == 0) throw new UsageException($"{dir} has no metric '{key}'");
-            runs.Add((Path.GetFileName(Path.GetFullPath(dir).TrimEnd('/')), rows.Select(r => Convert.ToDouble(r[0])).ToArray(),
-                rows.Select(r => (double)r[1]!).ToArray()));
+            using var store = RunReader.Open(path);
+            var points = store.Metric(null, key);
+            if (points.Count == 0) throw new UsageException($"{dir} has no metric '{key}'");
+            runs.Add((Path.GetFileName(Path.GetFullPath(dir).TrimEnd('/')), points.Select(p => (double)p.Step).ToArray(), points.Select(p => p.Value).ToArray()));
         }
         var output = a.One("--output")!;
         Research.Reporting.StudyPlot.WriteCurves(output, key, key, runs);
@@ -160,15 +155,14 @@ static class RunsCommand
         var groups = new Dictionary<string, List<(string Name, long Seed, double Val, double Test)>>();
         foreach (var path in Stores(root))
         {
-            using var store = RunStore.OpenReadOnly(path);
-            foreach (var r in store.Query("SELECT id, name, seed, resolved_json FROM runs WHERE status = 'finished'"))
+            using var store = RunReader.Open(path);
+            foreach (var run in store.Runs().Where(r => r.Status == "finished"))
             {
-                var id = (string)r[0]!;
-                if (RunResults.Final(store, id, "val") is not { } val || RunResults.Final(store, id, "test") is not { } test) continue;
+                if (store.Final(run.Id, "val") is not { } val || store.Final(run.Id, "test") is not { } test) continue;
                 // A run recorded without its resolved config is a group of its own.
-                var key = r[3] is string json ? ResolvedConfig.SeedGroupOfJson(json, host) : "run:" + id;
+                var key = run.ResolvedJson is { } json ? ResolvedConfig.SeedGroupOfJson(json, host) : "run:" + run.Id;
                 if (!groups.TryGetValue(key, out var list)) groups[key] = list = [];
-                list.Add(((string)r[1]!, (long)r[2]!, val, test));
+                list.Add((run.Name, run.Seed ?? 0, val, test));
             }
         }
         var table = Tables.Create(new("group (runs differing only in seed)"), new("seeds", true), new("val acc", true), new("test acc", true));
@@ -195,31 +189,52 @@ static class RunsCommand
     {
         var path = Path.Combine(dir, RunStore.FileName);
         if (!File.Exists(path)) throw new UsageException($"{dir} holds no {RunStore.FileName}");
-        using var store = RunStore.OpenReadOnly(path);
-        var columns = new[] { "id", "name", "status", "started_utc", "ended_utc", "config_file", "identity", "seed", "derived_seeds",
-            "code_version", "packages", "plugins", "threads", "device", "stop_reason", "error" };
-        foreach (var r in store.Query($"SELECT {string.Join(", ", columns)} FROM runs"))
-            for (int i = 0; i < columns.Length; i++)
-                if (r[i] is { } v) Console.WriteLine($"{columns[i],-14} {Convert.ToString(v, CultureInfo.InvariantCulture)}");
+        using var store = RunReader.Open(path);
+        var runs = store.Runs();
+        foreach (var r in runs)
+            foreach (var (label, value) in new (string, object?)[]
+                     {
+                         ("id", r.Id), ("name", r.Name), ("status", r.Status), ("started_utc", r.StartedUtc), ("ended_utc", r.EndedUtc),
+                         ("config_file", r.ConfigFile), ("identity", r.Identity), ("seed", r.Seed), ("derived_seeds", r.DerivedSeeds),
+                         ("code_version", r.CodeVersion), ("packages", r.Packages), ("plugins", r.Plugins), ("threads", r.Threads),
+                         ("device", r.Device), ("stop_reason", r.StopReason), ("error", r.Error),
+                     })
+                if (value is { } v) Console.WriteLine($"{label,-14} {Convert.ToString(v, CultureInfo.InvariantCulture)}");
         Console.WriteLine();
         Console.WriteLine("evaluations:");
         var evaluations = Tables.Create(new("step", true), new("phase"), new("epoch", true), new("split"), new("loss", true), new("accuracy", true), new("items", true));
         string S(object? v) => Convert.ToString(v, CultureInfo.InvariantCulture) ?? "";
-        foreach (var r in store.Query("SELECT step, phase, epoch, split, loss, accuracy, items FROM evaluations ORDER BY step, split"))
-            Tables.Row(evaluations, S(r[0]), S(r[1]), S(r[2]), S(r[3]), F(r[4] as double?), F(r[5] as double?), S(r[6]));
+        foreach (var e in store.Evaluations())
+            Tables.Row(evaluations, S(e.Step), e.Phase, S(e.Epoch), e.Split, F(e.Loss), F(e.Accuracy), S(e.Items));
         Tables.Write(evaluations);
-        var metrics = store.Query("SELECT name, value FROM study_values WHERE kind = 'metric' ORDER BY name");
-        if (metrics.Count > 0)
-        {
-            Console.WriteLine();
-            var table = Tables.Create(new("metric"), new("value", true));
-            foreach (var r in metrics) Tables.Row(table, S(r[0]), F(r[1] as double?));
-            Tables.Write(table);
-        }
+        foreach (var r in runs) ShowStudy(store, r.Id);
         var checkpoints = Path.Combine(dir, "checkpoints");
         if (Directory.Exists(checkpoints))
             Console.WriteLine("checkpoints: " + string.Join(", ", Directory.GetDirectories(checkpoints).Select(Path.GetFileName).Order(StringComparer.Ordinal)));
         return 0;
+    }
+
+    /// <summary>A study's record: its accuracy and loss matrices of each split, its probes (each a matrix, a row per task
+    /// end) and its forgetting metrics, a failed one with its reason. Nothing for a training run.</summary>
+    static void ShowStudy(RunReader store, string runId)
+    {
+        var matrices = new[] { "test", "val" }.Select(split => (split, Matrix: store.Matrix(runId, split))).Where(m => m.Matrix != null).ToList();
+        if (matrices.Count == 0) return;
+        int tasks = matrices[0].Matrix!.Accuracy[0].Length;
+        foreach (var (split, m) in matrices)
+        {
+            Tables.WriteMatrix($"{split} accuracy R", m!.Accuracy, "F4", tasks);
+            Tables.WriteMatrix($"{split} loss L", m.Loss, "F3", tasks);
+        }
+        foreach (var (name, probe) in store.Probes(runId).OrderBy(p => p.Key, StringComparer.Ordinal))
+            Tables.WriteMatrix($"probe {name}", probe, "G6", tasks);
+        var metrics = store.StudyMetrics(runId);
+        if (metrics.Count == 0) return;
+        Console.WriteLine();
+        var table = Tables.Create(new("metric"), new("value", true), new("per task"), new("error"));
+        foreach (var m in metrics)
+            Tables.Row(table, m.Name, F(m.Value), m.PerTask is { } xs ? string.Join(" ", xs.Select(x => F(double.IsNaN(x) ? null : x))) : "", m.Error ?? "");
+        Tables.Write(table);
     }
 
     /// <summary>Every metric and evaluation of every run, long format: run, kind, step, key, value.</summary>
@@ -229,13 +244,13 @@ static class RunsCommand
         {
             foreach (var path in Stores(root))
             {
-                using var store = RunStore.OpenReadOnly(path);
-                foreach (var r in store.Query("SELECT run_id, step, key, value FROM metrics ORDER BY run_id, step, key"))
-                    yield return Row(r[0], "metric", r[1], r[2], r[3]);
-                foreach (var r in store.Query("SELECT run_id, step, split, loss, accuracy FROM evaluations ORDER BY run_id, step, split"))
+                using var store = RunReader.Open(path);
+                foreach (var m in store.Metrics())
+                    yield return Row(m.RunId, "metric", m.Step, m.Key, m.Value);
+                foreach (var e in store.Evaluations())
                 {
-                    yield return Row(r[0], "evaluation", r[1], $"{r[2]}_loss", r[3]);
-                    yield return Row(r[0], "evaluation", r[1], $"{r[2]}_accuracy", r[4]);
+                    yield return Row(e.RunId, "evaluation", e.Step, $"{e.Split}_loss", e.Loss);
+                    yield return Row(e.RunId, "evaluation", e.Step, $"{e.Split}_accuracy", e.Accuracy);
                 }
             }
         }
@@ -252,7 +267,6 @@ static class RunsCommand
         return 0;
     }
 
-    static string[] Row(object? run, string kind, object? step, object? key, object? value) =>
-        [Convert.ToString(run, CultureInfo.InvariantCulture) ?? "", kind, Convert.ToString(step, CultureInfo.InvariantCulture) ?? "",
-         Convert.ToString(key, CultureInfo.InvariantCulture) ?? "", Csv.Number(value as double?)];
+    static string[] Row(string run, string kind, long step, string key, double? value) =>
+        [run, kind, step.ToString(CultureInfo.InvariantCulture), key, Csv.Number(value)];
 }

@@ -249,7 +249,7 @@ let sweep (script: string) (executor: string) (parallelOpt: Nullable<int>) (retr
                 else
                     let runs = store.Merge t
                     let last = if t.Attempts > 0 then readExit (attemptOf t (t.Attempts - 1)) else None
-                    if runs |> List.exists (fun (_, status) -> status = "finished") then
+                    if runs |> List.exists (fun r -> r.Completed) then
                         t.State <- "finished"
                         store.Save t
                     else
@@ -267,10 +267,7 @@ let sweep (script: string) (executor: string) (parallelOpt: Nullable<int>) (retr
         // A trial's identity is what it computes by its config, not the code that computes it: say when finished
         // trials were run by other code than this (the README: a new output folder when results should change).
         let current = Research.Core.Tracking.Provenance.CodeVersion()
-        let others =
-            store.Query "SELECT DISTINCT r.code_version FROM runs r JOIN trial_runs x ON x.run_id = r.id JOIN trials t ON t.id = x.trial_id WHERE t.state = 'finished' AND r.status = 'finished'" []
-            |> List.choose (fun r -> match r[0] with null -> None | v -> Some(string v))
-            |> List.filter (fun v -> v <> current)
+        let others = store.CodeVersions() |> List.filter (fun v -> v <> current)
         if not others.IsEmpty then
             eprintfn "warning: finished trials of this sweep were run by code %s; this is %s. They are kept; use --output DIR to run them again with this code."
                 (String.Join(", ", others)) current
@@ -338,8 +335,9 @@ let sweep (script: string) (executor: string) (parallelOpt: Nullable<int>) (retr
                 fun a outcome ->
                     let t = a.Trial
                     let runs = store.Merge t
-                    let ranWell = runs |> List.exists (fun (_, s) -> s = "finished")
+                    let ranWell = runs |> List.exists (fun r -> r.Completed)
                     t.Log <- a.Log
+                    let lastLine () = try File.ReadAllLines a.Log |> Array.filter (fun l -> l.Trim() <> "") |> Array.tryLast |> Option.defaultValue "" with _ -> ""
                     match outcome with
                     | Exited 0 when ranWell ->
                         t.State <- "finished"
@@ -347,6 +345,14 @@ let sweep (script: string) (executor: string) (parallelOpt: Nullable<int>) (retr
                         finished <- finished + 1
                         store.Save t
                         report "finished" a ""
+                    | Exited c when ranWell && c > 0 && c < 128 && c <> Busy ->
+                        // The run trained and stored its record; a study metric of it failed (recorded with its reason):
+                        // the trial is finished, and its other values are summarised.
+                        t.State <- "finished"
+                        t.ExitCode <- Nullable c
+                        finished <- finished + 1
+                        store.Save t
+                        report "finished" a (sprintf " with exit %d: %s; log %s" c (lastLine ()) a.Log)
                     | Exited 0 ->
                         // Exit 0 but no finished run (yet) in its store: not a failure of the trial; it runs again
                         // on the next invocation unless that one finds the run finished.
@@ -367,8 +373,7 @@ let sweep (script: string) (executor: string) (parallelOpt: Nullable<int>) (retr
                         t.State <- "failed"
                         t.ExitCode <- Nullable c
                         store.Save t
-                        let last = try File.ReadAllLines a.Log |> Array.filter (fun l -> l.Trim() <> "") |> Array.tryLast |> Option.defaultValue "" with _ -> ""
-                        report "FAILED" a (sprintf " exit %d: %s; log %s" c last a.Log)
+                        report "FAILED" a (sprintf " exit %d: %s; log %s" c (lastLine ()) a.Log)
                     | Vanished why ->
                         t.State <- "killed"
                         store.Save t
@@ -391,10 +396,8 @@ let sweep (script: string) (executor: string) (parallelOpt: Nullable<int>) (retr
         /// The final weights of a finished trial: its finished run's final checkpoint, as its run recorded it.
         let finalWeights (s: Trial) =
             Summary.finishedRun store s
-            |> Option.bind (fun run ->
-                match store.Query "SELECT path FROM artifacts WHERE run_id = $r AND kind = 'checkpoint' ORDER BY rowid DESC LIMIT 1" [ "$r", box run ] with
-                | [ r ] -> Some(Path.Combine(string r[0], Research.Core.Checkpoints.Checkpoint.Model))
-                | _ -> None)
+            |> Option.bind (fun run -> Option.ofObj (store.Runs.LastCheckpoint run))
+            |> Option.map (fun checkpoint -> Path.Combine(checkpoint, Research.Core.Checkpoints.Checkpoint.Model))
         /// The trials ready to start, as attempts: an executor asks at the start and after trials end.
         let next () =
             [ while ready.Count > 0 do
@@ -451,7 +454,7 @@ let summarizeFolder (dir: string) (metric: string) (against: string | null) (log
         eprintfn "error: %s holds no sweep store (%s)" dir Research.Core.Tracking.RunStore.FileName
         2
     else
-        use store = new Store(path)
+        use store = Store.OpenReadOnly path
         // The sweep's own summaries, as its script asked for them (sweep.json is written at every invocation), and its
         // command for trials recorded before trials had their own (else: a study if any run recorded study metrics).
         let saved = Path.Combine(dir, "sweep.json")
@@ -459,7 +462,7 @@ let summarizeFolder (dir: string) (metric: string) (against: string | null) (log
         let command =
             match spec with
             | Some s -> s.Command
-            | None -> if store.Query "SELECT 1 FROM study_values LIMIT 1" [] |> List.isEmpty then "train" else "study"
+            | None -> if store.Runs.HasStudies() then "study" else "train"
         let trials = store.All(dir, command)
         if trials.IsEmpty then
             eprintfn "error: %s is not a sweep folder (its store has no trials)" dir

@@ -68,30 +68,20 @@ let alongOf (store: Store) (runId: string) (expr: string) : (float * float) arra
     | _ -> None
 
 /// A metric of a finished run of `command` (train or study): for a study, a study metric by name; <split>_accuracy or
-/// <split>_loss, the split's final value (RunResults.Final: the last evaluation of a training run, the average over
+/// <split>_loss, the split's final value (RunReader.Final: the last evaluation of a training run, the average over
 /// the tasks after the last task of a study); or the last value of a logged metric.
 let metricOf (store: Store) (command: string) (runId: string) (metric: string) : float option =
-    let one sql args =
-        match store.Query sql args with
-        | [ r ] when not (isNull r[0]) -> Some(Convert.ToDouble r[0])
-        | _ -> None
-    let study () =
-        if command = "study" then one "SELECT value FROM study_values WHERE run_id = $r AND kind = 'metric' AND name = $n" [ "$r", box runId; "$n", box metric ]
-        else None
+    let study () = if command = "study" then Option.ofNullable (store.Runs.StudyMetric(runId, metric)) else None
     let split () =
         let m = Text.RegularExpressions.Regex.Match(metric, "^(\\w+)_(accuracy|loss)$")
-        if m.Success then Option.ofNullable (RunResults.Final(store.Runs, runId, m.Groups[1].Value, m.Groups[2].Value)) else None
-    let logged () = one "SELECT value FROM metrics WHERE run_id = $r AND key = $k ORDER BY step DESC LIMIT 1" [ "$r", box runId; "$k", box metric ]
+        if m.Success then Option.ofNullable (store.Runs.Final(runId, m.Groups[1].Value, m.Groups[2].Value)) else None
+    let logged () = Option.ofNullable (store.Runs.LastMetric(runId, metric))
     if metric.StartsWith Probe.Prefix then (if command = "study" then probeMetric store runId (metric.Substring Probe.Prefix.Length) else None)
     else study () |> Option.orElseWith split |> Option.orElseWith logged
 
-/// The finished run of a trial (the latest, should a trial have finished twice).
-let finishedRun (store: Store) (trial: Trial) : string option =
-    match store.Query
-              "SELECT r.id FROM runs r JOIN trial_runs x ON x.run_id = r.id WHERE x.trial_id = $t AND r.status = 'finished' ORDER BY r.ended_utc DESC LIMIT 1"
-              [ "$t", box trial.Id ] with
-    | [ row ] -> Some(string row[0])
-    | _ -> None
+/// The finished run of a trial: the latest that completed — it finished, or failed only in a study metric, whose other
+/// values are stored (RunReader.Completed).
+let finishedRun (store: Store) (trial: Trial) : string option = store.CompletedRun trial
 
 /// The finished trials by group (arm and one level per axis: everything but the seed), in the order of the sweep.
 let byGroup (trials: Trial list) =
@@ -254,14 +244,15 @@ let matrices (dir: string) (store: Store) (trials: Trial list) =
           let cells =
               ts
               |> List.choose (finishedRun store)
-              |> List.collect (fun run -> store.Query "SELECT after_task, on_task, accuracy FROM study_matrix WHERE run_id = $r AND split = 'test'" [ "$r", box run ])
+              |> List.choose (fun run -> Option.ofObj (store.Runs.Matrix(run, "test")))
+              |> List.map (fun m -> m.Accuracy)
           if not cells.IsEmpty then
-              let n = (cells |> List.map (fun c -> Convert.ToInt32 c[0]) |> List.max) + 1
+              let n = cells |> List.map (fun m -> m.Length) |> List.max
               let mean =
                   Array.init n (fun i ->
                       Array.init n (fun j ->
-                          let xs = cells |> List.filter (fun c -> Convert.ToInt32 c[0] = i && Convert.ToInt32 c[1] = j && not (isNull c[2]))
-                          if xs.IsEmpty then nan else xs |> List.averageBy (fun c -> Convert.ToDouble c[2])))
+                          let xs = [ for m in cells do if i < m.Length && j < m[i].Length && not (Double.IsNaN(m[i][j])) then m[i][j] ]
+                          if xs.IsEmpty then nan else List.average xs))
               let levels = arm :: List.map snd labels
               let slug = String.concat "-" levels |> String.map (fun ch -> if Char.IsLetterOrDigit ch || ch = '.' || ch = '-' then ch else '_')
               let path = Path.Combine(dir, sprintf "matrix-%s.png" slug)
@@ -277,9 +268,9 @@ let curves (path: string) (title: string) (store: Store) (trials: Trial list) (k
                   ts
                   |> List.choose (finishedRun store)
                   |> List.map (fun run ->
-                      store.Query "SELECT step, value FROM metrics WHERE run_id = $r AND key = $k AND value IS NOT NULL ORDER BY step" [ "$r", box run; "$k", box key ]
-                      |> List.map (fun r -> Convert.ToDouble r[0], Convert.ToDouble r[1])
-                      |> Map.ofList)
+                      store.Runs.Metric(run, key)
+                      |> Seq.map (fun p -> float p.Step, p.Value)
+                      |> Map.ofSeq)
                   |> List.filter (fun m -> not m.IsEmpty)
               if not perSeed.IsEmpty then
                   let steps = perSeed |> List.map (fun m -> set m.Keys) |> Set.intersectMany |> Set.toArray

@@ -115,7 +115,7 @@ let tests =
         test "a sweep reads the probes: probe:A is the pair's cell, probe:A / B the ratio of cells (1e-12), along:A / B the m points with their fractions; a missing probe is no value" {
             let o = decompositionStudy (tempDir "hessian-summary") 0.01 "hessian = { samples = 300, top_k = 4, trace_probes = 0, fisher = [\"empirical\"], snapshots_along = 4 }"
             let runId = (TrainingTests.storeRows o.RunDir "SELECT id FROM runs" |> List.exactlyOne)[0] :?> string
-            use store = new Research.Sweeps.SweepStore.Store(Path.Combine(o.RunDir, RunStore.FileName))
+            use store = Research.Sweeps.SweepStore.Store.OpenReadOnly(Path.Combine(o.RunDir, RunStore.FileName))
             let cell name = (probe o name).[1].[0]
             Expect.equal (Research.Sweeps.Summary.metricOf store "study" runId "probe:measured_loss_increase") (Some(cell ProbeNames.MeasuredLossIncrease)) "the one pair's cell, through the summaries' metric"
             let ratio = Research.Sweeps.Summary.probeMetric store runId "predicted_loss_increase / measured_loss_increase" |> Option.get
@@ -143,8 +143,8 @@ let tests =
             let sets = [ "samples=300"; "top_k=6"; "trace_probes=4"; "fisher=[\"exact\",\"batched\"]" ] |> List.collect (fun s -> [ "--set"; "study.hessian." + s ])
             let r = research dir ([ "analyze"; "hessian"; without.RunDir ] @ sets)
             Expect.equal r.ExitCode 0 $"analyze exits 0: {r.Err}"
-            use store = RunStore.OpenReadOnly(Path.Combine(without.RunDir, RunStore.FileName))
-            let record = StudyRecord.Load(store, (TrainingTests.storeRows without.RunDir "SELECT id FROM runs" |> List.exactlyOne)[0] :?> string)
+            use store = RunReader.Open(Path.Combine(without.RunDir, RunStore.FileName))
+            let record = StudyRecord.Load(store, (Seq.exactlyOne (store.Runs())).Id)
             for name in [ ProbeNames.QuadraticLossIncrease; ProbeNames.MeasuredLossIncrease; ProbeNames.FirstOrderLossIncrease; ProbeNames.TopKQuadraticShare; ProbeNames.FisherQuadraticLossIncrease + "/exact" ] do
                 Expect.floatClose { absolute = 1e-12; relative = 1e-9 } (record.Probes[name].[1].[0]) ((probe withHessian name).[1].[0]) $"{name} after the fact = at the task end"
             for figure in [ "predicted-vs-measured.png"; "spectrum.png"; "overlap.png" ] do

@@ -27,6 +27,13 @@ let expectRefused (r: ProcessResult) (dll: string) (reason: string) =
     Expect.stringContains line.Value reason "the reason"
     Expect.isFalse (r.Err.Contains "   at ") "no stack trace"
 
+/// The error line says first why the DLL that declares `name` cannot be used — not that no plugin has the name.
+let expectCauseFirst (r: ProcessResult) (name: string) =
+    let line = r.Err.Split('\n') |> Array.find (fun l -> l.StartsWith "error:")
+    Expect.stringContains line (sprintf "schedule '%s' cannot be used: " name) "the name, then why it cannot be used"
+    Expect.isLessThan (line.IndexOf "cannot be used") (line.IndexOf "built against plugin contract") "the mismatch right after the name"
+    Expect.isFalse (line.Contains "no schedule named") (sprintf "no misleading 'no schedule named': %s" line)
+
 let tests =
     testList "plugin host" [
         test "the built-in folder holds every schedule, each named with its DLL" {
@@ -56,6 +63,29 @@ let tests =
                 Expect.stringContains (rolesOf name) ("roles: " + roles) name
             Expect.stringContains r.Out "Research.Plugins.Methods.dll" "DLL"
         }
+        test "research plugins list prints each default as a config writes it: enums in kebab case, and every default read back through the binder is the default" {
+            let r = research (tempDir "list-defaults") [ "plugins"; "list" ]
+            Expect.equal r.ExitCode 0 r.Err
+            let optionsOf name =
+                let lines = r.Out.Split('\n')
+                let at = lines |> Array.findIndex (fun l -> l.StartsWith(sprintf "  %s " name))
+                lines[at + 1] |> fun l -> Expect.stringContains l "options:" name; l
+            Expect.stringContains (optionsOf "si") "gradient = \"task\"" "SI's gradient as a config writes it"
+            Expect.stringContains (optionsOf "replay") "selection = \"class-balanced\"" "replay's selection"
+            Expect.stringContains (optionsOf "a-gem") "selection = \"class-balanced\"" "A-GEM's selection"
+            Expect.isFalse (r.Out.Contains "ClassBalanced" || r.Out.Contains "= Task") "no C# spelling of an enum"
+            // What is printed is what a config may write: each default, read as TOML and converted by the binder to its
+            // option's type, is the default again.
+            let describe (v: obj) = Research.Core.Config.ConfigValue.Text v
+            let host = PluginHost.Load([])
+            for p in host.Plugins |> Seq.filter (fun p -> not (isNull p.OptionsType)) do
+                let keys = Research.Core.Config.OptionsBinder.Keys(nonNull p.OptionsType)
+                for struct (key, value) in PluginHost.OptionDefaults p |> Seq.filter (fun struct (_, v) -> not (isNull v)) do
+                    let written = (Tomlyn.TomlSerializer.Deserialize<Tomlyn.Model.TomlTable>("v = " + describe value)).["v"]
+                    let ok, back, why = Research.Core.Config.OptionsBinder.TryConvert(written, keys[key].PropertyType)
+                    Expect.isTrue ok (sprintf "%s.%s = %s: %s" p.Name key (describe value) why)
+                    Expect.equal (describe back) (describe value) (sprintf "%s.%s" p.Name key)
+        }
         test "a missing plugin folder: one error line naming the folder, exit 2" {
             let _, r = trainWith "" [ "/no/such/folder" ]
             expectRefused r "/no/such/folder" "plugin folder does not exist"
@@ -73,17 +103,21 @@ let tests =
             let _, r = trainWith "[schedule]\nname = \"absent\"\n" [ folder ]
             expectRefused r "Tomlyn.dll" "no plugin type found"
         }
-        test "a plugin built against a future contract (3.0) is refused, naming the DLL and both versions" {
-            let _, r = trainWith "[schedule]\nname = \"future-constant\"\n" [ fixtureDir "Plugin.FutureContract" ]
-            expectRefused r "Plugin.FutureContract.dll" (sprintf "built against plugin contract 3.0; this host provides %d.%d" ContractVersion.Major ContractVersion.Minor)
+        test "a plugin built against a future contract (3.0) is refused, naming the DLL and both versions; asked for by its alias, the mismatch is the first thing said" {
+            for name in [ "future-constant"; "future-flat" ] do
+                let _, r = trainWith (sprintf "[schedule]\nname = \"%s\"\n" name) [ fixtureDir "Plugin.FutureContract" ]
+                expectRefused r "Plugin.FutureContract.dll" (sprintf "built against plugin contract 3.0; this host provides %d.%d" ContractVersion.Major ContractVersion.Minor)
+                expectCauseFirst r name
         }
-        test "a plugin built against contract 1.1 (before the method roles) is refused, naming the DLL and both versions" {
+        test "a plugin built against contract 1.1 (before the method roles) is refused, naming the DLL and both versions, before anything else is said about the name" {
             let _, r = trainWith "[schedule]\nname = \"past-constant\"\n" [ fixtureDir "Plugin.PastContract" ]
             expectRefused r "Plugin.PastContract.dll" (sprintf "built against plugin contract 1.1; this host provides %d.%d" ContractVersion.Major ContractVersion.Minor)
+            expectCauseFirst r "past-constant"
         }
         test "a plugin that carries its own contract copy is reported, not silently ignored" {
             let _, r = trainWith "[schedule]\nname = \"own-constant\"\n" [ fixtureDir "Plugin.OwnContract" ]
             expectRefused r "Plugin.OwnContract.dll" (sprintf "carries its own Research.Abstractions %d.%d.99.0" ContractVersion.Major ContractVersion.Minor)
+            Expect.stringContains r.Err "schedule 'own-constant' cannot be used: " "said first, for the name asked for"
         }
         test "two plugins claiming one name: asking for it names both DLLs" {
             let _, r = trainWith "[schedule]\nname = \"cosine\"\n" [ fixtureDir "Plugin.Faulty" ]

@@ -116,6 +116,39 @@ let tests =
             let evalRows = rows runDir "SELECT COUNT(*) FROM evaluations" |> List.exactlyOne
             Expect.equal (int64 (lines.Length - 1)) ((metricRows[0] :?> int64) + 2L * (evalRows[0] :?> int64)) "every metric, and loss and accuracy of every evaluation"
         }
+        test "research runs show prints a study's matrices R and L and each of its probes as tables, cell for cell as stored" {
+            let dir = tempDir "show-study"
+            let study = research dir [ "study"; syntheticConfig dir "[study]\ntasks = 2\n" ]
+            Expect.equal study.ExitCode 0 study.Err
+            let runDir = onlyRunDir dir
+            let show = research dir [ "runs"; "show"; runDir ]
+            Expect.equal show.ExitCode 0 show.Err
+            let lines = show.Out.Split('\n')
+            /// The cells of the table under a title (after its header line), a row per line, up to the blank line.
+            let table (title: string) =
+                let at = lines |> Array.tryFindIndex (fun l -> l = title || l.StartsWith(title + " ("))
+                Expect.isSome at (sprintf "a table titled %s in:\n%s" title show.Out)
+                lines[at.Value + 2 ..] |> Array.takeWhile (fun l -> l.Trim() <> "") |> Array.map (fun l -> l.Split(' ', StringSplitOptions.RemoveEmptyEntries))
+            let expectTable title (expected: float[][]) (format: string) =
+                let rows = table title
+                Expect.equal rows.Length expected.Length (sprintf "%s: a row per stored row" title)
+                for i in 0 .. expected.Length - 1 do
+                    let cells = expected[i] |> Array.map (fun v -> if Double.IsNaN v then "–" else v.ToString(format, Globalization.CultureInfo.InvariantCulture))
+                    Expect.equal (rows[i][rows[i].Length - cells.Length ..]) cells (sprintf "%s, row %d" title i)
+            use store = RunReader.Open(Path.Combine(runDir, RunStore.FileName))
+            let id = (Seq.exactlyOne (store.Runs())).Id
+            let test = store.Matrix(id, "test")
+            Expect.isNotNull test "the study stored its test matrix"
+            for split in [ "test"; "val" ] do
+                match store.Matrix(id, split) with
+                | null -> ()
+                | m ->
+                    expectTable (split + " accuracy R") m.Accuracy "F4"
+                    expectTable (split + " loss L") m.Loss "F3"
+            let probes = store.Probes id
+            Expect.isGreaterThanOrEqual probes.Count 2 "the study stored its probes (random-init accuracy, parameter change)"
+            for KeyValue(name, probe) in probes do expectTable ("probe " + name) probe "G6"
+        }
         test "a run killed with SIGKILL shows as killed in research runs list (its process is gone), a finished one as finished" {
             let dir = tempDir "killed"
             let path = syntheticConfig dir ""

@@ -166,19 +166,54 @@ let tests =
             Expect.stringContains r.Out "task 1 (permutation 1)" "each task's sizes"
             Expect.isFalse (Directory.Exists(Path.Combine(dir, "runs"))) "no run was started"
         }
-        test "a forgetting metric that throws is reported (exit 1, naming the plugin and its DLL) after the matrices are printed and stored; the other metrics are computed" {
+        test "a forgetting metric that throws is reported (exit 1, naming the plugin, its DLL and that it failed after training) after the matrices are printed and stored; the run is recorded as failed with that reason (runs list, runs show); the other metrics are computed and read as stored" {
             let r, runDir = studyProcess "study-metric-throws" "[study]\ntasks = 2\n[[metrics]]\nname = \"bwt\"\n[[metrics]]\nname = \"throws\"\n" [ fixtureDir "Plugin.Faulty" ]
             Expect.equal r.ExitCode 1 (sprintf "a failed metric, not a crash (134): %s" r.Err)
             Expect.stringContains r.Out "Test accuracy R" "the matrices are printed"
             Expect.stringContains r.Err "forgetting metric 'throws'" "the metric is named"
             Expect.stringContains r.Err "Plugin.Faulty.dll" "with its DLL"
             Expect.stringContains r.Err "IndexOutOfRangeException" "and what it threw"
+            Expect.stringContains r.Err "in Compute (the metric's computation from the study's record, after training)" "what failed"
+            Expect.isFalse (r.Err.Contains "step -1") "no step that means nothing for a metric"
             Expect.isFalse (r.Err.Contains "   at ") "no stack trace"
             let metrics = Research.Tests.TrainingTests.storeRows runDir "SELECT name, value FROM study_values WHERE kind = 'metric'"
             Expect.isTrue (metrics |> List.exists (fun m -> string m[0] = "bwt" && not (isNull m[1]))) "bwt was computed and stored"
             Expect.isTrue (metrics |> List.exists (fun m -> string m[0] = "throws" && isNull m[1])) "the failed metric is stored without a value"
             let cells = Research.Tests.TrainingTests.storeRows runDir "SELECT COUNT(*) FROM study_matrix WHERE split = 'test'" |> List.exactlyOne
             Expect.equal cells[0] (box 4L) "the 2 × 2 matrix is stored"
+            let run, completed, stored =
+                use store = RunReader.Open(Path.Combine(runDir, RunStore.FileName))
+                let run = store.Runs() |> Seq.exactlyOne
+                run, store.Completed run.Id, store.StudyMetrics run.Id |> Seq.map (fun m -> m.Name, m) |> Map.ofSeq
+            Expect.equal run.Status "failed" "recorded as failed"
+            for part in [ "forgetting metric 'throws'"; "Plugin.Faulty.dll"; "after training"; "IndexOutOfRangeException" ] do
+                Expect.stringContains (nonNull run.Error) part "the recorded reason"
+            Expect.isTrue completed "yet completed: it trained to its end and stored its record, so sweeps summarise its other metrics"
+            Expect.isTrue stored["bwt"].Value.HasValue "bwt read back as stored"
+            Expect.stringContains (nonNull stored["throws"].Error) "IndexOutOfRangeException" "the failed metric read back with its reason"
+            let list = research (Path.GetDirectoryName runDir) [ "runs"; "list"; Path.GetDirectoryName runDir ]
+            let row = list.Out.Split('\n') |> Array.find (fun l -> l.StartsWith(Path.GetFileName runDir))
+            Expect.equal (row.Split(" ", System.StringSplitOptions.RemoveEmptyEntries)[1]) "failed" "runs list: failed"
+            Expect.stringContains row "forgetting metric 'throws'" "runs list: why"
+            let show = research (Path.GetDirectoryName runDir) [ "runs"; "show"; runDir ]
+            Expect.equal show.ExitCode 0 show.Err
+            Expect.stringContains show.Out "status         failed" "runs show: failed"
+            let errorLine = show.Out.Split('\n') |> Array.find (fun l -> l.StartsWith "error ")
+            Expect.stringContains errorLine "forgetting metric 'throws'" "runs show: the reason"
+            let throwsLine = show.Out.Split('\n') |> Array.find (fun l -> l.StartsWith "throws ")
+            Expect.stringContains throwsLine "IndexOutOfRangeException" "runs show: the failed metric with its reason"
+            // A sweep merging the run counts it and summarises the metrics that were computed.
+            let spec : Research.Sweeps.TrialSpec =
+                { Arm = "a"; Labels = [||]; Numbers = [||]; Seed = 1; Config = ""; Overrides = [||]; Command = "study"; From = null }
+            let trial : Research.Sweeps.SweepStore.Trial =
+                { Id = "0123456789abcdef"; Spec = spec; Name = "a-s1"; Dir = Path.GetDirectoryName runDir; State = "running"; Attempts = 1
+                  ExitCode = System.Nullable 1; Log = null; Executor = null; Job = null; Pid = System.Nullable() }
+            use sweep = new Research.Sweeps.SweepStore.Store(Path.Combine(tempDir "study-metric-throws-sweep", RunStore.FileName))
+            Expect.equal (sweep.Merge trial |> List.map (fun r -> r.Status, r.Completed)) [ "failed", true ] "merged: failed, and completed"
+            let completed = sweep.CompletedRun trial
+            Expect.equal completed (Some run.Id) "the trial's completed run"
+            Expect.equal (Research.Sweeps.Summary.metricOf sweep "study" run.Id "bwt") (Option.ofNullable stored["bwt"].Value) "bwt summarised as stored"
+            Expect.isNone (Research.Sweeps.Summary.metricOf sweep "study" run.Id "throws") "the failed metric has no value"
         }
         test "a split study fills the T × T matrices, stores them, and computes every forgetting metric plugin" {
             let dir = tempDir "study"

@@ -331,7 +331,7 @@ let tests =
                     run.BeginRun(RunInfo("a-s1-finished", "a-s1", "c.toml", "", "{}", "id", "[]", 1L, "code", "{}", 1, "cpu"))
                     run.EndRun("a-s1-finished", true)
                 use store = new SweepStore.Store(Path.Combine(dir, "run.sqlite"))
-                Expect.equal (store.Merge trial) [ "a-s1-finished", "finished" ] "the finished run, and nothing from the empty store"
+                Expect.equal (store.Merge trial |> List.map (fun r -> r.Id, r.Status, r.Completed)) [ "a-s1-finished", "finished", true ] "the finished run, and nothing from the empty store"
             }
             test "two attempts of one trial never run at once: the second finds the trial's lock held and exits 75" {
                 let dir = tempDir "sweep-lock"

@@ -63,7 +63,7 @@ public sealed class TensorDataset : IDisposable
     public TensorDataset WithClasses(IReadOnlyCollection<int> classes)
     {
         if (classes.Count == 0) return Map((_, t) => t.clone(), Utf8Bytes);
-        if (Targets.dim() != 1) throw new InvalidOperationException("classes select items by their one label; these targets are sequences");
+        if (Targets.dim() != 1) throw new InvalidOperationException("classes pick items by their one label; these targets are sequences");
         using var _ = NewDisposeScope();
         var mask = isin(Targets, tensor(classes.Select(c => (long)c).ToArray()));
         return Select(nonzero(mask).squeeze(1));

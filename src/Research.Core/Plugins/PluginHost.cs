@@ -26,6 +26,10 @@ public sealed record PluginDescriptor(PluginRole Role, string Name, string Summa
 /// <summary>Something wrong with one DLL or folder, reported as one line: the path and the reason.</summary>
 public sealed record PluginProblem(string Path, string Reason)
 {
+    /// <summary>The plugin names the DLL declares (its <c>[Plugin("…")]</c> names and aliases, read from its metadata) that
+    /// this problem leaves unusable: a run asking for one of them is told this problem first.</summary>
+    public IReadOnlyList<string> Declares { get; init; } = [];
+
     public override string ToString() => $"{Path}: {Reason}";
 }
 
@@ -109,8 +113,8 @@ public sealed class PluginHost
 
     void LoadAssembly(string path)
     {
-        var refused = CheckMetadata(path);
-        if (refused != null) { if (refused.Length > 0) _problems.Add(new(path, refused)); return; }
+        var (refused, declares) = CheckMetadata(path);
+        if (refused != null) { if (refused.Length > 0) _problems.Add(new(path, refused) { Declares = declares }); return; }
 
         Type[] types;
         try
@@ -122,12 +126,12 @@ public sealed class PluginHost
         catch (ReflectionTypeLoadException e)
         {
             var first = e.LoaderExceptions.FirstOrDefault(x => x != null);
-            _problems.Add(new(path, $"its types cannot be loaded: {first?.Message ?? e.Message}"));
+            _problems.Add(new(path, $"its types cannot be loaded: {first?.Message ?? e.Message}") { Declares = declares });
             return;
         }
         catch (Exception e) when (e is BadImageFormatException or FileLoadException or FileNotFoundException)
         {
-            _problems.Add(new(path, $"cannot be loaded: {e.Message}"));
+            _problems.Add(new(path, $"cannot be loaded: {e.Message}") { Declares = declares });
             return;
         }
 
@@ -139,7 +143,7 @@ public sealed class PluginHost
             if (roles.Count == 0)
             {
                 var foreign = type.GetInterfaces().FirstOrDefault(i => AllRoleInterfaces.Any(r => r.FullName == i.FullName));
-                if (foreign != null) { _problems.Add(new(path, ForeignContract(type, foreign))); found++; }
+                if (foreign != null) { _problems.Add(new(path, ForeignContract(type, foreign)) { Declares = ForeignNames(type) }); found++; }
                 else if (attribute != null) { _problems.Add(new(path, $"{type.FullName} has [Plugin(\"{attribute.Name}\")] but implements none of ISchedule, IForgettingMetric or the method roles (IPenalty, ILossTerm, IStepObserver, IGradientHook, ITaskHooks, IDataRole)")); found++; }
                 continue;
             }
@@ -163,17 +167,18 @@ public sealed class PluginHost
 
     /// <summary>
     /// Reads the DLL's metadata without loading it. Returns null when it may be loaded, "" when it is not a
-    /// plugin and not worth a word (a dependency), or the reason it is refused.
+    /// plugin and not worth a word (a dependency), or the reason it is refused; and the plugin names it declares.
     /// </summary>
-    static string? CheckMetadata(string path)
+    static (string? Refused, IReadOnlyList<string> Declares) CheckMetadata(string path)
     {
         try
         {
             using var stream = File.OpenRead(path);
             using var pe = new PEReader(stream);
-            if (!pe.HasMetadata) return "not a .NET assembly (no CLI metadata)";
+            if (!pe.HasMetadata) return ("not a .NET assembly (no CLI metadata)", []);
             var md = pe.GetMetadataReader();
-            if (!md.IsAssembly) return "not a .NET assembly (a module without an assembly manifest)";
+            if (!md.IsAssembly) return ("not a .NET assembly (a module without an assembly manifest)", []);
+            var declares = DeclaredNames(md);
             var host = typeof(ISchedule).Assembly.GetName().Version!;
             foreach (var handle in md.AssemblyReferences)
             {
@@ -181,14 +186,63 @@ public sealed class PluginHost
                 if (md.GetString(r.Name) != "Research.Abstractions") continue;
                 var v = r.Version;
                 if (v.Major != host.Major || v.Minor > host.Minor)
-                    return $"built against plugin contract {v.Major}.{v.Minor}; this host provides {host.Major}.{host.Minor} " +
-                           "(rebuild the plugin against this Research.Abstractions)";
-                return null;
+                    return ($"built against plugin contract {v.Major}.{v.Minor}; this host provides {host.Major}.{host.Minor} " +
+                            "(rebuild the plugin against this Research.Abstractions)", declares);
+                return (null, declares);
             }
-            return "no plugin type found: it does not reference Research.Abstractions";
+            return ("no plugin type found: it does not reference Research.Abstractions", declares);
         }
-        catch (BadImageFormatException) { return "not a .NET assembly (not a PE file)"; }
-        catch (IOException e) { return $"cannot be read: {e.Message}"; }
+        catch (BadImageFormatException) { return ("not a .NET assembly (not a PE file)", []); }
+        catch (IOException e) { return ($"cannot be read: {e.Message}", []); }
+    }
+
+    /// <summary>
+    /// The names and aliases of the DLL's <c>[Plugin("name", Aliases = […])]</c> attributes, read from its metadata (ECMA-335
+    /// II.23.3: a prolog 0x0001, the constructor's string, then the named arguments), so that a DLL that cannot be loaded
+    /// still says which plugins it would have provided. A value it cannot read ends the reading of that attribute.
+    /// </summary>
+    static IReadOnlyList<string> DeclaredNames(MetadataReader md)
+    {
+        var names = new List<string>();
+        foreach (var handle in md.CustomAttributes)
+        {
+            var attribute = md.GetCustomAttribute(handle);
+            if (attribute.Parent.Kind != HandleKind.TypeDefinition || attribute.Constructor.Kind != HandleKind.MemberReference) continue;
+            var parent = md.GetMemberReference((MemberReferenceHandle)attribute.Constructor).Parent;
+            if (parent.Kind != HandleKind.TypeReference) continue;
+            var type = md.GetTypeReference((TypeReferenceHandle)parent);
+            if (md.GetString(type.Name) != nameof(PluginAttribute) || md.GetString(type.Namespace) != typeof(PluginAttribute).Namespace) continue;
+            try
+            {
+                var blob = md.GetBlobReader(attribute.Value);
+                if (blob.ReadUInt16() != 1 || blob.ReadSerializedString() is not { } name) continue;
+                names.Add(name);
+                for (int i = blob.ReadUInt16(); i > 0; i--)
+                {
+                    blob.ReadByte();   // field or property
+                    var kind = (SerializationTypeCode)blob.ReadByte();
+                    var element = kind == SerializationTypeCode.SZArray ? (SerializationTypeCode)blob.ReadByte() : kind;
+                    var argument = blob.ReadSerializedString();
+                    if (element != SerializationTypeCode.String) break;
+                    if (kind == SerializationTypeCode.String) { blob.ReadSerializedString(); continue; }
+                    var strings = new List<string>();
+                    for (int n = blob.ReadInt32(); n > 0; n--) if (blob.ReadSerializedString() is { } s) strings.Add(s);
+                    if (argument == nameof(PluginAttribute.Aliases)) names.AddRange(strings);
+                }
+            }
+            catch (BadImageFormatException) { }
+        }
+        return names;
+    }
+
+    /// <summary>The name and aliases of a plugin type's attribute from another copy of the contract.</summary>
+    static IReadOnlyList<string> ForeignNames(Type type)
+    {
+        var attribute = type.GetCustomAttributesData().FirstOrDefault(a => a.AttributeType.FullName == typeof(PluginAttribute).FullName);
+        if (attribute is null || attribute.ConstructorArguments.FirstOrDefault().Value is not string name) return [];
+        var aliases = attribute.NamedArguments.FirstOrDefault(a => a.MemberName == nameof(PluginAttribute.Aliases)).TypedValue.Value
+            as IReadOnlyCollection<CustomAttributeTypedArgument>;
+        return [name, .. aliases?.Select(a => a.Value).OfType<string>() ?? []];
     }
 
     static string ForeignContract(Type type, Type foreign)
@@ -242,6 +296,11 @@ public sealed class PluginHost
         if (matches.Count > 1)
             throw new PluginException($"{RoleName(role)} '{name}' is claimed by two plugins: {string.Join(" and ", matches.Select(m => m.AssemblyPath))}; remove one");
         if (matches.Count == 1) return matches[0];
+        // A DLL that declares the name but cannot be used (another contract, its own copy of it) is the cause: said first.
+        var cause = _problems.Where(p => p.Declares.Contains(name)).ToList();
+        if (cause.Count > 0)
+            throw new PluginException($"{RoleName(role)} '{name}' cannot be used: " +
+                                      string.Join("; ", cause.Select(p => $"{p.Path}, which declares it, was refused: {p.Reason}")));
         var available = _plugins.Where(p => p.Role == role).Select(p => p.Name).Order().ToList();
         var aliases = _plugins.Where(p => p.Role == role).SelectMany(p => p.Aliases);
         var message = $"no {RoleName(role)} named '{name}'{OptionsBinder.Suggestion(name, available.Concat(aliases))} (available: {(available.Count == 0 ? "none" : string.Join(", ", available))})";

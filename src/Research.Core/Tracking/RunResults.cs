@@ -1,22 +1,8 @@
 namespace Research.Core.Tracking;
 
-/// <summary>What summaries read from a run store: a run's final value of a split, and mean ± interval over seeds.</summary>
+/// <summary>What summaries compute from the values read from run stores (<see cref="RunReader.Final"/>): mean ± interval over seeds.</summary>
 public static class RunResults
 {
-    /// <summary>
-    /// The final <paramref name="column"/> (<c>accuracy</c> or <c>loss</c>) of a split: for a study, the average over
-    /// the tasks after the last task; otherwise the run's last evaluation of that split. Null when there is none.
-    /// </summary>
-    public static double? Final(RunStore store, string runId, string split, string column = "accuracy")
-    {
-        if (column is not ("accuracy" or "loss")) throw new ArgumentException($"column must be accuracy or loss, not {column}", nameof(column));
-        if (store.Query("SELECT MAX(after_task) FROM study_matrix WHERE run_id = $r", ("$r", runId)).FirstOrDefault()?[0] is long last)
-            return store.Query($"SELECT AVG({column}) FROM study_matrix WHERE run_id = $r AND split = $s AND after_task = $t",
-                ("$r", runId), ("$s", split), ("$t", last)).FirstOrDefault()?[0] as double?;
-        return store.Query($"SELECT {column} FROM evaluations WHERE run_id = $r AND split = $s ORDER BY step DESC, rowid DESC LIMIT 1",
-            ("$r", runId), ("$s", split)).FirstOrDefault()?[0] as double?;
-    }
-
     /// <summary>
     /// The mean, the half-width of its 95% confidence interval t₀.₉₇₅,ₙ₋₁ · s/√n (Student t with n − 1 degrees of
     /// freedom: the interval for the mean of normal values with unknown variance) and the sample standard deviation s.

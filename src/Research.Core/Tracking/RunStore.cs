@@ -1,3 +1,4 @@
+using System.Text.Json;
 using Microsoft.Data.Sqlite;
 
 namespace Research.Core.Tracking;
@@ -45,7 +46,7 @@ public sealed class RunStore : IDisposable
     /// never created, migrated or written, so a reader works on a read-only file and cannot change a run it looks at. A file
     /// that is missing or is not a run store is one <see cref="InvalidDataException"/> naming it.
     /// </summary>
-    public static RunStore OpenReadOnly(string path)
+    internal static RunStore OpenReadOnly(string path)
     {
         if (!File.Exists(path)) throw new FileNotFoundException($"no run store at {path}", path);
         try
@@ -108,17 +109,19 @@ public sealed class RunStore : IDisposable
         }, null, FlushAfter, FlushAfter);
     }
 
-    /// <summary>Runs a statement (the sweep driver keeps its own tables in a sweep's store through it).</summary>
-    public void Execute(string sql, params (string Name, object? Value)[] args)
+    /// <summary>Runs a statement (<see cref="TrialStore"/> keeps a sweep's own tables in its store through it).</summary>
+    internal void Execute(string sql, params (string Name, object? Value)[] args)
     {
-        lock (_gate)
-            Guarded(() =>
-            {
-                using var cmd = _db.CreateCommand();
-                cmd.CommandText = sql;
-                foreach (var (n, v) in args) cmd.Parameters.AddWithValue(n, v ?? DBNull.Value);
-                cmd.ExecuteNonQuery();
-            });
+        lock (_gate) Guarded(() => Statement(null, sql, args));
+    }
+
+    void Statement(SqliteTransaction? tx, string sql, (string Name, object? Value)[] args)
+    {
+        using var cmd = _db.CreateCommand();
+        cmd.Transaction = tx;
+        cmd.CommandText = sql;
+        foreach (var (n, v) in args) cmd.Parameters.AddWithValue(n, v ?? DBNull.Value);
+        cmd.ExecuteNonQuery();
     }
 
     /// <summary>Every SQLite error (a full disk, a corrupt or read-only file) as one <see cref="RunStoreException"/> naming the store.</summary>
@@ -176,8 +179,13 @@ public sealed class RunStore : IDisposable
     }
 
     /// <summary>The recorded status of a run (<c>running</c>, <c>finished</c>, <c>failed</c>), or null when the store has no such run.</summary>
-    public string? Status(string runId) =>
-        Query("SELECT status FROM runs WHERE id = $id", ("$id", runId)).FirstOrDefault()?[0] as string;
+    public string? Status(string runId) => Reader.Status(runId);
+
+    RunReader? _reader;
+
+    /// <summary>The typed reads over this store's own connection, for a command that reads what it writes (<c>research
+    /// metrics --save</c>, <c>analyze hessian</c>, a sweep's driver). A reader alone opens <see cref="RunReader.Open"/>.</summary>
+    public RunReader Reader => _reader ??= new RunReader(this, owns: false);
 
     /// <summary>The last row of metrics and of evaluations (SQLite's rowid; 0 when empty), after flushing: a checkpoint
     /// records them, and a resume drops what came after.</summary>
@@ -215,6 +223,37 @@ public sealed class RunStore : IDisposable
     public void StudyValue(string runId, string kind, string name, double value, string json) =>
         Execute("INSERT INTO study_values VALUES ($r, $k, $n, $v, $j)",
             ("$r", runId), ("$k", kind), ("$n", name), ("$v", double.IsNaN(value) ? null : value), ("$j", json));
+
+    /// <summary>A study value in place of any earlier one of the same kind and name: one transaction, so a reader sees
+    /// the old value or the new, never neither.</summary>
+    void ReplaceStudyValue(string runId, string kind, string name, double value, string json)
+    {
+        (string, object?)[] args = [("$r", runId), ("$k", kind), ("$n", name), ("$v", double.IsNaN(value) ? null : value), ("$j", json)];
+        lock (_gate)
+            Guarded(() =>
+            {
+                using var tx = _db.BeginTransaction();
+                Statement(tx, "DELETE FROM study_values WHERE run_id = $r AND kind = $k AND name = $n", args[..3]);
+                Statement(tx, "INSERT INTO study_values VALUES ($r, $k, $n, $v, $j)", args);
+                tx.Commit();
+            });
+    }
+
+    /// <summary>A study's task names, in order (<see cref="RunReader.TaskNames"/>).</summary>
+    public void TaskNames(string runId, IReadOnlyList<string> names) =>
+        ReplaceStudyValue(runId, "tasks", "names", double.NaN, JsonSerializer.Serialize(names));
+
+    /// <summary>A study's probe by name, replacing an earlier one of that name (<see cref="RunReader.Probes"/>).</summary>
+    public void Probe(string runId, string name, double[][] matrix) =>
+        ReplaceStudyValue(runId, "probe", name, double.NaN, JsonSerializer.Serialize(matrix, RunReader.Json));
+
+    /// <summary>A study's forgetting metric with its per-task values, replacing an earlier value of that name.</summary>
+    public void StudyMetric(string runId, string name, double value, IReadOnlyList<double>? perTask) =>
+        ReplaceStudyValue(runId, "metric", name, value, JsonSerializer.Serialize(perTask, RunReader.Json));
+
+    /// <summary>A study's forgetting metric that failed, without a value, with the reason (<see cref="StudyMetricRow.Error"/>).</summary>
+    public void StudyMetricFailed(string runId, string name, string error) =>
+        ReplaceStudyValue(runId, "metric", name, double.NaN, JsonSerializer.Serialize(new { error }));
 
     /// <summary>Records why a run ended before its last epoch (early stopping).</summary>
     public void StopReason(string runId, string reason) =>
@@ -287,8 +326,8 @@ public sealed class RunStore : IDisposable
         _pending.Clear();
     }
 
-    /// <summary>Runs a query and returns its rows (for <c>research runs</c> and tests).</summary>
-    public List<object?[]> Query(string sql, params (string Name, object? Value)[] args)
+    /// <summary>Runs a query and returns its rows (for the typed reads of <see cref="RunReader"/> and <see cref="TrialStore"/>).</summary>
+    internal List<object?[]> Query(string sql, params (string Name, object? Value)[] args)
     {
         lock (_gate)
         {

@@ -12,13 +12,16 @@ public sealed class PluginFailureException(string message, Exception inner) : Ex
 
 static class Guard
 {
-    public static T Call<T>(PluginDescriptor d, string member, long step, Func<T> call)
+    /// <param name="step">The step the call belongs to, or −1 for a call at no step.</param>
+    /// <param name="when">What the call is, said where a call has no step (a metric's computation after training).</param>
+    public static T Call<T>(PluginDescriptor d, string member, long step, Func<T> call, string? when = null)
     {
         try { return Watchdog.Watch(d, member, step, call); }
         catch (Exception e) when (e is not PluginFailureException)
         {
+            var where = step >= 0 ? $" at step {step}" : when is null ? "" : $" ({when})";
             throw new PluginFailureException(
-                $"{PluginHost.RoleName(d.Role)} '{d.Name}' ({d.AssemblyPath}) threw {e.GetType().Name} in {member} at step {step}: {e.Message}", e);
+                $"{PluginHost.RoleName(d.Role)} '{d.Name}' ({d.AssemblyPath}) threw {e.GetType().Name} in {member}{where}: {e.Message}", e);
         }
     }
 }
@@ -42,5 +45,6 @@ public sealed class GuardedSchedule(ISchedule inner, PluginDescriptor descriptor
 public sealed class GuardedMetric(IForgettingMetric inner, PluginDescriptor descriptor) : IForgettingMetric
 {
     public PluginDescriptor Descriptor => descriptor;
-    public MetricValue Compute(EvaluationRecord record) => Guard.Call(descriptor, nameof(Compute), -1, () => inner.Compute(record));
+    public MetricValue Compute(EvaluationRecord record) =>
+        Guard.Call(descriptor, nameof(Compute), -1, () => inner.Compute(record), "the metric's computation from the study's record, after training");
 }

@@ -63,7 +63,8 @@ public static class Trainer
         {
             var outcome = new Loop(run, session.Store, session.RunId, session.Layout, observer, extraEvaluations ?? [], session.Interruption,
                 reporters ?? []).Execute(resume);
-            session.End("finished", null);
+            // A metric that failed leaves the run failed with its reason; the record and the other metrics are stored.
+            session.End(outcome.MetricFailures.Count == 0 ? "finished" : "failed", outcome.MetricFailures.Count == 0 ? null : string.Join("; ", outcome.MetricFailures));
             return outcome;
         }
         catch (RunInterruptedException e)

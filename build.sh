@@ -42,8 +42,8 @@ ensure_packages() {
       $sudo apt-get update -q >/dev/null &&
         $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null; }
   else
-    echo "the $what read the files of the Debian packages ${need[*]}, and apt-get is not available: provide them by hand" >&2
-    echo "(Fashion-MNIST: the four .gz files of the dataset's public release in a folder named by FASHION_MNIST_DIR;" >&2
+    echo "missing for the $what: the files of the Debian packages ${need[*]}, and apt-get is not available to install them" >&2
+    echo "(by hand: Fashion-MNIST, the four .gz files of the dataset's public release in a folder named by FASHION_MNIST_DIR;" >&2
     echo "fortunes: the English files in /usr/share/games/fortunes, the German ones in /usr/share/games/fortunes/de)." >&2
     exit 2
   fi

@@ -1,7 +1,6 @@
 using Research.Core.Data;
 using Research.Core.Models;
 using Research.Core.Precision;
-using Research.Core.Training;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 

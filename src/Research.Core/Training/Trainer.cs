@@ -211,7 +211,7 @@ public static class Trainer
     {
         var c = run.Config;
         yield return "init";
-        if (c.Data.Dataset == "synthetic") yield return "synthetic-data";
+        foreach (var stream in run.Data.Source.Streams) yield return stream;
         if (c.Model.Reinit.Length > 0) yield return "reinit";
         if (run.Kind == RunKind.Train) yield return "validation-split";
         for (int t = 0; t < run.Tasks.Count; t++)
@@ -277,7 +277,7 @@ public static class Trainer
             try
             {
                 bool freshPhase = true;
-                _probes = RunProbes.Create(_c, run.Tasks, run.Precision);
+                _probes = RunProbes.Create(_c, run.Data, run.Tasks, run.Precision);
                 if (resume is { } r) freshPhase = Restore(r.Dir, r.State);
                 else Begin();
                 _probes?.Start(run.Model, runDir, resume is not null, observer.Message);

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The two commands of the README:
 #   ./build.sh demo   restore, build, install Fashion-MNIST when missing (Debian/Ubuntu), run the forgetting demo
-#   ./build.sh test   build, run every test (each test's duration; last line "N passed, N failed")
+#   ./build.sh test   build, install what the tests read when missing (Fashion-MNIST, the fortunes, binutils, fonts),
+#                     run every test (each test's duration; last line "N passed, N failed")
 # The build writes the plugin contract and the dotnet new templates as NuGet packages to artifacts/packages.
 # Extra arguments go to the demo or to the test runner (Expecto: --filter, --sequenced, --list-tests ...).
 set -euo pipefail
@@ -15,17 +16,35 @@ build() {
     ${RESEARCH_WARNINGS_AS_ERRORS:+-warnaserror}
 }
 
-ensure_fashion_mnist() {
-  local dir=${FASHION_MNIST_DIR:-/usr/share/datasets/fashion-mnist}
-  if [ -f "$dir/train-images-idx3-ubyte.gz" ]; then return; fi
+# What the demo and the tests read, each a check that holds when a Debian package's files are there: Fashion-MNIST
+# (the demo and the tests), the English and German fortunes (text tests), readelf (binutils: the native-library test),
+# and the fonts and fontconfig the plots render with.
+has_fashion_mnist() { [ -f "${FASHION_MNIST_DIR:-/usr/share/datasets/fashion-mnist}/train-images-idx3-ubyte.gz" ]; }
+has_fortunes() { [ -f /usr/share/games/fortunes/computers ]; }
+has_fortunes_de() { [ -f /usr/share/games/fortunes/de/zitate ]; }
+has_readelf() { command -v readelf >/dev/null 2>&1; }
+has_fonts() { [ -d /usr/share/fonts/truetype/dejavu ]; }
+has_fontconfig() { { ldconfig -p || /sbin/ldconfig -p; } 2>/dev/null | grep libfontconfig.so.1 >/dev/null; }
+demo_packages=(dataset-fashion-mnist:has_fashion_mnist)
+test_packages=(dataset-fashion-mnist:has_fashion_mnist fortunes:has_fortunes fortunes-de:has_fortunes_de
+               binutils:has_readelf fonts-dejavu-core:has_fonts libfontconfig1:has_fontconfig)
+
+# ensure_packages WHAT PACKAGE:CHECK...: installs the packages whose check fails, quietly (sudo when not root).
+ensure_packages() {
+  local what=$1 need=() entry
+  shift
+  for entry in "$@"; do "${entry#*:}" || need+=("${entry%%:*}"); done
+  [ ${#need[@]} -eq 0 ] && return
   if command -v apt-get >/dev/null 2>&1; then
-    echo "Fashion-MNIST is missing: installing the Debian package dataset-fashion-mnist"
+    echo "installing Debian packages for the $what: ${need[*]}"
     local sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
-    $sudo apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 || {
-      $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q dataset-fashion-mnist >/dev/null; }
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null 2>&1 || {
+      $sudo apt-get update -q >/dev/null &&
+        $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null; }
   else
-    echo "Fashion-MNIST is missing and apt-get is not available: put the four .gz files of the dataset's" >&2
-    echo "public release in a folder and set FASHION_MNIST_DIR to it." >&2
+    echo "missing for the $what: the files of the Debian packages ${need[*]}, and apt-get is not available to install them" >&2
+    echo "(by hand: Fashion-MNIST, the four .gz files of the dataset's public release in a folder named by FASHION_MNIST_DIR;" >&2
+    echo "fortunes: the English files in /usr/share/games/fortunes, the German ones in /usr/share/games/fortunes/de)." >&2
     exit 2
   fi
 }
@@ -35,13 +54,13 @@ case "${1:-}" in
     shift
     dotnet restore Research.sln -v:q
     build
-    ensure_fashion_mnist
+    ensure_packages demo "${demo_packages[@]}"
     dotnet artifacts/bin/research.dll demo "$@"
     ;;
   test)
     shift
     build
-    ensure_fashion_mnist
+    ensure_packages tests "${test_packages[@]}"
     dotnet artifacts/bin/Research.Tests.dll "$@"
     ;;
   *)

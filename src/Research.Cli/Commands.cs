@@ -82,14 +82,13 @@ static class Commands
                          ?? throw new UsageException($"eval: {checkpoint} is not inside a run (RUN/checkpoints/NAME); give its config with --config");
         var overrides = a.All("--set").Append($"model.init_from=\"{checkpoint}\"").Append("model.strict=true").Append("model.reinit=[]");
         var config = ConfigLoader.Load(configPath, overrides);
-        RunBuilder.CheckModel(config, RunKind.Train);
-        RunBuilder.CheckClasses(config, RunKind.Train);
-        var (task, _) = RunBuilder.SingleData(config);
-        using var _task = task;
-        var (model, summary, precision) = RunBuilder.PreparedModel(config, task.Train.Features, (int)RunBuilder.DatasetShape(config.Data).Classes);
+        var shape = RunBuilder.CheckModel(config, RunKind.Train);
+        RunBuilder.CheckClasses(config, RunKind.Train, shape);
+        using var task = RunBuilder.SingleData(config);
+        var (model, summary, precision) = RunBuilder.PreparedModel(config, shape, task.Train.Features);
         using var _model = model;
         Console.WriteLine(summary);
-        foreach (var (split, r) in Evaluation.All(model, task, [], config.Data.EvalBatchSize, precision, RunBuilder.OutputTaskOf(config)))
+        foreach (var (split, r) in Evaluation.All(model, task, [], config.Data.EvalBatchSize, precision, RunBuilder.OutputTaskOf(shape)))
             Console.WriteLine(Figures(split, r, perplexity: true));
         return 0;
     }
@@ -143,9 +142,8 @@ static class Commands
         var pretrain = ConfigLoader.Parse(Embedded("demo-pretrain.toml"), "experiments/configs/demo-pretrain.toml (embedded)", a.All("--set"));
         var host = LoadPlugins(a.All("--plugins").Concat(pretrain.PluginDirs));
 
-        var (fullTrain, fullTest) = RunBuilder.LoadDataset(pretrain.Data, pretrain.Run.Seed);
-        fullTrain.Dispose();
-        using var _test = fullTest;
+        using var data = RunBuilder.Data(pretrain).Load();
+        var fullTest = data.Test;
         using var first = fullTest.WithClasses([0, 1, 2, 3, 4]);
         using var second = fullTest.WithClasses([5, 6, 7, 8, 9]);
         IReadOnlyList<(string, TensorDataset)> halves = [("test_0_4", first), ("test_5_9", second)];

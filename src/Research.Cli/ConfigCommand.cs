@@ -3,6 +3,7 @@ using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Research.Core.Config;
+using Research.Core.Data;
 using Research.Core.Plugins;
 
 namespace Research.Cli;
@@ -27,7 +28,7 @@ static class ConfigCommand
         var blocks = Blocks(host).ToList();
         if (a.Positional is [var only])
         {
-            blocks = blocks.Where(b => b.Section == only || b.Header.Contains($"name = \"{only}\"")).ToList();
+            blocks = blocks.Where(b => b.Section == only || b.Header.Contains($"name = \"{only}\"") || b.Header.Contains($"dataset = \"{only}\"")).ToList();
             if (blocks.Count == 0)
                 throw new UsageException($"config schema: no section or plugin '{only}' (sections: {string.Join(", ", ConfigLoader.SectionTypes.Select(s => s.Name))}; " +
                                          "plugins: research plugins list)");
@@ -46,6 +47,10 @@ static class ConfigCommand
             // An array of tables inside a section ([[optimizer.components]]) is a block of its own.
             foreach (var table in specs.Where(s => s.Type.IsArray && s.IsTable))
                 yield return new(name, $"[[{name}.{table.Key}]]", table.Doc, OptionSchema.Of(table.Scalar));
+            // Each data source's own keys, written in [data] beside the core's.
+            if (type == typeof(DataSection))
+                foreach (var source in DataSources.All)
+                    yield return new(name, $"[data] dataset = \"{source.Name}\"", source.Summary, OptionSchema.Of(source.OptionsType));
         }
         foreach (var (role, section, array) in new[] { (PluginRole.Schedule, "schedule", false), (PluginRole.Method, "methods", true), (PluginRole.ForgettingMetric, "metrics", true) })
             foreach (var p in host.Plugins.Where(p => p.Role == role).OrderBy(p => p.Name, StringComparer.Ordinal))

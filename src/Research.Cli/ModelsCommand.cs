@@ -79,8 +79,8 @@ static class ModelsCommand
     {
         if (config.Model.Kind != "gpt")
             throw new UsageException($"{command} reads a gpt; this run's model is \"{config.Model.Kind}\" ({config.File})");
-        RunBuilder.CheckModel(config, RunKind.Train);
-        var (model, _) = RunBuilder.Model(config, config.Data.Context, (int)RunBuilder.DatasetShape(config.Data).Classes);
+        var shape = RunBuilder.CheckModel(config, RunKind.Train);
+        var (model, _) = RunBuilder.Model(config, shape);
         return (Gpt)model;
     }
 
@@ -132,10 +132,12 @@ static class ModelsCommand
             throw new UsageException("--greedy picks the most likely token: it takes no --temperature, --top-k or --samples");
         var (runDir, checkpoint) = Locate(a.Positional[0], a.One("--checkpoint")!);
         var config = WithCheckpoint(runDir, checkpoint);
-        if (config.Data.Task != "causal-lm") throw new UsageException($"generate continues text with a language model; this run's task is \"{config.Data.Task}\" ({config.File})");
+        if (!RunBuilder.Shape(config).NextToken)
+            throw new UsageException($"generate continues text with a language model; this run's data \"{config.Data.Dataset}\" is not a causal-lm task ({config.File})");
         using var model = LoadGpt(config, "generate");
         // The tokenizer is rebuilt from the config as the run built it (gpt2-8192 from the same seeded training split).
-        var tokenizer = TextTasks.Tokenizer(config.Data, TextTasks.Split(config.Data, config.Run.Seed), ModelFactory.ModelsDir(config.Model, config.File));
+        var data = RunBuilder.Data(config);
+        var tokenizer = data.Source.Tokenizer(data)!;
         // Training documents follow an end-of-text token, so a prompt does too: the model starts where a text starts.
         var ids = new List<long> { tokenizer.EndOfTextId };
         ids.AddRange(tokenizer.Encode(TextCleaning.Clean(prompt)).Select(i => (long)i));

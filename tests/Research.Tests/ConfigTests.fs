@@ -145,6 +145,7 @@ let tests =
             let host = Research.Core.Plugins.PluginHost.Load([])
             let tables =
                 [ for name, t in ConfigLoader.SectionTypes -> name, t
+                  for s in Research.Core.Data.DataSources.BuiltIn -> "data", s.OptionsType
                   for p in host.Plugins do if not (isNull p.OptionsType) then yield p.Name, p.OptionsType ]
             let mutable checkedBounds = 0
             for name, t in tables do

@@ -1,6 +1,6 @@
 /// The fuzz suite. Seeded generators (FsCheck, fixed seeds: the same cases in every run) make configs, `--set` overrides,
 /// damaged checkpoints, weight files and data folders; each case is labelled from the option schema (OptionSchema.Of over
-/// ConfigLoader.SectionTypes and the built-in plugins' options types) or from a documented rule, and goes through the
+/// ConfigLoader.SectionTypes, the built-in data sources' and plugins' options types) or from a documented rule, and goes through the
 /// command line's entry point — in-process (Program.Main) or as a real `research` process. Every case: exit 0, 1 or 2; no
 /// unhandled exception, no stack trace; a refusal is one "error:" line per problem naming the file and the key; a refused
 /// input changes nothing on disk; a run's store holds no duplicated rows.
@@ -213,11 +213,10 @@ let private setKey (header: string) (key: string) (value: string) (doc: Doc) : D
 let private headerOf (section: string) = sprintf "[%s]" section
 
 /// The base of every config case: synthetic data (256 items, 4 classes; 25 % held out: 192 training items, batches of
-/// 32, 2 epochs = 12 optimizer steps), a tiny model. `path` names a tiny Fashion-MNIST folder in the real format, read
-/// when a case picks that dataset.
+/// 32, 2 epochs = 12 optimizer steps), a tiny model.
 let private baseDoc (dir: string) : Doc =
     [ "[run]", [ "name", "\"fuzz\""; "seed", "3"; "threads", "0"; "output_dir", toml (Path.Combine(dir, "runs")) ]
-      "[data]", [ "dataset", "\"synthetic\""; "path", toml (Path.Combine(dir, "fashion")); "synthetic_samples", "256"
+      "[data]", [ "dataset", "\"synthetic\""; "synthetic_samples", "256"
                   "synthetic_features", "8"; "synthetic_classes", "4"; "batch_size", "32"; "validation_fraction", "0.25" ]
       "[model]", [ "hidden", "[8]" ]
       "[optimizer]", [ "lr", "0.01" ]
@@ -326,10 +325,8 @@ let private crossField (path: string) (key: string) (v: obj) : Expected option =
     | "data.validation_fraction", (:? float as f) when trainItems baseSamples f 0L <= 0L -> Some(refuse [ "data"; "no training items" ])
     // The base run is an MLP on vectors: another kind, text data or a text-only option is refused naming its key.
     | "model.kind", (:? string as s) when s <> "mlp" -> Some(refuse [ "model.kind" ])
-    | "data.dataset", (:? string as s) when s = "fortunes" || s = "fortunes-de" -> Some(refuse [ "model.kind" ])
-    | "data.task", (:? string as s) when s = "causal-lm" -> Some(refuse [ "data.task"; "needs a text dataset" ])
-    | "data.topics", (:? Array as a) when a.Length > 0 -> Some(refuse [ "data.topics" ])
-    | "data.stride", _ when n () > 127L -> Some(refuse [ "data.stride"; "context − 1" ])
+    // Another source than the base's synthetic one is refused the synthetic keys the base writes.
+    | "data.dataset", (:? string as s) when s <> "synthetic" -> Some(refuse [ "data.synthetic_samples"; "is a key of synthetic" ])
     | "model.image_side", _ when n () % 32L <> 0L -> Some(refuse [ "model.image_side"; "multiple of 32" ])
     | "model.blocks", (:? Array as a) when a.Length <> 0 && a.Length <> 4 -> Some(refuse [ "model.blocks"; "four stages" ])
     // The study keys of the fine-tuning studies: the datasets benchmark needs its list, the list only that benchmark, and
@@ -373,6 +370,7 @@ let private validValue (dir: string) (key: string) (spec: OptionSpec) : Gen<obj>
         else
             match key with
             | "run.name" -> runNames |> Gen.map box
+            | "data.dataset" -> Gen.elements (List.ofSeq Research.Core.Data.DataSources.Names) |> Gen.map box
             | "run.output_dir" -> Gen.elements [ Path.Combine(dir, "out", "x"); "relative/out"; ""; "."; Path.Combine(dir, "runs") ] |> Gen.map box
             | "model.init_from" -> Gen.elements [ ""; ""; Path.Combine(dir, "no-such-weights.safetensors") ] |> Gen.map box
             | "checkpoint.best_metric" -> Gen.elements [ ""; "val_loss"; "val_accuracy"; "test_accuracy"; "val_acc"; "VAL_LOSS" ] |> Gen.map box
@@ -498,6 +496,35 @@ let private configCases (dir: string) (host: PluginHost) : Case list =
         | None -> ()
         // The section as a value, or as an array of tables.
         add (sprintf "--set %s=3 (a section as a value)" section) "train" text [ sprintf "%s=3" section ] (refuse [ section; "must be a table" ])
+    // Each built-in data source's keys of [data]. Synthetic's sit in the synthetic base; another source's values inside
+    // its schema are refused there as keys of another source, and values outside it are refused by the source's own
+    // binding in a config of that source.
+    for source in Research.Core.Data.DataSources.BuiltIn do
+        let own =
+            if source.Name = "synthetic" then doc
+            else doc |> List.map (fun (h, ks) ->
+                h, (if h = "[data]" then ("dataset", toml source.Name) :: (ks |> List.filter (fun (k, _) -> k <> "dataset" && not (k.StartsWith "synthetic_"))) else ks))
+        for spec in OptionSchema.Of source.OptionsType do
+            let key = sprintf "data.%s" spec.Key
+            let gen = validValue dir key spec
+            for i in 0 .. 5 do
+                let v = draw (seedOf key + uint64 i) gen
+                let command = if i = 3 || i = 5 then "study" else "train"
+                let expected =
+                    if source.Name <> "synthetic" then refuse [ key; "is a key of" ]
+                    else
+                        crossField path key v
+                        |> Option.orElse (if command = "study" then studyField path key v else None)
+                        |> Option.defaultValue Accept
+                let literal = render v
+                let label = sprintf "%s = %s (%s)" key literal (if expected = Accept then "in the schema" else "in the schema; a documented rule refuses it")
+                if i < 4 then add label command (renderDoc (setKey "[data]" spec.Key literal doc)) [] expected
+                else add ("--set " + label) command text [ sprintf "%s=%s" key literal ] expected
+            for j, (literal, why) in List.indexed (invalidLiterals spec) do
+                let label = sprintf "%s = %s (%s, data.dataset = \"%s\")" key literal why source.Name
+                let command = if j % 6 = 5 then "study" else "train"
+                add label command (renderDoc (setKey "[data]" spec.Key literal own)) [] (refuse [ key ])
+                add ("--set " + label) command (renderDoc own) [ sprintf "%s=%s" key literal ] (refuse [ key ])
     // The components of [optimizer]: an array of tables.
     let withComponent (body: string) = text + "[[optimizer.components]]\n" + body
     for label, body, expected in

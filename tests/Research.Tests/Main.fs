@@ -72,6 +72,7 @@ let main argv =
             ModelKindTests.tests
             ProbeTests.tests
             ForgettingDecompositionTests.tests
+            DataRegistryTests.tests
         ]
     let config = { defaultConfig with printer = printer defaultConfig.printer }
     // Plain output (no colours, no spinner) so logs and CI read cleanly and the last line is exact.

@@ -125,11 +125,15 @@ let tests =
             fun (seed: int) ->
                 let baseText = "[schedule]\nname = \"step\"\nstep_size = 10\n[[methods]]\nname = \"ewc\"\n[[methods]]\nname = \"l2-sp\"\n"
                 let defaults = canonicalOf "train" baseText []
+                // [data] as a config may write it: the core's keys and those of its source (the resolved TOML's), not
+                // the identity's defaults of other sources' keys.
+                let dataKeys = (Tomlyn.TomlSerializer.Deserialize<Tomlyn.Model.TomlTable>(ResolvedConfig.Toml defaults)["data"] :?> Tomlyn.Model.TomlTable).Keys |> Set.ofSeq
                 let all =
                     [ for KeyValue(section, table) in defaults do
                           match section with
                           | "command" -> ()
                           | "methods" -> for i in 0 .. table.AsArray().Count - 1 do yield! assignments (sprintf "methods.%d" i) (table[i].AsObject())
+                          | "data" -> yield! assignments section (JsonObject(table.AsObject() |> Seq.filter (fun kv -> dataKeys.Contains kv.Key) |> Seq.map (fun kv -> Collections.Generic.KeyValuePair(kv.Key, kv.Value.DeepClone()))))
                           | _ -> yield! assignments section (table.AsObject()) ]
                 let rnd = Random seed
                 let chosen = all |> List.filter (fun _ -> rnd.Next 2 = 0)
@@ -214,7 +218,7 @@ let tests =
         test "what a run computes changes the identity: a section's value, a plugin option, the plugin, the order of the methods" {
             let baseline = identity full []
             for o in [ "optimizer.lr=0.06"; "optimizer.components.0.lr_scale=2.0"; "methods.0.lambda=31"; "methods.0.fisher=\"empirical\""
-                       "methods.1.anchor=\"initial\""; "schedule.warmup_steps=11"; "schedule.decay_shape=\"sqrt\""; "data.path=\"/data\""; "study.tasks=6" ] do
+                       "methods.1.anchor=\"initial\""; "schedule.warmup_steps=11"; "schedule.decay_shape=\"sqrt\""; "data.synthetic_features=9"; "study.tasks=6" ] do
                 Expect.notEqual (identity full [ o ]) baseline o
             Expect.notEqual (identity "[schedule]\nname = \"cosine\"\n" []) (identity "[schedule]\nname = \"linear\"\n" []) "another schedule"
             Expect.notEqual (identity "[[methods]]\nname = \"l2\"\n[[methods]]\nname = \"l2-sp\"\n" [])

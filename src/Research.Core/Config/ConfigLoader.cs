@@ -1,4 +1,5 @@
 using System.Globalization;
+using Research.Core.Data;
 using Tomlyn;
 using Tomlyn.Model;
 
@@ -133,13 +134,17 @@ public static class ConfigLoader
             catch (ConfigException e) { errors.AddRange(e.Errors); return new T(); }
         }
         var run = Section<RunSection>("run");
-        var data = Section<DataSection>("data");
+        var dataErrors = errors.Count;
         var model = Section<ModelSection>("model");
         var optimizer = Section<OptimizerSection>("optimizer");
         var train = Section<TrainSection>("train");
         var precision = Section<PrecisionSection>("precision");
         var checkpoint = Section<CheckpointSection>("checkpoint");
         var study = Section<StudySection>("study");
+        // [data] after [study]: a datasets study's sources take their keys from [data] too. Its errors keep their place.
+        var problems = new List<ConfigError>();
+        var data = Data(TableAt(root, "data", file, problems), study.Datasets, file, problems);
+        errors.InsertRange(dataErrors, problems);
         var plugins = Section<PluginsSection>("plugins");
         var probes = Section<ProbesSection>("probes");
 
@@ -149,6 +154,58 @@ public static class ConfigLoader
         var metrics = Choices(root, "metrics", file, errors);
         if (errors.Count > 0) throw new ConfigException(errors);
         return new RunConfig(file, root, run, data, model, optimizer, train, precision, checkpoint, study, plugins, schedule, methods, metrics, probes);
+    }
+
+    /// <summary>
+    /// Binds [data]: the core's keys to <see cref="DataSection"/>, and the keys of each source the run reads — the one
+    /// <c>dataset</c> names and those of <paramref name="studyDatasets"/> — to that source's options record. A key of
+    /// another source is refused naming the sources that have it; each source's rules between its keys and the core's
+    /// (<see cref="IDataSource.Validate"/>) follow.
+    /// </summary>
+    static DataSection Data(TomlTable? table, IReadOnlyList<string> studyDatasets, string file, List<ConfigError> errors)
+    {
+        static IEnumerable<string> KeysOf(Type type) => OptionSchema.Of(type).SelectMany(o => o.Aliases.Prepend(o.Key));
+        var coreKeys = KeysOf(typeof(DataSection)).ToHashSet(StringComparer.Ordinal);
+        var core = new TomlTable();
+        var rest = new List<(string Key, object Value)>();
+        foreach (var (key, value) in table ?? new TomlTable())
+            if (coreKeys.Contains(key)) core[key] = value;
+            else rest.Add((key, value));
+        DataSection data;
+        try { data = OptionsBinder.Bind<DataSection>(core, file, "data"); }
+        catch (ConfigException e) { errors.AddRange(e.Errors); data = new DataSection(); }
+        if (DataSources.Find(data.Dataset) is null)
+        {
+            errors.Add(new(file, "data.dataset", $"{ConfigValue.Text(data.Dataset)} is not a data source (one of: {string.Join(", ", DataSources.Names)})"));
+            return data;
+        }
+        var sources = studyDatasets.Prepend(data.Dataset).Distinct().Select(DataSources.Find).OfType<IDataSource>().ToList();
+        var accepted = sources.SelectMany(s => KeysOf(s.OptionsType)).ToHashSet(StringComparer.Ordinal);
+        foreach (var (key, _) in rest.Where(r => !accepted.Contains(r.Key)))
+        {
+            var owners = DataSources.All.Where(s => KeysOf(s.OptionsType).Contains(key)).Select(s => s.Name).ToList();
+            var known = coreKeys.Concat(accepted).Order(StringComparer.Ordinal).ToList();
+            errors.Add(new(file, $"data.{key}", owners.Count > 0
+                ? $"is a key of {string.Join(" and ", owners)}, not of data.dataset \"{data.Dataset}\""
+                : $"unknown key{OptionsBinder.Suggestion(key, known)} (known keys: {string.Join(", ", known)})"));
+        }
+        foreach (var source in sources)
+        {
+            var own = KeysOf(source.OptionsType).ToHashSet(StringComparer.Ordinal);
+            var keys = new TomlTable();
+            foreach (var (key, value) in rest.Where(r => own.Contains(r.Key))) keys[key] = value;
+            object options;
+            try { options = OptionsBinder.Bind(source.OptionsType, keys, file, "data"); }
+            catch (ConfigException e) { errors.AddRange(e.Errors); continue; }
+            data = data.WithOptions(source.Name, options);
+            // As the binder writes a rule's error: the value of the key it names first.
+            var values = new Dictionary<string, object?>(StringComparer.Ordinal);
+            foreach (var (key, prop) in OptionsBinder.Keys(typeof(DataSection))) values[$"data.{key}"] = prop.GetValue(data);
+            foreach (var (key, prop) in OptionsBinder.Keys(source.OptionsType)) values[$"data.{key}"] = prop.GetValue(options);
+            foreach (var e in source.Validate(data, options))
+                errors.Add(new(file, e.Key, values.TryGetValue(e.Key, out var v) ? $"{ConfigValue.Text(v)} {e.Message}" : e.Message));
+        }
+        return data;
     }
 
     /// <summary>The plugins of an array of tables (<c>[[methods]]</c>, <c>[[metrics]]</c>); null when the key is absent.</summary>

@@ -1,4 +1,5 @@
 using Research.Abstractions;
+using Research.Core.Data;
 using Tomlyn.Model;
 
 namespace Research.Core.Config;
@@ -35,88 +36,6 @@ public sealed record RunSection : IValidatable
 
     /// <summary>The longest name in UTF-8 bytes: 255 (a file name) − 27 (the stamp <c>-yyyyMMdd-HHmmss-fff-xxxxxx</c>).</summary>
     public const int MaxNameBytes = 228;
-}
-
-/// <summary>[data]: which data, which classes, how it is split and batched.</summary>
-public sealed record DataSection : IValidatable
-{
-    /// <summary><c>fashion-mnist</c> (from <c>path</c>), <c>synthetic</c> (Gaussian class clusters, for tests), or text:
-    /// <c>fortunes</c> (English) and <c>fortunes-de</c> (German), the Debian packages' epigrams, cleaned and deduplicated.</summary>
-    [Option(OneOf = ["fashion-mnist", "synthetic", "fortunes", "fortunes-de"])]
-    public string Dataset { get; init; } = "fashion-mnist";
-    /// <summary>The datasets <see cref="Dataset"/> may name.</summary>
-    public static readonly IReadOnlyList<string> Datasets = ["fashion-mnist", "synthetic", "fortunes", "fortunes-de"];
-    /// <summary>Folder of the data; empty: Fashion-MNIST's <c>$FASHION_MNIST_DIR</c>, then
-    /// <c>/usr/share/datasets/fashion-mnist</c> (Debian package <c>dataset-fashion-mnist</c>); the fortunes'
-    /// <c>/usr/share/games/fortunes</c> (Debian <c>fortunes</c>) and <c>/usr/share/games/fortunes/de</c> (<c>fortunes-de</c>).</summary>
-    public string Path { get; init; } = "";
-    /// <summary>What the outputs predict: <c>classify</c> (a class per item: an image's class, a fortune's topic) or
-    /// <c>causal-lm</c> (text only: every next token of the corpus, documents joined by an end-of-text token).</summary>
-    [Option(OneOf = ["classify", "causal-lm"])]
-    public string Task { get; init; } = "classify";
-    /// <summary>Text: <c>bytes</c> (UTF-8 bytes, 257 ids), <c>gpt2</c> (GPT-2's byte-level BPE, 50,257 ids),
-    /// <c>gpt2-8192</c> (GPT-2's BPE restricted to the 8,192 ids most used by the training split, lossless byte
-    /// fallback) or <c>wordpiece</c> (MiniLM's uncased vocabulary: what a <c>bert</c> from all-MiniLM-L6-v2 reads).</summary>
-    [Option(OneOf = ["bytes", "gpt2", "gpt2-8192", "wordpiece"])]
-    public string Tokenizer { get; init; } = "bytes";
-    /// <summary>Text: tokens per row — a causal LM's window T, or the longest text (in tokens, [CLS]/[SEP] included) a classifier reads.</summary>
-    [Option(Min = 2, Max = 8192)]
-    public int Context { get; init; } = 128;
-    /// <summary>Causal LM: window k starts at k·stride; each token is predicted once, the tokens before it in the window being
-    /// its context. 0: T − 1 (windows share one token: no overlap, least work); smaller strides give more context per
-    /// prediction at more cost. Applies to every split, so evaluation is over the same windows.</summary>
-    [Option(Min = 0)]
-    public int Stride { get; init; } = 0;
-    /// <summary>Text classification: the topics (fortune file names) to classify; empty: every topic with at least
-    /// <c>min_topic_entries</c> entries.</summary>
-    public string[] Topics { get; init; } = [];
-    /// <summary>Text classification: the fewest entries a topic needs to be chosen when <c>topics</c> is empty.</summary>
-    [Option(Min = 1)]
-    public int MinTopicEntries { get; init; } = 580;
-    /// <summary>Text: fraction of the entries held out (seeded, by entry) as the test split; the validation split is
-    /// <c>validation_fraction</c> of the entries.</summary>
-    [Option(Min = 0, Max = 1, MaxExclusive = true)]
-    public double TestFraction { get; init; } = 0.1;
-
-    /// <summary>The dataset is text.</summary>
-    public bool IsText => Dataset is "fortunes" or "fortunes-de";
-
-    /// <summary>The stride windows are cut with: <c>stride</c>, or T − 1 when 0.</summary>
-    public int WindowStride => Stride > 0 ? Stride : Context - 1;
-
-    public IEnumerable<OptionError> Validate()
-    {
-        if (Task == "causal-lm" && !IsText) yield return new("task", $"\"causal-lm\" needs a text dataset (fortunes, fortunes-de), not \"{Dataset}\"");
-        if (Stride > Context - 1) yield return new("stride", $"is more than context − 1 = {Context - 1}: a window of {Context} tokens predicts {Context - 1}, so a larger stride would skip tokens");
-        if (IsText && Task == "classify" && Tokenizer == "wordpiece" && Context < 3) yield return new("context", "leaves no room for text between WordPiece's [CLS] and [SEP]");
-        if (IsText && ValidationFraction + TestFraction >= 1) yield return new("test_fraction", $"with validation_fraction {ValidationFraction} leaves no training entries");
-        if (IsText && Classes.Length > 0) yield return new("classes", "selects classes of an image dataset; a text classifier chooses its topics with data.topics");
-        if (!IsText && Topics.Length > 0) yield return new("topics", $"selects fortune topics; \"{Dataset}\" has classes (data.classes)");
-    }
-    /// <summary>Classes kept for training and evaluation; empty keeps all. Labels keep their original ids.</summary>
-    [Option(Min = 0)]
-    public int[] Classes { get; init; } = [];
-    /// <summary>Fraction of the training set held out (seeded) as the validation split for model selection.</summary>
-    [Option(Min = 0, Max = 1, MaxExclusive = true)]
-    public double ValidationFraction { get; init; } = 0.1;
-    /// <summary>Items per optimizer step.</summary>
-    [Option(Min = 1)]
-    public int BatchSize { get; init; } = 128;
-    /// <summary>Items per forward pass during evaluation (no gradients; larger is faster).</summary>
-    [Option(Min = 1)]
-    public int EvalBatchSize { get; init; } = 1000;
-    /// <summary>Use only the first N training items after class filtering (0: all) — for quick runs.</summary>
-    [Option(Min = 0)]
-    public int TrainLimit { get; init; } = 0;
-    /// <summary>Synthetic data: number of training items.</summary>
-    [Option(Min = 1, Max = 10_000_000)]
-    public int SyntheticSamples { get; init; } = 2000;
-    /// <summary>Synthetic data: input features.</summary>
-    [Option(Min = 1, Max = 100_000)]
-    public int SyntheticFeatures { get; init; } = 16;
-    /// <summary>Synthetic data: number of classes.</summary>
-    [Option(Min = 2, Max = 10_000)]
-    public int SyntheticClasses { get; init; } = 4;
 }
 
 /// <summary>[model]: architecture and where its initial weights come from.</summary>
@@ -376,7 +295,7 @@ public sealed record StudySection : IValidatable
 
     public IEnumerable<OptionError> Validate()
     {
-        var known = DataSection.Datasets;
+        var known = DataSources.Names.ToList();
         if (Benchmark == "datasets" && Datasets.Length < 2) yield return new("datasets", $"has {Datasets.Length} entries; the datasets benchmark needs at least 2 (one task each)");
         if (Benchmark != "datasets" && Datasets.Length > 0) yield return new("datasets", $"is read by benchmark = \"datasets\" only, not \"{Benchmark}\"");
         foreach (var d in Datasets.Where(d => !known.Contains(d)))

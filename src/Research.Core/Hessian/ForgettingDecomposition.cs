@@ -67,9 +67,9 @@ public sealed class ForgettingDecomposition(RunComponents run, RunLayout layout,
         : [FisherKind.Exact, FisherKind.Sampled, FisherKind.Empirical, FisherKind.Batched];
 
     /// <summary>What <c>[study] hessian</c> asks that the data cannot give, checked before a run folder exists.</summary>
-    public static IEnumerable<ConfigError> Check(RunConfig c)
+    public static IEnumerable<ConfigError> Check(RunConfig c, DataShape shape)
     {
-        if (c.Study.Hessian.Enabled && c.Data.Task == "causal-lm" && c.Study.Hessian.Fisher.Contains(FisherKind.Exact))
+        if (c.Study.Hessian.Enabled && shape.NextToken && c.Study.Hessian.Fisher.Contains(FisherKind.Exact))
             yield return new(c.File, "study.hessian.fisher", "names \"exact\", which is not defined for sequences (a V^T-term sum per sequence); use \"sampled\"");
     }
 

@@ -1,5 +1,6 @@
 using Research.Core.Checkpoints;
 using Research.Core.Config;
+using Research.Core.Data;
 using Research.Core.Tracking;
 using Research.Core.Training;
 
@@ -11,8 +12,8 @@ public sealed class HessianObserverFactory : IRunObserverFactory
 {
     public int Order => 20;
 
-    public IEnumerable<ConfigError> Check(RunConfig config, RunKind kind) =>
-        kind == RunKind.Study ? ForgettingDecomposition.Check(config) : [];
+    public IEnumerable<ConfigError> Check(RunConfig config, RunKind kind, DataShape shape) =>
+        kind == RunKind.Study ? ForgettingDecomposition.Check(config, shape) : [];
 
     public IRunObserver? Create(RunComponents run) =>
         run.Kind == RunKind.Study && run.Config.Study.Hessian.Enabled ? new HessianObserver() : null;

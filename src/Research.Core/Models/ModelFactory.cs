@@ -1,6 +1,6 @@
 using Research.Core.Checkpoints;
 using Research.Core.Config;
-using Research.Core.Text;
+using Research.Core.Data;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -19,20 +19,20 @@ public sealed record ModelTarget(long Features, int Outputs);
 public static class ModelFactory
 {
     /// <summary>The GPT shape of a config: vocabulary from the tokenizer, positions from the context unless given.</summary>
-    public static GptShape GptShapeOf(ModelSection m, DataSection d) => new(
-        Vocab: TextTasks.VocabularySize(d.Tokenizer),
-        MaxLen: m.MaxPositions > 0 ? m.MaxPositions : d.Context,
+    public static GptShape GptShapeOf(ModelSection m, DataShape d) => new(
+        Vocab: d.Vocabulary,
+        MaxLen: m.MaxPositions > 0 ? m.MaxPositions : d.Features,
         Width: m.Width > 0 ? m.Width : 256,
         Heads: m.Heads > 0 ? m.Heads : 4,
         Layers: m.Layers > 0 ? m.Layers : 4);
 
     /// <summary>The BERT shape of a config: MiniLM's unless changed, with the tokenizer's vocabulary.</summary>
-    public static BertShape BertShapeOf(ModelSection m, DataSection d)
+    public static BertShape BertShapeOf(ModelSection m, DataShape d)
     {
         var width = m.Width > 0 ? m.Width : BertShape.AllMiniLmL6V2.Width;
         return BertShape.AllMiniLmL6V2 with
         {
-            Vocab = TextTasks.VocabularySize(d.Tokenizer),
+            Vocab = d.Vocabulary,
             MaxPositions = m.MaxPositions > 0 ? m.MaxPositions : BertShape.AllMiniLmL6V2.MaxPositions,
             Width = width,
             Heads = m.Heads > 0 ? m.Heads : BertShape.AllMiniLmL6V2.Heads,
@@ -45,7 +45,7 @@ public static class ModelFactory
     /// The problems of a model and data pairing, each as (key, message), before anything is built: a kind reads one
     /// kind of input (images or vectors, or token ids), and a language model's outputs are its vocabulary.
     /// </summary>
-    public static IEnumerable<(string Key, string Message)> Check(ModelSection m, DataSection d)
+    public static IEnumerable<(string Key, string Message)> Check(ModelSection m, DataShape d)
     {
         bool text = d.IsText;
         switch (m.Kind)
@@ -53,24 +53,24 @@ public static class ModelFactory
             case "mlp" when text:
             case "cnn" when text:
             case "resnet" when text:
-                yield return ("model.kind", $"\"{m.Kind}\" reads images or feature vectors, and data.dataset \"{d.Dataset}\" is text: use gpt or bert");
+                yield return ("model.kind", $"\"{m.Kind}\" reads images or feature vectors, and data.dataset \"{d.Source}\" is text: use gpt or bert");
                 break;
             case "gpt" or "bert" when !text:
-                yield return ("model.kind", $"\"{m.Kind}\" reads token ids, and data.dataset \"{d.Dataset}\" is not text (fortunes, fortunes-de)");
+                yield return ("model.kind", $"\"{m.Kind}\" reads token ids, and data.dataset \"{d.Source}\" is not text");
                 break;
-            case "cnn" or "resnet" when d.Dataset != "fashion-mnist":
-                yield return ("model.kind", $"\"{m.Kind}\" reads 28×28 grey images (fashion-mnist), not \"{d.Dataset}\" features");
+            case "cnn" or "resnet" when d.Input != InputKind.Images || d.ImageSide != 28:
+                yield return ("model.kind", $"\"{m.Kind}\" reads 28×28 grey images (fashion-mnist), not \"{d.Source}\" features");
                 break;
-            case "bert" when d.Task == "causal-lm":
+            case "bert" when d.NextToken:
                 yield return ("model.kind", "\"bert\" is an encoder (it sees the whole text): a causal language model is \"gpt\"");
                 break;
         }
-        if (m.Kind == "gpt" && d.Task == "causal-lm" && m.Outputs > 0 && m.Outputs != TextTasks.VocabularySize(d.Tokenizer))
-            yield return ("model.outputs", $"{m.Outputs} differs from the {TextTasks.VocabularySize(d.Tokenizer)} ids of tokenizer \"{d.Tokenizer}\": a language model's outputs are its vocabulary (tied to the token embedding)");
-        if (m.Kind == "gpt" && d.Context > (m.MaxPositions > 0 ? m.MaxPositions : d.Context))
-            yield return ("model.max_positions", $"{m.MaxPositions} is fewer than data.context {d.Context}: the model would have no position for the last tokens");
-        if (m.Kind == "bert" && d.Context > (m.MaxPositions > 0 ? m.MaxPositions : BertShape.AllMiniLmL6V2.MaxPositions))
-            yield return ("data.context", $"{d.Context} is more than the BERT's {(m.MaxPositions > 0 ? m.MaxPositions : BertShape.AllMiniLmL6V2.MaxPositions)} positions");
+        if (m.Kind == "gpt" && d.NextToken && m.Outputs > 0 && m.Outputs != d.Vocabulary)
+            yield return ("model.outputs", $"{m.Outputs} differs from the {d.Vocabulary} ids of tokenizer \"{d.Tokenizer}\": a language model's outputs are its vocabulary (tied to the token embedding)");
+        if (m.Kind == "gpt" && d.Features > (m.MaxPositions > 0 ? m.MaxPositions : d.Features))
+            yield return ("model.max_positions", $"{m.MaxPositions} is fewer than data.context {d.Features}: the model would have no position for the last tokens");
+        if (m.Kind == "bert" && d.Features > (m.MaxPositions > 0 ? m.MaxPositions : BertShape.AllMiniLmL6V2.MaxPositions))
+            yield return ("data.context", $"{d.Features} is more than the BERT's {(m.MaxPositions > 0 ? m.MaxPositions : BertShape.AllMiniLmL6V2.MaxPositions)} positions");
         var width = m.Width > 0 ? m.Width : m.Kind == "bert" ? (int)BertShape.AllMiniLmL6V2.Width : 256;
         var heads = m.Heads > 0 ? m.Heads : m.Kind == "bert" ? (int)BertShape.AllMiniLmL6V2.Heads : 4;
         if (m.Kind is "gpt" or "bert" && width % heads != 0)
@@ -121,7 +121,7 @@ public static class ModelFactory
     /// A model of the config's kind and shape, every value drawn from <paramref name="generator"/> (each kind's reference
     /// initialisation: PyTorch's Linear/Conv default for mlp and cnn, GPT-2's, BERT's, torchvision's ResNet).
     /// </summary>
-    public static nn.Module<Tensor, Tensor> Create(ModelSection m, DataSection d, ModelTarget target, IReadOnlyList<int>? blocks, Generator generator)
+    public static nn.Module<Tensor, Tensor> Create(ModelSection m, DataShape d, ModelTarget target, IReadOnlyList<int>? blocks, Generator generator)
     {
         var outputs = m.Outputs > 0 ? m.Outputs : target.Outputs;
         switch (m.Kind)
@@ -133,7 +133,7 @@ public static class ModelFactory
                 return mlp;
             }
             case "cnn": return Cnn.Create(outputs, generator);
-            case "gpt": return Gpt.Create(GptShapeOf(m, d), generator, m.Dropout, classes: d.Task == "causal-lm" ? 0 : outputs);
+            case "gpt": return Gpt.Create(GptShapeOf(m, d), generator, m.Dropout, classes: d.NextToken ? 0 : outputs);
             case "bert": return Bert.Create(BertShapeOf(m, d), generator, outputs);
             case "resnet":
             {

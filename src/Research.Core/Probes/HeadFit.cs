@@ -1,8 +1,8 @@
 using Research.Core.Data;
 using Research.Core.Models;
 using Research.Core.Precision;
-using Research.Core.Training;
 using TorchSharp.Modules;
+using Research.Core.Training;
 using static TorchSharp.torch;
 
 namespace Research.Core.Probes;

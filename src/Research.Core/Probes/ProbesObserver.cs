@@ -1,4 +1,5 @@
 using Research.Core.Config;
+using Research.Core.Data;
 using Research.Core.Training;
 
 namespace Research.Core.Probes;
@@ -8,9 +9,9 @@ namespace Research.Core.Probes;
 public sealed class ProbesObserverFactory : IRunObserverFactory
 {
     public int Order => 10;
-    public IEnumerable<ConfigError> Check(RunConfig config, RunKind kind) => RunProbes.Check(config);
+    public IEnumerable<ConfigError> Check(RunConfig config, RunKind kind, DataShape shape) => RunProbes.Check(config, shape);
     public IRunObserver? Create(RunComponents run) =>
-        RunProbes.Create(run.Config, run.Tasks, run.Precision) is { } probes ? new ProbesObserver(probes) : null;
+        RunProbes.Create(run.Config, run.Data, run.Tasks, run.Precision) is { } probes ? new ProbesObserver(probes) : null;
 }
 
 sealed class ProbesObserver(RunProbes probes) : IRunObserver

@@ -3,7 +3,6 @@ using Research.Core.Checkpoints;
 using Research.Core.Config;
 using Research.Core.Data;
 using Research.Core.Precision;
-using Research.Core.Training;
 using static TorchSharp.torch;
 
 namespace Research.Core.Probes;
@@ -42,8 +41,9 @@ public sealed class RunProbes : IDisposable
     RunProbes(ProbesSection c, int batchSize, PrecisionPolicy precision, TensorDataset? items, TaskData? linear)
         => (_c, _batchSize, _precision, _items, _linear) = (c, batchSize, precision, items, linear);
 
-    /// <summary>The probes a config asks for, over its tasks' test splits (null when it asks for none).</summary>
-    public static RunProbes? Create(RunConfig c, IReadOnlyList<TaskData> tasks, PrecisionPolicy precision)
+    /// <summary>The probes a config asks for, over its tasks' test splits (null when it asks for none); the linear probe
+    /// reads [data]'s source (<paramref name="data"/>) again.</summary>
+    public static RunProbes? Create(RunConfig c, DataRequest data, IReadOnlyList<TaskData> tasks, PrecisionPolicy precision)
     {
         var p = c.Probes;
         if (!p.Any) return null;
@@ -52,7 +52,7 @@ public sealed class RunProbes : IDisposable
         try
         {
             if (p.Cka || p.Similarity) items = HeldOut(tasks, p.Items, c.Run.Seed);
-            if (p.LinearClasses.Length > 0) linear = LinearData(c);
+            if (p.LinearClasses.Length > 0) linear = LinearData(c, data);
             return new RunProbes(p, c.Data.EvalBatchSize, precision, items, linear);
         }
         catch
@@ -63,14 +63,14 @@ public sealed class RunProbes : IDisposable
     }
 
     /// <summary>What <c>[probes]</c> needs that only the data can refuse: checked before any data loads.</summary>
-    public static IEnumerable<ConfigError> Check(RunConfig c)
+    public static IEnumerable<ConfigError> Check(RunConfig c, DataShape shape)
     {
         var p = c.Probes;
-        if (p.LinearClasses.Length > 0 && c.Data.IsText)
-            yield return new(c.File, "probes.linear_classes", $"selects classes of an image dataset; \"{c.Data.Dataset}\" is text");
-        else if (p.LinearClasses.Length > 0 && RunBuilder.DatasetShape(c.Data).Classes is var n && p.LinearClasses.Any(k => k >= n))
+        if (p.LinearClasses.Length > 0 && shape.IsText)
+            yield return new(c.File, "probes.linear_classes", $"selects classes of an image dataset; \"{shape.Source}\" is text");
+        else if (p.LinearClasses.Length > 0 && shape.Classes is var n && p.LinearClasses.Any(k => k >= n))
             yield return new(c.File, "probes.linear_classes", $"[{string.Join(", ", p.LinearClasses)}] names a class the dataset does not have (classes 0–{n - 1})");
-        if (p.Any && c.Data.Task == "causal-lm")
+        if (p.Any && shape.NextToken)
             yield return new(c.File, "probes", "reads the input of a classifier's head; a causal language model has none (data.task = \"causal-lm\")");
     }
 
@@ -84,11 +84,11 @@ public sealed class RunProbes : IDisposable
 
     /// <summary>The linear probe's data: the dataset's items of <c>linear_classes</c>, labels renumbered 0…k−1 in that
     /// order, a validation holdout drawn from (seed, "probes/validation-split"), and their test split.</summary>
-    static TaskData LinearData(RunConfig c)
+    static TaskData LinearData(RunConfig c, DataRequest data)
     {
         var classes = c.Probes.LinearClasses;
-        var (fullTrain, fullTest) = RunBuilder.LoadDataset(c.Data, c.Run.Seed);
-        using var _train = fullTrain; using var _test = fullTest;
+        using var full = data.Load();
+        var (fullTrain, fullTest) = (full.Train, full.Test);
         using var chosen = fullTrain.WithClasses(classes);
         using var limited = chosen.Take(c.Probes.LinearTrainLimit);
         var (train, validation) = limited.Holdout(c.Data.ValidationFraction, Seeds.Generator(c.Run.Seed, "probes/validation-split"));

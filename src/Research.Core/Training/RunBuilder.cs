@@ -17,14 +17,6 @@ using static TorchSharp.torch;
 
 namespace Research.Core.Training;
 
-/// <summary>A task's data: training split, the held-out validation split (for every model selection), and test.</summary>
-/// <param name="HeadClasses">Task-incremental studies: the classes of the task's head (logits outside them are masked);
-/// null when the task uses every output.</param>
-public sealed record TaskData(string Name, TensorDataset Train, TensorDataset Validation, TensorDataset Test, int[]? HeadClasses = null) : IDisposable
-{
-    public void Dispose() { Train.Dispose(); Validation.Dispose(); Test.Dispose(); }
-}
-
 /// <summary>What a run is: one phase of training (<c>research train</c>) or a study, a phase per task with the task × task
 /// evaluation and consolidation between phases (<c>research study</c>).</summary>
 public enum RunKind { Train, Study }
@@ -45,6 +37,10 @@ public sealed class RunComponents : IDisposable
     public required JsonObject Canonical { get; init; }
     public required string Identity { get; init; }
     public required IReadOnlyList<TaskData> Tasks { get; init; }
+    /// <summary>[data]'s own source and options, as its tasks were loaded (the probes load it again).</summary>
+    public required DataRequest Data { get; init; }
+    /// <summary>What the model reads and predicts (<see cref="IDataSource.Shape"/>).</summary>
+    public required DataShape Shape { get; init; }
     /// <summary>What the outputs predict: classification (with task-incremental heads in a <c>split-task</c> study), or
     /// causal language modelling.</summary>
     public required OutputTask Task { get; init; }
@@ -61,7 +57,7 @@ public sealed class RunComponents : IDisposable
     public required IReadOnlyList<GuardedMetric> Metrics { get; init; }
     public required IReadOnlyList<PluginRecord> Plugins { get; init; }
 
-    public int NumClasses => (int)RunBuilder.DatasetShape(Config.Data).Classes;
+    public int NumClasses => Shape.Classes;
 
     /// <summary>Phase i trains on task i, or on tasks 0..i under joint training (the items grow).</summary>
     public bool JointAt(int phase) => Kind == RunKind.Study && Config.Study.Joint && phase > 0;
@@ -116,17 +112,18 @@ public static class RunBuilder
         var (schedule, methods) = Plugins(c, host);
         var metrics = kind == RunKind.Study ? Metrics(c, host) : [];
         var canonical = ResolvedConfig.Canonical(c, host, Command(kind));
-        CheckModel(c, kind);
-        CheckClasses(c, kind);
+        var data = Data(c);
+        var shape = CheckModel(c, kind, data);
+        CheckClasses(c, kind, shape);
         if (c.Run.Threads > 0) torch.set_num_threads(c.Run.Threads);
-        IReadOnlyList<TaskData> tasks = kind == RunKind.Study ? TaskSequence.Build(c) : [SingleData(c).Task];
+        IReadOnlyList<TaskData> tasks = kind == RunKind.Study ? TaskSequence.Build(c, data) : [data.Task(c.Run.Name, c.Run.Seed)];
         try
         {
-            var numClasses = (int)DatasetShape(c.Data).Classes;
+            var numClasses = shape.Classes;
             CheckTasks(c, kind, tasks, numClasses);
             var heads = kind == RunKind.Study && c.Study.Benchmark == "split-task"
                 ? new TaskHeads(tasks.Select(t => t.HeadClasses!).ToList(), numClasses) : null;
-            var (model, summary, precision) = PreparedModel(c, tasks[0].Train.Features, numClasses);
+            var (model, summary, precision) = PreparedModel(c, shape, tasks[0].Train.Features);
             long features = tasks[0].Train.Features;
             var blocks = (model as ResNet)?.Blocks;
             var records = new[] { (PluginRole.Schedule, schedule.Descriptor) }
@@ -136,9 +133,9 @@ public static class RunBuilder
             return new RunComponents
             {
                 Config = c, Kind = kind, Canonical = canonical, Identity = ResolvedConfig.Identity(canonical, host), Tasks = tasks,
-                Task = OutputTaskOf(c, heads), Model = model,
-                Shadow = new ShadowModel(() => NewModel(c, features, numClasses, blocks)),
-                NewModel = () => NewModel(c, features, numClasses, blocks),
+                Data = data, Shape = shape, Task = OutputTaskOf(shape, heads), Model = model,
+                Shadow = new ShadowModel(() => NewModel(c, shape, features, blocks)),
+                NewModel = () => NewModel(c, shape, features, blocks),
                 LoadSummary = summary, Precision = precision, Schedule = schedule, Methods = methods,
                 Metrics = metrics, Plugins = records,
             };
@@ -150,38 +147,54 @@ public static class RunBuilder
         }
     }
 
-    /// <summary>
-    /// The model and data pairing (<see cref="ModelFactory.Check"/>) and what a study of text cannot do yet, before any
-    /// data loads: every problem with its key and the file.
-    /// </summary>
-    public static void CheckModel(RunConfig c, RunKind kind)
+    /// <summary>[data]'s own source and options, with the run's seed and its published models' folder.</summary>
+    public static DataRequest Data(RunConfig c)
     {
-        var errors = ModelFactory.Check(c.Model, c.Data).Select(e => new ConfigError(c.File, e.Key, e.Message)).ToList();
-        if (c.Data.IsText && c.Data.Path.Length > 0 && !Directory.Exists(c.Data.Path))
-            errors.Add(new(c.File, "data.path", $"\"{c.Data.Path}\" is not a folder of fortune files (a relative path is from the working directory, as for Fashion-MNIST)"));
-        // Every observer's section (probes, the Hessian decomposition, …) is checked here, before a run folder exists.
-        errors.AddRange(RunObservers.Check(c, kind));
-        if (c.Model.HeadInit == "linear-probe" && c.Data.Task == "causal-lm")
-            errors.Add(new(c.File, "model.head_init", "\"linear-probe\" fits a classifier's head; a causal language model predicts tokens through its tied embedding"));
-        if (kind == RunKind.Study && c.Study.Benchmark != "datasets" && c.Data.IsText)
-            errors.Add(new(c.File, "data.dataset", $"\"{c.Data.Dataset}\": the permuted and split benchmarks are built from an image dataset; a study of text uses study.benchmark = \"datasets\""));
-        if (kind == RunKind.Study && c.Study.Benchmark == "datasets" && c.Data.IsText && c.Data.Task == "classify")
-            errors.Add(new(c.File, "data.task", "\"classify\": each corpus has its own topics, so a study over text datasets is of causal-lm tasks"));
-        if (kind == RunKind.Study && c.Study.Benchmark == "datasets")
-            foreach (var d in c.Study.Datasets.Where(d => (d is "fortunes" or "fortunes-de") != c.Data.IsText))
-                errors.Add(new(c.File, "study.datasets", $"\"{d}\" is {(c.Data.IsText ? "not text" : "text")}, while data.dataset \"{c.Data.Dataset}\" is {(c.Data.IsText ? "text" : "not")}: every task of a study feeds the same model"));
+        var modelsDir = ModelFactory.ModelsDir(c.Model, c.File);
+        return new DataRequest(c.Data, c.Run.Seed) { PublishedFile = (model, file) => PublishedModels.Fetch(model, modelsDir).File(file) };
+    }
+
+    /// <summary>The shape of a config's data (<see cref="IDataSource.Shape"/>), without loading it.</summary>
+    public static DataShape Shape(RunConfig c) => Data(c).Shape();
+
+    /// <summary>
+    /// What the data source can refuse before anything loads (<see cref="IDataSource.Check"/>: a missing folder, unknown
+    /// topics), then the model and data pairing (<see cref="ModelFactory.Check"/>), the probes, and the study benchmarks
+    /// the source cannot make: every problem with its key and the file. Returns the data's shape.
+    /// </summary>
+    public static DataShape CheckModel(RunConfig c, RunKind kind, DataRequest? data = null)
+    {
+        data ??= Data(c);
+        var source = data.Source;
+        var errors = source.Check(data).Select(e => new ConfigError(c.File, e.Key, e.Message)).ToList();
         if (errors.Count > 0) throw new ConfigException(errors);
+        var shape = data.Shape();
+        errors.AddRange(ModelFactory.Check(c.Model, shape).Select(e => new ConfigError(c.File, e.Key, e.Message)));
+        // Every observer's section (probes, the Hessian decomposition, …) is checked here, before a run folder exists.
+        errors.AddRange(RunObservers.Check(c, kind, shape));
+        if (c.Model.HeadInit == "linear-probe" && shape.NextToken)
+            errors.Add(new(c.File, "model.head_init", "\"linear-probe\" fits a classifier's head; a causal language model predicts tokens through its tied embedding"));
+        if (kind == RunKind.Study)
+        {
+            errors.AddRange(source.StudyErrors(data, c.Study.Benchmark).Select(e => new ConfigError(c.File, e.Key, e.Message)));
+            if (c.Study.Benchmark == "datasets")
+                foreach (var d in c.Study.Datasets.Where(d => data.For(d).Shape().IsText != shape.IsText))
+                    errors.Add(new(c.File, "study.datasets", $"\"{d}\" is {(shape.IsText ? "not text" : "text")}, while data.dataset \"{c.Data.Dataset}\" is {(shape.IsText ? "text" : "not")}: every task of a study feeds the same model"));
+        }
+        if (errors.Count > 0) throw new ConfigException(errors);
+        return shape;
     }
 
     /// <summary>
-    /// What needs the dataset's number of classes, checked before any data loads: <c>data.classes</c> names classes the
-    /// dataset has, and an explicit <c>model.outputs</c> covers every label the run trains or evaluates (a label past the
-    /// head would stop the first step with a native error).
+    /// What needs the data's number of classes, checked before any data loads: <c>data.classes</c> names classes the
+    /// source has, and an explicit <c>model.outputs</c> covers every label the run trains or evaluates (a label past the
+    /// head would stop the first step with a native error). A language model's outputs are its vocabulary
+    /// (<see cref="ModelFactory.Check"/>).
     /// </summary>
-    public static void CheckClasses(RunConfig c, RunKind kind)
+    public static void CheckClasses(RunConfig c, RunKind kind, DataShape shape)
     {
-        if (c.Data.IsText) { CheckTopics(c); return; }
-        var classes = DatasetShape(c.Data).Classes;
+        if (shape.NextToken) return;
+        var classes = shape.Classes;
         var outside = c.Data.Classes.Where(k => k >= classes).ToList();
         if (outside.Count > 0)
             throw new ConfigException(c.File, "data.classes",
@@ -192,22 +205,6 @@ public static class RunBuilder
         if (c.Model.Outputs > 0 && c.Model.Outputs < needed)
             throw new ConfigException(c.File, "model.outputs",
                 $"{c.Model.Outputs} is fewer than the {needed} outputs the labels need (label ids run to {needed - 1}; 0: one per class of the dataset)");
-    }
-
-    /// <summary>Text classification: the topics exist, and there are at least two of them; an explicit <c>model.outputs</c> covers them.</summary>
-    static void CheckTopics(RunConfig c)
-    {
-        if (c.Data.Task != "classify") return;
-        var corpus = Text.TextTasks.Corpus(c.Data);
-        var unknown = c.Data.Topics.Where(t => !corpus.TopicCounts.ContainsKey(t)).ToList();
-        if (unknown.Count > 0)
-            throw new ConfigException(c.File, "data.topics", $"{corpus.Name} has no topic {string.Join(", ", unknown.Select(t => $"'{t}'"))} (it has: {string.Join(", ", corpus.TopicCounts.Keys.Order(StringComparer.Ordinal))})");
-        var topics = Text.TextTasks.Topics(c.Data, corpus);
-        if (topics.Count < 2)
-            throw new ConfigException(c.File, c.Data.Topics.Length > 0 ? "data.topics" : "data.min_topic_entries",
-                $"leaves {topics.Count} topic(s) of {corpus.Name}; a classifier needs at least 2 (the largest have {string.Join(", ", corpus.TopicCounts.OrderByDescending(kv => kv.Value).Take(3).Select(kv => $"{kv.Key} {kv.Value}"))} entries)");
-        if (c.Model.Outputs > 0 && c.Model.Outputs < topics.Count)
-            throw new ConfigException(c.File, "model.outputs", $"{c.Model.Outputs} is fewer than the {topics.Count} topics");
     }
 
     /// <summary>A phase with no training items would train nothing and still finish; a study needs two tasks to measure forgetting.</summary>
@@ -229,42 +226,29 @@ public static class RunBuilder
                 $"\"{c.Study.Benchmark}\" makes {tasks.Count} task of {c.Study.ClassesPerTask} classes from the dataset's {numClasses} classes; a study needs at least 2 tasks");
     }
 
-    /// <summary>The data of a single run, images or text, with the tokenizer that made text data (null otherwise).</summary>
-    public static (TaskData Task, Text.ITextTokenizer? Tokenizer) SingleData(RunConfig c)
-    {
-        if (!c.Data.IsText) return (SingleTask(c), null);
-        var text = Text.TextTasks.Build(c.Run.Name, c.Data, c.Run.Seed, ModelFactory.ModelsDir(c.Model, c.File));
-        return (text.Data, text.Tokenizer);
-    }
+    /// <summary>The data of a single run: [data]'s source with the class filter, size limit and validation holdout.</summary>
+    public static TaskData SingleData(RunConfig c) => Data(c).Task(c.Run.Name, c.Run.Seed);
 
-    /// <summary>What a config's outputs predict: the next token (<c>causal-lm</c>) or a class (with a study's task heads).</summary>
-    public static OutputTask OutputTaskOf(RunConfig c, TaskHeads? heads = null) =>
-        c.Data.Task == "causal-lm" ? new CausalLmTask() : new ClassificationTask(heads);
-
-    /// <summary>The data of a single image or vector run: the dataset's classes, size limit and validation holdout.</summary>
-    public static TaskData SingleTask(RunConfig c)
-    {
-        var (fullTrain, fullTest) = LoadDataset(c.Data, c.Run.Seed);
-        using var _train = fullTrain; using var _test = fullTest;
-        return Task(c.Run.Name, fullTrain, fullTest, c.Data, c.Run.Seed);
-    }
+    /// <summary>What a config's outputs predict: the next token or a class (with a study's task heads).</summary>
+    public static OutputTask OutputTaskOf(DataShape shape, TaskHeads? heads = null) =>
+        shape.NextToken ? new CausalLmTask() : new ClassificationTask(heads);
 
     /// <summary>The model a config describes, prepared for its precision, with the optimizer over it: the model state of a
     /// run without its data (for <c>research memory</c>).</summary>
     public static (nn.Module<Tensor, Tensor> Model, PrecisionPolicy Precision, Optimizer Optimizer, IReadOnlyList<string> Table) ModelState(RunConfig c)
     {
-        CheckModel(c, RunKind.Train);
-        var (features, classes) = DatasetShape(c.Data);
-        var (model, _, precision) = PreparedModel(c, features, classes);
+        var shape = CheckModel(c, RunKind.Train);
+        var (model, _, precision) = PreparedModel(c, shape);
         var (optimizer, table) = Optimizer(c.Optimizer, model, c.File);
         return (model, precision, optimizer, table);
     }
 
     /// <summary>The model (initialised, <c>init_from</c> and <c>reinit</c> applied) cast for the config's precision policy,
     /// with the summary of what was loaded.</summary>
-    public static (nn.Module<Tensor, Tensor> Model, string? LoadSummary, PrecisionPolicy Precision) PreparedModel(RunConfig c, long features, int classes)
+    /// <param name="features">The items' D (or T) as loaded; default: the shape's.</param>
+    public static (nn.Module<Tensor, Tensor> Model, string? LoadSummary, PrecisionPolicy Precision) PreparedModel(RunConfig c, DataShape shape, long features = 0)
     {
-        var (model, summary) = Model(c, features, classes);
+        var (model, summary) = Model(c, shape, features);
         var precision = Precision(c.Precision);
         precision.Prepare(model);
         return (model, summary, precision);
@@ -288,46 +272,26 @@ public static class RunBuilder
             host.Find(PluginRole.ForgettingMetric, m.Name))).ToList();
     }
 
-    /// <summary>The dataset's train and test sets, before class filtering and splitting.</summary>
-    public static (TensorDataset Train, TensorDataset Test) LoadDataset(DataSection d, long seed) => d.Dataset switch
-    {
-        "synthetic" => SyntheticClusters.Make(d.SyntheticSamples, d.SyntheticFeatures, d.SyntheticClasses, Seeds.Generator(seed, "synthetic-data")),
-        _ => FashionMnist.Load(FashionMnist.ResolveDirectory(d.Path)),
-    };
-
-    /// <summary>(features, classes) of a dataset without loading its tensors: for text, the context and the topics (read
-    /// from the corpus) or the tokenizer's vocabulary.</summary>
-    public static (long Features, int Classes) DatasetShape(DataSection d) =>
-        d.IsText ? (d.Context, Text.TextTasks.Classes(d)) : d.Dataset == "synthetic" ? (d.SyntheticFeatures, d.SyntheticClasses) : (784, 10);
-
-    /// <summary>Class filter, size limit, and the seeded validation holdout (seed stream "validation-split").</summary>
-    public static TaskData Task(string name, TensorDataset fullTrain, TensorDataset fullTest, DataSection d, long seed)
-    {
-        using var filtered = fullTrain.WithClasses(d.Classes);
-        using var limited = filtered.Take(d.TrainLimit);
-        var (train, val) = limited.Holdout(d.ValidationFraction, Seeds.Generator(seed, "validation-split"));
-        return new TaskData(name, train, val, fullTest.WithClasses(d.Classes));
-    }
-
     /// <summary>An fp32 model of the config's shape whose values are about to be overwritten (the shadow model's instance).</summary>
-    public static nn.Module<Tensor, Tensor> NewModel(RunConfig c, long features, int numClasses, IReadOnlyList<int>? blocks)
+    public static nn.Module<Tensor, Tensor> NewModel(RunConfig c, DataShape shape, long features, IReadOnlyList<int>? blocks)
     {
         using var generator = Seeds.Generator(c.Run.Seed, "shadow");
-        var model = ModelFactory.Create(c.Model, c.Data, new ModelTarget(features, numClasses), blocks, generator);
+        var model = ModelFactory.Create(c.Model, shape, new ModelTarget(features, shape.Classes), blocks, generator);
         foreach (var (_, p) in model.named_parameters()) p.DetachFromDisposeScope();
         return model;
     }
 
     /// <summary>Builds the model (initialised from the seed stream "init"), then applies init_from (our names, GPT-2's
     /// layout, or an ONNX file; <see cref="ModelFactory.Load"/>) and reinit (stream "reinit").</summary>
-    public static (nn.Module<Tensor, Tensor> Model, string? LoadSummary) Model(RunConfig c, long features, int numClasses)
+    /// <param name="features">The items' D (or T) as loaded; 0: the shape's.</param>
+    public static (nn.Module<Tensor, Tensor> Model, string? LoadSummary) Model(RunConfig c, DataShape shape, long features = 0)
     {
         var m = c.Model;
         var path = ModelFactory.InitPath(m, c.File);
         var blocks = m.Kind == "resnet" ? ModelFactory.ResNetBlocks(m, path) : null;
-        var target = new ModelTarget(features, numClasses);
+        var target = new ModelTarget(features > 0 ? features : shape.Features, shape.Classes);
         nn.Module<Tensor, Tensor> model;
-        using (var init = Seeds.Generator(c.Run.Seed, "init")) model = ModelFactory.Create(m, c.Data, target, blocks, init);
+        using (var init = Seeds.Generator(c.Run.Seed, "init")) model = ModelFactory.Create(m, shape, target, blocks, init);
         if (path.Length == 0) return (model, null);
         try
         {
@@ -337,7 +301,7 @@ public static class RunBuilder
                 ModelFactory.Reinitialise(model, () =>
                 {
                     using var generator = Seeds.Generator(c.Run.Seed, "reinit");
-                    return ModelFactory.Create(m, c.Data, target, blocks, generator);
+                    return ModelFactory.Create(m, shape, target, blocks, generator);
                 }, m.Reinit);
                 summary += $"; re-initialised: [{string.Join(", ", m.Reinit)}]";
             }

@@ -1,6 +1,6 @@
-using System.Reflection;
 using Research.Core.Checkpoints;
 using Research.Core.Config;
+using Research.Core.Data;
 using Research.Core.Optim;
 using Research.Core.Tracking;
 using static TorchSharp.torch;
@@ -63,7 +63,7 @@ public interface IRunObserverFactory
     /// <summary>Observers are called in ascending order (ties by type name).</summary>
     int Order { get; }
     /// <summary>What the section asks that the config cannot give, checked before a run folder exists.</summary>
-    IEnumerable<ConfigError> Check(RunConfig config, RunKind kind) => [];
+    IEnumerable<ConfigError> Check(RunConfig config, RunKind kind, DataShape shape) => [];
     /// <summary>The observer this run's config asks for, or null.</summary>
     IRunObserver? Create(RunComponents run);
 }
@@ -81,7 +81,7 @@ public static class RunObservers
     public static IReadOnlyList<IRunObserverFactory> Factories => _factories.Value;
 
     /// <summary>Every factory's problems with the config.</summary>
-    public static IEnumerable<ConfigError> Check(RunConfig config, RunKind kind) => Factories.SelectMany(f => f.Check(config, kind));
+    public static IEnumerable<ConfigError> Check(RunConfig config, RunKind kind, DataShape shape) => Factories.SelectMany(f => f.Check(config, kind, shape));
 
     /// <summary>The observers a run's config asks for; on failure the ones made so far are disposed.</summary>
     public static List<IRunObserver> Create(RunComponents run)

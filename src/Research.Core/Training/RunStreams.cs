@@ -28,7 +28,7 @@ public static class RunStreams
     {
         var c = run.Config;
         yield return "init";
-        if (c.Data.Dataset == "synthetic") yield return "synthetic-data";
+        foreach (var stream in run.Data.Source.Streams) yield return stream;
         if (c.Model.Reinit.Length > 0) yield return "reinit";
         if (run.Kind == RunKind.Train) yield return "validation-split";
         for (int t = 0; t < run.Tasks.Count; t++)

@@ -57,7 +57,7 @@ static class RunsCommand
                 var key = string.Join("\n", dirs);
                 if (!hosts.TryGetValue(key, out var host)) hosts[key] = host = Commands.LoadPlugins(dirs);
                 var metrics = Research.Core.Training.RunBuilder.Metrics(config, host);
-                var (values, failures) = Research.Core.Studies.StudyRecord.ComputeMetrics(metrics, record, a.Flag("--save") ? store : null, id);
+                var (values, failures) = Research.Core.Training.GuardedMetric.ComputeAll(metrics, record, a.Flag("--save") ? store : null, id);
                 Console.WriteLine($"{id} ({record.Tasks.Count} tasks)");
                 Commands.PrintMetrics(values);
                 foreach (var f in failures) Console.Error.WriteLine($"metric failed: {f}");

@@ -5,7 +5,6 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using Research.Abstractions;
 using Research.Core.Data;
-using Research.Core.Plugins;
 using Tomlyn.Model;
 
 namespace Research.Core.Config;
@@ -25,8 +24,7 @@ public static class ResolvedConfig
     /// <summary>A config's tables of plugins, with the role that binds them. A study's metrics are computed from the
     /// stored record after training (<c>research metrics</c> recomputes them): they are not part of what a run computes,
     /// so choosing other metrics neither reruns a sweep's trials nor refuses a resume.</summary>
-    static readonly (string Key, PluginRole Role, bool PartOfIdentity)[] PluginTables =
-        [("schedule", PluginRole.Schedule, true), ("methods", PluginRole.Method, true), ("metrics", PluginRole.ForgettingMetric, false)];
+    static readonly (string Key, bool PartOfIdentity)[] PluginTables = [("schedule", true), ("methods", true), ("metrics", false)];
 
     /// <summary>
     /// The canonical resolved config: a JSON object whose keys are the TOML keys a config file uses (snake_case),
@@ -39,7 +37,7 @@ public static class ResolvedConfig
     /// Object keys are sorted ordinally at every depth; arrays keep their order.
     /// </summary>
     /// <exception cref="ConfigException">A plugin's options do not bind (unknown key, wrong type, invalid value).</exception>
-    public static JsonObject Canonical(RunConfig config, PluginHost host, string command)
+    public static JsonObject Canonical(RunConfig config, IPluginOptions host, string command)
     {
         var root = new JsonObject
         {
@@ -52,12 +50,12 @@ public static class ResolvedConfig
             ["checkpoint"] = ConfigValue.Table(config.Checkpoint),
             ["study"] = ConfigValue.Table(config.Study),
             ["probes"] = ConfigValue.Table(config.Probes),
-            ["schedule"] = Plugin(host, PluginRole.Schedule, config.Schedule, config.File),
-            ["methods"] = new JsonArray(config.Methods.Select(r => (JsonNode?)Plugin(host, PluginRole.Method, r, config.File)).ToArray()),
+            ["schedule"] = Plugin(host, "schedule", config.Schedule, config.File),
+            ["methods"] = new JsonArray(config.Methods.Select(r => (JsonNode?)Plugin(host, "methods", r, config.File)).ToArray()),
             ["command"] = command,
         };
         if (command == "study")
-            root["metrics"] = new JsonArray(config.Metrics.Select(m => (JsonNode?)Plugin(host, PluginRole.ForgettingMetric, m, config.File)).ToArray());
+            root["metrics"] = new JsonArray(config.Metrics.Select(m => (JsonNode?)Plugin(host, "metrics", m, config.File)).ToArray());
         return (JsonObject)Sorted(root)!;
     }
 
@@ -133,15 +131,15 @@ public static class ResolvedConfig
     /// identity), and less a study's <c>metrics</c> (see <see cref="PluginTables"/>). Core sections are declared by
     /// their records, plugin tables by the options types the host binds them with.
     /// </summary>
-    public static string IdentityJson(JsonObject canonical, PluginHost host) => Json(Identifying(canonical, host));
+    public static string IdentityJson(JsonObject canonical, IPluginOptions host) => Json(Identifying(canonical, host));
 
     /// <summary>THE identity: lowercase hex SHA-256 of <see cref="IdentityJson"/>. Used by resume, the run record,
     /// sweeps and <c>research runs compare</c>.</summary>
-    public static string Identity(JsonObject canonical, PluginHost host) => Sha256(IdentityJson(canonical, host));
+    public static string Identity(JsonObject canonical, IPluginOptions host) => Sha256(IdentityJson(canonical, host));
 
     /// <summary>The identity additionally without <c>run.seed</c>: runs that differ only in seed share it
     /// (<c>research runs compare</c> groups by it).</summary>
-    public static string SeedGroup(JsonObject canonical, PluginHost host)
+    public static string SeedGroup(JsonObject canonical, IPluginOptions host)
     {
         var identifying = Identifying(canonical, host);
         foreach (var (key, value) in identifying)
@@ -153,7 +151,7 @@ public static class ResolvedConfig
 
     /// <summary><see cref="SeedGroup"/> of stored JSON text (a run's <c>resolved_json</c>, of this version or an
     /// earlier one); text that is not a JSON object is hashed as it is.</summary>
-    public static string SeedGroupOfJson(string json, PluginHost host)
+    public static string SeedGroupOfJson(string json, IPluginOptions host)
     {
         JsonNode? node;
         try { node = JsonNode.Parse(json); }
@@ -173,7 +171,7 @@ public static class ResolvedConfig
     /// <summary>A copy of a canonical object with only what makes its identity: each core section and each plugin table
     /// less what its options type declares outside the identity (<see cref="LeaveOut"/>), and the plugin tables that
     /// are not part of it removed.</summary>
-    static JsonObject Identifying(JsonObject canonical, PluginHost host)
+    static JsonObject Identifying(JsonObject canonical, IPluginOptions host)
     {
         var copy = (JsonObject)canonical.DeepClone();
         foreach (var (key, value) in copy.ToList())
@@ -181,13 +179,13 @@ public static class ResolvedConfig
             var name = StoredKey(key);
             var section = ConfigLoader.SectionTypes.FirstOrDefault(s => s.Name == name).Type;
             if (section is not null && value is JsonObject table) LeaveOut(table, section);
-            foreach (var (_, role, partOfIdentity) in PluginTables.Where(p => p.Key == name))
+            foreach (var (tableKey, partOfIdentity) in PluginTables.Where(p => p.Key == name))
             {
                 if (!partOfIdentity) copy.Remove(key);
                 else
                     foreach (var plugin in value is JsonArray array ? array.OfType<JsonObject>() : value is JsonObject one ? [one] : [])
                         if (plugin["name"] is JsonValue n && n.TryGetValue<string>(out var pluginName) &&
-                            host.Plugins.FirstOrDefault(p => p.Role == role && p.IsNamed(pluginName))?.OptionsType is { } options)
+                            host.Lookup(tableKey, pluginName)?.OptionsType is { } options)
                             LeaveOut(plugin, options);
             }
         }
@@ -213,9 +211,9 @@ public static class ResolvedConfig
 
     /// <summary>A plugin's table as its options record sees it: bound (defaults filled in, spellings unified) and every
     /// key written out, plus its name; a plugin without an options type, or unknown to the host, as given.</summary>
-    static JsonObject Plugin(PluginHost host, PluginRole role, PluginChoice choice, string file)
+    static JsonObject Plugin(IPluginOptions host, string tableKey, PluginChoice choice, string file)
     {
-        var descriptor = host.Plugins.FirstOrDefault(p => p.Role == role && p.IsNamed(choice.Name));
+        var descriptor = host.Lookup(tableKey, choice.Name);
         var table = descriptor?.OptionsType is { } type
             ? ConfigValue.Table(OptionsBinder.Bind(type, choice.Options, file, choice.Key, "name"))
             : (JsonObject)ConfigValue.Json(choice.Options)!;

@@ -46,7 +46,7 @@ public sealed class PluginException(string message, Exception? inner = null) : E
 /// without any deps.json has every DLL scanned. Problems are collected, not thrown: a broken plugin that
 /// the run does not use is a warning; asking for it is an error that names the DLL and the reason.
 /// </remarks>
-public sealed class PluginHost
+public sealed class PluginHost : IPluginOptions
 {
     static readonly Type[] SharedTypes =
         [typeof(ISchedule), typeof(IPenalty), typeof(IForgettingMetric), typeof(Batch), typeof(torch.Tensor), typeof(torch.nn.Module)];
@@ -271,6 +271,19 @@ public sealed class PluginHost
         if (ctors.Any(c => c.GetParameters().Length == 0)) return true;
         why = "needs a public constructor taking nothing or one options object";
         return false;
+    }
+
+    /// <summary>A config table's plugin by name or alias (<see cref="IPluginOptions"/>).</summary>
+    public (string Name, Type? OptionsType)? Lookup(string table, string name)
+    {
+        PluginRole? role = table switch
+        {
+            "schedule" => PluginRole.Schedule,
+            "methods" => PluginRole.Method,
+            "metrics" => PluginRole.ForgettingMetric,
+            _ => null,
+        };
+        return Plugins.FirstOrDefault(p => p.Role == role && p.IsNamed(name)) is { } d ? (d.Name, d.OptionsType) : null;
     }
 
     /// <summary>The method roles a type plays, as <c>research plugins list</c> shows them (penalty, loss term, …).</summary>

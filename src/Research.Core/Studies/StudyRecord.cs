@@ -1,6 +1,5 @@
 using Research.Abstractions;
 using Research.Core.Tracking;
-using Research.Core.Training;
 
 namespace Research.Core.Studies;
 
@@ -47,32 +46,5 @@ public static class StudyRecord
         var names = store.TaskNames(runId)
                     ?? Enumerable.Range(0, t).Select(j => $"task {j}").ToArray();  // stores written before task names were kept
         return new EvaluationRecord(names, matrix.Accuracy, matrix.Loss, store.Probes(runId));
-    }
-
-    /// <summary>
-    /// Computes each metric of the record; with a store, writes each value (replacing an earlier one of the same name).
-    /// A metric that throws is reported (and stored with its reason, without a value), and the others are still computed.
-    /// </summary>
-    public static (List<(string Name, MetricValue Value)> Values, List<string> Failures) ComputeMetrics(
-        IReadOnlyList<GuardedMetric> metrics, EvaluationRecord record, RunStore? store = null, string? runId = null)
-    {
-        var values = new List<(string, MetricValue)>();
-        var failures = new List<string>();
-        foreach (var metric in metrics)
-        {
-            var name = metric.Descriptor.Name;
-            try
-            {
-                var value = metric.Compute(record);
-                values.Add((name, value));
-                store?.StudyMetric(runId!, name, value.Value, value.PerTask);
-            }
-            catch (PluginFailureException e)
-            {
-                failures.Add(e.Message);
-                store?.StudyMetricFailed(runId!, name, e.Message);
-            }
-        }
-        return (values, failures);
     }
 }

@@ -1,3 +1,4 @@
+using Research.Core.Tracking;
 using Research.Abstractions;
 using Research.Core.Plugins;
 using static TorchSharp.torch;
@@ -47,4 +48,31 @@ public sealed class GuardedMetric(IForgettingMetric inner, PluginDescriptor desc
     public PluginDescriptor Descriptor => descriptor;
     public MetricValue Compute(EvaluationRecord record) =>
         Guard.Call(descriptor, nameof(Compute), -1, () => inner.Compute(record), "the metric's computation from the study's record, after training");
+
+    /// <summary>
+    /// Computes each metric of the record; with a store, writes each value (replacing an earlier one of the same name).
+    /// A metric that throws is reported (and stored with its reason, without a value), and the others are still computed.
+    /// </summary>
+    public static (List<(string Name, MetricValue Value)> Values, List<string> Failures) ComputeAll(
+        IReadOnlyList<GuardedMetric> metrics, EvaluationRecord record, RunStore? store = null, string? runId = null)
+    {
+        var values = new List<(string, MetricValue)>();
+        var failures = new List<string>();
+        foreach (var metric in metrics)
+        {
+            var name = metric.Descriptor.Name;
+            try
+            {
+                var value = metric.Compute(record);
+                values.Add((name, value));
+                store?.StudyMetric(runId!, name, value.Value, value.PerTask);
+            }
+            catch (PluginFailureException e)
+            {
+                failures.Add(e.Message);
+                store?.StudyMetricFailed(runId!, name, e.Message);
+            }
+        }
+        return (values, failures);
+    }
 }

@@ -418,7 +418,7 @@ public static class Trainer
 
             var record = StudyRecord.From(run.Tasks.Select(t => t.Name).ToList(), _progress!);
             StudyRecord.Store(store, runId, record);
-            var (values, failures) = StudyRecord.ComputeMetrics(run.Metrics, record, store, runId);
+            var (values, failures) = GuardedMetric.ComputeAll(run.Metrics, record, store, runId);
             return new RunOutcome(layout.Root, runId, weights, _last, record, values, failures);
         }
 

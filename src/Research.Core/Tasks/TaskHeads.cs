@@ -1,6 +1,6 @@
 using static TorchSharp.torch;
 
-namespace Research.Core.Studies;
+namespace Research.Core.Tasks;
 
 /// <summary>
 /// A head per task on one output layer (task-incremental learning, van de Ven et al. 2022 "Three types of

@@ -209,10 +209,11 @@ let tests =
             let table = Tomlyn.TomlSerializer.Deserialize<Tomlyn.Model.TomlTable>("v = { b = 2, a = [1.5] }")["v"]
             Expect.equal (ConfigValue.Text table) "{b = 2, a = [1.5]}" "a value as TOML read it, as it was written"
         }
-        test "every default of every section and built-in plugin, written by ConfigValue.Text, reads back through the binder as the same value" {
+        test "every default of every section, built-in data source and built-in plugin, written by ConfigValue.Text, reads back through the binder as the same value" {
             let host = Research.Core.Plugins.PluginHost.Load([])
             let types =
                 [ for _, t in ConfigLoader.SectionTypes -> t
+                  for s in Research.Core.Data.DataSources.BuiltIn -> s.OptionsType
                   for p in host.Plugins do if not (isNull p.OptionsType) then yield p.OptionsType ]
             let mutable n = 0
             for t in types do

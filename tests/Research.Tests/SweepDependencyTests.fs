@@ -179,10 +179,11 @@ let tests =
             test "a source trial that fails at run time leaves its dependents not run, and the sweep exits non-zero" {
                 let dir = tempDir "sweep-deps-failed"
                 config dir |> ignore
-                // Data that is not there passes the config check and fails the trial when it starts (exit 2).
+                // Data that is not there passes the config check and fails the trial when it starts (exit 2). The whole
+                // [data] table is replaced: Fashion-MNIST takes none of the base's synthetic keys.
                 let s =
                     script dir "deps-failed" [ 1 ] """
-    |> Sweep.arm (Arm.create "pre" "base.toml" |> Arm.command Train |> Arm.set "data.dataset" "fashion-mnist" |> Arm.set "data.path" "/nonexistent")
+    |> Sweep.arm (Arm.create "pre" "base.toml" |> Arm.command Train |> Arm.set "data" (Toml.table [ "dataset", box "fashion-mnist"; "path", box "/nonexistent" ]))
     |> Sweep.arm (Arm.create "post" "base.toml" |> Arm.from "pre")
     |> Sweep.arm (Arm.create "last" "base.toml" |> Arm.from "post")"""
                 let r = research dir [ "sweep"; s ]

@@ -254,8 +254,9 @@ let tests =
             test "a failed trial keeps its exit code and log, does not stop the others, and reruns only with --retry-failed" {
                 let dir = tempDir "sweep-failed"
                 studyConfig dir 1 |> ignore
-                // Data that is not there passes the config check but fails the trial when it starts (exit 2).
-                let s = script dir "failing" [ 1.0 ] [ 1 ] """|> Sweep.arm (Arm.create "nodata" "study.toml" |> Arm.set "data.dataset" "fashion-mnist" |> Arm.set "data.path" "/nonexistent")"""
+                // Data that is not there passes the config check but fails the trial when it starts (exit 2). The whole
+                // [data] table is replaced: Fashion-MNIST takes none of the base's synthetic keys.
+                let s = script dir "failing" [ 1.0 ] [ 1 ] """|> Sweep.arm (Arm.create "nodata" "study.toml" |> Arm.set "data" (Toml.table [ "dataset", box "fashion-mnist"; "path", box "/nonexistent" ]))"""
                 let r = research dir [ "sweep"; s; "--parallel"; "1" ]
                 Expect.equal r.ExitCode 1 (sprintf "a failed trial fails the sweep\n%s\n%s" r.Out r.Err)
                 let db = Path.Combine(dir, "out", "run.sqlite")

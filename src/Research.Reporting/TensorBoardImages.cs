@@ -1,4 +1,3 @@
-using Research.Core.Checkpoints;
 using Research.Core.Training;
 using static TorchSharp.torch;
 
@@ -21,9 +20,7 @@ public sealed class TensorBoardImages : IRunObserver
 
         using var _ = NewDisposeScope();
         var o = loop.Optimizer;
-        var previous = loop.Layout.TaskStartWeights(loop.Phase);
-        var before = Checkpoint.Load(Path.GetDirectoryName(previous)!, Path.GetFileName(previous));
-        var delta = o.Master.detach().sub(cat(o.Buffer.Slots.Select(s => before[s.Name].reshape(-1)).ToList()));
+        var delta = o.DeltaSince(loop.Layout.TaskStartWeights(loop.Phase));
         foreach (var group in o.Buffer.Groups.GroupBy(g => g.Group.Name))
         {
             using var values = cat(group.Select(g => delta.narrow(0, g.Offset, g.Count)).ToList());

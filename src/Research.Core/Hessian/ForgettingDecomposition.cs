@@ -103,7 +103,7 @@ public sealed class ForgettingDecomposition(RunComponents run, RunLayout layout,
     /// and saved.</summary>
     public TaskCurvature Curvature(int j)
     {
-        if (TaskCurvature.Load(layout.Curvature(j), j, Settings) is { } saved) return saved;
+        if (TaskCurvature.Load(layout.Curvature(j), Settings) is { } saved) return saved;
         var clock = Stopwatch.StartNew();
         using var items = Items(j);
         var batches = Batches(items);

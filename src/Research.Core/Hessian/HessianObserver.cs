@@ -54,10 +54,10 @@ public sealed class HessianObserver : IRunObserver
 
     public void TaskEnded(IRunLoop loop)
     {
-        var (row, points, _) = TaskEnd(Analysis(loop), loop.Run, loop.Phase);
+        var (row, points, eigenvalues) = TaskEnd(Analysis(loop), loop.Run, loop.Phase);
         foreach (var p in points.Where(p => p.Step < 0))
             loop.Message($"task {p.Earlier} after task {p.Later}: loss +{p.Measured:F4} measured (test +{p.MeasuredTest:F4}), " +
-                         $"predicted {p.Predicted:F4} = first order {p.FirstOrder:F4} + quadratic {p.Quadratic:F4}; top-k " +
+                         $"predicted {p.Predicted:F4} = first order {p.FirstOrder:F4} + quadratic {p.Quadratic:F4}; top-{eigenvalues.Count} " +
                          $"share of the quadratic term {p.TopKQuadraticShare:F3}; " +
                          string.Join(", ", p.FisherQuadratic.Select(f => $"{f.Key} Fisher {f.Value:F4}")));
         loop.AddProbes(loop.Phase, row);

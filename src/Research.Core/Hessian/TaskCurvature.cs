@@ -61,7 +61,7 @@ public sealed class TaskCurvature : IDisposable
 
     /// <summary>The curvature a task end saved with these settings, or null when there is none (the summary is written
     /// last, so a folder without it was interrupted and is computed again) or it was computed with others.</summary>
-    public static TaskCurvature? Load(string dir, int task, string settings)
+    public static TaskCurvature? Load(string dir, string settings)
     {
         var summaryPath = Path.Combine(dir, SummaryFile);
         if (!File.Exists(summaryPath)) return null;

@@ -143,6 +143,14 @@ public sealed class Optimizer : IDisposable
     public IEnumerable<(string Name, Tensor Value)> NamedState() =>
         State().SelectMany(st => Buffer.Slots.Select(s => ($"{st.Slot}/{s.Name}", FlatBuffer.ViewOf(st.Flat, s))));
 
+    /// <summary>θ − θ_then over the trainable parameters, flat in the master's layout, θ_then read from a weights file
+    /// (a task-end snapshot, so a resumed run has it too). In the caller's dispose scope.</summary>
+    public Tensor DeltaSince(string weightsFile)
+    {
+        var before = Research.Core.Checkpoints.Checkpoint.Load(Path.GetDirectoryName(weightsFile)!, Path.GetFileName(weightsFile));
+        return Master.detach().sub(cat(Buffer.Slots.Select(s => before[s.Name].reshape(-1)).ToList()));
+    }
+
     /// <summary>The fp32 weights of record by name: the master copy's views, or the parameters themselves in fp32.</summary>
     public IEnumerable<(string Name, Tensor Value)> NamedMaster() =>
         Buffer.Slots.Select(s => (s.Name, HasMasterCopy ? FlatBuffer.ViewOf(Master, s) : s.Parameter));

@@ -219,11 +219,6 @@ public sealed class RunStore : IDisposable
         Execute("INSERT INTO study_matrix VALUES ($r, $i, $j, $s, $l, $a)",
             ("$r", runId), ("$i", afterTask), ("$j", onTask), ("$s", split), ("$l", loss), ("$a", accuracy));
 
-    /// <summary>A probe (kind "probe") or a metric (kind "metric") of a study, with its value and details as JSON.</summary>
-    public void StudyValue(string runId, string kind, string name, double value, string json) =>
-        Execute("INSERT INTO study_values VALUES ($r, $k, $n, $v, $j)",
-            ("$r", runId), ("$k", kind), ("$n", name), ("$v", double.IsNaN(value) ? null : value), ("$j", json));
-
     /// <summary>A study value in place of any earlier one of the same kind and name: one transaction, so a reader sees
     /// the old value or the new, never neither.</summary>
     void ReplaceStudyValue(string runId, string kind, string name, double value, string json)

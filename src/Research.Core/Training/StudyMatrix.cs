@@ -1,4 +1,3 @@
-using Research.Core.Checkpoints;
 using Research.Core.Data;
 using Research.Core.Optim;
 using Research.Core.Tracking;
@@ -37,13 +36,11 @@ static class StudyMatrix
         return (testAcc, testLoss);
     }
 
-    /// <summary>‖θ − θ_prev‖₂ over the trainable parameters, θ_prev read from a snapshot file (so a resumed run has it too).</summary>
+    /// <summary>‖θ − θ_prev‖₂ over the trainable parameters (<see cref="Optimizer.DeltaSince"/>).</summary>
     public static double ChangeNorm(Optimizer optimizer, string previous)
     {
         using var _ = NewDisposeScope();
-        var before = Checkpoint.Load(Path.GetDirectoryName(previous)!, WeightFile.FileName);
-        var flat = cat(optimizer.Buffer.Slots.Select(s => before[s.Name].reshape(-1)).ToList());
-        return optimizer.Master.detach().sub(flat).norm().item<float>();
+        return optimizer.DeltaSince(previous).norm().item<float>();
     }
 
     /// <summary>Phase i's data: its task, or under joint training the union of tasks 0..i (then owned by the caller).</summary>

@@ -107,7 +107,7 @@ let tests =
         test "--set overrides a key with a TOML value and is validated like the file" {
             let c = ConfigLoader.Parse("[optimizer]\nlr = 0.1\n", "ok.toml", [ "optimizer.lr=3e-4"; "model.hidden=[8, 4]"; "run.name=probe" ])
             Expect.equal c.Optimizer.Lr 3e-4 "lr overridden"
-            Expect.equal c.Model.Hidden [| 8; 4 |] "array value"
+            Expect.equal (c.Model.Options :?> Research.Core.Models.Kinds.MlpOptions).Hidden [| 8; 4 |] "array value"
             Expect.equal c.Run.Name "probe" "a bare word is a string"
             let errs = errorsOf "" [ "optimizer.beta3=0.5" ]
             Expect.stringContains errs.Head "optimizer.beta3: unknown key" "unknown override key"

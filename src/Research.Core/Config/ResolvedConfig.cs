@@ -39,7 +39,7 @@ public static class ResolvedConfig
         {
             ["run"] = Record(config.Run),
             ["data"] = Record(config.Data),
-            ["model"] = Record(config.Model),
+            ["model"] = Model(config.Model),
             ["optimizer"] = Record(config.Optimizer),
             ["train"] = Record(config.Train),
             ["precision"] = Record(config.Precision),
@@ -81,7 +81,8 @@ public static class ResolvedConfig
     /// <summary>The text <see cref="Identity"/> hashes: <see cref="Json"/> of the canonical object without
     /// <c>run.name</c>, <c>run.output_dir</c>, <c>run.threads</c> and <c>run.tensorboard_dir</c> (<see cref="WhereKeys"/>), and without a study's
     /// <c>metrics</c>: they are computed from the stored record after training (<c>research metrics</c> recomputes
-    /// them), so choosing other metrics neither reruns a sweep's trials nor refuses a resume.</summary>
+    /// them), so choosing other metrics neither reruns a sweep's trials nor refuses a resume. The <c>[model]</c> of a kind of
+    /// release 2.2 has 2.2's flat keys added back (<see cref="FlatModelKeys"/>), so its identity is the one 2.2 computed.</summary>
     public static string IdentityJson(JsonObject canonical) => Json(Without(canonical, WhereKeys));
 
     /// <summary>THE identity: lowercase hex SHA-256 of <see cref="IdentityJson"/>. Used by resume, the run record,
@@ -133,6 +134,8 @@ public static class ResolvedConfig
             foreach (var (key, byDefault) in AddedLater)
                 if (study[key] is JsonValue v && v.ToJsonString() == byDefault) study.Remove(key);
         }
+        // The kinds of 2.2 keep 2.2's flat [model] keys in the identity, declared in one frozen table.
+        if (copy["model"] is JsonObject model) FlatModelKeys.Restore(model);
         var plugins = new[] { copy["schedule"] }.Concat(copy["methods"] as JsonArray ?? []).OfType<JsonObject>();
         foreach (var table in plugins)
             foreach (var (plugin, key, byDefault) in PluginOptionsAddedLater)
@@ -155,6 +158,14 @@ public static class ResolvedConfig
             : (JsonObject)FromToml(choice.Options)!;
         // The plugin's own name, not the alias the config used: both spellings are one run.
         table["name"] = descriptor?.Name ?? choice.Name;
+        return table;
+    }
+
+    /// <summary>[model]: the keys every kind shares and the chosen kind's own, in one table as the config writes them.</summary>
+    static JsonObject Model(ModelSection model)
+    {
+        var table = Record(model);
+        foreach (var (key, value) in Record(model.Options)) table[key] = value?.DeepClone();
         return table;
     }
 

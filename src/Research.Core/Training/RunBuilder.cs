@@ -126,9 +126,8 @@ public static class RunBuilder
             CheckTasks(c, kind, tasks, numClasses);
             var heads = kind == RunKind.Study && c.Study.Benchmark == "split-task"
                 ? new TaskHeads(tasks.Select(t => t.HeadClasses!).ToList(), numClasses) : null;
-            var (model, summary, precision) = PreparedModel(c, tasks[0].Train.Features, numClasses);
-            long features = tasks[0].Train.Features;
-            var blocks = (model as ResNet)?.Blocks;
+            var plan = ModelPlan.Of(c, tasks[0].Train.Features, numClasses);
+            var (model, summary, precision) = PreparedModel(c, plan);
             var records = new[] { (PluginRole.Schedule, schedule.Descriptor) }
                 .Concat(methods.All.Select(m => (PluginRole.Method, m.Descriptor)))
                 .Concat(metrics.Select(m => (PluginRole.ForgettingMetric, m.Descriptor)))
@@ -137,8 +136,8 @@ public static class RunBuilder
             {
                 Config = c, Kind = kind, Canonical = canonical, Identity = ResolvedConfig.Identity(canonical), Tasks = tasks,
                 Task = OutputTaskOf(c, heads), Model = model,
-                Shadow = new ShadowModel(() => NewModel(c, features, numClasses, blocks)),
-                NewModel = () => NewModel(c, features, numClasses, blocks),
+                Shadow = new ShadowModel(() => NewModel(c, plan)),
+                NewModel = () => NewModel(c, plan),
                 LoadSummary = summary, Precision = precision, Schedule = schedule, Methods = methods,
                 Metrics = metrics, Plugins = records,
             };
@@ -151,12 +150,12 @@ public static class RunBuilder
     }
 
     /// <summary>
-    /// The model and data pairing (<see cref="ModelFactory.Check"/>) and what a study of text cannot do yet, before any
+    /// The model and data pairing (<see cref="ModelKinds.Check"/>) and what a study of text cannot do yet, before any
     /// data loads: every problem with its key and the file.
     /// </summary>
     public static void CheckModel(RunConfig c, RunKind kind)
     {
-        var errors = ModelFactory.Check(c.Model, c.Data).Select(e => new ConfigError(c.File, e.Key, e.Message)).ToList();
+        var errors = ModelKinds.Check(c.Model, c.Data).Select(e => new ConfigError(c.File, e.Key, e.Message)).ToList();
         if (c.Data.IsText && c.Data.Path.Length > 0 && !Directory.Exists(c.Data.Path))
             errors.Add(new(c.File, "data.path", $"\"{c.Data.Path}\" is not a folder of fortune files (a relative path is from the working directory, as for Fashion-MNIST)"));
         errors.AddRange(Probes.RunProbes.Check(c));
@@ -261,9 +260,13 @@ public static class RunBuilder
 
     /// <summary>The model (initialised, <c>init_from</c> and <c>reinit</c> applied) cast for the config's precision policy,
     /// with the summary of what was loaded.</summary>
-    public static (nn.Module<Tensor, Tensor> Model, string? LoadSummary, PrecisionPolicy Precision) PreparedModel(RunConfig c, long features, int classes)
+    public static (nn.Module<Tensor, Tensor> Model, string? LoadSummary, PrecisionPolicy Precision) PreparedModel(RunConfig c, long features, int classes) =>
+        PreparedModel(c, ModelPlan.Of(c, features, classes));
+
+    /// <summary>The model of a plan, prepared for the config's precision policy.</summary>
+    public static (nn.Module<Tensor, Tensor> Model, string? LoadSummary, PrecisionPolicy Precision) PreparedModel(RunConfig c, ModelPlan plan)
     {
-        var (model, summary) = Model(c, features, classes);
+        var (model, summary) = Model(c, plan);
         var precision = Precision(c.Precision);
         precision.Prepare(model);
         return (model, summary, precision);
@@ -308,35 +311,36 @@ public static class RunBuilder
         return new TaskData(name, train, val, fullTest.WithClasses(d.Classes));
     }
 
-    /// <summary>An fp32 model of the config's shape whose values are about to be overwritten (the shadow model's instance).</summary>
-    public static nn.Module<Tensor, Tensor> NewModel(RunConfig c, long features, int numClasses, IReadOnlyList<int>? blocks)
+    /// <summary>An fp32 model of the plan's shape whose values are about to be overwritten (the shadow model's instance).</summary>
+    public static nn.Module<Tensor, Tensor> NewModel(RunConfig c, ModelPlan plan)
     {
         using var generator = Seeds.Generator(c.Run.Seed, "shadow");
-        var model = ModelFactory.Create(c.Model, c.Data, new ModelTarget(features, numClasses), blocks, generator);
+        var model = plan.Create(generator);
         foreach (var (_, p) in model.named_parameters()) p.DetachFromDisposeScope();
         return model;
     }
 
-    /// <summary>Builds the model (initialised from the seed stream "init"), then applies init_from (our names, GPT-2's
-    /// layout, or an ONNX file; <see cref="ModelFactory.Load"/>) and reinit (stream "reinit").</summary>
-    public static (nn.Module<Tensor, Tensor> Model, string? LoadSummary) Model(RunConfig c, long features, int numClasses)
+    /// <summary>Builds the model (initialised from the seed stream "init"), then applies init_from (each kind reads its own
+    /// layouts: <see cref="ModelKind.Load"/>) and reinit (stream "reinit").</summary>
+    public static (nn.Module<Tensor, Tensor> Model, string? LoadSummary) Model(RunConfig c, long features, int numClasses) =>
+        Model(c, ModelPlan.Of(c, features, numClasses));
+
+    /// <summary>The model of a plan: initialised from the seed stream "init", then init_from and reinit applied.</summary>
+    public static (nn.Module<Tensor, Tensor> Model, string? LoadSummary) Model(RunConfig c, ModelPlan plan)
     {
         var m = c.Model;
-        var path = ModelFactory.InitPath(m, c.File);
-        var blocks = m.Kind == "resnet" ? ModelFactory.ResNetBlocks(m, path) : null;
-        var target = new ModelTarget(features, numClasses);
         nn.Module<Tensor, Tensor> model;
-        using (var init = Seeds.Generator(c.Run.Seed, "init")) model = ModelFactory.Create(m, c.Data, target, blocks, init);
-        if (path.Length == 0) return (model, null);
+        using (var init = Seeds.Generator(c.Run.Seed, "init")) model = plan.Create(init);
+        if (!plan.LoadsWeights) return (model, null);
         try
         {
-            var summary = ModelFactory.Load(model, path, m);
+            var summary = plan.Load(model);
             if (m.Reinit.Length > 0)
             {
                 ModelFactory.Reinitialise(model, () =>
                 {
                     using var generator = Seeds.Generator(c.Run.Seed, "reinit");
-                    return ModelFactory.Create(m, c.Data, target, blocks, generator);
+                    return plan.Create(generator);
                 }, m.Reinit);
                 summary += $"; re-initialised: [{string.Join(", ", m.Reinit)}]";
             }

@@ -3,7 +3,7 @@
 // is run against computes it. Run from the repository root against a built tree:
 //     dotnet build Research.sln -c Release && dotnet fsi tests/Fixtures/identities/make.fsx
 // The committed file was written by the build of release 2.2 (main at d9adfd1), before model kinds became a registry;
-// IdentityFixtureTests recomputes every row with the current code and requires the same identity.
+// ResolvedConfigTests recomputes every row with the current code and requires the same identity.
 #r "../../../artifacts/bin/Research.Abstractions.dll"
 #r "../../../artifacts/bin/Tomlyn.dll"
 #r "../../../artifacts/bin/Research.Core.dll"

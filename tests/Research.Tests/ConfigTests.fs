@@ -136,10 +136,11 @@ let tests =
             Expect.isFalse (r.Err.Contains "   at ") "no stack trace"
             Expect.isFalse (Directory.Exists(Path.Combine(dir, "runs"))) "nothing was started"
         }
-        test "every declared bound is the binder's: for each bounded number of every section and built-in plugin, the bound itself is accepted when inclusive and the nearest value outside is refused naming the key" {
+        test "every declared bound is the binder's: for each bounded number of every section, model kind and built-in plugin, the bound itself is accepted when inclusive and the nearest value outside is refused naming the key" {
             let host = Research.Core.Plugins.PluginHost.Load([])
             let tables =
                 [ for name, t in ConfigLoader.SectionTypes -> name, t
+                  for k in Research.Core.Models.ModelKinds.BuiltIn -> "model", k.OptionsType
                   for p in host.Plugins do if not (isNull p.OptionsType) then yield p.Name, p.OptionsType ]
             let mutable checkedBounds = 0
             for name, t in tables do

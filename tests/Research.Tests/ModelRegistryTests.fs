@@ -101,8 +101,10 @@ let tests =
             Expect.equal (errorsOf "[model]\nkind = \"cnn\"\nimage_side = 96\n") [ "kinds.toml: model.image_side: is a key of kind resnet, not of cnn" ] "image_side on a cnn"
             Expect.equal (errorsOf "[model]\nkind = \"resnet\"\nimage_side = 100\n") [ "kinds.toml: model.image_side: 100 is not a multiple of 32 (the ResNet halves the side five times)" ] "the kind's own rule"
             Expect.equal (errorsOf "[model]\nkind = \"transformer\"\n") [ "kinds.toml: model.kind: \"transformer\" is not a model kind (one of: bert, cnn, gpt, mlp, resnet, tiny-test)" ] "an unknown kind, and the kinds there are"
-            let both = errorsOf "[model]\nkind = \"gpt\"\nwidth = 64\nheads = 4\n"
-            Expect.isEmpty both "a gpt's own keys"
+            Expect.isEmpty (errorsOf "[model]\nkind = \"gpt\"\nwidth = 64\nheads = 4\n") "a gpt's own keys"
+            let both = errorsOf "[model]\nkind = \"gpt\"\noutputs = -1\nwidth = -2\n"
+            Expect.equal both [ "kinds.toml: model.outputs: -1 must be in [0, 1000000]"; "kinds.toml: model.width: -2 must be in [0, 65536]" ]
+                "a shared key and the kind's own key, both wrong: both reported at once"
         }
 
         test "the built-in kinds are the binder's: ModelKinds and ModelKindOptions name the same kinds, each with its options type, and no kind's key is a shared one" {

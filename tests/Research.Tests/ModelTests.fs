@@ -123,8 +123,8 @@ let private loopTests =
         test "the built-in AdamW step decays only tensors of rank ≥ 2: with zero gradients θ ← (1 − ηλ)·θ there, unchanged elsewhere" {
             use workload = StepWorkload.ManyTensors(1L)
             let model = workload.Model
-            use data = SyntheticTokens.Make(4, 32, 512, 10, new torch.Generator(2UL))
-            BuiltInAdamWStep.FillGradients(model, Batch(data.Inputs, data.Targets))
+            // The bench's own batch: token ids under input_ids, as the trainer's step reads them.
+            BuiltInAdamWStep.FillGradients(model, workload.Batches[0])
             let lr, wd = 0.01, 0.1
             use step = new BuiltInAdamWStep(model, lr = lr, weightDecay = wd)
             let ps = tensors model

@@ -89,7 +89,7 @@ public static class ModelKindOptions
         }
         ModelSection model;
         try { model = OptionsBinder.Bind<ModelSection>(table, file, "model", [.. own, .. rest]); }
-        catch (ConfigException e) { errors.AddRange(e.Errors); model = new ModelSection(); }
+        catch (ConfigException e) { errors.AddRange(e.Errors); model = new ModelSection { Kind = kind }; }
         if (options is null)
         {
             // A kind given as a string names one of the kinds; any other type the binder has already reported.

@@ -1,6 +1,4 @@
-using Research.Core.Checkpoints;
 using Research.Core.Config;
-using Research.Core.Text;
 using TorchSharp;
 using static TorchSharp.torch;
 

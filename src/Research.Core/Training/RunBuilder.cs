@@ -49,6 +49,9 @@ public sealed class RunComponents : IDisposable
     /// causal language modelling.</summary>
     public required OutputTask Task { get; init; }
     public required nn.Module<Tensor, Tensor> Model { get; init; }
+    /// <summary>How the model was made: its kind (which parameters are its head, where its representation is read), its
+    /// resolved options, what it is built for.</summary>
+    public required ModelPlan ModelPlan { get; init; }
     /// <summary>A second fp32 instance of the model for logits with weights a method keeps (made on first use).</summary>
     public required ShadowModel Shadow { get; init; }
     /// <summary>A fresh fp32 instance of the model's architecture (values to be overwritten): the shadow's, and the Hessian
@@ -135,7 +138,7 @@ public static class RunBuilder
             return new RunComponents
             {
                 Config = c, Kind = kind, Canonical = canonical, Identity = ResolvedConfig.Identity(canonical), Tasks = tasks,
-                Task = OutputTaskOf(c, heads), Model = model,
+                Task = OutputTaskOf(c, heads), Model = model, ModelPlan = plan,
                 Shadow = new ShadowModel(() => NewModel(c, plan)),
                 NewModel = () => NewModel(c, plan),
                 LoadSummary = summary, Precision = precision, Schedule = schedule, Methods = methods,

@@ -122,7 +122,7 @@ public sealed record DataSection : IValidatable
 /// (<see cref="ModelKindOptions"/>; <c>research config schema</c> lists them under each kind).</summary>
 public sealed record ModelSection
 {
-    /// <summary>The network (<see cref="ModelKindOptions.All"/>; <c>research config schema</c> lists each kind's keys).
+    /// <summary>The network: a kind <c>research config schema</c> lists as <c>[model] kind = "…"</c>, each with its own keys.
     /// Parameter names are those of its reference implementation, and a classifier's new layer is <c>head.*</c>.
     /// Built in: <c>mlp</c> (Linear-ReLU layers), <c>cnn</c> (two 3×3 convolutions for 28×28 images), <c>gpt</c> (a
     /// decoder-only transformer in GPT-2's layout), <c>bert</c> (a BERT encoder in Hugging Face's names) and <c>resnet</c>

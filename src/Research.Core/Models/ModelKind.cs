@@ -93,9 +93,13 @@ public abstract class ModelKind
         return summary;
     }
 
-    /// <summary>"; head new (not in the file)" when the model has a head a published body leaves as initialised.</summary>
-    protected static string NewHead(nn.Module<Tensor, Tensor> model) =>
-        model.named_parameters().Any(p => p.name.StartsWith(HeadModule + ".")) ? "; head new (not in the file)" : "";
+    /// <summary>"; head new (not in the file)" when the model has a head (<see cref="Head"/>), which a published body leaves
+    /// as initialised.</summary>
+    protected string NewHead(nn.Module<Tensor, Tensor> model, object options, ModelContext context)
+    {
+        var head = Head(options, context);
+        return model.named_parameters().Any(p => head.Any(h => p.name.StartsWith(h + "."))) ? "; head new (not in the file)" : "";
+    }
 }
 
 /// <summary>A model kind with its options record <typeparamref name="TOptions"/>: the typed form every kind is written in.</summary>

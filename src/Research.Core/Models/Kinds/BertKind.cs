@@ -79,7 +79,7 @@ public sealed class BertKind : ModelKind<BertOptions>
         var path = context.InitPath;
         if (!path.EndsWith(".onnx", StringComparison.OrdinalIgnoreCase)) return LoadByName(model, context);
         var report = ((Bert)model).LoadOnnx(OnnxWeights.Read(path));
-        return $"init_from {path} (ONNX): {report.Sources.Count} tensors into the BERT body, {report.Ignored.Count} initializers left out{NewHead(model)}";
+        return $"init_from {path} (ONNX): {report.Sources.Count} tensors into the BERT body, {report.Ignored.Count} initializers left out{NewHead(model, o, context)}";
     }
 
     /// <summary>An encoder's layers in Korthikanti et al.'s shape (their count assumes GPT's 4d feed-forward width).</summary>

@@ -1,4 +1,5 @@
 using Research.Abstractions;
+using Research.Core.Checkpoints;
 using Research.Core.Config;
 using Research.Core.Memory;
 using Research.Core.Text;
@@ -82,8 +83,9 @@ public sealed class GptKind : ModelKind<GptOptions>
         {
             case Gpt2Layout.Layout.Gpt2:
                 Gpt2Layout.Load(gpt, path);
-                return $"init_from {path} (GPT-2 layout): every body tensor loaded{NewHead(model)}";
-            case Gpt2Layout.Layout.None when context.Model.Strict:
+                return $"init_from {path} (GPT-2 layout): every body tensor loaded{NewHead(model, o, context)}";
+            // A missing file is the by-name loader's to report ("no weights at …").
+            case Gpt2Layout.Layout.None when context.Model.Strict && File.Exists(WeightFile.Resolve(path)):
                 throw new InvalidDataException(Gpt2Layout.Expected(gpt, path));
             default:
                 return LoadByName(model, context);

@@ -73,6 +73,6 @@ public sealed class ResNetKind : ModelKind<ResNetOptions>
         var resnet = (ResNet)model;
         using var weights = ResNetOnnx.Read(path);
         resnet.LoadPretrained(weights.Tensors, path, weights.Origins);
-        return $"init_from {path} (ONNX): {weights.Tensors.Count} tensors into ResNet [{string.Join(", ", resnet.Blocks)}]{NewHead(model)}";
+        return $"init_from {path} (ONNX): {weights.Tensors.Count} tensors into ResNet [{string.Join(", ", resnet.Blocks)}]{NewHead(model, options, context)}";
     }
 }

@@ -131,7 +131,7 @@ static class BenchCommand
         using var core = Optimizer.AdamW(ParameterGroups.Assign(
             coreModel.Model.named_parameters().Select(p => (p.name, (Tensor)p.parameter)), GroupRule.DecayByRank(WeightDecay)));
         using (var scope = NewDisposeScope())
-            nn.functional.cross_entropy(coreModel.Model.forward(coreModel.Batches[0][Batch.Input]), coreModel.Batches[0].TargetsTensor).backward();
+            HandWrittenLoop.CrossEntropy(coreModel.Model, coreModel.Batches[0]).backward();
         void Candidate()
         {
             using var scope = NewDisposeScope();

@@ -4,12 +4,14 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using Research.Core.Config;
 using Research.Core.Data;
+using Research.Core.Models;
 using Research.Core.Plugins;
 
 namespace Research.Cli;
 
-/// <summary><c>research config schema</c>: every option a config can hold — the core's sections and each loaded plugin's
-/// table — with its type, default, accepted values and documentation, read from the same declarations the binder checks.</summary>
+/// <summary><c>research config schema</c>: every option a config can hold — the core's sections, each model kind's keys
+/// under <c>[model] kind = "…"</c>, and each loaded plugin's table — with its type, default, accepted values and
+/// documentation, read from the same declarations the binder checks.</summary>
 static class ConfigCommand
 {
     /// <summary>A block of options: its TOML header (<c>[optimizer]</c>, <c>[[methods]] name = "ewc"</c>) and its options.</summary>
@@ -28,7 +30,7 @@ static class ConfigCommand
         var blocks = Blocks(host).ToList();
         if (a.Positional is [var only])
         {
-            blocks = blocks.Where(b => b.Section == only || b.Header.Contains($"name = \"{only}\"") || b.Header.Contains($"dataset = \"{only}\"")).ToList();
+            blocks = blocks.Where(b => b.Section == only || b.Header.Contains($"name = \"{only}\"") || b.Header.Contains($"dataset = \"{only}\"") || b.Header.EndsWith($"kind = \"{only}\"")).ToList();
             if (blocks.Count == 0)
                 throw new UsageException($"config schema: no section or plugin '{only}' (sections: {string.Join(", ", ConfigLoader.SectionTypes.Select(s => s.Name))}; " +
                                          "plugins: research plugins list)");
@@ -51,6 +53,10 @@ static class ConfigCommand
             if (type == typeof(DataSection))
                 foreach (var source in DataSources.All)
                     yield return new(name, $"[data] dataset = \"{source.Name}\"", source.Summary, OptionSchema.Of(source.OptionsType));
+            // Each model kind's own keys, written in [model] beside the shared ones.
+            if (type == typeof(ModelSection))
+                foreach (var kind in ModelKinds.All)
+                    yield return new(name, $"[{name}] kind = \"{kind.Name}\"", kind.Summary, OptionSchema.Of(kind.OptionsType));
         }
         foreach (var (role, section, array) in new[] { (PluginRole.Schedule, "schedule", false), (PluginRole.Method, "methods", true), (PluginRole.ForgettingMetric, "metrics", true) })
             foreach (var p in host.Plugins.Where(p => p.Role == role).OrderBy(p => p.Name, StringComparer.Ordinal))

@@ -78,6 +78,10 @@ public static class MemoryCommand
         Row("optimizer moments", predicted.Moments, measured.Moments);
         Row("total model state", predicted.Total, measured.Total);
         Tables.Write(rows);
+        // A transformer kind says its shape: the activations of one micro-batch, estimated (they are not allocated here).
+        if (Research.Core.Models.ModelKinds.MemoryShape(config, Research.Core.Training.RunBuilder.Shape(config)) is { } shape)
+            Console.WriteLine($"activations of a micro-batch of {shape.Batch} × {shape.Sequence} tokens, estimated for {shape.Layers} layers of width " +
+                              $"{shape.Hidden} (Korthikanti et al. 2022, 16-bit; fp32 about twice): {shape.ActivationBytes(recompute: false) / 1e6:F1} MB");
         Console.WriteLine(predicted == measured
             ? "allocated = predicted, byte for byte (activations are not counted)"
             : "allocated differs from predicted: the memory model is out of date");

@@ -112,7 +112,7 @@ let tests =
         test "--set overrides a key with a TOML value and is validated like the file" {
             let c = ConfigLoader.Parse("[optimizer]\nlr = 0.1\n", "ok.toml", [ "optimizer.lr=3e-4"; "model.hidden=[8, 4]"; "run.name=probe" ])
             Expect.equal c.Optimizer.Lr 3e-4 "lr overridden"
-            Expect.equal c.Model.Hidden [| 8; 4 |] "array value"
+            Expect.equal (c.Model.Options :?> Research.Core.Models.Kinds.MlpOptions).Hidden [| 8; 4 |] "array value"
             Expect.equal c.Run.Name "probe" "a bare word is a string"
             let errs = errorsOf "" [ "optimizer.beta3=0.5" ]
             Expect.stringContains errs.Head "optimizer.beta3: unknown key" "unknown override key"
@@ -141,11 +141,12 @@ let tests =
             Expect.isFalse (r.Err.Contains "   at ") "no stack trace"
             Expect.isFalse (Directory.Exists(Path.Combine(dir, "runs"))) "nothing was started"
         }
-        test "every declared bound is the binder's: for each bounded number of every section and built-in plugin, the bound itself is accepted when inclusive and the nearest value outside is refused naming the key" {
+        test "every declared bound is the binder's: for each bounded number of every section, model kind and built-in plugin, the bound itself is accepted when inclusive and the nearest value outside is refused naming the key" {
             let host = Research.Core.Plugins.PluginHost.Load([])
             let tables =
                 [ for name, t in ConfigLoader.SectionTypes -> name, t
                   for s in Research.Core.Data.DataSources.BuiltIn -> "data", s.OptionsType
+                  for k in Research.Core.Models.ModelKinds.BuiltIn -> "model", k.OptionsType
                   for p in host.Plugins do if not (isNull p.OptionsType) then yield p.Name, p.OptionsType ]
             let mutable checkedBounds = 0
             for name, t in tables do

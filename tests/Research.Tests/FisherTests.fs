@@ -197,9 +197,12 @@ let tests =
         }
 
         test "a transformer's shared-position layers use the stated fallback and still equal the naive loop (1e-5 relative)" {
-            let shape = TinyTransformerShape(Vocab = 20L, MaxLen = 6L, Width = 8L, Heads = 2L, Layers = 1L, Classes = 3L)
-            use model = TinyTransformer.Create(shape, new torch.Generator(2UL))
-            let data = tokenBatches 5L 3L 6L 20L 3L 4UL
+            let shape = GptShape(Vocab = 20L, MaxLen = 6L, Width = 8L, Heads = 2L, Layers = 1L)
+            use model = Gpt.Create(shape, new torch.Generator(2UL), classes = 3L)
+            // A GPT reads its tokens as input_ids.
+            let data =
+                tokenBatches 5L 3L 6L 20L 3L 4UL
+                |> List.map (fun b -> Batch([ System.Collections.Generic.KeyValuePair(Batch.InputIds, b.[Batch.Input]); System.Collections.Generic.KeyValuePair(Batch.Targets, b.TargetsTensor) ]))
             for kind in perSampleKinds do
                 use fast = Fisher.Compute(model, data, kind, new torch.Generator(3UL))
                 use naive = Fisher.NaiveLoop(model, data, kind, new torch.Generator(3UL))

@@ -19,6 +19,8 @@ open FsCheck
 open FsCheck.FSharp
 open Microsoft.Data.Sqlite
 open Research.Core.Config
+open Research.Core.Models
+open Research.Core.Models.Kinds
 open Research.Core.Plugins
 open Research.Tests.TestSupport
 
@@ -327,8 +329,6 @@ let private crossField (path: string) (key: string) (v: obj) : Expected option =
     | "model.kind", (:? string as s) when s <> "mlp" -> Some(refuse [ "model.kind" ])
     // Another source than the base's synthetic one is refused the synthetic keys the base writes.
     | "data.dataset", (:? string as s) when s <> "synthetic" -> Some(refuse [ "data.synthetic_samples"; "is a key of synthetic" ])
-    | "model.image_side", _ when n () % 32L <> 0L -> Some(refuse [ "model.image_side"; "multiple of 32" ])
-    | "model.blocks", (:? Array as a) when a.Length <> 0 && a.Length <> 4 -> Some(refuse [ "model.blocks"; "four stages" ])
     // The study keys of the fine-tuning studies: the datasets benchmark needs its list, the list only that benchmark, and
     // per-task epochs one entry per task (the synthetic base splits into 2 tasks under split benchmarks); a train run
     // ignores them. Probes need classes the base's dataset has (synthetic, baseClasses).
@@ -455,8 +455,9 @@ let private configCases (dir: string) (host: PluginHost) : Case list =
     let refuse names = Refuse(path :: names)
     let cases = ResizeArray<Case>()
     let add label command text sets expected = cases.Add { Label = label; Command = command; Text = text; Sets = sets; Expected = expected }
-    // Each option of each core section: values inside the schema (some refused by a documented rule), values outside it.
-    for section, sectionType in ConfigLoader.SectionTypes do
+    // Each option of each core section and of the base's model kind (an MLP): values inside the schema (some refused by a
+    // documented rule), values outside it.
+    for section, sectionType in Seq.append ConfigLoader.SectionTypes [ struct ("model", typeof<MlpOptions>) ] do
         for spec in OptionSchema.Of sectionType |> Seq.filter (fun s -> not s.IsTable) do
             let key = sprintf "%s.%s" section spec.Key
             let gen = validValue dir key spec
@@ -477,25 +478,27 @@ let private configCases (dir: string) (host: PluginHost) : Case list =
                 let command = if j % 6 = 5 then "study" else "train"
                 add label command (renderDoc (setKey (headerOf section) spec.Key literal doc)) [] (refuse [ key ])
                 add ("--set " + label) command text [ sprintf "%s=%s" key literal ] (refuse [ key ])
-        // Structure: an unknown key, a key in the wrong case, a key defined twice, the table written twice.
-        let some = OptionSchema.Of sectionType |> Seq.find (fun s -> not s.IsTable)
-        let value = render (draw (seedOf section) (validValue dir (section + "." + some.Key) some))
-        add (sprintf "[%s] %sx = 1 (an unknown key)" section some.Key) "train" (renderDoc (setKey (headerOf section) (some.Key + "x") "1" doc)) [] (refuse [ sprintf "%s.%sx" section some.Key; "unknown key" ])
-        add (sprintf "--set %s.%sx=1 (an unknown key)" section some.Key) "train" text [ sprintf "%s.%sx=1" section some.Key ] (refuse [ sprintf "%s.%sx" section some.Key ])
-        let upper = some.Key.Substring(0, 1).ToUpperInvariant() + some.Key.Substring 1
-        add (sprintf "[%s] %s (a key in the wrong case)" section upper) "train" (renderDoc (setKey (headerOf section) upper value doc)) [] (refuse [ sprintf "%s.%s" section upper ])
-        let withValue = renderDoc (setKey (headerOf section) some.Key value doc)
-        let twice = withValue.Replace(sprintf "%s = %s\n" some.Key value, sprintf "%s = %s\n%s = %s\n" some.Key value some.Key value)
-        add (sprintf "[%s] %s written twice" section some.Key) "train" twice [] (refuse [ sprintf "%s.%s" section some.Key; "defined twice" ])
-        match OptionSchema.Of sectionType |> Seq.filter (fun s -> not s.IsTable && s.Key <> some.Key) |> Seq.tryHead with
-        | Some o ->
-            let without = doc |> List.map (fun (h, ks) -> h, (if h = headerOf section then ks |> List.filter (fun (k, _) -> k <> o.Key) else ks))
-            let second = render (draw (seedOf (section + o.Key)) (validValue dir (section + "." + o.Key) o))
-            let body = renderDoc (setKey (headerOf section) some.Key value without) + sprintf "%s\n%s = %s\n" (headerOf section) o.Key second
-            add (sprintf "[%s] written twice" section) "train" body [] (refuse [ section; "defined twice" ])
-        | None -> ()
-        // The section as a value, or as an array of tables.
-        add (sprintf "--set %s=3 (a section as a value)" section) "train" text [ sprintf "%s=3" section ] (refuse [ section; "must be a table" ])
+        // The kind's options share the [model] table: its structure is checked once, with the section.
+        if sectionType <> typeof<MlpOptions> then
+            // Structure: an unknown key, a key in the wrong case, a key defined twice, the table written twice.
+            let some = OptionSchema.Of sectionType |> Seq.find (fun s -> not s.IsTable)
+            let value = render (draw (seedOf section) (validValue dir (section + "." + some.Key) some))
+            add (sprintf "[%s] %sx = 1 (an unknown key)" section some.Key) "train" (renderDoc (setKey (headerOf section) (some.Key + "x") "1" doc)) [] (refuse [ sprintf "%s.%sx" section some.Key; "unknown key" ])
+            add (sprintf "--set %s.%sx=1 (an unknown key)" section some.Key) "train" text [ sprintf "%s.%sx=1" section some.Key ] (refuse [ sprintf "%s.%sx" section some.Key ])
+            let upper = some.Key.Substring(0, 1).ToUpperInvariant() + some.Key.Substring 1
+            add (sprintf "[%s] %s (a key in the wrong case)" section upper) "train" (renderDoc (setKey (headerOf section) upper value doc)) [] (refuse [ sprintf "%s.%s" section upper ])
+            let withValue = renderDoc (setKey (headerOf section) some.Key value doc)
+            let twice = withValue.Replace(sprintf "%s = %s\n" some.Key value, sprintf "%s = %s\n%s = %s\n" some.Key value some.Key value)
+            add (sprintf "[%s] %s written twice" section some.Key) "train" twice [] (refuse [ sprintf "%s.%s" section some.Key; "defined twice" ])
+            match OptionSchema.Of sectionType |> Seq.filter (fun s -> not s.IsTable && s.Key <> some.Key) |> Seq.tryHead with
+            | Some o ->
+                let without = doc |> List.map (fun (h, ks) -> h, (if h = headerOf section then ks |> List.filter (fun (k, _) -> k <> o.Key) else ks))
+                let second = render (draw (seedOf (section + o.Key)) (validValue dir (section + "." + o.Key) o))
+                let body = renderDoc (setKey (headerOf section) some.Key value without) + sprintf "%s\n%s = %s\n" (headerOf section) o.Key second
+                add (sprintf "[%s] written twice" section) "train" body [] (refuse [ section; "defined twice" ])
+            | None -> ()
+            // The section as a value, or as an array of tables.
+            add (sprintf "--set %s=3 (a section as a value)" section) "train" text [ sprintf "%s=3" section ] (refuse [ section; "must be a table" ])
     // Each built-in data source's keys of [data]. Synthetic's sit in the synthetic base; another source's values inside
     // its schema are refused there as keys of another source, and values outside it are refused by the source's own
     // binding in a config of that source.
@@ -525,6 +528,15 @@ let private configCases (dir: string) (host: PluginHost) : Case list =
                 let command = if j % 6 = 5 then "study" else "train"
                 add label command (renderDoc (setKey "[data]" spec.Key literal own)) [] (refuse [ key ])
                 add ("--set " + label) command (renderDoc own) [ sprintf "%s=%s" key literal ] (refuse [ key ])
+    // The keys of the other model kinds, on the base's MLP: refused naming the key and the kinds that have it.
+    let otherKinds = ModelKinds.BuiltIn |> Seq.filter (fun k -> k.Name <> "mlp")
+    for spec in otherKinds |> Seq.collect (fun k -> OptionSchema.Of k.OptionsType) |> Seq.distinctBy (fun s -> s.Key) do
+        let key = "model." + spec.Key
+        let literal = render (draw (seedOf key) (validValue dir key spec))
+        let owner = otherKinds |> Seq.find (fun k -> OptionSchema.Of k.OptionsType |> Seq.exists (fun o -> o.Key = spec.Key))
+        let expected = refuse [ key; "is a key of kind"; owner.Name; ", not of mlp" ]
+        add (sprintf "%s = %s (a key of kind %s on an mlp)" key literal owner.Name) "train" (renderDoc (setKey "[model]" spec.Key literal doc)) [] expected
+        add (sprintf "--set %s = %s (a key of kind %s on an mlp)" key literal owner.Name) "train" text [ sprintf "%s=%s" key literal ] expected
     // The components of [optimizer]: an array of tables.
     let withComponent (body: string) = text + "[[optimizer.components]]\n" + body
     for label, body, expected in

@@ -325,6 +325,111 @@ let private layoutTests =
         }
     ]
 
+/// init_from through the gpt kind: a file is read in the layout its tensors show, whatever their prefix.
+let private initFromTests =
+    let kind = ModelKinds.Find "gpt"
+    /// The gpt kind's load of `path` into a fresh model of the reference's shape (strict unless told), and its logits.
+    let loadThroughKind (strict: bool) (path: string) =
+        let model = new Gpt(referenceShape)
+        let section = Research.Core.Config.ModelSection(Kind = "gpt", Strict = strict)
+        let shape = Research.Core.Data.DataShape("test", Research.Core.Data.InputKind.Tokens, referenceShape.MaxLen, int referenceShape.Vocab, NextToken = true, Vocabulary = int referenceShape.Vocab)
+        let context = ModelContext(section, shape, ModelTarget(referenceShape.MaxLen, int referenceShape.Vocab), path)
+        let summary = kind.Load(model, section.Options, context)
+        model, summary
+    let logitsOf (model: Gpt) (ids: Tensor) =
+        use _ = torch.no_grad()
+        model.forward(ids)
+    /// The reference file's tensors renamed by `rename` (None drops a tensor), written as a new file.
+    let variant (rename: string -> string option) =
+        writeFile [ for KeyValue(k, t) in readFile (Path.Combine(referenceDir, "model.safetensors")) do
+                        match rename k with
+                        | Some name -> yield name, t
+                        | None -> () ]
+    let bare (k: string) = if k.StartsWith Gpt2Layout.Prefix then k.Substring Gpt2Layout.Prefix.Length else k
+    let isBuffer (k: string) = k.EndsWith ".attn.bias" || k.EndsWith ".attn.masked_bias"
+    testList "init_from" [
+        test "a GPT-2 file without 'transformer.' loads strictly through the gpt kind, its logits bitwise the prefixed file's: with lm_head and buffers, without lm_head, and with neither" {
+            let ids = (readFile (Path.Combine(referenceDir, "expected.safetensors")))["input_ids"]
+            let prefixed, summary = loadThroughKind true (Path.Combine(referenceDir, "model.safetensors"))
+            use prefixed = prefixed
+            Expect.stringContains summary "GPT-2 layout" "the published file is read as GPT-2's"
+            let expected = logitsOf prefixed ids
+            for label, rename in
+                [ "bare, tied lm_head and mask buffers kept", (fun k -> Some (bare k))
+                  "bare, no lm_head", (fun k -> if k = Gpt2Layout.LmHead then None else Some (bare k))
+                  "bare, neither lm_head nor buffers (told apart by c_attn's [d, 3d] alone)", (fun k -> if k = Gpt2Layout.LmHead || isBuffer k then None else Some (bare k)) ] do
+                let path = variant rename
+                Expect.equal (Gpt2Layout.Recognise path) Gpt2Layout.Layout.Gpt2 (sprintf "%s: recognised as GPT-2's" label)
+                let model, summary = loadThroughKind true path
+                use model = model
+                Expect.stringContains summary "GPT-2 layout" label
+                Expect.isTrue (bitwiseEqual (logitsOf model ids) expected) (sprintf "%s: logits bitwise the prefixed file's" label)
+        }
+
+        test "an lm_head.weight equal to wte loads; strict = false reads a bare GPT-2 file in its own layout too (attn.c_proj transposed: logits bitwise); our checkpoint is read by name" {
+            let ids = (readFile (Path.Combine(referenceDir, "expected.safetensors")))["input_ids"]
+            let prefixed, _ = loadThroughKind true (Path.Combine(referenceDir, "model.safetensors"))
+            use prefixed = prefixed
+            let expected = logitsOf prefixed ids
+            let tensors = readFile (Path.Combine(referenceDir, "model.safetensors"))
+            let wte = tensors["transformer.wte.weight"]
+            Expect.isTrue (bitwiseEqual tensors[Gpt2Layout.LmHead] wte) "the reference's lm_head is wte's copy"
+            let withHead = writeFile [ for KeyValue(k, t) in tensors do if k <> Gpt2Layout.LmHead && not (isBuffer k) then yield bare k, t
+                                       yield Gpt2Layout.LmHead, wte.clone() ]
+            let model, _ = loadThroughKind true withHead
+            use model = model
+            Expect.isTrue (bitwiseEqual (logitsOf model ids) expected) "an extra lm_head.weight equal to wte"
+            let loose, summary = loadThroughKind false (variant (fun k -> if isBuffer k then None else Some (bare k)))
+            use loose = loose
+            Expect.stringContains summary "GPT-2 layout" "strict = false: still GPT-2's layout"
+            Expect.isTrue (bitwiseEqual (logitsOf loose ids) expected) "strict = false: the square attn.c_proj is transposed as well"
+            let ours = Path.Combine(tempDir "gpt", "model.safetensors")
+            WeightFile.Save(prefixed, ours)
+            Expect.equal (Gpt2Layout.Recognise ours) Gpt2Layout.Layout.Ours "a checkpoint's names and Linear shapes"
+            let fromOurs, summary = loadThroughKind true ours
+            use fromOurs = fromOurs
+            Expect.stringContains summary "loaded 28 tensors" "read by name"
+            Expect.isTrue (bitwiseEqual (logitsOf fromOurs ids) expected) "our checkpoint's logits"
+        }
+
+        test "a file in neither layout is refused strictly, saying which names and shapes a GPT-2 file and our checkpoint hold, and what the file holds" {
+            use mlp = new Mlp(8L, [| 4 |], 2L)
+            let path = Path.Combine(tempDir "gpt", "model.safetensors")
+            WeightFile.Save(mlp, path)
+            Expect.equal (Gpt2Layout.Recognise path) Gpt2Layout.Layout.None "no wte.weight"
+            let message =
+                try loadThroughKind true path |> ignore; failtest "loaded"
+                with :? InvalidDataException as e -> e.Message
+            for part in [ path; "not a GPT's weights"; "wte.weight [300, 64]"; "wpe.weight [32, 64]"; "h.{i}.attn.c_attn.weight [64, 192] (Conv1D weights [in, out])"
+                          "with or without 'transformer.'"; "'lm_head.weight' optional"; "Linear weights [out, in]: h.{i}.attn.c_attn.weight [192, 64]"
+                          "the file holds layers.0.weight [4, 8]" ] do
+                Expect.stringContains message part "the expected layout, and the file's tensors"
+            Expect.isFalse (message.Contains "\n") "one line"
+        }
+
+        test "init_from in a config reads a bare GPT-2 file strictly: the run's model has the source model's weights, the logits bitwise" {
+            let dir = tempDir "gpt-init"
+            let shape = GptShape(Vocab = 257L, MaxLen = 16L, Width = 16L, Heads = 2L, Layers = 2L)
+            use source = build shape 31
+            let prefixed = Path.Combine(dir, "prefixed", "model.safetensors")
+            Gpt2Layout.Save(source, prefixed)
+            let barePath = Path.Combine(dir, "bare.safetensors")
+            WeightFile.Save(readFile prefixed |> Seq.map (fun kv -> struct (kv.Key.Substring Gpt2Layout.Prefix.Length, kv.Value)), barePath)
+            let config (file: string) =
+                Research.Core.Config.ConfigLoader.Parse(
+                    "[data]\ndataset = \"fortunes\"\ntask = \"causal-lm\"\ncontext = 16\n[model]\nkind = \"gpt\"\nwidth = 16\nlayers = 2\nheads = 2\n",
+                    Path.Combine(dir, "c.toml"), [ sprintf "model.init_from=\"%s\"" file ])
+            let ids = tokens 257L 3L 16L 5
+            let expected = logitsOf source ids
+            for file in [ prefixed; barePath ] do
+                let c = config file
+                let struct (model, summary) = Research.Core.Training.RunBuilder.Model(c, Research.Core.Training.RunBuilder.Shape c)
+                use model = model
+                Expect.stringContains summary "GPT-2 layout" file
+                Expect.isTrue (bitwiseEqual (logitsOf (model :?> Gpt) ids) expected) (sprintf "%s: logits bitwise the source's" file)
+        }
+    ]
+
 let private generationTests =
     let tiny = GptShape(Vocab = 30L, MaxLen = 8L, Width = 16L, Heads = 2L, Layers = 2L)
     /// Larger weights than GPT-2's initialisation, so that the model's distribution is far from uniform.
@@ -391,4 +496,4 @@ let private generationTests =
         }
     ]
 
-let tests = testList "gpt" [ shapeTests; forwardTests; referenceTests; layoutTests; generationTests ]
+let tests = testList "gpt" [ shapeTests; forwardTests; referenceTests; layoutTests; initFromTests; generationTests ]

@@ -70,6 +70,7 @@ let main argv =
             FineTuningTests.tests
             ResNetTests.tests
             ModelKindTests.tests
+            ModelRegistryTests.tests
             ProbeTests.tests
             ForgettingDecompositionTests.tests
             DataRegistryTests.tests

@@ -1,4 +1,4 @@
-/// The small transformer, its synthetic task and the step-benchmark harness. Model tests build from explicit
+/// The GPT classifier the bench trains, its synthetic task and the step-benchmark harness. Model tests build from explicit
 /// generators only; timing tests use sleeping steps, whose cost is known, so a ratio can be checked.
 module Research.Tests.ModelTests
 
@@ -12,10 +12,12 @@ open Research.Core.Models
 
 type private Tensor = torch.Tensor
 
-/// A transformer small enough for a test to build in milliseconds.
-let private small = TinyTransformerShape(Vocab = 50L, MaxLen = 12L, Width = 16L, Heads = 2L, Layers = 2L, Classes = 3L)
+/// A GPT classifier small enough for a test to build in milliseconds: the transformer the bench and these tests use.
+let private small = GptShape(Vocab = 50L, MaxLen = 12L, Width = 16L, Heads = 2L, Layers = 2L)
 
-let private build (shape: TinyTransformerShape) (seed: int) = TinyTransformer.Create(shape, new torch.Generator(uint64 seed))
+let private classes = 3L
+
+let private build (shape: GptShape) (seed: int) = Gpt.Create(shape, new torch.Generator(uint64 seed), classes = classes)
 
 let private names (m: torch.nn.Module) = m.named_parameters() |> Seq.map (fun struct (n, _) -> n) |> List.ofSeq
 
@@ -23,7 +25,7 @@ let private tensors (m: torch.nn.Module) = m.named_parameters() |> Seq.map (fun 
 
 let private bitwiseEqual (a: Tensor) (b: Tensor) = torch.eq(a, b).all().item<bool>()
 
-let private tokens (shape: TinyTransformerShape) (n: int64) (length: int64) (seed: int) =
+let private tokens (shape: GptShape) (n: int64) (length: int64) (seed: int) =
     torch.randint(0L, shape.Vocab, [| n; length |], dtype = torch.int64, generator = new torch.Generator(uint64 seed))
 
 /// Mean cross-entropy of the model over the batches, without gradients.
@@ -35,37 +37,26 @@ let private meanLoss (model: torch.nn.Module<Tensor, Tensor>) (batches: Batch li
 
 let private transformerTests =
     testList "transformer" [
-        test "the transformer maps tokens [B, T] to logits [B, classes] for every T up to maxLen" {
+        test "the GPT classifier maps tokens [B, T] to logits [B, classes] for every T up to maxLen" {
             use model = build small 1
             for length in [ 1L; 5L; small.MaxLen ] do
                 use _ = torch.NewDisposeScope()
                 let logits = model.forward(tokens small 4L length 2)
-                Expect.sequenceEqual logits.shape [| 4L; small.Classes |] (sprintf "logit shape for T = %d" length)
+                Expect.sequenceEqual logits.shape [| 4L; classes |] (sprintf "logit shape for T = %d" length)
             Expect.throws (fun () -> model.forward(tokens small 1L (small.MaxLen + 1L) 2) |> ignore) "a sequence longer than maxLen is refused"
         }
 
-        test "parameter names are stable: embed, pos, blocks.{i}.{ln1, attn.qkv, attn.proj, ln2, mlp.fc, mlp.out}, ln_f, head" {
-            use model = build small 1
-            let block i =
-                [ "ln1"; "attn.qkv"; "attn.proj"; "ln2"; "mlp.fc"; "mlp.out" ]
-                |> List.collect (fun m -> [ sprintf "blocks.%d.%s.weight" i m; sprintf "blocks.%d.%s.bias" i m ])
-            let expected =
-                // A module's own parameters come before its children's, so "pos" precedes "embed.weight".
-                [ "pos"; "embed.weight" ] @ block 0 @ block 1 @ [ "ln_f.weight"; "ln_f.bias"; "head.weight"; "head.bias" ]
-            Expect.sequenceEqual (names model) expected "parameter names in registration order"
-        }
-
-        test "TinyTransformerShape's tensor and parameter counts equal the built models'" {
-            for shape in [ small; TinyTransformerShape.ManyTensors; TinyTransformerShape.Benchmark ] do
+        test "the bench's transformers have GptShape's tensors and parameters plus a head of d·C + C: 54 tensors and 4,227,082 parameters; 150 and many small" {
+            for shape in [ small; StepWorkload.ManyTensorsShape; StepWorkload.TransformerShape ] do
                 use model = build shape 1
                 let ps = tensors model
-                Expect.equal (int64 ps.Length) shape.TensorCount (sprintf "tensor count of %A" shape)
-                Expect.equal (ps |> List.sumBy (fun p -> p.numel())) shape.ParameterCount (sprintf "parameter count of %A" shape)
-        }
-
-        test "the many-tensor configuration has at least 100 parameter tensors" {
-            use model = TinyTransformer.ManyTensors(new torch.Generator(1UL))
-            Expect.isGreaterThanOrEqual (tensors model).Length 100 "parameter tensors"
+                Expect.equal (int64 ps.Length) (shape.TensorCount + 2L) (sprintf "tensor count of %A" shape)
+                Expect.equal (ps |> List.sumBy (fun p -> p.numel())) (shape.ParameterCount + shape.Width * classes + classes) (sprintf "parameter count of %A" shape)
+            use bench = StepWorkload.Transformer(1L, 1)
+            Expect.equal (bench.TensorCount, bench.ParameterCount) (54, 4_227_082L) "the step bench's transformer classifier"
+            use many = StepWorkload.ManyTensors(1L)
+            Expect.equal many.TensorCount 150 "the many-tensor workload"
+            Expect.isLessThan many.ParameterCount 1_000_000L "of small tensors"
         }
 
         test "the same generator seed gives bitwise-equal models, whatever the process-global RNG draws in between" {
@@ -78,43 +69,8 @@ let private transformerTests =
             Expect.isFalse (List.forall2 bitwiseEqual (tensors a) (tensors c)) "another seed gives another model"
         }
 
-        test "initialisation: embeddings N(0, 0.02²), LayerNorm gain 1 and shift 0, Linear weights within ±1/√fan_in" {
-            use model = build TinyTransformerShape.ManyTensors 3
-            for struct (n, p) in model.named_parameters() do
-                use _ = torch.NewDisposeScope()
-                let std = p.std().item<float32>() |> float
-                let absMax = p.abs().max().item<float32>() |> float
-                if n = "embed.weight" || n = "pos" then
-                    Expect.floatClose { absolute = 0.001; relative = 0.0 } std 0.02 (sprintf "%s: standard deviation" n)
-                elif n.Contains "ln" then
-                    let value = if n.EndsWith ".weight" then 1.0f else 0.0f
-                    Expect.isTrue (torch.eq(p, torch.tensor value).all().item<bool>()) (sprintf "%s is %g" n value)
-                elif n.EndsWith ".weight" then
-                    let bound = 1.0 / sqrt (float p.shape[1])
-                    Expect.isLessThanOrEqual absMax bound (sprintf "%s within ±1/√fan_in" n)
-                    // U(−b, b) has standard deviation b/√3; a weight left at zero or drawn N(0, 0.02²) would not.
-                    Expect.floatClose { absolute = 0.0; relative = 0.05 } std (bound / sqrt 3.0) (sprintf "%s: uniform spread" n)
-        }
-
-        test "self-attention equals softmax(Q·Kᵀ/√(d/H))·V per head, written out with matmul" {
-            let d, heads, b, t = 16L, 4L, 3L, 5L
-            use attn = new SelfAttention(d, heads)
-            use _ = torch.NewDisposeScope()
-            let x = torch.randn([| b; t; d |], generator = new torch.Generator(5UL))
-            let p = dict [ for struct (n, v) in attn.named_parameters() -> n, (v :> Tensor) ]
-            let qkv = torch.nn.functional.linear(x, p["qkv.weight"], p["qkv.bias"])
-            let head (i: int64) = qkv.narrow(2L, i * d, d).view(b, t, heads, d / heads).transpose(1L, 2L)
-            let q, k, v = head 0L, head 1L, head 2L
-            let weights = torch.matmul(q, k.transpose(-2L, -1L)).div((sqrt (float (d / heads))).ToScalar()).softmax(-1L)
-            let mixed = torch.matmul(weights, v).transpose(1L, 2L).reshape(b, t, d)
-            let expected = torch.nn.functional.linear(mixed, p["proj.weight"], p["proj.bias"])
-            let actual = attn.forward x
-            let err = (actual - expected).abs().max().item<float32>()
-            Expect.isLessThan err 1e-5f "largest absolute difference"
-        }
-
-        test "the transformer learns the synthetic task: after 60 AdamW steps training loss < 0.3 and held-out loss < 0.6 (chance ≈ 1.1)" {
-            let shape = TinyTransformerShape(Vocab = 24L, MaxLen = 15L, Width = 32L, Heads = 2L, Layers = 1L, Classes = 3L)
+        test "the GPT classifier learns the synthetic task: after 60 AdamW steps training loss < 0.3 and held-out loss < 0.6 (chance ≈ 1.1)" {
+            let shape = GptShape(Vocab = 24L, MaxLen = 15L, Width = 32L, Heads = 2L, Layers = 1L)
             use model = build shape 11
             use data = SyntheticTokens.Make(256, 15, 24, 3, new torch.Generator(12UL))
             use heldOut = SyntheticTokens.Make(512, 15, 24, 3, new torch.Generator(13UL))
@@ -165,9 +121,10 @@ let private loopTests =
         }
 
         test "the built-in AdamW step decays only tensors of rank ≥ 2: with zero gradients θ ← (1 − ηλ)·θ there, unchanged elsewhere" {
-            use model = TinyTransformer.ManyTensors(new torch.Generator(1UL))
-            use data = SyntheticTokens.Make(4, 32, 512, 10, new torch.Generator(2UL))
-            BuiltInAdamWStep.FillGradients(model, Batch(data.Inputs, data.Targets))
+            use workload = StepWorkload.ManyTensors(1L)
+            let model = workload.Model
+            // The bench's own batch: token ids under input_ids, as the trainer's step reads them.
+            BuiltInAdamWStep.FillGradients(model, workload.Batches[0])
             let lr, wd = 0.01, 0.1
             use step = new BuiltInAdamWStep(model, lr = lr, weightDecay = wd)
             let ps = tensors model

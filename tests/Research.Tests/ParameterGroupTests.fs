@@ -66,13 +66,13 @@ let tests =
             Expect.equal (List.last table) "parameters 228, trainable 108 (47.4%)" "share"
         }
         test "layer-wise lr decay: a parameter at depth d of D gets factor^(D − d); embeddings deepest-decayed, head undecayed" {
-            use m = new TinyTransformer(16L, 8L, 8L, 2L, 3L, 2L)
-            let struct (trainable, _) = ParameterGroups.Build(named m, GroupPlan(0.0, LayerDecay = LayerDecay(0.5, @"^blocks\.(\d+)\.")))
+            use m = Gpt.Create(GptShape(Vocab = 16L, MaxLen = 8L, Width = 8L, Heads = 2L, Layers = 3L), new torch.Generator(1UL), classes = 2L)
+            let struct (trainable, _) = ParameterGroups.Build(named m, GroupPlan(0.0, LayerDecay = LayerDecay(0.5, @"^h\.(\d+)\.")))
             let multiplier name = (trainable |> Seq.find (fun p -> p.Name = name)).Group.LrMultiplier
-            // D = 3 layers + 1 = 4: embeddings d = 0, blocks.i d = i + 1, final norm and head d = 4.
-            Expect.equal (multiplier "embed.weight") (0.5 ** 4.0) "embeddings"
-            Expect.equal (multiplier "blocks.0.attn.qkv.weight") (0.5 ** 3.0) "first block"
-            Expect.equal (multiplier "blocks.2.mlp.fc.weight") 0.5 "last block"
+            // D = 3 layers + 1 = 4: embeddings d = 0, h.i d = i + 1, final norm and head d = 4.
+            Expect.equal (multiplier "wte.weight") (0.5 ** 4.0) "embeddings"
+            Expect.equal (multiplier "h.0.attn.c_attn.weight") (0.5 ** 3.0) "first block"
+            Expect.equal (multiplier "h.2.mlp.c_fc.weight") 0.5 "last block"
             Expect.equal (multiplier "head.weight") 1.0 "head"
         }
         test "a component pattern that matches nothing is an error naming it (a typo must not silently train at the base rate)" {

@@ -139,6 +139,18 @@ let tests =
                 let chosen = all |> List.filter (fun _ -> rnd.Next 2 = 0)
                 let written = canonicalOf "train" baseText chosen
                 ResolvedConfig.Json written = ResolvedConfig.Json defaults && ResolvedConfig.Identity(written, host.Value) = ResolvedConfig.Identity(defaults, host.Value)
+        test "the identity of every config release 2.2 accepted is unchanged: the committed configs, the sweep arms' model overrides and the test configs (tests/Fixtures/identities/identities-2.2.tsv, written by 2.2)" {
+            let fixture = Path.Combine(repoRoot, "tests", "Fixtures", "identities", "identities-2.2.tsv")
+            let rows =
+                File.ReadAllLines fixture |> Array.filter (fun l -> l <> "" && not (l.StartsWith "#")) |> Array.map (fun l -> l.Split '\t')
+            Expect.equal rows.Length 65 "every row of the fixture"
+            for row in rows do
+                let path, command, expected = row[0], row[1], row[2]
+                // "study --set model.kind=\"cnn\"": the command, then its overrides.
+                let parts = command.Split(" --set ")
+                let config = ConfigLoader.Load(Path.Combine(repoRoot, path), List.ofArray parts[1..])
+                Expect.equal (ResolvedConfig.Identity(ResolvedConfig.Canonical(config, host.Value, parts[0]), host.Value)) expected (sprintf "%s, %s" path command)
+        }
         test "study.classes_per_task, declared added later (AddedIn), is left out of the identity at its default 2 (a stored run keeps its identity) and counts when set" {
             let text = "[study]\nbenchmark = \"split-class\"\n"
             let c = canonicalOf "study" text []

@@ -329,14 +329,14 @@ let precisionTests =
         test "a bf16 step of the small transformer keeps master weights and moments in fp32" {
             use _ = torch.NewDisposeScope()
             use gen = new torch.Generator(2UL)
-            use m = new TinyTransformer(32L, 8L, 16L, 2L, 2L, 3L)
-            m.Initialise(gen)
+            use m = Gpt.Create(GptShape(Vocab = 32L, MaxLen = 8L, Width = 16L, Heads = 2L, Layers = 2L), gen, classes = 3L)
             let policy = PrecisionPolicy(PrecisionMode.Bf16)
             policy.Prepare(m)
             use o = Optimizer.AdamW(ParameterGroups.Assign(named m, GroupRule.DecayByRank 0.01))
             let x = torch.randint(0L, 32L, [| 4L; 8L |], generator = gen)
             let y = torch.randint(0L, 3L, [| 4L |], generator = gen)
-            let outcome = TrainStep(m, o, policy, MethodSet.None, 0.0).Run([| Batch(x, y) |], 1e-3)
+            let batch = Batch([ Collections.Generic.KeyValuePair(Batch.InputIds, x); Collections.Generic.KeyValuePair(Batch.Targets, y) ])
+            let outcome = TrainStep(m, o, policy, MethodSet.None, 0.0).Run([| batch |], 1e-3)
             Expect.isTrue outcome.Applied "applied"
             Expect.isTrue (Double.IsFinite outcome.Loss) "finite loss"
             Expect.equal o.Master.dtype torch.float32 "master"

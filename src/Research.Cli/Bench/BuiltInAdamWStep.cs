@@ -43,7 +43,7 @@ public sealed class BuiltInAdamWStep : IDisposable
     {
         using var scope = NewDisposeScope();
         model.zero_grad();
-        nn.functional.cross_entropy(model.forward(batch[Batch.Input]), batch.TargetsTensor).backward();
+        HandWrittenLoop.CrossEntropy(model, batch).backward();
     }
 
     /// <summary>One AdamW update of every parameter from its current gradient.</summary>

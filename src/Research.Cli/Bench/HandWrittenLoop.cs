@@ -34,9 +34,10 @@ public sealed class HandWrittenLoop : IDisposable
         optimizer = optim.AdamW(model.parameters(), lr, beta1, beta2, eps, weightDecay);
     }
 
-    /// <summary>Mean cross-entropy of the logits of <c>input</c> against <c>targets</c> (classification).</summary>
+    /// <summary>Mean cross-entropy of the logits of <c>input</c> (or of a token model's <c>input_ids</c>) against
+    /// <c>targets</c> (classification).</summary>
     public static Tensor CrossEntropy(nn.Module<Tensor, Tensor> model, Batch batch) =>
-        nn.functional.cross_entropy(model.forward(batch[Batch.Input]), batch.TargetsTensor);
+        nn.functional.cross_entropy(model.forward(batch.TryGetValue(Batch.Input, out var x) ? x : batch[Batch.InputIds]), batch.TargetsTensor);
 
     /// <summary>
     /// Mean next-token cross-entropy, written out: logits [B, T, V] of <c>input_ids</c>, position t scored against

@@ -25,7 +25,12 @@ public static class SafetensorsCheck
 
     /// <summary>The tensor names of a file that passes <see cref="Check"/> (the header read, no data).</summary>
     /// <exception cref="InvalidDataException">The file is not a well-formed safetensors file; the message names it.</exception>
-    public static IReadOnlyList<string> Names(string path)
+    public static IReadOnlyList<string> Names(string path) => Shapes(path).Keys.ToList();
+
+    /// <summary>The tensors of a file that passes <see cref="Check"/>, each name with its shape (the
+    /// header read, no data): enough to tell one layout from another before loading anything.</summary>
+    /// <exception cref="InvalidDataException">The file is not a well-formed safetensors file; the message names it.</exception>
+    public static IReadOnlyDictionary<string, long[]> Shapes(string path)
     {
         if (!File.Exists(path)) throw new FileNotFoundException($"no weights at {path}", path);
         var length = FileChecks.TargetLength(path);
@@ -46,6 +51,7 @@ public static class SafetensorsCheck
         {
             if (json.RootElement.ValueKind != JsonValueKind.Object) throw new InvalidDataException($"{path}: its safetensors header is not a JSON object");
             var names = new HashSet<string>(StringComparer.Ordinal);
+            var shapes = new Dictionary<string, long[]>(StringComparer.Ordinal);
             foreach (var entry in json.RootElement.EnumerateObject())
             {
                 if (!names.Add(entry.Name)) throw new InvalidDataException($"{path}: its safetensors header names '{entry.Name}' twice");
@@ -64,9 +70,11 @@ public static class SafetensorsCheck
                 if (dtype.ValueKind != JsonValueKind.String || !ItemSize.TryGetValue(dtype.GetString()!, out var size))
                     throw new InvalidDataException(Bad($"has dtype {dtype}, which is not one of {string.Join(", ", ItemSize.Keys)}"));
                 long count = 1;
+                var dims = new List<long>();
                 foreach (var d in shape.EnumerateArray())
                 {
                     if (d.ValueKind != JsonValueKind.Number || !d.TryGetInt64(out var n) || n < 0) throw new InvalidDataException(Bad($"has shape {shape}"));
+                    dims.Add(n);
                     // A shape whose product passes a long is no tensor any file holds.
                     try { count = checked(count * n); }
                     catch (OverflowException) { throw new InvalidDataException(Bad($"has shape {shape}, more elements than a file can hold")); }
@@ -76,9 +84,9 @@ public static class SafetensorsCheck
                     throw new InvalidDataException(Bad($"has data offsets {offsets} outside the {dataLength} bytes of data"));
                 if (count > dataLength || o[1] - o[0] != count * size)
                     throw new InvalidDataException(Bad($"of shape {shape} and dtype {dtype.GetString()} needs {count * size} bytes; its offsets span {o[1] - o[0]}"));
+                shapes[entry.Name] = [.. dims];
             }
-            names.Remove("__metadata__");
-            return names.ToList();
+            return shapes;
         }
     }
 }

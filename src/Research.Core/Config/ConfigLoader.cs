@@ -135,7 +135,8 @@ public static class ConfigLoader
         }
         var run = Section<RunSection>("run");
         var dataErrors = errors.Count;
-        var model = Section<ModelSection>("model");
+        // [model] holds the shared keys and the chosen kind's own: bound by the kinds' catalog.
+        var model = ModelKindOptions.Bind(TableAt(root, "model", file, errors), file, errors);
         var optimizer = Section<OptimizerSection>("optimizer");
         var train = Section<TrainSection>("train");
         var precision = Section<PrecisionSection>("precision");

@@ -43,7 +43,7 @@ public static class ResolvedConfig
         {
             ["run"] = ConfigValue.Table(config.Run),
             ["data"] = Data(config.Data),
-            ["model"] = ConfigValue.Table(config.Model),
+            ["model"] = Model(config.Model),
             ["optimizer"] = ConfigValue.Table(config.Optimizer),
             ["train"] = ConfigValue.Table(config.Train),
             ["precision"] = ConfigValue.Table(config.Precision),
@@ -189,6 +189,13 @@ public static class ResolvedConfig
                             LeaveOut(plugin, options);
             }
         }
+        // The kinds of 2.2 keep 2.2's flat [model] keys in the identity, declared in one frozen table.
+        if (copy["model"] is JsonObject model)
+        {
+            if (model["kind"] is JsonValue kind && kind.TryGetValue<string>(out var kindName) && ModelKindOptions.Find(kindName) is { } kindOptions)
+                LeaveOut(model, kindOptions);
+            FlatModelKeys.Restore(model);
+        }
         return copy;
     }
 
@@ -219,6 +226,14 @@ public static class ResolvedConfig
             : (JsonObject)ConfigValue.Json(choice.Options)!;
         // The plugin's own name, not the alias the config used: both spellings are one run.
         table["name"] = descriptor?.Name ?? choice.Name;
+        return table;
+    }
+
+    /// <summary>[model]: the keys every kind shares and the chosen kind's own, in one table as the config writes them.</summary>
+    static JsonObject Model(ModelSection model)
+    {
+        var table = ConfigValue.Table(model);
+        foreach (var (key, value) in ConfigValue.Table(model.Options)) table[key] = value?.DeepClone();
         return table;
     }
 

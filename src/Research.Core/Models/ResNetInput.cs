@@ -21,9 +21,6 @@ public static class ResNetInput
     /// <summary>The means of the channels of the published mean image, B, G, R, on the 0–255 scale.</summary>
     public static IReadOnlyList<float> BgrMeans { get; } = [103.0626f, 115.9029f, 123.1516f];
 
-    /// <summary>The side the published weights were trained at.</summary>
-    public const long PublishedSide = 224;
-
     /// <summary>
     /// Grey images in [0, 1] ([B, H, W] or [B, 1, H, W]) → [B, 3, S, S]: resized bilinearly (align_corners false) to
     /// <paramref name="side"/>, scaled to 0–255, the grey value put in all three channels (so the BGR order only

@@ -7,18 +7,18 @@ using static TorchSharp.torch;
 namespace Research.Core.Probes;
 
 /// <summary>
-/// A classifier's representation of its inputs: what its final Linear, the submodule named <c>head</c>, reads. Every
-/// classifier in <c>Models</c> names its last layer so (Mlp, Cnn, ResNet, Bert and Gpt with classes), which makes the
-/// penultimate features of any of them comparable with <see cref="LinearCka"/> and <see cref="SimilarityAgreement"/>,
+/// A classifier's representation of its inputs: what a submodule reads — the one its kind names
+/// (<see cref="ModelKind.Representation"/>), by default its final Linear, <c>head</c>. Every built-in classifier names its
+/// last layer so (Mlp, Cnn, ResNet, Bert and Gpt with classes), which makes the penultimate features of any of them comparable with <see cref="LinearCka"/> and <see cref="SimilarityAgreement"/>,
 /// and a <see cref="LinearProbe"/> fitted on them a drop-in replacement for the head.
 /// </summary>
 public static class Representation
 {
-    /// <summary>The name of the layer whose input is the representation.</summary>
-    public const string Head = "head";
+    /// <summary>The name of the layer whose input is the representation, unless a kind names another.</summary>
+    public const string Head = ModelKind.HeadModule;
 
     /// <summary>
-    /// The input of <paramref name="model"/>'s <c>head</c> for every item of <paramref name="batches"/>, float32 [N, d] on
+    /// The input of <paramref name="model"/>'s submodule <paramref name="module"/> (its <c>head</c> unless given) for every item of <paramref name="batches"/>, float32 [N, d] on
     /// the CPU, in batch order. The model runs as <see cref="ModelInput.Logits"/> runs it (with the precision policy's
     /// input cast), in eval mode and without gradients; every module's training flag is restored afterwards and the hook
     /// removed, also when a batch fails.
@@ -29,12 +29,12 @@ public static class Representation
     /// keeps an <c>alias()</c> of what it is handed, because a model may dispose its intermediates once the next layer
     /// has run (see <see cref="Forgetting.LinearCapture"/>).
     /// </remarks>
-    public static Tensor Features(nn.Module<Tensor, Tensor> model, IEnumerable<Batch> batches, PrecisionPolicy? precision = null)
+    public static Tensor Features(nn.Module<Tensor, Tensor> model, IEnumerable<Batch> batches, PrecisionPolicy? precision = null, string module = Head)
     {
-        var found = model.named_modules().FirstOrDefault(m => m.name == Head).module
-            ?? throw new ArgumentException($"{model.GetType().Name} has no submodule named '{Head}': the representation is the input of the model's final Linear, which must be called '{Head}'");
+        var found = model.named_modules().FirstOrDefault(m => m.name == module).module
+            ?? throw new ArgumentException($"{model.GetType().Name} has no submodule named '{module}': the representation is the input of that module (the model's final Linear, unless its kind names another)");
         var head = found as nn.Module<Tensor, Tensor>
-            ?? throw new ArgumentException($"the '{Head}' of {model.GetType().Name} is a {found.GetType().Name}, which does not map one tensor to one tensor");
+            ?? throw new ArgumentException($"the '{module}' of {model.GetType().Name} is a {found.GetType().Name}, which does not map one tensor to one tensor");
         // train(flag) recurses into children, so flags are restored parents first: a child whose flag differed from its
         // parent's (a frozen BatchNorm kept in eval mode, say) gets its own back last.
         var training = model.named_modules().Select(m => (Depth: m.name.Count(c => c == '.') + 1, Module: m.module))
@@ -53,10 +53,10 @@ public static class Representation
                 seen.Clear();
                 ModelInput.Logits(model, batch, precision);
                 if (seen.Count != 1)
-                    throw new InvalidOperationException($"{model.GetType().Name} called its '{Head}' {seen.Count} times on one batch (expected once through head.call: head.forward bypasses hooks)");
+                    throw new InvalidOperationException($"{model.GetType().Name} called its '{module}' {seen.Count} times on one batch (expected once through head.call: head.forward bypasses hooks)");
                 var x = seen[0];
                 if (x.dim() != 2 || x.shape[0] != batch.Size)
-                    throw new InvalidOperationException($"the input of {model.GetType().Name}'s '{Head}' is [{string.Join(", ", x.shape)}], not [{batch.Size}, d]: one representation per item is needed");
+                    throw new InvalidOperationException($"the input of {model.GetType().Name}'s '{module}' is [{string.Join(", ", x.shape)}], not [{batch.Size}, d]: one representation per item is needed");
                 parts.Add(x.detach().to(float32, CPU, copy: true).DetachFromDisposeScope());
             }
             if (parts.Count == 0) throw new ArgumentException("no batches: there is nothing to represent");
@@ -66,7 +66,7 @@ public static class Representation
         {
             hook.remove();
             foreach (var p in parts) p.Dispose();
-            foreach (var (module, flag) in training) module.train(flag);
+            foreach (var (owner, flag) in training) owner.train(flag);
         }
     }
 }

@@ -2,6 +2,7 @@ using Research.Abstractions;
 using Research.Core.Checkpoints;
 using Research.Core.Config;
 using Research.Core.Data;
+using Research.Core.Models;
 using Research.Core.Precision;
 using static TorchSharp.torch;
 
@@ -35,11 +36,12 @@ public sealed class RunProbes : IDisposable
     readonly PrecisionPolicy _precision;
     readonly TensorDataset? _items;
     readonly TaskData? _linear;
+    readonly string _module;
     Tensor? _startFeatures;
     double _startLinear = double.NaN;
 
-    RunProbes(ProbesSection c, int batchSize, PrecisionPolicy precision, TensorDataset? items, TaskData? linear)
-        => (_c, _batchSize, _precision, _items, _linear) = (c, batchSize, precision, items, linear);
+    RunProbes(ProbesSection c, int batchSize, PrecisionPolicy precision, TensorDataset? items, TaskData? linear, string module)
+        => (_c, _batchSize, _precision, _items, _linear, _module) = (c, batchSize, precision, items, linear, module);
 
     /// <summary>The probes a config asks for, over its tasks' test splits (null when it asks for none); the linear probe
     /// reads [data]'s source (<paramref name="data"/>) again.</summary>
@@ -53,7 +55,9 @@ public sealed class RunProbes : IDisposable
         {
             if (p.Cka || p.Similarity) items = HeldOut(tasks, p.Items, c.Run.Seed);
             if (p.LinearClasses.Length > 0) linear = LinearData(c, data);
-            return new RunProbes(p, c.Data.EvalBatchSize, precision, items, linear);
+            // Where the representation is read is the model kind's to say.
+            var module = ModelKinds.Of(c.Model).Representation(c.Model.Options);
+            return new RunProbes(p, c.Data.EvalBatchSize, precision, items, linear, module);
         }
         catch
         {
@@ -150,7 +154,7 @@ public sealed class RunProbes : IDisposable
         return values;
     }
 
-    Tensor Features(nn.Module<Tensor, Tensor> model, TensorDataset d) => Representation.Features(model, d.InOrder(_batchSize), _precision);
+    Tensor Features(nn.Module<Tensor, Tensor> model, TensorDataset d) => Representation.Features(model, d.InOrder(_batchSize), _precision, _module);
 
     /// <summary>A probe fitted on the model's frozen features of the linear classes, scored on their test split.</summary>
     double LinearAccuracy(nn.Module<Tensor, Tensor> model, Action<string> message, string which)

@@ -45,6 +45,9 @@ public sealed class RunComponents : IDisposable
     /// causal language modelling.</summary>
     public required OutputTask Task { get; init; }
     public required nn.Module<Tensor, Tensor> Model { get; init; }
+    /// <summary>How the model was made: its kind (which parameters are its head, where its representation is read), its
+    /// resolved options, what it is built for.</summary>
+    public required ModelPlan ModelPlan { get; init; }
     /// <summary>A second fp32 instance of the model for logits with weights a method keeps (made on first use).</summary>
     public required ShadowModel Shadow { get; init; }
     /// <summary>A fresh fp32 instance of the model's architecture (values to be overwritten): the shadow's, and the Hessian
@@ -123,9 +126,8 @@ public static class RunBuilder
             CheckTasks(c, kind, tasks, numClasses);
             var heads = kind == RunKind.Study && c.Study.Benchmark == "split-task"
                 ? new TaskHeads(tasks.Select(t => t.HeadClasses!).ToList(), numClasses) : null;
-            var (model, summary, precision) = PreparedModel(c, shape, tasks[0].Train.Features);
-            long features = tasks[0].Train.Features;
-            var blocks = (model as ResNet)?.Blocks;
+            var plan = ModelPlan.Of(c, shape, tasks[0].Train.Features);
+            var (model, summary, precision) = PreparedModel(c, plan);
             var records = new[] { (PluginRole.Schedule, schedule.Descriptor) }
                 .Concat(methods.All.Select(m => (PluginRole.Method, m.Descriptor)))
                 .Concat(metrics.Select(m => (PluginRole.ForgettingMetric, m.Descriptor)))
@@ -133,9 +135,9 @@ public static class RunBuilder
             return new RunComponents
             {
                 Config = c, Kind = kind, Canonical = canonical, Identity = ResolvedConfig.Identity(canonical, host), Tasks = tasks,
-                Data = data, Shape = shape, Task = OutputTaskOf(shape, heads), Model = model,
-                Shadow = new ShadowModel(() => NewModel(c, shape, features, blocks)),
-                NewModel = () => NewModel(c, shape, features, blocks),
+                Data = data, Shape = shape, Task = OutputTaskOf(shape, heads), Model = model, ModelPlan = plan,
+                Shadow = new ShadowModel(() => NewModel(c, plan)),
+                NewModel = () => NewModel(c, plan),
                 LoadSummary = summary, Precision = precision, Schedule = schedule, Methods = methods,
                 Metrics = metrics, Plugins = records,
             };
@@ -159,7 +161,7 @@ public static class RunBuilder
 
     /// <summary>
     /// What the data source can refuse before anything loads (<see cref="IDataSource.Check"/>: a missing folder, unknown
-    /// topics), then the model and data pairing (<see cref="ModelFactory.Check"/>), the probes, and the study benchmarks
+    /// topics), then the model and data pairing (<see cref="ModelKinds.Check"/>), the probes, and the study benchmarks
     /// the source cannot make: every problem with its key and the file. Returns the data's shape.
     /// </summary>
     public static DataShape CheckModel(RunConfig c, RunKind kind, DataRequest? data = null)
@@ -169,7 +171,7 @@ public static class RunBuilder
         var errors = source.Check(data).Select(e => new ConfigError(c.File, e.Key, e.Message)).ToList();
         if (errors.Count > 0) throw new ConfigException(errors);
         var shape = data.Shape();
-        errors.AddRange(ModelFactory.Check(c.Model, shape).Select(e => new ConfigError(c.File, e.Key, e.Message)));
+        errors.AddRange(ModelKinds.Check(c.Model, shape).Select(e => new ConfigError(c.File, e.Key, e.Message)));
         // Every observer's section (probes, the Hessian decomposition, …) is checked here, before a run folder exists.
         errors.AddRange(RunObservers.Check(c, kind, shape));
         if (c.Model.HeadInit == "linear-probe" && shape.NextToken)
@@ -189,7 +191,7 @@ public static class RunBuilder
     /// What needs the data's number of classes, checked before any data loads: <c>data.classes</c> names classes the
     /// source has, and an explicit <c>model.outputs</c> covers every label the run trains or evaluates (a label past the
     /// head would stop the first step with a native error). A language model's outputs are its vocabulary
-    /// (<see cref="ModelFactory.Check"/>).
+    /// (<see cref="ModelKinds.Check"/>).
     /// </summary>
     public static void CheckClasses(RunConfig c, RunKind kind, DataShape shape)
     {
@@ -246,9 +248,13 @@ public static class RunBuilder
     /// <summary>The model (initialised, <c>init_from</c> and <c>reinit</c> applied) cast for the config's precision policy,
     /// with the summary of what was loaded.</summary>
     /// <param name="features">The items' D (or T) as loaded; default: the shape's.</param>
-    public static (nn.Module<Tensor, Tensor> Model, string? LoadSummary, PrecisionPolicy Precision) PreparedModel(RunConfig c, DataShape shape, long features = 0)
+    public static (nn.Module<Tensor, Tensor> Model, string? LoadSummary, PrecisionPolicy Precision) PreparedModel(RunConfig c, DataShape shape, long features = 0) =>
+        PreparedModel(c, ModelPlan.Of(c, shape, features));
+
+    /// <summary>The model of a plan, prepared for the config's precision policy.</summary>
+    public static (nn.Module<Tensor, Tensor> Model, string? LoadSummary, PrecisionPolicy Precision) PreparedModel(RunConfig c, ModelPlan plan)
     {
-        var (model, summary) = Model(c, shape, features);
+        var (model, summary) = Model(c, plan);
         var precision = Precision(c.Precision);
         precision.Prepare(model);
         return (model, summary, precision);
@@ -272,36 +278,37 @@ public static class RunBuilder
             host.Find(PluginRole.ForgettingMetric, m.Name))).ToList();
     }
 
-    /// <summary>An fp32 model of the config's shape whose values are about to be overwritten (the shadow model's instance).</summary>
-    public static nn.Module<Tensor, Tensor> NewModel(RunConfig c, DataShape shape, long features, IReadOnlyList<int>? blocks)
+    /// <summary>An fp32 model of the plan's shape whose values are about to be overwritten (the shadow model's instance).</summary>
+    public static nn.Module<Tensor, Tensor> NewModel(RunConfig c, ModelPlan plan)
     {
         using var generator = Seeds.Generator(c.Run.Seed, "shadow");
-        var model = ModelFactory.Create(c.Model, shape, new ModelTarget(features, shape.Classes), blocks, generator);
+        var model = plan.Create(generator);
         foreach (var (_, p) in model.named_parameters()) p.DetachFromDisposeScope();
         return model;
     }
 
-    /// <summary>Builds the model (initialised from the seed stream "init"), then applies init_from (our names, GPT-2's
-    /// layout, or an ONNX file; <see cref="ModelFactory.Load"/>) and reinit (stream "reinit").</summary>
+    /// <summary>Builds the model (initialised from the seed stream "init"), then applies init_from (each kind reads its own
+    /// layouts: <see cref="ModelKind.Load"/>) and reinit (stream "reinit").</summary>
     /// <param name="features">The items' D (or T) as loaded; 0: the shape's.</param>
-    public static (nn.Module<Tensor, Tensor> Model, string? LoadSummary) Model(RunConfig c, DataShape shape, long features = 0)
+    public static (nn.Module<Tensor, Tensor> Model, string? LoadSummary) Model(RunConfig c, DataShape shape, long features = 0) =>
+        Model(c, ModelPlan.Of(c, shape, features));
+
+    /// <summary>The model of a plan: initialised from the seed stream "init", then init_from and reinit applied.</summary>
+    public static (nn.Module<Tensor, Tensor> Model, string? LoadSummary) Model(RunConfig c, ModelPlan plan)
     {
         var m = c.Model;
-        var path = ModelFactory.InitPath(m, c.File);
-        var blocks = m.Kind == "resnet" ? ModelFactory.ResNetBlocks(m, path) : null;
-        var target = new ModelTarget(features > 0 ? features : shape.Features, shape.Classes);
         nn.Module<Tensor, Tensor> model;
-        using (var init = Seeds.Generator(c.Run.Seed, "init")) model = ModelFactory.Create(m, shape, target, blocks, init);
-        if (path.Length == 0) return (model, null);
+        using (var init = Seeds.Generator(c.Run.Seed, "init")) model = plan.Create(init);
+        if (!plan.LoadsWeights) return (model, null);
         try
         {
-            var summary = ModelFactory.Load(model, path, m);
+            var summary = plan.Load(model);
             if (m.Reinit.Length > 0)
             {
                 ModelFactory.Reinitialise(model, () =>
                 {
                     using var generator = Seeds.Generator(c.Run.Seed, "reinit");
-                    return ModelFactory.Create(m, shape, target, blocks, generator);
+                    return plan.Create(generator);
                 }, m.Reinit);
                 summary += $"; re-initialised: [{string.Join(", ", m.Reinit)}]";
             }

@@ -48,7 +48,8 @@ type BandSource() =
             new TensorDataset(x, y, o.BandClasses)
         new DataSplits(draw o.BandItems, draw (o.BandItems / 4))
 
-let private registered = lazy (DataSources.Register(BandSource()))
+/// Registers the test's source (once); other tests train on it too.
+let registered = lazy (DataSources.Register(BandSource()))
 
 let private bandsConfig (dir: string) (extra: string) =
     registered.Force()

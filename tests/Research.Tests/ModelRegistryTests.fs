@@ -84,6 +84,33 @@ let tests =
                 "the canonical [model]: the shared keys and the kind's own, none of another kind's"
         }
 
+        test "a kind and a data source defined in the test project alone train a 2-task study with the probes and the Hessian decomposition: both tasks learned, CKA in (0, 1], the measured loss increase of task 0 the matrix's, the groups' quadratic terms (body, head) summing to the whole within 1e-9" {
+            registered.Force()
+            DataRegistryTests.registered.Force()
+            let dir = tempDir "kind-and-source"
+            let path =
+                write dir "open" (sprintf "[run]\nname = \"open\"\nseed = 7\nthreads = 1\noutput_dir = \"%s\"\n[data]\ndataset = \"bands\"\nband_items = 1600\nbatch_size = 32\n[model]\nkind = \"tiny-test\"\nwidth = 16\n[optimizer]\nlr = 0.02\n[train]\nepochs = 8\n[probes]\ncka = true\nitems = 64\n[study]\nbenchmark = \"split-class\"\nhessian = { samples = 200, top_k = 4, trace_probes = 0, fisher = [\"empirical\"] }\n"
+                                      (Path.Combine(dir, "runs").Replace("\\", "/")))
+            let o = Trainer.Run(ConfigLoader.Load path, host.Value, kind = RunKind.Study)
+            let probe name =
+                match o.Record.Probes.TryGetValue name with
+                | true, m -> m
+                | _ -> failtestf "the record has no probe %s (it has: %s)" name (String.Join(", ", o.Record.Probes.Keys))
+            Expect.equal o.Record.Tasks.Count 2 "two tasks"
+            for i in 0 .. 1 do Expect.isGreaterThan (o.Record.Accuracy[i][i]) 0.8 (sprintf "task %d learned (chance: 0.5 over its two classes)" i)
+            let cka = probe "probe_cka" |> Array.concat |> Array.filter Double.IsFinite
+            Expect.isNonEmpty cka "CKA read through the kind's representation at each task end"
+            for v in cka do Expect.isTrue (v > 0.0 && v <= 1.0 + 1e-9) (sprintf "CKA %g in (0, 1]" v)
+            let measured = (probe ProbeNames.MeasuredTestLossIncrease).[1].[0]
+            Expect.floatClose { absolute = 1e-6; relative = 1e-6 } measured (o.Record.Loss[1][0] - o.Record.Loss[0][0]) "task 0's measured test-loss increase is the matrix's"
+            let quadratic = (probe ProbeNames.QuadraticLossIncrease).[1].[0]
+            Expect.isTrue (Double.IsFinite quadratic) "½ΔθᵀHΔθ of task 0 after task 1"
+            let groups =
+                o.Record.Probes |> Seq.filter (fun kv -> kv.Key.StartsWith(ProbeNames.QuadraticLossIncrease + "/")) |> Seq.map (fun kv -> kv.Key, kv.Value[1][0]) |> List.ofSeq
+            Expect.isGreaterThanOrEqual groups.Length 1 "the decomposition split by parameter group"
+            Expect.floatClose { absolute = 1e-12; relative = 1e-9 } (groups |> List.sumBy snd) quadratic "Σ_g ½Δθ_gᵀ(HΔθ)_g = ½ΔθᵀHΔθ"
+        }
+
         test "a registered kind refuses the keys of other kinds and data it does not read, naming the key and the file" {
             registered.Force()
             let errs = errorsOf "[model]\nkind = \"tiny-test\"\nwidth = 8\nblocks = [2, 2, 2, 2]\nhiden = [3]\n"

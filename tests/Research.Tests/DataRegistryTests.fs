@@ -84,18 +84,19 @@ let tests =
                 let back = ResolvedConfig.Canonical(ConfigLoader.Parse(ResolvedConfig.Toml canonical, name), host.Value, command)
                 Expect.equal (ResolvedConfig.Json back) (ResolvedConfig.Json canonical) (name + ": the resolved TOML read back")
         }
-        test "the identity's [data] keys are release 2.2's: the core's and DataSources.IdentityKeys, each declared by a built-in source, with one default wherever it is declared" {
+        test "the identity's [data] keys are release 2.2's: the core's and Release22Keys.Data, each declared by a built-in source with its frozen 2.2 default, and no other" {
             let core = OptionSchema.Of(typeof<DataSection>) |> Seq.map (fun o -> o.Key) |> Set.ofSeq
             Expect.equal core (set [ "dataset"; "classes"; "validation_fraction"; "batch_size"; "eval_batch_size"; "train_limit" ]) "the core's keys"
-            for key in DataSources.IdentityKeys do
+            Expect.equal (set Release22Keys.Sources) (set [ for s in DataSources.BuiltIn -> s.Name ]) "the datasets of 2.2 are the built-in sources"
+            for struct (key, frozen) in Release22Keys.Data do
                 let defaults =
                     [ for s in DataSources.BuiltIn do
                           for o in OptionSchema.Of s.OptionsType do
-                              if o.Key = key then yield ConfigValue.Text o.Default ]
+                              if o.Key = key then yield Text.Json.JsonSerializer.Serialize o.Default ]
                 Expect.isNonEmpty defaults (key + " is declared by a built-in source")
-                Expect.equal (List.distinct defaults).Length 1 (sprintf "%s has one default: %A" key defaults)
+                for d in defaults do Expect.equal d frozen (sprintf "%s: today's default is 2.2's" key)
             let declared = DataSources.BuiltIn |> Seq.collect (fun s -> OptionSchema.Of s.OptionsType) |> Seq.map (fun o -> o.Key) |> Set.ofSeq
-            Expect.equal declared (Set.ofSeq DataSources.IdentityKeys) "the built-in sources have no key beyond 2.2's (a new one needs a decision about stored identities)"
+            Expect.equal declared (set [ for struct (key, _) in Release22Keys.Data -> key ]) "the built-in sources have no key beyond 2.2's (a new one needs a decision about stored identities)"
         }
         test "a key of another source is refused naming the key, the file and the sources that have it; an unknown key and an unknown source are refused naming them" {
             let errs = refusals "[data]\ndataset = \"synthetic\"\ncontext = 64\npath = \"/x\"\n"

@@ -141,13 +141,13 @@ let tests =
                 Expect.equal (ModelKindOptions.Find name) options (sprintf "%s: the options type the binder binds" name)
                 for spec in OptionSchema.Of options do
                     Expect.isFalse (ModelKindOptions.SharedKeys |> Seq.contains spec.Key) (sprintf "%s.%s is not a shared key" name spec.Key)
-            Expect.equal (set FlatModelKeys.Kinds) (set (List.map fst builtIn)) "the kinds of 2.2 are the built-in ones"
+            Expect.equal (set Release22Keys.Kinds) (set (List.map fst builtIn)) "the kinds of 2.2 are the built-in ones"
             let ownKeys = builtIn |> List.collect (fun (_, t) -> [ for s in OptionSchema.Of t -> s.Key ]) |> set
-            Expect.equal (set [ for struct (key, _) in FlatModelKeys.Defaults -> key ]) ownKeys "2.2's flat keys are the built-in kinds' keys, each frozen at its 2.2 default"
+            Expect.equal (set [ for struct (key, _) in Release22Keys.Model -> key ]) ownKeys "2.2's flat keys are the built-in kinds' keys, each frozen at its 2.2 default"
             for name, options in builtIn do
                 let defaults = Activator.CreateInstance options
                 for spec in OptionSchema.Of options do
-                    let frozen = FlatModelKeys.Defaults |> Seq.find (fun struct (k, _) -> k = spec.Key) |> fun struct (_, v) -> v
+                    let frozen = Release22Keys.Model |> Seq.find (fun struct (k, _) -> k = spec.Key) |> fun struct (_, v) -> v
                     let now = Text.Json.JsonSerializer.Serialize(spec.Property.GetValue defaults)
                     Expect.equal now frozen (sprintf "%s.%s: today's default is 2.2's" name spec.Key)
         }

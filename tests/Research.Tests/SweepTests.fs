@@ -408,7 +408,7 @@ let tests =
                 use _driver = driver
                 let db = Path.Combine(dir, "out", "run.sqlite")
                 // The second wave: two trials finished, the next ones just started (seconds of their run ahead).
-                let ready = waitForStates db 120.0 (fun states -> (states |> List.filter ((=) "finished") |> List.length) >= 2 && List.contains "running" states)
+                let ready = waitForStates db 300.0 (fun states -> (states |> List.filter ((=) "finished") |> List.length) >= 2 && List.contains "running" states)
                 Expect.isTrue ready "trials finished while others ran"
                 driver.Kill() // SIGKILL, the driver alone: its trials run on
                 driver.WaitForExit()

@@ -59,22 +59,13 @@ public static class ResolvedConfig
         return (JsonObject)Sorted(root)!;
     }
 
-    /// <summary>
-    /// [data] in the canonical form: the core's keys (<see cref="DataSection"/>), every key of
-    /// <see cref="DataSources.IdentityKeys"/> — the value of the run's source that has it, else the default of the built-in
-    /// source that declares it — and the other keys of the run's sources (a source registered by the caller).
-    /// </summary>
+    /// <summary>[data] in the canonical form: the core's keys (<see cref="DataSection"/>) and those of each source the run
+    /// reads (its dataset, and a datasets study's), as the config writes them.</summary>
     static JsonObject Data(DataSection data)
     {
         var table = ConfigValue.Table(data);
-        foreach (var key in DataSources.IdentityKeys)
-            table[key] = ConfigValue.Json(DataSources.BuiltIn.Select(s => OptionSchema.Of(s.OptionsType).FirstOrDefault(o => o.Key == key))
-                .OfType<OptionSpec>().First().Default);
         foreach (var source in data.Sources)
-        {
-            var options = data.OptionsOf(source);
-            foreach (var (key, prop) in OptionsBinder.Keys(options.GetType())) table[key] = ConfigValue.Json(prop.GetValue(options));
-        }
+            foreach (var (key, value) in ConfigValue.Table(data.OptionsOf(source))) table[key] = value?.DeepClone();
         return table;
     }
 
@@ -98,29 +89,10 @@ public static class ResolvedConfig
     {
         var root = new TomlTable();
         foreach (var (key, value) in canonical.OrderBy(kv => kv.Key, StringComparer.Ordinal))
-            if (key != "command" && ToToml(key == "data" ? DataKeysToWrite(canonical) : value) is { } v) root[key] = v;
+            if (key != "command" && ToToml(value) is { } v) root[key] = v;
         // A blank line before each table, for the reader.
         var toml = System.Text.RegularExpressions.Regex.Replace(ConfigLoader.ToToml(root), @"(?<=[^\n])\n(?=\[)", "\n\n");
         return canonical["command"] is JsonValue c && c.TryGetValue<string>(out var command) ? $"# command: {command}\n{toml}" : toml;
-    }
-
-    /// <summary>[data] as a config writes it: the core's keys and those of the sources the run reads ([data]'s dataset and a
-    /// study's datasets); the identity's keys of other sources are defaults a config may not write (a source is refused
-    /// another's keys). A source unknown to this process keeps every key.</summary>
-    static JsonNode? DataKeysToWrite(JsonObject canonical)
-    {
-        if (canonical["data"] is not JsonObject data) return canonical["data"];
-        static IEnumerable<string> Named(JsonNode? node) => node switch
-        {
-            JsonValue v when v.TryGetValue<string>(out var s) => [s],
-            JsonArray a => a.SelectMany(Named),
-            _ => [],
-        };
-        var sources = Named(data["dataset"]).Concat(Named(canonical["study"]?["datasets"])).Select(DataSources.Find).ToList();
-        if (sources.Any(s => s is null)) return data;
-        var keys = OptionSchema.Of(typeof(DataSection)).Concat(sources.SelectMany(s => OptionSchema.Of(s!.OptionsType)))
-            .Select(o => o.Key).ToHashSet(StringComparer.Ordinal);
-        return new JsonObject(data.Where(kv => keys.Contains(kv.Key)).Select(kv => KeyValuePair.Create(kv.Key, kv.Value?.DeepClone())));
     }
 
     /// <summary>
@@ -189,13 +161,15 @@ public static class ResolvedConfig
                             LeaveOut(plugin, options);
             }
         }
-        // The kinds of 2.2 keep 2.2's flat [model] keys in the identity, declared in one frozen table.
-        if (copy["model"] is JsonObject model)
-        {
-            if (model["kind"] is JsonValue kind && kind.TryGetValue<string>(out var kindName) && ModelKindOptions.Find(kindName) is { } kindOptions)
-                LeaveOut(model, kindOptions);
-            FlatModelKeys.Restore(model);
-        }
+        // A kind's and a source's own options declare what of them the identity leaves out, as the sections do.
+        if (copy["model"] is JsonObject model && model["kind"] is JsonValue kind && kind.TryGetValue<string>(out var kindName) &&
+            ModelKindOptions.Find(kindName) is { } kindOptions)
+            LeaveOut(model, kindOptions);
+        if (copy["data"] is JsonObject data && data["dataset"] is JsonValue dataset && dataset.TryGetValue<string>(out var sourceName) &&
+            DataSources.Find(sourceName) is { } source)
+            LeaveOut(data, source.OptionsType);
+        // The kinds and datasets of 2.2 keep 2.2's flat keys in the identity, declared in one frozen table.
+        Release22Keys.Restore(copy);
         return copy;
     }
 

@@ -10,16 +10,6 @@ public static class DataSources
     public static readonly IReadOnlyList<IDataSource> BuiltIn =
         [new FashionMnistSource(), new SyntheticSource(), new EnglishFortunes(), new GermanFortunes()];
 
-    /// <summary>
-    /// The source keys of [data] as release 2.2 wrote it, one flat table shared by every dataset: a run's canonical
-    /// resolved config (its identity) writes each of them — the run's source's value, else the default of the built-in
-    /// source that has the key — so that every identity from before sources had their own keys stays the same. Keys a
-    /// source has besides these enter the identity of the runs that read it.
-    /// </summary>
-    public static readonly IReadOnlyList<string> IdentityKeys =
-        ["path", "task", "tokenizer", "context", "stride", "topics", "min_topic_entries", "test_fraction",
-         "synthetic_samples", "synthetic_features", "synthetic_classes"];
-
     static readonly object Gate = new();
     static IReadOnlyList<IDataSource> _all = BuiltIn;
 

@@ -36,6 +36,11 @@ public static class AnalyzeCommand
         var storePath = Path.Combine(runDir, RunStore.FileName);
         if (!File.Exists(storePath)) throw new UsageException($"{runDir} has no run store ({RunStore.FileName})");
 
+        // The analysis reads the study's snapshots: an override may change the analysis, not what the study computed.
+        var changes = a.All("--set").Where(o => o.Contains('=')).Select(o => o.Split('=', 2)[0].Trim()).Where(k => !ResolvedConfig.OutsideIdentity(k))
+            .Select(k => new ConfigError(configPath, k, "--set here may change only what a run's identity leaves out (study.hessian.*, run.threads): " +
+                "this key changes what the finished study computed, and its snapshots are of the study as it ran")).ToList();
+        if (changes.Count > 0) throw new ConfigException(changes);
         var config = ConfigLoader.Load(configPath, a.All("--set"));
         if (!config.Study.Hessian.Enabled)
             config = ConfigLoader.Load(configPath, a.All("--set").Prepend($"study.hessian.samples={DefaultSamples}"));

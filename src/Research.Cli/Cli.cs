@@ -201,10 +201,21 @@ sealed class Parsed(ParseResult result)
     /// <summary>As <see cref="Long(string, long, long)"/>, for the options an int holds.</summary>
     public int Int(string name, int min, int max) => (int)Long(name, min, max);
 
-    public double Double(string name)
+    double Double(string name)
     {
         var v = Required(name);
         return double.TryParse(v, NumberStyles.Float, CultureInfo.InvariantCulture, out var r) && double.IsFinite(r)
             ? r : throw new UsageException($"{name} must be a finite number, not '{v}'");
     }
+
+    /// <summary>A number option within (min, max] (from <paramref name="min"/> itself when <paramref name="minExclusive"/>
+    /// is false): a value beyond any a researcher means is a mistake, and would only fill a table with digits.</summary>
+    public double Double(string name, double min, double max, bool minExclusive = true)
+    {
+        var v = Double(name);
+        return (minExclusive ? v > min : v >= min) && v <= max ? v
+            : throw new UsageException($"{name} must be in {(minExclusive ? "(" : "[")}{Text(min)}, {Text(max)}], not {One(name)}");
+    }
+
+    static string Text(double v) => v.ToString(Math.Abs(v) >= 1e6 ? "0.###e0" : "G", CultureInfo.InvariantCulture);
 }

@@ -259,7 +259,7 @@ static class Commands
     {
         // A plot holds one value per step: ten million is far beyond any run here and still fits in memory.
         long steps = a.Long("--steps", 1, 10_000_000), warmup = a.Long("--warmup", 0, 10_000_000);
-        var peak = a.Double("--lr");
+        var peak = a.Double("--lr", 0, 100);
         var host = LoadPlugins(a.All("--plugins"));
         var series = new List<(string Name, double[] Values)>();
         foreach (var name in a.Positional)

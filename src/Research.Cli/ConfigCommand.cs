@@ -75,6 +75,7 @@ static class ConfigCommand
                 o.WriteLine($"  {s.Key,-26} {s.TypeName,-18} = {Value(s.Default),-14}{(s.Accepts.Length > 0 ? "  " + s.Accepts : "")}");
                 if (s.Doc.Length > 0) o.WriteLine($"  {"",-26} {s.Doc}");
                 if (s.Aliases.Count > 0) o.WriteLine($"  {"",-26} also written: {string.Join(", ", s.Aliases)}");
+                if (s.AppliesWhen is { } when) o.WriteLine($"  {"",-26} read only when {when}; written otherwise, refused");
                 if (!s.PartOfIdentity) o.WriteLine($"  {"",-26} not part of a run's identity");
                 else if (s.AddedIn.Length > 0) o.WriteLine($"  {"",-26} added in {s.AddedIn}: at its default, not part of a run's identity");
             }
@@ -99,6 +100,11 @@ static class ConfigCommand
                 var oneOf = r is { OneOf.Length: > 0 } ? r.OneOf : s.Scalar.IsEnum ? OptionSchema.EnumNames(s.Scalar).ToArray() : null;
                 if (!s.PartOfIdentity) node["part_of_identity"] = false;
                 if (s.AddedIn.Length > 0) node["added_in"] = s.AddedIn;
+                if (s.AppliesWhen is { } when)
+                    node["applies_when"] = new JsonObject
+                    {
+                        ["key"] = when.Key, ["values"] = new JsonArray(when.Values.Select(v => (JsonNode?)JsonValue.Create(v)).ToArray()),
+                    };
                 if (s.Aliases.Count > 0) node["aliases"] = new JsonArray(s.Aliases.Select(v => (JsonNode?)JsonValue.Create(v)).ToArray());
                 if (oneOf != null) node["one_of"] = new JsonArray(oneOf.Select(v => (JsonNode?)JsonValue.Create(v)).ToArray());
                 array.Add(node);

@@ -35,8 +35,8 @@ public static class MemoryCommand
     {
         if (a.One("--config") is { } config) return ForConfig(config, a.All("--set"));
         if (a.One("--params") is null) throw new UsageException("memory needs --params, the number of parameters (e.g. --params 7e9), or --config CONFIG");
-        var parameters = a.Double("--params");
-        if (!(parameters > 0)) throw new UsageException($"--params must be > 0, not '{a.One("--params")}'");
+        // A thousand times the largest models trained today: beyond it the table is digits, not an estimate.
+        var parameters = a.Double("--params", 0, 1e15);
         var precision = Lookup(Precision.ByName, "--precision", a.One("--precision")!);
         var optimizer = Lookup(OptimizerState.ByName, "--optimizer", a.One("--optimizer")!);
         var shape = ReadShape(a);
@@ -100,8 +100,10 @@ public static class MemoryCommand
         var missing = ShapeOptions.Except(given).ToList();
         if (missing.Count > 0)
             throw new UsageException($"activations need {string.Join(" ", ShapeOptions)} together; missing {string.Join(", ", missing)}");
-        long Positive(string o) => a.Long(o) is var v and > 0 ? v : throw new UsageException($"{o} must be > 0, not '{a.One(o)}'");
-        var shape = new TransformerShape(Positive("--layers"), Positive("--hidden"), Positive("--heads"), Positive("--seq"), Positive("--batch"));
+        // Bounds far beyond any transformer trained today (a million-token context, a 256k-wide layer), so that a slip of
+        // the keyboard is refused rather than printed as a 40-digit byte count.
+        var shape = new TransformerShape(a.Long("--layers", 1, 10_000), a.Long("--hidden", 1, 262_144), a.Long("--heads", 1, 4_096),
+            a.Long("--seq", 1, 1_048_576), a.Long("--batch", 1, 65_536));
         if (shape.Hidden % shape.Heads != 0)
             throw new UsageException($"--hidden {shape.Hidden} must be a multiple of --heads {shape.Heads}");
         return shape;

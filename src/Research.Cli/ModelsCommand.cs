@@ -125,8 +125,7 @@ static class ModelsCommand
     {
         var prompt = a.One("--prompt") ?? throw new UsageException("generate needs --prompt TEXT (it may be empty: --prompt \"\")");
         int maxTokens = a.Int("--max-tokens", 1, 100_000), topK = a.Int("--top-k", 0, 1_000_000), samples = a.Int("--samples", 1, 1000);
-        var temperature = a.Double("--temperature");
-        if (!(temperature > 0)) throw new UsageException($"--temperature {temperature} must be a positive number");
+        var temperature = a.Double("--temperature", 0, 100);
         var greedy = a.Flag("--greedy");
         if (greedy && (a.Given("--temperature") || a.Given("--top-k") || samples > 1))
             throw new UsageException("--greedy picks the most likely token: it takes no --temperature, --top-k or --samples");

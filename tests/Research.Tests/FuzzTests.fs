@@ -313,10 +313,15 @@ let private crossField (path: string) (key: string) (v: obj) : Expected option =
     let n () = Convert.ToInt64 v
     let refuse names = Refuse(path :: names)
     match key, v with
-    | "optimizer.nesterov", (:? bool as b) when b -> Some(refuse [ "optimizer.nesterov"; "needs momentum > 0" ])
+    // The base optimizer is AdamW: SGD's keys, and fp16's under the base's fp32, are refused wherever written (AppliesWhen).
+    | ("optimizer.nesterov" | "optimizer.momentum"), _ -> Some(refuse [ key; "is read by name = \"sgd\" only" ])
+    | ("precision.initial_scale" | "precision.growth_interval"), _ -> Some(refuse [ key; "is read by mode = \"fp16\" only" ])
+    // reinit draws again what init_from loads; the base loads nothing.
+    | "model.reinit", (:? Array as a) when a.Length > 0 -> Some(refuse [ "model.reinit" ])
     | "checkpoint.best_metric", (:? string as s) when not (List.contains s [ ""; "val_loss"; "val_accuracy" ]) ->
         Some(refuse [ "checkpoint.best_metric"; "must be a validation metric" ])
-    | "run.name", (:? string as s) when String.IsNullOrWhiteSpace s || s.Contains '/' || s.Contains '\000' || Encoding.UTF8.GetByteCount s > RunSection.MaxNameBytes ->
+    | "run.name", (:? string as s) when String.IsNullOrWhiteSpace s || s.Contains '/' || s.Contains '\000' || Encoding.UTF8.GetByteCount s > RunSection.MaxNameBytes
+                                         || s.StartsWith "." || Seq.exists Char.IsControl s ->
         Some(refuse [ "run.name" ])
     | "checkpoint.every", _ when n () > baseSteps -> Some(refuse [ "checkpoint.every"; "longer than training" ])
     | "model.outputs", _ when n () > 0L && n () < baseClasses -> Some(refuse [ "model.outputs" ])
@@ -325,6 +330,7 @@ let private crossField (path: string) (key: string) (v: obj) : Expected option =
     | "data.synthetic_samples", _ when trainItems (n ()) baseFraction 0L <= 0L -> Some(refuse [ "data"; "no training items" ])
     | "data.train_limit", _ when trainItems baseSamples baseFraction (n ()) <= 0L -> Some(refuse [ "data"; "no training items" ])
     | "data.validation_fraction", (:? float as f) when trainItems baseSamples f 0L <= 0L -> Some(refuse [ "data"; "no training items" ])
+    | "data.validation_fraction", (:? float as f) when f = 0.0 -> Some(refuse [ "data.validation_fraction"; "checkpoint.best_metric" ])
     // The base run is an MLP on vectors: another kind, text data or a text-only option is refused naming its key.
     | "model.kind", (:? string as s) when s <> "mlp" -> Some(refuse [ "model.kind" ])
     // Another source than the base's synthetic one is refused the synthetic keys the base writes.
@@ -333,9 +339,9 @@ let private crossField (path: string) (key: string) (v: obj) : Expected option =
     // per-task epochs one entry per task (the synthetic base splits into 2 tasks under split benchmarks); a train run
     // ignores them. Probes need classes the base's dataset has (synthetic, baseClasses).
     | "study.benchmark", (:? string as s) when s = "datasets" -> Some(refuse [ "study.datasets"; "needs at least 2" ])
-    | "study.datasets", (:? Array as a) when a.Length > 0 -> Some(refuse [ "study.datasets" ])
-    // The base benchmark is permuted: classes per task is read by the split benchmarks only.
-    | "study.classes_per_task", _ when n () <> 2L -> Some(refuse [ "study.classes_per_task"; "split benchmarks only" ])
+    | "study.datasets", _ -> Some(refuse [ "study.datasets"; "is read by benchmark = \"datasets\" only" ])
+    // The base benchmark is permuted: classes per task is read by the split benchmarks only, at its default too.
+    | "study.classes_per_task", _ -> Some(refuse [ "study.classes_per_task"; "is read by benchmark = \"split-task\" or \"split-class\" only" ])
     | "study.epochs", (:? Array as a) when a.Length > 0 && (a |> Seq.cast<obj> |> Seq.forall (fun e -> Convert.ToInt64 e = 0L)) -> Some(refuse [ "study.epochs"; "trains no task" ])
     | "probes.linear_classes", (:? Array as a) when a.Length = 1 -> Some(refuse [ "probes.linear_classes"; "names one class" ])
     | "probes.linear_classes", (:? Array as a) when (a |> Seq.cast<obj> |> Seq.map Convert.ToInt64 |> Seq.distinct |> Seq.length) <> a.Length ->

@@ -125,16 +125,18 @@ let tests =
             fun (seed: int) ->
                 let baseText = "[schedule]\nname = \"step\"\nstep_size = 10\n[[methods]]\nname = \"ewc\"\n[[methods]]\nname = \"l2-sp\"\n"
                 let defaults = canonicalOf "train" baseText []
-                // [data] as a config may write it: the core's keys and those of its source (the resolved TOML's), not
-                // the identity's defaults of other sources' keys.
-                let dataKeys = (Tomlyn.TomlSerializer.Deserialize<Tomlyn.Model.TomlTable>(ResolvedConfig.Toml defaults)["data"] :?> Tomlyn.Model.TomlTable).Keys |> Set.ofSeq
+                // Each section as a config may write it (the resolved TOML's keys): [data] without the identity's defaults
+                // of other sources' keys, no section with an option its other options make unread (AppliesWhen).
+                let resolved = Tomlyn.TomlSerializer.Deserialize<Tomlyn.Model.TomlTable>(ResolvedConfig.Toml defaults)
+                let writable (section: string) (table: JsonObject) =
+                    let keys = (resolved[section] :?> Tomlyn.Model.TomlTable).Keys |> Set.ofSeq
+                    JsonObject(table |> Seq.filter (fun kv -> keys.Contains kv.Key) |> Seq.map (fun kv -> Collections.Generic.KeyValuePair(kv.Key, kv.Value.DeepClone())))
                 let all =
                     [ for KeyValue(section, table) in defaults do
                           match section with
                           | "command" -> ()
                           | "methods" -> for i in 0 .. table.AsArray().Count - 1 do yield! assignments (sprintf "methods.%d" i) (table[i].AsObject())
-                          | "data" -> yield! assignments section (JsonObject(table.AsObject() |> Seq.filter (fun kv -> dataKeys.Contains kv.Key) |> Seq.map (fun kv -> Collections.Generic.KeyValuePair(kv.Key, kv.Value.DeepClone()))))
-                          | _ -> yield! assignments section (table.AsObject()) ]
+                          | _ -> yield! assignments section (writable section (table.AsObject())) ]
                 let rnd = Random seed
                 let chosen = all |> List.filter (fun _ -> rnd.Next 2 = 0)
                 let written = canonicalOf "train" baseText chosen

@@ -124,6 +124,10 @@ public static class ConfigLoader
         foreach (var o in overrides ?? []) ApplyOverride(root, o, file);
 
         var errors = new List<ConfigError>();
+        // The same in overrides, where both names write one table and the last would replace the other.
+        var overridden = (overrides ?? []).Select(o => o.Split('=', 2)[0].Trim().Split('.')[0]).ToHashSet(StringComparer.Ordinal);
+        if (overridden.Contains("methods") && overridden.Contains("regularizers"))
+            errors.Add(new(file, "regularizers", "--set regularizers=… and --set methods=… both given: regularizers is the older name of methods, use one of them"));
         foreach (var key in root.Keys)
             if (!Sections.Contains(key))
                 errors.Add(new(file, key, $"unknown section (known sections: {string.Join(", ", Sections.Order())})"));
@@ -153,8 +157,22 @@ public static class ConfigLoader
         var schedule = Choice(scheduleTable, "schedule", "constant", file, errors);
         var methods = Choices(root, "methods", file, errors) ?? [];
         var metrics = Choices(root, "metrics", file, errors);
+        errors.AddRange(Selection(data, train, checkpoint, file));
         if (errors.Count > 0) throw new ConfigException(errors);
         return new RunConfig(file, root, run, data, model, optimizer, train, precision, checkpoint, study, plugins, schedule, methods, metrics, probes);
+    }
+
+    /// <summary>Model selection reads the validation split: with <c>data.validation_fraction = 0</c> there is none, and the
+    /// best checkpoint or an early stop would be chosen on nothing.</summary>
+    static IEnumerable<ConfigError> Selection(DataSection data, TrainSection train, CheckpointSection checkpoint, string file)
+    {
+        if (data.ValidationFraction > 0) yield break;
+        if (checkpoint.BestMetric.Length > 0)
+            yield return new(file, "data.validation_fraction", $"0 holds out no validation items, and checkpoint.best_metric \"{checkpoint.BestMetric}\" chooses the best " +
+                "checkpoint on them: hold out a fraction, or set checkpoint.best_metric = \"\"");
+        if (train.EarlyStoppingPatience > 0)
+            yield return new(file, "data.validation_fraction", $"0 holds out no validation items, and train.early_stopping_patience {train.EarlyStoppingPatience} " +
+                $"stops on {train.EarlyStoppingMetric} of them: hold out a fraction, or set early_stopping_patience = 0");
     }
 
     /// <summary>

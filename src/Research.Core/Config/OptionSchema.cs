@@ -23,6 +23,10 @@ public sealed record OptionSpec(string Key, PropertyInfo Property, object? Defau
     /// <summary>Whether the option counts in a run's identity (<see cref="OptionAttribute.PartOfIdentity"/>).</summary>
     public bool PartOfIdentity => Rule?.PartOfIdentity ?? true;
 
+    /// <summary>The values of another option of the table under which this one is read (<see cref="AppliesWhenAttribute"/>);
+    /// null: read always.</summary>
+    public AppliesWhenAttribute? AppliesWhen => Property.GetCustomAttribute<AppliesWhenAttribute>(inherit: true);
+
     /// <summary>The element type of an array option, else the option's own type.</summary>
     public Type Scalar => Type.IsArray ? Type.GetElementType()! : Type;
 

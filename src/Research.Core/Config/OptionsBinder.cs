@@ -38,6 +38,8 @@ public static class OptionsBinder
         // Another library's name for an option binds to the option's own key (OptionAttribute.Aliases).
         var canonical = specs.Values.SelectMany(o => o.Aliases.Select(a => (Alias: a, o.Key))).ToDictionary(x => x.Alias, x => x.Key);
         var given = new Dictionary<string, string>();
+        // Options whose value was refused: a rule that reads them would read their default instead.
+        var refused = new HashSet<string>(StringComparer.Ordinal);
         foreach (var (written, value) in table ?? new TomlTable())
         {
             if (ignored.Contains(written)) continue;
@@ -70,11 +72,24 @@ public static class OptionsBinder
                 continue;
             }
             if (!TryConvert(value, prop.PropertyType, out var converted, out var why))
+            {
                 errors.Add(new(file, path, $"{ConfigValue.Text(value)} {why}"));
+                refused.Add(key);
+            }
             else if (specs[key].Check(converted) is { } wrong)
+            {
                 errors.Add(new(file, path, $"{ConfigValue.Text(value)} {wrong}"));
+                refused.Add(key);
+            }
             else prop.SetValue(instance, converted);
         }
+        // A key written where the option it depends on makes the run not read it (AppliesWhen) means nothing: refused,
+        // at its default too, since the user wrote it expecting it to count.
+        foreach (var (key, written) in given)
+            if (!refused.Contains(key) && specs[key].AppliesWhen is { } when && !refused.Contains(when.Key) && keys.TryGetValue(when.Key, out var other)
+                && other.GetValue(instance) is var value && !when.Holds(value))
+                errors.Add(new(file, section.Length == 0 ? written : $"{section}.{written}",
+                    $"is read by {when} only, not \"{AppliesWhenAttribute.Spelled(value)}\": remove it"));
         // An option left out keeps its default, which must satisfy its declaration too: some options have no usable
         // default (cosine-restarts' cycle_steps = 0 asks the user to choose one).
         foreach (var spec in specs.Values.Where(o => !given.ContainsKey(o.Key) && !o.IsTable))

@@ -83,16 +83,38 @@ public static class ResolvedConfig
     }
 
     /// <summary>The canonical form as TOML text (for <c>--dry-run</c> and run directories): sections as tables,
-    /// methods as <c>[[methods]]</c>, the command as a leading comment. <see cref="ConfigLoader"/> reads it
-    /// back to the same identity.</summary>
+    /// methods as <c>[[methods]]</c>, the command as a leading comment, without the options the run does not read
+    /// (<see cref="AppliesWhenAttribute"/>: a config may not write them). <see cref="ConfigLoader"/> reads it back to the
+    /// same identity.</summary>
     public static string Toml(JsonObject canonical)
     {
         var root = new TomlTable();
         foreach (var (key, value) in canonical.OrderBy(kv => kv.Key, StringComparer.Ordinal))
-            if (key != "command" && ToToml(value) is { } v) root[key] = v;
+        {
+            var section = ConfigLoader.SectionTypes.FirstOrDefault(s => s.Name == key).Type;
+            var written = section is null ? value : ReadKeys(value, section);
+            if (key != "command" && ToToml(written) is { } v) root[key] = v;
+        }
         // A blank line before each table, for the reader.
         var toml = System.Text.RegularExpressions.Regex.Replace(ConfigLoader.ToToml(root), @"(?<=[^\n])\n(?=\[)", "\n\n");
         return canonical["command"] is JsonValue c && c.TryGetValue<string>(out var command) ? $"# command: {command}\n{toml}" : toml;
+    }
+
+    /// <summary>A core section's table (bound from <paramref name="type"/>) without the options that another option of it
+    /// makes unread (<see cref="AppliesWhenAttribute"/>); the canonical config holds them at their defaults, and a config
+    /// that writes them is refused. Nested tables the same way.</summary>
+    static JsonNode? ReadKeys(JsonNode? node, Type type)
+    {
+        if (node is not JsonObject table) return node;
+        var specs = OptionSchema.Of(type);
+        var read = new JsonObject();
+        foreach (var (key, value) in table)
+        {
+            var spec = specs.FirstOrDefault(o => o.Key == key);
+            if (spec?.AppliesWhen is { } when && !when.Holds(table[when.Key])) continue;
+            read[key] = spec is { IsTable: true } && !spec.Type.IsArray ? ReadKeys(value, spec.Type) : value?.DeepClone();
+        }
+        return read;
     }
 
     /// <summary>
@@ -104,6 +126,22 @@ public static class ResolvedConfig
     /// their records, plugin tables by the options types the host binds them with.
     /// </summary>
     public static string IdentityJson(JsonObject canonical, IPluginOptions host) => Json(Identifying(canonical, host));
+
+    /// <summary>Whether a key path (<c>study.hessian.top_k</c>, <c>optimizer.lr</c>) names an option of a core section declared
+    /// outside the identity (<see cref="OptionAttribute.PartOfIdentity"/> false), or a key inside one: setting it changes
+    /// nothing a run computed. Anything else, a plugin's table included, is part of the identity.</summary>
+    public static bool OutsideIdentity(string keyPath)
+    {
+        var path = keyPath.Split('.');
+        var type = ConfigLoader.SectionTypes.FirstOrDefault(s => s.Name == path[0]).Type;
+        for (int i = 1; type is not null && i < path.Length; i++)
+        {
+            if (OptionSchema.Of(type).FirstOrDefault(o => o.Key == path[i]) is not { } spec) return false;
+            if (!spec.PartOfIdentity) return true;
+            type = spec.IsTable && !spec.Type.IsArray ? spec.Type : null;
+        }
+        return false;
+    }
 
     /// <summary>THE identity: lowercase hex SHA-256 of <see cref="IdentityJson"/>. Used by resume, the run record,
     /// sweeps and <c>research runs compare</c>.</summary>

@@ -29,6 +29,13 @@ public sealed record RunSection : IValidatable
     {
         if (string.IsNullOrWhiteSpace(Name) || Name.IndexOfAny(Path.GetInvalidFileNameChars()) >= 0)
             yield return new("name", "must be a non-empty file name");
+        // "." and ".." are the folder and its parent wherever a name stands alone (runs list, a sweep's trial), and any
+        // name starting with "." hides its run folder; a newline or another control character splits every line of a
+        // listing or a log that prints the name.
+        else if (Name.StartsWith('.'))
+            yield return new("name", "starts with \".\": \".\" and \"..\" are folders already, and the run folder of any such name is hidden");
+        else if (Name.FirstOrDefault(char.IsControl) is var control && control != default)
+            yield return new("name", $"contains the control character U+{(int)control:X4}: a run name is one line of printable text");
         // The run folder is the name and a 27-character stamp; a file name holds 255 bytes (UTF-8), not 255 characters.
         else if (System.Text.Encoding.UTF8.GetByteCount(Name) is var bytes and > MaxNameBytes)
             yield return new("name", $"is {bytes} bytes in UTF-8; at most {MaxNameBytes} (the run folder adds a 27-character stamp to it, and a file name holds 255 bytes)");
@@ -70,7 +77,8 @@ public sealed record ModelSection
     /// When false, a partial load lists the missing and unexpected keys.</summary>
     public bool Strict { get; init; } = true;
     /// <summary>Parameter-name prefixes re-initialised after loading (e.g. <c>["head"]</c> for a new head);
-    /// those keys may be absent from the checkpoint even when strict.</summary>
+    /// those keys may be absent from the checkpoint even when strict. Each must match a parameter of the model, and
+    /// <c>init_from</c> must be set (without it every parameter is drawn from the seed already).</summary>
     public string[] Reinit { get; init; } = [];
 
     object? _options;
@@ -123,13 +131,13 @@ public sealed record OptimizerSection : IValidatable
     [Option(Min = 0, MinExclusive = true)]
     public double Lr { get; init; } = 1e-3;
     /// <summary>Adam's β₁: decay of the first-moment (mean gradient) estimate.</summary>
-    [Option(Min = 0, Max = 1, MaxExclusive = true)]
+    [Option(Min = 0, Max = 1, MaxExclusive = true), AppliesWhen("name", "adamw", "adam")]
     public double Beta1 { get; init; } = 0.9;
     /// <summary>Adam's β₂: decay of the second-moment (squared gradient) estimate.</summary>
-    [Option(Min = 0, Max = 1, MaxExclusive = true)]
+    [Option(Min = 0, Max = 1, MaxExclusive = true), AppliesWhen("name", "adamw", "adam")]
     public double Beta2 { get; init; } = 0.999;
     /// <summary>Adam's ε, added to √v̂ in the denominator.</summary>
-    [Option(Min = 0, MinExclusive = true)]
+    [Option(Min = 0, MinExclusive = true), AppliesWhen("name", "adamw", "adam")]
     public double Eps { get; init; } = 1e-8;
     /// <summary>λ, applied to parameters of rank ≥ 2 (weights); biases and norms do not decay.</summary>
     [Option(Min = 0)]
@@ -138,9 +146,10 @@ public sealed record OptimizerSection : IValidatable
     [Option(Min = 0)]
     public double ClipNorm { get; init; } = 0;
     /// <summary>SGD momentum μ (0: plain SGD).</summary>
-    [Option(Min = 0, Max = 1, MaxExclusive = true)]
+    [Option(Min = 0, Max = 1, MaxExclusive = true), AppliesWhen("name", "sgd")]
     public double Momentum { get; init; } = 0;
     /// <summary>SGD: Nesterov momentum.</summary>
+    [AppliesWhen("name", "sgd")]
     public bool Nesterov { get; init; } = false;
     /// <summary>Regular expressions of parameter names that never decay, beside rank &lt; 2 (e.g. <c>"embed"</c>).</summary>
     [Option(Regex = true)]
@@ -156,7 +165,7 @@ public sealed record OptimizerSection : IValidatable
 
     public IEnumerable<OptionError> Validate()
     {
-        if (Nesterov && Momentum == 0) yield return new("nesterov", "needs momentum > 0");
+        if (Name == "sgd" && Nesterov && Momentum == 0) yield return new("nesterov", "needs momentum > 0");
     }
 }
 
@@ -167,10 +176,10 @@ public sealed record PrecisionSection
     [Option(OneOf = ["fp32", "bf16", "fp16"])]
     public string Mode { get; init; } = "fp32";
     /// <summary>fp16: the initial loss scale.</summary>
-    [Option(Min = 1, Max = 3.4e38)]
+    [Option(Min = 1, Max = 3.4e38), AppliesWhen("mode", "fp16")]
     public double InitialScale { get; init; } = 65536;
     /// <summary>fp16: finite steps in a row before the scale doubles.</summary>
-    [Option(Min = 1)]
+    [Option(Min = 1), AppliesWhen("mode", "fp16")]
     public int GrowthInterval { get; init; } = 2000;
 }
 
@@ -249,9 +258,10 @@ public sealed record StudySection : IValidatable
     public int Tasks { get; init; } = 5;
     /// <summary>The split benchmarks: task t holds classes k·t … k·t + k − 1, so C classes make ⌊C / k⌋ tasks (2:
     /// Fashion-MNIST's five pairs; 5: classes 0–4, then 5–9; a remainder of classes is left out).</summary>
-    [Option(Min = 1, Max = 1000, AddedIn = "2.1")]
+    [Option(Min = 1, Max = 1000, AddedIn = "2.1"), AppliesWhen("benchmark", "split-task", "split-class")]
     public int ClassesPerTask { get; init; } = 2;
     /// <summary>The <c>datasets</c> benchmark: one task per entry, in order.</summary>
+    [AppliesWhen("benchmark", "datasets")]
     public string[] Datasets { get; init; } = [];
     /// <summary>Epochs per task, overriding <c>train.epochs</c> task by task (empty: <c>train.epochs</c> for every task).
     /// 0: the task is already learned (by the <c>init_from</c> model): it is evaluated and consolidated (its task-end hooks
@@ -271,12 +281,9 @@ public sealed record StudySection : IValidatable
     {
         var known = DataSources.Names.ToList();
         if (Benchmark == "datasets" && Datasets.Length < 2) yield return new("datasets", $"has {Datasets.Length} entries; the datasets benchmark needs at least 2 (one task each)");
-        if (Benchmark != "datasets" && Datasets.Length > 0) yield return new("datasets", $"is read by benchmark = \"datasets\" only, not \"{Benchmark}\"");
         foreach (var d in Datasets.Where(d => !known.Contains(d)))
             yield return new("datasets", $"\"{d}\" is not a dataset (one of: {string.Join(", ", known)})");
         if (Epochs.Length > 0 && Epochs.All(e => e == 0)) yield return new("epochs", "trains no task (every entry is 0)");
-        if (ClassesPerTask != 2 && !Benchmark.StartsWith("split-"))
-            yield return new("classes_per_task", $"is read by the split benchmarks only, not \"{Benchmark}\"");
     }
     /// <summary>The forgetting decomposition by the Hessian at task ends (<c>hessian = { samples = 2000, top_k = 20 }</c>;
     /// off while <c>samples</c> is 0). Analysis only: it reads task-end snapshots with its own seeded streams and changes

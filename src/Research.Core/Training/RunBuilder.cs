@@ -112,6 +112,10 @@ public static class RunBuilder
     /// </summary>
     public static RunComponents Build(RunConfig c, PluginHost host, RunKind kind)
     {
+        // A single run has no task × task matrix: metrics chosen for it would be bound and never computed.
+        if (kind == RunKind.Train && c.ChosenMetrics is not null)
+            throw new ConfigException(c.File, "metrics", "[[metrics]] are computed by research study from its task × task matrices; " +
+                "research train runs a single run and computes none: remove them, or run the config with research study");
         var (schedule, methods) = Plugins(c, host);
         var metrics = kind == RunKind.Study ? Metrics(c, host) : [];
         var canonical = ResolvedConfig.Canonical(c, host, Command(kind));
@@ -299,9 +303,10 @@ public static class RunBuilder
         var m = c.Model;
         nn.Module<Tensor, Tensor> model;
         using (var init = Seeds.Generator(c.Run.Seed, "init")) model = plan.Create(init);
-        if (!plan.LoadsWeights) return (model, null);
         try
         {
+            CheckReinit(c, model, plan.LoadsWeights);
+            if (!plan.LoadsWeights) return (model, null);
             var summary = plan.Load(model);
             if (m.Reinit.Length > 0)
             {
@@ -319,6 +324,23 @@ public static class RunBuilder
             model.Dispose();
             throw;
         }
+    }
+
+    /// <summary><c>model.reinit</c> draws again what <c>init_from</c> loaded: each prefix must name parameters (or buffers)
+    /// of the model, by the kind's own names, and there must be weights loaded for it to replace.</summary>
+    static void CheckReinit(RunConfig c, nn.Module<Tensor, Tensor> model, bool loads)
+    {
+        var reinit = c.Model.Reinit;
+        if (reinit.Length == 0) return;
+        if (!loads)
+            throw new ConfigException(c.File, "model.reinit", $"{ConfigValue.Text(reinit)} re-initialises what model.init_from loads, and init_from " +
+                "is not set: every parameter is drawn from the seed already");
+        var names = model.state_dict().Keys.ToList();
+        var unmatched = reinit.Where(p => !names.Any(n => n == p || n.StartsWith(p + ".", StringComparison.Ordinal))).ToList();
+        if (unmatched.Count > 0)
+            throw new ConfigException(c.File, "model.reinit", $"{string.Join(", ", unmatched.Select(p => ConfigValue.Text(p)))} " +
+                $"{(unmatched.Count == 1 ? "matches" : "match")} no parameter of the {c.Model.Kind} model (its top-level names: " +
+                $"{string.Join(", ", names.Select(n => n.Split('.')[0]).Distinct())})");
     }
 
     /// <summary>The parameter-group plan the [optimizer] section describes.</summary>

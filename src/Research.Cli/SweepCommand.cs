@@ -14,12 +14,13 @@ static class SweepCommand
         Cli.Value("--executor", "local|slurm", "Where trials run: this machine, or Slurm jobs (sbatch)", "local"),
         Cli.Value("--parallel", "N", "Trials at a time; default: the script's own choice"),
         Cli.Flag("--retry-failed", "Run the trials that failed before again (they are kept otherwise)"),
-        Cli.Value("--output", "DIR", "The sweep's folder; default: the script's own", aliases: ["-o"]));
+        Cli.Value("--output", "DIR", "The sweep's folder; default: the script's own", aliases: ["-o"]),
+        Cli.Flag("--dry-run", "Check every trial's config and plugin options and list the trials; run and write nothing"));
 
     static int Run(Parsed a)
     {
         int? parallel = a.One("--parallel") is null ? null : a.Int("--parallel", int.MinValue, int.MaxValue);
-        return Research.Sweeps.Driver.sweep(a.Positional[0], a.One("--executor")!, parallel, a.Flag("--retry-failed"), a.One("--output") ?? "");
+        return Research.Sweeps.Driver.sweep(a.Positional[0], a.One("--executor")!, parallel, a.Flag("--retry-failed"), a.One("--output") ?? "", a.Flag("--dry-run"));
     }
 
     public static Command PlotCommand() => Cli.Command("sweep",

@@ -128,7 +128,9 @@ let summarize (name: string) (dir: string) (store: Store) (trials: Trial list) (
 
 /// The sweep: see the module comment. Returns the exit code: 0 when every trial finished, 1 when some did not,
 /// 2 for a mistake (script, options, a trial's config, no Slurm).
-let sweep (script: string) (executor: string) (parallelOpt: Nullable<int>) (retryFailed: bool) (outputOverride: string) : int =
+/// Runs a sweep script; with `dryRun`, checks every trial's config and plugin options and prints the trials, running and
+/// writing nothing.
+let sweep (script: string) (executor: string) (parallelOpt: Nullable<int>) (retryFailed: bool) (outputOverride: string) (dryRun: bool) : int =
     try
         if executor <> "local" && executor <> "slurm" then fail [ sprintf "--executor must be local or slurm, not '%s'" executor ]
         let spec = specFromScript script
@@ -183,6 +185,13 @@ let sweep (script: string) (executor: string) (parallelOpt: Nullable<int>) (retr
                   | :? ConfigException as e -> for err in e.Errors do errors.Add(sprintf "trial %s: %O" (trialName t) err)
                   | :? PluginException as e -> errors.Add(sprintf "trial %s: %s" (trialName t) e.Message)
         if errors.Count > 0 then fail (List.ofSeq errors)
+        if dryRun then
+            for i in order do
+                let t = spec.Trials[i]
+                printfn "%s  %s  %s" (fst ids[i].Value).[..11] t.Command (trialName t)
+            printfn "%d trial(s) of %s checked; nothing run (--dry-run)" spec.Trials.Length (Path.GetFileName script)
+            0
+        else
         let identified = [ for i in 0 .. spec.Trials.Length - 1 -> let id, canonical = ids[i].Value in spec.Trials[i], id, canonical ]
         let sourceIdOf = dict [ for i in 0 .. spec.Trials.Length - 1 do match sourceIndex[i] with Some s -> yield fst ids[i].Value, fst ids[s].Value | None -> () ]
         let unique = identified |> List.distinctBy (fun (_, id, _) -> id)

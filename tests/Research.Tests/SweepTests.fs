@@ -139,6 +139,22 @@ let requireSlurm () =
 
 let tests =
     testList "sweeps" [
+        test "every committed sweep script checks with --dry-run: each trial's config and plugin options are accepted (exit 0, its trials listed) and nothing is written" {
+            // ContinualLearning.fsx is the library cl-select and cl-reproduce load; cl-plot.fsx draws a summary.
+            let scripts =
+                Directory.GetFiles(Path.Combine(repoRoot, "experiments", "sweeps"), "*.fsx")
+                |> Array.filter (fun f -> Path.GetFileName f <> "ContinualLearning.fsx" && Path.GetFileName f <> "cl-plot.fsx")
+                |> Array.sort
+            Expect.isGreaterThanOrEqual scripts.Length 8 "the committed sweeps"
+            let dir = tempDir "sweep-dry-run"
+            for script in scripts do
+                let r = research dir [ "sweep"; script; "--dry-run" ]
+                Expect.equal r.ExitCode 0 (sprintf "%s\n%s\n%s" script r.Out r.Err)
+                Expect.stringContains r.Out (sprintf "checked; nothing run (--dry-run)") script
+                let listed = r.Out.Split('\n') |> Array.filter (fun l -> Text.RegularExpressions.Regex.IsMatch(l, "^[0-9a-f]{12}  (train|study)  ")) |> Array.length
+                Expect.stringContains r.Out (sprintf "%d trial(s) of %s checked" listed (Path.GetFileName script)) (script + ": every trial listed")
+            Expect.isEmpty (Directory.GetFileSystemEntries dir) "nothing written where the command ran"
+        }
         testList "description" [
             test "a grid arm expands to levels × seeds, and every trial gets its seed and the level's override" {
                 let s =

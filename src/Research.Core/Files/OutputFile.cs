@@ -24,6 +24,8 @@ public static class OutputFile
     /// <exception cref="NotAFileException">One line naming the path and what it is.</exception>
     public static string Target(string path)
     {
+        if (path.Trim().Length == 0 || Path.EndsInDirectorySeparator(path))
+            throw new NotAFileException(path, $"'{path}' names no file (it is empty or ends in a folder separator): choose a file path");
         var full = Path.GetFullPath(path);
         if (FileKinds.NotAFile(full) is { } what) throw new NotAFileException(path, $"{path} is {what}, not a file: choose a file path");
         if (FileKinds.OfEntry(full) != FileKind.SymbolicLink) return full;

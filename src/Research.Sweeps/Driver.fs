@@ -7,6 +7,7 @@ open System
 open System.IO
 open System.Threading
 open Research.Core.Config
+open Research.Core.Files
 open Research.Core.Plugins
 open Research.Sweeps.SweepStore
 open Research.Sweeps.Executors
@@ -19,6 +20,8 @@ let private fail lines = raise (SweepError lines)
 /// Runs the script under `dotnet fsi` with RESEARCH_SWEEP_SPEC set; the script's `Sweep.run` writes its trials there.
 let specFromScript (script: string) : SweepSpec =
     if not (File.Exists script) then fail [ sprintf "%s: no such sweep script" script ]
+    // `dotnet fsi` would wait for ever on a FIFO.
+    InputFile.Require script
     let file = Path.GetTempFileName()
     try
         let psi = Diagnostics.ProcessStartInfo("dotnet", [ "fsi"; "--quiet"; script ], RedirectStandardOutput = true, RedirectStandardError = true)
@@ -90,7 +93,7 @@ let summarize (name: string) (dir: string) (store: Store) (trials: Trial list) (
         text.AppendLine(table) |> ignore
         printfn ""
         printf "%s" table
-        File.WriteAllText(Path.Combine(outDir, slug + ".csv"), Summary.csv title gs)
+        OutputFile.WriteAllText(Path.Combine(outDir, slug + ".csv"), Summary.csv title gs)
         written.Add(Path.Combine(outDir, slug + ".csv"))
         match s.Against with
         | Some axis when gs |> List.exists (fun g -> g.Numbers.ContainsKey axis) ->
@@ -108,7 +111,7 @@ let summarize (name: string) (dir: string) (store: Store) (trials: Trial list) (
         printfn ""
         printf "%s" table
         let slug = fileSlug s.Metric
-        File.WriteAllText(Path.Combine(outDir, slug + ".csv"), Summary.csv title gs)
+        OutputFile.WriteAllText(Path.Combine(outDir, slug + ".csv"), Summary.csv title gs)
         written.Add(Path.Combine(outDir, slug + ".csv"))
         // One plot per arm: a line per level of its axes (a learning rate, say) against the fraction trained.
         for arm in gs |> List.map (fun g -> g.Arm) |> List.distinct do
@@ -121,7 +124,7 @@ let summarize (name: string) (dir: string) (store: Store) (trials: Trial list) (
         |> Option.iter written.Add
     // The sweep's own summary (all of its summaries) is summary.txt; `research plot sweep` adds files beside it.
     if writeText then
-        File.WriteAllText(Path.Combine(outDir, "summary.txt"), text.ToString())
+        OutputFile.WriteAllText(Path.Combine(outDir, "summary.txt"), text.ToString())
         written.Insert(0, Path.Combine(outDir, "summary.txt"))
     printfn ""
     printfn "wrote %s" (String.Join("\n      ", written))
@@ -206,8 +209,8 @@ let sweep (script: string) (executor: string) (parallelOpt: Nullable<int>) (retr
             with :? IOException ->
                 let holder = try File.ReadAllText(Path.Combine(dir, "driver.pid")).Trim() with _ -> "?"
                 fail [ sprintf "another `research sweep` (pid %s) is driving %s; wait for it or stop it first" holder dir ]
-        File.WriteAllText(Path.Combine(dir, "driver.pid"), string Environment.ProcessId)
-        File.WriteAllText(Path.Combine(dir, "sweep.json"), Text.Json.JsonSerializer.Serialize(spec, Text.Json.JsonSerializerOptions(WriteIndented = true)))
+        OutputFile.WriteAllText(Path.Combine(dir, "driver.pid"), string Environment.ProcessId)
+        OutputFile.WriteAllText(Path.Combine(dir, "sweep.json"), Text.Json.JsonSerializer.Serialize(spec, Text.Json.JsonSerializerOptions(WriteIndented = true)))
         use store = new Store(Path.Combine(dir, Research.Core.Tracking.RunStore.FileName))
         let trials =
             [ for (t, id, canonical) in unique ->
@@ -467,6 +470,7 @@ let summarizeFolder (dir: string) (metric: string) (against: string | null) (log
         // The sweep's own summaries, as its script asked for them (sweep.json is written at every invocation), and its
         // command for trials recorded before trials had their own (else: a study if any run recorded study metrics).
         let saved = Path.Combine(dir, "sweep.json")
+        InputFile.Require saved
         let spec = if File.Exists saved then Option.ofObj (Text.Json.JsonSerializer.Deserialize<SweepSpec>(File.ReadAllText saved)) else None
         let command =
             match spec with

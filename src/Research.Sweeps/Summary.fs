@@ -235,8 +235,7 @@ let plot (path: string) (sweep: string) (metric: string) (axis: string) (logX: b
     p.XLabel(short axis + (if logX then " (log scale)" else ""))
     p.YLabel metric
     p.ShowLegend(ScottPlot.Edge.Right) |> ignore
-    Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath path) |> nonNull) |> ignore
-    p.SavePng(path, 1000, 550) |> ignore
+    Research.Reporting.PlotFile.SavePng(p, path, 1000, 550)
 
 /// For study sweeps: each group's test-accuracy matrix averaged over its seeds, as a heatmap.
 let matrices (dir: string) (store: Store) (trials: Trial list) =

@@ -63,7 +63,7 @@ let tests =
             let images = "train-images-idx3-ubyte.gz"
             let labels = "t10k-labels-idx1-ubyte.gz"
             let cases =
-                [ "empty", images, (fun dir -> File.WriteAllBytes(Path.Combine(dir, images), [||])), "is empty or not a regular file"
+                [ "empty", images, (fun dir -> File.WriteAllBytes(Path.Combine(dir, images), [||])), "is empty"
                   "truncated", images, (fun dir ->
                       let f = Path.Combine(dir, images)
                       let b = File.ReadAllBytes f
@@ -75,7 +75,7 @@ let tests =
                   "fifo", labels, (fun dir ->
                       let f = Path.Combine(dir, labels)
                       File.Delete f
-                      runProcess dir "mkfifo" [ f ] |> ignore), "is empty or not a regular file" ]
+                      runProcess dir "mkfifo" [ f ] |> ignore), "is a FIFO (named pipe), not a regular file" ]
             for name, file, damage, says in cases do
                 let r = dryRun (dataFolder damage)
                 Expect.equal r.ExitCode 2 (sprintf "%s: exit 2, stderr %s" name r.Err)
@@ -222,8 +222,8 @@ let tests =
                 [ weights "long-header" (Array.concat [ BitConverter.GetBytes(uint64 good.Length); good[8..] ]), "safetensors header claims"
                   weights "dtype" (withHeader (header.Replace("\"F32\"", "\"F7\""))), "which is not one of"
                   weights "short-data" good[.. good.Length - 5], "outside the"
-                  "/dev/null", "is empty, shorter than a safetensors header, or not a regular file"
-                  linkToZero, "is empty, shorter than a safetensors header, or not a regular file"
+                  "/dev/null", "is a character device, not a regular file"
+                  linkToZero, "is a symbolic link to a character device (/dev/zero), not a regular file"
                   model, "does not match its SHA-256 in the manifest" ]
             for file, says in cases do
                 let r = research dir [ "train"; path; "--set"; sprintf "model.init_from=\"%s\"" file ]

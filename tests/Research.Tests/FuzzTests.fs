@@ -1160,9 +1160,9 @@ let private checkpointTest () =
     for label, change, says in
         [ "garbage", (fun (p: string) -> File.WriteAllText(p, "[run\nname = ")), "(syntax)"
           "deleted", (fun p -> File.Delete p), "no such config file"
-          "empty", (fun p -> File.WriteAllText(p, "")), "is empty or not a regular file"
-          "a FIFO", (fun p -> replaceFile "fifo" p), "is empty or not a regular file"
-          "a link to /dev/zero", (fun p -> replaceFile "zero" p), "is empty or not a regular file"
+          "empty", (fun p -> File.WriteAllText(p, "")), "is empty"
+          "a FIFO", (fun p -> replaceFile "fifo" p), "is a FIFO (named pipe), not a regular file"
+          "a link to /dev/zero", (fun p -> replaceFile "zero" p), "is a symbolic link to a character device (/dev/zero), not a regular file"
           "an unknown key", (fun p -> File.AppendAllText(p, "\n[optimizer]\nlrr = 1.0\n")), "optimizer.lrr" ] do
         evalCase (sprintf "the run's config.toml %s" label) (fun copy ->
             let config = Path.Combine(copy, "config.toml")

@@ -75,6 +75,7 @@ let main argv =
             ForgettingDecompositionTests.tests
             DataRegistryTests.tests
             BadKeysTests.tests
+            BadFilesTests.tests
         ]
     let config = { defaultConfig with printer = printer defaultConfig.printer }
     // Plain output (no colours, no spinner) so logs and CI read cleanly and the last line is exact.

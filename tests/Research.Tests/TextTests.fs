@@ -47,6 +47,7 @@ let private refusal (f: unit -> 'a) =
         failtest "expected a refusal"
     with
     | :? InvalidDataException as e -> e.Message
+    | :? Research.Core.Files.NotAFileException as e -> e.Message
     | :? DirectoryNotFoundException as e -> e.Message
     | :? FileNotFoundException as e -> e.Message
 
@@ -210,10 +211,10 @@ let private readerTests =
         }
         test "a fortune folder is refused naming the file: a FIFO, an empty file, bytes that are not UTF-8, a link to nowhere; a missing folder names the packages" {
             let cases : (string * (string -> unit) * string) list =
-                [ "a FIFO", (fun p -> runProcess (Path.GetDirectoryName p) "mkfifo" [ p ] |> ignore), "is empty or not a regular file"
-                  "an empty file", (fun p -> File.WriteAllBytes(p, [||])), "is empty or not a regular file"
+                [ "a FIFO", (fun p -> runProcess (Path.GetDirectoryName p) "mkfifo" [ p ] |> ignore), "is a FIFO (named pipe), not a regular file"
+                  "an empty file", (fun p -> File.WriteAllBytes(p, [||])), "is empty"
                   "Latin-1 bytes", (fun p -> File.WriteAllBytes(p, [| 0x47uy; 0x72uy; 0xF6uy; 0xDFuy; 0x65uy |])), "is not UTF-8 text"
-                  "a link to nowhere", (fun p -> File.CreateSymbolicLink(p, "missing") |> ignore), "is empty or not a regular file" ]
+                  "a link to nowhere", (fun p -> File.CreateSymbolicLink(p, "missing") |> ignore), "is a symbolic link to nothing (missing)" ]
             for what, make, expected in cases do
                 let dir = folderWith [ "good", utf8 "Fine.\n%\n" ]
                 let bad = Path.Combine(dir, "bad")
@@ -404,7 +405,7 @@ let private tokenizerTests =
         }
         test "a WordPiece vocabulary is refused naming the file: empty, without [CLS], not UTF-8, missing" {
             let dir = tempDir "wordpiece-bad"
-            for name, bytes, expected in [ "empty.txt", [||], "is empty or not a regular file"
+            for name, bytes, expected in [ "empty.txt", [||], "is empty"
                                            "nocls.txt", utf8 "[PAD]\n[UNK]\n[SEP]\n[MASK]\na\n", "lacks the special token(s) [CLS]"
                                            "latin1.txt", [| 0x5Buy; 0x50uy; 0xF6uy; 0x0Auy |], "is not UTF-8 text" ] do
                 let path = Path.Combine(dir, name)

@@ -1,5 +1,6 @@
 using System.Security.Cryptography;
 using System.Text.Json;
+using Research.Core.Files;
 using TorchSharp;
 using TorchSharp.PyBridge;
 using static TorchSharp.torch;
@@ -148,7 +149,8 @@ public static class Checkpoint
         var manifestPath = Path.Combine(dir, Manifest);
         if (!File.Exists(manifestPath)) return $"{manifestPath} is missing";
         // A FIFO or device in its place (a link to /dev/zero) would block the read or never end it.
-        if (FileChecks.TargetLength(manifestPath) == 0) return $"{manifestPath} is empty or not a regular file";
+        if (InputFile.Problem(manifestPath) is { } notAFile) return $"{manifestPath} {notAFile}";
+        if (InputFile.Length(manifestPath) == 0) return $"{manifestPath} is empty";
         Dictionary<string, string>? manifest;
         try { manifest = JsonSerializer.Deserialize<Dictionary<string, string>>(File.ReadAllBytes(manifestPath)); }
         catch (JsonException e) { return $"{manifestPath} is not valid JSON: {e.Message}"; }
@@ -158,8 +160,9 @@ public static class Checkpoint
             var path = Path.Combine(dir, f);
             if (!manifest.TryGetValue(f, out var expected)) return $"{manifestPath} does not list {f}";
             if (!File.Exists(path)) return $"{path} is missing";
-            // A device or FIFO in its place (a link to /dev/zero) has no length and would be hashed forever.
-            if (FileChecks.TargetLength(path) == 0) return $"{path} is empty or not a regular file";
+            // A device or FIFO in its place (a link to /dev/zero) would be hashed forever.
+            if (InputFile.Problem(path) is { } notAFileThere) return $"{path} {notAFileThere}";
+            if (InputFile.Length(path) == 0) return $"{path} is empty";
             if (Sha256(path) != expected) return $"{path} does not match its SHA-256 in the manifest (truncated or corrupt)";
         }
         return null;

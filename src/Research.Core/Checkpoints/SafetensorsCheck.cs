@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using System.Text.Json;
+using Research.Core.Files;
 
 namespace Research.Core.Checkpoints;
 
@@ -33,8 +34,8 @@ public static class SafetensorsCheck
     public static IReadOnlyDictionary<string, long[]> Shapes(string path)
     {
         if (!File.Exists(path)) throw new FileNotFoundException($"no weights at {path}", path);
-        var length = FileChecks.TargetLength(path);
-        if (length < 8) throw new InvalidDataException($"{path} is empty, shorter than a safetensors header, or not a regular file");
+        var length = InputFile.Length(path);
+        if (length < 8) throw new InvalidDataException($"{path} is empty or shorter than a safetensors header");
         using var file = File.OpenRead(path);
         Span<byte> prefix = stackalloc byte[8];
         file.ReadExactly(prefix);

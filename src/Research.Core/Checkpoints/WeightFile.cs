@@ -1,3 +1,4 @@
+using Research.Core.Files;
 using TorchSharp;
 using TorchSharp.PyBridge;
 using static TorchSharp.torch;
@@ -22,15 +23,13 @@ public static class WeightFile
     public static void Save(nn.Module module, string path) =>
         Save(module.state_dict().Select(kv => (kv.Key, kv.Value)), path);
 
-    /// <summary>Writes named tensors (written under a temporary name, then renamed).</summary>
+    /// <summary>Writes named tensors through <see cref="OutputFile"/> (a temporary file beside, then renamed; a path that is
+    /// not a file is refused).</summary>
     public static void Save(IEnumerable<(string Name, Tensor Value)> tensors, string path)
     {
-        Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
         using var _ = NewDisposeScope();
         var state = tensors.ToDictionary(t => t.Name, t => t.Value.detach().cpu().contiguous());
-        var tmp = path + ".tmp";
-        Safetensors.SaveStateDict(tmp, state);
-        File.Move(tmp, path, overwrite: true);
+        OutputFile.Write(path, temporary => Safetensors.SaveStateDict(temporary, state));
     }
 
     /// <summary>A checkpoint directory holds <c>model.safetensors</c>; a file path is used as it is.</summary>

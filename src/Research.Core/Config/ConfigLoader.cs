@@ -1,5 +1,6 @@
 using System.Globalization;
 using Research.Core.Data;
+using Research.Core.Files;
 using Tomlyn;
 using Tomlyn.Model;
 
@@ -21,11 +22,15 @@ public static class ConfigLoader
 
     public static RunConfig Load(string path, IEnumerable<string>? overrides = null)
     {
+        // A FIFO would block the read and a device (a link to /dev/zero) never end it.
+        if (InputFile.Problem(path) is { } notAFile) throw new ConfigException(path, "(file)", notAFile);
         if (!File.Exists(path)) throw new ConfigException(path, "(file)", "no such config file");
-        // A FIFO would block the read and a device (a link to /dev/zero) never end it; both report no length, as an empty
-        // file does, which holds no config either.
-        if (FileChecks.TargetLength(path) == 0) throw new ConfigException(path, "(file)", "is empty or not a regular file");
-        return Parse(File.ReadAllText(path), path, overrides);
+        var bytes = File.ReadAllBytes(path);
+        if (bytes.Length == 0) throw new ConfigException(path, "(file)", "is empty");
+        // TOML is UTF-8: a UTF-16 file is refused, not decoded by its byte-order mark as File.ReadAllText would.
+        var (text, notUtf8) = InputFile.DecodeUtf8(bytes);
+        if (notUtf8 != null) throw new ConfigException(path, "(file)", notUtf8);
+        return Parse(text!, path, overrides);
     }
 
     /// <summary>

@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using System.IO.Compression;
+using Research.Core.Files;
 using static TorchSharp.torch;
 
 namespace Research.Core.Data;
@@ -71,12 +72,12 @@ public static class FashionMnist
     /// <summary>
     /// IDX: big-endian magic (0x0000 type ndim), then ndim big-endian int32 sizes, then the bytes. Every size is checked
     /// against the bytes there are before anything is allocated from it, and every problem names the file: an empty file
-    /// or one that is not a regular file (a FIFO or a device reports no length, and reading a FIFO would wait forever), a
+    /// or one that is not a regular file (<see cref="InputFile"/>: reading a FIFO would wait forever), a
     /// gzip stream that is cut or damaged, a wrong magic or rank, a header that promises more bytes than follow.
     /// </summary>
     static byte[] ReadIdx(string path, int expectedMagic, int rank, out int[] dims)
     {
-        if (FileChecks.TargetLength(path) == 0) throw new InvalidDataException($"{path} is empty or not a regular file");
+        if (InputFile.Length(path) == 0) throw new InvalidDataException($"{path} is empty");
         byte[] bytes;
         try
         {

@@ -1,5 +1,6 @@
 using System.Text.Json;
 using Research.Core.Checkpoints;
+using Research.Core.Files;
 using TorchSharp;
 using TorchSharp.PyBridge;
 using static TorchSharp.torch;
@@ -46,17 +47,14 @@ public sealed class TaskCurvature : IDisposable
     /// curvature computed with other settings is computed again, not reused.</summary>
     public required string Settings { get; init; }
 
-    /// <summary>Writes the tensors and the summary to <paramref name="dir"/> (each under a temporary name, then renamed).</summary>
+    /// <summary>Writes the tensors and the summary to <paramref name="dir"/> (each through <see cref="OutputFile"/>).</summary>
     public void Save(string dir)
     {
-        Directory.CreateDirectory(dir);
         WeightFile.Save(new[] { ("gradient", Gradient), ("eigenvectors", Eigenvectors) }
             .Concat(Fisher.Select(f => ($"fisher/{f.Key}", f.Value))), Path.Combine(dir, TensorsFile));
         var summary = new Summary(Task, Loss, Eigenvalues.ToArray(), Residuals.ToArray(), Converged, Iterations, Trace, TraceError,
             Fisher.Keys.ToArray(), Samples, Items, Products, Seconds, Settings);
-        var tmp = Path.Combine(dir, SummaryFile + ".tmp");
-        File.WriteAllText(tmp, JsonSerializer.Serialize(summary, Json));
-        File.Move(tmp, Path.Combine(dir, SummaryFile), overwrite: true);
+        OutputFile.WriteAllText(Path.Combine(dir, SummaryFile), JsonSerializer.Serialize(summary, Json));
     }
 
     /// <summary>The curvature a task end saved with these settings, or null when there is none (the summary is written
@@ -65,9 +63,11 @@ public sealed class TaskCurvature : IDisposable
     {
         var summaryPath = Path.Combine(dir, SummaryFile);
         if (!File.Exists(summaryPath)) return null;
+        InputFile.Require(summaryPath);
         var s = JsonSerializer.Deserialize<Summary>(File.ReadAllText(summaryPath), Json)
                 ?? throw new InvalidDataException($"{summaryPath} is empty");
         if (s.Settings != settings) return null;
+        SafetensorsCheck.Check(Path.Combine(dir, TensorsFile));
         var tensors = Safetensors.LoadStateDict(Path.Combine(dir, TensorsFile));
         Tensor Take(string name) => tensors.Remove(name, out var t) ? t
             : throw new InvalidDataException($"{Path.Combine(dir, TensorsFile)} has no tensor '{name}'");

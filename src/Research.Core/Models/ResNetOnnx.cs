@@ -1,6 +1,7 @@
 using System.Runtime.InteropServices;
 using Google.Protobuf;
 using Onnx;
+using Research.Core.Files;
 using static TorchSharp.torch;
 
 namespace Research.Core.Models;
@@ -47,8 +48,8 @@ public static class ResNetOnnx
 
     public static ResNetOnnxWeights Read(string path)
     {
-        if (FileChecks.TargetLength(path) == 0)
-            throw new InvalidDataException(File.Exists(path) ? $"{path} is empty or not a regular file" : $"{path}: no such ONNX file");
+        if (InputFile.Length(path) == 0)
+            throw new InvalidDataException(File.Exists(path) ? $"{path} is empty" : $"{path}: no such ONNX file");
         ModelProto model;
         // Read with File.ReadAllBytes (shared read): OnnxSharp's ParseFromFile opens the file for writing too, which .NET
         // on Linux locks exclusively, so two runs starting from the published model at once (a sweep's trials) collided.

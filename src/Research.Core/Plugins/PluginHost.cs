@@ -5,6 +5,7 @@ using System.Runtime.Loader;
 using McMaster.NETCore.Plugins;
 using Research.Abstractions;
 using Research.Core.Config;
+using Research.Core.Files;
 using TorchSharp;
 
 namespace Research.Core.Plugins;
@@ -171,6 +172,8 @@ public sealed class PluginHost : IPluginOptions
     /// </summary>
     static (string? Refused, IReadOnlyList<string> Declares) CheckMetadata(string path)
     {
+        // A FIFO named *.dll would block the open; a device would be read as an image.
+        if (InputFile.Problem(path) is { } notAFile) return (notAFile, []);
         try
         {
             using var stream = File.OpenRead(path);

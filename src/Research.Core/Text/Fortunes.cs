@@ -1,4 +1,5 @@
 using System.Text;
+using Research.Core.Files;
 
 namespace Research.Core.Text;
 
@@ -39,7 +40,8 @@ public static class Fortunes
     /// kept once with the topic of their first occurrence, files in ordinal order of their topic name.
     /// </summary>
     /// <exception cref="DirectoryNotFoundException">The folder is missing; the message says which package installs it.</exception>
-    /// <exception cref="InvalidDataException">A file is empty, not a regular file, too large, or not UTF-8; the message names it.</exception>
+    /// <exception cref="InvalidDataException">A file is empty, too large, or not UTF-8; the message names it.</exception>
+    /// <exception cref="NotAFileException">A name leads to a FIFO, a device, a socket or nowhere; the message names it.</exception>
     public static TextCorpus Read(string directory, string name, IReadOnlyDictionary<string, string> dropped)
     {
         if (!Directory.Exists(directory))
@@ -55,7 +57,7 @@ public static class Fortunes
         {
             if (dropped.TryGetValue(topic, out var reason)) { droppedHere[topic] = reason; continue; }
             read.Add(topic);
-            foreach (var entry in SplitEntries(TextFile.ReadUtf8(path, MaxFileBytes, "a fortune file")))
+            foreach (var entry in SplitEntries(InputFile.ReadUtf8(path, MaxFileBytes, "a fortune file")))
             {
                 raw++;
                 var text = TextCleaning.Clean(entry);
@@ -110,7 +112,7 @@ public static class Fortunes
             try { target = isLink ? info.ResolveLinkTarget(returnFinalTarget: true) : info; }
             catch (IOException) { target = null; } // a loop of links
             var topic = isLink && info.Name.EndsWith(".u8", StringComparison.Ordinal) ? info.Name[..^3] : info.Name;
-            // A link that leads nowhere, or to a folder, is refused when read (FileChecks), naming the link.
+            // A link that leads nowhere, or to a folder, is refused when read (InputFile), naming the link.
             if (target is not FileInfo { Exists: true } file) { if (target is not DirectoryInfo) unresolved.Add((topic, info.FullName)); continue; }
             var key = file.FullName;
             if (!byTarget.TryGetValue(key, out var known) || (known.IsLink && !isLink) || (known.IsLink == isLink && string.CompareOrdinal(topic, known.Topic) < 0))

@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Text;
 using System.Text.RegularExpressions;
 using Microsoft.ML.Tokenizers;
+using Research.Core.Files;
 
 namespace Research.Core.Text;
 
@@ -73,7 +74,7 @@ public sealed partial class WordPieceTextTokenizer : ITextTokenizer
     {
         if (!Path.Exists(path)) throw new FileNotFoundException($"no WordPiece vocabulary at {path}", path);
         // Line ends as Python's universal newlines read them (Hugging Face's load_vocab): MiniLM's package ships CRLF.
-        var text = TextFile.ReadUtf8(path, MaxVocabBytes, "a WordPiece vocabulary").Replace("\r\n", "\n");
+        var text = InputFile.ReadUtf8(path, MaxVocabBytes, "a WordPiece vocabulary").Replace("\r\n", "\n");
         var lines = text.Split('\n');
         var count = lines[^1].Length == 0 ? lines.Length - 1 : lines.Length;
         var ids = new Dictionary<string, int>(StringComparer.Ordinal);

@@ -1,5 +1,6 @@
 using System.Text.Json;
 using Microsoft.Data.Sqlite;
+using Research.Core.Files;
 
 namespace Research.Core.Tracking;
 
@@ -48,6 +49,7 @@ public sealed class RunStore : IDisposable
     /// </summary>
     internal static RunStore OpenReadOnly(string path)
     {
+        InputFile.Require(path);
         if (!File.Exists(path)) throw new FileNotFoundException($"no run store at {path}", path);
         try
         {
@@ -69,6 +71,8 @@ public sealed class RunStore : IDisposable
 
     RunStore(string path, bool readOnly)
     {
+        // SQLite reads the file as soon as it opens it: a FIFO would block the command for ever, a device feed it garbage.
+        InputFile.Require(path);
         Path = path;
         _readOnly = readOnly;
         if (readOnly)

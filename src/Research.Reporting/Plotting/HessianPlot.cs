@@ -86,7 +86,6 @@ public static class HessianPlot
         plot.XLabel(x);
         plot.YLabel(y);
         plot.ShowLegend(ScottPlot.Edge.Right);
-        Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
-        plot.SavePng(path, width, height);
+        PlotFile.SavePng(plot, path, width, height);
     }
 }

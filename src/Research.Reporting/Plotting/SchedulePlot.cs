@@ -32,7 +32,7 @@ public static class SchedulePlot
         plot.YLabel("learning rate");
         // Outside the data area: the schedules end in the lower right, where an inner legend would hide them.
         plot.ShowLegend(ScottPlot.Edge.Right);
-        plot.SavePng(path, width, height);
+        PlotFile.SavePng(plot, path, width, height);
     }
 
     /// <summary>

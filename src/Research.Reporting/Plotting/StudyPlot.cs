@@ -47,8 +47,7 @@ public static class StudyPlot
     /// training task i" (top to bottom), column j "on task j".</summary>
     public static void WriteMatrix(string path, string title, double[][] accuracy, int width = 700, int height = 600)
     {
-        Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
-        Matrix(title, accuracy).SavePng(path, width, height);
+        PlotFile.SavePng(Matrix(title, accuracy), path, width, height);
     }
 
     /// <summary>The matrix of <see cref="WriteMatrix"/> as PNG bytes (a TensorBoard image); rows not yet trained are NaN
@@ -106,8 +105,7 @@ public static class StudyPlot
         plot.XLabel("step");
         plot.YLabel(metric);
         plot.ShowLegend(ScottPlot.Edge.Right);
-        Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
-        plot.SavePng(path, width, height);
+        PlotFile.SavePng(plot, path, width, height);
     }
 
     static void Finish(ScottPlot.Plot plot, string title, string x, string y, string path, int width, int height)
@@ -117,7 +115,6 @@ public static class StudyPlot
         plot.YLabel(y);
         plot.Axes.SetLimitsY(0, 1);
         plot.ShowLegend(ScottPlot.Edge.Right);
-        Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
-        plot.SavePng(path, width, height);
+        PlotFile.SavePng(plot, path, width, height);
     }
 }

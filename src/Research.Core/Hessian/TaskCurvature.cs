@@ -1,7 +1,6 @@
 using System.Text.Json;
 using Research.Core.Checkpoints;
 using TorchSharp;
-using TorchSharp.PyBridge;
 using static TorchSharp.torch;
 
 namespace Research.Core.Hessian;
@@ -68,7 +67,7 @@ public sealed class TaskCurvature : IDisposable
         var s = JsonSerializer.Deserialize<Summary>(File.ReadAllText(summaryPath), Json)
                 ?? throw new InvalidDataException($"{summaryPath} is empty");
         if (s.Settings != settings) return null;
-        var tensors = Safetensors.LoadStateDict(Path.Combine(dir, TensorsFile));
+        var tensors = SafetensorsCheck.Load(Path.Combine(dir, TensorsFile));
         Tensor Take(string name) => tensors.Remove(name, out var t) ? t
             : throw new InvalidDataException($"{Path.Combine(dir, TensorsFile)} has no tensor '{name}'");
         try

@@ -72,6 +72,10 @@ public sealed record EvaluationRecord(
     IReadOnlyDictionary<string, double[][]> Probes);
 
 /// <summary>A metric's value, with per-task values where the metric has them.</summary>
+/// <param name="Value">A finite number: a NaN or infinite value fails the study, naming the metric (the host cannot tell
+/// it from a fault, and a store would keep it as no value).</param>
+/// <param name="PerTask">One entry per task; NaN where the metric is undefined for that task (forgetting of the last task,
+/// which no training followed).</param>
 public sealed record MetricValue(double Value, IReadOnlyList<double>? PerTask = null);
 
 /// <summary>

@@ -64,6 +64,7 @@ public static class Program
         catch (PluginFailureException e) { Console.Error.WriteLine($"run failed: {e.Message}"); return Trace(e, 1); }
         catch (RunInterruptedException e) { Console.Error.WriteLine($"stopped: {e.Message}"); return Trace(e, e.ExitCode); }
         catch (NonFiniteGradientException e) { Console.Error.WriteLine($"run failed: {e.Message}"); return Trace(e, 1); }
+        catch (NonFiniteParametersException e) { Console.Error.WriteLine($"run failed: {e.Message}"); return Trace(e, 1); }
         catch (Research.Core.Tracking.RunStoreException e) { Console.Error.WriteLine($"error: {e.Message}"); return Trace(e, 1); }
         catch (Research.Core.Tracking.RunLockedException e) { Console.Error.WriteLine($"error: {e.Message}"); return Trace(e, 2); }
         catch (Research.Core.Files.NotAFileException e) { Console.Error.WriteLine($"error: {e.Message}"); return Trace(e, 2); }

@@ -298,7 +298,7 @@ let private layoutTests =
                   "wrong vocabulary", replace "transformer.wte.weight" (torch.zeros(41L, 16L)), [ "tensor 'transformer.wte.weight' is [41, 16], expected [40, 16]" ]
                   "untied head", good @ [ "lm_head.weight", torch.zeros(40L, 16L) ], [ "tensor 'lm_head.weight' differs from 'transformer.wte.weight'" ]
                   "unexpected", good @ [ "transformer.h.2.ln_1.weight", torch.ones(16L) ], [ "unexpected tensor 'transformer.h.2.ln_1.weight'" ]
-                  "integers", replace "transformer.ln_f.bias" (torch.zeros([| 16L |], dtype = torch.int64)), [ "tensor 'transformer.ln_f.bias' has dtype Int64" ]
+                  "integers", replace "transformer.ln_f.bias" (torch.zeros([| 16L |], dtype = torch.int64)), [ "tensor 'transformer.ln_f.bias' is stored as I64, where the model's tensor is F32" ]
                   "two problems", without fc @ [ "extra", torch.ones(1L) ], [ sprintf "no tensor '%s'" fc; "unexpected tensor 'extra'" ] ]
             for name, tensors, expected in cases do
                 let file = writeFile tensors

@@ -76,6 +76,7 @@ let main argv =
             DataRegistryTests.tests
             BadKeysTests.tests
             BadFilesTests.tests
+            BadWeightsTests.tests
         ]
     let config = { defaultConfig with printer = printer defaultConfig.printer }
     // Plain output (no colours, no spinner) so logs and CI read cleanly and the last line is exact.

@@ -143,7 +143,8 @@ public static class Checkpoint
         return Convert.ToHexStringLower(SHA256.HashData(f));
     }
 
-    /// <summary>Null when the checkpoint is complete and every file matches its manifest; else the problem, naming the file.</summary>
+    /// <summary>Null when the checkpoint is complete, every file matches its manifest and every safetensors file is well
+    /// formed (<see cref="SafetensorsCheck"/>); else the problem, naming the file.</summary>
     public static string? Verify(string dir)
     {
         var manifestPath = Path.Combine(dir, Manifest);
@@ -165,8 +166,21 @@ public static class Checkpoint
             if (InputFile.Length(path) == 0) return $"{path} is empty";
             if (Sha256(path) != expected) return $"{path} does not match its SHA-256 in the manifest (truncated or corrupt)";
         }
+        // A manifest proves the files are the ones written together, not that they are well formed: one re-signed after
+        // surgery on a header (overlapping tensors, bytes of no tensor) is refused here like a corrupt one.
+        foreach (var f in new[] { Model, Optimizer, Methods })
+        {
+            try { SafetensorsCheck.Check(Path.Combine(dir, f)); }
+            catch (InvalidDataException e) { return e.Message; }
+        }
         return null;
     }
+
+    /// <summary>Whether <paramref name="dir"/> is (what is left of) a checkpoint: it holds a file only a checkpoint has
+    /// beside its weights. Its weights are then read only when <see cref="Verify"/> passes; a folder holding nothing but
+    /// a <c>model.safetensors</c> (a study's task-end weights, a published file) is plain weights.</summary>
+    public static bool IsCheckpoint(string dir) =>
+        new[] { Manifest, State, Optimizer, Methods }.Any(f => File.Exists(Path.Combine(dir, f)) || Directory.Exists(Path.Combine(dir, f)));
 
     /// <summary>The state of a verified checkpoint; one written in another format is refused, naming it.</summary>
     public static CheckpointState ReadState(string dir)
@@ -250,11 +264,7 @@ public static class Checkpoint
     }
 
     /// <summary>The tensors of one file, owned by the caller.</summary>
-    public static Dictionary<string, Tensor> Load(string dir, string file)
-    {
-        SafetensorsCheck.Check(Path.Combine(dir, file));
-        return Safetensors.LoadStateDict(Path.Combine(dir, file));
-    }
+    public static Dictionary<string, Tensor> Load(string dir, string file) => SafetensorsCheck.Load(Path.Combine(dir, file));
 
     public static string PeriodicName(long step) => $"step-{step:D9}";
 

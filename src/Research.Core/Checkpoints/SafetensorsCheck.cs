@@ -1,6 +1,8 @@
 using System.Buffers.Binary;
 using System.Text.Json;
 using Research.Core.Files;
+using TorchSharp.PyBridge;
+using static TorchSharp.torch;
 
 namespace Research.Core.Checkpoints;
 
@@ -8,8 +10,10 @@ namespace Research.Core.Checkpoints;
 /// Checks a safetensors file's structure before any reader allocates from it: an 8-byte little-endian header length, a
 /// JSON header of tensors (dtype, shape, data offsets) and the data they describe (the format's specification,
 /// huggingface/safetensors). A damaged or hostile file — empty, not a regular file, a header longer than the file, an
-/// unknown dtype, offsets outside the data or not matching the shape — is one <see cref="InvalidDataException"/> naming
-/// the file, instead of an index exception in a reader or an allocation of whatever size the header claims.
+/// unknown dtype, offsets outside the data or not matching the shape, two tensors sharing bytes, bytes of the data that
+/// belong to no tensor — is one <see cref="InvalidDataException"/> naming the file (and the tensor), instead of an index
+/// exception in a reader, an allocation of whatever size the header claims, or two parameters silently read from the
+/// same bytes. <see cref="Load"/> is the one place the project reads a safetensors file.
 /// </summary>
 public static class SafetensorsCheck
 {
@@ -23,6 +27,16 @@ public static class SafetensorsCheck
 
     /// <exception cref="InvalidDataException">The file is not a well-formed safetensors file; the message names it.</exception>
     public static void Check(string path) => Names(path);
+
+    /// <summary>The tensors of a file that passes <see cref="Check"/>, by name, owned by the caller, each in the dtype its
+    /// header gives (whether that dtype suits what the tensor is loaded into is the caller's to check:
+    /// <see cref="WeightFile.CheckDTypes"/>).</summary>
+    /// <exception cref="InvalidDataException">The file is not a well-formed safetensors file; the message names it.</exception>
+    public static Dictionary<string, Tensor> Load(string path)
+    {
+        Check(path);
+        return Safetensors.LoadStateDict(path);
+    }
 
     /// <summary>The tensor names of a file that passes <see cref="Check"/> (the header read, no data).</summary>
     /// <exception cref="InvalidDataException">The file is not a well-formed safetensors file; the message names it.</exception>
@@ -53,6 +67,7 @@ public static class SafetensorsCheck
             if (json.RootElement.ValueKind != JsonValueKind.Object) throw new InvalidDataException($"{path}: its safetensors header is not a JSON object");
             var names = new HashSet<string>(StringComparer.Ordinal);
             var shapes = new Dictionary<string, long[]>(StringComparer.Ordinal);
+            var ranges = new List<(long Begin, long End, string Name)>();
             foreach (var entry in json.RootElement.EnumerateObject())
             {
                 if (!names.Add(entry.Name)) throw new InvalidDataException($"{path}: its safetensors header names '{entry.Name}' twice");
@@ -86,8 +101,34 @@ public static class SafetensorsCheck
                 if (count > dataLength || o[1] - o[0] != count * size)
                     throw new InvalidDataException(Bad($"of shape {shape} and dtype {dtype.GetString()} needs {count * size} bytes; its offsets span {o[1] - o[0]}"));
                 shapes[entry.Name] = [.. dims];
+                ranges.Add((o[0], o[1], entry.Name));
             }
+            CheckLayout(path, ranges, dataLength);
             return shapes;
         }
+    }
+
+    /// <summary>
+    /// The format requires the tensors to tile the data: each byte belongs to exactly one tensor, in some order, with no
+    /// gap and nothing after the last (the reference reader sorts by offsets and demands that each tensor start where the
+    /// previous ended). Overlapping ranges would load two parameters from the same bytes; uncovered bytes are a second
+    /// payload no reader sees (a polyglot file).
+    /// </summary>
+    static void CheckLayout(string path, List<(long Begin, long End, string Name)> ranges, long dataLength)
+    {
+        ranges.Sort((a, b) => a.Begin != b.Begin ? a.Begin.CompareTo(b.Begin) : a.End.CompareTo(b.End));
+        long covered = 0;
+        string? previous = null;
+        foreach (var (begin, end, name) in ranges)
+        {
+            if (begin < covered)
+                throw new InvalidDataException($"{path}: tensor '{name}' (data offsets [{begin}, {end}]) overlaps tensor '{previous}' (which ends at {covered}); each byte of the data belongs to one tensor");
+            if (begin > covered)
+                throw new InvalidDataException($"{path}: data bytes [{covered}, {begin}) before tensor '{name}' belong to no tensor; the tensors must cover the data without gaps");
+            covered = end;
+            previous = name;
+        }
+        if (covered != dataLength)
+            throw new InvalidDataException($"{path}: data bytes [{covered}, {dataLength}) after {(previous is null ? "the header" : $"tensor '{previous}'")} belong to no tensor; the tensors must cover the data to its end");
     }
 }

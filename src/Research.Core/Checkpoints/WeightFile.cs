@@ -36,24 +36,75 @@ public static class WeightFile
     public static string Resolve(string path) => Directory.Exists(path) ? Path.Combine(path, FileName) : path;
 
     /// <summary>
+    /// The weights file <paramref name="path"/> names (a folder: its <c>model.safetensors</c>), cleared for reading: weights
+    /// in a checkpoint folder (<see cref="Checkpoint.IsCheckpoint"/>) only when its manifest verifies — a folder whose
+    /// <c>manifest.json</c> is gone is refused, not read unchecked — and every file's structure checked
+    /// (<see cref="SafetensorsCheck"/>). A bare <c>.safetensors</c> file has no manifest by design; only its structure is checked.
+    /// </summary>
+    /// <exception cref="FileNotFoundException">There is no such file.</exception>
+    /// <exception cref="InvalidDataException">The checkpoint does not verify, or the file is malformed; the message names it.</exception>
+    public static string Verified(string path)
+    {
+        var file = Resolve(path);
+        if (!File.Exists(file)) throw new FileNotFoundException($"init_from: no weights at {file}", file);
+        var dir = Path.GetDirectoryName(Path.GetFullPath(file))!;
+        if (Checkpoint.IsCheckpoint(dir) && Checkpoint.Verify(dir) is { } problem)
+            throw new InvalidDataException($"init_from {file}: its checkpoint is refused: {problem}");
+        SafetensorsCheck.Check(file);
+        return file;
+    }
+
+    /// <summary>
+    /// Whether a tensor stored as <paramref name="stored"/> may be loaded into a tensor of dtype <paramref name="target"/>:
+    /// the same dtype, or two floating-point dtypes — a published fp16 or bf16 file into fp32 weights, fp32 weights into a
+    /// half-precision model — where the conversion is a rounding. Integers and floating point never mix: an F32 tensor
+    /// relabelled I32 in its header holds the same bytes, read as integers of about 10⁹, and a cast would load them.
+    /// </summary>
+    public static bool Loadable(ScalarType stored, ScalarType target) => stored == target || (IsFloating(stored) && IsFloating(target));
+
+    static bool IsFloating(ScalarType t) => t is ScalarType.Float16 or ScalarType.BFloat16 or ScalarType.Float32 or ScalarType.Float64;
+
+    /// <summary>The problem of loading <paramref name="stored"/> (tensor <paramref name="name"/> of <paramref name="file"/>)
+    /// into a tensor of dtype <paramref name="target"/>, or null when <see cref="Loadable"/>.</summary>
+    public static string? DTypeProblem(string file, string name, ScalarType stored, ScalarType target) =>
+        Loadable(stored, target) ? null
+            : $"{file}: tensor '{name}' is stored as {SafetensorsName(stored)}, where the model's tensor is {SafetensorsName(target)}; " +
+              "integer and floating-point values do not convert (a relabelled or damaged header)";
+
+    /// <summary>Refuses, naming the file, the tensor and both dtypes, the first of <paramref name="targets"/> whose stored
+    /// tensor (by the same name) cannot be loaded into it (<see cref="Loadable"/>); names absent from the file are the
+    /// caller's to report.</summary>
+    /// <exception cref="InvalidDataException">A stored tensor's dtype does not suit its target.</exception>
+    public static void CheckDTypes(string file, IReadOnlyDictionary<string, Tensor> stored, IEnumerable<(string Name, Tensor Target)> targets)
+    {
+        foreach (var (name, target) in targets)
+            if (stored.TryGetValue(name, out var t) && DTypeProblem(file, name, t.dtype, target.dtype) is { } problem)
+                throw new InvalidDataException(problem);
+    }
+
+    /// <summary>The dtype as a safetensors header writes it (what one who edited the header reads there).</summary>
+    static string SafetensorsName(ScalarType t) => t switch
+    {
+        ScalarType.Float64 => "F64", ScalarType.Float32 => "F32", ScalarType.Float16 => "F16", ScalarType.BFloat16 => "BF16",
+        ScalarType.Int64 => "I64", ScalarType.Int32 => "I32", ScalarType.Int16 => "I16", ScalarType.Int8 => "I8",
+        ScalarType.Byte => "U8", ScalarType.Bool => "BOOL", _ => t.ToString(),
+    };
+
+    /// <summary>
     /// Loads tensors by name into <paramref name="module"/>. Strict: any missing (except names under
     /// <paramref name="skipPrefixes"/>, which will be re-initialised), unexpected or mis-shaped key is an error
     /// that lists them all, and nothing is changed. Not strict: what matches is loaded and the rest reported.
     /// </summary>
     public static LoadReport Load(nn.Module module, string path, bool strict, IReadOnlyCollection<string> skipPrefixes)
     {
-        var file = Resolve(path);
-        if (!File.Exists(file)) throw new FileNotFoundException($"init_from: no weights at {file}", file);
-        // Weights inside a checkpoint are read only if the checkpoint verifies (its SHA-256 manifest).
-        var dir = Path.GetDirectoryName(Path.GetFullPath(file))!;
-        if (File.Exists(Path.Combine(dir, Checkpoint.Manifest)) && Checkpoint.Verify(dir) is { } problem)
-            throw new InvalidDataException($"init_from {file}: its checkpoint is refused: {problem}");
-        SafetensorsCheck.Check(file);
+        var file = Verified(path);
         bool Skipped(string name) => skipPrefixes.Any(p => name == p || name.StartsWith(p + "."));
-        var stored = Safetensors.LoadStateDict(file);
+        var stored = SafetensorsCheck.Load(file);
         try
         {
             var own = module.state_dict();
+            // Strict or not: a tensor of the wrong kind of dtype is damage, not a layout that partly matches.
+            CheckDTypes(file, stored, own.Where(kv => !Skipped(kv.Key)).Select(kv => (kv.Key, kv.Value)));
             var missing = own.Keys.Where(k => !stored.ContainsKey(k) && !Skipped(k)).ToList();
             var unexpected = stored.Keys.Where(k => !own.ContainsKey(k)).ToList();
             var mismatch = own.Keys.Where(k => stored.TryGetValue(k, out var t) && !Skipped(k) && !t.shape.SequenceEqual(own[k].shape))

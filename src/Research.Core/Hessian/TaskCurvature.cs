@@ -2,7 +2,6 @@ using System.Text.Json;
 using Research.Core.Checkpoints;
 using Research.Core.Files;
 using TorchSharp;
-using TorchSharp.PyBridge;
 using static TorchSharp.torch;
 
 namespace Research.Core.Hessian;
@@ -67,8 +66,7 @@ public sealed class TaskCurvature : IDisposable
         var s = JsonSerializer.Deserialize<Summary>(File.ReadAllText(summaryPath), Json)
                 ?? throw new InvalidDataException($"{summaryPath} is empty");
         if (s.Settings != settings) return null;
-        SafetensorsCheck.Check(Path.Combine(dir, TensorsFile));
-        var tensors = Safetensors.LoadStateDict(Path.Combine(dir, TensorsFile));
+        var tensors = SafetensorsCheck.Load(Path.Combine(dir, TensorsFile));
         Tensor Take(string name) => tensors.Remove(name, out var t) ? t
             : throw new InvalidDataException($"{Path.Combine(dir, TensorsFile)} has no tensor '{name}'");
         try

@@ -1,6 +1,5 @@
 using System.Text.RegularExpressions;
 using Research.Core.Checkpoints;
-using TorchSharp.PyBridge;
 using static TorchSharp.torch;
 
 namespace Research.Core.Models;
@@ -87,18 +86,17 @@ public static partial class Gpt2Layout
 
     /// <summary>
     /// Loads a GPT-2 safetensors file (or a directory holding <c>model.safetensors</c>) into <paramref name="model"/>,
-    /// strictly: every parameter's tensor must be there with its shape and a floating-point dtype (cast to the model's);
+    /// strictly: every parameter's tensor must be there with its shape and a floating-point dtype (cast to the model's,
+    /// <see cref="WeightFile.Loadable"/>); weights in a checkpoint folder are read only when its manifest verifies;
     /// <c>lm_head.weight</c>, if present, must equal <c>wte</c> bitwise (this model ties them); the per-block
     /// <c>attn.bias</c>/<c>attn.masked_bias</c> buffers are skipped; any other tensor is an error. The file's structure
-    /// is checked (<see cref="SafetensorsCheck"/>) before anything is read, and on any problem nothing is changed.
+    /// is checked (<see cref="WeightFile.Verified"/>) before anything is read, and on any problem nothing is changed.
     /// </summary>
     /// <exception cref="InvalidDataException">One line per problem, each naming the file and the key.</exception>
     public static void Load(Gpt model, string path)
     {
-        var file = WeightFile.Resolve(path);
-        if (!File.Exists(file)) throw new FileNotFoundException($"no GPT-2 weights at {file}", file);
-        SafetensorsCheck.Check(file);
-        var stored = Safetensors.LoadStateDict(file);
+        var file = WeightFile.Verified(path);
+        var stored = SafetensorsCheck.Load(file);
         try
         {
             var prefix = stored.Keys.Any(k => k.StartsWith(Prefix)) ? Prefix : "";
@@ -112,7 +110,7 @@ public static partial class Gpt2Layout
                 if (!stored.TryGetValue(key, out var t)) problems.Add($"{file}: no tensor '{key}' (expected {Show(shape)})");
                 else if (!t.shape.SequenceEqual(shape))
                     problems.Add($"{file}: tensor '{key}' is {Show(t.shape)}, expected {Show(shape)}" + (IsConv1DWeight(name) ? " (Conv1D weights are stored [in, out])" : ""));
-                else if (!t.is_floating_point()) problems.Add($"{file}: tensor '{key}' has dtype {t.dtype}; weights are floating-point");
+                else if (WeightFile.DTypeProblem(file, key, t.dtype, p.dtype) is { } problem) problems.Add(problem);
             }
             if (stored.TryGetValue(LmHead, out var head) && stored.TryGetValue(prefix + "wte.weight", out var wte)
                 && !(head.shape.SequenceEqual(wte.shape) && head.dtype == wte.dtype && eq(head, wte).all().item<bool>()))

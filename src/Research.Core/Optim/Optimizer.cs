@@ -148,6 +148,7 @@ public sealed class Optimizer : IDisposable
     public Tensor DeltaSince(string weightsFile)
     {
         var before = Research.Core.Checkpoints.Checkpoint.Load(Path.GetDirectoryName(weightsFile)!, Path.GetFileName(weightsFile));
+        Research.Core.Checkpoints.WeightFile.CheckDTypes(weightsFile, before, NamedMaster());
         return Master.detach().sub(cat(Buffer.Slots.Select(s => before[s.Name].reshape(-1)).ToList()));
     }
 

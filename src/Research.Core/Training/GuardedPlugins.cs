@@ -46,8 +46,19 @@ public sealed class GuardedSchedule(ISchedule inner, PluginDescriptor descriptor
 public sealed class GuardedMetric(IForgettingMetric inner, PluginDescriptor descriptor) : IForgettingMetric
 {
     public PluginDescriptor Descriptor => descriptor;
-    public MetricValue Compute(EvaluationRecord record) =>
-        Guard.Call(descriptor, nameof(Compute), -1, () => inner.Compute(record), "the metric's computation from the study's record, after training");
+    public MetricValue Compute(EvaluationRecord record)
+    {
+        const string when = "the metric's computation from the study's record, after training";
+        var value = Guard.Call(descriptor, nameof(Compute), -1, () => inner.Compute(record), when);
+        // The contract (MetricValue) allows NaN in PerTask only, for a task the metric does not define; a value that is NaN
+        // or infinite is a fault, which the store would otherwise keep as NULL, as if the metric had not been asked for.
+        if (value is null || !double.IsFinite(value.Value))
+            throw new PluginFailureException(
+                $"{PluginHost.RoleName(descriptor.Role)} '{descriptor.Name}' ({descriptor.AssemblyPath}) returned {(value is null ? "null" : $"the value {value.Value}")} " +
+                $"from {nameof(Compute)} ({when}); a metric's value must be a finite number (NaN is allowed per task only, where the metric is undefined)",
+                new ArithmeticException("non-finite metric value"));
+        return value;
+    }
 
     /// <summary>
     /// Computes each metric of the record; with a store, writes each value (replacing an earlier one of the same name).

@@ -13,8 +13,7 @@ static class RunCheckpoint
     {
         // Beside the optimizer's fp32 master weights: frozen parameters and buffers (BatchNorm's running statistics are
         // state a resumed or fine-tuned model needs, though no gradient moves them).
-        var frozen = run.Model.named_parameters().Where(p => !p.parameter.requires_grad).Select(p => (p.name, (Tensor)p.parameter))
-            .Concat(run.Model.named_buffers());
+        var frozen = Frozen(run);
         var methodState = run.Methods.All.SelectMany((m, i) => m.StateDict().Select(kv => ($"{i}/{kv.Key}", kv.Value)));
         return Checkpoint.Write(checkpoints, name, state, optimizer.NamedMaster().Concat(frozen), optimizer.NamedState(), methodState);
     }
@@ -28,6 +27,12 @@ static class RunCheckpoint
         var methods = Checkpoint.Load(dir, Checkpoint.Methods);
         try
         {
+            // A manifest re-signed after a header was relabelled verifies: the dtypes are checked against what they load into.
+            using (NewDisposeScope())
+            {
+                WeightFile.CheckDTypes(Path.Combine(dir, Checkpoint.Model), weights, optimizer.NamedMaster().Concat(Frozen(run)));
+                WeightFile.CheckDTypes(Path.Combine(dir, Checkpoint.Optimizer), moments, optimizer.NamedState());
+            }
             optimizer.Restore(weights, moments, s.OptimizerStep);
             RestoreFrozen(run, weights);
             // Each plugin's tensors become the plugin's (GuardedMethod frees what it does not keep).
@@ -45,6 +50,11 @@ static class RunCheckpoint
             foreach (var t in weights.Values.Concat(moments.Values).Concat(methods.Values)) t.Dispose();
         }
     }
+
+    /// <summary>What a checkpoint's weights hold beside the optimizer's: frozen parameters and buffers.</summary>
+    static IEnumerable<(string Name, Tensor Value)> Frozen(RunComponents run) =>
+        run.Model.named_parameters().Where(p => !p.parameter.requires_grad).Select(p => (p.name, (Tensor)p.parameter))
+            .Concat(run.Model.named_buffers());
 
     /// <summary>The frozen parameters and the buffers (BatchNorm running statistics and counts), which the optimizer
     /// does not hold: a resume restores them from the checkpoint's weights.</summary>

@@ -18,13 +18,17 @@ public sealed record StepOutcome(bool Applied, double Loss, double GradNorm, dou
 /// <summary>The gradient became inf/NaN without a loss scaler to absorb it: the run diverged.</summary>
 public sealed class NonFiniteGradientException(string message) : Exception(message);
 
+/// <summary>An update left a parameter inf/NaN (a finite gradient times a huge learning rate, or fp32 weights beyond the
+/// range of a half-precision model): the run diverged, whatever the loss scaler would make of the steps after.</summary>
+public sealed class NonFiniteParametersException(string message) : Exception(message);
+
 /// <summary>
 /// One optimizer step over one accumulation window of micro-batches, top to bottom:
 /// for each micro-batch: forward → the task's loss Σᵢℓᵢ and the loss terms' sums, each divided by the number of target
 /// items in the WHOLE window → (× loss scale) → backward → accumulate into the fp32 master gradient; then unscale →
 /// penalties (once per window, fp32, not divided by the item count) → gradient hooks on the task-loss gradient → the
-/// total gradient → non-finite check → clip by global norm → optimizer update at η·f(t) → step observers → zero
-/// gradients. All temporaries die in one dispose scope, so native memory stays flat.
+/// total gradient → non-finite check → clip by global norm → optimizer update at η·f(t) → the parameters' non-finite
+/// check → step observers → zero gradients. All temporaries die in one dispose scope, so native memory stays flat.
 /// </summary>
 /// <remarks>
 /// <para>Why the window's item count: the gradient of the full batch is ∇(Σᵢℓᵢ/N). Dividing each micro-batch's mean loss
@@ -150,6 +154,7 @@ public sealed class TrainStep(
 
         bool observed = methods.Observers.Count > 0;
         var delta = optimizer.Step(learningRate, returnDelta: observed);
+        CheckParameters(t, learningRate);
         if (observed)
         {
             var context = new StepContext(t, taskIndex, named!, optimizer.Views(taskGradient!), optimizer.Views(optimizer.MasterGrad),
@@ -158,6 +163,31 @@ public sealed class TrainStep(
         }
         optimizer.ZeroGrad();
         return new StepOutcome(true, loss, norm, learningRate, items, scale);
+    }
+
+    /// <summary>
+    /// A finite gradient does not make a finite update: η·g can overflow, and fp32 master weights past 65504 become ±∞ in an
+    /// fp16 model, after which the loss scaler skips every step and the run would end "finished" on NaN weights. So the
+    /// model's own weights (the flat buffer every trainable parameter views, in the model's dtype) are checked after each
+    /// update; frozen parameters cannot change.
+    /// </summary>
+    /// <remarks>Σθ is finite only when every θ is (NaN and ±∞ propagate through a sum): one reduction over the buffer and no
+    /// temporary the size of the model, where <c>isfinite().all()</c> builds several (measured: several times the cost of
+    /// the sum). The sum is taken in fp32, which a half-precision buffer cannot overflow; an fp32 buffer can (weights near
+    /// 10³⁴ and beyond), and then the scan by parameter finds every value finite and the step goes on.</remarks>
+    void CheckParameters(long step, double learningRate)
+    {
+        var values = optimizer.Buffer.Values;
+        if (float.IsFinite(values.sum(ScalarType.Float32).item<float>())) return;
+        foreach (var slot in optimizer.Buffer.Slots)
+        {
+            var view = FlatBuffer.ViewOf(values, slot);
+            long bad = view.numel() - view.isfinite().sum().item<long>();
+            if (bad > 0)
+                throw new NonFiniteParametersException(
+                    $"the parameters are not finite after the update at step {step}: '{slot.Name}' has {bad} of {view.numel()} values inf or NaN " +
+                    $"(learning rate {learningRate}): the run diverged; lower the learning rate or set [optimizer] clip_norm");
+        }
     }
 
     static PluginFailureException NonFinitePenalty(List<(GuardedMethod Method, Tensor Value)> parts, long step)

@@ -32,6 +32,14 @@ public sealed class ThrowingMetric : IForgettingMetric
         throw new IndexOutOfRangeException($"a bug in a metric over {record.Tasks.Count} tasks");
 }
 
+/// <summary>A forgetting metric that returns NaN (a mean over an empty set, say) instead of throwing: the study must fail
+/// as for a metric that throws, not store the NaN as "no value".</summary>
+[Plugin("returns-nan", Summary = "fixture: a metric whose value is NaN")]
+public sealed class NaNMetric : IForgettingMetric
+{
+    public MetricValue Compute(EvaluationRecord record) => new(double.NaN, [.. record.Tasks.Select(_ => double.NaN)]);
+}
+
 /// <summary>Options whose static constructor throws, as a type with a broken static dependency would: listing the plugin
 /// must still work, and asking for it must name the DLL and the reason.</summary>
 public sealed record StaticThrowsOptions

@@ -74,6 +74,7 @@ let main argv =
             ProbeTests.tests
             ForgettingDecompositionTests.tests
             DataRegistryTests.tests
+            BadStatusTests.tests
         ]
     let config = { defaultConfig with printer = printer defaultConfig.printer }
     // Plain output (no colours, no spinner) so logs and CI read cleanly and the last line is exact.

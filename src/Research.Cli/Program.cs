@@ -32,9 +32,11 @@ public static class Program
     /// <summary>The command line, in-process: the fuzz tests call this with thousands of inputs.</summary>
     public static int Main(string[] args)
     {
+        // Before anything can fail: the way out for an error line when the console itself cannot be set up (ErrorLines).
+        ErrorLines.Open();
         // Before libtorch's first allocation: see NativeAllocator for why and what was measured.
         Research.Core.Memory.NativeAllocator.Configure();
-        if (Research.Core.Memory.NativeAllocator.Warning is { } allocatorWarning) Console.Error.WriteLine(allocatorWarning);
+        if (Research.Core.Memory.NativeAllocator.Warning is { } allocatorWarning) ErrorLines.Write(allocatorWarning);
         var verbose = args.Contains("--verbose");
         // `research`, and `research help [COMMAND...]`, as `--help`.
         args = args switch
@@ -48,7 +50,7 @@ public static class Program
             var parsed = Root().Parse(args);
             if (Cli.Errors(parsed) is { Count: > 0 } errors)
             {
-                foreach (var line in errors) Console.Error.WriteLine($"error: {line}");
+                foreach (var line in errors) ErrorLines.Write($"error: {line}");
                 return 2;
             }
             // Exceptions reach the handlers below: each kind of failure has its own exit code and one line. SIGINT and
@@ -58,33 +60,44 @@ public static class Program
                 EnableDefaultExceptionHandler = false, ProcessTerminationTimeout = null, Output = Console.Out, Error = Console.Error,
             });
         }
-        catch (UsageException e) { Console.Error.WriteLine($"error: {e.Message}"); return 2; }
-        catch (ConfigException e) { foreach (var err in e.Errors) Console.Error.WriteLine($"error: {err}"); return 2; }
-        catch (PluginException e) { Console.Error.WriteLine($"error: {e.Message}"); return 2; }
-        catch (PluginFailureException e) { Console.Error.WriteLine($"run failed: {e.Message}"); return Trace(e, 1); }
-        catch (RunInterruptedException e) { Console.Error.WriteLine($"stopped: {e.Message}"); return Trace(e, e.ExitCode); }
-        catch (NonFiniteGradientException e) { Console.Error.WriteLine($"run failed: {e.Message}"); return Trace(e, 1); }
-        catch (NonFiniteParametersException e) { Console.Error.WriteLine($"run failed: {e.Message}"); return Trace(e, 1); }
-        catch (Research.Core.Tracking.RunStoreException e) { Console.Error.WriteLine($"error: {e.Message}"); return Trace(e, 1); }
-        catch (Research.Core.Tracking.RunLockedException e) { Console.Error.WriteLine($"error: {e.Message}"); return Trace(e, 2); }
-        catch (Research.Core.Files.NotAFileException e) { Console.Error.WriteLine($"error: {e.Message}"); return Trace(e, 2); }
-        catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException or InvalidDataException)
+        // Every line below goes through ErrorLines, which cannot throw: nothing thrown here escapes as an unhandled abort.
+        catch (UsageException e) { ErrorLines.Write($"error: {e.Message}"); return 2; }
+        catch (ConfigException e) { foreach (var err in e.Errors) ErrorLines.Write($"error: {err}"); return 2; }
+        catch (PluginException e) { ErrorLines.Write($"error: {e.Message}"); return 2; }
+        catch (PluginFailureException e) { ErrorLines.Write($"run failed: {e.Message}"); return Trace(e, 1); }
+        catch (RunInterruptedException e) { ErrorLines.Write($"stopped: {e.Message}"); return Trace(e, e.ExitCode); }
+        catch (NonFiniteGradientException e) { ErrorLines.Write($"run failed: {e.Message}"); return Trace(e, 1); }
+        catch (NonFiniteParametersException e) { ErrorLines.Write($"run failed: {e.Message}"); return Trace(e, 1); }
+        catch (Research.Core.Tracking.RunStoreException e) { ErrorLines.Write($"error: {e.Message}"); return Trace(e, 1); }
+        catch (Research.Core.Tracking.RunLockedException e) { ErrorLines.Write($"error: {e.Message}"); return Trace(e, 2); }
+        catch (Research.Core.Files.NotAFileException e) { ErrorLines.Write($"error: {e.Message}"); return Trace(e, 2); }
+        catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException or InvalidDataException
+                                      or Research.Core.Tracking.RunFolderNotWritableException)
         {
-            Console.Error.WriteLine($"error: {e.Message}");
+            ErrorLines.Write($"error: {e.Message}");
             return Trace(e, 2);
         }
         catch (Exception e)
         {
-            // Not a mistake the code recognises: still one line, with what was thrown; the trace on request.
-            // One line: a native (libtorch) message carries its C++ frames on the lines after the first.
-            var message = e.Message.Split('\n', 2)[0].TrimEnd();
-            Console.Error.WriteLine($"error: {e.GetType().Name}: {message}{(verbose ? "" : " (--verbose prints the stack trace)")}");
+            // Not a mistake the code recognises: still one line, with what was thrown; the trace on request. Memory that ran
+            // out under an address-space limit (ulimit -v) says so. One line: a native (libtorch) message carries its C++
+            // frames on the lines after the first.
+            string line;
+            try
+            {
+                line = ErrorLines.OutOfMemory(e)
+                       ?? $"error: {e.GetType().Name}: {e.Message.Split('\n', 2)[0].TrimEnd()}{(verbose ? "" : " (--verbose prints the stack trace)")}";
+            }
+            catch (Exception) { line = "error: out of memory"; }   // not even the line could be made
+            ErrorLines.Write(line);
             return Trace(e, 1);
         }
 
         int Trace(Exception e, int code)
         {
-            if (verbose) Console.Error.WriteLine(e);
+            if (!verbose) return code;
+            try { ErrorLines.Write(e.ToString()); }
+            catch (Exception) { }   // the trace could not be made; the line is out
             return code;
         }
     }

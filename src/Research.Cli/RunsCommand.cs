@@ -90,7 +90,7 @@ static class RunsCommand
             {
                 // A training run's last evaluation; a study's mean over the tasks after its last task (its matrix).
                 double? Last(string split) => store.Final(run.Id, split);
-                Tables.Row(table, run.Id, run.Liveness(TimeSpan.FromMinutes(10)), Convert.ToString(run.Seed, CultureInfo.InvariantCulture) ?? "",
+                Tables.Row(table, run.Id, run.Status, Convert.ToString(run.Seed, CultureInfo.InvariantCulture) ?? "",
                     F(Last("val")), F(Last("test")), F(store.StudyMetric(run.Id, "average-accuracy")), run.Error ?? "");
             }
         }

@@ -77,6 +77,7 @@ let main argv =
             BadKeysTests.tests
             BadFilesTests.tests
             BadWeightsTests.tests
+            BadStatusTests.tests
         ]
     let config = { defaultConfig with printer = printer defaultConfig.printer }
     // Plain output (no colours, no spinner) so logs and CI read cleanly and the last line is exact.

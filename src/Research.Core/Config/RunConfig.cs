@@ -391,7 +391,8 @@ public sealed record PluginsSection
     public string[] Dirs { get; init; } = [];
 
     /// <summary>The longest one plugin call may take, in seconds, before the run is failed naming the plugin (0: no limit).
-    /// Raise it for a task end that reads much data (a Fisher over a large model).</summary>
+    /// Raise it for a task end that reads much data (a Fisher over a large model). SIGINT/SIGTERM end a call after 5 s
+    /// whatever this says.</summary>
     [Option(Min = 0, Max = 604_800)]
     public double CallTimeoutS { get; init; } = 600;
 }

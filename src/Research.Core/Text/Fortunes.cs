@@ -40,7 +40,8 @@ public static class Fortunes
     /// kept once with the topic of their first occurrence, files in ordinal order of their topic name.
     /// </summary>
     /// <exception cref="DirectoryNotFoundException">The folder is missing; the message says which package installs it.</exception>
-    /// <exception cref="InvalidDataException">A file is empty, too large, or not UTF-8; the message names it.</exception>
+    /// <exception cref="InvalidDataException">A file is empty, too large, or not UTF-8; the folder holds no fortune file,
+    /// or no entry that is not empty; the message names the file or the folder.</exception>
     /// <exception cref="NotAFileException">A name leads to a FIFO, a device, a socket or nowhere; the message names it.</exception>
     public static TextCorpus Read(string directory, string name, IReadOnlyDictionary<string, string> dropped)
     {
@@ -66,6 +67,12 @@ public static class Fortunes
                 else entries.Add(new TextEntry(text, topic));
             }
         }
+        // Said here, naming the folder: further on, an empty corpus is only a run with nothing to train on.
+        if (entries.Count == 0)
+            throw new InvalidDataException(read.Count == 0
+                ? $"fortune folder {directory} holds no fortune files (plain-text files of entries separated by lines holding only %; " +
+                  $".dat indexes and subfolders are not read{(droppedHere.Count > 0 ? $", nor {string.Join(", ", droppedHere.Keys)}" : "")})"
+                : $"fortune folder {directory} holds no fortunes: every entry of its {read.Count} file(s) ({string.Join(", ", read)}) is empty");
         return new TextCorpus(name, entries, new CorpusReport(read, droppedHere, raw, empty, duplicates));
     }
 

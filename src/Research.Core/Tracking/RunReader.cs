@@ -3,17 +3,13 @@ using System.Text.Json;
 namespace Research.Core.Tracking;
 
 /// <summary>A run as its store records it: identity, provenance, where it ran and how it ended.</summary>
-/// <param name="Status"><c>running</c>, <c>finished</c>, <c>failed</c> or <c>interrupted</c>, as recorded (see <see cref="Liveness"/>).</param>
+/// <param name="Status"><c>running</c>, <c>finished</c>, <c>failed</c> or <c>interrupted</c> as recorded, or <c>killed</c>:
+/// recorded running, but its process is gone (<see cref="RunStore.Liveness"/>).</param>
 /// <param name="Error">Why a failed or interrupted run ended, in one line.</param>
 public sealed record RunRecord(
     string Id, string Name, string Status, string StartedUtc, string? EndedUtc, string? ConfigFile, string? ConfigToml,
     string? ResolvedJson, string? Identity, long? Seed, string? DerivedSeeds, string? CodeVersion, string? Packages, string? Plugins,
-    long? Threads, string? Device, string? StopReason, string? Error, string? Host, long? Pid, string? HeartbeatUtc)
-{
-    /// <summary>The status as a reader sees it: a run recorded running whose process is gone is <c>killed</c>
-    /// (<see cref="RunStore.Liveness"/>).</summary>
-    public string Liveness(TimeSpan staleAfter) => RunStore.Liveness(Status, Host, Pid, HeartbeatUtc, staleAfter);
-}
+    long? Threads, string? Device, string? StopReason, string? Error, string? Host, long? Pid, string? HeartbeatUtc);
 
 /// <summary>One evaluation of a split; loss and accuracy are null where the store holds none (a NaN).</summary>
 public sealed record EvaluationRow(string RunId, long Step, string Phase, long Epoch, string Split, double? Loss, double? Accuracy, long? Items);
@@ -63,10 +59,27 @@ public sealed class RunReader : IDisposable
     const string RunColumns = "id, name, status, started_utc, ended_utc, config_file, config_toml, resolved_json, identity, seed, derived_seeds, " +
                               "code_version, packages, plugins, threads, device, stop_reason, error, host, pid, heartbeat_utc";
 
-    static RunRecord RunOf(object?[] r) => new(
-        (string)r[0]!, (string)r[1]!, (string)r[2]!, (string)r[3]!, r[4] as string, r[5] as string, r[6] as string, r[7] as string,
-        r[8] as string, r[9] as long?, r[10] as string, r[11] as string, r[12] as string, r[13] as string, r[14] as long?,
-        r[15] as string, r[16] as string, r[17] as string, r[18] as string, r[19] as long?, r[20] as string);
+    RunRecord RunOf(object?[] r) => new(
+        (string)r[0]!, (string)r[1]!, Seen((string)r[2]!, r[18] as string, r[19] as long?, r[20] as string, Folder), (string)r[3]!, r[4] as string,
+        r[5] as string, r[6] as string, r[7] as string, r[8] as string, r[9] as long?, r[10] as string, r[11] as string, r[12] as string,
+        r[13] as string, r[14] as long?, r[15] as string, r[16] as string, r[17] as string, r[18] as string, r[19] as long?, r[20] as string);
+
+    /// <summary>How long another host's run may go without a heartbeat before a reader takes it for killed.</summary>
+    static readonly TimeSpan StaleAfter = TimeSpan.FromMinutes(10);
+
+    /// <summary>The folder holding this store: the run folder of the runs it records, whose lock their writer holds.</summary>
+    string Folder => System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(Path))!;
+
+    /// <summary>A recorded status as a reader sees it (<see cref="RunStore.Liveness"/>), asking the lock of the run's folder.</summary>
+    static string Seen(string status, string? host, long? pid, string? heartbeatUtc, string runFolder) =>
+        status != "running" ? status : RunStore.Liveness(status, host, pid, heartbeatUtc, RunLock.IsHeld(runFolder), StaleAfter);
+
+    /// <summary>The status of a run this store holds a copy of (a sweep's merged trial run), as a reader sees it when its
+    /// writer's lock is that of <paramref name="runFolder"/>; null when the store has no such run.</summary>
+    internal string? StatusWrittenIn(string runId, string runFolder) =>
+        Query("SELECT status, host, pid, heartbeat_utc FROM runs WHERE id = $id", ("$id", runId)).FirstOrDefault() is { } r
+            ? Seen((string)r[0]!, r[1] as string, r[2] as long?, r[3] as string, runFolder)
+            : null;
 
     /// <summary>Every run the store holds, in the order they started.</summary>
     public IReadOnlyList<RunRecord> Runs() =>
@@ -76,9 +89,9 @@ public sealed class RunReader : IDisposable
     public RunRecord? Run(string runId) =>
         Query($"SELECT {RunColumns} FROM runs WHERE id = $id", ("$id", runId)).Select(RunOf).FirstOrDefault();
 
-    /// <summary>The recorded status of a run, or null when the store has no such run.</summary>
-    public string? Status(string runId) =>
-        Query("SELECT status FROM runs WHERE id = $id", ("$id", runId)).FirstOrDefault()?[0] as string;
+    /// <summary>The status of a run as a reader sees it (<see cref="RunRecord.Status"/>: a run recorded running whose process is
+    /// gone is <c>killed</c>), or null when the store has no such run.</summary>
+    public string? Status(string runId) => Run(runId)?.Status;
 
     /// <summary>The run that finished last, or null when none finished.</summary>
     public string? LastFinished() =>

@@ -146,8 +146,8 @@ public sealed class RunStore : IDisposable
     }
 
     /// <summary>
-    /// Records that the run's process is alive: host, pid and time. A run still marked running whose process is gone
-    /// (same host) or whose heartbeat is old (another host) was killed — <see cref="Liveness"/> tells.
+    /// Records that the run's process is alive: host, pid and time. A run still marked running whose process is gone was
+    /// killed — <see cref="Liveness"/> tells, from these and the run folder's lock.
     /// Trainers and studies call it when a run starts or resumes, at every evaluation and checkpoint, and at task ends.
     /// </summary>
     public void Heartbeat(string runId) =>
@@ -155,19 +155,28 @@ public sealed class RunStore : IDisposable
             ("$h", Environment.MachineName), ("$p", Environment.ProcessId), ("$t", DateTime.UtcNow.ToString("O")), ("$id", runId));
 
     /// <summary>
-    /// The status of a run as a reader sees it: <c>finished</c> and <c>failed</c> as recorded; a recorded <c>running</c>
-    /// becomes <c>killed</c> when its process no longer exists on this host, or when another host's heartbeat is older
-    /// than <paramref name="staleAfter"/>.
+    /// The status of a run as a reader sees it: <c>finished</c>, <c>failed</c> and <c>interrupted</c> as recorded; a
+    /// recorded <c>running</c> becomes <c>killed</c> when its process is gone (SIGKILL, a crash, a lost node), since such a
+    /// process records nothing. Told by, in order: the run folder's lock (<paramref name="lockHeld"/>, from
+    /// <see cref="RunLock.IsHeld"/>; held means alive on any host, free means gone when the run was written on this host —
+    /// another host's lock may not be seen here on a network file system); the recorded pid on this host (gone: killed;
+    /// alive is not proof, since pids are reused); another host's heartbeat, older than <paramref name="staleAfter"/>.
+    /// Derived when read, never written: readers do not write, and <c>--resume</c> takes such a run up again.
     /// </summary>
-    public static string Liveness(string status, string? host, long? pid, string? heartbeatUtc, TimeSpan staleAfter)
+    public static string Liveness(string status, string? host, long? pid, string? heartbeatUtc, bool? lockHeld, TimeSpan staleAfter)
     {
         if (status != "running") return status;
-        if (host == Environment.MachineName && pid is { } p)
+        if (lockHeld == true) return "running";
+        if (host == Environment.MachineName)
         {
-            try { using var process = System.Diagnostics.Process.GetProcessById((int)p); return process.HasExited ? "killed" : "running"; }
-            catch (ArgumentException) { return "killed"; }
+            if (lockHeld == false) return "killed";
+            if (pid is { } p)
+            {
+                try { using var process = System.Diagnostics.Process.GetProcessById((int)p); return process.HasExited ? "killed" : "running"; }
+                catch (ArgumentException) { return "killed"; }
+            }
         }
-        return heartbeatUtc is { } t && DateTime.UtcNow - DateTime.Parse(t, null, System.Globalization.DateTimeStyles.RoundtripKind) > staleAfter
+        return DateTime.TryParse(heartbeatUtc, null, System.Globalization.DateTimeStyles.RoundtripKind, out var beat) && DateTime.UtcNow - beat > staleAfter
             ? "killed" : "running";
     }
 
@@ -182,7 +191,7 @@ public sealed class RunStore : IDisposable
             ("$s", status), ("$t", DateTime.UtcNow.ToString("O")), ("$e", error), ("$id", runId));
     }
 
-    /// <summary>The recorded status of a run (<c>running</c>, <c>finished</c>, <c>failed</c>), or null when the store has no such run.</summary>
+    /// <summary>The status of a run as a reader sees it (<see cref="RunReader.Status"/>), or null when the store has no such run.</summary>
     public string? Status(string runId) => Reader.Status(runId);
 
     RunReader? _reader;

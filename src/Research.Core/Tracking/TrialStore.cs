@@ -11,7 +11,8 @@ public sealed record TrialState(string State, int Attempts, int? ExitCode, strin
 /// <summary>A trial as the sweep's store holds it.</summary>
 public sealed record TrialRow(TrialEntry Entry, TrialState State);
 
-/// <summary>A run merged from a trial's own store: its recorded status, and whether it completed (<see cref="RunReader.Completed"/>).</summary>
+/// <summary>A run merged from a trial's own store: its status as a reader sees it (<c>killed</c> when recorded running and
+/// its process is gone: <see cref="RunStore.Liveness"/>), and whether it completed (<see cref="RunReader.Completed"/>).</summary>
 public sealed record MergedRun(string Id, string Status, bool Completed);
 
 /// <summary>
@@ -130,7 +131,9 @@ public sealed class TrialStore : IDisposable
                 }
                 foreach (var id in runs) _store.Execute("INSERT OR REPLACE INTO trial_runs VALUES ($r, $t)", ("$r", id), ("$t", trialId));
                 _store.Execute("COMMIT");
-                return runs.Select(id => new MergedRun(id, Runs.Status(id)!, Runs.Completed(id))).ToList();
+                // Seen with the lock of the trial's run folder, which the copy here does not have beside it.
+                var folder = System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(trialStoreFile))!;
+                return runs.Select(id => new MergedRun(id, Runs.StatusWrittenIn(id, folder)!, Runs.Completed(id))).ToList();
             }
             catch
             {

@@ -433,12 +433,13 @@ public static class RunBuilder
         var runId = $"{c.Run.Name}-{DateTime.UtcNow:yyyyMMdd-HHmmss-fff}-{Guid.NewGuid().ToString("N")[..6]}";
         var runDir = Path.GetFullPath(Path.Combine(c.Run.OutputDir, runId));
         Directory.CreateDirectory(runDir);
-        var store = new RunStore(Path.Combine(runDir, RunStore.FileName));
         var configText = ConfigLoader.ToToml(c.Source);
+        // Written before the run's row: once the store says "running", only the store itself can fail here.
+        File.WriteAllText(Path.Combine(runDir, "config.toml"), configText);
+        var store = new RunStore(Path.Combine(runDir, RunStore.FileName));
         store.BeginRun(new RunInfo(runId, c.Run.Name, c.File, configText, ResolvedConfig.Json(run.Canonical), run.Identity,
             JsonSerializer.Serialize(run.Plugins), c.Run.Seed, Provenance.CodeVersion(), Provenance.PackageVersions(), torch.get_num_threads(), "cpu"));
         store.DerivedSeeds(runId, JsonSerializer.Serialize(streams.Distinct().ToDictionary(n => n, n => Seeds.Derive(c.Run.Seed, n))));
-        File.WriteAllText(Path.Combine(runDir, "config.toml"), configText);
         return (runId, runDir, store);
     }
 }

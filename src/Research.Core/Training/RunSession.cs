@@ -1,4 +1,5 @@
 using Research.Core.Checkpoints;
+using Research.Core.Config;
 using Research.Core.Tracking;
 
 namespace Research.Core.Training;
@@ -44,11 +45,19 @@ sealed class RunSession : IDisposable
         {
             var (runId, runDir, store) = RunBuilder.StartRun(run, RunStreams.Names(run));
             session = new RunSession { RunId = runId, Layout = RunLayout.At(runDir), Store = store };
-            newRunLock = RunLock.Acquire(runDir);
         }
-        try { session.Start(run, resume?.State, observer, newRunLock); }
-        catch
+        // From here the store says the run is running: whatever fails before the loop takes over (the lock, an unwritable
+        // TensorBoard folder) is recorded as the run's failure, with its reason.
+        try
         {
+            if (resume is null) newRunLock = RunLock.Acquire(session.Layout.Root);
+            session.Start(run, resume?.State, observer, newRunLock);
+        }
+        catch (Exception e)
+        {
+            newRunLock?.Dispose();
+            try { session.End("failed", e.Message); }
+            catch (RunStoreException storeError) { observer.Message($"warning: {storeError.Message}"); }
             session.Dispose();
             throw;
         }
@@ -62,22 +71,30 @@ sealed class RunSession : IDisposable
         // The TensorBoard view of what the store records; a resumed run's file drops what came after its checkpoint, as
         // the store has just done.
         var dir = run.Config.Run.TensorboardDir;
-        var board = TensorBoardWriter.Open(string.IsNullOrEmpty(dir) ? Layout.Root : Path.GetFullPath(dir), resume is { } at ? at.Step + 1 : null);
+        TensorBoardWriter board;
+        try { board = TensorBoardWriter.Open(string.IsNullOrEmpty(dir) ? Layout.Root : Path.GetFullPath(dir), resume is { } at ? at.Step + 1 : null); }
+        catch (Exception e) when (!string.IsNullOrEmpty(dir) && e is IOException or UnauthorizedAccessException)
+        {
+            throw new ConfigException(run.Config.File, "run.tensorboard_dir", $"\"{dir}\" cannot be written: {e.Message}");
+        }
         _owned.Add(board);
         Store.Mirror(board);
         Interruption = Interruption.Watch(observer.Message);
         _owned.Add(Interruption);
-        var watchdog = Watchdog.Start(run.Config.Plugins.CallTimeoutS, message =>
-        {
-            observer.Failed($"run failed: {message}");
-            try { End("failed", message); }
-            finally { Environment.Exit(1); }
-        });
-        if (watchdog is not null) _owned.Add(watchdog);
+        // Started after the signal watch, which it reads; ended first on the way out (the list is disposed in reverse).
+        _owned.Add(Watchdog.Start(run.Config.Plugins.CallTimeoutS, Interruption,
+            expired: message => Exit("failed", message, $"run failed: {message}", 1),
+            stopped: (signal, message) =>
+            {
+                message += $"; resume continues from the last checkpoint: --resume {Layout.Root}";
+                Exit("interrupted", message, message, Interruption.ExitCode(signal));
+            }));
         // A plugin that calls Environment.Exit (or a second signal) ends the process without unwinding the loop: the
-        // buffered rows are flushed and the run recorded as failed (or interrupted) before it goes.
+        // buffered rows are flushed and the run recorded as failed (or interrupted) before it goes. An end already recorded
+        // (the watchdog's, which exits this way too) stays, with its own line.
         _onExit = (_, _) =>
         {
+            if (Volatile.Read(ref _ended) == 1) return;
             try
             {
                 if (Interruption.Requested is { } signal) End("interrupted", $"stopped by a second {signal} before a checkpoint was written");
@@ -93,6 +110,15 @@ sealed class RunSession : IDisposable
         };
         AppDomain.CurrentDomain.ProcessExit += _onExit;
         Store.Heartbeat(RunId);
+
+        // From the watchdog's thread, while the training thread is still inside a plugin call: the line, the run's end in
+        // the store, then the exit code.
+        void Exit(string status, string message, string line, int exitCode)
+        {
+            observer.Failed(line);
+            try { End(status, message); }
+            finally { Environment.Exit(exitCode); }
+        }
     }
 
     /// <summary>Records the run's end, the first time only.</summary>

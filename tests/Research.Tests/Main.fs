@@ -57,6 +57,7 @@ let main argv =
             ContractTests.tests
             MethodTests.tests
             BadInputTests.tests
+            BadPluginsTests.tests
             PluginHostTests.tests
             ReadmeTests.tests
             DocsTests.tests

@@ -41,7 +41,19 @@ sealed class Consolidation : IRunObserver
             b => TrainedLogits(run, b), (b, f) => TrainedGradient(loop, b, f),
             Counted(task.Train.InOrder(c.Data.EvalBatchSize)), (logits, batch) => outputs.PerItemLoss(logits, batch),
             kind => TaskFisher(loop, task, kind, phase), (name, row) => probes[name] = row.ToArray(), random);
-        foreach (var m in run.Methods.TaskHooks) m.TaskEnd(context);
+        // Each method adds its rows under names no one else gave this task's record: the core's probes, the observers'
+        // (which ran before), another method's.
+        var taken = new Dictionary<string, string>(StringComparer.Ordinal)
+        {
+            [ProbeNames.RandomInitAccuracy] = "the core", [ProbeNames.ParameterChangeNorm] = "the core",
+        };
+        foreach (var name in loop.StudyRows.ElementAtOrDefault(phase)?.Probes?.Keys ?? Enumerable.Empty<string>()) taken[name] = "the core";
+        foreach (var m in run.Methods.TaskHooks)
+        {
+            var failure = new System.Runtime.CompilerServices.StrongBox<PluginFailureException?>();
+            m.TaskEnd(context with { AddProbe = m.ProbeAdder(phase, taken, probes, failure) });
+            if (failure.Value is { } e) throw e;
+        }
         loop.AddProbes(phase, probes);
     }
 

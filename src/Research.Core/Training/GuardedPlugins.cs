@@ -20,15 +20,32 @@ static class Guard
         try { return Watchdog.Watch(d, member, step, call); }
         catch (Exception e) when (e is not PluginFailureException)
         {
-            var where = step >= 0 ? $" at step {step}" : when is null ? "" : $" ({when})";
             throw new PluginFailureException(
-                $"{PluginHost.RoleName(d.Role)} '{d.Name}' ({d.AssemblyPath}) threw {e.GetType().Name} in {member}{where}: {e.Message}", e);
+                $"{PluginHost.RoleName(d.Role)} '{d.Name}' ({d.AssemblyPath}) threw {e.GetType().Name} in {member}{Where(step, when)}: {e.Message}", e);
         }
     }
+
+    static string Where(long step, string? when) => step >= 0 ? $" at step {step}" : when is null ? "" : $" ({when})";
+
+    /// <summary>
+    /// A plugin result that is not what the core must receive: one line naming the plugin, its DLL, the member, the step
+    /// (or what the call was) and what was wrong. Every result the core consumes is checked where it is received, so a
+    /// wrong one fails the run here instead of somewhere in autograd, a checkpoint or a store, where nothing names its plugin.
+    /// </summary>
+    /// <param name="what">What it returned (<c>a Float64 tensor of shape [3]</c>).</param>
+    /// <param name="must">What it must be.</param>
+    public static PluginFailureException Wrong(PluginDescriptor d, string member, long step, string what, string must, string? when = null) =>
+        new($"{PluginHost.RoleName(d.Role)} '{d.Name}' ({d.AssemblyPath}) returned {what} from {member}{Where(step, when)}; {must}",
+            new InvalidDataException($"{member} returned {what}"));
+
+    /// <summary>How a tensor is named in those lines: its dtype and shape.</summary>
+    public static string Describe(Tensor t) => $"a {t.dtype} tensor of shape [{string.Join(", ", t.shape)}]";
 }
 
-/// <summary>A schedule whose exceptions become <see cref="PluginFailureException"/>.</summary>
-public sealed class GuardedSchedule(ISchedule inner, PluginDescriptor descriptor) : ISchedule
+/// <summary>A schedule whose exceptions become <see cref="PluginFailureException"/>, and whose multipliers are checked.</summary>
+/// <param name="peakRate">η, the learning rate the multiplier scales: η · f(t) must be a finite fp32 number, the precision
+/// the optimizer applies it in (a multiplier of 1e300 is finite, the rate it makes is not).</param>
+public sealed class GuardedSchedule(ISchedule inner, PluginDescriptor descriptor, double peakRate = 1) : ISchedule
 {
     public PluginDescriptor Descriptor => descriptor;
     public double Multiplier(in ScheduleContext context)
@@ -36,8 +53,11 @@ public sealed class GuardedSchedule(ISchedule inner, PluginDescriptor descriptor
         var c = context;
         var value = Guard.Call(descriptor, nameof(Multiplier), c.Step, () => inner.Multiplier(c));
         if (!double.IsFinite(value) || value < 0)
-            throw new PluginFailureException($"schedule '{descriptor.Name}' ({descriptor.AssemblyPath}) returned {value} at step {c.Step}; a multiplier must be finite and ≥ 0",
-                new ArgumentOutOfRangeException(nameof(value)));
+            throw Guard.Wrong(descriptor, nameof(Multiplier), c.Step, value.ToString("G", System.Globalization.CultureInfo.InvariantCulture),
+                "a multiplier must be finite and ≥ 0");
+        if (!float.IsFinite((float)(value * peakRate)))
+            throw Guard.Wrong(descriptor, nameof(Multiplier), c.Step, value.ToString("G", System.Globalization.CultureInfo.InvariantCulture),
+                $"times the learning rate {peakRate:G} it is beyond fp32's range ({float.MaxValue:G}), the precision of an update");
         return value;
     }
 }
@@ -50,13 +70,13 @@ public sealed class GuardedMetric(IForgettingMetric inner, PluginDescriptor desc
     {
         const string when = "the metric's computation from the study's record, after training";
         var value = Guard.Call(descriptor, nameof(Compute), -1, () => inner.Compute(record), when);
+        if (value is null) throw Guard.Wrong(descriptor, nameof(Compute), -1, "null", "a metric returns a MetricValue", when);
         // The contract (MetricValue) allows NaN in PerTask only, for a task the metric does not define; a value that is NaN
         // or infinite is a fault, which the store would otherwise keep as NULL, as if the metric had not been asked for.
-        if (value is null || !double.IsFinite(value.Value))
-            throw new PluginFailureException(
-                $"{PluginHost.RoleName(descriptor.Role)} '{descriptor.Name}' ({descriptor.AssemblyPath}) returned {(value is null ? "null" : $"the value {value.Value}")} " +
-                $"from {nameof(Compute)} ({when}); a metric's value must be a finite number (NaN is allowed per task only, where the metric is undefined)",
-                new ArithmeticException("non-finite metric value"));
+        if (!double.IsFinite(value.Value))
+            throw Guard.Wrong(descriptor, nameof(Compute), -1, $"the value {value.Value.ToString(System.Globalization.CultureInfo.InvariantCulture)}", "a metric's value is a finite number (NaN is allowed per task only, where the metric is undefined)", when);
+        if (value.PerTask is { } perTask && perTask.Count > record.Tasks.Count)
+            throw Guard.Wrong(descriptor, nameof(Compute), -1, $"{perTask.Count} per-task values", $"the study has {record.Tasks.Count} tasks", when);
         return value;
     }
 

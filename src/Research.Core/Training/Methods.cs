@@ -1,3 +1,5 @@
+using System.Globalization;
+using System.Runtime.CompilerServices;
 using Research.Abstractions;
 using Research.Core.Plugins;
 using Research.Core.Data;
@@ -42,42 +44,167 @@ public sealed class GuardedMethod
     public bool IsStateful => _state != null;
 
     public Tensor? PenaltyOf(PenaltyContext c) =>
-        Owned(nameof(IPenalty.Penalty), c.Step, () => Penalty!.Penalty(c)) is { } p ? Checked(p, nameof(IPenalty.Penalty), c.Step) : null;
+        Owned(nameof(IPenalty.Penalty), c.Step, () => Penalty!.Penalty(c),
+            p => Scalar(p, nameof(IPenalty.Penalty), c.Step, "penalty", c.Parameters.Count > 0 ? c.Parameters[0].Value.device : null, "the parameters"));
 
     public Tensor? LossOf(LossTermContext c) =>
-        Owned(nameof(ILossTerm.Loss), c.Step, () => LossTerm!.Loss(c)) is { } l ? Checked(l, nameof(ILossTerm.Loss), c.Step) : null;
+        Owned(nameof(ILossTerm.Loss), c.Step, () => LossTerm!.Loss(c), l => Scalar(l, nameof(ILossTerm.Loss), c.Step, "loss term", c.Logits.device, "the logits"));
 
     public void AfterStep(StepContext c) => Owned(nameof(IStepObserver.AfterStep), c.Step, () => { Observer!.AfterStep(c); return (Tensor?)null; });
-    public void BeforeUpdate(GradientContext c) => Owned(nameof(IGradientHook.BeforeUpdate), c.Step, () => { Hook!.BeforeUpdate(c); return (Tensor?)null; });
+    /// <summary>The hook may change the task gradient in place; one it leaves non-finite (finite before) is its mistake,
+    /// named here rather than reported as the run's divergence.</summary>
+    public void BeforeUpdate(GradientContext c)
+    {
+        bool finite = AllFinite(c.TaskGradient);
+        Owned(nameof(IGradientHook.BeforeUpdate), c.Step, () => { Hook!.BeforeUpdate(c); return (Tensor?)null; });
+        if (finite && !AllFinite(c.TaskGradient))
+            throw Guard.Wrong(Descriptor, nameof(IGradientHook.BeforeUpdate), c.Step, "a task gradient with values that are not finite",
+                "a hook may change the gradient, not make it non-finite");
+    }
+
+    static bool AllFinite(IReadOnlyList<Tensor> tensors)
+    {
+        using var scope = NewDisposeScope();
+        return tensors.All(g => isfinite(g).all().item<bool>());
+    }
     public void TaskStart(TaskStartContext c) => Owned(nameof(ITaskHooks.TaskStart), -1, () => { TaskHooks!.TaskStart(c); return (Tensor?)null; });
     public void TaskEnd(TaskEndContext c) => Owned(nameof(ITaskHooks.TaskEnd), -1, () => { TaskHooks!.TaskEnd(c); return (Tensor?)null; });
     public void Observe(Batch b, int task, long step, Generator random) =>
         Owned(nameof(IDataRole.Observe), step, () => { Data!.Observe(b, task, random); return (Tensor?)null; });
 
-    public long MemoryCount(long step) => Guard.Call(Descriptor, "Count", step, () => Data!.Count);
-    public double MixRatio => Guard.Call(Descriptor, nameof(IDataRole.MixRatio), -1, () => Data!.MixRatio);
+    public long MemoryCount(long step)
+    {
+        var count = Guard.Call(Descriptor, nameof(IMemory.Count), step, () => Data!.Count);
+        return count >= 0 ? count : throw Guard.Wrong(Descriptor, nameof(IMemory.Count), step, count.ToString(CultureInfo.InvariantCulture), "a memory holds 0 items or more");
+    }
 
-    /// <summary>Memory items as a batch owned by the caller's scope.</summary>
-    public Batch Sample(int items, long step, Generator random)
+    public double MixRatio
+    {
+        get
+        {
+            var r = Guard.Call(Descriptor, nameof(IDataRole.MixRatio), -1, () => Data!.MixRatio);
+            return double.IsFinite(r) && r >= 0 ? r
+                : throw Guard.Wrong(Descriptor, nameof(IDataRole.MixRatio), -1, r.ToString("G", CultureInfo.InvariantCulture), "r, memory items per current-task item, is finite and ≥ 0");
+        }
+    }
+
+    /// <summary>round(r·B), the memory items a micro-batch of B items gets; more than a batch can hold is the mix ratio's mistake.</summary>
+    public int MixedItems(long batchSize)
+    {
+        var r = MixRatio;
+        var m = Math.Round(r * batchSize, MidpointRounding.AwayFromZero);
+        return m <= Array.MaxLength ? (int)m
+            : throw Guard.Wrong(Descriptor, nameof(IDataRole.MixRatio), -1, r.ToString("G", CultureInfo.InvariantCulture), $"it asks for {m:G} memory items in a micro-batch of {batchSize}");
+    }
+
+    /// <summary>
+    /// Memory items as a batch owned by the caller's scope, checked against what the contract asks of it (<see cref="IMemory.Sample"/>):
+    /// at most <paramref name="items"/> rows, live tensors, finite floating-point values, and — against <paramref name="like"/>,
+    /// a batch of the task — the same names, dtypes, device and item shapes. Only the sequence axis (axis 1 of an integer
+    /// tensor: token ids, masks, token targets) may differ, since <see cref="Batch.Concat"/> pads it; a feature axis padded
+    /// with zeros would train on items that do not exist.
+    /// </summary>
+    public Batch Sample(int items, long step, Generator random, Batch? like = null)
     {
         using var scope = NewDisposeScope();
         var batch = Guard.Call(Descriptor, nameof(IMemory.Sample), step, () => Data!.Sample(items, random));
         Keep(step);
+        CheckSample(batch, items, step, like);
         foreach (var t in batch.Values) t.MoveToOuterDisposeScope();
         return batch;
     }
 
-    /// <summary>The plugin's memory as the <see cref="IMemory"/> a gradient hook reads, guarded the same way.</summary>
-    public IMemory AsMemory(long step) => new MemoryView(this, step);
+    void CheckSample(Batch? batch, int items, long step, Batch? like)
+    {
+        const string member = nameof(IMemory.Sample);
+        if (batch is null) throw Guard.Wrong(Descriptor, member, step, "null", "a memory returns a batch");
+        if (batch.Values.FirstOrDefault(t => t.IsInvalid) is not null)
+            throw Guard.Wrong(Descriptor, member, step, $"a disposed tensor '{batch.First(kv => kv.Value.IsInvalid).Key}'", "what a plugin returns belongs to the caller and must be alive");
+        if (batch.Size > items)
+            throw Guard.Wrong(Descriptor, member, step, $"{batch.Size} items", $"{items} were asked for (fewer only when the memory holds fewer)");
+        if (like is not null)
+        {
+            string Names(Batch b) => string.Join(", ", b.Keys.Order(StringComparer.Ordinal));
+            if (Names(batch) != Names(like))
+                throw Guard.Wrong(Descriptor, member, step, $"a batch of [{Names(batch)}]", $"the task's batches hold [{Names(like)}]");
+            foreach (var (name, t) in batch)
+            {
+                var expected = like[name];
+                bool sequence = t.dim() >= 2 && !t.is_floating_point() && !expected.is_floating_point();
+                bool sameShape = t.dim() == expected.dim() && Enumerable.Range(1, (int)t.dim() - 1).All(d => (sequence && d == 1) || t.shape[d] == expected.shape[d]);
+                if (t.dtype != expected.dtype || !sameShape)
+                    throw Guard.Wrong(Descriptor, member, step, $"'{name}' as {Guard.Describe(t)}",
+                        $"the task's '{name}' is {Guard.Describe(expected)}: memory items must be items of the same kind (only a sequence axis may differ)");
+                if (t.device_type != expected.device_type || t.device_index != expected.device_index)
+                    throw Guard.Wrong(Descriptor, member, step, $"'{name}' on {t.device}", $"the task's batches are on {expected.device}");
+            }
+        }
+        foreach (var (name, t) in batch)
+            if (t.is_floating_point() && t.numel() > 0)
+            {
+                using var finite = isfinite(t).all();
+                if (!finite.item<bool>())
+                    throw Guard.Wrong(Descriptor, member, step, $"'{name}' with values that are not finite", "memory items are finite");
+            }
+    }
 
-    sealed class MemoryView(GuardedMethod m, long step) : IMemory
+    /// <summary>The plugin's memory as the <see cref="IMemory"/> a gradient hook reads, guarded and checked the same way
+    /// against <paramref name="like"/>, a batch of the task.</summary>
+    public IMemory AsMemory(long step, Batch? like = null) => new MemoryView(this, step, like);
+
+    sealed class MemoryView(GuardedMethod m, long step, Batch? like) : IMemory
     {
         public long Count => m.MemoryCount(step);
-        public Batch Sample(int items, Generator random) => m.Sample(items, step, random);
+        public Batch Sample(int items, Generator random) => m.Sample(items, step, random, like);
     }
 
     public IReadOnlyDictionary<string, Tensor> StateDict() =>
-        _state is null ? new Dictionary<string, Tensor>() : Guard.Call(Descriptor, nameof(IStateful.StateDict), -1, _state.StateDict);
+        _state is null ? new Dictionary<string, Tensor>() : CheckedState(Guard.Call(Descriptor, nameof(IStateful.StateDict), -1, _state.StateDict), -1);
+
+    /// <summary>What <see cref="IStateful.StateDict"/> must return: a dictionary of live tensors under names (what is
+    /// checkpointed and what outlives each call; a null would be found later by a checkpoint, far from its plugin).</summary>
+    IReadOnlyDictionary<string, Tensor> CheckedState(IReadOnlyDictionary<string, Tensor>? state, long step)
+    {
+        const string member = nameof(IStateful.StateDict);
+        if (state is null) throw Guard.Wrong(Descriptor, member, step, "null", "it returns the tensors the plugin keeps (an empty dictionary when none)");
+        foreach (var (name, t) in state)
+        {
+            if (string.IsNullOrWhiteSpace(name)) throw Guard.Wrong(Descriptor, member, step, "a tensor without a name", "every kept tensor has a stable name");
+            if (t is null) throw Guard.Wrong(Descriptor, member, step, $"null for '{name}'", "every entry is a tensor the plugin keeps");
+            if (t.IsInvalid) throw Guard.Wrong(Descriptor, member, step, $"a disposed tensor for '{name}'", "what a plugin keeps must be alive");
+        }
+        return state;
+    }
+
+    /// <summary>
+    /// The <see cref="TaskEndContext.AddProbe"/> a method's task end gets: its rows go into <paramref name="rows"/>, under
+    /// names no one else has given row <paramref name="task"/> of the record (<paramref name="taken"/>: the name and who
+    /// added it), each a non-empty row of numbers (NaN where undefined). A probe name given twice would otherwise reach
+    /// the record's assembly, where nothing names the plugin. The first mistake is kept in <paramref name="failure"/> too,
+    /// for a plugin that catches what AddProbe throws.
+    /// </summary>
+    public Action<string, double[]> ProbeAdder(int task, IDictionary<string, string> taken, IDictionary<string, double[]> rows, StrongBox<PluginFailureException?> failure)
+    {
+        const string member = "AddProbe (in TaskEnd)";
+        var when = $"at the end of task {task}";
+        return (name, row) =>
+        {
+            string? wrong = null, must = null;
+            if (string.IsNullOrWhiteSpace(name)) (wrong, must) = ("a probe without a name", "a probe has a name");
+            else if (taken.TryGetValue(name, out var owner))
+                (wrong, must) = ($"probe '{name}'", $"{owner} gave task {task}'s record a probe of that name already; a probe name is added once per task");
+            else if (row is null || row.Length == 0) (wrong, must) = ($"an empty row for probe '{name}'", "a probe row holds one number or more");
+            else if (row.Any(double.IsInfinity)) (wrong, must) = ($"an infinite value in probe '{name}'", "probe values are finite (NaN where undefined)");
+            if (wrong is not null)
+            {
+                var e = Guard.Wrong(Descriptor, member, -1, wrong, must!, when);
+                failure.Value ??= e;
+                throw e;
+            }
+            taken[name] = $"method '{Name}'";
+            rows[name] = row!.ToArray();
+        };
+    }
 
     public void LoadStateDict(IReadOnlyDictionary<string, Tensor> s)
     {
@@ -87,30 +214,41 @@ public sealed class GuardedMethod
         foreach (var t in s.Values.Where(t => !_kept.Contains(t))) t.Dispose();
     }
 
-    /// <summary>Runs a call in its own scope, keeps the state, and moves what it returns to the caller's scope.</summary>
-    Tensor? Owned(string member, long step, Func<Tensor?> call)
+    /// <summary>Runs a call in its own scope, keeps the state, checks what it returns (<paramref name="check"/>, before the
+    /// tensor leaves the call's scope) and moves it to the caller's scope.</summary>
+    Tensor? Owned(string member, long step, Func<Tensor?> call, Action<Tensor>? check = null)
     {
         using var scope = NewDisposeScope();
         var result = Guard.Call(Descriptor, member, step, call);
         Keep(step);
-        return result?.MoveToOuterDisposeScope();
+        if (result is null) return null;
+        if (result.IsInvalid) throw Guard.Wrong(Descriptor, member, step, "a disposed tensor", "what a plugin returns belongs to the caller and must be alive");
+        check?.Invoke(result);
+        return result.MoveToOuterDisposeScope();
     }
 
-    /// <summary>A returned penalty or loss term must be one floating-point value: a wrong shape or dtype is the plugin's
-    /// mistake, named here rather than failing somewhere in autograd.</summary>
-    Tensor Checked(Tensor t, string member, long step)
+    /// <summary>A returned penalty or loss term must be one finite floating-point value in the autograd graph, on the
+    /// device of what it is computed from: anything else is the plugin's mistake, named here rather than failing somewhere
+    /// in autograd (or, under fp16, silently skipping every step).</summary>
+    void Scalar(Tensor t, string member, long step, string kind, Device? device, string from)
     {
         if (t.numel() != 1 || !t.is_floating_point())
-            throw new PluginFailureException($"method '{Name}' ({Descriptor.AssemblyPath}) returned a {t.dtype} tensor of shape [{string.Join(", ", t.shape)}] from {member} at step {step}; it must be a floating-point scalar",
-                new ArgumentException("not a floating-point scalar"));
-        return t;
+            throw Guard.Wrong(Descriptor, member, step, Guard.Describe(t), "it must be a floating-point scalar");
+        if (device is not null && (t.device_type != device.type || t.device_index != device.index))
+            throw Guard.Wrong(Descriptor, member, step, $"a {kind} on {t.device}", $"it must be on {device}, the device of {from}");
+        if (!t.requires_grad)
+            throw Guard.Wrong(Descriptor, member, step, $"a {kind} without a gradient", $"it must be computed from {from} in the autograd graph (or be null when it is zero)");
+        var value = t.detach().to(ScalarType.Float32).item<float>();
+        if (!float.IsFinite(value))
+            throw Guard.Wrong(Descriptor, member, step, $"a non-finite {kind} ({value.ToString(CultureInfo.InvariantCulture)})", "it must be finite");
     }
 
     /// <summary>After a call: the state's tensors outlive the call's scope; those it dropped since the last call are freed.</summary>
     void Keep(long step)
     {
         if (_state is null) return;
-        var now = new HashSet<Tensor>(Guard.Call(Descriptor, nameof(IStateful.StateDict), step, _state.StateDict).Values, ReferenceEqualityComparer.Instance);
+        var state = CheckedState(Guard.Call(Descriptor, nameof(IStateful.StateDict), step, _state.StateDict), step);
+        var now = new HashSet<Tensor>(state.Values, ReferenceEqualityComparer.Instance);
         foreach (var t in now) t.DetachFromDisposeScope();
         foreach (var t in _kept.Where(t => !now.Contains(t))) t.Dispose();
         _kept.Clear();
@@ -177,10 +315,10 @@ public sealed class MethodSet(IReadOnlyList<GuardedMethod> all)
                 using (var observe = Seeds.Generator(seed, $"methods/step-{step}/observe-{d}-{i}"))
                     DataRoles[d].Observe(b, phase, step, observe);
             if (Mixer is not { } mixer) { mixed.Add(b); continue; }
-            int m = (int)Math.Round(mixer.MixRatio * b.Size, MidpointRounding.AwayFromZero);
+            int m = mixer.MixedItems(b.Size);
             if (m == 0 || mixer.MemoryCount(step) == 0) { mixed.Add(b); continue; }
             using var draw = Seeds.Generator(seed, $"methods/step-{step}/mix-{i}");
-            mixed.Add(Batch.Concat([b, mixer.Sample(m, step, draw)]));
+            mixed.Add(Batch.Concat([b, mixer.Sample(m, step, draw, like: b)]));
         }
         return mixed;
     }

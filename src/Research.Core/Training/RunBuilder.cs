@@ -389,7 +389,8 @@ public static class RunBuilder
     /// of a run mixes memory items into the batches (mix ratio r &gt; 0); others only keep memories of their own.</summary>
     public static (GuardedSchedule Schedule, MethodSet Methods) Plugins(RunConfig c, PluginHost host)
     {
-        var schedule = new GuardedSchedule(host.Create<ISchedule>(PluginRole.Schedule, c.Schedule, c.File), host.Find(PluginRole.Schedule, c.Schedule.Name));
+        var schedule = new GuardedSchedule(host.Create<ISchedule>(PluginRole.Schedule, c.Schedule, c.File), host.Find(PluginRole.Schedule, c.Schedule.Name),
+            c.Optimizer.Lr);
         var methods = new MethodSet(c.Methods.Select(m =>
             new GuardedMethod(host.Create<object>(PluginRole.Method, m, c.File), host.Find(PluginRole.Method, m.Name))).ToList());
         var mixers = methods.DataRoles.Where(m => m.MixRatio > 0).ToList();

@@ -1089,6 +1089,12 @@ let private checkpointTest () =
         [ "dtype F32 → F16", (fun (h: string) -> h.Replace("\"F32\"", "\"F16\""))
           "dtype F32 → F64", (fun h -> h.Replace("\"F32\"", "\"F64\""))
           "dtype F32 → BF16", (fun h -> h.Replace("\"F32\"", "\"BF16\""))
+          "dtype F32 → I32 (same size: only the parameter's dtype tells)", (fun h -> h.Replace("\"F32\"", "\"I32\""))
+          "dtype F32 → U8", (fun h -> h.Replace("\"F32\"", "\"U8\""))
+          "two tensors' bytes overlap", (fun h ->
+              let m = Text.RegularExpressions.Regex.Matches(h, "\"data_offsets\":\\[(\\d+),(\\d+)\\]") |> Seq.find (fun m -> m.Groups[1].Value <> "0")
+              let a, b = int64 m.Groups[1].Value, int64 m.Groups[2].Value
+              h.Substring(0, m.Index) + sprintf "\"data_offsets\":[%d,%d]" (a - 4L) (b - 4L) + h.Substring(m.Index + m.Length))
           "dtype F32 → X9", (fun h -> h.Replace("\"F32\"", "\"X9\""))
           "dtype a number", (fun h -> h.Replace("\"F32\"", "32"))
           "shape [4,4] → [16]", (fun h -> h.Replace("[4,4]", "[16]"))
@@ -1122,10 +1128,9 @@ let private checkpointTest () =
             let path = Path.Combine(copy, file)
             let was = sha256 path
             damage (seedOf "init" + uint64 i) kind path (Path.Combine(killedRun, "checkpoints", newest, file)) |> ignore
-            // A file swapped for an identical one (methods.safetensors of a run without methods) leaves it intact; without
-            // a manifest the folder is plain weights, read as they are (its model.safetensors is intact).
+            // A file swapped for an identical one (methods.safetensors of a run without methods) leaves it intact; a
+            // checkpoint folder is read only when its manifest verifies, so one without its manifest is refused.
             if kind = "swap" && sha256 path = was then Accept
-            elif file = "manifest.json" && List.contains kind [ "delete"; "dir" ] then Accept
             elif file = "model.safetensors" && List.contains kind [ "delete"; "dir" ] then Refuse [ "no weights at " + path ]
             // A manifest changed may still be JSON: the error then names the file whose hash no longer matches.
             elif file = "manifest.json" && List.contains kind [ "flip"; "swap"; "append" ] then Refuse [ copy ]
@@ -1152,7 +1157,6 @@ let private checkpointTest () =
             damage (seedOf "eval" + uint64 i) kind path (Path.Combine(killedRun, "checkpoints", newest, file)) |> ignore
             let expected =
                 if kind = "swap" && sha256 path = was then Accept
-                elif file = "manifest.json" && List.contains kind [ "delete"; "dir" ] then Accept
                 elif file = "model.safetensors" && List.contains kind [ "delete"; "dir" ] then Refuse [ "no weights at " + path ]
                 elif file = "manifest.json" && List.contains kind [ "flip"; "swap"; "append" ] then Refuse [ final ]
                 else Refuse [ path ]
@@ -1173,11 +1177,29 @@ let private checkpointTest () =
         let p = Path.Combine(copy, "checkpoints", "final", "model.safetensors")
         truncate 11UL p |> ignore
         [ p; "--config"; cfg ], Refuse [ p ])
-    let cases = resumes + inits + evals
+    // Output paths: a writer never replaces or writes into what is not a regular file (a device, a FIFO, a folder, or a
+    // link to one); a new path, an empty file or a link to nothing yet is written.
+    let mutable outputs = 0
+    for kind in specialKinds do
+        for label, args in [ "runs export -o", [ "runs"; "export"; Path.GetDirectoryName finished ]; "plot curves -o", [ "plot"; "curves"; finished ]
+                             "plot schedule -o", [ "plot"; "schedule"; "cosine" ] ] do
+            outputs <- outputs + 1
+            let folder = Path.Combine(dir, "outputs", sprintf "o%03d" outputs)
+            Directory.CreateDirectory folder |> ignore
+            let target = Path.Combine(folder, if label.StartsWith "runs" then "runs.csv" else "figure.png")
+            replaceFile kind target
+            let before = snapshot folder
+            let r = cli (args @ [ "-o"; target ])
+            let label = sprintf "output: %s to %s [%s]" label kind target
+            let expected = if List.contains kind [ "empty"; "delete"; "dangling" ] then Accept else Refuse [ target ]
+            if judge t label expected r then
+                if r.ExitCode <> 0 then unchanged t label r before (snapshot folder)
+                elif not (File.Exists target) then t.Problem "no file written" label r
+    let cases = resumes + inits + evals + outputs
     totals.Processes <- totals.Processes + 1
     totals.Checkpoints <- totals.Checkpoints + cases
     totals.Add t
-    finish t (sprintf "%d checkpoint and weight-file cases (%d --resume, %d init_from, %d eval; %d valid, %d invalid), 1 process" cases resumes inits evals t.Valid t.Invalid) watch.Elapsed
+    finish t (sprintf "%d checkpoint, weight-file and output cases (%d --resume, %d init_from, %d eval, %d output paths; %d valid, %d invalid), 1 process" cases resumes inits evals outputs t.Valid t.Invalid) watch.Elapsed
     Expect.isGreaterThanOrEqual cases 100 "at least 100 checkpoint and weight-file cases"
 
 // ---------------------------------------------------------------------------------------------------------------------
@@ -1259,7 +1281,7 @@ let tests =
             clock.Start()
             processTest ()
         }
-        test "100+ damaged checkpoints and weight files through --resume, init_from and eval: exit 0 only from intact files (a resume falling back to an older valid checkpoint, its store as an uninterrupted run's), else exit 2 naming the file; a refusal changes nothing on disk" {
+        test "100+ damaged checkpoints and weight files through --resume, init_from and eval, and writers aimed at devices, FIFOs and folders: exit 0 only from intact files (a resume falling back to an older valid checkpoint, its store as an uninterrupted run's) and to regular or new paths, else exit 2 naming the file; a refusal changes nothing on disk" {
             clock.Start()
             checkpointTest ()
         }

@@ -1203,6 +1203,57 @@ let private checkpointTest () =
     Expect.isGreaterThanOrEqual cases 100 "at least 100 checkpoint and weight-file cases"
 
 // ---------------------------------------------------------------------------------------------------------------------
+// Damaged study records: a finished study's run.sqlite with one seeded cell of its matrix, its values or its evaluations
+// changed to what no run writes.
+
+let private recordsTest () =
+    let watch = Stopwatch.StartNew()
+    let t = Tally()
+    let dir = tempDir "fuzz-records"
+    let made = cli [ "study"; syntheticStudy dir "s" "" ]
+    if made.ExitCode <> 0 then failtestf "the study to damage did not run: %s" made.Err
+    let original = Path.Combine(onlyRunDir dir, "run.sqlite")
+    let execute (store: string) (statement: string) =
+        use db = new SqliteConnection(SqliteConnectionStringBuilder(DataSource = store, Pooling = false).ToString())
+        db.Open()
+        use cmd = db.CreateCommand()
+        cmd.CommandText <- statement
+        cmd.ExecuteNonQuery() |> ignore
+    // (table, column, a value no run writes there, the rows it may go in)
+    let bad =
+        [ for v in [ "5.0"; "-0.5"; "1.0000001"; "2"; "'high'"; "x'00'" ] -> "study_matrix", "accuracy", v, "split = 'test'"
+          for v in [ "-1.0"; "9e999"; "-9e999"; "'low'" ] -> "study_matrix", "loss", v, "split = 'test'"
+          for v in [ "99"; "-1"; "2"; "'one'"; "1.5" ] -> "study_matrix", "after_task", v, "split = 'test'"
+          for v in [ "99"; "-1"; "2"; "100000"; "'zero'" ] -> "study_matrix", "on_task", v, "split = 'test'"
+          for v in [ "5.0"; "-0.1"; "'x'" ] -> "evaluations", "accuracy", v, "accuracy IS NOT NULL"
+          for v in [ "-2.0"; "-1e-9"; "9e999"; "'x'" ] -> "evaluations", "loss", v, "loss IS NOT NULL"
+          for v in [ "'{\"a\": 1}'"; "'not json'"; "'[[1,2],[3,4],[5,6],[7,8]]'"; "42" ] -> "study_values", "json", v, "kind = 'probe' OR kind = 'tasks'" ]
+    let mutable cases = 0
+    for i, (table, column, value, rows) in List.indexed bad do
+        cases <- cases + 1
+        let runs = Path.Combine(dir, "damaged", sprintf "r%03d" i)
+        let run = Path.Combine(runs, "s")
+        Directory.CreateDirectory run |> ignore
+        let store = Path.Combine(run, "run.sqlite")
+        File.Copy(original, store)
+        // One row of those the damage may go in, drawn from the case's seed.
+        let ids = query run (sprintf "SELECT rowid FROM %s WHERE %s ORDER BY rowid" table rows) |> List.map (fun r -> Convert.ToInt64 r[0])
+        if ids.IsEmpty then t.Problem "no row to damage" (sprintf "%s.%s" table column) { ExitCode = 0; Out = ""; Err = "" }
+        else
+            let row = draw (seedOf (sprintf "record %d" i)) (Gen.elements ids)
+            execute store (sprintf "UPDATE %s SET %s = %s WHERE rowid = %d" table column value row)
+            let before = snapshot runs
+            let readers = if table = "evaluations" then [ [ "runs"; "show"; run ]; [ "runs"; "export"; runs ] ] else [ [ "metrics"; runs ]; [ "runs"; "show"; run ] ]
+            for args in readers do
+                let r = cli args
+                let label = sprintf "record: %s.%s = %s in row %d [research %s]" table column value row (String.Join(" ", args))
+                if judge t label (Refuse [ run; table ]) r then unchanged t label r before (snapshot runs)
+    totals.Processes <- totals.Processes + 1
+    totals.Add t
+    finish t (sprintf "%d damaged study records × 2 readers (metrics or runs export, runs show); %d valid, %d invalid" cases t.Valid t.Invalid) watch.Elapsed
+    Expect.isGreaterThanOrEqual cases 30 "at least 30 damaged records"
+
+// ---------------------------------------------------------------------------------------------------------------------
 // Fashion-MNIST folders.
 
 let private images, labels = "train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"
@@ -1284,6 +1335,10 @@ let tests =
         test "100+ damaged checkpoints and weight files through --resume, init_from and eval, and writers aimed at devices, FIFOs and folders: exit 0 only from intact files (a resume falling back to an older valid checkpoint, its store as an uninterrupted run's) and to regular or new paths, else exit 2 naming the file; a refusal changes nothing on disk" {
             clock.Start()
             checkpointTest ()
+        }
+        test "30+ damaged study records (a matrix cell, an evaluation or a stored value changed to what no run writes): metrics, runs show and runs export exit 2 with one line naming the run folder and the table; nothing changes on disk" {
+            clock.Start()
+            recordsTest ()
         }
         test "30+ damaged Fashion-MNIST folders: only intact ones are read (exit 0); every damage exits 2 with one error line naming the file; nothing changes on disk" {
             clock.Start()

@@ -90,9 +90,13 @@ let tests =
         }
         test "issue 28, another kind's or source's keys: model.hidden on a gpt, model.width on a cnn and data.tokenizer on Fashion-MNIST are refused naming the kinds or sources that have them" {
             Expect.equal (refusals "[model]\nkind = \"gpt\"\nhidden = [64]\n[data]\ndataset = \"fortunes\"\n" []) [ "bad.toml: model.hidden: is a key of kind mlp, not of gpt" ] "hidden on a gpt"
-            Expect.equal (refusals "[model]\nkind = \"cnn\"\nwidth = 64\n[data]\ndataset = \"fashion-mnist\"\ntokenizer = \"bytes\"\n" [])
-                [ "bad.toml: data.tokenizer: is a key of fortunes and fortunes-de, not of data.dataset \"fashion-mnist\""
-                  "bad.toml: model.width: is a key of kind bert and gpt, not of cnn" ] "width on a cnn, tokenizer on Fashion-MNIST, both at once"
+            // Kinds registered by other tests of this process (the model registry's tiny-test) may join the list of kinds.
+            match refusals "[model]\nkind = \"cnn\"\nwidth = 64\n[data]\ndataset = \"fashion-mnist\"\ntokenizer = \"bytes\"\n" [] with
+            | [ tokenizer; width ] ->
+                Expect.equal tokenizer "bad.toml: data.tokenizer: is a key of fortunes and fortunes-de, not of data.dataset \"fashion-mnist\"" "tokenizer on Fashion-MNIST"
+                Expect.isTrue (width.StartsWith "bad.toml: model.width: is a key of kind bert, gpt" || width = "bad.toml: model.width: is a key of kind bert and gpt, not of cnn") width
+                Expect.stringEnds width ", not of cnn" "width on a cnn"
+            | other -> failtestf "width on a cnn, tokenizer on Fashion-MNIST, both at once: %A" other
         }
         test "issue 28, [[metrics]] on a train run: research train refuses them (in the file or a --set) before a run folder exists; research study of the same config takes them" {
             let dir = tempDir "bad-keys-metrics"

@@ -241,7 +241,7 @@ let private loadingTests =
             Directory.Delete(dir, true)
         }
 
-        test "the ONNX reader refuses an empty file, a device, a text file, a truncated model and an initializer whose bytes do not match its shape, naming the file" {
+        test "the ONNX reader refuses an empty file, a device (the input guard), a text file, a truncated model and an initializer whose bytes do not match its shape, naming the file" {
             let dir = tempDir "onnx"
             let write name (bytes: byte[]) = let p = Path.Combine(dir, name) in File.WriteAllBytes(p, bytes); p
             let refused (path: string) what =
@@ -249,7 +249,10 @@ let private loadingTests =
                 Expect.isTrue (e :? InvalidDataException) (sprintf "%s: InvalidDataException, not %s" what (e.GetType().Name))
                 Expect.stringContains e.Message path (sprintf "%s: the error names the file" what)
             refused (write "empty.onnx" [||]) "empty"
-            refused "/dev/zero" "a device"
+            // A device is the input guard's to refuse, before the file is opened (reading /dev/zero would never end).
+            let device = Expect.throwsC (fun () -> OnnxWeights.Read "/dev/zero" |> ignore) id
+            Expect.isTrue (device :? Research.Core.Files.NotAFileException) (sprintf "a device: NotAFileException, not %s" (device.GetType().Name))
+            Expect.stringContains device.Message "/dev/zero" "a device: the error names the file"
             refused (write "text.onnx" (Text.Encoding.UTF8.GetBytes "not a model, just some text\n")) "text"
             use source = File.OpenRead(onnxPath ())
             let head = Array.zeroCreate<byte> (1 <<< 20)

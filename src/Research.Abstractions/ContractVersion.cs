@@ -18,12 +18,17 @@ namespace Research.Abstractions;
 /// <para>2.3 (adds): <see cref="OptionAttribute.AddedIn"/> and <see cref="OptionAttribute.PartOfIdentity"/>, so an
 /// option declares how it counts in a run's identity: an option added later is left out at its default (stored runs keep
 /// their identity), and one that does not change what a run computes is left out always.</para>
+/// <para>3.0 (breaking, from 2.3): data sources (<see cref="IDataSource"/>, <see cref="DataSource{TOptions}"/>) and model
+/// kinds (<see cref="ModelKind{TOptions}"/>) are plugin roles, written as the built-in ones are, with the types they need
+/// (<see cref="DataShape"/>, <see cref="DataSplits"/> of <see cref="Batch"/>es, <see cref="DataRequest"/>,
+/// <see cref="ITextTokenizer"/>, <see cref="ModelContext"/>, <see cref="IBatchModule"/>, <see cref="TransformerShape"/>).
+/// 2.x plugins are refused with the version they were built against. The design: docs/contract-3.md.</para>
 /// </remarks>
 public static class ContractVersion
 {
     /// <summary>Incremented on any breaking change to an interface or record of the contract.</summary>
-    public const int Major = 2;
+    public const int Major = 3;
 
     /// <summary>Incremented when members are added without breaking existing plugins.</summary>
-    public const int Minor = 3;
+    public const int Minor = 0;
 }

@@ -41,6 +41,8 @@ public static class AnalyzeCommand
             .Select(k => new ConfigError(configPath, k, "--set here may change only what a run's identity leaves out (study.hessian.*, run.threads): " +
                 "this key changes what the finished study computed, and its snapshots are of the study as it ran")).ToList();
         if (changes.Count > 0) throw new ConfigException(changes);
+        // Plugins first: a data source or model kind they bring is bound by [data] and [model].
+        var host = Commands.LoadPlugins(a.All("--plugins").Concat(ConfigLoader.PluginDirs(configPath)));
         var config = ConfigLoader.Load(configPath, a.All("--set"));
         if (!config.Study.Hessian.Enabled)
             config = ConfigLoader.Load(configPath, a.All("--set").Prepend($"study.hessian.samples={DefaultSamples}"));
@@ -55,7 +57,6 @@ public static class AnalyzeCommand
             if (!File.Exists(snapshot)) throw new FileNotFoundException($"the study's snapshot of task {i} is missing: {snapshot}", snapshot);
         }
 
-        var host = Commands.LoadPlugins(a.All("--plugins").Concat(config.PluginDirs));
         using var run = RunBuilder.Build(config, host, RunKind.Study);
         if (config.Run.Threads > 0) TorchSharp.torch.set_num_threads(config.Run.Threads);
         // The same observer a study with [study] hessian runs at its task ends, over the stored snapshots.

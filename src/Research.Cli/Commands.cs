@@ -43,10 +43,11 @@ static class Commands
     /// <summary><c>research train|study CONFIG</c>: one loop for both; <c>--resume RUN_DIR</c> continues either.</summary>
     static int Run(Parsed a, RunKind kind)
     {
+        // Plugins first: a data source or model kind they bring is bound by [data] and [model].
+        var host = LoadPlugins(a.All("--plugins").Concat(ConfigLoader.PluginDirs(a.Positional[0])));
         var config = ConfigLoader.Load(a.Positional[0], a.All("--set"));
         var resume = a.One("--resume");
         if (resume != null && !Directory.Exists(resume)) throw new UsageException($"--resume {resume}: no such run directory");
-        var host = LoadPlugins(a.All("--plugins").Concat(config.PluginDirs));
         var observer = new ConsoleObserver();
         if (a.Flag("--dry-run"))
         {

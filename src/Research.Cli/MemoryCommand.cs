@@ -1,3 +1,4 @@
+using Research.Abstractions;
 using System.CommandLine;
 using System.Globalization;
 using Research.Core.Memory;

@@ -144,7 +144,7 @@ static class ModelsCommand
         using var model = LoadGpt(config, "generate");
         // The tokenizer is rebuilt from the config as the run built it (gpt2-8192 from the same seeded training split).
         var data = RunBuilder.Data(config);
-        var tokenizer = data.Source.Tokenizer(data)!;
+        var tokenizer = data.Source.Tokenizer(data.Request)!;
         // Training documents follow an end-of-text token, so a prompt does too: the model starts where a text starts.
         var ids = new List<long> { tokenizer.EndOfTextId };
         ids.AddRange(tokenizer.Encode(TextCleaning.Clean(prompt)).Select(i => (long)i));

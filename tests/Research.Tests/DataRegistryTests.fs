@@ -46,7 +46,7 @@ type BandSource() =
             let x = torch.rand([| int64 n; int64 o.BandFeatures |], generator = g)
             let y = x.select(1, 0L).mul(torch.tensor(float32 o.BandClasses)).floor().to_type(torch.int64) // x₀ < 1, so the band is below C
             new TensorDataset(x, y, o.BandClasses)
-        new DataSplits(draw o.BandItems, draw (o.BandItems / 4))
+        LoadedSplits.Handover(draw o.BandItems, draw (o.BandItems / 4))
 
 /// Registers the test's source (once); other tests train on it too.
 let registered = lazy (DataSources.Register(BandSource()))

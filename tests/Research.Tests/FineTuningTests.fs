@@ -140,7 +140,7 @@ fisher = "sampled"
             let fortunes = Research.Core.Data.EnglishFortunes()
             let o = Research.Core.Data.FortuneOptions(Task = "classify", Tokenizer = "wordpiece", TestFraction = 0.15)
             let d = Research.Core.Data.DataSection(Dataset = "fortunes", ValidationFraction = 0.15)
-            let split = fortunes.Split(d, o, 7L)
+            let split = fortunes.Split(d.Keys, o, 7L)
             let corpus = fortunes.Corpus(o)
             let topics = Research.Core.Data.FortuneSource.Topics(o, corpus)
             Expect.equal topics.Count 10 "10 English topics have at least 580 entries after cleaning and deduplication"
@@ -152,7 +152,7 @@ fisher = "sampled"
             let all = Seq.concat [ split.Train; split.Validation; split.Test ] |> Seq.map (fun e -> e.Text) |> Set.ofSeq
             Expect.equal all.Count (split.Train.Count + split.Validation.Count + split.Test.Count) "disjoint"
             Expect.equal all.Count (topics |> Seq.sumBy (fun t -> corpus.TopicCounts[t])) "every entry of the topics"
-            Expect.sequenceEqual (fortunes.Split(d, o, 7L).Test) split.Test "seeded"
+            Expect.sequenceEqual (fortunes.Split(d.Keys, o, 7L).Test) split.Test "seeded"
         }
 
         test "a resumed run whose probes/start.safetensors is gone is refused naming the file (its model is no longer the start); with the file it resumes" {

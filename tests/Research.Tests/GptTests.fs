@@ -332,8 +332,8 @@ let private initFromTests =
     let loadThroughKind (strict: bool) (path: string) =
         let model = new Gpt(referenceShape)
         let section = Research.Core.Config.ModelSection(Kind = "gpt", Strict = strict)
-        let shape = Research.Core.Data.DataShape("test", Research.Core.Data.InputKind.Tokens, referenceShape.MaxLen, int referenceShape.Vocab, NextToken = true, Vocabulary = int referenceShape.Vocab)
-        let context = ModelContext(section, shape, ModelTarget(referenceShape.MaxLen, int referenceShape.Vocab), path)
+        let shape = Research.Abstractions.DataShape("test", Research.Abstractions.InputKind.Tokens, referenceShape.MaxLen, int referenceShape.Vocab, NextToken = true, Vocabulary = int referenceShape.Vocab)
+        let context = ModelContext(section.Keys, shape, ModelTarget(referenceShape.MaxLen, int referenceShape.Vocab), path, Weights = Research.Core.Models.WeightFiles.Instance)
         let summary = kind.Load(model, section.Options, context)
         model, summary
     let logitsOf (model: Gpt) (ids: Tensor) =

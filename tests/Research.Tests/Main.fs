@@ -72,6 +72,7 @@ let main argv =
             ResNetTests.tests
             ModelKindTests.tests
             ModelRegistryTests.tests
+            OpenRolesTests.tests
             ProbeTests.tests
             ForgettingDecompositionTests.tests
             DataRegistryTests.tests

@@ -8,6 +8,7 @@ open System
 open Expecto
 open FsCheck
 open Research.Core.Memory
+open Research.Abstractions
 open Research.Tests.TestSupport
 
 let private GB = 1e9

@@ -38,8 +38,8 @@ type TinyNet(features: int64, width: int64, outputs: int64) as this =
 type TinyKind() =
     inherit ModelKind<TinyOptions>()
     override _.Summary = "a test's two-layer network (body, head) on feature vectors"
-    override _.Check(options: TinyOptions, model: ModelSection, data: Research.Core.Data.DataShape) =
-        seq { if data.IsText then yield struct ("model.kind", "\"tiny-test\" reads feature vectors, not text") }
+    override _.Check(options: TinyOptions, model: ModelKeys, data: DataShape) =
+        seq { if data.IsText then yield OptionError("model.kind", "\"tiny-test\" reads feature vectors, not text") }
     override _.Create(options: TinyOptions, context: ModelContext, generator: torch.Generator) =
         let net = new TinyNet(context.Target.Features, int64 options.Width, int64 context.Outputs)
         Init.LinearDefault(net, generator)
@@ -118,7 +118,7 @@ let tests =
             Expect.exists errs (fun e -> e.StartsWith "kinds.toml: model.hiden: unknown key" && e.Contains "known keys of kind tiny-test" && e.Contains "width") "an unknown key, with the kind's keys"
             let text = ConfigLoader.Parse("[data]\ndataset = \"fortunes\"\n[model]\nkind = \"tiny-test\"\n", "kinds.toml")
             let problem = Expect.wantSome (ModelKinds.Check(text.Model, RunBuilder.Shape text) |> Seq.tryHead) "a problem"
-            Expect.equal problem (struct ("model.kind", "\"tiny-test\" reads feature vectors, not text")) "the kind's own check"
+            Expect.equal problem (OptionError("model.kind", "\"tiny-test\" reads feature vectors, not text")) "the kind's own check"
         }
 
         test "a key of another built-in kind is one error naming the key, the file and the kinds that have it" {

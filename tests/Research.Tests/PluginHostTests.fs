@@ -103,10 +103,10 @@ let tests =
             let _, r = trainWith "[schedule]\nname = \"absent\"\n" [ folder ]
             expectRefused r "Tomlyn.dll" "no plugin type found"
         }
-        test "a plugin built against a future contract (3.0) is refused, naming the DLL and both versions; asked for by its alias, the mismatch is the first thing said" {
+        test "a plugin built against a future contract (4.0) is refused, naming the DLL and both versions; asked for by its alias, the mismatch is the first thing said" {
             for name in [ "future-constant"; "future-flat" ] do
                 let _, r = trainWith (sprintf "[schedule]\nname = \"%s\"\n" name) [ fixtureDir "Plugin.FutureContract" ]
-                expectRefused r "Plugin.FutureContract.dll" (sprintf "built against plugin contract 3.0; this host provides %d.%d" ContractVersion.Major ContractVersion.Minor)
+                expectRefused r "Plugin.FutureContract.dll" (sprintf "built against plugin contract 4.0; this host provides %d.%d" ContractVersion.Major ContractVersion.Minor)
                 expectCauseFirst r name
         }
         test "a plugin built against contract 1.1 (before the method roles) is refused, naming the DLL and both versions, before anything else is said about the name" {

@@ -83,7 +83,7 @@ let tests =
             WeightFile.Save(a, Path.Combine(dir, WeightFile.FileName))
             let toml = $"[run]\nseed = 7\n[model]\nhidden = [16]\noutputs = 3\ninit_from = '{dir}'\nreinit = [\"head\"]\n"
             let cfg = ConfigLoader.Parse(toml, Path.Combine(dir, "x.toml"))
-            let struct (m, summary) = RunBuilder.Model(cfg, DataShape("vectors", InputKind.Vectors, 8L, 3))
+            let struct (m, summary) = RunBuilder.Model(cfg, Research.Abstractions.DataShape("vectors", Research.Abstractions.InputKind.Vectors, 8L, 3))
             use m = m
             Expect.stringContains summary "re-initialised: [head]" "reported"
             Expect.isTrue (torch.eq((param m "layers.0.weight"), (param a "layers.0.weight")).all().item<bool>()) "body loaded"

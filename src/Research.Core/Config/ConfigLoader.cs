@@ -1,3 +1,4 @@
+using Research.Abstractions;
 using System.Globalization;
 using Research.Core.Data;
 using Research.Core.Files;
@@ -102,6 +103,27 @@ public static class ConfigLoader
         public string Path { get; } = path;
         public HashSet<string>? Keys { get; } = keys;
         public int Elements { get; set; }
+    }
+
+    /// <summary>
+    /// The plugin folders a config file names (<c>[plugins] dirs</c>, absolute from the file's folder), read before the
+    /// config is bound: a data source or model kind from a plugin must be loaded before <c>[data]</c> and <c>[model]</c>
+    /// are bound. A file that cannot be read or parsed names none here; <see cref="Load"/> then reports why.
+    /// </summary>
+    public static IReadOnlyList<string> PluginDirs(string path)
+    {
+        try
+        {
+            if (InputFile.Problem(path) is not null || !File.Exists(path)) return [];
+            var (text, notUtf8) = InputFile.DecodeUtf8(File.ReadAllBytes(path));
+            if (notUtf8 != null) return [];
+            var root = TomlSerializer.Deserialize<TomlTable>(text!);
+            if (root is null || !root.TryGetValue("plugins", out var p) || p is not TomlTable plugins
+                || !plugins.TryGetValue("dirs", out var d) || d is not TomlArray dirs) return [];
+            var folder = Path.GetDirectoryName(Path.GetFullPath(path))!;
+            return dirs.OfType<string>().Select(dir => Path.GetFullPath(dir, folder)).ToList();
+        }
+        catch (Exception e) when (e is TomlException or IOException or UnauthorizedAccessException) { return []; }
     }
 
     /// <summary>Parses config text; <paramref name="file"/> is the name errors report.</summary>
@@ -226,7 +248,7 @@ public static class ConfigLoader
             var values = new Dictionary<string, object?>(StringComparer.Ordinal);
             foreach (var (key, prop) in OptionsBinder.Keys(typeof(DataSection))) values[$"data.{key}"] = prop.GetValue(data);
             foreach (var (key, prop) in OptionsBinder.Keys(source.OptionsType)) values[$"data.{key}"] = prop.GetValue(options);
-            foreach (var e in source.Validate(data, options))
+            foreach (var e in source.Validate(data.Keys, options))
                 errors.Add(new(file, e.Key, values.TryGetValue(e.Key, out var v) ? $"{ConfigValue.Text(v)} {e.Message}" : e.Message));
         }
         return data;

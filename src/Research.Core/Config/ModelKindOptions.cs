@@ -1,16 +1,9 @@
 using System.Collections.Concurrent;
 using System.Reflection;
+using Research.Abstractions;
 using Tomlyn.Model;
 
 namespace Research.Core.Config;
-
-/// <summary>Marks the options record of a <c>[model]</c> kind and names the kind (<c>[ModelOptions("gpt")]</c>): the
-/// keys that kind alone reads, bound from the <c>[model]</c> table beside <see cref="ModelSection"/>'s shared keys.</summary>
-[AttributeUsage(AttributeTargets.Class, Inherited = false)]
-public sealed class ModelOptionsAttribute(string kind) : Attribute
-{
-    public string Kind { get; } = kind;
-}
 
 /// <summary>
 /// The <c>[model]</c> kinds a config may name, each with its options type: the records of this assembly marked

@@ -87,11 +87,14 @@ public sealed record ModelSection
     public object Options => _options ??= ModelKindOptions.Find(Kind) is { } type ? Activator.CreateInstance(type)!
         : throw new InvalidOperationException($"model kind '{Kind}' is not registered (kinds: {string.Join(", ", ModelKindOptions.All.Select(k => k.Kind))})");
 
+    /// <summary>The shared keys as a kind sees them.</summary>
+    public ModelKeys Keys => new(Kind, Outputs, InitFrom, Strict, Reinit);
+
     /// <summary>A copy with the kind's options <paramref name="options"/> (an instance of the kind's options type).</summary>
     public ModelSection WithOptions(object options)
     {
-        if (ModelKindOptions.KindOf(options.GetType()) != Kind)
-            throw new ArgumentException($"{options.GetType().Name} are the options of kind '{ModelKindOptions.KindOf(options.GetType())}', not of '{Kind}'");
+        if (ModelKind.KindOf(options.GetType()) != Kind)
+            throw new ArgumentException($"{options.GetType().Name} are the options of kind '{ModelKind.KindOf(options.GetType())}', not of '{Kind}'");
         return this with { _options = options };
     }
 }

@@ -46,6 +46,9 @@ public sealed record DataSection
     /// names (each task of a <c>datasets</c> study reads [data] as its own source's options).</summary>
     public IReadOnlyList<string> Sources => _options.Keys.Order(StringComparer.Ordinal).Prepend(Dataset).Distinct().ToList();
 
+    /// <summary>The core's keys as a source sees them.</summary>
+    public DataKeys Keys => new(Dataset, Classes, ValidationFraction, BatchSize, EvalBatchSize, TrainLimit);
+
     /// <summary>A copy holding <paramref name="options"/> as the source's options.</summary>
     public DataSection WithOptions(string source, object options) => this with { _options = _options.SetItem(source, options) };
 }

@@ -1,4 +1,14 @@
+using Research.Abstractions;
 namespace Research.Core.Data;
+
+/// <summary>What the registries of data sources and model kinds agree on.</summary>
+public static class Registries
+{
+    /// <summary>Two types are one when they have the same full name in the same assembly file: a plugin DLL loaded again,
+    /// by another host in the same process, into a load context of its own.</summary>
+    public static bool SameType(Type a, Type b) =>
+        a.FullName == b.FullName && string.Equals(a.Assembly.Location, b.Assembly.Location, StringComparison.Ordinal);
+}
 
 /// <summary>
 /// The data sources a config may name: the built-in ones, and those a caller registers (a test's own source). The core
@@ -36,6 +46,9 @@ public static class DataSources
             if (Find(source.Name) is { } known)
             {
                 if (known.GetType() == source.GetType()) return;
+                // The same type loaded again (a plugin DLL read by another host in the same process): the first one serves,
+                // so every config bound in the process has options of the type its source reads.
+                if (!BuiltIn.Contains(known) && Registries.SameType(known.GetType(), source.GetType())) return;
                 throw new ArgumentException($"the data source '{source.Name}' is taken (by {known.GetType().FullName})", nameof(source));
             }
             _all = [.. _all, source];

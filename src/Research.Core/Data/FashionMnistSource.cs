@@ -1,3 +1,5 @@
+using Research.Abstractions;
+
 namespace Research.Core.Data;
 
 /// <summary>[data] keys of <c>fashion-mnist</c>.</summary>
@@ -22,6 +24,6 @@ public sealed class FashionMnistSource : DataSource<FashionMnistOptions>
     public override DataSplits Load(DataRequest request)
     {
         var (train, test) = FashionMnist.Load(FashionMnist.ResolveDirectory(OptionsOf(request).Path));
-        return new DataSplits(train, test);
+        return LoadedSplits.Handover(train, test);
     }
 }

@@ -97,7 +97,7 @@ public abstract class FortuneSource : DataSource<FortuneOptions>
 
     /// <summary>The split of the corpus by entry, seeded by the run's seed; for classification restricted to its topics and
     /// stratified by topic (<see cref="TextCorpus.StratifiedSplit"/>).</summary>
-    public TextSplit Split(DataSection d, FortuneOptions o, long seed)
+    public TextSplit Split(DataKeys d, FortuneOptions o, long seed)
     {
         var corpus = Corpus(o);
         if (o.CausalLm) return corpus.Split(d.ValidationFraction, o.TestFraction, seed);
@@ -123,10 +123,10 @@ public abstract class FortuneSource : DataSource<FortuneOptions>
         };
     }
 
-    protected override IEnumerable<OptionError> Validate(DataSection d, FortuneOptions o)
+    protected override IEnumerable<OptionError> Validate(DataKeys d, FortuneOptions o)
     {
         if (d.ValidationFraction + o.TestFraction >= 1) yield return new("data.test_fraction", $"with validation_fraction {d.ValidationFraction} leaves no training entries");
-        if (d.Classes.Length > 0) yield return new("data.classes", "selects classes of an image dataset; a text classifier chooses its topics with data.topics");
+        if (d.Classes.Count > 0) yield return new("data.classes", "selects classes of an image dataset; a text classifier chooses its topics with data.topics");
     }
 
     /// <summary>The folder exists; a classification's topics are the corpus's, at least two of them.</summary>
@@ -187,7 +187,7 @@ public abstract class FortuneSource : DataSource<FortuneOptions>
         {
             train = Make(split.Train);
             validation = Make(split.Validation);
-            return new DataSplits(train, Make(split.Test), validation);
+            return LoadedSplits.Handover(train, Make(split.Test), validation);
         }
         catch
         {

@@ -35,8 +35,8 @@ public sealed class SyntheticSource : DataSource<SyntheticOptions>
     public override DataSplits Load(DataRequest request)
     {
         var o = OptionsOf(request);
-        using var generator = Seeds.Generator(request.Seed, Stream);
+        using var generator = request.Stream(Stream);
         var (train, test) = SyntheticClusters.Make(o.SyntheticSamples, o.SyntheticFeatures, o.SyntheticClasses, generator);
-        return new DataSplits(train, test);
+        return LoadedSplits.Handover(train, test);
     }
 }

@@ -12,7 +12,7 @@ public sealed record TaskData(string Name, TensorDataset Train, TensorDataset Va
     /// <c>train_limit</c> training items, and — unless the source drew its own — the validation holdout of
     /// <c>validation_fraction</c>, seeded by (<paramref name="seed"/>, "validation-split"). The splits stay the caller's.
     /// </summary>
-    public static TaskData From(string name, DataSplits splits, DataSection d, long seed)
+    public static TaskData From(string name, LoadedSplits splits, DataSection d, long seed)
     {
         using var filtered = splits.Train.WithClasses(d.Classes);
         if (splits.Validation is { } own)

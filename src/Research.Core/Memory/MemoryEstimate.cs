@@ -1,3 +1,4 @@
+using Research.Abstractions;
 namespace Research.Core.Memory;
 
 /// <summary>The parts of full fine-tuning's memory that the estimate counts separately.</summary>

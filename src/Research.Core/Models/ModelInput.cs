@@ -4,13 +4,6 @@ using static TorchSharp.torch;
 
 namespace Research.Core.Models;
 
-/// <summary>A model that reads a batch's named tensors itself (token ids with their attention mask, say) rather than one tensor.</summary>
-public interface IBatchModule
-{
-    /// <summary>The logits of a batch.</summary>
-    Tensor Logits(Batch batch);
-}
-
 /// <summary>
 /// How the core calls a model on a batch. A model that reads one tensor gets <c>input</c> (features, images), or
 /// <c>input_ids</c> for a token model; an <see cref="IBatchModule"/> reads the names it knows. The batch's names are the

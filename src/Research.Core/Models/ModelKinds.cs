@@ -1,3 +1,4 @@
+using Research.Abstractions;
 using System.Collections.Concurrent;
 using Research.Core.Config;
 using Research.Core.Data;
@@ -13,7 +14,7 @@ public static class ModelKinds
 {
     /// <summary>The kinds this assembly defines, one file each in Models/Kinds/, by name. Found by type, as the binder finds
     /// their options (<see cref="ModelKindOptions"/>): adding a kind is adding its file.</summary>
-    public static IReadOnlyList<ModelKind> BuiltIn { get; } = typeof(ModelKind).Assembly.GetTypes()
+    public static IReadOnlyList<ModelKind> BuiltIn { get; } = typeof(ModelKinds).Assembly.GetTypes()
         .Where(t => t.IsSubclassOf(typeof(ModelKind)) && !t.IsAbstract && t.GetConstructor(Type.EmptyTypes) is not null)
         .Select(t => (ModelKind)Activator.CreateInstance(t)!)
         .OrderBy(k => k.Name, StringComparer.Ordinal).ToList();
@@ -30,8 +31,20 @@ public static class ModelKinds
     /// </summary>
     public static void Register(ModelKind kind)
     {
-        if (Find(kind.Name) is { } taken && taken.GetType() != kind.GetType())
+        lock (Gate) RegisterLocked(kind);
+    }
+
+    static readonly object Gate = new();
+
+    static void RegisterLocked(ModelKind kind)
+    {
+        if (Find(kind.Name) is { } taken)
+        {
+            // The same type loaded again (a plugin DLL read by another host in the same process): the first one serves, so
+            // every config bound in the process has options of the type its kind reads.
+            if (taken.GetType() == kind.GetType() || (!BuiltIn.Contains(taken) && Registries.SameType(taken.GetType(), kind.GetType()))) return;
             throw new ArgumentException($"model kind '{kind.Name}' is taken by {taken.GetType().FullName}");
+        }
         ModelKindOptions.Register(kind.OptionsType);
         Registered.TryAdd(kind.Name, kind);
     }
@@ -51,14 +64,14 @@ public static class ModelKinds
     /// The problems of a model and data pairing, each as (key, message), before anything is built: the kind's own checks,
     /// and a published model given to another kind than the one that reads it.
     /// </summary>
-    public static IEnumerable<(string Key, string Message)> Check(ModelSection model, DataShape data)
+    public static IEnumerable<OptionError> Check(ModelSection model, DataShape data)
     {
         var kind = Of(model);
-        foreach (var problem in kind.Check(model.Options, model, data)) yield return problem;
+        foreach (var problem in kind.Check(model.Options, model.Keys, data)) yield return problem;
         if (ModelFactory.PublishedName(model.InitFrom) is { } published && !kind.Published.Contains(published))
-            yield return ("model.init_from", $"\"{published}\" is a {Reading(published)?.Name ?? "model no kind reads"}, and model.kind is \"{model.Kind}\"");
+            yield return new("model.init_from", $"\"{published}\" is a {Reading(published)?.Name ?? "model no kind reads"}, and model.kind is \"{model.Kind}\"");
     }
 
     /// <summary>The activation-memory shape of a config's model, or null when its kind is not a transformer.</summary>
-    public static TransformerShape? MemoryShape(RunConfig c, DataShape shape) => Of(c.Model).MemoryShape(c.Model.Options, c.Model, shape, c.Data.BatchSize);
+    public static TransformerShape? MemoryShape(RunConfig c, DataShape shape) => Of(c.Model).MemoryShape(c.Model.Options, c.Model.Keys, shape, c.Data.BatchSize);
 }

@@ -1,3 +1,4 @@
+using Research.Abstractions;
 using Research.Core.Config;
 using Research.Core.Data;
 using TorchSharp;
@@ -25,7 +26,7 @@ public sealed class ModelPlan
     {
         var kind = ModelKinds.Of(c.Model);
         var target = new ModelTarget(features > 0 ? features : shape.Features, shape.Classes);
-        var context = new ModelContext(c.Model, shape, target, ModelFactory.InitPath(c.Model, c.File));
+        var context = new ModelContext(c.Model.Keys, shape, target, ModelFactory.InitPath(c.Model, c.File)) { Weights = WeightFiles.Instance };
         return new ModelPlan(kind, kind.Resolve(c.Model.Options, context), context);
     }
 
@@ -39,7 +40,7 @@ public sealed class ModelPlan
     public string Load(nn.Module<Tensor, Tensor> model) => Kind.Load(model, Options, Context);
 
     /// <summary>Writes <paramref name="model"/>'s weights in the layout the kind publishes.</summary>
-    public void Save(nn.Module<Tensor, Tensor> model, string path) => Kind.Save(model, Options, path);
+    public void Save(nn.Module<Tensor, Tensor> model, string path) => Kind.Save(model, Options, Context, path);
 
     /// <summary>Parameter-name prefixes of the model's head (empty when it has none).</summary>
     public IReadOnlyList<string> Head => Kind.Head(Options, Context);

@@ -5,14 +5,16 @@ using System.Runtime.Loader;
 using McMaster.NETCore.Plugins;
 using Research.Abstractions;
 using Research.Core.Config;
+using Research.Core.Data;
 using Research.Core.Files;
+using Research.Core.Models;
 using TorchSharp;
 
 namespace Research.Core.Plugins;
 
 /// <summary>The three kinds of plugin: a schedule, a method (one or more of the method roles of the contract), a
 /// forgetting metric.</summary>
-public enum PluginRole { Schedule, Method, ForgettingMetric }
+public enum PluginRole { Schedule, Method, ForgettingMetric, DataSource, ModelKind }
 
 /// <summary>A plugin found in a DLL: its role, name, type, options type (if any) and where it came from.</summary>
 public sealed record PluginDescriptor(PluginRole Role, string Name, string Summary, Type Type, Type? OptionsType, string AssemblyPath)
@@ -139,6 +141,12 @@ public sealed class PluginHost : IPluginOptions
         int found = 0;
         foreach (var type in types.Where(t => t is { IsClass: true, IsAbstract: false, IsPublic: true }))
         {
+            if (typeof(IDataSource).IsAssignableFrom(type) || type.IsSubclassOf(typeof(ModelKind)))
+            {
+                found++;
+                LoadRegistered(type, path);
+                continue;
+            }
             var roles = RoleInterfaces.Where(r => r.Value.Any(i => i.IsAssignableFrom(type))).Select(r => r.Key).ToList();
             var attribute = type.GetCustomAttribute<PluginAttribute>();
             if (roles.Count == 0)
@@ -164,6 +172,44 @@ public sealed class PluginHost : IPluginOptions
         }
         if (found == 0)
             _problems.Add(new(path, "no plugin type found: no public class implements ISchedule, IForgettingMetric or a method role"));
+    }
+
+    /// <summary>
+    /// A data source or a model kind: named by itself (its <c>Name</c>), made once with its parameterless constructor and
+    /// added to its registry (<see cref="DataSources"/>, <see cref="ModelKinds"/>), so a config names it as it names a
+    /// built-in one; a name taken by a built-in or by another DLL's type is a problem naming both.
+    /// </summary>
+    void LoadRegistered(Type type, string path)
+    {
+        var role = type.IsSubclassOf(typeof(ModelKind)) ? PluginRole.ModelKind : PluginRole.DataSource;
+        if (type.GetConstructor(Type.EmptyTypes) is null)
+        {
+            _problems.Add(new(path, $"{type.FullName} is a {RoleName(role)} but has no public parameterless constructor"));
+            return;
+        }
+        try
+        {
+            var instance = Activator.CreateInstance(type)!;
+            var (name, summary, options) = instance switch
+            {
+                ModelKind k => (k.Name, k.Summary, k.OptionsType),
+                IDataSource s => (s.Name, s.Summary, s.OptionsType),
+                _ => throw new InvalidOperationException(),
+            };
+            if (options.GetConstructor(Type.EmptyTypes) is null)
+            {
+                _problems.Add(new(path, $"{type.FullName} ('{name}'): its options type {options.Name} needs a public parameterless constructor (defaults for every key)"));
+                return;
+            }
+            if (instance is ModelKind kind) ModelKinds.Register(kind);
+            else DataSources.Register((IDataSource)instance);
+            _plugins.Add(new(role, name, summary, type, options, path));
+        }
+        catch (Exception e) when (e is ArgumentException or TargetInvocationException or InvalidOperationException or MissingMethodException)
+        {
+            var reason = e is TargetInvocationException { InnerException: { } inner } ? $"its constructor threw {inner.GetType().Name}: {inner.Message}" : e.Message;
+            _problems.Add(new(path, $"{type.FullName}: {reason}"));
+        }
     }
 
     /// <summary>
@@ -302,6 +348,8 @@ public sealed class PluginHost : IPluginOptions
     {
         PluginRole.Schedule => "schedule",
         PluginRole.Method => "method",
+        PluginRole.DataSource => "data source",
+        PluginRole.ModelKind => "model kind",
         _ => "forgetting metric",
     };
 

@@ -1,3 +1,4 @@
+using Research.Abstractions;
 using Research.Core.Config;
 using Research.Core.Data;
 using Research.Core.Training;

@@ -45,7 +45,7 @@ public sealed class RunProbes : IDisposable
 
     /// <summary>The probes a config asks for, over its tasks' test splits (null when it asks for none); the linear probe
     /// reads [data]'s source (<paramref name="data"/>) again.</summary>
-    public static RunProbes? Create(RunConfig c, DataRequest data, IReadOnlyList<TaskData> tasks, PrecisionPolicy precision)
+    public static RunProbes? Create(RunConfig c, DataQuery data, IReadOnlyList<TaskData> tasks, PrecisionPolicy precision)
     {
         var p = c.Probes;
         if (!p.Any) return null;
@@ -88,7 +88,7 @@ public sealed class RunProbes : IDisposable
 
     /// <summary>The linear probe's data: the dataset's items of <c>linear_classes</c>, labels renumbered 0…k−1 in that
     /// order, a validation holdout drawn from (seed, "probes/validation-split"), and their test split.</summary>
-    static TaskData LinearData(RunConfig c, DataRequest data)
+    static TaskData LinearData(RunConfig c, DataQuery data)
     {
         var classes = c.Probes.LinearClasses;
         using var full = data.Load();

@@ -11,7 +11,7 @@ namespace Research.Core.Studies;
 public static class TaskSequence
 {
     /// <summary>The study's tasks from <paramref name="data"/>, the request of [data]'s own source.</summary>
-    public static IReadOnlyList<TaskData> Build(RunConfig c, DataRequest data)
+    public static IReadOnlyList<TaskData> Build(RunConfig c, DataQuery data)
     {
         var (study, seed) = (c.Study, c.Run.Seed);
         if (study.Benchmark == "datasets") return Datasets(c, data);
@@ -35,12 +35,12 @@ public static class TaskSequence
     /// pre-trained on one corpus keeps its vocabulary when it moves to the next (German through an English-fitted
     /// vocabulary falls back to bytes more often; bits per byte stay comparable).
     /// </summary>
-    static IReadOnlyList<TaskData> Datasets(RunConfig c, DataRequest data)
+    static IReadOnlyList<TaskData> Datasets(RunConfig c, DataQuery data)
     {
         var tasks = new List<TaskData>();
         try
         {
-            var shared = data with { Tokenizer = data.Source.Tokenizer(data) };
+            var shared = data with { Tokenizer = data.Source.Tokenizer(data.Request) };
             foreach (var d in c.Study.Datasets) tasks.Add(shared.For(d).Task(d, c.Run.Seed));
             return tasks;
         }
@@ -52,7 +52,7 @@ public static class TaskSequence
     }
 
     /// <summary>Task t sees the pixels through a fixed permutation π_t drawn from (seed, "permutation/t"); task 0 sees them as they are.</summary>
-    static TaskData Permuted(int t, DataSplits full, DataSection data, long seed)
+    static TaskData Permuted(int t, LoadedSplits full, DataSection data, long seed)
     {
         using var task = TaskData.From($"permutation {t}", full, data, Seeds.Derive(seed, $"task-{t}"));
         using var g = Seeds.Generator(seed, $"permutation/{t}");

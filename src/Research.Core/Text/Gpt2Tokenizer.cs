@@ -1,3 +1,4 @@
+using Research.Abstractions;
 using System.IO.Compression;
 using System.Reflection;
 using System.Text;

@@ -1,3 +1,4 @@
+using Research.Abstractions;
 using System.Text;
 
 namespace Research.Core.Text;

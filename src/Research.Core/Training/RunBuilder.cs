@@ -38,7 +38,7 @@ public sealed class RunComponents : IDisposable
     public required string Identity { get; init; }
     public required IReadOnlyList<TaskData> Tasks { get; init; }
     /// <summary>[data]'s own source and options, as its tasks were loaded (the probes load it again).</summary>
-    public required DataRequest Data { get; init; }
+    public required DataQuery Data { get; init; }
     /// <summary>What the model reads and predicts (<see cref="IDataSource.Shape"/>).</summary>
     public required DataShape Shape { get; init; }
     /// <summary>What the outputs predict: classification (with task-incremental heads in a <c>split-task</c> study), or
@@ -154,10 +154,10 @@ public static class RunBuilder
     }
 
     /// <summary>[data]'s own source and options, with the run's seed and its published models' folder.</summary>
-    public static DataRequest Data(RunConfig c)
+    public static DataQuery Data(RunConfig c)
     {
         var modelsDir = ModelFactory.ModelsDir(c.Model, c.File);
-        return new DataRequest(c.Data, c.Run.Seed) { PublishedFile = (model, file) => PublishedModels.Fetch(model, modelsDir).File(file) };
+        return new DataQuery(c.Data, c.Run.Seed) { PublishedFile = (model, file) => PublishedModels.Fetch(model, modelsDir).File(file) };
     }
 
     /// <summary>The shape of a config's data (<see cref="IDataSource.Shape"/>), without loading it.</summary>
@@ -168,11 +168,11 @@ public static class RunBuilder
     /// topics), then the model and data pairing (<see cref="ModelKinds.Check"/>), the probes, and the study benchmarks
     /// the source cannot make: every problem with its key and the file. Returns the data's shape.
     /// </summary>
-    public static DataShape CheckModel(RunConfig c, RunKind kind, DataRequest? data = null)
+    public static DataShape CheckModel(RunConfig c, RunKind kind, DataQuery? data = null)
     {
         data ??= Data(c);
         var source = data.Source;
-        var errors = source.Check(data).Select(e => new ConfigError(c.File, e.Key, e.Message)).ToList();
+        var errors = source.Check(data.Request).Select(e => new ConfigError(c.File, e.Key, e.Message)).ToList();
         if (errors.Count > 0) throw new ConfigException(errors);
         var shape = data.Shape();
         errors.AddRange(ModelKinds.Check(c.Model, shape).Select(e => new ConfigError(c.File, e.Key, e.Message)));
@@ -182,7 +182,7 @@ public static class RunBuilder
             errors.Add(new(c.File, "model.head_init", "\"linear-probe\" fits a classifier's head; a causal language model predicts tokens through its tied embedding"));
         if (kind == RunKind.Study)
         {
-            errors.AddRange(source.StudyErrors(data, c.Study.Benchmark).Select(e => new ConfigError(c.File, e.Key, e.Message)));
+            errors.AddRange(source.StudyErrors(data.Request, c.Study.Benchmark).Select(e => new ConfigError(c.File, e.Key, e.Message)));
             if (c.Study.Benchmark == "datasets")
                 foreach (var d in c.Study.Datasets.Where(d => data.For(d).Shape().IsText != shape.IsText))
                     errors.Add(new(c.File, "study.datasets", $"\"{d}\" is {(shape.IsText ? "not text" : "text")}, while data.dataset \"{c.Data.Dataset}\" is {(shape.IsText ? "text" : "not")}: every task of a study feeds the same model"));

@@ -59,17 +59,17 @@ public sealed class BertKind : ModelKind<BertOptions>
 
     public override bool ReadsOnnx => true;
 
-    public override IEnumerable<(string Key, string Message)> Check(BertOptions o, ModelSection model, DataShape data)
+    public override IEnumerable<OptionError> Check(BertOptions o, ModelKeys model, DataShape data)
     {
-        if (!data.IsText) yield return ("model.kind", $"\"{Name}\" reads token ids, and data.dataset \"{data.Source}\" is not text (fortunes, fortunes-de)");
-        else if (data.NextToken) yield return ("model.kind", $"\"{Name}\" is an encoder (it sees the whole text): a causal language model is \"gpt\"");
+        if (!data.IsText) yield return new("model.kind", $"\"{Name}\" reads token ids, and data.dataset \"{data.Source}\" is not text (fortunes, fortunes-de)");
+        else if (data.NextToken) yield return new("model.kind", $"\"{Name}\" is an encoder (it sees the whole text): a causal language model is \"gpt\"");
         var shape = o.ShapeFor(data.Vocabulary);
         if (data.Features > shape.MaxPositions)
-            yield return ("data.context", $"{data.Features} is more than the BERT's {shape.MaxPositions} positions");
+            yield return new("data.context", $"{data.Features} is more than the BERT's {shape.MaxPositions} positions");
         if (shape.Width % shape.Heads != 0)
-            yield return ("model.heads", $"{shape.Heads} heads do not divide the width {shape.Width}");
+            yield return new("model.heads", $"{shape.Heads} heads do not divide the width {shape.Width}");
         if (model.InitFrom == PublishedModels.MiniLM && data.Tokenizer != "wordpiece")
-            yield return ("data.tokenizer", $"\"{data.Tokenizer}\": {PublishedModels.MiniLM} reads the ids of its own vocabulary, tokenizer \"wordpiece\"");
+            yield return new("data.tokenizer", $"\"{data.Tokenizer}\": {PublishedModels.MiniLM} reads the ids of its own vocabulary, tokenizer \"wordpiece\"");
     }
 
     public override nn.Module<Tensor, Tensor> Create(BertOptions o, ModelContext context, Generator generator) =>
@@ -78,13 +78,13 @@ public sealed class BertKind : ModelKind<BertOptions>
     public override string Load(nn.Module<Tensor, Tensor> model, BertOptions o, ModelContext context)
     {
         var path = context.InitPath;
-        if (!path.EndsWith(".onnx", StringComparison.OrdinalIgnoreCase)) return LoadByName(model, context);
+        if (!path.EndsWith(".onnx", StringComparison.OrdinalIgnoreCase)) return context.Weights.LoadByName(model, context);
         var report = ((Bert)model).LoadOnnx(OnnxWeights.Read(path));
         return $"init_from {path} (ONNX): {report.Sources.Count} tensors into the BERT body, {report.Ignored.Count} initializers left out{NewHead(model, o, context)}";
     }
 
     /// <summary>An encoder's layers in Korthikanti et al.'s shape (their count assumes GPT's 4d feed-forward width).</summary>
-    public override TransformerShape MemoryShape(BertOptions o, ModelSection model, DataShape data, int batchSize)
+    public override TransformerShape MemoryShape(BertOptions o, ModelKeys model, DataShape data, int batchSize)
     {
         var shape = o.ShapeFor(data.Vocabulary);
         return new(shape.Layers, shape.Width, shape.Heads, data.Features, batchSize);

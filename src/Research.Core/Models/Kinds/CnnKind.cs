@@ -1,3 +1,4 @@
+using Research.Abstractions;
 using Research.Core.Config;
 using Research.Core.Data;
 using TorchSharp;
@@ -15,10 +16,10 @@ public sealed class CnnKind : ModelKind<CnnOptions>
 {
     public override string Summary => "two 3×3 convolutions and a dense layer for 28×28 grey images (conv1, conv2, fc, head)";
 
-    public override IEnumerable<(string Key, string Message)> Check(CnnOptions options, ModelSection model, DataShape data)
+    public override IEnumerable<OptionError> Check(CnnOptions options, ModelKeys model, DataShape data)
     {
-        if (data.IsText) yield return ("model.kind", $"\"{Name}\" reads images or feature vectors, and data.dataset \"{data.Source}\" is text: use gpt or bert");
-        else if (data.Input != InputKind.Images || data.ImageSide != 28) yield return ("model.kind", $"\"{Name}\" reads 28×28 grey images (fashion-mnist), not \"{data.Source}\" features");
+        if (data.IsText) yield return new("model.kind", $"\"{Name}\" reads images or feature vectors, and data.dataset \"{data.Source}\" is text: use gpt or bert");
+        else if (data.Input != InputKind.Images || data.ImageSide != 28) yield return new("model.kind", $"\"{Name}\" reads 28×28 grey images (fashion-mnist), not \"{data.Source}\" features");
     }
 
     public override nn.Module<Tensor, Tensor> Create(CnnOptions options, ModelContext context, Generator generator) =>

@@ -54,16 +54,16 @@ public sealed class GptKind : ModelKind<GptOptions>
     public static GptShape ShapeOf(GptOptions o, DataShape d) => new(
         Vocab: d.Vocabulary, MaxLen: o.PositionsFor(d), Width: o.WidthOrDefault, Heads: o.HeadsOrDefault, Layers: o.LayersOrDefault);
 
-    public override IEnumerable<(string Key, string Message)> Check(GptOptions o, ModelSection model, DataShape data)
+    public override IEnumerable<OptionError> Check(GptOptions o, ModelKeys model, DataShape data)
     {
-        if (!data.IsText) yield return ("model.kind", $"\"{Name}\" reads token ids, and data.dataset \"{data.Source}\" is not text (fortunes, fortunes-de)");
+        if (!data.IsText) yield return new("model.kind", $"\"{Name}\" reads token ids, and data.dataset \"{data.Source}\" is not text (fortunes, fortunes-de)");
         var vocabulary = data.Vocabulary;
         if (data.NextToken && model.Outputs > 0 && model.Outputs != vocabulary)
-            yield return ("model.outputs", $"{model.Outputs} differs from the {vocabulary} ids of tokenizer \"{data.Tokenizer}\": a language model's outputs are its vocabulary (tied to the token embedding)");
+            yield return new("model.outputs", $"{model.Outputs} differs from the {vocabulary} ids of tokenizer \"{data.Tokenizer}\": a language model's outputs are its vocabulary (tied to the token embedding)");
         if (data.Features > o.PositionsFor(data))
-            yield return ("model.max_positions", $"{o.MaxPositions} is fewer than data.context {data.Features}: the model would have no position for the last tokens");
+            yield return new("model.max_positions", $"{o.MaxPositions} is fewer than data.context {data.Features}: the model would have no position for the last tokens");
         if (o.WidthOrDefault % o.HeadsOrDefault != 0)
-            yield return ("model.heads", $"{o.HeadsOrDefault} heads do not divide the width {o.WidthOrDefault}");
+            yield return new("model.heads", $"{o.HeadsOrDefault} heads do not divide the width {o.WidthOrDefault}");
     }
 
     public override nn.Module<Tensor, Tensor> Create(GptOptions o, ModelContext context, Generator generator) =>
@@ -79,7 +79,7 @@ public sealed class GptKind : ModelKind<GptOptions>
     {
         var gpt = (Gpt)model;
         var path = context.InitPath;
-        if (path.EndsWith(".onnx", StringComparison.OrdinalIgnoreCase)) return LoadByName(model, context);
+        if (path.EndsWith(".onnx", StringComparison.OrdinalIgnoreCase)) return context.Weights.LoadByName(model, context);
         switch (Gpt2Layout.Recognise(path))
         {
             case Gpt2Layout.Layout.Gpt2:
@@ -89,17 +89,17 @@ public sealed class GptKind : ModelKind<GptOptions>
             case Gpt2Layout.Layout.None when context.Model.Strict && File.Exists(WeightFile.Resolve(path)):
                 throw new InvalidDataException(Gpt2Layout.Expected(gpt, path));
             default:
-                return LoadByName(model, context);
+                return context.Weights.LoadByName(model, context);
         }
     }
 
     /// <summary>Writes the body in GPT-2's layout (<see cref="Gpt2Layout.Save"/>), which Hugging Face's transformers reads.</summary>
-    public override void Save(nn.Module<Tensor, Tensor> model, GptOptions o, string path) => Gpt2Layout.Save((Gpt)model, path);
+    public override void Save(nn.Module<Tensor, Tensor> model, GptOptions o, ModelContext context, string path) => Gpt2Layout.Save((Gpt)model, path);
 
     /// <summary>A classifier's <c>head</c>; a language model has none (its output projection is the token embedding).</summary>
     public override IReadOnlyList<string> Head(GptOptions o, ModelContext context) => context.Data.NextToken ? [] : [HeadModule];
 
     /// <summary>Korthikanti et al.'s shape: L blocks of width d and H heads on windows of data.context tokens, batches of data.batch_size.</summary>
-    public override TransformerShape MemoryShape(GptOptions o, ModelSection model, DataShape data, int batchSize) =>
+    public override TransformerShape MemoryShape(GptOptions o, ModelKeys model, DataShape data, int batchSize) =>
         new(o.LayersOrDefault, o.WidthOrDefault, o.HeadsOrDefault, data.Features, batchSize);
 }

@@ -23,9 +23,9 @@ public sealed class MlpKind : ModelKind<MlpOptions>
 {
     public override string Summary => "Linear-ReLU layers on feature vectors or flattened images (layers.{i}, head)";
 
-    public override IEnumerable<(string Key, string Message)> Check(MlpOptions options, ModelSection model, DataShape data)
+    public override IEnumerable<OptionError> Check(MlpOptions options, ModelKeys model, DataShape data)
     {
-        if (data.IsText) yield return ("model.kind", $"\"{Name}\" reads images or feature vectors, and data.dataset \"{data.Source}\" is text: use gpt or bert");
+        if (data.IsText) yield return new("model.kind", $"\"{Name}\" reads images or feature vectors, and data.dataset \"{data.Source}\" is text: use gpt or bert");
     }
 
     public override nn.Module<Tensor, Tensor> Create(MlpOptions options, ModelContext context, Generator generator)

@@ -44,10 +44,10 @@ public sealed class ResNetKind : ModelKind<ResNetOptions>
 
     public override bool ReadsOnnx => true;
 
-    public override IEnumerable<(string Key, string Message)> Check(ResNetOptions options, ModelSection model, DataShape data)
+    public override IEnumerable<OptionError> Check(ResNetOptions options, ModelKeys model, DataShape data)
     {
-        if (data.IsText) yield return ("model.kind", $"\"{Name}\" reads images or feature vectors, and data.dataset \"{data.Source}\" is text: use gpt or bert");
-        else if (data.Input != InputKind.Images || data.ImageSide != 28) yield return ("model.kind", $"\"{Name}\" reads 28×28 grey images (fashion-mnist), not \"{data.Source}\" features");
+        if (data.IsText) yield return new("model.kind", $"\"{Name}\" reads images or feature vectors, and data.dataset \"{data.Source}\" is text: use gpt or bert");
+        else if (data.Input != InputKind.Images || data.ImageSide != 28) yield return new("model.kind", $"\"{Name}\" reads 28×28 grey images (fashion-mnist), not \"{data.Source}\" features");
     }
 
     /// <summary>The stages: <c>blocks</c>, else those of the ONNX file <c>init_from</c> names, else ResNet-18's.</summary>
@@ -70,7 +70,7 @@ public sealed class ResNetKind : ModelKind<ResNetOptions>
     public override string Load(nn.Module<Tensor, Tensor> model, ResNetOptions options, ModelContext context)
     {
         var path = context.InitPath;
-        if (!path.EndsWith(".onnx", StringComparison.OrdinalIgnoreCase)) return LoadByName(model, context);
+        if (!path.EndsWith(".onnx", StringComparison.OrdinalIgnoreCase)) return context.Weights.LoadByName(model, context);
         var resnet = (ResNet)model;
         using var weights = ResNetOnnx.Read(path);
         resnet.LoadPretrained(weights.Tensors, path, weights.Origins);

@@ -1,4 +1,4 @@
-namespace Research.Core.Text;
+namespace Research.Abstractions;
 
 /// <summary>
 /// Text ↔ token ids, for models that read token ids. <see cref="Encode"/> gives the ids of a text without special

@@ -1,4 +1,4 @@
-namespace Research.Core.Memory;
+namespace Research.Abstractions;
 
 /// <summary>
 /// The shape of a decoder-only transformer that sets how much the backward pass must keep of the forward pass.

@@ -1,7 +1,7 @@
 /// The strengths' convention (docs/methods.md), measured: each built-in method's penalty, computed by the plugin on small
 /// hand-written tensors, equals the formula the docs write for it, and equals the paper's and Avalanche's forms at the
-/// strengths the docs' table gives. References are computed here in plain float64 arithmetic, not with the plugins'
-/// code. Tolerances: 1e-12 relative in float64; 1e-6 relative in float32 (SI and MAS keep their importance in float32).
+/// strengths the docs' table gives. References are computed here in float64, by hand or with TorchSharp's own functions,
+/// never through the plugins' code. Tolerances: 1e-12 relative in float64; 1e-6 relative in float32 (SI and MAS keep their importance in float32).
 /// Last, `research config schema NAME` prints each built-in's formula and paper.
 module Research.Tests.ConventionTests
 

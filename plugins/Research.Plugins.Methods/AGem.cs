@@ -20,7 +20,9 @@ public sealed record AGemOptions
 /// may not increase the average loss on the episodic memory, to first order. With g the task-loss gradient and g_ref the
 /// gradient of the loss on a random sample of memory items, when gᵀg_ref &lt; 0 the update uses the projection
 /// g̃ = g − (gᵀg_ref / g_refᵀg_ref) g_ref, for which g̃ᵀg_ref = 0; otherwise g unchanged. The penalties' and loss terms'
-/// gradients are added after the projection (the core's order).
+/// gradients are added after the projection (the core's order). No strength: the projection is the paper's, unscaled.
+/// Avalanche's AGEMPlugin applies the same rule to the whole gradient (penalties included) and keeps
+/// patterns_per_experience items per task where ours keeps a budget over all tasks.
 /// </summary>
 /// <remarks>
 /// The memory is the run's data role when one is configured (experience replay's), else A-GEM's own, which never mixes

@@ -13,7 +13,8 @@ public enum EwcMode
 
 public sealed record EwcOptions : IValidatable
 {
-    /// <summary>λ, the strength of the penalty; choose it on validation data (it depends on the Fisher variant).</summary>
+    /// <summary>λ in R = λ/2 Σ F(θ − θ*)², Kirkpatrick et al.'s λ (Avalanche's <c>ewc_lambda</c> = λ/2); choose it on
+    /// validation data (it depends on the Fisher variant).</summary>
     [Option(Min = 0)]
     public double Lambda { get; init; } = 100;
     /// <summary><c>separate</c>: one penalty per finished task; <c>online</c>: one, with the Fisher decayed by γ.</summary>
@@ -32,9 +33,14 @@ public sealed record EwcOptions : IValidatable
 }
 
 /// <summary>
-/// Elastic weight consolidation (Kirkpatrick et al. 2017): after task t the core estimates the diagonal Fisher
-/// F_t at θ*_t, and later tasks pay R(θ) = λ/2 Σᵢ F_t,i (θᵢ − θ*_t,i)², whose gradient is λF_t(θ − θ*_t) —
-/// the quadratic model ½ΔθᵀH_AΔθ of the loss increase on task A, with the Hessian replaced by the Fisher.
+/// Elastic weight consolidation (Kirkpatrick et al. 2017, "Overcoming catastrophic forgetting in neural networks"; online
+/// mode: Schwarz et al. 2018, "Progress &amp; compress"). After task t the core estimates the diagonal Fisher F_t at θ*_t.
+/// Separate mode: R(θ) = λ/2 Σ_t Σᵢ F_t,i (θᵢ − θ*_t,i)², one term per finished task. Online mode: R(θ) = λ/2 Σᵢ F*ᵢ
+/// (θᵢ − θ*ᵢ)² at the latest θ*, with F* ← γF* + F_t. The gradient λF(θ − θ*) is that of the quadratic model ½ΔθᵀHΔθ of
+/// the loss increase with the Hessian replaced by the Fisher. Strength convention: λ is the paper's λ, the ½ inside
+/// the penalty as Kirkpatrick et al. write it. Avalanche's EWCPlugin adds ewc_lambda·Σ F(θ − θ*)² (no ½), same modes and
+/// decay_factor = γ, with the Fisher of fisher = "batched": ewc_lambda = λ/2. Van de Ven's online EWC weighs the penalty by
+/// γF*: its λ = λ/γ.
 /// </summary>
 [Plugin("ewc", Summary = "elastic weight consolidation: λ/2 Σ F(θ − θ*)², separate or online, Fisher variant named")]
 public sealed class Ewc(EwcOptions options) : IPenalty, ITaskHooks, IStateful

@@ -13,7 +13,7 @@ public enum AnchorKind
 
 public sealed record L2SPOptions
 {
-    /// <summary>α in R(θ) = α/2 ‖θ − θ⁰‖².</summary>
+    /// <summary>α in R(θ) = α/2 ‖θ − θ⁰‖², Li et al.'s α (the ½ inside).</summary>
     [Option(Min = 0)]
     public double Alpha { get; init; } = 0.01;
     /// <summary><c>initial</c> or <c>previous-task</c>.</summary>
@@ -23,7 +23,10 @@ public sealed record L2SPOptions
 /// <summary>
 /// L2-SP (Li, Grandvalet &amp; Davoine 2018, "Explicit inductive bias for transfer learning"): R(θ) = α/2 ‖θ − θ⁰‖²,
 /// gradient α(θ − θ⁰): it pulls toward the starting point (pre-trained weights), which weight decay does not.
-/// With <c>anchor = "previous-task"</c> it is "L2 toward the previous weights", the EWC baseline with F = I.
+/// With <c>anchor = "previous-task"</c> it is "L2 toward the previous weights", the EWC baseline with F = I (EWC's
+/// λ = α there). Strength convention: α is the paper's α, the ½ inside as Li et al. write α/2‖w_S − w⁰_S‖². Their
+/// β/2‖w_S̄‖² on the new head's weights is not here: every parameter, a new head's too, is anchored at its θ⁰. Avalanche
+/// has no L2-SP.
 /// </summary>
 [Plugin("l2-sp", Summary = "L2 toward the starting or previous-task weights: α/2 ‖θ − θ⁰‖²")]
 public sealed class L2SP(L2SPOptions options) : IPenalty, ITaskHooks, IStateful

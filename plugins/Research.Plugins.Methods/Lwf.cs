@@ -5,7 +5,7 @@ namespace Research.Plugins.Methods;
 
 public sealed record LwfOptions
 {
-    /// <summary>α, the weight of the distillation term against the task loss.</summary>
+    /// <summary>α in αT² KL(p_T ‖ p_θ) per item: Li &amp; Hoiem's λ_o = αT², Avalanche's <c>alpha</c> = αT².</summary>
     [Option(Min = 0)]
     public double Alpha { get; init; } = 1;
     /// <summary>T, the softmax temperature of teacher and student (T &gt; 1 softens both; Li &amp; Hoiem use 2).</summary>
@@ -20,7 +20,10 @@ public sealed record LwfOptions
 /// ℓ_LwF = α T² KL(p_T ‖ p_θ) = α T² Σ_c p_T,c (log p_T,c − log p_θ,c), summed over the batch's rows (every leading
 /// axis is a row: tokens of a sequence are items). The T² keeps the gradient's scale independent of T (Hinton et al.
 /// 2015). Li &amp; Hoiem write the cross-entropy −Σ_c p_T,c log p_θ,c; the KL differs from it by the teacher's entropy, a
-/// constant in θ, so the gradient is the same, and the KL is 0 when the student equals the teacher.
+/// constant in θ, so the gradient is the same, and the KL is 0 when the student equals the teacher. The core divides the
+/// sum by the window's N items, as the task loss. Strength convention: the T² is ours, not the paper's: Li &amp; Hoiem's
+/// λ_o = αT² (their λ_o = 1 at T = 2 is α = 0.25). Avalanche's LwFPlugin adds alpha·(mean over the batch of the KL), no
+/// T², over the output units of classes seen before: alpha = αT² when every unit's class was seen.
 /// </summary>
 /// <remarks>Rows whose target does not count (<see cref="Batch.IgnoreIndex"/>: padding) are left out, so the sum is over
 /// the items the core divides by, and a window of micro-batches equals one batch of the same items.</remarks>

@@ -5,7 +5,8 @@ namespace Research.Plugins.Methods;
 
 public sealed record MasOptions
 {
-    /// <summary>λ, the strength of the penalty λ Σₖ Ωₖ(θₖ − θ*ₖ)².</summary>
+    /// <summary>λ in R = λ Σₖ Ωₖ(θₖ − θ*ₖ)² (no ½), Aljundi et al.'s λ; Avalanche's <c>lambda_reg</c> multiplies the same sum
+    /// (factor 1 while one task has ended, but its Ω is another estimate: docs/methods.md).</summary>
     [Option(Min = 0)]
     public double Lambda { get; init; } = 1;
     /// <summary>Items of the task's training data the importance is averaged over (the first ones); 0: every item.</summary>
@@ -17,8 +18,10 @@ public sealed record MasOptions
 /// Memory Aware Synapses (Aljundi, Babiloni, Elhoseiny, Rohrbach &amp; Tuytelaars 2018, "Memory aware synapses: learning
 /// what (not) to forget"). The importance of θₖ is how much the learned function moves when θₖ does, measured without
 /// labels: Ωₖ = (1/N) Σᵢ |∂‖f(xᵢ)‖²₂ / ∂θₖ| over N items of the task (one gradient per item, of the squared ℓ2 norm of
-/// the logits), accumulated over tasks Ω ← Ω + Ω_new. Later tasks pay R(θ) = λ Σₖ Ωₖ(θₖ − θ*ₖ)² (the paper's form),
-/// anchored at the latest θ*.
+/// the logits), accumulated over tasks Ω ← Ω + Ω_new. Later tasks pay R(θ) = λ Σₖ Ωₖ(θₖ − θ*ₖ)², gradient 2λΩ(θ − θ*),
+/// anchored at the latest θ*. Strength convention: λ is the paper's λ, in the paper's form (no ½). Avalanche's MASPlugin
+/// adds lambda_reg·Σ Ω(θ − θ*)² (factor 1) but estimates Ω per mini-batch, |∇ of the batch's mean ‖f(x)‖²| (ours with
+/// batches of one item), and accumulates Ω ← αΩ + (1 − α)Ω_new: after two tasks at its α = ½, lambda_reg = 2λ.
 /// </summary>
 [Plugin("mas", Summary = "memory aware synapses: λ Σ Ω(θ − θ*)², Ω = mean |∇θ‖f(x)‖²| per item")]
 public sealed class Mas(MasOptions options) : IPenalty, ITaskHooks, IStateful

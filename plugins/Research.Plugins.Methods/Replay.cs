@@ -21,7 +21,10 @@ public sealed record ReplayOptions
 /// Experience replay with a tiny episodic memory (Chaudhry et al. 2019, "On tiny episodic memories in continual
 /// learning"; Rolnick et al. 2019, "Experience replay for continual learning"): a memory of at most <c>budget</c> items of
 /// past tasks, of which round(r·B) are appended to every micro-batch of B current-task items, so the loss is
-/// L = (Σ_{i∈current} ℓᵢ + Σ_{j∈memory} ℓⱼ) / (B + round(r·B)).
+/// L = (Σ_{i∈current} ℓᵢ + Σ_{j∈memory} ℓⱼ) / (B + round(r·B)). No strength: r sets the memory's share of each batch.
+/// Avalanche's ReplayPlugin appends batch_size_mem memory items to each batch of batch_size and averages over both:
+/// r = batch_size_mem / batch_size (its default, equal sizes, is r = 1); its default storage balances tasks, as
+/// selection = "task-balanced" does.
 /// </summary>
 /// <remarks>
 /// In reservoir mode the memory samples the whole stream, the current task included, but only items of earlier tasks are

@@ -16,7 +16,7 @@ public enum SiGradient
 
 public sealed record SiOptions
 {
-    /// <summary>c, the strength of the penalty c Σₖ Ωₖ(θₖ − θ*ₖ)².</summary>
+    /// <summary>c in R = c Σₖ Ωₖ(θₖ − θ*ₖ)² (no ½), Zenke et al.'s c; Avalanche's <c>si_lambda</c> = 2c.</summary>
     [Option(Min = 0)]
     public double C { get; init; } = 0.1;
     /// <summary>ξ, the damping in Ωₖ += ωₖ / ((Δₖ)² + ξ): it bounds the importance of a parameter that barely moved.</summary>
@@ -31,7 +31,9 @@ public sealed record SiOptions
 /// Along the training path of a task, each update's contribution to the loss decrease is −gₖ(t)Δθₖ(t) for parameter k,
 /// so the path integral ωₖ = Σₜ −gₖ(t)Δθₖ(t) is the loss decrease SI attributes to θₖ. At the end of the task, with
 /// Δₖ = θ*ₖ − θₖ(start), the importance accumulates Ωₖ += ωₖ / (Δₖ² + ξ), ω is reset and the next task pays
-/// R(θ) = c Σₖ Ωₖ(θₖ − θ*ₖ)² (the paper's surrogate loss, without a ½).
+/// R(θ) = c Σₖ Ωₖ(θₖ − θ*ₖ)², gradient 2cΩ(θ − θ*). Strength convention: c is the paper's c, in the paper's surrogate
+/// loss (no ½). Avalanche's SynapticIntelligencePlugin adds si_lambda/2·Σ Ω(θ − θ*)² with its eps = ξ, the gradient of
+/// the whole loss (gradient = "total") and Ω clipped at 0.001: si_lambda = 2c where no Ωₖ exceeds 0.001.
 /// </summary>
 /// <remarks>Each task end adds the probe row <c>si_path_integral</c> = [Σₖ ωₖ], the whole loss decrease the task's path
 /// accounts for (before the reset).</remarks>

@@ -14,8 +14,10 @@ namespace Research.Cli;
 /// documentation, read from the same declarations the binder checks.</summary>
 static class ConfigCommand
 {
-    /// <summary>A block of options: its TOML header (<c>[optimizer]</c>, <c>[[methods]] name = "ewc"</c>) and its options.</summary>
-    sealed record Block(string Section, string Header, string Summary, IReadOnlyList<OptionSpec> Options);
+    /// <summary>A block of options: its TOML header (<c>[optimizer]</c>, <c>[[methods]] name = "ewc"</c>) and its options;
+    /// for a plugin, <paramref name="Doc"/> is its class's documentation (a method's formula, paper and strength's
+    /// convention).</summary>
+    sealed record Block(string Section, string Header, string Summary, IReadOnlyList<OptionSpec> Options, string Doc = "");
 
     public static Command ConfigGroup() => Cli.Group("config", "What a config can hold",
         Cli.Command("schema", "Every option a config can hold — the core's sections and each plugin's table — with type, default, accepted values and documentation",
@@ -61,7 +63,7 @@ static class ConfigCommand
         foreach (var (role, section, array) in new[] { (PluginRole.Schedule, "schedule", false), (PluginRole.Method, "methods", true), (PluginRole.ForgettingMetric, "metrics", true) })
             foreach (var p in host.Plugins.Where(p => p.Role == role).OrderBy(p => p.Name, StringComparer.Ordinal))
                 yield return new(section, $"{(array ? $"[[{section}]]" : $"[{section}]")} name = \"{p.Name}\"", p.Summary,
-                    p.OptionsType is null ? [] : OptionSchema.Of(p.OptionsType));
+                    p.OptionsType is null ? [] : OptionSchema.Of(p.OptionsType), OptionSchema.TypeDoc(p.Type));
     }
 
     static void Text(IEnumerable<Block> blocks, TextWriter o)
@@ -69,6 +71,7 @@ static class ConfigCommand
         foreach (var b in blocks)
         {
             o.WriteLine(b.Header + (b.Summary.Length > 0 ? $"    # {b.Summary}" : ""));
+            foreach (var line in Wrap(b.Doc, 112)) o.WriteLine($"  # {line}");
             if (b.Options.Count == 0) o.WriteLine("  (no options)");
             foreach (var s in b.Options)
             {
@@ -81,6 +84,19 @@ static class ConfigCommand
             }
             o.WriteLine();
         }
+    }
+
+    /// <summary>Words of <paramref name="text"/> in lines of at most <paramref name="width"/> characters (a longer word
+    /// stands alone).</summary>
+    static IEnumerable<string> Wrap(string text, int width)
+    {
+        var line = "";
+        foreach (var word in text.Split(' ', StringSplitOptions.RemoveEmptyEntries))
+        {
+            if (line.Length > 0 && line.Length + 1 + word.Length > width) { yield return line; line = ""; }
+            line = line.Length == 0 ? word : $"{line} {word}";
+        }
+        if (line.Length > 0) yield return line;
     }
 
     static JsonArray Json(IEnumerable<Block> blocks)

@@ -172,10 +172,16 @@ public static class OptionSchema
 
     /// <summary>A property's <c>&lt;summary&gt;</c> from the assembly's XML documentation file beside it, as one line;
     /// walks up to the declaring base type. Empty when the assembly ships no documentation.</summary>
-    static string DocOf(XDocument? docs, PropertyInfo p)
+    static string DocOf(XDocument? docs, PropertyInfo p) =>
+        SummaryOf(docs, $"P:{(p.DeclaringType ?? p.ReflectedType!).FullName!.Replace('+', '.')}.{p.Name}");
+
+    /// <summary>A type's <c>&lt;summary&gt;</c> (a plugin class's: the formula it computes and the paper it comes from), as
+    /// one line; empty when its assembly ships no XML documentation beside it.</summary>
+    public static string TypeDoc(Type type) => SummaryOf(Docs(type.Assembly), $"T:{type.FullName!.Replace('+', '.')}");
+
+    static string SummaryOf(XDocument? docs, string id)
     {
         if (docs is null) return "";
-        var id = $"P:{(p.DeclaringType ?? p.ReflectedType!).FullName!.Replace('+', '.')}.{p.Name}";
         var member = docs.Descendants("member").FirstOrDefault(m => (string?)m.Attribute("name") == id);
         var summary = member?.Element("summary");
         if (summary is null) return "";

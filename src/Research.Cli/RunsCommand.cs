@@ -58,9 +58,12 @@ static class RunsCommand
                 // Read as the file it was recorded from, so its [plugins] dirs resolve as they did for the study.
                 var config = ConfigLoader.Parse(run.ConfigToml ?? "", run.ConfigFile ?? Path.Combine(Path.GetDirectoryName(path)!, "config.toml"), a.All("--set"));
                 var dirs = a.All("--plugins").Concat(config.PluginDirs).ToList();
-                // Without --plugins, the metric DLLs the run recorded, each checked to be the file that computed them.
+                // Without --plugins, the DLLs the run recorded of the metrics chosen now, each checked to be the file that
+                // computed them.
+                var chosen = config.Metrics.Select(m => m.Name).ToHashSet(StringComparer.Ordinal);
                 var files = a.All("--plugins").Count > 0 ? []
-                    : Research.Core.Training.RecordedPlugins.MetricFiles(Research.Core.Training.RecordedPlugins.Parse(run.Plugins),
+                    : Research.Core.Training.RecordedPlugins.MetricFiles(
+                        Research.Core.Training.RecordedPlugins.Parse(run.Plugins).Where(r => chosen.Contains(r.Name)),
                         name => (builtIn ??= Research.Core.Plugins.PluginHost.Load([])).Lookup("metrics", name) is not null, id);
                 var key = string.Join("\n", dirs.Concat(files));
                 if (!hosts.TryGetValue(key, out var host)) hosts[key] = host = Commands.LoadPlugins(dirs, files);

@@ -166,7 +166,7 @@ let tests =
             Expect.equal (state["metric:fixture-accuracy/task_ends"].item<int64>()) 2L "two task ends counted, kept under the metric's name"
         }
 
-        test "research metrics refuses a recorded metric DLL that changed or moved, in one line naming the metric and the DLL; --plugins still chooses where to load it from" {
+        test "research metrics refuses a recorded metric DLL that changed or moved, in one line naming the metric and the DLL, when the metric is chosen; --plugins still chooses where to load it from" {
             let dir, plugins, runDir = fixtureStudy "changed-metric"
             let dll = Path.Combine(plugins, "Plugin.Metric.dll")
             let expectRefusal (r: ProcessResult) (reason: string) =
@@ -176,6 +176,8 @@ let tests =
                 for part in [ "forgetting metric 'fixture-accuracy'"; dll; reason ] do Expect.stringContains lines[0] part part
             File.AppendAllText(dll, "changed")
             expectRefusal (research dir [ "metrics"; runDir ]) "the DLL changed since the run"
+            let others = research dir [ "metrics"; runDir; "--set"; "metrics=[{name=\"bwt\", only=true}]" ]
+            Expect.equal others.ExitCode 0 (sprintf "a metric not chosen now needs no DLL: %s" others.Err)
             let moved = plugins + "-moved"
             Directory.Move(plugins, moved)
             expectRefusal (research dir [ "metrics"; runDir ]) "which is no longer there"

@@ -80,8 +80,11 @@ public sealed record MetricValue(double Value, IReadOnlyList<double>? PerTask = 
 
 /// <summary>
 /// A forgetting metric: a pure function of the evaluation record (Avalanche's functional metrics;
-/// Chaudhry et al. 2018; Lopez-Paz &amp; Ranzato 2017). Anything that needs the model or data is a
-/// probe computed by the core; a metric only reads.
+/// Chaudhry et al. 2018; Lopez-Paz &amp; Ranzato 2017). A metric that needs the model or data (calibration, drift) also
+/// implements <see cref="ITaskHooks"/> (and may implement <see cref="IStepObserver"/> and <see cref="IStateful"/>): a
+/// study calls its task end at every task end, where it measures and writes a probe row
+/// (<see cref="TaskEndContext.AddProbe"/>), and <see cref="Compute"/> reads its own probe from the record. The record
+/// stays the one thing a metric reads, so <c>research metrics</c> computes it again from the store without the model.
 /// </summary>
 public interface IForgettingMetric
 {

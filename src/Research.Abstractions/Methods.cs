@@ -166,7 +166,23 @@ public sealed record TaskEndContext(
     Func<Tensor, Batch, Tensor> PerItemLoss,
     Func<FisherKind, IReadOnlyDictionary<string, Tensor>> Fisher,
     Action<string, double[]> AddProbe,
-    Generator Random);
+    Generator Random)
+{
+    /// <summary>T, the tasks of the study: <see cref="TestData"/> reads any of them.</summary>
+    public int TaskCount { get; init; }
+
+    /// <summary>Task j's test split (0 ≤ j &lt; <see cref="TaskCount"/>) as mini-batches in order, a fresh pass on each
+    /// enumeration: what the record's matrices are measured on, for a metric that reads the model (calibration, drift).
+    /// Each batch is valid until the next is drawn.</summary>
+    public Func<int, IEnumerable<Batch>> TestData { get; init; } = _ => [];
+
+    /// <summary>A batch's logits (from <see cref="Logits"/>) as the rows the loss and the accuracy are computed over: logits
+    /// [n, C] with the item's task head applied, against targets [n] (<see cref="Batch.IgnoreIndex"/> where an item does not
+    /// count) — a classifier's items, or a causal language model's predicted tokens (logits shifted against targets). Both
+    /// are new tensors (views where possible) that the caller may dispose once read, as it may the logits.</summary>
+    public Func<Tensor, Batch, (Tensor Logits, Tensor Targets)> Rows { get; init; } =
+        (logits, batch) => (logits.alias(), batch.TargetsTensor.alias());
+}
 
 /// <summary>Phase hooks: a task starts (once; not again when a run resumes inside it), a task ends (every task, the last
 /// one with <see cref="TaskEndContext.IsLastTask"/>: skip consolidating, but probes may still add their row).</summary>

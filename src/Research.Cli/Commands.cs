@@ -18,9 +18,9 @@ static class Commands
 
     /// <summary>Loads the built-in plugins and the given folders. A folder the user named that does not exist
     /// is an error; other problems are warnings now and errors only when the run asks for that plugin.</summary>
-    public static PluginHost LoadPlugins(IEnumerable<string> dirs)
+    public static PluginHost LoadPlugins(IEnumerable<string> dirs, IEnumerable<string>? files = null)
     {
-        var host = PluginHost.Load(dirs);
+        var host = PluginHost.Load(dirs, files: files);
         var missing = host.MissingFolders.ToList();
         if (missing.Count > 0) throw new PluginException(string.Join("; ", missing));
         foreach (var p in host.Problems) Console.Error.WriteLine($"warning: {p}");

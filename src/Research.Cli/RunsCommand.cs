@@ -27,8 +27,10 @@ static class RunsCommand
     /// <summary>
     /// <c>research metrics RUN_DIR... [--set metrics=[…]] [--plugins DIR] [--save]</c>: the forgetting metrics of stored
     /// studies computed again from their stores alone — the test matrices, task names and probes — without training.
-    /// The metrics are those of each run's recorded config (its <c>[[metrics]]</c>, or the default set), which
-    /// <c>--set</c> overrides; <c>--save</c> writes the values into the run's store.
+    /// The metrics are those of each run's recorded config (the standard seven and its <c>[[metrics]]</c>), which
+    /// <c>--set</c> overrides; <c>--save</c> writes the values into the run's store. Without <c>--plugins</c>, the metric
+    /// DLLs the run recorded outside the built-in folder are loaded from their recorded paths, each refused if it moved
+    /// or its SHA-256 changed.
     /// </summary>
     public static Command MetricsCommand() => Cli.Command("metrics",
         "Compute stored studies' forgetting metrics again from their stores alone (matrices, task names, probes), without training",
@@ -41,6 +43,7 @@ static class RunsCommand
     static int Metrics(Parsed a)
     {
         var hosts = new Dictionary<string, Research.Core.Plugins.PluginHost>();
+        Research.Core.Plugins.PluginHost? builtIn = null;
         int studies = 0, failed = 0;
         foreach (var path in a.Positional.SelectMany(Stores))
         {
@@ -55,8 +58,15 @@ static class RunsCommand
                 // Read as the file it was recorded from, so its [plugins] dirs resolve as they did for the study.
                 var config = ConfigLoader.Parse(run.ConfigToml ?? "", run.ConfigFile ?? Path.Combine(Path.GetDirectoryName(path)!, "config.toml"), a.All("--set"));
                 var dirs = a.All("--plugins").Concat(config.PluginDirs).ToList();
-                var key = string.Join("\n", dirs);
-                if (!hosts.TryGetValue(key, out var host)) hosts[key] = host = Commands.LoadPlugins(dirs);
+                // Without --plugins, the DLLs the run recorded of the metrics chosen now, each checked to be the file that
+                // computed them.
+                var chosen = config.Metrics.Select(m => m.Name).ToHashSet(StringComparer.Ordinal);
+                var files = a.All("--plugins").Count > 0 ? []
+                    : Research.Core.Training.RecordedPlugins.MetricFiles(
+                        Research.Core.Training.RecordedPlugins.Parse(run.Plugins).Where(r => chosen.Contains(r.Name)),
+                        name => (builtIn ??= Research.Core.Plugins.PluginHost.Load([])).Lookup("metrics", name) is not null, id);
+                var key = string.Join("\n", dirs.Concat(files));
+                if (!hosts.TryGetValue(key, out var host)) hosts[key] = host = Commands.LoadPlugins(dirs, files);
                 var metrics = Research.Core.Training.RunBuilder.Metrics(config, host);
                 var (values, failures) = Research.Core.Training.GuardedMetric.ComputeAll(metrics, record, a.Flag("--save") ? store : null, id);
                 Console.WriteLine($"{id} ({record.Tasks.Count} tasks)");

@@ -83,7 +83,7 @@ let tests =
         }
         test "[[metrics]] tables are read like [[regularizers]]; none means the standard seven; a metric chosen twice is refused" {
             let chosen = ConfigLoader.Parse("[[metrics]]\nname = \"bwt\"\n", "m.toml", [ "metrics=[{ name = \"bwt\" }, { name = \"fwt\" }]" ])
-            Expect.equal [ for m in chosen.Metrics -> m.Name ] [ "bwt"; "fwt" ] "chosen, the override replacing the file's"
+            Expect.equal [ for m in chosen.ChosenMetrics -> m.Name ] [ "bwt"; "fwt" ] "chosen, the override replacing the file's"
             Expect.equal [ for m in (ConfigLoader.Parse("", "d.toml")).Metrics -> m.Name ] (List.ofSeq RunConfig.DefaultMetrics) "the default set"
             let twice = ConfigLoader.Parse("[[metrics]]\nname = \"bwt\"\n[[metrics]]\nname = \"bwt\"\n", "t.toml")
             try

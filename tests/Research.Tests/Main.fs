@@ -81,6 +81,7 @@ let main argv =
             BadWeightsTests.tests
             BadStatusTests.tests
             ConventionTests.tests
+            ModelMetricTests.tests
         ]
     let config = { defaultConfig with printer = printer defaultConfig.printer }
     // Plain output (no colours, no spinner) so logs and CI read cleanly and the last line is exact.

@@ -108,9 +108,9 @@ let tests =
             Expect.equal ewc.Record.Loss[0] plain.Record.Loss[0] "row 0 of the loss matrix, exactly"
             Expect.notEqual ewc.Record.Loss[1] plain.Record.Loss[1] "EWC acts from task 1 on"
         }
-        test "[[metrics]] chooses a study's metrics, with options: only they run and are stored, and a loaded metric not chosen does not run" {
+        test "[[metrics]] with only = true chooses a study's metrics, with options: only they run and are stored, and a loaded metric not chosen does not run" {
             let r, runDir =
-                studyProcess "study-metrics" "[study]\ntasks = 3\n[[metrics]]\nname = \"average-accuracy\"\nafter_task = 1\n[[metrics]]\nname = \"bwt\"\n" [ fixtureDir "Plugin.Faulty" ]
+                studyProcess "study-metrics" "[study]\ntasks = 3\n[[metrics]]\nname = \"average-accuracy\"\nafter_task = 1\nonly = true\n[[metrics]]\nname = \"bwt\"\n" [ fixtureDir "Plugin.Faulty" ]
             Expect.equal r.ExitCode 0 (sprintf "the loaded 'throws' metric was not chosen, so it did not run: %s" r.Err)
             let stored = Research.Tests.TrainingTests.storeRows runDir "SELECT name, value FROM study_values WHERE kind = 'metric' ORDER BY name"
             Expect.equal (stored |> List.map (fun m -> string m[0])) [ "average-accuracy"; "bwt" ] "exactly the chosen metrics"

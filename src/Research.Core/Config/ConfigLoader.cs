@@ -183,10 +183,34 @@ public static class ConfigLoader
         var scheduleTable = TableAt(root, "schedule", file, errors) ?? new TomlTable();
         var schedule = Choice(scheduleTable, "schedule", "constant", file, errors);
         var methods = Choices(root, "methods", file, errors) ?? [];
-        var metrics = Choices(root, "metrics", file, errors);
+        var (metrics, metricsOnly) = Only(Choices(root, "metrics", file, errors), file, errors);
         errors.AddRange(Selection(data, train, checkpoint, file));
         if (errors.Count > 0) throw new ConfigException(errors);
-        return new RunConfig(file, root, run, data, model, optimizer, train, precision, checkpoint, study, plugins, schedule, methods, metrics, probes);
+        return new RunConfig(file, root, run, data, model, optimizer, train, precision, checkpoint, study, plugins, schedule, methods, metrics, probes)
+            { MetricsOnly = metricsOnly };
+    }
+
+    /// <summary>The key of a <c>[[metrics]]</c> table that is not the metric's own option: <c>only = true</c> (in any of
+    /// the tables) makes the chosen metrics the whole set instead of additions to the standard seven.</summary>
+    public const string OnlyKey = "only";
+
+    /// <summary>The <c>[[metrics]]</c> choices without their <see cref="OnlyKey"/> (copies: the config as given keeps it),
+    /// and whether one says <c>only = true</c>.</summary>
+    static (List<PluginChoice>? Choices, bool Only) Only(List<PluginChoice>? choices, string file, List<ConfigError> errors)
+    {
+        if (choices is null) return (null, false);
+        bool only = false;
+        var stripped = choices.Select(choice =>
+        {
+            if (!choice.Options.TryGetValue(OnlyKey, out var value)) return choice;
+            if (value is bool b) only |= b;
+            else errors.Add(new(file, $"{choice.Key}.{OnlyKey}", $"{ConfigValue.Text(value)} must be true or false: true computes only the " +
+                                                                 "chosen metrics, false adds them to the standard seven"));
+            var options = new TomlTable();
+            foreach (var (key, v) in choice.Options.Where(kv => kv.Key != OnlyKey)) options[key] = v;
+            return choice with { Options = options };
+        }).ToList();
+        return (stripped, only);
     }
 
     /// <summary>Model selection reads the validation split: with <c>data.validation_fraction = 0</c> there is none, and the

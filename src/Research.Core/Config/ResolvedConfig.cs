@@ -33,7 +33,8 @@ public static class ResolvedConfig
     /// (an array) as plugin tables bound through the plugin's options type (defaults filled in, enum values in kebab
     /// case as the config accepts them, plus <c>name</c>) — a plugin without an options type, or unknown to the host,
     /// stays as given — and <c>command</c> ("train" or "study"); a study's <c>metrics</c> too (an array of bound
-    /// plugin tables, the default set when the config chooses none). Values are spelled by <see cref="ConfigValue"/>.
+    /// plugin tables: the standard seven and the chosen ones, or with <c>only = true</c> the chosen ones, that key kept on the
+    /// first). Values are spelled by <see cref="ConfigValue"/>.
     /// Object keys are sorted ordinally at every depth; arrays keep their order.
     /// </summary>
     /// <exception cref="ConfigException">A plugin's options do not bind (unknown key, wrong type, invalid value).</exception>
@@ -55,7 +56,12 @@ public static class ResolvedConfig
             ["command"] = command,
         };
         if (command == "study")
-            root["metrics"] = new JsonArray(config.Metrics.Select(m => (JsonNode?)Plugin(host, "metrics", m, config.File)).ToArray());
+        {
+            var metrics = config.Metrics.Select(m => Plugin(host, "metrics", m, config.File)).ToList();
+            // The set written out, read back, is the same set: without `only` the seven would be added again.
+            if (config.MetricsOnly && metrics.Count > 0) metrics[0][ConfigLoader.OnlyKey] = true;
+            root["metrics"] = new JsonArray(metrics.Select(m => (JsonNode?)m).ToArray());
+        }
         return (JsonObject)Sorted(root)!;
     }
 

@@ -424,14 +424,30 @@ public sealed record RunConfig(
     /// <summary>The <c>[probes]</c> section (none asked for when absent).</summary>
     public ProbesSection Probes => ChosenProbes ?? new ProbesSection();
 
-    /// <summary>
-    /// The forgetting metrics a study computes: the <c>[[metrics]]</c> tables, or when there are none the standard
-    /// set (<see cref="DefaultMetrics"/>). A metric plugin that is loaded but not chosen does not run.
-    /// </summary>
-    public IReadOnlyList<PluginChoice> Metrics =>
-        ChosenMetrics ?? DefaultMetrics.Select((name, i) => new PluginChoice(name, new TomlTable { ["name"] = name }, $"metrics[{i}]")).ToList();
+    /// <summary>Whether a <c>[[metrics]]</c> table says <c>only = true</c>: the chosen metrics are the whole set.</summary>
+    public bool MetricsOnly { get; init; }
 
-    /// <summary>The metrics of <c>Research.Plugins.Forgetting</c>, computed when a config chooses none.</summary>
+    /// <summary>
+    /// The forgetting metrics a study computes: the standard seven (<see cref="DefaultMetrics"/>) and the <c>[[metrics]]</c>
+    /// tables added to them — a table naming one of the seven gives it its options, in its place — or, with
+    /// <see cref="MetricsOnly"/>, the tables alone. A metric plugin that is loaded but not chosen does not run.
+    /// </summary>
+    public IReadOnlyList<PluginChoice> Metrics
+    {
+        get
+        {
+            var chosen = ChosenMetrics ?? [];
+            if (MetricsOnly) return chosen;
+            // A metric chosen twice stays twice, for the builder to refuse naming the key.
+            var standard = DefaultMetrics.SelectMany((name, i) => chosen.Any(m => m.Name == name)
+                ? chosen.Where(m => m.Name == name)
+                : [new PluginChoice(name, new TomlTable { ["name"] = name }, $"metrics[{i}]")]);
+            return standard.Concat(chosen.Where(m => !DefaultMetrics.Contains(m.Name))).ToList();
+        }
+    }
+
+    /// <summary>The standard seven of <c>Research.Plugins.Forgetting</c>, computed by every study unless its
+    /// <c>[[metrics]]</c> say <c>only = true</c>.</summary>
     public static readonly IReadOnlyList<string> DefaultMetrics =
         ["average-accuracy", "average-forgetting", "max-forgetting", "bwt", "fwt", "accuracy-drop", "loss-increase"];
 

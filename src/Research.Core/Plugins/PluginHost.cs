@@ -64,11 +64,15 @@ public sealed class PluginHost : IPluginOptions
 
     static IEnumerable<Type> AllRoleInterfaces => RoleInterfaces.Values.SelectMany(t => t);
 
+    /// <summary>The method roles a forgetting metric may play too: they let it measure the model, not change training.</summary>
+    static readonly Type[] MetricObserverRoles = [typeof(ITaskHooks), typeof(IStepObserver)];
+
     readonly List<PluginDescriptor> _plugins = [];
     readonly List<PluginProblem> _problems = [];
     readonly List<PluginProblem> _missingFolders = [];
     readonly Dictionary<(PluginRole, string), List<string>> _claims = [];
     readonly List<PluginLoader> _loaders = [];
+    readonly HashSet<string> _loaded = new(StringComparer.Ordinal);
 
     public IReadOnlyList<PluginDescriptor> Plugins => _plugins;
     public IReadOnlyList<PluginProblem> Problems => _problems;
@@ -76,13 +80,15 @@ public sealed class PluginHost : IPluginOptions
     /// <summary>The folder of built-in plugins, beside the host's assemblies.</summary>
     public static string BuiltInDirectory => Path.Combine(AppContext.BaseDirectory, "plugins");
 
-    /// <summary>Loads the built-in folder (unless excluded) and every folder given.</summary>
-    public static PluginHost Load(IEnumerable<string> directories, bool includeBuiltIn = true)
+    /// <summary>Loads the built-in folder (unless excluded), every folder given, then every plugin DLL given by its path
+    /// (a run's recorded plugins); a DLL is loaded once however often it is named.</summary>
+    public static PluginHost Load(IEnumerable<string> directories, bool includeBuiltIn = true, IEnumerable<string>? files = null)
     {
         var host = new PluginHost();
         var dirs = (includeBuiltIn ? [BuiltInDirectory] : Array.Empty<string>()).Concat(directories)
             .Select(d => Path.GetFullPath(d)).Distinct().ToList();
         foreach (var dir in dirs) host.LoadDirectory(dir);
+        foreach (var file in files ?? []) host.LoadAssembly(Path.GetFullPath(file));
         foreach (var ((role, name), paths) in host._claims.Where(c => c.Value.Count > 1))
             host._problems.Add(new(paths[^1], $"{RoleName(role)} '{name}' is claimed by two plugins: {string.Join(" and ", paths)}"));
         return host;
@@ -116,6 +122,7 @@ public sealed class PluginHost : IPluginOptions
 
     void LoadAssembly(string path)
     {
+        if (!_loaded.Add(path)) return;
         var (refused, declares) = CheckMetadata(path);
         if (refused != null) { if (refused.Length > 0) _problems.Add(new(path, refused) { Declares = declares }); return; }
 
@@ -148,6 +155,11 @@ public sealed class PluginHost : IPluginOptions
                 continue;
             }
             var roles = RoleInterfaces.Where(r => r.Value.Any(i => i.IsAssignableFrom(type))).Select(r => r.Key).ToList();
+            // A metric that measures the model at task ends (or streams over the steps) observes as a method does; those
+            // roles are part of the metric, not a second plugin.
+            if (roles.Contains(PluginRole.ForgettingMetric) && MetricObserverRoles.Any(i => i.IsAssignableFrom(type)) &&
+                RoleInterfaces[PluginRole.Method].Except(MetricObserverRoles).All(i => !i.IsAssignableFrom(type)))
+                roles.Remove(PluginRole.Method);
             var attribute = type.GetCustomAttribute<PluginAttribute>();
             if (roles.Count == 0)
             {
@@ -157,7 +169,7 @@ public sealed class PluginHost : IPluginOptions
                 continue;
             }
             found++;
-            if (roles.Count > 1) { _problems.Add(new(path, $"{type.FullName} is more than one kind of plugin ({string.Join(", ", roles.Select(RoleName))}); a plugin type is a schedule, a method or a metric")); continue; }
+            if (roles.Count > 1) { _problems.Add(new(path, $"{type.FullName} is more than one kind of plugin ({string.Join(", ", roles.Select(RoleName))}); a plugin type is a schedule, a method or a metric (a metric may also implement ITaskHooks and IStepObserver, to measure the model)")); continue; }
             if (attribute == null) { _problems.Add(new(path, $"{type.FullName} is a {RoleName(roles[0])} but has no [Plugin(\"name\")] attribute")); continue; }
             if (!TryOptionsType(type, out var optionsType, out var why)) { _problems.Add(new(path, $"{type.FullName} ('{attribute.Name}'): {why}")); continue; }
 

@@ -9,8 +9,8 @@ using static TorchSharp.torch;
 
 namespace Research.Core.Training;
 
-/// <summary>The methods' task ends (EWC's Fisher and θ*, SI's importances, LwF's teacher, replay's selection), when a
-/// study's methods have task hooks.</summary>
+/// <summary>The methods' task ends (EWC's Fisher and θ*, SI's importances, LwF's teacher, replay's selection) and those of
+/// the metrics that measure the model, when a study has task hooks.</summary>
 public sealed class ConsolidationFactory : IRunObserverFactory
 {
     public int Order => 30;
@@ -40,7 +40,11 @@ sealed class Consolidation : IRunObserver
         var context = new TaskEndContext(phase, task.Name, phase == run.Tasks.Count - 1, loop.Optimizer.PenaltyParameters(),
             b => TrainedLogits(run, b), (b, f) => TrainedGradient(loop, b, f),
             Counted(task.Train.InOrder(c.Data.EvalBatchSize)), (logits, batch) => outputs.PerItemLoss(logits, batch),
-            kind => TaskFisher(loop, task, kind, phase), (name, row) => probes[name] = row.ToArray(), random);
+            kind => TaskFisher(loop, task, kind, phase), (name, row) => probes[name] = row.ToArray(), random)
+        {
+            TaskCount = run.Tasks.Count, TestData = j => TestData(run, j),
+            Rows = (logits, batch) => Rows(outputs, logits, batch),
+        };
         // Each method adds its rows under names no one else gave this task's record: the core's probes, the observers'
         // (which ran before), another method's.
         var taken = new Dictionary<string, string>(StringComparer.Ordinal)
@@ -67,13 +71,28 @@ sealed class Consolidation : IRunObserver
         return task.Train.Sample(n, g);   // its tensors live outside any dispose scope (TensorDataset's own)
     }
 
-    /// <summary>The trained model's fp32 logits in eval mode, without autograd.</summary>
+    /// <summary>The trained model's fp32 logits in eval mode, without autograd. The forward pass's intermediate tensors are
+    /// freed here, not at the end of the plugin's call: a pass over a whole test split would otherwise hold them all.</summary>
     static Tensor TrainedLogits(RunComponents run, Batch batch)
     {
         var wasTraining = run.Model.training;
         run.Model.eval();
-        try { using (no_grad()) return ModelInput.Logits(run.Model, batch, run.Precision); }
+        try
+        {
+            using var scope = NewDisposeScope();
+            using (no_grad()) return ModelInput.Logits(run.Model, batch, run.Precision).MoveToOuterDisposeScope();
+        }
         finally { run.Model.train(wasTraining); }
+    }
+
+    /// <summary>A batch's logits as the task's rows (<see cref="TaskEndContext.Rows"/>): new handles the caller may dispose,
+    /// with the views and masked copies made on the way freed at once (a causal LM's narrowed logits would keep every
+    /// batch's logits alive until the call ends).</summary>
+    static (Tensor Logits, Tensor Targets) Rows(OutputTask outputs, Tensor logits, Batch batch)
+    {
+        using var scope = NewDisposeScope();
+        var (rows, targets) = outputs.Rows(outputs.Restrict(logits, batch), batch);
+        return (rows.MoveToOuterDisposeScope(), targets.MoveToOuterDisposeScope());
     }
 
     /// <summary>∇θ of f(logits) of the trained model (eval mode) on a batch, per trainable slot in fp32.</summary>
@@ -92,6 +111,11 @@ sealed class Consolidation : IRunObserver
         }
         finally { run.Model.train(wasTraining); }
     }
+
+    /// <summary>Task j's test split in evaluation batches, as the record's matrices read it.</summary>
+    static IEnumerable<Batch> TestData(RunComponents run, int j) =>
+        j >= 0 && j < run.Tasks.Count ? run.Tasks[j].Test.InOrder(run.Config.Data.EvalBatchSize)
+            : throw new ArgumentException($"TestData({j}): the study has tasks 0 to {run.Tasks.Count - 1}");
 
     /// <summary>The batches a consolidation reads, each one a point where crash injection may kill the process.</summary>
     static IEnumerable<Batch> Counted(IEnumerable<Batch> batches)

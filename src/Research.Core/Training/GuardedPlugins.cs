@@ -66,6 +66,11 @@ public sealed class GuardedSchedule(ISchedule inner, PluginDescriptor descriptor
 public sealed class GuardedMetric(IForgettingMetric inner, PluginDescriptor descriptor) : IForgettingMetric
 {
     public PluginDescriptor Descriptor => descriptor;
+
+    /// <summary>The metric's task hooks and step observer (a metric that measures the model), guarded and called as a
+    /// method's are, its state checkpointed under its name; null when the metric only reads the record.</summary>
+    public GuardedMethod? Observer { get; } = inner is ITaskHooks or IStepObserver ? new GuardedMethod(inner, descriptor) : null;
+
     public MetricValue Compute(EvaluationRecord record)
     {
         const string when = "the metric's computation from the study's record, after training";

@@ -201,7 +201,7 @@ public sealed class GuardedMethod
                 failure.Value ??= e;
                 throw e;
             }
-            taken[name] = $"method '{Name}'";
+            taken[name] = $"{PluginHost.RoleName(Descriptor.Role)} '{Name}'";
             rows[name] = row!.ToArray();
         };
     }
@@ -265,6 +265,15 @@ public sealed class MethodSet(IReadOnlyList<GuardedMethod> all)
     public static MethodSet Of(params object[] plugins) => new(plugins.Select(p => new GuardedMethod(p,
         new PluginDescriptor(PluginRole.Method, p.GetType().Name, "", p.GetType(), null, p.GetType().Assembly.Location))).ToList());
     public IReadOnlyList<GuardedMethod> All { get; } = all;
+    /// <summary>The methods that change training: <see cref="All"/> less the metrics' observers (which only measure).</summary>
+    public IReadOnlyList<GuardedMethod> Training { get; } = all.Where(m => m.Descriptor.Role == PluginRole.Method).ToList();
+
+    /// <summary>These methods and, after them, <paramref name="observers"/> (the hooks of metrics that measure the model).</summary>
+    public MethodSet With(IEnumerable<GuardedMethod> observers)
+    {
+        var added = observers.ToList();
+        return added.Count == 0 ? this : new MethodSet([.. All, .. added]);
+    }
     public IReadOnlyList<GuardedMethod> Penalties { get; } = all.Where(m => m.Penalty != null).ToList();
     public IReadOnlyList<GuardedMethod> LossTerms { get; } = all.Where(m => m.LossTerm != null).ToList();
     public IReadOnlyList<GuardedMethod> Observers { get; } = all.Where(m => m.Observer != null).ToList();

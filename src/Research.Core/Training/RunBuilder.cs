@@ -1,5 +1,4 @@
 using System.Reflection;
-using System.Security.Cryptography;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Research.Abstractions;
@@ -142,7 +141,7 @@ public static class RunBuilder
                 Data = data, Shape = shape, Task = OutputTaskOf(shape, heads), Model = model, ModelPlan = plan,
                 Shadow = new ShadowModel(() => NewModel(c, plan)),
                 NewModel = () => NewModel(c, plan),
-                LoadSummary = summary, Precision = precision, Schedule = schedule, Methods = methods,
+                LoadSummary = summary, Precision = precision, Schedule = schedule, Methods = methods.With(metrics.Select(m => m.Observer).OfType<GuardedMethod>()),
                 Metrics = metrics, Plugins = records,
             };
         }
@@ -266,9 +265,8 @@ public static class RunBuilder
 
     static PluginRecord Record(PluginDescriptor d)
     {
-        using var f = File.OpenRead(d.AssemblyPath);
         var version = AssemblyName.GetAssemblyName(d.AssemblyPath).Version?.ToString() ?? "?";
-        return new PluginRecord(PluginHost.RoleName(d.Role), d.Name, d.AssemblyPath, version, Convert.ToHexStringLower(SHA256.HashData(f)));
+        return new PluginRecord(PluginHost.RoleName(d.Role), d.Name, d.AssemblyPath, version, RecordedPlugins.Sha256(d.AssemblyPath));
     }
 
     /// <summary>The forgetting metrics a study computes (<see cref="RunConfig.Metrics"/>), created with their options and guarded.</summary>

@@ -14,7 +14,7 @@ static class RunCheckpoint
         // Beside the optimizer's fp32 master weights: frozen parameters and buffers (BatchNorm's running statistics are
         // state a resumed or fine-tuned model needs, though no gradient moves them).
         var frozen = Frozen(run);
-        var methodState = run.Methods.All.SelectMany((m, i) => m.StateDict().Select(kv => ($"{i}/{kv.Key}", kv.Value)));
+        var methodState = run.Methods.All.SelectMany((m, i) => m.StateDict().Select(kv => ($"{StatePrefix(m, i)}{kv.Key}", kv.Value)));
         return Checkpoint.Write(checkpoints, name, state, optimizer.NamedMaster().Concat(frozen), optimizer.NamedState(), methodState);
     }
 
@@ -38,7 +38,7 @@ static class RunCheckpoint
             // Each plugin's tensors become the plugin's (GuardedMethod frees what it does not keep).
             for (int i = 0; i < run.Methods.All.Count; i++)
             {
-                var prefix = $"{i}/";
+                var prefix = StatePrefix(run.Methods.All[i], i);
                 var mine = methods.Where(kv => kv.Key.StartsWith(prefix)).ToList();
                 foreach (var (key, _) in mine) methods.Remove(key);
                 run.Methods.All[i].LoadStateDict(mine.ToDictionary(kv => kv.Key[prefix.Length..], kv => kv.Value));
@@ -50,6 +50,12 @@ static class RunCheckpoint
             foreach (var t in weights.Values.Concat(moments.Values).Concat(methods.Values)) t.Dispose();
         }
     }
+
+    /// <summary>Where a plugin's state is kept in the checkpoint: a method's under its index in the config's methods, a
+    /// metric's (a metric that measures the model) under its name — the metrics are not part of a run's identity, so a
+    /// resume may choose others, and none of them must be handed another's state.</summary>
+    static string StatePrefix(GuardedMethod m, int index) =>
+        m.Descriptor.Role == Plugins.PluginRole.ForgettingMetric ? $"metric:{m.Name}/" : $"{index}/";
 
     /// <summary>What a checkpoint's weights hold beside the optimizer's: frozen parameters and buffers.</summary>
     static IEnumerable<(string Name, Tensor Value)> Frozen(RunComponents run) =>

@@ -174,7 +174,7 @@ public static class Trainer
         {
             var c = _c.Study;
             observer.Message($"study {c.Benchmark}: {run.Tasks.Count} tasks ({string.Join(", ", run.Tasks.Select(t => t.Name))}); " +
-                             $"{(c.Joint ? "joint training on all tasks seen so far" : run.Methods.All.Count == 0 ? "plain fine-tuning" : string.Join(" + ", run.Methods.All.Select(m => m.Name)))}; " +
+                             $"{(c.Joint ? "joint training on all tasks seen so far" : run.Methods.Training.Count == 0 ? "plain fine-tuning" : string.Join(" + ", run.Methods.Training.Select(m => m.Name)))}; " +
                              $"optimizer {(c.ResetOptimizer ? "reset" : "kept")} and schedule {(c.ResetSchedule ? "restarted" : "continued")} at each task");
             _progress = new StudyProgress(StudyMatrix.Baseline(run), []);
         }

@@ -27,7 +27,7 @@ let private nuspec (nupkg: string) =
     use stream = entry.Open()
     XDocument.Load stream
 
-let private roles = [ "regularizer"; "schedule"; "metric"; "data" ]
+let private roles = [ "regularizer"; "schedule"; "metric"; "data"; "source"; "model" ]
 let private languages = [ "C#", "Cs"; "F#", "Fs" ]
 
 /// `dotnet new` with a template cache of the test's own (the user's installed templates are left alone).
@@ -61,6 +61,41 @@ name = "average-accuracy"
 [checkpoint]
 every = 4
 """ prefix prefix prefix prefix)
+
+/// A config that uses a language's data source and model kind by name, with its regularizer as the method: two
+/// split-class tasks of its rings, the CKA probe and the Hessian decomposition; runs under DIR/PREFIX-open/runs.
+let private openStudyConfig (dir: string) (prefix: string) =
+    let own = Path.Combine(dir, prefix + "-open")
+    Directory.CreateDirectory own |> ignore
+    let path = Path.Combine(own, "open.toml")
+    File.WriteAllText(path, sprintf """
+[run]
+name = "%s-open"
+seed = 3
+threads = 1
+output_dir = "%s"
+[data]
+dataset = "%s-source"
+ring_items = 1200
+batch_size = 32
+[model]
+kind = "%s-model"
+width = 24
+[optimizer]
+lr = 0.03
+[train]
+epochs = 8
+[[methods]]
+name = "%s-regularizer"
+strength = 0.002
+[probes]
+cka = true
+items = 64
+[study]
+benchmark = "split-class"
+hessian = { samples = 150, top_k = 3, trace_probes = 0, fisher = ["empirical"] }
+""" prefix (Path.Combine(own, "runs").Replace("\\", "/")) prefix prefix prefix)
+    path
 
 /// The tensor names of a safetensors file: its JSON header (8-byte little-endian length, then the header).
 let private safetensorNames (file: string) =
@@ -98,7 +133,7 @@ let tests =
                 Expect.equal value contract (sprintf "%s's template.json" (Path.GetFileName dir))
         }
 
-        test "dotnet new makes all eight plugins; each builds against the packed contract alone, loads, and runs in a study" {
+        test "dotnet new makes all twelve plugins; each builds against the packed contract alone, loads, and runs in a study; the source and model kind of each language train a split-class study with its regularizer, the probes and the Hessian decomposition" {
             let dir = tempDir "templates"
             let hive = Path.Combine(dir, "hive")
             let install = dotnetNew hive dir [ "install"; package "Research.Templates" ]
@@ -111,13 +146,13 @@ let tests =
                         let created = dotnetNew hive dir [ sprintf "research-%s" role; "-lang"; language; "-n"; name; "-o"; Path.Combine(dir, name) ]
                         Expect.equal created.ExitCode 0 (sprintf "dotnet new research-%s -lang %s:\n%s%s" role language created.Out created.Err)
                         name ]
-            // One build of the eight (a solution), as fast as the machine allows; each still lands in its own bin folder.
+            // One build of the twelve (a solution), as fast as the machine allows; each still lands in its own bin folder.
             let sln = runProcess dir "dotnet" [ "new"; "sln"; "-n"; "Plugins"; "--format"; "slnx" ]
             Expect.equal sln.ExitCode 0 sln.Err
             let added = runProcess dir "dotnet" ([ "sln"; "Plugins.slnx"; "add" ] @ [ for n in names -> Directory.GetFiles(Path.Combine(dir, n), "*.*proj") |> Array.exactlyOne ])
             Expect.equal added.ExitCode 0 (added.Out + added.Err)
             let build = runProcess dir "dotnet" [ "build"; "Plugins.slnx"; "-c"; "Release"; "-nologo"; "-v:q"; "-clp:NoSummary" ]
-            Expect.equal build.ExitCode 0 (sprintf "the eight build:\n%s%s" build.Out build.Err)
+            Expect.equal build.ExitCode 0 (sprintf "the twelve build:\n%s%s" build.Out build.Err)
             Expect.isFalse (Regex.IsMatch(build.Out + build.Err, @"warning [A-Z]+\d+")) (sprintf "they build without a warning:\n%s" build.Out)
             let outputs =
                 [ for name in names ->
@@ -159,5 +194,17 @@ let tests =
                 Expect.isTrue (names |> Set.exists (fun n -> n.StartsWith "0/")) (sprintf "the anchor is checkpointed: %A" names)
                 for expected in [ "1/0/targets"; "1/1/targets" ] do
                     Expect.contains names expected "the memory of each task is checkpointed"
+
+                // The source and the model kind: a split-class study of the source's rings on the kind's network.
+                let openStudy = research dir ([ "study"; openStudyConfig dir p ] @ plugins)
+                Expect.equal openStudy.ExitCode 0 (sprintf "the %s source-and-model study runs:\n%s%s" prefix openStudy.Out openStudy.Err)
+                let openRun = onlyRunDir (Path.Combine(dir, p + "-open"))
+                let openRows sql = Research.Tests.TrainingTests.storeRows openRun sql
+                let diagonal = openRows "SELECT accuracy FROM study_matrix WHERE split = 'test' AND after_task = on_task ORDER BY on_task" |> List.map (fun r -> Convert.ToDouble r[0])
+                Expect.equal diagonal.Length 2 "two tasks"
+                for a in diagonal do Expect.isGreaterThan a 0.65 (sprintf "%s: each task learned (chance 0.5 over its two rings)" prefix)
+                let probes = openRows "SELECT name FROM study_values WHERE kind = 'probe'" |> List.map (fun r -> string r[0]) |> Set.ofList
+                for probe in [ "probe_cka"; ProbeNames.QuadraticLossIncrease; ProbeNames.MeasuredTestLossIncrease ] do
+                    Expect.contains probes probe (sprintf "%s: probe %s stored" prefix probe)
         }
     ]

@@ -227,6 +227,53 @@ let private pluginTests =
           recordedFailed dir "forgetting metric 'bad-metric' (" parts
       } ]
 
+/// A training run with one of the Faulty fixture's shaped plugins and its options: it fails naming the plugin, its DLL
+/// and `parts`, and is recorded as failed with that reason.
+let private shapedFails (plugin: string) (options: string) (parts: string list) =
+    let dir, r = train ("shaped-" + plugin) (sprintf "[[methods]]\nname = \"%s\"\n%s\n" plugin options)
+    let who = sprintf "method '%s' (" plugin
+    failureLine r who parts |> ignore
+    recordedFailed dir who parts
+
+let private shapeTests =
+    [ test "plugins: a data role whose Sample returns fewer items than asked for while its Count says it holds more fails the run naming the plugin, Sample, the step and both counts; recorded as failed" {
+          shapedFails "shaped-memory" "rows_delta = -1" [ "returned 31 items from Sample at step 0"; "32 were asked for and Count says it holds 64" ]
+      }
+      test "plugins: a data role whose Sample returns fewer items because its Count says it holds fewer runs to the end (min(asked, Count) items)" {
+          let dir, r = train "shaped-count" "[[methods]]\nname = \"shaped-memory\"\ncount = 5\n"
+          Expect.equal r.ExitCode 0 (sprintf "the run finished: %s" r.Err)
+          use reader = RunReader.Open(Path.Combine(onlyRunDir dir, RunStore.FileName))
+          Expect.equal (reader.Runs() |> Seq.exactlyOne).Status "finished" "recorded as finished"
+      }
+      for target in [ "3"; "-1"; "1000000" ] do
+          test (sprintf "plugins: a data role whose memory items carry target %s (outside the model's 3 outputs) fails the run naming the plugin, Sample and the target, not with the loss's native error; recorded as failed" target) {
+              shapedFails "shaped-memory" (sprintf "targets = \"%s\"" target) [ sprintf "returned a target of %s from Sample at step 0" target; "targets are ids 0–2 of the model's outputs, or -100" ]
+          }
+      test "plugins: a data role whose memory items all carry -100 (items that do not count) runs to the end" {
+          let _, r = train "shaped-ignore" "[[methods]]\nname = \"shaped-memory\"\ntargets = \"ignore\"\n"
+          Expect.equal r.ExitCode 0 (sprintf "the run finished: %s" r.Err)
+      }
+      for change, says in
+          [ "set-shape", "the task gradient of 'layers.0.weight' as a Float32 tensor of shape [129] on storage of its own (it was a Float32 tensor of shape [16, 8])"
+            "set-same", "the task gradient of 'layers.0.weight' as a Float32 tensor of shape [16, 8] on storage of its own (it was a Float32 tensor of shape [16, 8])"
+            "replace", "another tensor in place of the task gradient of 'layers.0.weight'" ] do
+          test (sprintf "plugins: a gradient hook that swaps what the task gradient is (%s) instead of changing it in place fails the run naming the plugin, BeforeUpdate, the step and the parameter; recorded as failed" change) {
+              shapedFails "shaped-hook" (sprintf "change = \"%s\"" change) [ says + " from BeforeUpdate at step 0"; "a hook changes the task gradient in place" ]
+          }
+      test "plugins: a gradient hook that scales the task gradient in place runs to the end" {
+          let _, r = train "shaped-hook-scale" "[[methods]]\nname = \"shaped-hook\"\nchange = \"scale\"\n"
+          Expect.equal r.ExitCode 0 (sprintf "the run finished: %s" r.Err)
+      }
+      test "plugins: a StateDict holding a complex tensor (no checkpoint holds one) fails the run naming the plugin, StateDict, the entry and the dtypes a checkpoint holds; recorded as failed" {
+          shapedFails "shaped-state" "dtype = \"complex64\"" [ "returned a ComplexFloat32 tensor for 'kept' from StateDict at step 0"; "a checkpoint holds tensors of F64, F32, F16, BF16, I64, I32, I16, I8, U8, BOOL only" ]
+      }
+      test "plugins: a metric with an infinite per-task value fails the study naming the plugin, its DLL, Compute and the task; recorded as failed" {
+          let dir, r = studyWith "shaped-metric-inf" "[[metrics]]\nname = \"shaped-metric\"\nper_task = 2\nper_task_value = \"-inf\"\n"
+          let parts = [ "returned the per-task value -Infinity for task 0 from Compute"; "per-task values are finite numbers, or NaN where the metric is undefined" ]
+          failureLine r "forgetting metric 'shaped-metric' (" parts |> ignore
+          recordedFailed dir "forgetting metric 'shaped-metric' (" parts
+      } ]
+
 let private faultTests =
     [ test "plugin faults: a disposed penalty tensor fails the run naming the plugin, its DLL, Penalty and the step; recorded as failed" {
           methodFails "bad-penalty" "disposed" [ "returned a disposed tensor from Penalty at step 0" ]
@@ -270,4 +317,4 @@ let private faultTests =
           } ]
 
 // Training results depend on the intra-op thread count, which is process-global: run sequenced.
-let tests = testSequenced <| testList "bad plugins" (storeTests @ pluginTests @ faultTests)
+let tests = testSequenced <| testList "bad plugins" (storeTests @ pluginTests @ shapeTests @ faultTests)

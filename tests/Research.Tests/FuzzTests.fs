@@ -1254,6 +1254,232 @@ let private recordsTest () =
     Expect.isGreaterThanOrEqual cases 30 "at least 30 damaged records"
 
 // ---------------------------------------------------------------------------------------------------------------------
+// Plugin results of the wrong shape: the Faulty fixture's shaped plugins (tests/Fixtures/Plugin.Faulty/Shaped.cs), whose
+// options choose each result's rows, shape, dtype, names, values or layout. A case sets up to three of them, each either
+// to what the core must receive or to something else.
+
+/// One option of a shaped plugin: its TOML key and value, and whether the result it makes is what the core must receive.
+type private Aspect = { Key: string; Value: string; Right: bool }
+
+/// A shaped plugin's options, the right values and the wrong ones of each.
+let private aspects (options: (string * string list * string list) list) =
+    options |> List.map (fun (key, rights, wrongs) ->
+        key, [ for v in rights -> { Key = key; Value = v; Right = true } ], [ for v in wrongs -> { Key = key; Value = v; Right = false } ])
+
+let private texts = List.map toml
+
+/// Items of the fuzz's runs: synthetic [16, 8] float32 inputs and int64 targets of 3 classes; half a batch of memory items.
+let private memoryAspects =
+    aspects [ "rows_delta", [], [ "-8"; "-3"; "-1"; "1"; "2"; "5" ]
+              "features", [ "8" ], [ "1"; "5"; "7"; "9"; "784" ]
+              "rank", [ "2" ], [ "1"; "3"; "4" ]
+              "input_dtype", texts [ "float32" ], texts [ "float64"; "float16"; "bfloat16"; "int64"; "int32"; "uint8"; "bool" ]
+              "names", [ "[\"input\", \"targets\"]"; "[\"targets\", \"input\"]" ],
+                       [ "[\"input\"]"; "[\"targets\"]"; "[\"input\", \"targets\", \"extra\"]"; "[\"pixels\", \"targets\"]"; "[\"input_ids\", \"targets\"]" ]
+              "targets_dtype", texts [ "int64" ], texts [ "int32"; "int16"; "uint8"; "float32"; "float64"; "bool" ]
+              "targets", texts [ "0"; "2"; "ignore" ], texts [ "3"; "-1"; "-99"; "-101"; "1000000" ]
+              "targets_rank", [ "0" ], [ "2" ]
+              "non_finite", texts [ "" ], texts [ "nan"; "inf"; "-inf" ]
+              "count", [ "64"; "8"; "4"; "0" ], []
+              "mix_ratio", [ "0.5"; "0.25"; "1.0"; "0.0" ], [] ]
+
+/// A penalty's or a loss term's result: a floating-point scalar (numel 1) in the graph, finite in fp32 and in its dtype.
+let private tensorAspects =
+    aspects [ "shape", [ "[]"; "[1]"; "[1, 1]" ], [ "[0]"; "[2]"; "[3]"; "[16]"; "[2, 2]"; "[1, 3]" ]
+              "dtype", texts [ "float32"; "float64"; "bfloat16"; "float16" ], texts [ "int64"; "int32"; "bool"; "uint8"; "complex64" ]
+              "value", texts [ "0.0"; "0.01"; "-5"; "1000.0"; "1e30"; "none" ], texts [ "nan"; "inf"; "-inf"; "1e39" ]
+              "graph", [ "true" ], [ "false" ] ]
+
+let private hookAspects =
+    aspects [ "change", texts [ "none"; "scale"; "zero" ], texts [ "nan"; "inf"; "set-shape"; "set-dtype"; "set-same"; "replace" ]
+              "index", [ "0"; "1"; "2"; "3"; "7" ], [] ]
+
+/// Kept tensors: any name that is not blank, any dtype a checkpoint holds, any shape and layout.
+let private stateAspects =
+    aspects [ "key", texts [ "kept"; "a/b"; "é\"x"; "__metadata__"; String('k', 200) ], texts [ ""; " " ]
+              "dtype", texts [ "float32"; "float64"; "float16"; "bfloat16"; "int64"; "int32"; "int16"; "int8"; "uint8"; "bool" ], texts [ "complex64" ]
+              "shape", [ "[3]"; "[]"; "[0]"; "[2, 3]"; "[1, 1, 1]" ], []
+              "layout", texts [ "contiguous"; "strided"; "twice" ], [] ]
+
+/// A metric of a 2-task study: per-task values at most one per task, finite or NaN; a finite value.
+let private metricAspects =
+    aspects [ "per_task", [ "-1"; "0"; "1"; "2" ], [ "3"; "5" ]
+              "per_task_value", texts [ "0.25"; "-1.0"; "nan" ], texts [ "inf"; "-inf" ]
+              "value", texts [ "0.5"; "-3.0"; "1e300" ], texts [ "nan"; "inf"; "-inf" ] ]
+
+/// Up to three of a plugin's options, each right or wrong with even odds (no option: the defaults, all right).
+let private optionsGen (all: (string * Aspect list * Aspect list) list) : Gen<Aspect list> =
+    gen {
+        let! n = Gen.frequency [ 1, Gen.constant 0; 4, Gen.constant 1; 3, Gen.constant 2; 1, Gen.constant 3 ]
+        let! keys = Gen.shuffle all |> Gen.map (Array.truncate n >> List.ofArray)
+        let! chosen =
+            keys |> List.map (fun (_, rights, wrongs) ->
+                match rights, wrongs with
+                | [], ws -> Gen.elements ws
+                | rs, [] -> Gen.elements rs
+                | rs, ws -> Gen.oneof [ Gen.elements rs; Gen.elements ws ])
+            |> Gen.sequenceToList
+        return chosen
+    }
+
+/// The value of an option as the plugin reads it (a TOML string's text, as `toml` escapes it), if the case sets it.
+let private valueOf (key: string) (options: Aspect list) =
+    let text (v: string) =
+        if v.StartsWith "\"" then v.Substring(1, v.Length - 2).Replace("\\\"", "\"").Replace("\\\\", "\\") else v
+    options |> List.tryFind (fun a -> a.Key = key) |> Option.map (fun a -> text a.Value)
+
+/// Whether a plugin with these options gives the core what it must receive, the options' interplay included.
+let private rightResult (plugin: string) (options: Aspect list) =
+    let allRight = options |> List.forall (fun a -> a.Right)
+    match plugin with
+    // No memory item is asked for when the memory holds none or nothing mixes: a wrong shape is never returned.
+    | "shaped-memory" -> allRight || valueOf "count" options = Some "0" || valueOf "mix_ratio" options = Some "0.0"
+    // No result, a zero term, has no shape; a value past fp16's range is +∞ in an fp16 result.
+    | "shaped-penalty" | "shaped-loss" ->
+        valueOf "value" options = Some "none"
+        || (allRight && not (valueOf "dtype" options = Some "float16" && abs (float (valueOf "value" options |> Option.defaultValue "0.01")) > 65504.0))
+    // Per-task values are only returned when asked for.
+    | "shaped-metric" ->
+        let perTask = valueOf "per_task" options |> Option.map int |> Option.defaultValue -1
+        options |> List.forall (fun a -> a.Right || (a.Key = "per_task_value" && perTask <= 0))
+    | _ -> allRight
+
+/// The member a wrong result of the plugin is named by.
+let private memberOf = function
+    | "shaped-memory" -> "Sample" | "shaped-penalty" -> "Penalty" | "shaped-loss" -> "Loss"
+    | "shaped-hook" -> "BeforeUpdate" | "shaped-state" -> "StateDict" | _ -> "Compute"
+
+let private faulty = fixtureDir "Plugin.Faulty"
+let private faultyDll = Path.Combine(faulty, "Plugin.Faulty.dll")
+
+/// A shaped plugin's case: exit 0 when its results are right; else exit 1 with one line (the plugin host's warnings
+/// aside) naming the plugin, its DLL and the member. True when it did so.
+let private judgePlugin (t: Tally) (label: string) (right: bool) (who: string) (memberName: string) (r: ProcessResult) =
+    if right then t.Valid <- t.Valid + 1 else t.Invalid <- t.Invalid + 1
+    let failures = lines r.Err |> Array.filter (fun l -> not (l.StartsWith "warning:"))
+    if crashed r then
+        t.Crashes <- t.Crashes + 1
+        t.Problem "CRASH" label r
+        false
+    elif right && r.ExitCode = 0 then true
+    elif right then
+        t.Refused <- t.Refused + 1
+        t.Problem "VALID INPUT REFUSED" label r
+        false
+    elif r.ExitCode = 0 then
+        t.Silent <- t.Silent + 1
+        t.Problem "INVALID INPUT ACCEPTED" label r
+        false
+    elif r.ExitCode <> 1 then
+        t.Problem (sprintf "exit %d where a plugin's failure exits 1" r.ExitCode) label r
+        false
+    elif failures.Length <> 1 then
+        t.Problem "not one line for the failure" label r
+        false
+    else
+        match [ who; faultyDll; memberName ] |> List.tryFind (fun n -> not (failures[0].Contains n)) with
+        | Some n -> t.Problem (sprintf "the failure does not name %s" n) label r; false
+        | None -> true
+
+let private scalarTypeOf = function
+    | "float64" -> "Float64" | "float16" -> "Float16" | "bfloat16" -> "BFloat16" | "int64" -> "Int64" | "int32" -> "Int32"
+    | "int16" -> "Int16" | "int8" -> "Int8" | "uint8" -> "Byte" | "bool" -> "Bool" | _ -> "Float32"
+
+/// The kept tensor of a finished shaped-state run, read back from its final checkpoint as a resume reads it.
+let private keptStateProblem (runDir: string) (options: Aspect list) =
+    let key = "0/" + (valueOf "key" options |> Option.defaultValue "kept")
+    let shape = valueOf "shape" options |> Option.defaultValue "[3]"
+    let dtype = scalarTypeOf (valueOf "dtype" options |> Option.defaultValue "float32")
+    let tensors = Research.Core.Checkpoints.SafetensorsCheck.Load(Path.Combine(runDir, "checkpoints", "final", "methods.safetensors"))
+    try
+        match tensors.TryGetValue key with
+        | false, _ -> Some(sprintf "the final checkpoint holds no '%s' (it has %s)" key (String.Join(", ", tensors.Keys)))
+        | true, kept ->
+            let stored = sprintf "[%s]" (String.Join(", ", kept.shape))
+            if string kept.dtype <> dtype || stored <> shape then Some(sprintf "'%s' came back as %O %s, not %s %s" key kept.dtype stored dtype shape)
+            else None
+    finally
+        for v in tensors.Values do v.Dispose()
+
+let private pluginsTest () =
+    let watch = Stopwatch.StartNew()
+    let t = Tally()
+    let dir = tempDir "fuzz-plugins"
+    let threads = TorchSharp.torch.get_num_threads ()
+    let mutable runs, metricCases = 0, 0
+    let trainCase (plugin: string) (i: int) =
+        let all =
+            match plugin with
+            | "shaped-memory" -> memoryAspects
+            | "shaped-hook" -> hookAspects
+            | "shaped-state" -> stateAspects
+            | _ -> tensorAspects
+        let options = draw (seedOf (sprintf "%s %d" plugin i)) (optionsGen all)
+        runs <- runs + 1
+        let case = Path.Combine(dir, sprintf "r%03d" runs)
+        Directory.CreateDirectory case |> ignore
+        let path = Path.Combine(case, "run.toml")
+        File.WriteAllText(path, renderDoc [ "[run]", [ "name", "\"p\""; "seed", "5"; "threads", "1"; "output_dir", toml (Path.Combine(case, "runs")) ]
+                                            "[data]", [ "dataset", "\"synthetic\""; "synthetic_samples", "64"; "synthetic_features", "8"
+                                                        "synthetic_classes", "3"; "batch_size", "16" ]
+                                            "[model]", [ "hidden", "[8]" ]
+                                            "[train]", [ "epochs", "1" ]
+                                            "[[methods]]", ("name", toml plugin) :: [ for a in options -> a.Key, a.Value ] ])
+        let right = rightResult plugin options
+        let who = sprintf "method '%s' (" plugin
+        let label = sprintf "%s {%s} (%s) [%s]" plugin (String.Join(", ", options |> List.map (fun a -> sprintf "%s = %s" a.Key a.Value)))
+                        (if right then "right" else "wrong") path
+        let r = cli [ "train"; path; "--plugins"; faulty ]
+        if judgePlugin t label right who (memberOf plugin) r then
+            let runDir = onlyRunDir case
+            match query runDir "SELECT status, error FROM runs" with
+            | [ [| status; error |] ] ->
+                let status, error = string status, (match error with null -> "" | e -> string e)
+                if right && status <> "finished" then t.Problem (sprintf "recorded as %s, not finished" status) label r
+                elif not right && status <> "failed" then t.Problem (sprintf "recorded as %s, not failed" status) label r
+                elif not right && not (error.Contains who && error.Contains faultyDll) then t.Problem "the recorded reason does not name the plugin and its DLL" label r
+                elif right && plugin = "shaped-state" then
+                    keptStateProblem runDir options |> Option.iter (fun p -> t.Problem p label r)
+            | rows -> t.Problem (sprintf "%d rows in runs" rows.Length) label r
+    try
+        for plugin, n in [ "shaped-memory", 40; "shaped-penalty", 16; "shaped-loss", 16; "shaped-hook", 16; "shaped-state", 20 ] do
+            for i in 0 .. n - 1 do trainCase plugin i
+        // Metrics: computed again from a finished 2-task study's record (research metrics --save), stored or refused.
+        let studyDir = Path.Combine(dir, "study")
+        Directory.CreateDirectory studyDir |> ignore
+        let made = cli [ "study"; syntheticStudy studyDir "s" "" ]
+        if made.ExitCode <> 0 then failtestf "the study for the metrics did not run: %s" made.Err
+        let study = onlyRunDir studyDir
+        for i in 0 .. 29 do
+            metricCases <- metricCases + 1
+            let options = draw (seedOf (sprintf "shaped-metric %d" i)) (optionsGen metricAspects)
+            let right = rightResult "shaped-metric" options
+            let table = String.Join(", ", "name = \"shaped-metric\"" :: [ for a in options -> sprintf "%s = %s" a.Key a.Value ])
+            let args = [ "metrics"; study; "--save"; "--plugins"; faulty; "--set"; sprintf "metrics=[{ %s }]" table ]
+            let label = sprintf "shaped-metric {%s} (%s) [research %s]" table (if right then "right" else "wrong") (String.Join(" ", args))
+            let r = cli args
+            if judgePlugin t label right "forgetting metric 'shaped-metric' (" "Compute" r then
+                match query study "SELECT value, json FROM study_values WHERE kind = 'metric' AND name = 'shaped-metric'" with
+                | [ [| value; json |] ] ->
+                    let json = string json
+                    if right then
+                        let expected = float (valueOf "value" options |> Option.defaultValue "0.5")
+                        if isNull value || abs (Convert.ToDouble value - expected) > 1e-12 * abs expected then
+                            t.Problem (sprintf "stored %O, not %g" value expected) label r
+                    elif not (json.Contains "error" && json.Contains "shaped-metric") then
+                        t.Problem (sprintf "stored %s, not the failure" json) label r
+                | rows -> t.Problem (sprintf "%d stored values of shaped-metric" rows.Length) label r
+    finally
+        TorchSharp.torch.set_num_threads threads
+    totals.Processes <- totals.Processes + 1
+    totals.Add t
+    finish t (sprintf "%d plugin results (%d training runs of a data role, penalty, loss term, gradient hook and state; %d metrics of a study; %d right, %d wrong)"
+                  t.Cases runs metricCases t.Valid t.Invalid) watch.Elapsed
+    Expect.isGreaterThanOrEqual t.Cases 100 "at least 100 plugin results"
+    Expect.isGreaterThanOrEqual t.Valid 25 "right shapes among them"
+    Expect.isGreaterThanOrEqual t.Invalid 50 "wrong shapes among them"
+
+// ---------------------------------------------------------------------------------------------------------------------
 // Fashion-MNIST folders.
 
 let private images, labels = "train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"
@@ -1339,6 +1565,10 @@ let tests =
         test "30+ damaged study records (a matrix cell, an evaluation or a stored value changed to what no run writes): metrics, runs show and runs export exit 2 with one line naming the run folder and the table; nothing changes on disk" {
             clock.Start()
             recordsTest ()
+        }
+        test "130+ plugin results of the wrong shape and of the right one (seeded options of a data role's sampled batch, a penalty, a loss term, a gradient hook's changes, a kept state, a metric): right ones run to the end (exit 0, recorded finished, the state read back from the checkpoint, the metric stored); every wrong one exits 1 with one line naming the plugin, its DLL and the member, recorded as failed; no crash" {
+            clock.Start()
+            pluginsTest ()
         }
         test "30+ damaged Fashion-MNIST folders: only intact ones are read (exit 0); every damage exits 2 with one error line naming the file; nothing changes on disk" {
             clock.Start()

@@ -22,6 +22,12 @@ public static class SafetensorsCheck
         ["F64"] = 8, ["F32"] = 4, ["F16"] = 2, ["BF16"] = 2, ["I64"] = 8, ["I32"] = 4, ["I16"] = 2, ["I8"] = 1, ["U8"] = 1, ["BOOL"] = 1,
     };
 
+    /// <summary>Whether a tensor of this dtype can be written to a checkpoint and read back (a dtype <see cref="Check"/> reads).</summary>
+    public static bool Holds(ScalarType dtype) => ItemSize.ContainsKey(WeightFile.SafetensorsName(dtype));
+
+    /// <summary>The dtypes a checkpoint holds, as a safetensors header names them.</summary>
+    public static string DTypes => string.Join(", ", ItemSize.Keys);
+
     /// <summary>The most a header may take: real headers are kilobytes; a claim of gigabytes is damage.</summary>
     const long MaxHeader = 100L << 20;
 

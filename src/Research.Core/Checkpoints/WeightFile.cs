@@ -83,7 +83,7 @@ public static class WeightFile
     }
 
     /// <summary>The dtype as a safetensors header writes it (what one who edited the header reads there).</summary>
-    static string SafetensorsName(ScalarType t) => t switch
+    internal static string SafetensorsName(ScalarType t) => t switch
     {
         ScalarType.Float64 => "F64", ScalarType.Float32 => "F32", ScalarType.Float16 => "F16", ScalarType.BFloat16 => "BF16",
         ScalarType.Int64 => "I64", ScalarType.Int32 => "I32", ScalarType.Int16 => "I16", ScalarType.Int8 => "I8",

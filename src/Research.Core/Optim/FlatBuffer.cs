@@ -109,7 +109,7 @@ public sealed class FlatBuffer : IDisposable
     [System.Runtime.InteropServices.DllImport("LibTorchSharp")]
     static extern IntPtr THSTensor_data(IntPtr handle);
 
-    static IntPtr DataPointer(Tensor t) => THSTensor_data(t.Handle);
+    internal static IntPtr DataPointer(Tensor t) => THSTensor_data(t.Handle);
 
     public void Dispose() { Values.Dispose(); Grads.Dispose(); }
 }

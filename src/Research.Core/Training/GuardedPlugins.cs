@@ -39,7 +39,9 @@ static class Guard
             new InvalidDataException($"{member} returned {what}"));
 
     /// <summary>How a tensor is named in those lines: its dtype and shape.</summary>
-    public static string Describe(Tensor t) => $"a {t.dtype} tensor of shape [{string.Join(", ", t.shape)}]";
+    public static string Describe(Tensor t) => Describe(t.dtype, t.shape);
+
+    public static string Describe(ScalarType dtype, long[] shape) => $"a {dtype} tensor of shape [{string.Join(", ", shape)}]";
 }
 
 /// <summary>A schedule whose exceptions become <see cref="PluginFailureException"/>, and whose multipliers are checked.</summary>
@@ -80,8 +82,16 @@ public sealed class GuardedMetric(IForgettingMetric inner, PluginDescriptor desc
         // or infinite is a fault, which the store would otherwise keep as NULL, as if the metric had not been asked for.
         if (!double.IsFinite(value.Value))
             throw Guard.Wrong(descriptor, nameof(Compute), -1, $"the value {value.Value.ToString(System.Globalization.CultureInfo.InvariantCulture)}", "a metric's value is a finite number (NaN is allowed per task only, where the metric is undefined)", when);
-        if (value.PerTask is { } perTask && perTask.Count > record.Tasks.Count)
-            throw Guard.Wrong(descriptor, nameof(Compute), -1, $"{perTask.Count} per-task values", $"the study has {record.Tasks.Count} tasks", when);
+        if (value.PerTask is { } perTask)
+        {
+            if (perTask.Count > record.Tasks.Count)
+                throw Guard.Wrong(descriptor, nameof(Compute), -1, $"{perTask.Count} per-task values", $"the study has {record.Tasks.Count} tasks", when);
+            // An infinite per-task value is stored and shown as a measurement; the contract has NaN for "undefined".
+            for (int j = 0; j < perTask.Count; j++)
+                if (double.IsInfinity(perTask[j]))
+                    throw Guard.Wrong(descriptor, nameof(Compute), -1, $"the per-task value {perTask[j].ToString(System.Globalization.CultureInfo.InvariantCulture)} for task {j}",
+                        "per-task values are finite numbers, or NaN where the metric is undefined", when);
+        }
         return value;
     }
 

@@ -3,6 +3,8 @@ using System.Runtime.CompilerServices;
 using Research.Abstractions;
 using Research.Core.Plugins;
 using Research.Core.Data;
+using Research.Core.Checkpoints;
+using Research.Core.Optim;
 using static TorchSharp.torch;
 
 namespace Research.Core.Training;
@@ -56,10 +58,39 @@ public sealed class GuardedMethod
     public void BeforeUpdate(GradientContext c)
     {
         bool finite = AllFinite(c.TaskGradient);
+        var views = c.TaskGradient.Select(g => new GradientView(g, g.dtype, g.shape, FlatBuffer.DataPointer(g))).ToArray();
         Owned(nameof(IGradientHook.BeforeUpdate), c.Step, () => { Hook!.BeforeUpdate(c); return (Tensor?)null; });
+        CheckGradientViews(c, views);
         if (finite && !AllFinite(c.TaskGradient))
             throw Guard.Wrong(Descriptor, nameof(IGradientHook.BeforeUpdate), c.Step, "a task gradient with values that are not finite",
                 "a hook may change the gradient, not make it non-finite");
+    }
+
+    readonly record struct GradientView(Tensor Tensor, ScalarType DType, long[] Shape, IntPtr Data);
+
+    /// <summary>
+    /// The update reads the core's gradient, which the task gradient's tensors are views of: a hook changes them in place.
+    /// One it swapped for other storage (<c>set_</c>, to another shape, dtype or a copy) or replaced in the list would
+    /// leave its change unapplied without a word, and a replacement made in the call dies with the call's scope, to fail
+    /// later where nothing names the hook.
+    /// </summary>
+    void CheckGradientViews(GradientContext c, GradientView[] before)
+    {
+        const string member = nameof(IGradientHook.BeforeUpdate);
+        const string must = "a hook changes the task gradient in place: its tensors are views of the gradient the update reads (no set_, no entry replaced)";
+        if (c.TaskGradient.Count != before.Length)
+            throw Guard.Wrong(Descriptor, member, c.Step, $"a task gradient of {c.TaskGradient.Count} tensors", $"it was handed {before.Length}; {must}");
+        for (int i = 0; i < before.Length; i++)
+        {
+            var (was, now, name) = (before[i], c.TaskGradient[i], c.Parameters[i].Name);
+            string? wrong =
+                !ReferenceEquals(now, was.Tensor) ? $"another tensor in place of the task gradient of '{name}'"
+                : now.IsInvalid ? $"the task gradient of '{name}' disposed"
+                : now.dtype != was.DType || !now.shape.SequenceEqual(was.Shape) || FlatBuffer.DataPointer(now) != was.Data
+                    ? $"the task gradient of '{name}' as {Guard.Describe(now)} on storage of its own (it was {Guard.Describe(was.DType, was.Shape)})"
+                : null;
+            if (wrong is not null) throw Guard.Wrong(Descriptor, member, c.Step, wrong, must);
+        }
     }
 
     static bool AllFinite(IReadOnlyList<Tensor> tensors)
@@ -104,17 +135,19 @@ public sealed class GuardedMethod
     /// tensor: token ids, masks, token targets) may differ, since <see cref="Batch.Concat"/> pads it; a feature axis padded
     /// with zeros would train on items that do not exist.
     /// </summary>
-    public Batch Sample(int items, long step, Generator random, Batch? like = null)
+    public Batch Sample(int items, long step, Generator random, Batch? like = null, int targetIds = 0)
     {
         using var scope = NewDisposeScope();
+        // What it must return is min(items, Count), its Count as it is when asked.
+        var count = MemoryCount(step);
         var batch = Guard.Call(Descriptor, nameof(IMemory.Sample), step, () => Data!.Sample(items, random));
         Keep(step);
-        CheckSample(batch, items, step, like);
+        CheckSample(batch, items, count, step, like, targetIds);
         foreach (var t in batch.Values) t.MoveToOuterDisposeScope();
         return batch;
     }
 
-    void CheckSample(Batch? batch, int items, long step, Batch? like)
+    void CheckSample(Batch? batch, int items, long count, long step, Batch? like, int targetIds)
     {
         const string member = nameof(IMemory.Sample);
         if (batch is null) throw Guard.Wrong(Descriptor, member, step, "null", "a memory returns a batch");
@@ -122,6 +155,8 @@ public sealed class GuardedMethod
             throw Guard.Wrong(Descriptor, member, step, $"a disposed tensor '{batch.First(kv => kv.Value.IsInvalid).Key}'", "what a plugin returns belongs to the caller and must be alive");
         if (batch.Size > items)
             throw Guard.Wrong(Descriptor, member, step, $"{batch.Size} items", $"{items} were asked for (fewer only when the memory holds fewer)");
+        if (batch.Size != Math.Min(items, count))
+            throw Guard.Wrong(Descriptor, member, step, $"{batch.Size} items", $"{items} were asked for and Count says it holds {count}: a memory returns min(asked, Count) items, so the mix ratio holds");
         if (like is not null)
         {
             string Names(Batch b) => string.Join(", ", b.Keys.Order(StringComparer.Ordinal));
@@ -139,6 +174,15 @@ public sealed class GuardedMethod
                     throw Guard.Wrong(Descriptor, member, step, $"'{name}' on {t.device}", $"the task's batches are on {expected.device}");
             }
         }
+        // A target past the model's outputs stops the loss with a native error that names no plugin; -100 is an item that
+        // does not count (Batch.IgnoreIndex).
+        if (targetIds > 0 && batch.TryGetValue(Batch.Targets, out var targets) && !targets.is_floating_point() && targets.numel() > 0)
+        {
+            var outside = targets.ne(Batch.IgnoreIndex).logical_and(targets.lt(0).logical_or(targets.ge(targetIds)));
+            if (outside.any().item<bool>())
+                throw Guard.Wrong(Descriptor, member, step, $"a target of {targets.masked_select(outside)[0].to(ScalarType.Int64).item<long>()}",
+                    $"targets are ids 0–{targetIds - 1} of the model's outputs, or {Batch.IgnoreIndex} for an item that does not count");
+        }
         foreach (var (name, t) in batch)
             if (t.is_floating_point() && t.numel() > 0)
             {
@@ -150,12 +194,12 @@ public sealed class GuardedMethod
 
     /// <summary>The plugin's memory as the <see cref="IMemory"/> a gradient hook reads, guarded and checked the same way
     /// against <paramref name="like"/>, a batch of the task.</summary>
-    public IMemory AsMemory(long step, Batch? like = null) => new MemoryView(this, step, like);
+    public IMemory AsMemory(long step, Batch? like = null, int targetIds = 0) => new MemoryView(this, step, like, targetIds);
 
-    sealed class MemoryView(GuardedMethod m, long step, Batch? like) : IMemory
+    sealed class MemoryView(GuardedMethod m, long step, Batch? like, int targetIds) : IMemory
     {
         public long Count => m.MemoryCount(step);
-        public Batch Sample(int items, Generator random) => m.Sample(items, step, random, like);
+        public Batch Sample(int items, Generator random) => m.Sample(items, step, random, like, targetIds);
     }
 
     public IReadOnlyDictionary<string, Tensor> StateDict() =>
@@ -172,6 +216,8 @@ public sealed class GuardedMethod
             if (string.IsNullOrWhiteSpace(name)) throw Guard.Wrong(Descriptor, member, step, "a tensor without a name", "every kept tensor has a stable name");
             if (t is null) throw Guard.Wrong(Descriptor, member, step, $"null for '{name}'", "every entry is a tensor the plugin keeps");
             if (t.IsInvalid) throw Guard.Wrong(Descriptor, member, step, $"a disposed tensor for '{name}'", "what a plugin keeps must be alive");
+            if (!SafetensorsCheck.Holds(t.dtype))
+                throw Guard.Wrong(Descriptor, member, step, $"a {t.dtype} tensor for '{name}'", $"a checkpoint holds tensors of {SafetensorsCheck.DTypes} only");
         }
         return state;
     }
@@ -285,6 +331,11 @@ public sealed class MethodSet(IReadOnlyList<GuardedMethod> all)
     /// <see cref="RunBuilder"/> checks), which is also the memory gradient hooks see.</summary>
     public GuardedMethod? Mixer { get; } = all.FirstOrDefault(m => m.Data != null && m.MixRatio > 0);
 
+    /// <summary>The ids a memory item's target may take, 0 … TargetIds − 1 (or <see cref="Batch.IgnoreIndex"/>): the outputs
+    /// the run's model scores (its task heads' classes in a split-task study). 0 where unknown (methods made directly): then
+    /// targets are not checked.</summary>
+    public int TargetIds { get; internal set; }
+
     /// <summary>Whether the step keeps the task-loss gradient apart from the loss terms' and penalties' (a gradient hook or
     /// a step observer reads it); otherwise it is one gradient and the step is the plain one, fused AdamW included.</summary>
     public bool SplitsGradient => Hooks.Count > 0 || Observers.Count > 0;
@@ -327,7 +378,7 @@ public sealed class MethodSet(IReadOnlyList<GuardedMethod> all)
             int m = mixer.MixedItems(b.Size);
             if (m == 0 || mixer.MemoryCount(step) == 0) { mixed.Add(b); continue; }
             using var draw = Seeds.Generator(seed, $"methods/step-{step}/mix-{i}");
-            mixed.Add(Batch.Concat([b, mixer.Sample(m, step, draw, like: b)]));
+            mixed.Add(Batch.Concat([b, mixer.Sample(m, step, draw, like: b, TargetIds)]));
         }
         return mixed;
     }

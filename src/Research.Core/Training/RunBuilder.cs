@@ -131,6 +131,7 @@ public static class RunBuilder
                 ? new TaskHeads(tasks.Select(t => t.HeadClasses!).ToList(), numClasses) : null;
             var plan = ModelPlan.Of(c, shape, tasks[0].Train.Features);
             var (model, summary, precision) = PreparedModel(c, plan);
+            methods.TargetIds = heads is not null ? numClasses : plan.Context.Outputs;
             var records = new[] { (PluginRole.Schedule, schedule.Descriptor) }
                 .Concat(methods.All.Select(m => (PluginRole.Method, m.Descriptor)))
                 .Concat(metrics.Select(m => (PluginRole.ForgettingMetric, m.Descriptor)))

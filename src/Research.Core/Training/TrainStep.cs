@@ -131,7 +131,7 @@ public sealed class TrainStep(
             if (methods.Hooks.Count > 0)
             {
                 using var generator = _random($"step-{t}/gradient-hooks");
-                var memory = methods.Mixer?.AsMemory(t, like: window[0]);
+                var memory = methods.Mixer?.AsMemory(t, like: window[0], methods.TargetIds);
                 var context = new GradientContext(t, taskIndex, named!, optimizer.Views(optimizer.MasterGrad), optimizer.Views(other!),
                     GradientOf, memory, generator);
                 foreach (var m in methods.Hooks) m.BeforeUpdate(context);

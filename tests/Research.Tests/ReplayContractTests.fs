@@ -145,11 +145,27 @@ let private observingTerm (seen: ResizeArray<Seen>) =
 
 let private fixture = fixtureDir "Plugin.Replay"
 
+/// Final weights (by name, every bit) and the study's matrices (every digit).
+let private studyResult (runDir: string) =
+    let weights =
+        TorchSharp.PyBridge.Safetensors.LoadStateDict(Path.Combine(runDir, "checkpoints", "final", "model.safetensors"))
+        |> Seq.sortBy (fun kv -> kv.Key) |> Seq.map (fun kv -> kv.Key, kv.Value.data<float32>().ToArray()) |> List.ofSeq
+    use store = new RunStore(Path.Combine(runDir, RunStore.FileName))
+    let matrix =
+        store.Query("SELECT after_task, on_task, split, loss, accuracy FROM study_matrix ORDER BY after_task, on_task, split")
+        |> Seq.map (fun r -> r |> Array.map string |> String.concat " ") |> List.ofSeq
+    weights, matrix
+
+/// The values a checkpoint's state holds for the method at `index` in the config.
+let private valuesIn (checkpoint: string) (index: string) =
+    use doc = JsonDocument.Parse(File.ReadAllText(Path.Combine(checkpoint, "state.json")))
+    doc.RootElement.GetProperty("MethodValues").GetProperty(index).Clone()
+
 /// A 2-task permuted study on the synthetic clusters: 540 training items per task in micro-batches of 32 → 17
 /// micro-batches, windows of 2 → 9 steps per epoch, 2 epochs: 18 steps and 34 micro-batches per task; a checkpoint
 /// every 3 steps. Replay draws a separate batch of 12 memory items per micro-batch at w = 0.5, and scalar-state keeps
 /// its strength as JSON values.
-let private studyConfig (dir: string) =
+let private studyConfigWith (methods: string) (dir: string) =
     let path = Path.Combine(dir, "study.toml")
     File.WriteAllText(path, sprintf """
 [run]
@@ -176,35 +192,37 @@ log_every = 1
 [study]
 benchmark = "permuted"
 tasks = 2
-[[methods]]
-name = "replay"
-budget = 60
-mix_ratio = 0.5
-selection = "reservoir"
-mode = "separate"
-replay_batch_size = 12
-loss_weight = 0.5
-[[methods]]
-name = "scalar-state"
-lambda = 0.01
-""" (Path.Combine(dir, "runs").Replace("\\", "/")))
+%s
+""" (Path.Combine(dir, "runs").Replace("\\", "/")) methods)
     path
 
-/// Final weights (by name, every bit) and the study's matrices (every digit).
-let private studyResult (runDir: string) =
-    let weights =
-        TorchSharp.PyBridge.Safetensors.LoadStateDict(Path.Combine(runDir, "checkpoints", "final", "model.safetensors"))
-        |> Seq.sortBy (fun kv -> kv.Key) |> Seq.map (fun kv -> kv.Key, kv.Value.data<float32>().ToArray()) |> List.ofSeq
-    use store = new RunStore(Path.Combine(runDir, RunStore.FileName))
-    let matrix =
-        store.Query("SELECT after_task, on_task, split, loss, accuracy FROM study_matrix ORDER BY after_task, on_task, split")
-        |> Seq.map (fun r -> r |> Array.map string |> String.concat " ") |> List.ofSeq
-    weights, matrix
+let private replayAndScalarState =
+    "[[methods]]\nname = \"replay\"\nbudget = 60\nmix_ratio = 0.5\nselection = \"reservoir\"\nmode = \"separate\"\nreplay_batch_size = 12\nloss_weight = 0.5\n" +
+    "[[methods]]\nname = \"scalar-state\"\nlambda = 0.01\n"
 
-/// The values a checkpoint's state holds for the method at `index` in the config.
-let private valuesIn (checkpoint: string) (index: string) =
-    use doc = JsonDocument.Parse(File.ReadAllText(Path.Combine(checkpoint, "state.json")))
-    doc.RootElement.GetProperty("MethodValues").GetProperty(index).Clone()
+let private derPlusPlus = "[[methods]]\nname = \"der\"\nbudget = 60\nalpha = 0.3\nbeta = 0.5\nreplay_batch_size = 12\n"
+
+/// Kills the study of `methods` after each of `points` micro-batches (SIGKILL), resumes it, and checks its final weights
+/// and matrices bitwise against an uninterrupted run; `check` reads each finished run folder (the uninterrupted one first).
+let private killAndResumeBitwise (methods: string) (points: int list) (check: string -> unit) =
+    let run (dir: string) (environment: (string * string) list) (extra: string list) =
+        runProcessWith environment dir "dotnet" ([ Path.Combine(binDir, "research.dll"); "study"; studyConfigWith methods dir; "--plugins"; fixture ] @ extra)
+    let referenceDir = tempDir "replay-contract-ref"
+    let r = run referenceDir [] []
+    Expect.equal r.ExitCode 0 (sprintf "the uninterrupted study: %s" r.Err)
+    let reference = studyResult (onlyRunDir referenceDir)
+    check (onlyRunDir referenceDir)
+    for n in points do
+        let dir = tempDir "replay-contract"
+        let killed = run dir [ "RESEARCH_KILL_AFTER_MICROBATCHES", string n ] []
+        Expect.equal killed.ExitCode 137 (sprintf "killed by SIGKILL after micro-batch %d" n)
+        let runDir = onlyRunDir dir
+        let resumed = run dir [] [ "--resume"; runDir ]
+        Expect.equal resumed.ExitCode 0 (sprintf "resume after micro-batch %d: %s" n resumed.Err)
+        let weights, matrix = studyResult runDir
+        Expect.equal weights (fst reference) (sprintf "final weights bitwise equal after micro-batch %d" n)
+        Expect.equal matrix (snd reference) (sprintf "the matrices after micro-batch %d" n)
+        check runDir
 
 let private host = lazy (PluginHost.Load([]))
 
@@ -352,28 +370,11 @@ let tests =
         }
 
         test "plugin state kept as JSON values (a counter, a double, a string, a record) and a separate replay batch at w = 0.5: a study killed with SIGKILL at 2 points resumes to weights and matrices bitwise equal to an uninterrupted one, and the counter counts every step once" {
-            let run (dir: string) (environment: (string * string) list) (extra: string list) =
-                runProcessWith environment dir "dotnet" ([ Path.Combine(binDir, "research.dll"); "study"; studyConfig dir; "--plugins"; fixture ] @ extra)
-            let referenceDir = tempDir "replay-state-ref"
-            let r = run referenceDir [] []
-            Expect.equal r.ExitCode 0 (sprintf "the uninterrupted study: %s" r.Err)
-            let referenceRun = onlyRunDir referenceDir
-            let reference = studyResult referenceRun
-            let finalValues = valuesIn (Path.Combine(referenceRun, "checkpoints", "final")) "1"
-            Expect.equal (finalValues.GetProperty("calls").GetInt64()) 36L "one penalty call per step: 2 tasks × 18 steps"
-            Expect.equal (finalValues.GetProperty("phase").GetString()) "task-1" "the string"
-            Expect.equal (finalValues.GetProperty("seen").GetProperty("Calls").GetInt64()) 36L "the record"
-            for n in [ 23; 55 ] do
-                let dir = tempDir "replay-state"
-                let killed = run dir [ "RESEARCH_KILL_AFTER_MICROBATCHES", string n ] []
-                Expect.equal killed.ExitCode 137 (sprintf "killed by SIGKILL after micro-batch %d" n)
-                let runDir = onlyRunDir dir
-                let resumed = run dir [] [ "--resume"; runDir ]
-                Expect.equal resumed.ExitCode 0 (sprintf "resume after micro-batch %d: %s" n resumed.Err)
-                let weights, matrix = studyResult runDir
-                Expect.equal weights (fst reference) (sprintf "final weights bitwise equal after micro-batch %d" n)
-                Expect.equal matrix (snd reference) (sprintf "the matrices after micro-batch %d" n)
-                Expect.equal ((valuesIn (Path.Combine(runDir, "checkpoints", "final")) "1").GetProperty("calls").GetInt64()) 36L "no step counted twice or lost"
+            killAndResumeBitwise replayAndScalarState [ 23; 55 ] (fun runDir ->
+                let values = valuesIn (Path.Combine(runDir, "checkpoints", "final")) "1"
+                Expect.equal (values.GetProperty("calls").GetInt64()) 36L "one penalty call per step (2 tasks × 18 steps): none lost, none twice"
+                Expect.equal (values.GetProperty("phase").GetString()) "task-1" "the string"
+                Expect.equal (values.GetProperty("seen").GetProperty("Calls").GetInt64()) 36L "the record")
         }
 
         test "a state value JSON cannot hold exactly (a NaN, a System.Type) fails the run when a checkpoint is written: one line naming the plugin, its DLL, StateValues, the step and the value; recorded as failed" {
@@ -393,5 +394,60 @@ let tests =
                 let stored = reader.Runs() |> Seq.exactlyOne
                 Expect.equal stored.Status "failed" "recorded as failed"
                 Expect.stringContains (nonNull stored.Error) "StateValues" "with the reason"
+        }
+
+        test "DER++ stores each item with the logits of the model at insertion (bitwise), and its step's loss is Σ_cur ℓ/N_cur + α·Σ_mem mean_c (h − z)²/N_mem + β·Σ_mem ℓ/N_mem of a float64 model: loss and gradient within 1e-5 relative" {
+            use _ = torch.NewDisposeScope()
+            use gen = new torch.Generator(13UL)
+            let alpha, beta = 0.3, 0.5
+            let der = Der(DerOptions(Budget = 100, Alpha = alpha, Beta = beta, MixRatio = 0.5))
+            let methods = MethodSet.Of(der)
+            use m = TrainStepTests.mlp 11L
+            use o = TrainStepTests.sgd m
+            let trainStep = TrainStep(m, o, PrecisionPolicy.Fp32, methods, 0.0)
+            // Step 0: an empty memory, nothing replayed; all 30 items enter (budget 100), with the logits of the step's model.
+            let first = [| items gen 16L; items gen 14L |]
+            let logitsNow (b: Batch) =
+                use _ = torch.no_grad()
+                m.forward(b[Batch.Input])
+            let atInsertion = torch.cat([| for b in first -> logitsNow b |], 0L)
+            let mixed0 = methods.WithMemory(first, 0, 0L, 3L)
+            Expect.isNull (box mixed0.Memory) "nothing to replay yet"
+            trainStep.Run(mixed0, 1.0) |> ignore
+            let state = der.StateDict()
+            Expect.isTrue (same state["memory/logits"] atInsertion) "the stored logits are the model's at insertion, every bit"
+            Expect.isTrue (same state["memory/input"] (torch.cat([| for b in first -> b[Batch.Input] |], 0L))) "beside their items, in order"
+            // Step 1: one micro-batch of 12 with a replay batch of round(0.5 · 12) = 6 items and their stored logits.
+            let current = items gen 12L
+            let mixed1 = methods.WithMemory([| current |], 0, 1L, 3L)
+            let part = (nonNull mixed1.Memory).Parts[0]
+            let replay, stored = part.Replay, part.Extras[Der.LogitsKey].clone()
+            Expect.equal replay.Size 6L "m = round(r·B)"
+            let replayCopy = rows replay 0L replay.Size
+            let expected, reference =
+                use m64 = TrainStepTests.mlp 11L
+                do
+                    use _ = torch.no_grad()
+                    let now = dict [ for struct (n, p) in m.named_parameters() -> n, p ]
+                    for struct (n, p) in m64.named_parameters() do p.copy_(now[n]) |> ignore
+                m64.``to``(torch.ScalarType.Float64) |> ignore
+                let nCur, nMem = float current.Items, float replayCopy.Items
+                let memLogits = m64.forward(replayCopy[Batch.Input].double())
+                let matching = ((memLogits - stored.double()).square().mean([| -1L |]) * replayCopy.ItemMask().double()).sum()
+                let l = lossSum m64 current / nCur + matching * alpha / nMem + lossSum m64 replayCopy * beta / nMem
+                l.backward()
+                l.item<float>(), [ for struct (n, p) in m64.named_parameters() -> n, p.grad.detach().clone() ]
+            let before = [ for struct (n, p) in m.named_parameters() -> n, p.detach().clone() ]
+            let outcome = trainStep.Run(mixed1, 1.0)
+            let after = dict [ for struct (n, p) in m.named_parameters() -> n, p.detach().clone() ]
+            let g = [ for n, b in before -> n, (b - after[n]).double() ]
+            Expect.isLessThanOrEqual (abs (outcome.Loss - expected) / (1.0 + abs expected)) 1e-5 $"loss {outcome.Loss} against {expected}"
+            Expect.isLessThanOrEqual (relativeError g reference) 1e-5 "the gradient"
+        }
+
+        test "DER++ in a study killed with SIGKILL at 2 points resumes to weights and matrices bitwise equal to an uninterrupted one; its count of offered micro-batches is a state value" {
+            killAndResumeBitwise derPlusPlus [ 29; 47 ] (fun runDir ->
+                let values = valuesIn (Path.Combine(runDir, "checkpoints", "final")) "0"
+                Expect.equal (values.GetProperty("offered").GetInt64()) 68L "every training micro-batch (2 tasks × 34) offered once")
         }
     ]

@@ -8,7 +8,8 @@ public sealed record ReplayOptions : IValidatable
     /// <summary>Items the memory holds at most, over all tasks.</summary>
     [Option(Min = 1, Max = 10_000_000)]
     public int Budget { get; init; } = 500;
-    /// <summary>r: memory items appended per current-task item in each micro-batch (1: half of each batch is replayed).</summary>
+    /// <summary>r: memory items per current-task item in each micro-batch, appended (1: half of each batch is replayed) or,
+    /// with mode = "separate" and no replay_batch_size, the replay batch's round(r·B); 0: nothing is replayed.</summary>
     [Option(Min = 0, Max = 100)]
     public double MixRatio { get; init; } = 1.0;
     /// <summary><c>class-balanced</c> (filled at task ends, equal items per class and task), <c>task-balanced</c> (filled at

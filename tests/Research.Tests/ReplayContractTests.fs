@@ -348,6 +348,28 @@ let tests =
                     Expect.stringContains e.Message part "the line names it"
         }
 
+        test "a mixing data role's wrong declarations (loss weight NaN or −1, a mode that is neither Append nor Separate, a replay batch of −2) are refused before anything trains, naming the plugin, the member and the value" {
+            let role (weight: float) (mode: ReplayMode) (size: int) =
+                { new IDataRole with
+                    member _.MixRatio = 0.5
+                    member _.LossWeight = weight
+                    member _.Mode = mode
+                    member _.ReplayBatchSize = size
+                    member _.Count = 0L
+                    member _.Sample(_, _) = failwith "not drawn" }
+            for weight, mode, size, parts in
+                [ nan, ReplayMode.Append, 0, [ "returned NaN from LossWeight"; "finite and ≥ 0" ]
+                  -1.0, ReplayMode.Append, 0, [ "returned -1 from LossWeight" ]
+                  1.0, enum<ReplayMode> 7, 0, [ "returned the mode 7 from Mode"; "Append or Separate" ]
+                  1.0, ReplayMode.Separate, -2, [ "returned -2 from ReplayBatchSize"; "≥ 0" ] ] do
+                let mixer = nonNull (MethodSet.Of(role weight mode size)).Mixer
+                try
+                    mixer.CheckReplay()
+                    failtestf "%A accepted" parts
+                with :? PluginFailureException as e ->
+                    for part in "method '" :: parts do Expect.stringContains e.Message part "the line names it"
+        }
+
         test "replay's options added in 3.0 (loss_weight, mode, replay_batch_size) are left out of the identity at their defaults (a stored replay run keeps its identity) and count when set; replay_batch_size is refused in append mode" {
             let text = "[study]\nbenchmark = \"permuted\"\n[[methods]]\nname = \"replay\"\n"
             let canonical overrides = ResolvedConfig.Canonical(ConfigLoader.Parse(text, "c.toml", overrides), host.Value, "study")

@@ -12,7 +12,8 @@ namespace Research.Core.Training;
 /// <param name="Applied">False when the loss scaler skipped the step (inf/NaN gradient in fp16).</param>
 /// <param name="Loss">The window's loss Σᵢℓᵢ/N plus the loss terms and penalties.</param>
 /// <param name="GradNorm">‖g‖₂ of the unscaled fp32 gradient before clipping.</param>
-/// <param name="Items">N: target items in the window (ignored labels excluded).</param>
+/// <param name="Items">N: target items in the window (ignored labels excluded), memory items included (appended ones and
+/// those of separate replay batches).</param>
 public sealed record StepOutcome(bool Applied, double Loss, double GradNorm, double LearningRate, long Items, double LossScale);
 
 /// <summary>The gradient became inf/NaN without a loss scaler to absorb it: the run diverged.</summary>

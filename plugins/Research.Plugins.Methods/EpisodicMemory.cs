@@ -34,8 +34,10 @@ public enum MemorySelection
 /// get ⌊budget/K⌋ items each, the remainder one more each to the pairs of the smallest class ids; pairs already in memory
 /// keep their first items up to the quota, each new pair gets a random selection (<c>randperm</c>) of its items. A class
 /// that comes back in a later task (domain-incremental streams) counts once per task, so every task keeps items.</para>
+/// <para>With <c>offerCurrentTask</c> (DER, which replays the whole reservoir) a reservoir offers every stored item,
+/// those of the task being trained included.</para>
 /// </remarks>
-sealed class EpisodicMemory(MemorySelection selection, int budget)
+sealed class EpisodicMemory(MemorySelection selection, int budget, bool offerCurrentTask = false)
 {
     const string Prefix = "memory", TaskKey = "memory_task", SeenKey = "memory_seen", CurrentKey = "memory_current_task";
 
@@ -57,7 +59,7 @@ sealed class EpisodicMemory(MemorySelection selection, int budget)
         get
         {
             if (_task is null) return 0;
-            if (selection != MemorySelection.Reservoir) return Stored;
+            if (selection != MemorySelection.Reservoir || offerCurrentTask) return Stored;
             using var before = Offered();
             return before.shape[0];
         }
@@ -68,7 +70,7 @@ sealed class EpisodicMemory(MemorySelection selection, int budget)
     public Batch Sample(int items, Generator random)
     {
         if (_items is null) throw new InvalidOperationException("the episodic memory is empty: check Count before sampling");
-        using var offered = selection != MemorySelection.Reservoir ? arange(Stored) : Offered();
+        using var offered = selection != MemorySelection.Reservoir || offerCurrentTask ? arange(Stored) : Offered();
         var take = Math.Min(Math.Max(items, 0), offered.shape[0]);
         using var permutation = randperm(offered.shape[0], generator: random);
         using var first = permutation.narrow(0, 0, take);

@@ -34,6 +34,24 @@ public interface IStateful
 
     /// <summary>Restores what <see cref="StateDict"/> returned; the tensors become the plugin's.</summary>
     void LoadStateDict(IReadOnlyDictionary<string, Tensor> state);
+
+    /// <summary>
+    /// The values held beside the tensors, by stable names: scalars, strings, booleans and small records (a counter, the
+    /// best loss so far, the task a phase belongs to), written as JSON into the checkpoint's state, so a counter need not
+    /// be a [1] int64 tensor. Each value must be what JSON holds exactly: finite numbers (JSON has no NaN or ∞; keep a
+    /// flag or a null instead), strings, booleans, null, and arrays and records of them, at most 1 MiB of JSON per
+    /// plugin (larger state belongs in <see cref="StateDict"/>'s tensors). A double is written in its shortest
+    /// round-trip form, so a resume reads back the same bits. Called when a checkpoint is written. (Contract 3.0.)
+    /// </summary>
+    IReadOnlyDictionary<string, object?> StateValues() => EmptyValues;
+
+    /// <summary>Restores what <see cref="StateValues"/> returned, as JSON (read a counter with <c>GetInt64()</c>, a
+    /// record with <c>Deserialize&lt;T&gt;()</c>); called on resume after <see cref="LoadStateDict"/>, with an empty
+    /// dictionary for a checkpoint written before the plugin had values. (Contract 3.0.)</summary>
+    void LoadStateValues(IReadOnlyDictionary<string, System.Text.Json.JsonElement> values) { }
+
+    /// <summary>No values: what <see cref="StateValues"/> returns unless a plugin keeps some.</summary>
+    static readonly IReadOnlyDictionary<string, object?> EmptyValues = new Dictionary<string, object?>();
 }
 
 /// <summary>What <see cref="IPenalty.Penalty"/> sees.</summary>
@@ -54,22 +72,31 @@ public interface IPenalty
     Tensor? Penalty(PenaltyContext context);
 }
 
-/// <summary>What <see cref="ILossTerm.Loss"/> sees for one micro-batch.</summary>
+/// <summary>What <see cref="ILossTerm.Loss"/> sees for one batch the model read: a micro-batch, or a replay batch in
+/// <see cref="ReplayMode.Separate"/> mode.</summary>
 /// <param name="Step">As in <see cref="PenaltyContext.Step"/>.</param>
 /// <param name="TaskIndex">Index of the task being trained.</param>
-/// <param name="Batch">The micro-batch (memory items mixed in included).</param>
+/// <param name="Batch">The batch the model read (memory items appended in Append mode included), the task's tensors only.</param>
 /// <param name="Logits">The model's fp32 logits on the batch, in the autograd graph (before any task head masks them).</param>
 /// <param name="LogitsWith">Logits of the same model with other weights (a teacher kept in the plugin's state, by parameter
 /// name; names not given keep the current values), in eval mode (a frozen teacher: with dropout it differs from the
 /// training-mode <see cref="Logits"/> even at equal weights), without autograd. Owned by the caller's scope.</param>
 public sealed record LossTermContext(long Step, int TaskIndex, Batch Batch, Tensor Logits,
-    Func<IReadOnlyDictionary<string, Tensor>, Batch, Tensor> LogitsWith);
+    Func<IReadOnlyDictionary<string, Tensor>, Batch, Tensor> LogitsWith)
+{
+    /// <summary>The memory items among the batch's rows, with the extra tensors they carry (DER's stored logits), when
+    /// the run's mixing data role put any in this batch; null otherwise (the first task, no mixing role). (Contract 3.0.)</summary>
+    public MemoryItems? Memory { get; init; }
+}
 
 /// <summary>
-/// A per-item loss term (LwF's distillation): called for every micro-batch. Returns the SUM over the micro-batch's items of
-/// the term — the items are the rows whose target counts (≠ <see cref="Batch.IgnoreIndex"/>, <see cref="Batch.ItemMask"/>)
-/// — and the core divides it by N, the items of the whole accumulation window, exactly as the task loss, so a window of k
-/// micro-batches equals one batch of the same items.
+/// A per-item loss term (LwF's distillation, DER's logit matching): called for every batch the model reads in training —
+/// each micro-batch and, in <see cref="ReplayMode.Separate"/> mode, each replay batch. Returns the SUM over the batch's
+/// items of the term — the items are the rows whose target counts (≠ <see cref="Batch.IgnoreIndex"/>,
+/// <see cref="Batch.ItemMask"/>) — and the core divides it by the counted items of the whole accumulation window of
+/// the same kind, exactly as the task loss: N (current and appended memory items) for a micro-batch, N_mem for a replay
+/// batch. So a window of k micro-batches equals one batch of the same items. The replay's loss weight w applies to the
+/// task loss of memory items only, never to a loss term (a term carries its own coefficient).
 /// </summary>
 public interface ILossTerm
 {
@@ -201,21 +228,51 @@ public interface IMemory
     /// <summary>
     /// <paramref name="items"/> memory items (fewer when <see cref="Count"/> is smaller) as a batch of the same tensors as
     /// the task's batches (names, dtypes and device), drawn with <paramref name="random"/>. The batch belongs to the caller.
+    /// A memory may add tensors the task's batches do not have (DER's stored logits: contract 3.0): the core takes them out
+    /// before a model reads the items and gives them to loss terms as <see cref="MemoryItems.Extras"/>; a gradient hook's
+    /// <see cref="GradientContext.Memory"/> returns the task's tensors only.
     /// </summary>
     Batch Sample(int items, Generator random);
 }
 
 /// <summary>
 /// The data role (experience replay): keeps a memory of past tasks under a budget of items and mixes it into the batches
-/// of later tasks. Each training micro-batch of B current-task items gets round(r·B) memory items appended (so an epoch
-/// stays one pass over the current task, and the loss is normalised over current and memory items together). Every data
-/// role observes the training batches; at most one per run mixes (r &gt; 0), and gradient hooks see that one as
-/// <see cref="GradientContext.Memory"/> (A-GEM keeps a memory of its own with r = 0 when no other role mixes).
+/// of later tasks. In <see cref="ReplayMode.Append"/> mode (2.x's only one) each training micro-batch of B current-task
+/// items gets round(r·B) memory items appended (so an epoch stays one pass over the current task, and the loss is
+/// normalised over current and memory items together); in <see cref="ReplayMode.Separate"/> mode each micro-batch is
+/// paired with a replay batch of its own. Every data role observes the training batches; at most one per run mixes
+/// (r &gt; 0), and gradient hooks see that one as <see cref="GradientContext.Memory"/> (A-GEM keeps a memory of its own
+/// with r = 0 when no other role mixes).
 /// </summary>
+/// <remarks>
+/// The loss of a window, with the task's per-item losses ℓ, w = <see cref="LossWeight"/> and every N the counted items
+/// (targets ≠ <see cref="Batch.IgnoreIndex"/>) of the WHOLE accumulation window:
+/// <list type="bullet">
+/// <item>Append: L = (Σ_{i∈cur} ℓᵢ + w·Σ_{j∈mem} ℓⱼ) / N, N = N_cur + N_mem (the weight does not enter the denominator,
+/// so w = 1 is 2.x's loss bit for bit, and w = 0 trains on the current items at a loss scaled by N_cur/N).</item>
+/// <item>Separate: L = Σ_{i∈cur} ℓᵢ / N_cur + w·Σ_{j∈mem} ℓⱼ / N_mem: each batch kind is normalised by its own items
+/// over the window, so a window of k micro-batches with their k replay batches equals one micro-batch of the same
+/// current items with one replay batch of the same memory items.</item>
+/// </list>
+/// Loss terms (<see cref="ILossTerm"/>) and penalties are added as always; w does not scale them.
+/// </remarks>
 public interface IDataRole : IMemory
 {
-    /// <summary>r ≥ 0: memory items per current-task item in each micro-batch (0: the memory is only read by hooks).</summary>
+    /// <summary>r ≥ 0: memory items per current-task item in each micro-batch (0: the memory is only read by hooks, and
+    /// nothing is replayed in either mode).</summary>
     double MixRatio { get; }
+
+    /// <summary>w ≥ 0, finite: the weight of the memory items' task loss (see the remarks for the normalisation). The
+    /// default 1 is 2.x's replay. (Contract 3.0.)</summary>
+    double LossWeight => 1;
+
+    /// <summary>Whether memory items are appended to each micro-batch (the default, 2.x's replay) or drawn as a separate
+    /// replay batch per micro-batch. (Contract 3.0.)</summary>
+    ReplayMode Mode => ReplayMode.Append;
+
+    /// <summary>m ≥ 0: the memory items of each replay batch in <see cref="ReplayMode.Separate"/> mode; 0 (the default)
+    /// draws round(r·B), as many as Append would add. Not read in Append mode. (Contract 3.0.)</summary>
+    int ReplayBatchSize => 0;
 
     /// <summary>Every training micro-batch of the current task, before mixing (reservoir sampling); <paramref name="random"/>
     /// is derived from the run's seed, the step, the data role and the micro-batch (the same after a resume).</summary>

@@ -344,7 +344,7 @@ let tests =
             let x, y = torch.randn([| int64 b; 8L |], generator = gen), torch.randint(0L, 3L, [| int64 b |], generator = gen)
             let methods = MethodSet.Of(replay)
             let mixed = methods.WithMemory([| Batch(x, y) |], 1, 0L, 7L)
-            Expect.equal mixed[0].Size (int64 (b + m)) "B + round(r·B) items"
+            Expect.equal mixed.Batches[0].Size (int64 (b + m)) "B + round(r·B) items"
             use model = TrainStepTests.mlp 3L
             // The reference: each item's cross-entropy before the update, in float64 (all m memory items are drawn).
             let perItem (inputs: Tensor) (targets: Tensor) =

@@ -82,6 +82,7 @@ let main argv =
             BadStatusTests.tests
             ConventionTests.tests
             ModelMetricTests.tests
+            ReplayContractTests.tests
         ]
     let config = { defaultConfig with printer = printer defaultConfig.printer }
     // Plain output (no colours, no spinner) so logs and CI read cleanly and the last line is exact.

@@ -59,7 +59,14 @@ public sealed record CheckpointState(
     int Format, string RunId, int Phase, Stage Stage, long Step, long OptimizerStep, long PhaseStartStep,
     int Epoch, long WindowInEpoch, long Windows, long SkippedSteps,
     double LossScale, int ScalerGoodSteps, List<SavedEvaluation> Evaluations, double? Best, List<PhaseStop> StopReasons,
-    StudyProgress? Study, long MetricRows, long EvaluationRows, string Identity, long Seed, int Threads, string WrittenUtc);
+    StudyProgress? Study, long MetricRows, long EvaluationRows, string Identity, long Seed, int Threads, string WrittenUtc)
+{
+    /// <summary>The methods' values beside their tensors (<see cref="Research.Abstractions.IStateful.StateValues"/>), by the
+    /// method's index in the config (as <c>methods.safetensors</c> keys its tensors) and the value's name; null when no
+    /// method keeps any (and so absent from the file, as in checkpoints written before methods could).</summary>
+    [System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull)]
+    public Dictionary<string, Dictionary<string, JsonElement>>? MethodValues { get; init; }
+}
 
 /// <summary>
 /// A checkpoint is a directory: <c>model.safetensors</c> (the fp32 weights of record by parameter name — the master

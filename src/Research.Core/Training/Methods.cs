@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Runtime.CompilerServices;
+using System.Text.Json;
 using Research.Abstractions;
 using Research.Core.Plugins;
 using Research.Core.Data;
@@ -119,6 +120,45 @@ public sealed class GuardedMethod
         }
     }
 
+    /// <summary>w, the weight of the memory items' task loss: finite and ≥ 0.</summary>
+    public double LossWeight
+    {
+        get
+        {
+            var w = Guard.Call(Descriptor, nameof(IDataRole.LossWeight), -1, () => Data!.LossWeight);
+            return double.IsFinite(w) && w >= 0 ? w
+                : throw Guard.Wrong(Descriptor, nameof(IDataRole.LossWeight), -1, w.ToString("G", CultureInfo.InvariantCulture), "w, the weight of the memory items' loss, is finite and ≥ 0");
+        }
+    }
+
+    /// <summary>Append or Separate; another value (a cast integer) is the plugin's mistake.</summary>
+    public ReplayMode Mode
+    {
+        get
+        {
+            var mode = Guard.Call(Descriptor, nameof(IDataRole.Mode), -1, () => Data!.Mode);
+            return Enum.IsDefined(mode) ? mode
+                : throw Guard.Wrong(Descriptor, nameof(IDataRole.Mode), -1, $"the mode {(int)mode}", "a replay mode is Append or Separate");
+        }
+    }
+
+    /// <summary>m, the memory items of a replay batch paired with a micro-batch of B items (Separate mode): the role's
+    /// <see cref="IDataRole.ReplayBatchSize"/>, or round(r·B) when that is 0.</summary>
+    public int ReplayItems(long batchSize)
+    {
+        var m = Guard.Call(Descriptor, nameof(IDataRole.ReplayBatchSize), -1, () => Data!.ReplayBatchSize);
+        if (m < 0) throw Guard.Wrong(Descriptor, nameof(IDataRole.ReplayBatchSize), -1, m.ToString(CultureInfo.InvariantCulture), "m, the items of a replay batch, is ≥ 0 (0: round(r·B))");
+        return m > 0 ? m : MixedItems(batchSize);
+    }
+
+    /// <summary>What a mixing role declares once, read and checked before the run starts (a wrong value then fails before
+    /// anything trains).</summary>
+    public void CheckReplay()
+    {
+        _ = LossWeight;
+        if (Mode == ReplayMode.Separate) _ = ReplayItems(1);
+    }
+
     /// <summary>round(r·B), the memory items a micro-batch of B items gets; more than a batch can hold is the mix ratio's mistake.</summary>
     public int MixedItems(long batchSize)
     {
@@ -131,9 +171,10 @@ public sealed class GuardedMethod
     /// <summary>
     /// Memory items as a batch owned by the caller's scope, checked against what the contract asks of it (<see cref="IMemory.Sample"/>):
     /// at most <paramref name="items"/> rows, live tensors, finite floating-point values, and — against <paramref name="like"/>,
-    /// a batch of the task — the same names, dtypes, device and item shapes. Only the sequence axis (axis 1 of an integer
-    /// tensor: token ids, masks, token targets) may differ, since <see cref="Batch.Concat"/> pads it; a feature axis padded
-    /// with zeros would train on items that do not exist.
+    /// a batch of the task — every name of the task with the same dtype, device and item shape. Only the sequence axis
+    /// (axis 1 of an integer tensor: token ids, masks, token targets) may differ, since <see cref="Batch.Concat"/> pads it; a
+    /// feature axis padded with zeros would train on items that do not exist. Names the task's batches do not have are the
+    /// memory's extra tensors (<see cref="Split"/>), on the task's device.
     /// </summary>
     public Batch Sample(int items, long step, Generator random, Batch? like = null, int targetIds = 0)
     {
@@ -160,11 +201,16 @@ public sealed class GuardedMethod
         if (like is not null)
         {
             string Names(Batch b) => string.Join(", ", b.Keys.Order(StringComparer.Ordinal));
-            if (Names(batch) != Names(like))
-                throw Guard.Wrong(Descriptor, member, step, $"a batch of [{Names(batch)}]", $"the task's batches hold [{Names(like)}]");
-            foreach (var (name, t) in batch)
+            if (!like.Keys.All(batch.ContainsKey))
+                throw Guard.Wrong(Descriptor, member, step, $"a batch of [{Names(batch)}]",
+                    $"the task's batches hold [{Names(like)}] (a memory may add tensors of its own beside them, not leave one out)");
+            var device = like.Values.First().device;
+            foreach (var (name, t) in batch.Where(kv => !like.ContainsKey(kv.Key)))
+                if (t.device_type != device.type || t.device_index != device.index)
+                    throw Guard.Wrong(Descriptor, member, step, $"the extra tensor '{name}' on {t.device}", $"the task's batches are on {device}");
+            foreach (var (name, expected) in like)
             {
-                var expected = like[name];
+                var t = batch[name];
                 bool sequence = t.dim() >= 2 && !t.is_floating_point() && !expected.is_floating_point();
                 bool sameShape = t.dim() == expected.dim() && Enumerable.Range(1, (int)t.dim() - 1).All(d => (sequence && d == 1) || t.shape[d] == expected.shape[d]);
                 if (t.dtype != expected.dtype || !sameShape)
@@ -192,14 +238,29 @@ public sealed class GuardedMethod
             }
     }
 
+    /// <summary>A checked sample (<see cref="Sample"/> against <paramref name="like"/>) as the task's tensors, which a model
+    /// may read, and the memory's extra tensors, which only loss terms see. The tensors stay in the sample's scope.</summary>
+    public static (Batch Items, IReadOnlyDictionary<string, Tensor> Extras) Split(Batch sample, Batch like)
+    {
+        if (sample.Count == like.Count) return (sample, NoExtras);
+        return (new Batch(sample.Where(kv => like.ContainsKey(kv.Key))),
+            sample.Where(kv => !like.ContainsKey(kv.Key)).ToDictionary(kv => kv.Key, kv => kv.Value, StringComparer.Ordinal));
+    }
+
+    static readonly IReadOnlyDictionary<string, Tensor> NoExtras = new Dictionary<string, Tensor>();
+
     /// <summary>The plugin's memory as the <see cref="IMemory"/> a gradient hook reads, guarded and checked the same way
-    /// against <paramref name="like"/>, a batch of the task.</summary>
+    /// against <paramref name="like"/>, a batch of the task, and without the memory's extra tensors.</summary>
     public IMemory AsMemory(long step, Batch? like = null, int targetIds = 0) => new MemoryView(this, step, like, targetIds);
 
     sealed class MemoryView(GuardedMethod m, long step, Batch? like, int targetIds) : IMemory
     {
         public long Count => m.MemoryCount(step);
-        public Batch Sample(int items, Generator random) => m.Sample(items, step, random, like, targetIds);
+        public Batch Sample(int items, Generator random)
+        {
+            var sample = m.Sample(items, step, random, like, targetIds);
+            return like is null ? sample : Split(sample, like).Items;
+        }
     }
 
     public IReadOnlyDictionary<string, Tensor> StateDict() =>
@@ -250,6 +311,59 @@ public sealed class GuardedMethod
             taken[name] = $"{PluginHost.RoleName(Descriptor.Role)} '{Name}'";
             rows[name] = row!.ToArray();
         };
+    }
+
+    /// <summary>JSON as a checkpoint's state holds a plugin's values: no named floating-point literals, so NaN and ±∞,
+    /// which would not read back as the numbers they were, are refused rather than written as strings.</summary>
+    static readonly JsonSerializerOptions ValueJson = new() { Converters = { new System.Text.Json.Serialization.JsonStringEnumConverter() } };
+
+    /// <summary>The most JSON a plugin's values may take: they are for scalars and small records; anything larger belongs in
+    /// its tensors, which a checkpoint stores in binary.</summary>
+    const int MaxValueBytes = 1 << 20;
+
+    /// <summary>
+    /// <see cref="IStateful.StateValues"/> as JSON, checked where the core receives it: a dictionary of named values that
+    /// JSON holds exactly (a NaN, a type or a cyclic record would fail later in the checkpoint's writer, or read back as
+    /// something else on resume), at most <see cref="MaxValueBytes"/> bytes. Empty for a plugin without state.
+    /// </summary>
+    public IReadOnlyDictionary<string, JsonElement> StateValues(long step)
+    {
+        const string member = nameof(IStateful.StateValues);
+        var json = new Dictionary<string, JsonElement>(StringComparer.Ordinal);
+        if (_state is null) return json;
+        var values = Guard.Call(Descriptor, member, step, _state.StateValues);
+        if (values is null) throw Guard.Wrong(Descriptor, member, step, "null", "it returns the values the plugin keeps (an empty dictionary when none)");
+        long bytes = 0;
+        foreach (var (name, value) in values)
+        {
+            if (string.IsNullOrWhiteSpace(name)) throw Guard.Wrong(Descriptor, member, step, "a value without a name", "every kept value has a stable name");
+            try { json[name] = JsonSerializer.SerializeToElement(value, value?.GetType() ?? typeof(object), ValueJson); }
+            // Serialising runs the plugin's own getters, so anything may come out of it; all of it is the value's fault.
+            catch (Exception e)
+            {
+                throw Guard.Wrong(Descriptor, member, step, $"'{name}' = {DescribeValue(value)}",
+                    $"a state value is what JSON holds exactly: finite numbers, strings, booleans, null, and arrays and records of them ({e.GetType().Name}: {e.Message})");
+            }
+            bytes += json[name].GetRawText().Length;
+        }
+        if (bytes > MaxValueBytes)
+            throw Guard.Wrong(Descriptor, member, step, $"values of {bytes} bytes of JSON", $"state values are small (at most {MaxValueBytes} bytes); keep larger state as tensors in StateDict");
+        return json;
+    }
+
+    static string DescribeValue(object? value) => value switch
+    {
+        null => "null",
+        double d => d.ToString("R", CultureInfo.InvariantCulture),
+        float f => f.ToString("R", CultureInfo.InvariantCulture),
+        _ => $"a {value.GetType().FullName}",
+    };
+
+    /// <summary>Gives a resumed plugin the values its checkpoint holds (empty when it held none).</summary>
+    public void LoadStateValues(IReadOnlyDictionary<string, JsonElement> values)
+    {
+        if (_state is null) return;
+        Owned(nameof(IStateful.LoadStateValues), -1, () => { _state.LoadStateValues(values); return (Tensor?)null; });
     }
 
     public void LoadStateDict(IReadOnlyDictionary<string, Tensor> s)
@@ -360,14 +474,18 @@ public sealed class MethodSet(IReadOnlyList<GuardedMethod> all)
     }
 
     /// <summary>
-    /// The data role's part of a window: it observes each micro-batch of the current task (reservoir sampling), then
-    /// round(r·B) memory items are appended to each micro-batch of B items. Its draws come from streams named by the
-    /// run's step, so a resumed run mixes the same items.
+    /// The data role's part of a window: it observes each micro-batch of the current task (reservoir sampling), then the
+    /// mixing role's items join each micro-batch of B items: round(r·B) appended (Append), or a replay batch of m items
+    /// beside it (Separate). The memory's extra tensors are taken out of what the model reads and kept beside the window
+    /// for the loss terms. Its draws come from streams named by the run's step, so a resumed run mixes the same items.
     /// </summary>
-    public IReadOnlyList<Batch> WithMemory(IReadOnlyList<Batch> window, int phase, long step, long seed)
+    public MixedWindow WithMemory(IReadOnlyList<Batch> window, int phase, long step, long seed)
     {
-        if (DataRoles.Count == 0) return window;
+        if (DataRoles.Count == 0) return new(window);
+        var mode = Mixer?.Mode ?? ReplayMode.Append;
         var mixed = new List<Batch>(window.Count);
+        var parts = new MemoryPart?[window.Count];
+        bool any = false;
         for (int i = 0; i < window.Count; i++)
         {
             var b = window[i];
@@ -375,11 +493,23 @@ public sealed class MethodSet(IReadOnlyList<GuardedMethod> all)
                 using (var observe = Seeds.Generator(seed, $"methods/step-{step}/observe-{d}-{i}"))
                     DataRoles[d].Observe(b, phase, step, observe);
             if (Mixer is not { } mixer) { mixed.Add(b); continue; }
-            int m = mixer.MixedItems(b.Size);
+            int m = mode == ReplayMode.Separate ? mixer.ReplayItems(b.Size) : mixer.MixedItems(b.Size);
             if (m == 0 || mixer.MemoryCount(step) == 0) { mixed.Add(b); continue; }
             using var draw = Seeds.Generator(seed, $"methods/step-{step}/mix-{i}");
-            mixed.Add(Batch.Concat([b, mixer.Sample(m, step, draw, like: b, TargetIds)]));
+            var (items, extras) = GuardedMethod.Split(mixer.Sample(m, step, draw, like: b, TargetIds), b);
+            if (items.Size == 0) { mixed.Add(b); continue; }
+            any = true;
+            if (mode == ReplayMode.Separate)
+            {
+                mixed.Add(b);
+                parts[i] = new MemoryPart(0, items.Size, items, extras);
+            }
+            else
+            {
+                mixed.Add(Batch.Concat([b, items]));
+                parts[i] = new MemoryPart(b.Size, items.Size, null, extras);
+            }
         }
-        return mixed;
+        return new(mixed, any ? new WindowMemory(mode, Mixer!.LossWeight, parts) : null);
     }
 }

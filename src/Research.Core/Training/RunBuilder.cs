@@ -395,6 +395,7 @@ public static class RunBuilder
         var mixers = methods.DataRoles.Where(m => m.MixRatio > 0).ToList();
         if (mixers.Count > 1)
             throw new ConfigException(c.File, "methods", $"{string.Join(" and ", mixers.Select(m => $"'{m.Name}'"))} both mix memory items into the batches (mix ratio > 0); a run mixes from one memory");
+        foreach (var m in mixers) m.CheckReplay();
         return (schedule, methods);
     }
 

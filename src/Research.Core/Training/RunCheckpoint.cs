@@ -5,7 +5,8 @@ using static TorchSharp.torch;
 namespace Research.Core.Training;
 
 /// <summary>The tensors of a run's checkpoint: the optimizer's fp32 master weights and moments, the frozen parameters and
-/// buffers beside them, and every method's state (prefixed by its index).</summary>
+/// buffers beside them, and every method's state (prefixed by its index, a metric's by its name; its values, JSON, in the state's
+/// <see cref="CheckpointState.MethodValues"/> under the same key).</summary>
 static class RunCheckpoint
 {
     /// <summary>Writes a checkpoint with <paramref name="state"/>; returns its folder.</summary>
@@ -15,7 +16,18 @@ static class RunCheckpoint
         // state a resumed or fine-tuned model needs, though no gradient moves them).
         var frozen = Frozen(run);
         var methodState = run.Methods.All.SelectMany((m, i) => m.StateDict().Select(kv => ($"{StatePrefix(m, i)}{kv.Key}", kv.Value)));
-        return Checkpoint.Write(checkpoints, name, state, optimizer.NamedMaster().Concat(frozen), optimizer.NamedState(), methodState);
+        return Checkpoint.Write(checkpoints, name, state with { MethodValues = Values(run, state.Step) }, optimizer.NamedMaster().Concat(frozen),
+            optimizer.NamedState(), methodState);
+    }
+
+    /// <summary>Every plugin's values by its key (<see cref="ValuesKey"/>), those without any left out; null when none has any.</summary>
+    static Dictionary<string, Dictionary<string, System.Text.Json.JsonElement>>? Values(RunComponents run, long step)
+    {
+        var values = new Dictionary<string, Dictionary<string, System.Text.Json.JsonElement>>(StringComparer.Ordinal);
+        for (int i = 0; i < run.Methods.All.Count; i++)
+            if (run.Methods.All[i].StateValues(step) is { Count: > 0 } mine)
+                values[ValuesKey(run.Methods.All[i], i)] = new(mine, StringComparer.Ordinal);
+        return values.Count > 0 ? values : null;
     }
 
     /// <summary>Loads a verified checkpoint's tensors into fresh components: the optimizer (and through it the model), the
@@ -42,6 +54,8 @@ static class RunCheckpoint
                 var mine = methods.Where(kv => kv.Key.StartsWith(prefix)).ToList();
                 foreach (var (key, _) in mine) methods.Remove(key);
                 run.Methods.All[i].LoadStateDict(mine.ToDictionary(kv => kv.Key[prefix.Length..], kv => kv.Value));
+                run.Methods.All[i].LoadStateValues(s.MethodValues?.GetValueOrDefault(ValuesKey(run.Methods.All[i], i))
+                    ?? new Dictionary<string, System.Text.Json.JsonElement>());
             }
             run.Precision.Scaler?.Restore(s.LossScale, s.ScalerGoodSteps, s.SkippedSteps);
         }
@@ -56,6 +70,9 @@ static class RunCheckpoint
     /// resume may choose others, and none of them must be handed another's state.</summary>
     static string StatePrefix(GuardedMethod m, int index) =>
         m.Descriptor.Role == Plugins.PluginRole.ForgettingMetric ? $"metric:{m.Name}/" : $"{index}/";
+
+    /// <summary>Where a plugin's plain values are kept in the checkpoint's state: as its tensors, without the slash.</summary>
+    static string ValuesKey(GuardedMethod m, int index) => StatePrefix(m, index).TrimEnd('/');
 
     /// <summary>What a checkpoint's weights hold beside the optimizer's: frozen parameters and buffers.</summary>
     static IEnumerable<(string Name, Tensor Value)> Frozen(RunComponents run) =>

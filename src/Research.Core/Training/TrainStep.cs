@@ -12,7 +12,8 @@ namespace Research.Core.Training;
 /// <param name="Applied">False when the loss scaler skipped the step (inf/NaN gradient in fp16).</param>
 /// <param name="Loss">The window's loss Σᵢℓᵢ/N plus the loss terms and penalties.</param>
 /// <param name="GradNorm">‖g‖₂ of the unscaled fp32 gradient before clipping.</param>
-/// <param name="Items">N: target items in the window (ignored labels excluded).</param>
+/// <param name="Items">N: target items in the window (ignored labels excluded), memory items included (appended ones and
+/// those of separate replay batches).</param>
 public sealed record StepOutcome(bool Applied, double Loss, double GradNorm, double LearningRate, long Items, double LossScale);
 
 /// <summary>The gradient became inf/NaN without a loss scaler to absorb it: the run diverged.</summary>
@@ -35,6 +36,12 @@ public sealed class NonFiniteParametersException(string message) : Exception(mes
 /// by k instead weights items of small micro-batches more, and is wrong whenever micro-batches hold different numbers of
 /// target items (padding, ignored labels, the short last window of an epoch) (Hugging Face Transformers, PR #34191, 2024).
 /// The loss terms are normalised the same way, so a window of k micro-batches equals one batch of the same items.</para>
+/// <para>Memory items (<see cref="MixedWindow.Memory"/>, weight w): appended ones are counted in N and their losses weighted,
+/// L = (Σ_{cur} ℓᵢ + w·Σ_{mem} ℓⱼ)/N (w = 1 computes the plain Σᵢℓᵢ/N, 2.x's replay bit for bit); a separate replay batch
+/// has a forward pass of its own and its own count over the window, L = Σ_{cur} ℓᵢ/N_cur + w·Σ_{mem} ℓⱼ/N_mem, its loss
+/// terms divided by N_mem, so both modes keep "a window of k micro-batches equals one batch of the same items". The replay
+/// loss is part of the task loss (and of the task gradient a hook or observer reads); the memory's extra tensors reach the
+/// loss terms (<see cref="LossTermContext.Memory"/>), never the model.</para>
 /// <para>Two gradients only when needed: with a gradient hook or a step observer the task-loss gradient stays in the
 /// optimizer's gradient buffer and the loss terms' and penalties' gradients go to a second flat buffer
 /// (<c>autograd.grad</c>, which leaves the parameters' gradients alone); they are added after the hooks. Without either,
@@ -59,32 +66,46 @@ public sealed class TrainStep(
 
     /// <param name="measureNorm">Compute ‖g‖ for logging even when neither clipping nor loss scaling needs it
     /// (one pass over the gradient). Unmeasured, the reported norm is NaN and divergence shows in the loss.</param>
-    public StepOutcome Run(IReadOnlyList<Batch> window, double learningRate, bool measureNorm = true)
+    public StepOutcome Run(IReadOnlyList<Batch> window, double learningRate, bool measureNorm = true) =>
+        Run(new MixedWindow(window), learningRate, measureNorm);
+
+    /// <summary>One step over a window with the memory items a data role mixed in (<see cref="MethodSet.WithMemory"/>).</summary>
+    public StepOutcome Run(MixedWindow mixed, double learningRate, bool measureNorm = true)
     {
         using var scope = NewDisposeScope();
         optimizer.Buffer.CheckViews();
+        var window = mixed.Batches;
+        var memory = mixed.Memory;
         // The run's step: updates applied before this optimizer was made (a study that resets it per task) plus its own.
         long t = stepOffset + optimizer.StepCount;
         long items = window.Sum(_task.Items);
+        // N_mem: the counted memory items of the window's separate replay batches (0 without any).
+        long replayItems = memory?.Parts.Sum(p => p?.Replay is { } r ? _task.Items(r) : 0) ?? 0;
         double scale = precision.LossScale;
         double loss = 0;
         bool split = methods.SplitsGradient;
         var other = split ? OtherGradient() : null;
         var slotParameters = split ? optimizer.Buffer.Slots.Select(s => s.Parameter).ToArray() : [];
 
-        foreach (var b in window)
+        for (int i = 0; i < window.Count; i++)
         {
             using var microScope = NewDisposeScope();
+            var b = window[i];
+            var part = memory?.Parts[i];
             var logits = ModelInput.Logits(model, b, precision);
-            var normalised = _task.LossSum(logits, b).div(Math.Max(items, 1));
+            var normalised = TaskLossSum(logits, b, part, memory?.Weight ?? 1).div(Math.Max(items, 1));
+            var appended = part is { Replay: null } ? part : null;
+            var terms = LossTerms(t, b, logits, appended)?.div(Math.Max(items, 1));
+            if (part?.Replay is { } replay)
+            {
+                var replayLogits = ModelInput.Logits(model, replay, precision);
+                normalised = normalised + _task.LossSum(replayLogits, replay).mul(memory!.Weight).div(Math.Max(replayItems, 1));
+                if (LossTerms(t, replay, replayLogits, part)?.div(Math.Max(replayItems, 1)) is { } replayTerms)
+                    terms = terms is null ? replayTerms : terms + replayTerms;
+            }
             loss += normalised.item<float>();
-            Tensor? terms = null;
-            foreach (var m in methods.LossTerms)
-                if (m.LossOf(new LossTermContext(t, taskIndex, b, logits, LogitsWith)) is { } term)
-                    terms = terms is null ? term.to(ScalarType.Float32) : terms + term.to(ScalarType.Float32);
             if (terms is not null)
             {
-                terms = terms.div(Math.Max(items, 1));
                 loss += terms.item<float>();
                 if (!split) normalised = normalised + terms;
             }
@@ -131,9 +152,9 @@ public sealed class TrainStep(
             if (methods.Hooks.Count > 0)
             {
                 using var generator = _random($"step-{t}/gradient-hooks");
-                var memory = methods.Mixer?.AsMemory(t, like: window[0], methods.TargetIds);
+                var hookMemory = methods.Mixer?.AsMemory(t, like: window[0], methods.TargetIds);
                 var context = new GradientContext(t, taskIndex, named!, optimizer.Views(optimizer.MasterGrad), optimizer.Views(other!),
-                    GradientOf, memory, generator);
+                    GradientOf, hookMemory, generator);
                 foreach (var m in methods.Hooks) m.BeforeUpdate(context);
             }
             optimizer.MasterGrad.add_(other!);
@@ -147,7 +168,7 @@ public sealed class TrainStep(
                 throw new NonFiniteGradientException($"the loss or gradient is not finite at step {t} (loss {loss}, ‖g‖ {norm}): the run diverged; lower the learning rate or set [optimizer] clip_norm");
             precision.Scaler.Update(gradientsFinite: false);
             optimizer.ZeroGrad();
-            return new StepOutcome(false, loss, norm, learningRate, items, scale);
+            return new StepOutcome(false, loss, norm, learningRate, items + replayItems, scale);
         }
         precision.Scaler?.Update(gradientsFinite: true);
         if (clipNorm > 0 && norm > clipNorm) optimizer.MasterGrad.mul_(clipNorm / (norm + 1e-6));
@@ -162,8 +183,35 @@ public sealed class TrainStep(
             foreach (var m in methods.Observers) m.AfterStep(context);
         }
         optimizer.ZeroGrad();
-        return new StepOutcome(true, loss, norm, learningRate, items, scale);
+        return new StepOutcome(true, loss, norm, learningRate, items + replayItems, scale);
     }
+
+    /// <summary>Σ of the task's per-item losses over a micro-batch, its appended memory rows weighted by w (the plain sum
+    /// when there are none or w = 1, so 2.x's replay is computed exactly as before).</summary>
+    Tensor TaskLossSum(Tensor logits, Batch b, MemoryPart? part, double weight)
+    {
+        if (part is not { Replay: null } || weight == 1) return _task.LossSum(logits, b);
+        var current = _task.LossSum(logits.narrow(0, 0, part.Offset), b.Narrow(0, part.Offset));
+        var remembered = _task.LossSum(logits.narrow(0, part.Offset, part.Items), b.Narrow(part.Offset, part.Items));
+        return current + remembered.mul(weight);
+    }
+
+    /// <summary>Σ of the loss terms' sums on a batch the model read (fp32), or null when every term is zero; the memory
+    /// items among its rows (appended, or the whole replay batch) are handed in with their extra tensors.</summary>
+    Tensor? LossTerms(long t, Batch b, Tensor logits, MemoryPart? part)
+    {
+        if (methods.LossTerms.Count == 0) return null;
+        var context = new LossTermContext(t, taskIndex, b, logits, LogitsWith) { Memory = part is null ? null : MemoryOf(b, logits, part) };
+        Tensor? terms = null;
+        foreach (var m in methods.LossTerms)
+            if (m.LossOf(context) is { } term)
+                terms = terms is null ? term.to(ScalarType.Float32) : terms + term.to(ScalarType.Float32);
+        return terms;
+    }
+
+    static MemoryItems MemoryOf(Batch b, Tensor logits, MemoryPart part) => part.Replay is null
+        ? new MemoryItems(ReplayMode.Append, part.Offset, b.Narrow(part.Offset, part.Items), logits.narrow(0, part.Offset, part.Items), part.Extras)
+        : new MemoryItems(ReplayMode.Separate, 0, b, logits, part.Extras);
 
     /// <summary>
     /// A finite gradient does not make a finite update: η·g can overflow, and fp32 master weights past 65504 become ±∞ in an

@@ -88,7 +88,7 @@ let private schemaDocs =
       "l2-sp", [ "R(θ) = α/2 ‖θ − θ⁰‖²"; "Li, Grandvalet & Davoine 2018" ]
       "lwf", [ "α T² KL(p_T ‖ p_θ)"; "Li & Hoiem 2017"; "λ_o = αT²" ]
       "a-gem", [ "g̃ = g − (gᵀg_ref / g_refᵀg_ref) g_ref"; "Chaudhry, Ranzato, Rohrbach & Elhoseiny 2019" ]
-      "replay", [ "L = (Σ_{i∈current} ℓᵢ + Σ_{j∈memory} ℓⱼ) / (B + round(r·B))"; "Chaudhry et al. 2019"; "Rolnick et al. 2019" ] ]
+      "replay", [ "L = (Σ_{i∈current} ℓᵢ + w·Σ_{j∈memory} ℓⱼ) / (B + round(r·B))"; "Chaudhry et al. 2019"; "Rolnick et al. 2019" ] ]
 
 // Hand-written values, each exact in float32, so an anchor the plugins snapshot in float32 keeps them exactly.
 let private wA, bA = [| 0.5; -1.0; 1.5; 2.0 |], [| 0.25; -0.75 |]

@@ -6,8 +6,9 @@ namespace Research.Abstractions;
 // A continual-learning or fine-tuning method is a plugin class that implements one or more of the roles below; the host
 // finds every role a class implements and calls each at its point of the step or of the run. EWC is a penalty with a
 // task-end hook; SI a penalty, a step observer and task hooks; LwF a loss term with a task-end hook; A-GEM a gradient
-// hook over a memory; experience replay a data role. A config chooses methods with [[methods]] tables (read from
-// [[regularizers]] too); a method's options are its table.
+// hook over a memory; experience replay a data role; a callback (ICallback, Callbacks.cs) the run's hook points. A config
+// chooses methods with [[methods]] tables (read from [[regularizers]] too; [[callbacks]] tables add to them); a method's
+// options are its table.
 //
 // Ownership, one rule for every role:
 //  1. What the core hands in belongs to the core: contexts, batches, logits, gradients, parameters are valid during the
@@ -41,7 +42,13 @@ public interface IStateful
 /// <param name="TaskIndex">Index of the task being trained, 0 for a single run.</param>
 /// <param name="Parameters">The fp32 master parameters, with <c>requires_grad</c>: a penalty built from them receives
 /// gradients.</param>
-public sealed record PenaltyContext(long Step, int TaskIndex, IReadOnlyList<NamedParameter> Parameters);
+public sealed record PenaltyContext(long Step, int TaskIndex, IReadOnlyList<NamedParameter> Parameters)
+{
+    /// <summary>The plugin's own log sink (<see cref="IRunLog"/>); discards outside a run.</summary>
+    public IRunLog Log { get; init; } = IRunLog.None;
+    /// <summary>The plugin's own requests to the run (<see cref="RunControl"/>); discards outside a run.</summary>
+    public RunControl Control { get; init; } = RunControl.None;
+}
 
 /// <summary>
 /// A per-window penalty R(θ) (EWC, SI, MAS, L2-SP): added once per optimizer step (once per accumulation window, not per
@@ -63,7 +70,13 @@ public interface IPenalty
 /// name; names not given keep the current values), in eval mode (a frozen teacher: with dropout it differs from the
 /// training-mode <see cref="Logits"/> even at equal weights), without autograd. Owned by the caller's scope.</param>
 public sealed record LossTermContext(long Step, int TaskIndex, Batch Batch, Tensor Logits,
-    Func<IReadOnlyDictionary<string, Tensor>, Batch, Tensor> LogitsWith);
+    Func<IReadOnlyDictionary<string, Tensor>, Batch, Tensor> LogitsWith)
+{
+    /// <summary>The plugin's own log sink (<see cref="IRunLog"/>); discards outside a run.</summary>
+    public IRunLog Log { get; init; } = IRunLog.None;
+    /// <summary>The plugin's own requests to the run (<see cref="RunControl"/>); discards outside a run.</summary>
+    public RunControl Control { get; init; } = RunControl.None;
+}
 
 /// <summary>
 /// A per-item loss term (LwF's distillation): called for every micro-batch. Returns the SUM over the micro-batch's items of
@@ -96,7 +109,13 @@ public sealed record StepContext(
     IReadOnlyList<Tensor> TotalGradient,
     IReadOnlyList<Tensor> Deltas,
     double LearningRate,
-    double Loss);
+    double Loss)
+{
+    /// <summary>The plugin's own log sink (<see cref="IRunLog"/>); discards outside a run.</summary>
+    public IRunLog Log { get; init; } = IRunLog.None;
+    /// <summary>The plugin's own requests to the run (<see cref="RunControl"/>); discards outside a run.</summary>
+    public RunControl Control { get; init; } = RunControl.None;
+}
 
 /// <summary>Called after every applied update, outside autograd (SI's path integral ωᵢ += −gᵢΔθᵢ). Lists are in
 /// <see cref="StepContext.Parameters"/>' order.</summary>
@@ -124,7 +143,13 @@ public sealed record GradientContext(
     IReadOnlyList<Tensor> PenaltyGradient,
     Func<IEnumerable<Batch>, IReadOnlyList<Tensor>> GradientOf,
     IMemory? Memory,
-    Generator Random);
+    Generator Random)
+{
+    /// <summary>The plugin's own log sink (<see cref="IRunLog"/>); discards outside a run.</summary>
+    public IRunLog Log { get; init; } = IRunLog.None;
+    /// <summary>The plugin's own requests to the run (<see cref="RunControl"/>); discards outside a run.</summary>
+    public RunControl Control { get; init; } = RunControl.None;
+}
 
 /// <summary>Before the update, after unscaling, before clipping (A-GEM's projection): may change
 /// <see cref="GradientContext.TaskGradient"/> in place.</summary>
@@ -137,7 +162,13 @@ public interface IGradientHook
 /// <param name="TaskIndex">Index of the task about to be trained.</param>
 /// <param name="TaskName">Its name.</param>
 /// <param name="Parameters">θ at the start of the task (fp32 master weights), valid during the call.</param>
-public sealed record TaskStartContext(int TaskIndex, string TaskName, IReadOnlyList<NamedParameter> Parameters);
+public sealed record TaskStartContext(int TaskIndex, string TaskName, IReadOnlyList<NamedParameter> Parameters)
+{
+    /// <summary>The plugin's own log sink (<see cref="IRunLog"/>); discards outside a run.</summary>
+    public IRunLog Log { get; init; } = IRunLog.None;
+    /// <summary>The plugin's own requests to the run (<see cref="RunControl"/>); discards outside a run.</summary>
+    public RunControl Control { get; init; } = RunControl.None;
+}
 
 /// <summary>What <see cref="ITaskHooks.TaskEnd"/> sees when a task's training has ended.</summary>
 /// <param name="TaskIndex">Index of the task that ended, 0 for the first.</param>
@@ -166,7 +197,13 @@ public sealed record TaskEndContext(
     Func<Tensor, Batch, Tensor> PerItemLoss,
     Func<FisherKind, IReadOnlyDictionary<string, Tensor>> Fisher,
     Action<string, double[]> AddProbe,
-    Generator Random);
+    Generator Random)
+{
+    /// <summary>The plugin's own log sink (<see cref="IRunLog"/>); discards outside a run.</summary>
+    public IRunLog Log { get; init; } = IRunLog.None;
+    /// <summary>The plugin's own requests to the run (<see cref="RunControl"/>); discards outside a run.</summary>
+    public RunControl Control { get; init; } = RunControl.None;
+}
 
 /// <summary>Phase hooks: a task starts (once; not again when a run resumes inside it), a task ends (every task, the last
 /// one with <see cref="TaskEndContext.IsLastTask"/>: skip consolidating, but probes may still add their row).</summary>

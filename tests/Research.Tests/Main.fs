@@ -79,6 +79,7 @@ let main argv =
             BadFilesTests.tests
             BadWeightsTests.tests
             BadStatusTests.tests
+            CallbackTests.tests
         ]
     let config = { defaultConfig with printer = printer defaultConfig.printer }
     // Plain output (no colours, no spinner) so logs and CI read cleanly and the last line is exact.

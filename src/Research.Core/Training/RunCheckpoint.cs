@@ -5,7 +5,7 @@ using static TorchSharp.torch;
 namespace Research.Core.Training;
 
 /// <summary>The tensors of a run's checkpoint: the optimizer's fp32 master weights and moments, the frozen parameters and
-/// buffers beside them, and every method's state (prefixed by its index).</summary>
+/// buffers beside them, and every method's state (prefixed by its index); and the plugins' pending requests.</summary>
 static class RunCheckpoint
 {
     /// <summary>Writes a checkpoint with <paramref name="state"/>; returns its folder.</summary>
@@ -15,7 +15,12 @@ static class RunCheckpoint
         // state a resumed or fine-tuned model needs, though no gradient moves them).
         var frozen = Frozen(run);
         var methodState = run.Methods.All.SelectMany((m, i) => m.StateDict().Select(kv => ($"{i}/{kv.Key}", kv.Value)));
-        return Checkpoint.Write(checkpoints, name, state, optimizer.NamedMaster().Concat(frozen), optimizer.NamedState(), methodState);
+        // The plugins' requests not yet acted on are part of the state; what the callbacks do after it is not (a resume
+        // calls AfterCheckpoint of its checkpoint again).
+        var path = Checkpoint.Write(checkpoints, name, state with { Requests = run.Methods.Signals.Snapshot() },
+            optimizer.NamedMaster().Concat(frozen), optimizer.NamedState(), methodState);
+        run.Methods.Callbacks.AfterCheckpoint(name, path);
+        return path;
     }
 
     /// <summary>Loads a verified checkpoint's tensors into fresh components: the optimizer (and through it the model), the
@@ -44,6 +49,7 @@ static class RunCheckpoint
                 run.Methods.All[i].LoadStateDict(mine.ToDictionary(kv => kv.Key[prefix.Length..], kv => kv.Value));
             }
             run.Precision.Scaler?.Restore(s.LossScale, s.ScalerGoodSteps, s.SkippedSteps);
+            run.Methods.Signals.Restore(s.Requests);
         }
         finally
         {

@@ -6,8 +6,9 @@ namespace Research.Abstractions;
 // A continual-learning or fine-tuning method is a plugin class that implements one or more of the roles below; the host
 // finds every role a class implements and calls each at its point of the step or of the run. EWC is a penalty with a
 // task-end hook; SI a penalty, a step observer and task hooks; LwF a loss term with a task-end hook; A-GEM a gradient
-// hook over a memory; experience replay a data role. A config chooses methods with [[methods]] tables (read from
-// [[regularizers]] too); a method's options are its table.
+// hook over a memory; experience replay a data role; a callback (ICallback, Callbacks.cs) the run's hook points. A config
+// chooses methods with [[methods]] tables (read from [[regularizers]] too; [[callbacks]] tables add to them); a method's
+// options are its table.
 //
 // Ownership, one rule for every role:
 //  1. What the core hands in belongs to the core: contexts, batches, logits, gradients, parameters are valid during the
@@ -59,7 +60,13 @@ public interface IStateful
 /// <param name="TaskIndex">Index of the task being trained, 0 for a single run.</param>
 /// <param name="Parameters">The fp32 master parameters, with <c>requires_grad</c>: a penalty built from them receives
 /// gradients.</param>
-public sealed record PenaltyContext(long Step, int TaskIndex, IReadOnlyList<NamedParameter> Parameters);
+public sealed record PenaltyContext(long Step, int TaskIndex, IReadOnlyList<NamedParameter> Parameters)
+{
+    /// <summary>The plugin's own log sink (<see cref="IRunLog"/>); discards outside a run.</summary>
+    public IRunLog Log { get; init; } = IRunLog.None;
+    /// <summary>The plugin's own requests to the run (<see cref="RunControl"/>); discards outside a run.</summary>
+    public RunControl Control { get; init; } = RunControl.None;
+}
 
 /// <summary>
 /// A per-window penalty R(θ) (EWC, SI, MAS, L2-SP): added once per optimizer step (once per accumulation window, not per
@@ -87,6 +94,10 @@ public sealed record LossTermContext(long Step, int TaskIndex, Batch Batch, Tens
     /// <summary>The memory items among the batch's rows, with the extra tensors they carry (DER's stored logits), when
     /// the run's mixing data role put any in this batch; null otherwise (the first task, no mixing role). (Contract 3.0.)</summary>
     public MemoryItems? Memory { get; init; }
+    /// <summary>The plugin's own log sink (<see cref="IRunLog"/>); discards outside a run.</summary>
+    public IRunLog Log { get; init; } = IRunLog.None;
+    /// <summary>The plugin's own requests to the run (<see cref="RunControl"/>); discards outside a run.</summary>
+    public RunControl Control { get; init; } = RunControl.None;
 }
 
 /// <summary>
@@ -123,7 +134,13 @@ public sealed record StepContext(
     IReadOnlyList<Tensor> TotalGradient,
     IReadOnlyList<Tensor> Deltas,
     double LearningRate,
-    double Loss);
+    double Loss)
+{
+    /// <summary>The plugin's own log sink (<see cref="IRunLog"/>); discards outside a run.</summary>
+    public IRunLog Log { get; init; } = IRunLog.None;
+    /// <summary>The plugin's own requests to the run (<see cref="RunControl"/>); discards outside a run.</summary>
+    public RunControl Control { get; init; } = RunControl.None;
+}
 
 /// <summary>Called after every applied update, outside autograd (SI's path integral ωᵢ += −gᵢΔθᵢ). Lists are in
 /// <see cref="StepContext.Parameters"/>' order.</summary>
@@ -151,7 +168,13 @@ public sealed record GradientContext(
     IReadOnlyList<Tensor> PenaltyGradient,
     Func<IEnumerable<Batch>, IReadOnlyList<Tensor>> GradientOf,
     IMemory? Memory,
-    Generator Random);
+    Generator Random)
+{
+    /// <summary>The plugin's own log sink (<see cref="IRunLog"/>); discards outside a run.</summary>
+    public IRunLog Log { get; init; } = IRunLog.None;
+    /// <summary>The plugin's own requests to the run (<see cref="RunControl"/>); discards outside a run.</summary>
+    public RunControl Control { get; init; } = RunControl.None;
+}
 
 /// <summary>Before the update, after unscaling, before clipping (A-GEM's projection): may change
 /// <see cref="GradientContext.TaskGradient"/> in place.</summary>
@@ -164,7 +187,13 @@ public interface IGradientHook
 /// <param name="TaskIndex">Index of the task about to be trained.</param>
 /// <param name="TaskName">Its name.</param>
 /// <param name="Parameters">θ at the start of the task (fp32 master weights), valid during the call.</param>
-public sealed record TaskStartContext(int TaskIndex, string TaskName, IReadOnlyList<NamedParameter> Parameters);
+public sealed record TaskStartContext(int TaskIndex, string TaskName, IReadOnlyList<NamedParameter> Parameters)
+{
+    /// <summary>The plugin's own log sink (<see cref="IRunLog"/>); discards outside a run.</summary>
+    public IRunLog Log { get; init; } = IRunLog.None;
+    /// <summary>The plugin's own requests to the run (<see cref="RunControl"/>); discards outside a run.</summary>
+    public RunControl Control { get; init; } = RunControl.None;
+}
 
 /// <summary>What <see cref="ITaskHooks.TaskEnd"/> sees when a task's training has ended.</summary>
 /// <param name="TaskIndex">Index of the task that ended, 0 for the first.</param>
@@ -209,6 +238,10 @@ public sealed record TaskEndContext(
     /// are new tensors (views where possible) that the caller may dispose once read, as it may the logits.</summary>
     public Func<Tensor, Batch, (Tensor Logits, Tensor Targets)> Rows { get; init; } =
         (logits, batch) => (logits.alias(), batch.TargetsTensor.alias());
+    /// <summary>The plugin's own log sink (<see cref="IRunLog"/>); discards outside a run.</summary>
+    public IRunLog Log { get; init; } = IRunLog.None;
+    /// <summary>The plugin's own requests to the run (<see cref="RunControl"/>); discards outside a run.</summary>
+    public RunControl Control { get; init; } = RunControl.None;
 }
 
 /// <summary>Phase hooks: a task starts (once; not again when a run resumes inside it), a task ends (every task, the last

@@ -92,7 +92,7 @@ static class RunsCommand
     {
         var stores = Stores(root).ToList();
         var table = Tables.Create(new("run"), new("status"), new("seed", true), new("val acc", true), new("test acc", true), new("study avg acc", true),
-            new("error"));
+            new("error / stop reason"));
         foreach (var path in stores)
         {
             using var store = RunReader.Open(path);
@@ -101,7 +101,7 @@ static class RunsCommand
                 // A training run's last evaluation; a study's mean over the tasks after its last task (its matrix).
                 double? Last(string split) => store.Final(run.Id, split);
                 Tables.Row(table, run.Id, run.Status, Convert.ToString(run.Seed, CultureInfo.InvariantCulture) ?? "",
-                    F(Last("val")), F(Last("test")), F(store.StudyMetric(run.Id, "average-accuracy")), run.Error ?? "");
+                    F(Last("val")), F(Last("test")), F(store.StudyMetric(run.Id, "average-accuracy")), run.Error ?? run.StopReason ?? "");
             }
         }
         Tables.Write(table);
@@ -132,7 +132,7 @@ static class RunsCommand
     /// <summary><c>research plot curves RUN_DIR... [--key train_loss]</c>: a metric against the step for several runs.</summary>
     public static Command PlotCurvesCommand() => Cli.Command("curves", "A stored metric against the step, one line per run", PlotCurves,
         Cli.Arguments("RUN_DIR", "Run folders"),
-        Cli.Value("--key", "METRIC", "The metric (train_loss, lr, grad_norm, …)", "train_loss"),
+        Cli.Value("--key", "METRIC", "The metric (train_loss, lr, grad_norm, …; log:PLUGIN/NAME for a plugin's logged value)", "train_loss"),
         Cli.Value("--output", "FILE.png", "Where to write the figure", "curves.png", ["-o"]));
 
     static int PlotCurves(Parsed a)
@@ -144,7 +144,7 @@ static class RunsCommand
             var path = Path.Combine(dir, RunStore.FileName);
             if (!File.Exists(path)) throw new UsageException($"{dir} holds no {RunStore.FileName}");
             using var store = RunReader.Open(path);
-            var points = store.Metric(null, key);
+            var points = store.Metric(null, key.StartsWith("log:", StringComparison.Ordinal) ? Research.Core.Training.RunSignals.Key(key[4..]) : key);
             if (points.Count == 0) throw new UsageException($"{dir} has no metric '{key}'");
             runs.Add((Path.GetFileName(Path.GetFullPath(dir).TrimEnd('/')), points.Select(p => (double)p.Step).ToArray(), points.Select(p => p.Value).ToArray()));
         }
@@ -218,11 +218,25 @@ static class RunsCommand
         foreach (var e in store.Evaluations())
             Tables.Row(evaluations, S(e.Step), e.Phase, S(e.Epoch), e.Split, F(e.Loss), F(e.Accuracy), S(e.Items));
         Tables.Write(evaluations);
+        foreach (var r in runs) ShowLogged(store, r.Id);
         foreach (var r in runs) ShowStudy(store, r.Id);
         var checkpoints = Path.Combine(dir, "checkpoints");
         if (Directory.Exists(checkpoints))
             Console.WriteLine("checkpoints: " + string.Join(", ", Directory.GetDirectories(checkpoints).Select(Path.GetFileName).Order(StringComparer.Ordinal)));
         return 0;
+    }
+
+    /// <summary>What the run's plugins logged (<c>plugin/NAME/…</c>): each name's last value and its step.</summary>
+    static void ShowLogged(RunReader store, string runId)
+    {
+        var logged = store.LastMetrics(runId, Research.Core.Training.RunSignals.Key(""));
+        if (logged.Count == 0) return;
+        Console.WriteLine();
+        Console.WriteLine("logged by plugins (last value):");
+        var table = Tables.Create(new("key"), new("step", true), new("value", true));
+        foreach (var m in logged)
+            Tables.Row(table, m.Key, m.Step.ToString(CultureInfo.InvariantCulture), m.Value is { } v ? v.ToString("G6", CultureInfo.InvariantCulture) : "–");
+        Tables.Write(table);
     }
 
     /// <summary>A study's record: its accuracy and loss matrices of each split, its probes (each a matrix, a row per task

@@ -120,7 +120,7 @@ let summarize (name: string) (dir: string) (store: Store) (trials: Trial list) (
             written.Add png
     written.AddRange(Summary.matrices outDir store trials)
     for key in "train_loss" :: [ for c in curves -> c.Metric.Substring Curve.Prefix.Length ] |> List.distinct do
-        Summary.curves (Path.Combine(outDir, sprintf "curves-%s.png" key)) (sprintf "%s: %s, mean over seeds" name key) store trials key
+        Summary.curves (Path.Combine(outDir, sprintf "curves-%s.png" (fileSlug key))) (sprintf "%s: %s, mean over seeds" name key) store trials key
         |> Option.iter written.Add
     // The sweep's own summary (all of its summaries) is summary.txt; `research plot sweep` adds files beside it.
     if writeText then

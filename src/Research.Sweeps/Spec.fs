@@ -193,6 +193,16 @@ module Probe =
     [<Literal>]
     let Prefix = "probe:"
 
+/// A summary whose metric is `log:PLUGIN/NAME` reads the last value a plugin logged; `curve:log:PLUGIN/NAME` draws it
+/// against the step.
+module Log =
+    [<Literal>]
+    let Prefix = "log:"
+
+    /// The store's key of a summary's metric: `log:PLUGIN/NAME` names what a plugin logged (Research.Abstractions.IRunLog),
+    /// stored under plugin/PLUGIN/NAME; any other name is the key itself.
+    let key (metric: string) = if metric.StartsWith Prefix then "plugin/" + metric.Substring Prefix.Length else metric
+
 /// A summary whose metric is `along:EXPR` reads the points inside later tasks ([study] hessian snapshots_along): EXPR
 /// names probes under hessian_along/ (`predicted / measured`, `fisher_exact / quadratic`, `measured`); each point is
 /// summarised over seeds and drawn against the fraction of the task trained, one plot per arm.

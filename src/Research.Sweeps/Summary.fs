@@ -69,13 +69,13 @@ let alongOf (store: Store) (runId: string) (expr: string) : (float * float) arra
 
 /// A metric of a finished run of `command` (train or study): for a study, a study metric by name; <split>_accuracy or
 /// <split>_loss, the split's final value (RunReader.Final: the last evaluation of a training run, the average over
-/// the tasks after the last task of a study); or the last value of a logged metric.
+/// the tasks after the last task of a study); or the last value of a logged metric (`log:PLUGIN/NAME`: a plugin's).
 let metricOf (store: Store) (command: string) (runId: string) (metric: string) : float option =
     let study () = if command = "study" then Option.ofNullable (store.Runs.StudyMetric(runId, metric)) else None
     let split () =
         let m = Text.RegularExpressions.Regex.Match(metric, "^(\\w+)_(accuracy|loss)$")
         if m.Success then Option.ofNullable (store.Runs.Final(runId, m.Groups[1].Value, m.Groups[2].Value)) else None
-    let logged () = Option.ofNullable (store.Runs.LastMetric(runId, metric))
+    let logged () = Option.ofNullable (store.Runs.LastMetric(runId, Log.key metric))
     if metric.StartsWith Probe.Prefix then (if command = "study" then probeMetric store runId (metric.Substring Probe.Prefix.Length) else None)
     else study () |> Option.orElseWith split |> Option.orElseWith logged
 
@@ -267,7 +267,7 @@ let curves (path: string) (title: string) (store: Store) (trials: Trial list) (k
                   ts
                   |> List.choose (finishedRun store)
                   |> List.map (fun run ->
-                      store.Runs.Metric(run, key)
+                      store.Runs.Metric(run, Log.key key)
                       |> Seq.map (fun p -> float p.Step, p.Value)
                       |> Map.ofSeq)
                   |> List.filter (fun m -> not m.IsEmpty)

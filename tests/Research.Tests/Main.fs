@@ -83,6 +83,7 @@ let main argv =
             ConventionTests.tests
             ModelMetricTests.tests
             ReplayContractTests.tests
+            CallbackTests.tests
         ]
     let config = { defaultConfig with printer = printer defaultConfig.printer }
     // Plain output (no colours, no spinner) so logs and CI read cleanly and the last line is exact.

@@ -25,6 +25,15 @@ public enum Stage
 /// <summary>A phase stopped early (early stopping), and why.</summary>
 public sealed record PhaseStop(int Phase, string Reason);
 
+/// <summary>What the run's plugins asked of it (<see cref="Research.Abstractions.RunControl"/>) and the loop had not yet
+/// acted on when a checkpoint was written, and the stop that ended the run once it has.</summary>
+/// <param name="StopBy">The method whose stop waits for the next step boundary, or null.</param>
+/// <param name="StopReason">Its reason.</param>
+/// <param name="Evaluation">An evaluation waits for the next step boundary.</param>
+/// <param name="Checkpoint">A checkpoint waits for the next step boundary.</param>
+/// <param name="Halted">The recorded line of a plugin's stop the loop acted on (a study then goes no further).</param>
+public sealed record ControlRequests(string? StopBy, string? StopReason, bool Evaluation, bool Checkpoint, string? Halted);
+
 /// <summary>The study's record so far: one row per finished phase (after task i), as the matrices and probes need it.</summary>
 /// <param name="RandomInit">Test accuracy of the initial model on every task (the baseline of forward transfer).</param>
 public sealed record StudyProgress(double[] RandomInit, List<StudyRow> Rows);
@@ -66,6 +75,8 @@ public sealed record CheckpointState(
     /// method keeps any (and so absent from the file, as in checkpoints written before methods could).</summary>
     [System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull)]
     public Dictionary<string, Dictionary<string, JsonElement>>? MethodValues { get; init; }
+    /// <summary>The plugins' requests not yet acted on, and a plugin's stop that was (null: none).</summary>
+    public ControlRequests? Requests { get; init; }
 }
 
 /// <summary>

@@ -10,7 +10,7 @@ namespace Research.Core.Config;
 /// <summary>Reads a run config: TOML → overrides (<c>--set optimizer.lr=3e-4</c>) → bound, validated sections.</summary>
 public static class ConfigLoader
 {
-    static readonly string[] Sections = ["run", "data", "model", "optimizer", "precision", "checkpoint", "study", "train", "schedule", "methods", "metrics", "probes", "plugins"];
+    static readonly string[] Sections = ["run", "data", "model", "optimizer", "precision", "checkpoint", "study", "train", "schedule", "methods", "callbacks", "metrics", "probes", "plugins"];
 
     /// <summary>The core's sections and their options types, in the order a config usually writes them; <c>[schedule]</c>,
     /// <c>[[methods]]</c> and <c>[[metrics]]</c> are the chosen plugins' own options.</summary>
@@ -182,7 +182,8 @@ public static class ConfigLoader
 
         var scheduleTable = TableAt(root, "schedule", file, errors) ?? new TomlTable();
         var schedule = Choice(scheduleTable, "schedule", "constant", file, errors);
-        var methods = Choices(root, "methods", file, errors) ?? [];
+        // [[callbacks]] is a second name for [[methods]] tables (Hugging Face's word for a callback): its tables follow them.
+        var methods = (Choices(root, "methods", file, errors) ?? []).Concat(Choices(root, "callbacks", file, errors) ?? []).ToList();
         var (metrics, metricsOnly) = Only(Choices(root, "metrics", file, errors), file, errors);
         errors.AddRange(Selection(data, train, checkpoint, file));
         if (errors.Count > 0) throw new ConfigException(errors);

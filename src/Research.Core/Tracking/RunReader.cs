@@ -162,6 +162,22 @@ public sealed class RunReader : IDisposable
         Query("SELECT rowid, value FROM metrics WHERE run_id = $r AND key = $k ORDER BY step DESC, rowid DESC LIMIT 1", ("$r", runId), ("$k", key))
             .Select(v => new Row(this, "metrics", v).Real(1, "value")).FirstOrDefault();
 
+    /// <summary>The last logged value (by step, then as written) of every metric of a run whose key starts with
+    /// <paramref name="prefix"/> (<c>plugin/</c>: what the plugins logged), by key.</summary>
+    public IReadOnlyList<MetricRow> LastMetrics(string runId, string prefix) =>
+        Query("""
+              SELECT rowid, run_id, step, key, value FROM metrics m
+              WHERE run_id = $r AND substr(key, 1, length($p)) = $p AND NOT EXISTS (SELECT 1 FROM metrics n
+                WHERE n.run_id = m.run_id AND n.key = m.key AND (n.step > m.step OR (n.step = m.step AND n.rowid > m.rowid)))
+              ORDER BY key
+              """, ("$r", runId), ("$p", prefix))
+            .Select(v =>
+            {
+                var r = new Row(this, "metrics", v);
+                return new MetricRow(r.Text(1, "run_id"), r.Integer(2, "step"), r.Text(3, "key"), r.Real(4, "value"));
+            })
+            .ToList();
+
     /// <summary>
     /// The final <paramref name="column"/> (<c>accuracy</c> or <c>loss</c>) of a split: for a study, the average over
     /// the tasks after the last task; otherwise the run's last evaluation of that split. Null when there is none.

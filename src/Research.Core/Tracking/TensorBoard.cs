@@ -199,8 +199,8 @@ public sealed class TensorBoardWriter : IDisposable
     }
 
     /// <summary>The tag of a store metric: a split's language-model measures under the split (<c>val/perplexity</c>), the
-    /// training step's under <c>train/</c>, anything else (probes) under <c>probes/</c>. TensorBoard groups by the part
-    /// before the first slash.</summary>
+    /// training step's under <c>train/</c>, a plugin's logged values as they are (<c>plugin/NAME/…</c>), anything else
+    /// (probes) under <c>probes/</c>. TensorBoard groups by the part before the first slash.</summary>
     public static string MetricTag(string key) =>
         key switch
         {
@@ -208,6 +208,7 @@ public sealed class TensorBoardWriter : IDisposable
             "lr" or "grad_norm" or "items_per_second" or "task" or "loss_scale" or "skipped_steps" => $"train/{key}",
             _ when key.EndsWith("_perplexity", StringComparison.Ordinal) => $"{key[..^"_perplexity".Length]}/perplexity",
             _ when key.EndsWith("_bits_per_byte", StringComparison.Ordinal) => $"{key[..^"_bits_per_byte".Length]}/bits_per_byte",
+            _ when key.StartsWith("plugin/", StringComparison.Ordinal) => key,
             _ => $"probes/{key}",
         };
 }

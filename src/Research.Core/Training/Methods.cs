@@ -33,6 +33,8 @@ public sealed class GuardedMethod
         _state = inner as IStateful;
         Penalty = inner as IPenalty; LossTerm = inner as ILossTerm; Observer = inner as IStepObserver;
         Hook = inner as IGradientHook; TaskHooks = inner as ITaskHooks; Data = inner as IDataRole;
+        Callback = inner as ICallback;
+        _implements = CallbackDispatch.Implemented(inner.GetType());
     }
 
     public PluginDescriptor Descriptor { get; }
@@ -44,23 +46,50 @@ public sealed class GuardedMethod
     internal IGradientHook? Hook { get; }
     internal ITaskHooks? TaskHooks { get; }
     internal IDataRole? Data { get; }
+    internal ICallback? Callback { get; }
     public bool IsStateful => _state != null;
 
+    // The ICallback members the class implements (asked once), its own log and control (bound when its method set is
+    // made), and the call under way, which a wrong logged value names.
+    readonly IReadOnlySet<string> _implements;
+    internal IRunLog Log { get; private set; } = IRunLog.None;
+    internal RunControl Control { get; private set; } = RunControl.None;
+    string _member = "";
+    long _step = -1;
+    PluginFailureException? _logFailure;
+
+    internal bool Implements(string member) => _implements.Contains(member);
+
+    internal void Attach(RunSignals signals)
+    {
+        Log = new PluginLog(this, signals);
+        Control = new RunControl(r => signals.Request(this, r));
+    }
+
+    /// <summary>A logged value the run refuses (<see cref="RunSignals"/>): kept, so a plugin that catches the exception
+    /// still fails its call.</summary>
+    internal PluginFailureException LogFailed(string what, string must) =>
+        _logFailure ??= Guard.Wrong(Descriptor, $"Log.Scalar (in {_member})", _step, what, must);
+
+    /// <summary>Calls one member of <see cref="ICallback"/> under the guard and the ownership rule.</summary>
+    internal void Call<T>(string member, long step, T context, Action<ICallback, T> call) =>
+        Owned(member, step, () => { call(Callback!, context); return (Tensor?)null; });
+
     public Tensor? PenaltyOf(PenaltyContext c) =>
-        Owned(nameof(IPenalty.Penalty), c.Step, () => Penalty!.Penalty(c),
+        Owned(nameof(IPenalty.Penalty), c.Step, () => Penalty!.Penalty(c with { Log = Log, Control = Control }),
             p => Scalar(p, nameof(IPenalty.Penalty), c.Step, "penalty", c.Parameters.Count > 0 ? c.Parameters[0].Value.device : null, "the parameters"));
 
     public Tensor? LossOf(LossTermContext c) =>
-        Owned(nameof(ILossTerm.Loss), c.Step, () => LossTerm!.Loss(c), l => Scalar(l, nameof(ILossTerm.Loss), c.Step, "loss term", c.Logits.device, "the logits"));
+        Owned(nameof(ILossTerm.Loss), c.Step, () => LossTerm!.Loss(c with { Log = Log, Control = Control }), l => Scalar(l, nameof(ILossTerm.Loss), c.Step, "loss term", c.Logits.device, "the logits"));
 
-    public void AfterStep(StepContext c) => Owned(nameof(IStepObserver.AfterStep), c.Step, () => { Observer!.AfterStep(c); return (Tensor?)null; });
+    public void AfterStep(StepContext c) => Owned(nameof(IStepObserver.AfterStep), c.Step, () => { Observer!.AfterStep(c with { Log = Log, Control = Control }); return (Tensor?)null; });
     /// <summary>The hook may change the task gradient in place; one it leaves non-finite (finite before) is its mistake,
     /// named here rather than reported as the run's divergence.</summary>
     public void BeforeUpdate(GradientContext c)
     {
         bool finite = AllFinite(c.TaskGradient);
         var views = c.TaskGradient.Select(g => new GradientView(g, g.dtype, g.shape, FlatBuffer.DataPointer(g))).ToArray();
-        Owned(nameof(IGradientHook.BeforeUpdate), c.Step, () => { Hook!.BeforeUpdate(c); return (Tensor?)null; });
+        Owned(nameof(IGradientHook.BeforeUpdate), c.Step, () => { Hook!.BeforeUpdate(c with { Log = Log, Control = Control }); return (Tensor?)null; });
         CheckGradientViews(c, views);
         if (finite && !AllFinite(c.TaskGradient))
             throw Guard.Wrong(Descriptor, nameof(IGradientHook.BeforeUpdate), c.Step, "a task gradient with values that are not finite",
@@ -99,8 +128,8 @@ public sealed class GuardedMethod
         using var scope = NewDisposeScope();
         return tensors.All(g => isfinite(g).all().item<bool>());
     }
-    public void TaskStart(TaskStartContext c) => Owned(nameof(ITaskHooks.TaskStart), -1, () => { TaskHooks!.TaskStart(c); return (Tensor?)null; });
-    public void TaskEnd(TaskEndContext c) => Owned(nameof(ITaskHooks.TaskEnd), -1, () => { TaskHooks!.TaskEnd(c); return (Tensor?)null; });
+    public void TaskStart(TaskStartContext c) => Owned(nameof(ITaskHooks.TaskStart), -1, () => { TaskHooks!.TaskStart(c with { Log = Log, Control = Control }); return (Tensor?)null; });
+    public void TaskEnd(TaskEndContext c) => Owned(nameof(ITaskHooks.TaskEnd), -1, () => { TaskHooks!.TaskEnd(c with { Log = Log, Control = Control }); return (Tensor?)null; });
     public void Observe(Batch b, int task, long step, Generator random) =>
         Owned(nameof(IDataRole.Observe), step, () => { Data!.Observe(b, task, random); return (Tensor?)null; });
 
@@ -379,7 +408,9 @@ public sealed class GuardedMethod
     Tensor? Owned(string member, long step, Func<Tensor?> call, Action<Tensor>? check = null)
     {
         using var scope = NewDisposeScope();
+        (_member, _step) = (member, step);
         var result = Guard.Call(Descriptor, member, step, call);
+        if (_logFailure is { } refused) throw refused;
         Keep(step);
         if (result is null) return null;
         if (result.IsInvalid) throw Guard.Wrong(Descriptor, member, step, "a disposed tensor", "what a plugin returns belongs to the caller and must be alive");
@@ -441,6 +472,9 @@ public sealed class MethodSet(IReadOnlyList<GuardedMethod> all)
     public IReadOnlyList<GuardedMethod> TaskHooks { get; } = all.Where(m => m.TaskHooks != null).ToList();
     /// <summary>The data roles: each observes the training batches (A-GEM keeps its own memory this way).</summary>
     public IReadOnlyList<GuardedMethod> DataRoles { get; } = all.Where(m => m.Data != null).ToList();
+    /// <summary>The callbacks by hook point, and the run's <see cref="RunSignals"/> every method logs and asks through.</summary>
+    public CallbackDispatch Callbacks { get; } = new(all);
+    public RunSignals Signals => Callbacks.Signals;
     /// <summary>The data role that mixes memory items into the batches (mix ratio r &gt; 0; at most one per run, as
     /// <see cref="RunBuilder"/> checks), which is also the memory gradient hooks see.</summary>
     public GuardedMethod? Mixer { get; } = all.FirstOrDefault(m => m.Data != null && m.MixRatio > 0);

@@ -6,7 +6,7 @@ namespace Research.Core.Training;
 
 /// <summary>The tensors of a run's checkpoint: the optimizer's fp32 master weights and moments, the frozen parameters and
 /// buffers beside them, and every method's state (prefixed by its index, a metric's by its name; its values, JSON, in the state's
-/// <see cref="CheckpointState.MethodValues"/> under the same key).</summary>
+/// <see cref="CheckpointState.MethodValues"/> under the same key); and the plugins' pending requests.</summary>
 static class RunCheckpoint
 {
     /// <summary>Writes a checkpoint with <paramref name="state"/>; returns its folder.</summary>
@@ -16,8 +16,12 @@ static class RunCheckpoint
         // state a resumed or fine-tuned model needs, though no gradient moves them).
         var frozen = Frozen(run);
         var methodState = run.Methods.All.SelectMany((m, i) => m.StateDict().Select(kv => ($"{StatePrefix(m, i)}{kv.Key}", kv.Value)));
-        return Checkpoint.Write(checkpoints, name, state with { MethodValues = Values(run, state.Step) }, optimizer.NamedMaster().Concat(frozen),
-            optimizer.NamedState(), methodState);
+        // The plugins' requests not yet acted on are part of the state; what the callbacks do after it is not (a resume
+        // calls AfterCheckpoint of its checkpoint again).
+        var path = Checkpoint.Write(checkpoints, name, state with { MethodValues = Values(run, state.Step), Requests = run.Methods.Signals.Snapshot() },
+            optimizer.NamedMaster().Concat(frozen), optimizer.NamedState(), methodState);
+        run.Methods.Callbacks.AfterCheckpoint(name, path);
+        return path;
     }
 
     /// <summary>Every plugin's values by its key (<see cref="ValuesKey"/>), those without any left out; null when none has any.</summary>
@@ -58,6 +62,7 @@ static class RunCheckpoint
                     ?? new Dictionary<string, System.Text.Json.JsonElement>());
             }
             run.Precision.Scaler?.Restore(s.LossScale, s.ScalerGoodSteps, s.SkippedSteps);
+            run.Methods.Signals.Restore(s.Requests);
         }
         finally
         {

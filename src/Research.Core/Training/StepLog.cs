@@ -3,8 +3,9 @@ using Research.Core.Tracking;
 
 namespace Research.Core.Training;
 
-/// <summary>What the store records of the steps and evaluations: the pre-clip gradient norm at every step; loss, learning
-/// rate, throughput (and the loss scaler's state) every <c>log_every</c> windows and at every skipped step.</summary>
+/// <summary>What the store records of the steps and evaluations: the pre-clip gradient norm and the plugins' logged values at
+/// every step; loss, learning rate, throughput (and the loss scaler's state) every <c>log_every</c> windows and at every
+/// skipped step.</summary>
 sealed class StepLog(RunStore store, string runId, ITrainingObserver observer, RunComponents run)
 {
     readonly Stopwatch _clock = Stopwatch.StartNew();
@@ -15,6 +16,8 @@ sealed class StepLog(RunStore store, string runId, ITrainingObserver observer, R
     {
         _items += result.Items;
         store.Metric(runId, step, "grad_norm", result.GradNorm);
+        // What the plugins logged during the step, in the step's row (every step: a plugin logs at its own pace).
+        run.Methods.Signals.Flush(store, runId, step);
         if (windows % run.Config.Train.LogEvery != 0 && result.Applied) return;
         var seconds = _clock.Elapsed.TotalSeconds;
         var throughput = seconds > 0 ? _items / seconds : 0;

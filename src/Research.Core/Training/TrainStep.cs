@@ -86,13 +86,17 @@ public sealed class TrainStep(
         bool split = methods.SplitsGradient;
         var other = split ? OtherGradient() : null;
         var slotParameters = split ? optimizer.Buffer.Slots.Select(s => s.Parameter).ToArray() : [];
+        var calls = methods.Callbacks;
 
         for (int i = 0; i < window.Count; i++)
         {
             using var microScope = NewDisposeScope();
             var b = window[i];
+            double before = loss;
             var part = memory?.Parts[i];
+            calls.BeforeForward(t, taskIndex, i, b);
             var logits = ModelInput.Logits(model, b, precision);
+            calls.AfterForward(t, taskIndex, i, b, logits);
             var normalised = TaskLossSum(logits, b, part, memory?.Weight ?? 1).div(Math.Max(items, 1));
             var appended = part is { Replay: null } ? part : null;
             var terms = LossTerms(t, b, logits, appended)?.div(Math.Max(items, 1));
@@ -110,9 +114,11 @@ public sealed class TrainStep(
                 if (!split) normalised = normalised + terms;
             }
             var scaled = scale != 1 ? normalised.mul(scale) : normalised;
+            calls.BeforeBackward(t, taskIndex, i, loss - before);
             scaled.backward(retain_graph: split && terms is not null);
             optimizer.AccumulateMicroBatch();
             if (split && terms is not null) AddTo(other!, autograd.grad([scale != 1 ? terms.mul(scale) : terms], slotParameters, allow_unused: true));
+            calls.AfterBackward(t, taskIndex, i, loss - before);
             FaultInjection.AfterMicroBatch();
         }
         if (scale != 1)

@@ -14,13 +14,6 @@ using static TorchSharp.torch;
 
 namespace Research.Core.Training;
 
-/// <summary>The result of a run: where it lives, the last evaluation by split name, and for a study its evaluation
-/// record and forgetting metrics.</summary>
-/// <param name="MetricFailures">Metrics that threw (plugin, DLL, message); the others were computed and stored.</param>
-public sealed record RunOutcome(
-    string RunDir, string RunId, string WeightsPath, IReadOnlyDictionary<string, EvalResult> Final,
-    EvaluationRecord? Record, IReadOnlyList<(string Name, MetricValue Value)> Metrics, IReadOnlyList<string> MetricFailures);
-
 /// <summary>
 /// The one training loop. A run is a sequence of phases: a single run (<c>research train</c>) has one; a study
 /// (<c>research study</c>) has one per task, and after each the task × task evaluation (row i of the matrices R and L)
@@ -33,7 +26,7 @@ public sealed record RunOutcome(
 /// (a study's <c>…-trained</c>) or after its consolidation (<c>…-consolidated</c>). Every input of the continuation is in
 /// the checkpoint or derived from (seed, position), so a resumed run ends bitwise equal to an uninterrupted one on CPU.
 /// </remarks>
-public static class Trainer
+public static partial class Trainer
 {
     /// <summary>
     /// Runs the config as a single run or a study, or continues the run in <paramref name="resumeDir"/> from its newest
@@ -83,7 +76,7 @@ public static class Trainer
 
     /// <summary>The loop over phases, with where it is: the part of the checkpoint state that changes as it runs. What
     /// happens beside training at its steps and task ends is its observers' (<see cref="IRunObserver"/>).</summary>
-    sealed class Loop(RunComponents run, RunStore store, string runId, RunLayout layout, ITrainingObserver observer,
+    sealed partial class Loop(RunComponents run, RunStore store, string runId, RunLayout layout, ITrainingObserver observer,
         IReadOnlyList<(string Name, TensorDataset Data)> extra, Interruption interruption, IReadOnlyList<IRunObserver> reporters) : IRunLoop
     {
         readonly RunConfig _c = run.Config;
@@ -95,13 +88,14 @@ public static class Trainer
         long _windowInEpoch, _windows, _skipped, _phaseStartStep;
         double? _best;
         List<SavedEvaluation> _evaluations = [];
+        List<EvaluationPoint> _history = [];
         List<PhaseStop> _stops = [];
         StudyProgress? _progress;
         IReadOnlyDictionary<string, EvalResult> _last = new Dictionary<string, EvalResult>();
         List<IRunObserver> _observers = [];
 
         Optimizer O => _optimizer!;
-        public long Step => _stepOffset + O.StepCount;
+        public long Step => _stepOffset + (_optimizer?.StepCount ?? 0);
         string PhaseName => _study ? $"task-{_phase}" : "train";
 
         public RunComponents Run => run;
@@ -129,6 +123,7 @@ public static class Trainer
                 if (resume is { } r) freshPhase = Restore(r.Dir, r.State);
                 else if (run.LoadSummary != null) observer.Message(run.LoadSummary);
                 Notify(o => o.RunStarted(this, resume is not null));
+                run.Methods.Callbacks.RunStart(this, resume?.Dir);
                 if (resume is null && _study) BeginStudy();
                 observer.Started(layout.Root, run.TotalSteps);
                 for (; _phase < run.Tasks.Count; _phase++, freshPhase = true)
@@ -147,6 +142,7 @@ public static class Trainer
                     if (_study && _stage == Stage.Trained)
                     {
                         EvaluateRow();
+                        if (run.Methods.Signals.Halted != null) break;
                         Notify(o => o.TaskEnded(this));
                         // After the last task the final checkpoint follows at once.
                         if (_phase < run.Tasks.Count - 1)
@@ -157,7 +153,7 @@ public static class Trainer
                         }
                     }
                 }
-                _phase = run.Tasks.Count - 1;
+                _phase = Math.Min(_phase, run.Tasks.Count - 1);
                 return Finish();
             }
             finally
@@ -254,7 +250,7 @@ public static class Trainer
             long stepsPerEpoch = data.Train.WindowsPerEpoch(batchSize, k);
             bool restarts = run.ScheduleRestarts;
             long scheduleLength = run.ScheduleLength(_phase);
-            var history = ScheduleHistory();
+            _history = ScheduleHistory();
             var step = new TrainStep(run.Model, O, run.Precision, run.Methods, _c.Optimizer.ClipNorm, _phase, run.Task, _stepOffset,
                 name => Seeds.Generator(_c.Run.Seed, $"methods/{name}"), run.Shadow);
             var log = new StepLog(store, runId, observer, run);
@@ -262,12 +258,13 @@ public static class Trainer
             run.Model.train();
             while (stop is null && _epoch < epochs)
             {
+                if (_windowInEpoch == 0) run.Methods.Callbacks.EpochStart(_epoch);
                 using var order = Seeds.Generator(_c.Run.Seed, RunStreams.DataOrder(run, _phase, _epoch));
                 foreach (var window in data.Train.ShuffledWindows(batchSize, k, order, skipWindows: _windowInEpoch))
                 {
                     // t counts applied updates only: a step the loss scaler skipped advances neither t nor the schedule.
                     long t = restarts ? Step - _phaseStartStep : Step;
-                    double lr = _c.Optimizer.Lr * run.Schedule.Multiplier(new ScheduleContext(t, scheduleLength, stepsPerEpoch, history));
+                    double lr = _c.Optimizer.Lr * run.Schedule.Multiplier(new ScheduleContext(t, scheduleLength, stepsPerEpoch, _history));
                     StepOutcome result;
                     using (var mixing = NewDisposeScope()) result = step.Run(run.Methods.WithMemory(window, _phase, Step, _c.Run.Seed), lr);
                     _windows++; _windowInEpoch++;
@@ -279,11 +276,11 @@ public static class Trainer
                     if (_c.Train.EvalEvery > 0 && result.Applied && Step % _c.Train.EvalEvery == 0 && insideEpoch)
                     {
                         Evaluate(data);
-                        history = ScheduleHistory();
                         if ((stop = Stopping()) != null) break;
                     }
                     if (result.Applied) Notify(o => o.StepApplied(this));
                     bool written = _c.Checkpoint.Every > 0 && result.Applied && Step % _c.Checkpoint.Every == 0 && insideEpoch;
+                    if (insideEpoch && run.Methods.Signals.Pending && (stop = Requested(data, written, epochEnd: false)) != null) break;
                     if (written) WriteResumable(Stage.Training);
                     // A signal stops the run after this step, from a checkpoint written here; an epoch's last window first
                     // has its evaluation, below.
@@ -296,13 +293,14 @@ public static class Trainer
                 if (stop != null) break;
 
                 Evaluate(data);
-                history = ScheduleHistory();
                 // After the evaluation the next window is window 0 of the next epoch; checkpoints record that.
                 _epoch++; _windowInEpoch = 0;
                 stop = Stopping();
+                run.Methods.Callbacks.EpochEnd(_epoch - 1);
+                bool due = _c.Checkpoint.AtEpochEnd || (_c.Checkpoint.Every > 0 && Step % _c.Checkpoint.Every == 0);
+                if (stop is null && run.Methods.Signals.Pending) stop = Requested(data, due || (_study && _epoch == epochs), epochEnd: true);
                 // A study's phase end is checkpointed as "trained" right after this; a single run's last epoch keeps its own.
                 bool phaseEnds = stop != null || _epoch == epochs;
-                bool due = _c.Checkpoint.AtEpochEnd || (_c.Checkpoint.Every > 0 && Step % _c.Checkpoint.Every == 0);
                 if (due && !(_study && phaseEnds)) WriteResumable(Stage.Training);
                 // A study's last epoch is checkpointed as "trained" by the caller, which checks for a signal after it.
                 if (interruption.Requested != null && !(_study && phaseEnds))
@@ -335,6 +333,7 @@ public static class Trainer
         /// largest evaluation cost.</summary>
         void Evaluate(TaskData data)
         {
+            run.Methods.Callbacks.BeforeEvaluation(_epoch);
             var results = Evaluation.All(run.Model, data, _study && _c.Study.EvalAllTasks ? extra.Concat(EveryTask()).ToList() : extra,
                 _c.Data.EvalBatchSize, run.Precision, run.Task, test: !_study);
             StepLog.Evaluation(store, runId, Step, _epoch, PhaseName, results);
@@ -342,9 +341,11 @@ public static class Trainer
             {
                 KeyValuePair.Create($"{r.Key}_loss", r.Value.Loss), KeyValuePair.Create($"{r.Key}_accuracy", r.Value.Accuracy),
             }).ToDictionary()));
+            _history = ScheduleHistory();
             observer.EpochEnded(_epoch, Step, results);
             store.Heartbeat(runId);
             _last = results;
+            run.Methods.Callbacks.AfterEvaluation(_epoch, _evaluations[^1].Metrics);
         }
 
         /// <summary>Every task's validation split as split <c>task{j}_val</c> (<c>study.eval_all_tasks</c>).</summary>
@@ -364,11 +365,7 @@ public static class Trainer
             }
             var t = _c.Train;
             var stop = EarlyStopping.Decide(phase, t.EarlyStoppingMetric, t.EarlyStoppingMode, t.EarlyStoppingPatience, t.EarlyStoppingThreshold);
-            if (stop is null) return null;
-            _stops.Add(new PhaseStop(_phase, stop));
-            observer.Message((_study ? $"task {_phase}: " : "") + stop);
-            store.StopReason(runId, StopText(_stops, _study));
-            return stop;
+            return stop is null ? null : Stopped(stop);
         }
 
         /// <summary>Row i of the study's matrices: the model after task i on every task's test and validation split, the
@@ -400,23 +397,25 @@ public static class Trainer
             .Concat(run.Model.named_parameters().Where(p => !p.parameter.requires_grad).Select(p => (p.name, (Tensor)p.parameter)))
             .Concat(run.Model.named_buffers());
 
-        /// <summary>The final checkpoint; for a study the evaluation record, its probes and every forgetting metric.</summary>
+        /// <summary>The final checkpoint; for a study the evaluation record, its probes and every forgetting metric (a study a
+        /// plugin stopped has only its rows so far, stored as they came: no whole record, no metrics).</summary>
         RunOutcome Finish()
         {
             if (_skipped > 0) observer.Message($"the loss scaler skipped {_skipped} of {_windows} steps (final scale {run.Precision.LossScale})");
             var final = Write("final", Stage.Trained);
             store.Artifact(runId, "checkpoint", final);
-            // A run resumed after its last evaluation has not evaluated in this process.
             // A run of 0 epochs never evaluated: its evaluation is stored like any other (sweeps and `runs` read it). A run
             // resumed after its last evaluation has it stored already and only needs the values.
             if (_last.Count == 0 && !_study && _evaluations.Count == 0) Evaluate(run.Tasks[0]);
             else if (_last.Count == 0 && !_study)
                 _last = Evaluation.All(run.Model, run.Tasks[0], extra, _c.Data.EvalBatchSize, run.Precision, run.Task);
             if (!_study) Notify(o => o.TrainingEnded(this));
+            run.Methods.Callbacks.RunEnd();
             var weights = Path.Combine(final, Checkpoint.Model);
             if (!_study) return new RunOutcome(layout.Root, runId, weights, _last, null, [], []);
 
             var record = StudyRecord.From(run.Tasks.Select(t => t.Name).ToList(), _progress!);
+            if (run.Methods.Signals.Halted != null) return new RunOutcome(layout.Root, runId, weights, _last, record, [], []);
             StudyRecord.Store(store, runId, record);
             var (values, failures) = GuardedMetric.ComputeAll(run.Metrics, record, store, runId);
             return new RunOutcome(layout.Root, runId, weights, _last, record, values, failures);
@@ -433,6 +432,7 @@ public static class Trainer
         /// step is on disk before the checkpoint that a resume will continue from.</summary>
         string Write(string name, Stage stage)
         {
+            run.Methods.Callbacks.Flush();
             var rows = store.Watermark();
             store.Heartbeat(runId);
             var state = new CheckpointState(Checkpoint.FormatVersion, runId, _phase, stage, Step, O.StepCount, _phaseStartStep,

@@ -41,9 +41,7 @@ public static class AnalyzeCommand
             .Select(k => new ConfigError(configPath, k, "--set here may change only what a run's identity leaves out (study.hessian.*, run.threads): " +
                 "this key changes what the finished study computed, and its snapshots are of the study as it ran")).ToList();
         if (changes.Count > 0) throw new ConfigException(changes);
-        // Plugins first: a data source or model kind they bring is bound by [data] and [model].
-        var host = Commands.LoadPlugins(a.All("--plugins").Concat(ConfigLoader.PluginDirs(configPath)));
-        var config = ConfigLoader.Load(configPath, a.All("--set"));
+        var (config, host) = Commands.ConfigWithPlugins(configPath, a.All("--set"), a.All("--plugins"));
         if (!config.Study.Hessian.Enabled)
             config = ConfigLoader.Load(configPath, a.All("--set").Prepend($"study.hessian.samples={DefaultSamples}"));
         using var store = new RunStore(storePath);

@@ -27,6 +27,21 @@ static class Commands
         return host;
     }
 
+    /// <summary>
+    /// A config and its plugins, the plugins first: a data source or model kind they bring is bound by [data] and [model].
+    /// The config's existing <c>[plugins] dirs</c> are loaded before it is read; after it is read (its own mistakes reported
+    /// first, naming the file), the folders it ends up naming — <c>--set plugins.dirs</c> included — are loaded as always,
+    /// so a missing one is the usual error.
+    /// </summary>
+    public static (RunConfig Config, PluginHost Host) ConfigWithPlugins(string path, IReadOnlyList<string> sets, IReadOnlyList<string> cliDirs)
+    {
+        var early = ConfigLoader.PluginDirs(path).Where(Directory.Exists).ToList();
+        var host = LoadPlugins(cliDirs.Concat(early));
+        var config = ConfigLoader.Load(path, sets);
+        if (config.PluginDirs.Except(early).Any()) host = LoadPlugins(cliDirs.Concat(config.PluginDirs));
+        return (config, host);
+    }
+
     public static Command TrainCommand() => RunCommand(RunKind.Train,
         "Train one model from a CONFIG file: checkpoints, evaluations and metrics go to a run folder with its own store");
 
@@ -43,9 +58,7 @@ static class Commands
     /// <summary><c>research train|study CONFIG</c>: one loop for both; <c>--resume RUN_DIR</c> continues either.</summary>
     static int Run(Parsed a, RunKind kind)
     {
-        // Plugins first: a data source or model kind they bring is bound by [data] and [model].
-        var host = LoadPlugins(a.All("--plugins").Concat(ConfigLoader.PluginDirs(a.Positional[0])));
-        var config = ConfigLoader.Load(a.Positional[0], a.All("--set"));
+        var (config, host) = ConfigWithPlugins(a.Positional[0], a.All("--set"), a.All("--plugins"));
         var resume = a.One("--resume");
         if (resume != null && !Directory.Exists(resume)) throw new UsageException($"--resume {resume}: no such run directory");
         var observer = new ConsoleObserver();

@@ -1274,8 +1274,10 @@ let private memoryAspects =
               "features", [ "8" ], [ "1"; "5"; "7"; "9"; "784" ]
               "rank", [ "2" ], [ "1"; "3"; "4" ]
               "input_dtype", texts [ "float32" ], texts [ "float64"; "float16"; "bfloat16"; "int64"; "int32"; "uint8"; "bool" ]
-              "names", [ "[\"input\", \"targets\"]"; "[\"targets\", \"input\"]" ],
-                       [ "[\"input\"]"; "[\"targets\"]"; "[\"input\", \"targets\", \"extra\"]"; "[\"pixels\", \"targets\"]"; "[\"input_ids\", \"targets\"]" ]
+              // Contract 3.0: a memory item may carry tensors the task's batches lack (DER's logits); the core strips them
+              // before the model reads the batch. A task tensor missing or renamed is still wrong.
+              "names", [ "[\"input\", \"targets\"]"; "[\"targets\", \"input\"]"; "[\"input\", \"targets\", \"extra\"]" ],
+                       [ "[\"input\"]"; "[\"targets\"]"; "[\"pixels\", \"targets\"]"; "[\"input_ids\", \"targets\"]" ]
               "targets_dtype", texts [ "int64" ], texts [ "int32"; "int16"; "uint8"; "float32"; "float64"; "bool" ]
               "targets", texts [ "0"; "2"; "ignore" ], texts [ "3"; "-1"; "-99"; "-101"; "1000000" ]
               "targets_rank", [ "0" ], [ "2" ]

@@ -258,6 +258,16 @@ let tests =
                 Expect.equal value contract (sprintf "%s's template.json" (Path.GetFileName dir))
         }
 
+        test "README.md and docs/plugins.md show the contract README's offline commands, which the template test runs" {
+            let commands = offlineCommands ()
+            Expect.equal commands.Length 4 "install, new, restore, build"
+            for page in [ "README.md"; Path.Combine("docs", "plugins.md") ] do
+                let lines = File.ReadAllLines(Path.Combine(repoRoot, page)) |> Array.map (fun l -> l.Trim())
+                Expect.contains lines "PACKAGES=$PWD/artifacts/packages" (sprintf "%s sets PACKAGES to the build's folder" page)
+                for command in commands do
+                    Expect.isTrue (lines |> Array.exists (fun l -> l = command || l.StartsWith(command + " "))) (sprintf "%s shows '%s'" page command)
+        }
+
         test "dotnet new makes all fourteen plugins with the contract README's offline commands; each builds against the packed contract alone, restored from that folder, loads, and runs in a study; the source and model kind of each language train a split-class study with its regularizer, the probes and the Hessian decomposition" {
             let b = built.Force()
             let dir, plugins = b.Dir, b.Plugins

@@ -19,8 +19,13 @@ namespace Research.Cli;
 /// </summary>
 static class BenchCommand
 {
-    /// <summary>What <c>--workloads</c> may name: the step workloads, then the optimizer-only comparison.</summary>
-    static readonly IReadOnlyList<string> Workloads = [.. StepWorkload.Names, "adamw"];
+    /// <summary>The workloads also timed with EWC on (<see cref="EwcWorkload"/>): the transformer's 54 tensors and the
+    /// MLP's step, where a penalty's per-tensor cost shows most.</summary>
+    static readonly string[] EwcWorkloads = ["transformer", "mlp"];
+
+    /// <summary>What <c>--workloads</c> may name: the step workloads, those with EWC on, then the optimizer-only comparison.</summary>
+    static readonly IReadOnlyList<string> Workloads =
+        [.. StepWorkload.Names, .. EwcWorkloads.Select(w => w + EwcWorkload.Suffix), "adamw"];
 
     static Option<string> Threads() => Cli.Value("--threads", "T", "Intra-op threads (1–256)", "2");
     static Option<string> Seed() => Cli.Value("--seed", "S", "The seed of models and data", "1");
@@ -76,7 +81,9 @@ static class BenchCommand
         {
             peaks.Add(MatmulPeak.Measure(MatmulSize));
             if (name == "adamw") { results.Add(CoreAdamWAgainstBuiltIn(seed, repetitions, steps)); continue; }
-            var (comparison, workload) = TrainerAgainstHandWritten(() => StepWorkload.Named(name, seed), repetitions, steps);
+            var ewc = name.EndsWith(EwcWorkload.Suffix, StringComparison.Ordinal);
+            var (comparison, workload) = TrainerAgainstHandWritten(
+                () => StepWorkload.Named(ewc ? name[..^EwcWorkload.Suffix.Length] : name, seed), repetitions, steps, ewc ? seed : null);
             results.Add(comparison);
             if (workload.Tokens is { } tokens) measured.Add((comparison, workload.Name, tokens, workload.Flops));
         }
@@ -105,19 +112,24 @@ static class BenchCommand
                $"{Fraction(c.BaselineMedian):0.00} and {Fraction(c.CandidateMedian):0.00} of the matmul's {peak / 1e9:0.0} GFLOP/s";
     }
 
+    /// <param name="ewcSeed">Given: both sides add EWC's penalty with θ* and F drawn from this seed (<see cref="EwcWorkload"/>).</param>
     static (StepComparison Comparison, (string Name, long? Tokens, double? Flops) Workload) TrainerAgainstHandWritten(
-        Func<StepWorkload> make, int repetitions, int steps)
+        Func<StepWorkload> make, int repetitions, int steps, long? ewcSeed = null)
     {
         // Two copies of the same model and batches: the baseline trains one, the trainer's step the other.
         using var baselineModel = make();
         using var candidateModel = make();
         var workload = baselineModel;
-        using var loop = new HandWrittenLoop(baselineModel.Model, baselineModel.Batches, baselineModel.MeanLoss, Lr, WeightDecay);
-        using var trainer = new TrainerLoop(candidateModel, Lr, WeightDecay);
-        Console.WriteLine($"{workload.Name}: {workload.ParameterCount:N0} parameters in {workload.TensorCount} tensors, " +
+        var (anchor, fisher) = ewcSeed is { } s ? EwcWorkload.State(baselineModel.Model, s) : (new(), new());
+        var meanLoss = ewcSeed is null ? baselineModel.MeanLoss : EwcWorkload.PenalisedLoss(baselineModel.MeanLoss, anchor, fisher);
+        using var loop = new HandWrittenLoop(baselineModel.Model, baselineModel.Batches, meanLoss, Lr, WeightDecay);
+        using var trainer = new TrainerLoop(candidateModel, Lr, WeightDecay, ewcSeed is null ? null : EwcWorkload.Methods(anchor, fisher));
+        var label = ewcSeed is null ? workload.Name : $"{workload.Name}, with EWC (λ = {EwcWorkload.Lambda})";
+        Console.WriteLine($"{label}: {workload.ParameterCount:N0} parameters in {workload.TensorCount} tensors, " +
                           $"batch {workload.Batches[0].Size}");
-        var comparison = StepBench.Compare($"trainer step vs hand-written loop: {workload.Name}", loop.Step, () => trainer.Step(),
+        var comparison = StepBench.Compare($"trainer step vs hand-written loop: {label}", loop.Step, () => trainer.Step(),
             repetitions: repetitions, stepsPerRepetition: steps);
+        foreach (var t in anchor.Values.Concat(fisher.Values)) t.Dispose();
         return (comparison, (workload.Name, workload.TokensPerBatch, workload.UsefulFlopsPerBatch));
     }
 

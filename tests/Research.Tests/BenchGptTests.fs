@@ -73,4 +73,30 @@ let tests =
             use untrained = StepWorkload.Gpt(1L)
             Expect.isGreaterThan (largestDifference loopSide untrained) 1e-3 "max |θ_loop − θ₀|: the steps moved the weights"
         }
+        test "the MLP bench with EWC: the trainer step running the built-in ewc plugin equals the hand-written loop's mean loss + λ/2 Σ F(θ − θ*)²: losses within 1e-5 relative at each of 2 steps, parameters within 1e-5 after them" {
+            use trainerSide = StepWorkload.Mlp(1L)
+            use loopSide = StepWorkload.Mlp(1L)
+            use plainSide = StepWorkload.Mlp(1L)
+            let struct (anchor, fisher) = EwcWorkload.State(loopSide.Model, 1L)
+            let penalised = EwcWorkload.PenalisedLoss(loopSide.MeanLoss, anchor, fisher)
+            use loop = new HandWrittenLoop(loopSide.Model, loopSide.Batches, penalised)
+            use trainer = new TrainerLoop(trainerSide, methods = EwcWorkload.Methods(anchor, fisher))
+            use plain = new TrainerLoop(plainSide)
+            for step in 0 .. steps - 1 do
+                let expected =
+                    use _ = torch.no_grad()
+                    use scope = torch.NewDisposeScope()
+                    float (penalised.Invoke(loopSide.Model, loopSide.Batches[step % loopSide.Batches.Count]).item<float32>())
+                let unpenalised = handWrittenLoss loopSide (step % loopSide.Batches.Count)
+                loop.Step()
+                let outcome = trainer.Step()
+                plain.Step() |> ignore
+                Expect.isGreaterThan (expected - unpenalised) 1e-2 (sprintf "step %d: the penalty is a real part of the loss" step)
+                Expect.floatClose { absolute = 0.0; relative = lossTolerance } outcome.Loss expected
+                    (sprintf "step %d: the trainer's loss Σℓ/N + R(θ) and the loop's penalised mean cross-entropy" step)
+            Expect.isLessThan (largestDifference trainerSide loopSide) parameterTolerance (sprintf "max |θ_trainer − θ_loop| after %d steps" steps)
+            Expect.isGreaterThan (largestDifference trainerSide plainSide) (10.0 * parameterTolerance)
+                "max |θ_ewc − θ_plain|: the penalty's gradient changed the updates"
+            for t in Seq.append anchor.Values fisher.Values do t.Dispose()
+        }
     ]

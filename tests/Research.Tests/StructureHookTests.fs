@@ -49,7 +49,8 @@ type private StateReader(reads: (string * string) list) =
             for KeyValue(name, g) in c.AddedGradients do state <- state.Add("grad/" + name, g.clone())
     interface IStepObserver with
         member _.AfterStep(c) =
-            for name, slot in reads do
+            // An added name is read once it is added (task 0 trains before the head exists).
+            for name, slot in reads |> List.filter (fun (n, _) -> not (n.StartsWith "aux.") || c.AddedParameters.ContainsKey n) do
                 let t = c.OptimizerState.Invoke(name, slot)
                 if isNull (box t) then state <- state.Remove(slot + "/" + name)
                 else state <- state.Add(slot + "/" + name, t)
@@ -71,12 +72,14 @@ type private HalfSquaredNorm() =
 
 let private beta1, beta2, eps, lr, lambda = 0.9, 0.999, 1e-8, 1e-2, 0.1
 
-/// An added-parameter set as a run makes it (RunBuilder.Added): AdamW, λ for rank ≥ 2 and 0 otherwise.
-let private addedSet (names: HashSet<string>) (make: IReadOnlyList<OptimParameter> -> Optimizer) =
+/// An added-parameter set as a run makes it (RunBuilder.Added): weight decay `decay` for rank ≥ 2 and 0 otherwise.
+let private addedSetWith (decay: float) (names: HashSet<string>) (make: IReadOnlyList<OptimParameter> -> Optimizer) =
     new AddedParameterSet(
         (fun ps -> make ps),
-        (fun _ (t: torch.Tensor) -> if t.dim() >= 2L then ParameterGroup("added.decay", 1.0, lambda) else ParameterGroup("added.no_decay", 1.0, 0.0)),
+        (fun _ (t: torch.Tensor) -> if t.dim() >= 2L then ParameterGroup("added.decay", 1.0, decay) else ParameterGroup("added.no_decay", 1.0, 0.0)),
         (fun n -> names.Contains n), torch.CPU)
+
+let private addedSet = addedSetWith lambda
 
 /// Calls the methods' task start for task 1 as the loop does, AddParameters bound to `added`.
 let private taskStart (methods: MethodSet) (o: Optimizer) (added: AddedParameterSet) =
@@ -91,7 +94,7 @@ let private data seed =
 
 let tests =
     testList "structure" [
-        test "an added head after one AdamW step is θ₀(1−ηλ) − η·g/(|g|+ε), the closed form from zero moments (|Δ| ≤ 1e-6), and OptimizerState reads m = (1−β₁)g, v = (1−β₂)g² (relative 1e-6)" {
+        test "a head added at task 1's start, after task 0's steps, is after one AdamW step θ₀(1−ηλ) − η·g/(|g|+ε), the closed form from zero moments (|Δ| ≤ 1e-6), and OptimizerState reads m = (1−β₁)g, v = (1−β₂)g² (relative 1e-6)" {
             use _ = torch.NewDisposeScope()
             let x, y = data 21
             // With a reader the step splits the gradient (hooks see AddedGradients) and AdamW runs as the chain; without, it
@@ -103,6 +106,10 @@ let tests =
                 use added = addedSet names (fun ps -> Optimizer.AdamW(ps, beta1, beta2, eps))
                 let reader = StateReader([ for n in [ "aux.weight"; "aux.bias" ] do for s in [ OptimizerSlots.ExpAvg; OptimizerSlots.ExpAvgSq ] -> n, s ])
                 let methods = if withReader then MethodSet.Of(Head(), reader) else MethodSet.Of(Head())
+                // Task 0 trains 3 steps first, so the model's optimizer is at t = 3 when the head arrives: its bias correction
+                // must count from its own first step (counted from the model's t = 4, its first update would be 0.58 times the closed form).
+                let task0 = TrainStep(m, o, PrecisionPolicy.Fp32, methods, 0.0, taskIndex = 0, added = added)
+                for _ in 1 .. 3 do task0.Run([| Batch(x, y) |], lr) |> ignore
                 taskStart methods o added
                 Expect.sequenceEqual (added.Parameters.Keys |> List.ofSeq) [ "aux.weight"; "aux.bias" ] "the head is added under its names"
                 let before = added.Parameters |> Seq.map (fun kv -> kv.Key, values kv.Value) |> Map.ofSeq
@@ -164,6 +171,35 @@ let tests =
             expectOnlyFirstStill "task mask" (moved (MethodSet.Of(Mask(0, false))))
             expectOnlyFirstStill "task and penalty mask, with a penalty" (moved (MethodSet.Of(HalfSquaredNorm(), Mask(0, true))))
             Expect.isTrue (snd (moved (MethodSet.Of(HalfSquaredNorm(), Mask(0, false)))).Head) "the task mask alone leaves the penalty's pull"
+        }
+
+        test "an added head's gradient is in the clipped global norm: ‖g‖ = √(‖g_model‖² + ‖g_head‖²) and a clip scales both by c/‖g‖ (SGD at lr 1, relative 1e-5)" {
+            use _ = torch.NewDisposeScope()
+            let x, y = data 24
+            // SGD at lr 1 without decay or momentum: Δθ = −g, for the model and the head alike.
+            let step (clip: float) =
+                use m = mlp 9L
+                use o = sgd m
+                let names = HashSet(o.Buffer.Slots |> Seq.map (fun s -> s.Name))
+                use added = addedSetWith 0.0 names (fun ps -> Optimizer.Sgd(ps))
+                let methods = MethodSet.Of(Head())
+                taskStart methods o added
+                let model0 = o.Master.detach().clone()
+                let head0 = added.Parameters |> Seq.map (fun kv -> kv.Value.detach().clone()) |> Array.ofSeq
+                let outcome = TrainStep(m, o, PrecisionPolicy.Fp32, methods, clip, taskIndex = 1, added = added).Run([| Batch(x, y) |], 1.0)
+                let norm2 (t: torch.Tensor) = let n = t.norm().item<float32>() |> float in n * n
+                let dModel = model0 - o.Master
+                let dHead = Array.map2 (fun (b: torch.Tensor) (a: torch.Tensor) -> b - a) head0 (Array.ofSeq added.Parameters.Values)
+                outcome.GradNorm, norm2 dModel, dHead |> Array.sumBy norm2
+            let norm, model2, head2 = step 0.0
+            Expect.isGreaterThan head2 0.0 "the head has a gradient"
+            Expect.floatClose { absolute = 0.0; relative = 1e-5 } norm (sqrt (model2 + head2)) "the reported norm covers both"
+            let c = 0.25 * norm
+            let clippedNorm, clippedModel2, clippedHead2 = step c
+            Expect.floatClose { absolute = 0.0; relative = 1e-5 } clippedNorm norm "the norm is measured before clipping"
+            let factor = c / (norm + 1e-6)
+            Expect.floatClose { absolute = 0.0; relative = 1e-5 } (sqrt clippedModel2) (factor * sqrt model2) "the model's update is scaled by c/‖g‖"
+            Expect.floatClose { absolute = 0.0; relative = 1e-5 } (sqrt clippedHead2) (factor * sqrt head2) "the head's by the same factor"
         }
 
         test "AddParameters refuses a name the model or an earlier call has, a non-floating value and an empty list, naming the name" {

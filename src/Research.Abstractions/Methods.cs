@@ -222,8 +222,8 @@ public sealed record GradientContext(
 /// mask it), SGD's momentum and Adam's moments from earlier steps (m̂/(√v̂+ε) ≠ 0 while m ≠ 0). A masked parameter stays
 /// bitwise unchanged under SGD without momentum, or with moments that are zero, and with weight decay 0 for its group
 /// (the [optimizer] rules: <c>no_decay</c> patterns, or rank 1). To keep parameters exactly fixed otherwise, freeze them
-/// ([optimizer] components with <c>frozen = true</c>) or, for a per-task mask under AdamW, mask with a group that does not
-/// decay and accept the moments' decaying tail (PackNet and HAT are usually run with SGD for this reason).</para>
+/// ([optimizer] components with <c>frozen = true</c>); under AdamW a masked parameter in a group without decay still moves
+/// by the tail of its moments, which shrinks by about β₁ per step (m) against √β₂ (v).</para>
 /// </remarks>
 public interface IGradientHook
 {

@@ -62,6 +62,10 @@ public interface IStateful
 /// gradients.</param>
 public sealed record PenaltyContext(long Step, int TaskIndex, IReadOnlyList<NamedParameter> Parameters)
 {
+    /// <summary>The parameters methods added at task starts (<see cref="TaskStartContext.AddParameters"/>), by name: fp32
+    /// leaves with <c>requires_grad</c> that the core trains; a term built from them receives gradients. Empty until one is
+    /// added (and outside a run). Valid during the call. (Contract 3.0.)</summary>
+    public IReadOnlyDictionary<string, Tensor> AddedParameters { get; init; } = Structure.NoParameters;
     /// <summary>The plugin's own log sink (<see cref="IRunLog"/>); discards outside a run.</summary>
     public IRunLog Log { get; init; } = IRunLog.None;
     /// <summary>The plugin's own requests to the run (<see cref="RunControl"/>); discards outside a run.</summary>
@@ -91,6 +95,10 @@ public interface IPenalty
 public sealed record LossTermContext(long Step, int TaskIndex, Batch Batch, Tensor Logits,
     Func<IReadOnlyDictionary<string, Tensor>, Batch, Tensor> LogitsWith)
 {
+    /// <summary>The parameters methods added at task starts (<see cref="TaskStartContext.AddParameters"/>), by name: fp32
+    /// leaves with <c>requires_grad</c> that the core trains; a term built from them receives gradients. Empty until one is
+    /// added (and outside a run). Valid during the call. (Contract 3.0.)</summary>
+    public IReadOnlyDictionary<string, Tensor> AddedParameters { get; init; } = Structure.NoParameters;
     /// <summary>The memory items among the batch's rows, with the extra tensors they carry (DER's stored logits), when
     /// the run's mixing data role put any in this batch; null otherwise (the first task, no mixing role). (Contract 3.0.)</summary>
     public MemoryItems? Memory { get; init; }
@@ -136,6 +144,16 @@ public sealed record StepContext(
     double LearningRate,
     double Loss)
 {
+    /// <summary>The parameters methods added at task starts (<see cref="TaskStartContext.AddParameters"/>), by name: fp32
+    /// leaves with <c>requires_grad</c> that the core trains; a term built from them receives gradients. Empty until one is
+    /// added (and outside a run). Valid during the call. (Contract 3.0.)</summary>
+    public IReadOnlyDictionary<string, Tensor> AddedParameters { get; init; } = Structure.NoParameters;
+    /// <summary>(parameter, slot) → a copy of the optimizer's state of one parameter (a model parameter or an added one, by
+    /// name), in the parameter's shape: <see cref="OptimizerSlots.ExpAvg"/> and <see cref="OptimizerSlots.ExpAvgSq"/> under
+    /// Adam and AdamW, <see cref="OptimizerSlots.Momentum"/> under SGD with momentum; null when the run's optimizer keeps no
+    /// such slot (and outside a run). A parameter the run does not train is an error naming it. The copy is fp32, read-only
+    /// by construction, and freed when the call returns. (Contract 3.0.)</summary>
+    public Func<string, string, Tensor?> OptimizerState { get; init; } = Structure.NoOptimizerState;
     /// <summary>The plugin's own log sink (<see cref="IRunLog"/>); discards outside a run.</summary>
     public IRunLog Log { get; init; } = IRunLog.None;
     /// <summary>The plugin's own requests to the run (<see cref="RunControl"/>); discards outside a run.</summary>
@@ -154,7 +172,8 @@ public interface IStepObserver
 /// <param name="TaskIndex">Index of the task being trained.</param>
 /// <param name="Parameters">The parameters before the update.</param>
 /// <param name="TaskGradient">∇ of the task loss Σᵢℓᵢ/N, unscaled, before clipping; the hook may change it in place.</param>
-/// <param name="PenaltyGradient">∇ of the loss terms and penalties (read only). The update uses TaskGradient + PenaltyGradient.</param>
+/// <param name="PenaltyGradient">∇ of the loss terms and penalties, unscaled, before clipping. The update uses TaskGradient +
+/// PenaltyGradient; since contract 3.0 a hook may change this one in place too (a mask that must hold against EWC's pull).</param>
 /// <param name="GradientOf">The task-loss gradient (Σᵢℓᵢ/N over all the items given) of other batches, memory items say,
 /// as new fp32 tensors in <see cref="Parameters"/>' order; it does not touch the step's gradients or the optimizer.</param>
 /// <param name="Memory">The memory of the run's mixing data role (experience replay's), when one is configured: A-GEM's
@@ -170,6 +189,20 @@ public sealed record GradientContext(
     IMemory? Memory,
     Generator Random)
 {
+    /// <summary>The parameters methods added at task starts (<see cref="TaskStartContext.AddParameters"/>), by name: fp32
+    /// leaves with <c>requires_grad</c> that the core trains; a term built from them receives gradients. Empty until one is
+    /// added (and outside a run). Valid during the call. (Contract 3.0.)</summary>
+    public IReadOnlyDictionary<string, Tensor> AddedParameters { get; init; } = Structure.NoParameters;
+    /// <summary>The gradient of each added parameter (<see cref="AddedParameters"/>, same names): the whole gradient the
+    /// update uses before clipping (loss terms and penalties; the task loss never reaches an added parameter), unscaled. A
+    /// hook may change it in place, as it does <see cref="TaskGradient"/>. (Contract 3.0.)</summary>
+    public IReadOnlyDictionary<string, Tensor> AddedGradients { get; init; } = Structure.NoParameters;
+    /// <summary>(parameter, slot) → a copy of the optimizer's state of one parameter (a model parameter or an added one, by
+    /// name), in the parameter's shape: <see cref="OptimizerSlots.ExpAvg"/> and <see cref="OptimizerSlots.ExpAvgSq"/> under
+    /// Adam and AdamW, <see cref="OptimizerSlots.Momentum"/> under SGD with momentum; null when the run's optimizer keeps no
+    /// such slot (and outside a run). A parameter the run does not train is an error naming it. The copy is fp32, read-only
+    /// by construction, and freed when the call returns. (Contract 3.0.)</summary>
+    public Func<string, string, Tensor?> OptimizerState { get; init; } = Structure.NoOptimizerState;
     /// <summary>The plugin's own log sink (<see cref="IRunLog"/>); discards outside a run.</summary>
     public IRunLog Log { get; init; } = IRunLog.None;
     /// <summary>The plugin's own requests to the run (<see cref="RunControl"/>); discards outside a run.</summary>
@@ -178,6 +211,20 @@ public sealed record GradientContext(
 
 /// <summary>Before the update, after unscaling, before clipping (A-GEM's projection): may change
 /// <see cref="GradientContext.TaskGradient"/> in place.</summary>
+/// <remarks>
+/// <para><b>Masking an update.</b> The update reads g = TaskGradient + PenaltyGradient (then clips g by its global norm), so a
+/// hook masks parameter i's gradient by changing both in place: <c>TaskGradient[i].mul_(mask)</c> and
+/// <c>PenaltyGradient[i].mul_(mask)</c> (an added parameter's whole gradient is <c>AddedGradients[name]</c>). Every entry
+/// is a view of the buffer the update reads: change it in place, never replace it (the host refuses that, naming the
+/// hook), and leave it finite. Zeroing TaskGradient alone is enough when no loss term or penalty reaches the parameter.</para>
+/// <para>A zero gradient is not a frozen parameter. What the optimizer adds after the hook still moves it: weight decay
+/// (AdamW's decoupled −ηλθ, and the coupled λθ of Adam and SGD, which is added to g after the hook, so the hook cannot
+/// mask it), SGD's momentum and Adam's moments from earlier steps (m̂/(√v̂+ε) ≠ 0 while m ≠ 0). A masked parameter stays
+/// bitwise unchanged under SGD without momentum, or with moments that are zero, and with weight decay 0 for its group
+/// (the [optimizer] rules: <c>no_decay</c> patterns, or rank 1). To keep parameters exactly fixed otherwise, freeze them
+/// ([optimizer] components with <c>frozen = true</c>); under AdamW a masked parameter in a group without decay still moves
+/// by the tail of its moments, which shrinks by about β₁ per step (m) against √β₂ (v).</para>
+/// </remarks>
 public interface IGradientHook
 {
     void BeforeUpdate(GradientContext context);
@@ -189,6 +236,33 @@ public interface IGradientHook
 /// <param name="Parameters">θ at the start of the task (fp32 master weights), valid during the call.</param>
 public sealed record TaskStartContext(int TaskIndex, string TaskName, IReadOnlyList<NamedParameter> Parameters)
 {
+    /// <summary>
+    /// Adds trainable parameters to the run, from their initial values (any floating dtype; the core keeps an fp32 copy on
+    /// the model's device), under names no model parameter or added parameter has (<c>aux.task1.weight</c>), and returns
+    /// them as the core holds them. From then on the core trains them with the run's optimizer kind (AdamW, Adam or SGD, its
+    /// β, ε and momentum), at the run's learning rate and schedule on every step, with moments that start at zero and a bias
+    /// correction that counts from this task (as PyTorch's <c>add_param_group</c>); their gradients join the model's in the
+    /// global-norm clip, the fp16 loss scaler's unscaling and its non-finite check; checkpoints hold their values, moments
+    /// and step count, so a resume continues them bitwise; a study that resets its optimizer at each task resets their
+    /// moments too. Weight decay and learning-rate multipliers follow the run's [optimizer] rules applied to the name: λ
+    /// (weight_decay) for tensors of rank ≥ 2 that no <c>no_decay</c> pattern matches, 0 otherwise; a component whose
+    /// pattern matches the name gives its learning rate (one that freezes is refused); layer decay leaves them at the base
+    /// rate, as a head after the last layer. They are not the model's: evaluation, task-end weights and the final model
+    /// do not contain them. Every later context hands them back as <c>AddedParameters</c>. Callable during
+    /// <see cref="ITaskHooks.TaskStart"/> only; outside a run it returns untrained copies (<see cref="Structure.Untrained"/>).
+    /// (Contract 3.0.)
+    /// </summary>
+    public Func<IReadOnlyList<NamedParameter>, IReadOnlyList<NamedParameter>> AddParameters { get; init; } = Structure.Untrained;
+    /// <summary>The parameters methods added at task starts (<see cref="TaskStartContext.AddParameters"/>), by name: fp32
+    /// leaves with <c>requires_grad</c> that the core trains; a term built from them receives gradients. Empty until one is
+    /// added (and outside a run). Valid during the call. (Contract 3.0.)</summary>
+    public IReadOnlyDictionary<string, Tensor> AddedParameters { get; init; } = Structure.NoParameters;
+    /// <summary>(parameter, slot) → a copy of the optimizer's state of one parameter (a model parameter or an added one, by
+    /// name), in the parameter's shape: <see cref="OptimizerSlots.ExpAvg"/> and <see cref="OptimizerSlots.ExpAvgSq"/> under
+    /// Adam and AdamW, <see cref="OptimizerSlots.Momentum"/> under SGD with momentum; null when the run's optimizer keeps no
+    /// such slot (and outside a run). A parameter the run does not train is an error naming it. The copy is fp32, read-only
+    /// by construction, and freed when the call returns. (Contract 3.0.)</summary>
+    public Func<string, string, Tensor?> OptimizerState { get; init; } = Structure.NoOptimizerState;
     /// <summary>The plugin's own log sink (<see cref="IRunLog"/>); discards outside a run.</summary>
     public IRunLog Log { get; init; } = IRunLog.None;
     /// <summary>The plugin's own requests to the run (<see cref="RunControl"/>); discards outside a run.</summary>
@@ -224,6 +298,10 @@ public sealed record TaskEndContext(
     Action<string, double[]> AddProbe,
     Generator Random)
 {
+    /// <summary>The parameters methods added at task starts (<see cref="TaskStartContext.AddParameters"/>), by name: fp32
+    /// leaves with <c>requires_grad</c> that the core trains; a term built from them receives gradients. Empty until one is
+    /// added (and outside a run). Valid during the call. (Contract 3.0.)</summary>
+    public IReadOnlyDictionary<string, Tensor> AddedParameters { get; init; } = Structure.NoParameters;
     /// <summary>T, the tasks of the study: <see cref="TestData"/> reads any of them.</summary>
     public int TaskCount { get; init; }
 

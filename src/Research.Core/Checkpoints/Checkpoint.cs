@@ -77,7 +77,15 @@ public sealed record CheckpointState(
     public Dictionary<string, Dictionary<string, JsonElement>>? MethodValues { get; init; }
     /// <summary>The plugins' requests not yet acted on, and a plugin's stop that was (null: none).</summary>
     public ControlRequests? Requests { get; init; }
+    /// <summary>The parameters methods added at task starts (contract 3.0), one entry per call in the order made; their
+    /// values and moments are tensors <c>added/…</c> of the methods' and optimizer's files. Null (absent) when none were.</summary>
+    [System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull)]
+    public List<AddedBlockState>? Added { get; init; }
 }
+
+/// <summary>One call of <c>AddParameters</c> as a checkpoint's state records it: the method that made it, the names it
+/// added, and the updates its optimizer has taken (Adam's bias correction counts from the task that added them).</summary>
+public sealed record AddedBlockState(string Owner, long StepCount, List<string> Names);
 
 /// <summary>
 /// A checkpoint is a directory: <c>model.safetensors</c> (the fp32 weights of record by parameter name — the master

@@ -176,6 +176,29 @@ public sealed class Optimizer : IDisposable
         StepCount = stepCount;
     }
 
+    /// <summary>Zero moments and t = 0, the values kept: what a fresh optimizer over the same parameters would hold.</summary>
+    public void ResetState()
+    {
+        foreach (var t in _chain) t.Init(Buffer);
+        StepCount = 0;
+    }
+
+    /// <summary>A copy of one parameter's state in a slot (fp32, the parameter's shape, in the caller's scope), null when the
+    /// chain keeps no such slot; <paramref name="found"/> says whether the parameter is this optimizer's.</summary>
+    public Tensor? StateCopy(string parameter, string slot, out bool found)
+    {
+        var s = Buffer.Slots.FirstOrDefault(x => x.Name == parameter);
+        found = s is not null;
+        if (s is null) return null;
+        foreach (var (name, flat) in State())
+            if (name == slot)
+            {
+                using var view = FlatBuffer.ViewOf(flat, s);
+                return view.clone();
+            }
+        return null;
+    }
+
     /// <summary>All flat state tensors by slot name.</summary>
     public IEnumerable<(string Slot, Tensor Flat)> State() => _chain.SelectMany(t => t.State());
 

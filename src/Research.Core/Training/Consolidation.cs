@@ -42,7 +42,7 @@ sealed class Consolidation : IRunObserver
             Counted(task.Train.InOrder(c.Data.EvalBatchSize)), (logits, batch) => outputs.PerItemLoss(logits, batch),
             kind => TaskFisher(loop, task, kind, phase), (name, row) => probes[name] = row.ToArray(), random)
         {
-            TaskCount = run.Tasks.Count, TestData = j => TestData(run, j),
+            TaskCount = run.Tasks.Count, TestData = j => TestData(run, j), AddedParameters = run.Added.Parameters,
             Rows = (logits, batch) => Rows(outputs, logits, batch),
         };
         // Each method adds its rows under names no one else gave this task's record: the core's probes, the observers'

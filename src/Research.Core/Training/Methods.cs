@@ -83,43 +83,53 @@ public sealed class GuardedMethod
         Owned(nameof(ILossTerm.Loss), c.Step, () => LossTerm!.Loss(c with { Log = Log, Control = Control }), l => Scalar(l, nameof(ILossTerm.Loss), c.Step, "loss term", c.Logits.device, "the logits"));
 
     public void AfterStep(StepContext c) => Owned(nameof(IStepObserver.AfterStep), c.Step, () => { Observer!.AfterStep(c with { Log = Log, Control = Control }); return (Tensor?)null; });
-    /// <summary>The hook may change the task gradient in place; one it leaves non-finite (finite before) is its mistake,
-    /// named here rather than reported as the run's divergence.</summary>
+    /// <summary>The hook may change the task gradient, the penalty gradient and the added parameters' gradients in place
+    /// (contract 3.0 added the last two, for masks); one it leaves non-finite (finite before) is its mistake, named here
+    /// rather than reported as the run's divergence.</summary>
     public void BeforeUpdate(GradientContext c)
     {
-        bool finite = AllFinite(c.TaskGradient);
-        var views = c.TaskGradient.Select(g => new GradientView(g, g.dtype, g.shape, FlatBuffer.DataPointer(g))).ToArray();
+        var names = c.Parameters.Select(p => p.Name).ToList();
+        var lists = new (string Kind, IReadOnlyList<Tensor> Tensors, IReadOnlyList<string> Names)[]
+        {
+            ("task gradient", c.TaskGradient, names), ("penalty gradient", c.PenaltyGradient, names),
+            ("gradient", c.AddedGradients.Values.ToList(), c.AddedGradients.Keys.ToList()),
+        };
+        var finite = lists.Select(l => AllFinite(l.Tensors)).ToArray();
+        var views = lists.Select(l => l.Tensors.Select(g => new GradientView(g, g.dtype, g.shape, FlatBuffer.DataPointer(g))).ToArray()).ToArray();
         Owned(nameof(IGradientHook.BeforeUpdate), c.Step, () => { Hook!.BeforeUpdate(c with { Log = Log, Control = Control }); return (Tensor?)null; });
-        CheckGradientViews(c, views);
-        if (finite && !AllFinite(c.TaskGradient))
-            throw Guard.Wrong(Descriptor, nameof(IGradientHook.BeforeUpdate), c.Step, "a task gradient with values that are not finite",
-                "a hook may change the gradient, not make it non-finite");
+        for (int l = 0; l < lists.Length; l++)
+        {
+            CheckGradientViews(c.Step, lists[l].Kind, lists[l].Tensors, lists[l].Names, views[l]);
+            if (finite[l] && !AllFinite(lists[l].Tensors))
+                throw Guard.Wrong(Descriptor, nameof(IGradientHook.BeforeUpdate), c.Step, $"a {lists[l].Kind} with values that are not finite",
+                    "a hook may change the gradient, not make it non-finite");
+        }
     }
 
     readonly record struct GradientView(Tensor Tensor, ScalarType DType, long[] Shape, IntPtr Data);
 
     /// <summary>
-    /// The update reads the core's gradient, which the task gradient's tensors are views of: a hook changes them in place.
+    /// The update reads the core's gradient, which the gradients' tensors are views of: a hook changes them in place.
     /// One it swapped for other storage (<c>set_</c>, to another shape, dtype or a copy) or replaced in the list would
     /// leave its change unapplied without a word, and a replacement made in the call dies with the call's scope, to fail
     /// later where nothing names the hook.
     /// </summary>
-    void CheckGradientViews(GradientContext c, GradientView[] before)
+    void CheckGradientViews(long step, string kind, IReadOnlyList<Tensor> after, IReadOnlyList<string> names, GradientView[] before)
     {
         const string member = nameof(IGradientHook.BeforeUpdate);
-        const string must = "a hook changes the task gradient in place: its tensors are views of the gradient the update reads (no set_, no entry replaced)";
-        if (c.TaskGradient.Count != before.Length)
-            throw Guard.Wrong(Descriptor, member, c.Step, $"a task gradient of {c.TaskGradient.Count} tensors", $"it was handed {before.Length}; {must}");
+        var must = $"a hook changes the {kind} in place: its tensors are views of the gradient the update reads (no set_, no entry replaced)";
+        if (after.Count != before.Length)
+            throw Guard.Wrong(Descriptor, member, step, $"a {kind} of {after.Count} tensors", $"it was handed {before.Length}; {must}");
         for (int i = 0; i < before.Length; i++)
         {
-            var (was, now, name) = (before[i], c.TaskGradient[i], c.Parameters[i].Name);
+            var (was, now, name) = (before[i], after[i], names[i]);
             string? wrong =
-                !ReferenceEquals(now, was.Tensor) ? $"another tensor in place of the task gradient of '{name}'"
-                : now.IsInvalid ? $"the task gradient of '{name}' disposed"
+                !ReferenceEquals(now, was.Tensor) ? $"another tensor in place of the {kind} of '{name}'"
+                : now.IsInvalid ? $"the {kind} of '{name}' disposed"
                 : now.dtype != was.DType || !now.shape.SequenceEqual(was.Shape) || FlatBuffer.DataPointer(now) != was.Data
-                    ? $"the task gradient of '{name}' as {Guard.Describe(now)} on storage of its own (it was {Guard.Describe(was.DType, was.Shape)})"
+                    ? $"the {kind} of '{name}' as {Guard.Describe(now)} on storage of its own (it was {Guard.Describe(was.DType, was.Shape)})"
                 : null;
-            if (wrong is not null) throw Guard.Wrong(Descriptor, member, c.Step, wrong, must);
+            if (wrong is not null) throw Guard.Wrong(Descriptor, member, step, wrong, must);
         }
     }
 

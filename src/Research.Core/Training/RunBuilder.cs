@@ -88,8 +88,14 @@ public sealed class RunComponents : IDisposable
     /// <summary>T, the schedule's length during phase i: the phase's steps when it restarts, else the run's.</summary>
     public long ScheduleLength(int phase) => ScheduleRestarts ? StepsOf(phase) : TotalSteps;
 
+    AddedParameterSet? _added;
+    /// <summary>The parameters methods add at task starts (<see cref="TaskStartContext.AddParameters"/>), trained beside the
+    /// model's optimizer, kept across a study's optimizer resets; empty until a method adds some.</summary>
+    public AddedParameterSet Added => _added ??= RunBuilder.Added(this);
+
     public void Dispose()
     {
+        _added?.Dispose();
         foreach (var t in Tasks) t.Dispose();
         (Task as ClassificationTask)?.Heads?.Dispose();
         Shadow.Dispose();
@@ -355,13 +361,37 @@ public static class RunBuilder
     public static (Optimizer Optimizer, IReadOnlyList<string> Table) Optimizer(OptimizerSection o, nn.Module model, string configFile)
     {
         var (trainable, frozen) = Groups(o, model, configFile);
-        var optimizer = o.Name switch
+        return (Make(o, trainable), ParameterGroups.Table(trainable, frozen, o.Lr).ToList());
+    }
+
+    /// <summary>The optimizer [optimizer] names over the given parameters.</summary>
+    static Optimizer Make(OptimizerSection o, IReadOnlyList<OptimParameter> trainable) => o.Name switch
+    {
+        "adam" => Optim.Optimizer.AdamL2(trainable, o.Beta1, o.Beta2, o.Eps),
+        "sgd" => Optim.Optimizer.Sgd(trainable, o.Momentum, o.Nesterov),
+        _ => Optim.Optimizer.AdamW(trainable, o.Beta1, o.Beta2, o.Eps),
+    };
+
+    /// <summary>
+    /// The run's set of added parameters: each block gets an optimizer of the run's kind; a name's group follows the plan
+    /// of [optimizer] as a model parameter's would — decay (λ) for rank ≥ 2 outside the no_decay patterns, the learning
+    /// rate of the component whose pattern matches (a frozen one is refused), the base rate under layer decay (a head is
+    /// after the last layer, where the factor's power is 0).
+    /// </summary>
+    internal static AddedParameterSet Added(RunComponents run)
+    {
+        var o = run.Config.Optimizer;
+        var plan = Plan(o);
+        var names = run.Model.named_parameters().Select(p => p.name).ToHashSet(StringComparer.Ordinal);
+        var device = run.Model.parameters().First().device;
+        return new AddedParameterSet(ps => Make(o, ps), (name, t) =>
         {
-            "adam" => Optim.Optimizer.AdamL2(trainable, o.Beta1, o.Beta2, o.Eps),
-            "sgd" => Optim.Optimizer.Sgd(trainable, o.Momentum, o.Nesterov),
-            _ => Optim.Optimizer.AdamW(trainable, o.Beta1, o.Beta2, o.Eps),
-        };
-        return (optimizer, ParameterGroups.Table(trainable, frozen, o.Lr).ToList());
+            var component = (plan.Components ?? []).FirstOrDefault(c => System.Text.RegularExpressions.Regex.IsMatch(name, c.Pattern));
+            if (component is { Frozen: true })
+                throw new ArgumentException($"added parameter '{name}' matches [optimizer] component '{component.Name}', which is frozen: added parameters are trained");
+            bool decays = plan.Decays(name, t);
+            return new ParameterGroup(decays ? "added.decay" : "added.no_decay", component?.LrMultiplier ?? 1.0, decays ? plan.WeightDecay : 0.0);
+        }, names.Contains, device);
     }
 
     /// <summary>The parameter groups of [optimizer] (components, layer decay, frozen parameters); a plan the model's

@@ -6,7 +6,8 @@ namespace Research.Core.Training;
 
 /// <summary>The tensors of a run's checkpoint: the optimizer's fp32 master weights and moments, the frozen parameters and
 /// buffers beside them, and every method's state (prefixed by its index, a metric's by its name; its values, JSON, in the state's
-/// <see cref="CheckpointState.MethodValues"/> under the same key); and the plugins' pending requests.</summary>
+/// <see cref="CheckpointState.MethodValues"/> under the same key); the parameters methods added, with their moments; and
+/// the plugins' pending requests.</summary>
 static class RunCheckpoint
 {
     /// <summary>Writes a checkpoint with <paramref name="state"/>; returns its folder.</summary>
@@ -18,8 +19,14 @@ static class RunCheckpoint
         var methodState = run.Methods.All.SelectMany((m, i) => m.StateDict().Select(kv => ($"{StatePrefix(m, i)}{kv.Key}", kv.Value)));
         // The plugins' requests not yet acted on are part of the state; what the callbacks do after it is not (a resume
         // calls AfterCheckpoint of its checkpoint again).
-        var path = Checkpoint.Write(checkpoints, name, state with { MethodValues = Values(run, state.Step), Requests = run.Methods.Signals.Snapshot() },
-            optimizer.NamedMaster().Concat(frozen), optimizer.NamedState(), methodState);
+        // Parameters methods added (contract 3.0) are kept beside the methods' tensors and their moments beside the model's,
+        // under added/…, so the model's weights stay a model's; a run that added none writes exactly what it wrote before.
+        var added = run.Added;
+        var path = Checkpoint.Write(checkpoints, name, state with
+            {
+                MethodValues = Values(run, state.Step), Requests = run.Methods.Signals.Snapshot(), Added = added.Describe(),
+            },
+            optimizer.NamedMaster().Concat(frozen), optimizer.NamedState().Concat(added.Moments()), methodState.Concat(added.Values()));
         run.Methods.Callbacks.AfterCheckpoint(name, path);
         return path;
     }
@@ -50,6 +57,7 @@ static class RunCheckpoint
                 WeightFile.CheckDTypes(Path.Combine(dir, Checkpoint.Optimizer), moments, optimizer.NamedState());
             }
             optimizer.Restore(weights, moments, s.OptimizerStep);
+            run.Added.Restore(s.Added, methods, moments);
             RestoreFrozen(run, weights);
             // Each plugin's tensors become the plugin's (GuardedMethod frees what it does not keep).
             for (int i = 0; i < run.Methods.All.Count; i++)

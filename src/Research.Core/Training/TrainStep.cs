@@ -58,7 +58,8 @@ public sealed class TrainStep(
     OutputTask? task = null,
     long stepOffset = 0,
     Func<string, Generator>? random = null,
-    ShadowModel? shadow = null)
+    ShadowModel? shadow = null,
+    AddedParameterSet? added = null)
 {
     readonly OutputTask _task = task ?? new ClassificationTask();
     readonly Func<string, Generator> _random = random ?? (name => Seeds.Generator(0, name));
@@ -87,6 +88,9 @@ public sealed class TrainStep(
         var other = split ? OtherGradient() : null;
         var slotParameters = split ? optimizer.Buffer.Slots.Select(s => s.Parameter).ToArray() : [];
         var calls = methods.Callbacks;
+        // Parameters methods added (contract 3.0): null when there are none, so a run without them takes the paths it took.
+        var extra = added is { Any: true } ? added : null;
+        if (split && extra is not null) slotParameters = [.. slotParameters, .. extra.All.Select(p => p.Value)];
 
         for (int i = 0; i < window.Count; i++)
         {
@@ -117,7 +121,7 @@ public sealed class TrainStep(
             calls.BeforeBackward(t, taskIndex, i, loss - before);
             scaled.backward(retain_graph: split && terms is not null);
             optimizer.AccumulateMicroBatch();
-            if (split && terms is not null) AddTo(other!, autograd.grad([scale != 1 ? terms.mul(scale) : terms], slotParameters, allow_unused: true));
+            if (split && terms is not null) AddTo(other!, autograd.grad([scale != 1 ? terms.mul(scale) : terms], slotParameters, allow_unused: true), extra);
             calls.AfterBackward(t, taskIndex, i, loss - before);
             FaultInjection.AfterMicroBatch();
         }
@@ -125,6 +129,7 @@ public sealed class TrainStep(
         {
             optimizer.MasterGrad.div_(scale);
             other?.div_(scale);
+            extra?.Unscale(scale);
         }
 
         IReadOnlyList<NamedParameter>? named = null;
@@ -134,7 +139,7 @@ public sealed class TrainStep(
             Tensor? penalty = null;
             var parts = new List<(GuardedMethod Method, Tensor Value)>();
             foreach (var m in methods.Penalties)
-                if (m.PenaltyOf(new PenaltyContext(t, taskIndex, named)) is { } p)
+                if (m.PenaltyOf(new PenaltyContext(t, taskIndex, named) { AddedParameters = Added }) is { } p)
                 {
                     parts.Add((m, p));
                     penalty = penalty is null ? p.to(ScalarType.Float32) : penalty + p.to(ScalarType.Float32);
@@ -146,7 +151,7 @@ public sealed class TrainStep(
                 // silently skip every step): name the plugin that returned it.
                 if (!float.IsFinite(value)) throw NonFinitePenalty(parts, t);
                 loss += value;
-                if (split) AddTo(other!, autograd.grad([penalty], named.Select(n => n.Value).ToArray(), allow_unused: true));
+                if (split) AddTo(other!, autograd.grad([penalty], [.. named.Select(n => n.Value), .. extra?.All.Select(p => p.Value) ?? []], allow_unused: true), extra);
                 else penalty.backward();
             }
         }
@@ -160,7 +165,10 @@ public sealed class TrainStep(
                 using var generator = _random($"step-{t}/gradient-hooks");
                 var hookMemory = methods.Mixer?.AsMemory(t, like: window[0], methods.TargetIds);
                 var context = new GradientContext(t, taskIndex, named!, optimizer.Views(optimizer.MasterGrad), optimizer.Views(other!),
-                    GradientOf, hookMemory, generator);
+                    GradientOf, hookMemory, generator)
+                {
+                    AddedParameters = Added, AddedGradients = extra?.Gradients() ?? Structure.NoParameters, OptimizerState = StateOf,
+                };
                 foreach (var m in methods.Hooks) m.BeforeUpdate(context);
             }
             optimizer.MasterGrad.add_(other!);
@@ -168,27 +176,41 @@ public sealed class TrainStep(
 
         bool needNorm = measureNorm || clipNorm > 0 || precision.Scaler is not null;
         double norm = needNorm ? optimizer.MasterGrad.norm().item<float>() : double.NaN;
+        // One global norm over the model's and the added parameters' gradients: √(‖g‖² + Σ‖g_block‖²).
+        if (needNorm && extra is not null) norm = Math.Sqrt(norm * norm + extra.SquaredNorm());
         if (needNorm ? !double.IsFinite(norm) : !double.IsFinite(loss))
         {
             if (precision.Scaler is null)
                 throw new NonFiniteGradientException($"the loss or gradient is not finite at step {t} (loss {loss}, ‖g‖ {norm}): the run diverged; lower the learning rate or set [optimizer] clip_norm");
             precision.Scaler.Update(gradientsFinite: false);
             optimizer.ZeroGrad();
+            extra?.ZeroGrad();
             return new StepOutcome(false, loss, norm, learningRate, items + replayItems, scale);
         }
         precision.Scaler?.Update(gradientsFinite: true);
-        if (clipNorm > 0 && norm > clipNorm) optimizer.MasterGrad.mul_(clipNorm / (norm + 1e-6));
+        if (clipNorm > 0 && norm > clipNorm)
+        {
+            optimizer.MasterGrad.mul_(clipNorm / (norm + 1e-6));
+            extra?.Scale(clipNorm / (norm + 1e-6));
+        }
 
         bool observed = methods.Observers.Count > 0;
         var delta = optimizer.Step(learningRate, returnDelta: observed);
         CheckParameters(t, learningRate);
+        if (extra is not null)
+        {
+            extra.Step(learningRate, unfused: observed);
+            if (extra.NonFinite() is { } bad)
+                throw new NonFiniteParametersException($"the parameters are not finite after the update at step {t}: added parameter '{bad.Name}' has {bad.Bad} of {bad.Count} values inf or NaN (learning rate {learningRate}): the run diverged; lower the learning rate or set [optimizer] clip_norm");
+        }
         if (observed)
         {
             var context = new StepContext(t, taskIndex, named!, optimizer.Views(taskGradient!), optimizer.Views(optimizer.MasterGrad),
-                optimizer.Views(delta!), learningRate, loss);
+                optimizer.Views(delta!), learningRate, loss) { AddedParameters = Added, OptimizerState = StateOf };
             foreach (var m in methods.Observers) m.AfterStep(context);
         }
         optimizer.ZeroGrad();
+        extra?.ZeroGrad();
         return new StepOutcome(true, loss, norm, learningRate, items + replayItems, scale);
     }
 
@@ -207,7 +229,7 @@ public sealed class TrainStep(
     Tensor? LossTerms(long t, Batch b, Tensor logits, MemoryPart? part)
     {
         if (methods.LossTerms.Count == 0) return null;
-        var context = new LossTermContext(t, taskIndex, b, logits, LogitsWith) { Memory = part is null ? null : MemoryOf(b, logits, part) };
+        var context = new LossTermContext(t, taskIndex, b, logits, LogitsWith) { Memory = part is null ? null : MemoryOf(b, logits, part), AddedParameters = Added };
         Tensor? terms = null;
         foreach (var m in methods.LossTerms)
             if (m.LossOf(context) is { } term)
@@ -260,13 +282,21 @@ public sealed class TrainStep(
         return _penaltyGrad.zero_();
     }
 
-    /// <summary>Adds per-slot gradients (as autograd.grad returns them, in slot order; undefined for unused) into a flat buffer.</summary>
-    void AddTo(Tensor flat, IList<Tensor> grads)
+    /// <summary>Adds per-slot gradients (as autograd.grad returns them, in slot order; undefined for unused) into a flat buffer,
+    /// and those after the slots into the added parameters' own gradients.</summary>
+    void AddTo(Tensor flat, IList<Tensor> grads, AddedParameterSet? extra)
     {
         var views = optimizer.Views(flat);
         for (int i = 0; i < views.Count; i++)
             if (grads[i] is { IsInvalid: false } g) views[i].add_(g.to(ScalarType.Float32));
+        extra?.Accumulate(grads, views.Count);
     }
+
+    /// <summary>The added parameters a context hands a plugin (none outside a run's set).</summary>
+    IReadOnlyDictionary<string, Tensor> Added => added?.Parameters ?? Structure.NoParameters;
+
+    /// <summary>A context's <c>OptimizerState</c>: a copy of a model or added parameter's state in a slot.</summary>
+    Tensor? StateOf(string parameter, string slot) => OptimizerStates.Read(optimizer, added, parameter, slot);
 
     /// <summary>The task-loss gradient Σᵢℓᵢ/N over all the items of <paramref name="batches"/>, per slot, without touching
     /// the parameters' gradients (A-GEM's reference gradient).</summary>

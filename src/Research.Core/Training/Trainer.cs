@@ -186,12 +186,7 @@ public static partial class Trainer
             if (_study) observer.Message($"task {_phase} ({run.Tasks[_phase].Name}): " + (run.EpochsOf(_phase) == 0
                 ? "not trained (0 epochs: the starting model has learned it); evaluated and consolidated"
                 : $"{run.StepsOf(_phase)} optimizer steps"));
-            if (run.Methods.TaskHooks.Count > 0)
-            {
-                using var scope = NewDisposeScope();
-                var context = new TaskStartContext(_phase, run.Tasks[_phase].Name, O.PenaltyParameters());
-                foreach (var m in run.Methods.TaskHooks) m.TaskStart(context);
-            }
+            TaskStart.Call(run, _phase, O);
         }
 
         /// <summary>
@@ -209,7 +204,7 @@ public static partial class Trainer
                     next.Buffer.Values.copy_(next.Master);
                 }
             if (_optimizer is null) foreach (var line in table) observer.Message(line);
-            _optimizer?.Dispose();
+            if (_optimizer is not null) { _optimizer.Dispose(); run.Added.ResetState(); } // added parameters are reset with it
             _optimizer = next;
             _stepOffset = step;
         }
@@ -252,7 +247,7 @@ public static partial class Trainer
             long scheduleLength = run.ScheduleLength(_phase);
             _history = ScheduleHistory();
             var step = new TrainStep(run.Model, O, run.Precision, run.Methods, _c.Optimizer.ClipNorm, _phase, run.Task, _stepOffset,
-                name => Seeds.Generator(_c.Run.Seed, $"methods/{name}"), run.Shadow);
+                name => Seeds.Generator(_c.Run.Seed, $"methods/{name}"), run.Shadow, run.Added);
             var log = new StepLog(store, runId, observer, run);
             string? stop = _stops.FirstOrDefault(s => s.Phase == _phase)?.Reason;
             run.Model.train();

@@ -55,7 +55,7 @@ sealed class Consolidation : IRunObserver
         {
             TaskCount = run.Tasks.Count, TestData = j => TestData(run, j),
             Rows = (logits, batch) => Rows(outputs, logits, batch),
-            Representation = b => Probes.Representation.Features(run.Model, [b], run.Precision, run.ModelPlan.Representation),
+            Representation = b => RepresentationFeatures.Of(run.Model, [b], run.Precision, run.ModelPlan.Representation),
         };
         // Each method adds its rows under names no one else gave this task's record: the core's probes, the observers'
         // (which ran before), another method's.

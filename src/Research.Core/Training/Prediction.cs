@@ -25,10 +25,10 @@ public sealed class Prediction(GuardedMethod predictor, nn.Module<Tensor, Tensor
     public Func<Tensor, Tensor, Tensor> For(Batch batch) => (rows, targets) =>
         predictor.Predict(new PredictContext(step, task, batch, rows, targets, b => Features(b, rows.device)));
 
-    /// <summary>The probes' features (<see cref="Probes.Representation.Features"/>) of a batch, on the logits' device.</summary>
+    /// <summary>The probes' features (<see cref="Models.RepresentationFeatures.Of"/>) of a batch, on the logits' device.</summary>
     Tensor Features(Batch b, Device device)
     {
-        var features = Probes.Representation.Features(model, [b], precision, module);
+        var features = Models.RepresentationFeatures.Of(model, [b], precision, module);
         return features.device == device ? features : features.to(device);
     }
 }

@@ -36,24 +36,22 @@ public sealed record IcarlOptions
 /// iCaRL (Rebuffi, Kolesnikov, Sperl &amp; Lampert 2017, "iCaRL: Incremental classifier and representation learning"): a
 /// class-balanced memory of K exemplars chosen by herding, replayed with every batch, distillation toward the previous
 /// task's network on the classes seen before, and the nearest mean of exemplars as the classifier. With φ(x) the
-/// representation (the input of the model's final Linear) and φ̂ = φ/max(‖φ‖₂, 10⁻¹²):
-/// <list type="bullet">
-/// <item>Exemplars (the paper's Algorithm 4, herding): for a class with items X, μ = mean_{x∈X} φ̂(x), and for
-/// k = 1 … m, p_k = argmin_{x∈X∖{p₁…p_{k−1}}} ‖μ − (φ̂(x) + Σ_{j&lt;k} φ̂(p_j))/k‖₂ (ties: the first item). At each task
-/// end every class gets m = K/t exemplars (t classes seen; the remainder goes one each to the smallest class ids), and
-/// an older class keeps its first m (Algorithm 5: herding's order is its priority).</item>
-/// <item>Classifier (Algorithm 1): μ_y = normalised(mean_{p∈P_y} φ̂(p)) with the current weights, and
-/// y* = argmin_y ‖φ̂(x) − μ_y‖₂ over the classes with exemplars (ties: the smallest class id); before any task has ended
-/// the model's arg-max.</item>
-/// <item>Loss: L = (Σ_{cur} ℓ + Σ_{mem} ℓ)/N + α T² Σᵢ KL(softmax(z_old,S/T) ‖ softmax(z_S/T))/N, ℓ the core's softmax
-/// cross-entropy, S the classes of the tasks ended so far, z_old the logits of the network as it was at the latest task
-/// end.</item>
-/// </list>
+/// representation (the input of the model's final Linear) and φ̂ = φ/max(‖φ‖₂, 10⁻¹²). Exemplars, by herding (the
+/// paper's Algorithm 4): for a class with items X, μ = mean_{x∈X} φ̂(x), and for k = 1 … m,
+/// p_k = argmin_{x∈X∖{p₁…p_{k−1}}} ‖μ − (φ̂(x) + Σ_{j&lt;k} φ̂(p_j))/k‖₂ (ties: the first item); at each task end every
+/// class gets m = K/t exemplars (t classes seen; the remainder one each to the smallest class ids), and an older class
+/// keeps its first m (Algorithm 5: herding's order is its priority). Classifier, the nearest mean of exemplars
+/// (Algorithm 1): μ_y = normalised(mean_{p∈P_y} φ̂(p)) with the current weights, y* = argmin_y ‖φ̂(x) − μ_y‖₂ over the
+/// classes with exemplars (ties: the smallest class id); before any task has ended, the model's arg-max. Loss:
+/// L = (Σ_cur ℓ + Σ_mem ℓ)/N + α T² Σᵢ KL(softmax(z_old,S/T) ‖ softmax(z_S/T))/N, ℓ the core's softmax cross-entropy,
+/// S the classes of the tasks ended so far, z_old the logits of the network as it was at the latest task end.
 /// </summary>
 /// <remarks>
-/// <para>Departures from the paper: the classification and distillation losses are softmax cross-entropy plus a
-/// temperature-scaled KL over the old classes (LwF's form, as Avalanche's and van de Ven's re-implementations compare
-/// iCaRL), not the paper's per-class sigmoid binary cross-entropy with the old network's sigmoid outputs as targets; the
+/// <para>Departures from the paper: the classification and distillation losses are the core's softmax cross-entropy plus
+/// a temperature-scaled KL over the old classes (LwF's form, as the <c>lwf</c> built-in computes it, so against replay
+/// the loss differs only by the distillation), not the paper's per-class sigmoid binary cross-entropy with the old
+/// network's sigmoid outputs as targets on the old classes (which Avalanche's <c>ICaRL</c> strategy keeps, in its
+/// <c>ICaRLLossPlugin</c>); the
 /// exemplars are mixed into each micro-batch at r exemplars per new item (as replay mixes them) rather than the paper's
 /// training set of new items and exemplars shuffled together; the class means are taken over the exemplars' features
 /// only, without the paper's horizontally flipped copies. The means follow the current weights: they are computed again

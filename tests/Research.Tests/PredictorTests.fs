@@ -164,6 +164,35 @@ let tests =
                 "memory/input", torch.rand([| 4L; 3L |]); "memory/targets", torch.tensor([| 0L; 1L; 2L; 3L |]); "memory_task", torch.zeros([| 4L |], dtype = torch.int64) ]))
             Expect.equal ((model :> IPredictor).Predict(predictContext batch logits).data<int64>().ToArray()) argmax "classifier = model: arg-max"
         }
+        test "iCaRL's distillation is α T² Σ over counted rows of KL(softmax(z_old,S/T) ‖ softmax(z_S/T)) on the classes S seen before (float64 reference, 1e-5 relative)" {
+            let rng = Random(11)
+            let n, classes, alpha, t = 6, 5, 0.7, 2.0
+            let seen = [| 0L; 2L; 3L |]
+            let draw () = Array.init n (fun _ -> Array.init classes (fun _ -> rng.NextDouble() * 4.0 - 2.0))
+            let student, teacher = draw (), draw ()
+            let targets = [| 0L; 1L; -100L; 3L; 4L; 2L |]
+            let plugin = Icarl(IcarlOptions(Distillation = alpha, Temperature = t))
+            (plugin :> IStateful).LoadStateDict(Collections.Generic.Dictionary(dict [
+                "teacher/w", torch.zeros([| 1L |]); "seen_classes", torch.tensor(seen) ]))
+            let asTensor (rows: float[][]) = torch.tensor(rows |> Array.concat |> Array.map float32).reshape(int64 n, int64 classes)
+            let batch = Batch(torch.zeros([| int64 n; 3L |]), torch.tensor(targets))
+            let context =
+                LossTermContext(0L, 1, batch, asTensor student,
+                    Func<Collections.Generic.IReadOnlyDictionary<string, torch.Tensor>, Batch, torch.Tensor>(fun _ _ -> asTensor teacher))
+            let loss = (plugin :> ILossTerm).Loss(context).item<float32>() |> float
+            let logSoftmax (z: float[]) =
+                let s = seen |> Array.map (fun c -> float32 z[int c] |> float) |> Array.map (fun v -> v / t)
+                let m = Array.max s
+                let lse = m + log (s |> Array.sumBy (fun v -> exp (v - m)))
+                s |> Array.map (fun v -> v - lse)
+            let expected =
+                alpha * t * t * (Array.zip3 student teacher targets |> Array.sumBy (fun (zs, zt, y) ->
+                    if y = -100L then 0.0 else
+                    let lq, lp = logSoftmax zs, logSoftmax zt
+                    Array.fold2 (fun acc a b -> acc + exp a * (a - b)) 0.0 lp lq))
+            Expect.floatClose { absolute = 0.0; relative = 1e-5 } loss expected "the distillation term"
+            Expect.isTrue (expected > 0.0) "a term that is not trivially zero"
+        }
         test "a predictor returning the model's arg-max records exactly the built-in accuracies and losses: evaluation rows, the study matrix and the weights, bitwise" {
             let withArgmax = study (method "argmax-predictor" "")
             Expect.equal (evaluations withArgmax) (evaluations plain.Value) "every evaluation row, every digit"

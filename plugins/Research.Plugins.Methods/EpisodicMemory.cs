@@ -53,6 +53,9 @@ sealed class EpisodicMemory(MemorySelection selection, int budget, bool offerCur
     /// <summary>M, the items stored.</summary>
     public long Stored => _task?.shape[0] ?? 0;
 
+    /// <summary>Every stored item as a batch (the memory's tensors, valid while the memory is unchanged); null while empty.</summary>
+    public Batch? All => _items is null ? null : new Batch(_items);
+
     /// <summary>Items <see cref="Sample"/> may return: every stored item (class-balanced) or those of earlier tasks (reservoir).</summary>
     public long Count
     {
@@ -132,8 +135,10 @@ sealed class EpisodicMemory(MemorySelection selection, int budget, bool offerCur
     }
 
     /// <summary>Class- or task-balanced mode: refills the memory from the data of a task that ended (ignored in reservoir
-    /// mode). Task-balanced is the class-balanced rule with every item in one class.</summary>
-    public void Fill(TaskEndContext context)
+    /// mode). Task-balanced is the class-balanced rule with every item in one class. <paramref name="choose"/> (positions of
+    /// a class's items in the task's data, quota) → the positions to keep, in priority order (iCaRL's herding); by default
+    /// a random selection.</summary>
+    public void Fill(TaskEndContext context, Func<long[], long, IEnumerable<long>>? choose = null)
     {
         if (selection == MemorySelection.Reservoir) return;
         bool byTask = selection == MemorySelection.TaskBalanced;
@@ -174,6 +179,11 @@ sealed class EpisodicMemory(MemorySelection selection, int budget, bool offerCur
         foreach (var positions in positionsOf)
         {
             var items = positions.ToArray();
+            if (choose is not null)
+            {
+                chosen.AddRange(choose(items.Select(i => (long)i).ToArray(), Math.Min(quota[(positions.Key, task)], items.Length)));
+                continue;
+            }
             using var permutation = randperm(items.Length, generator: context.Random);
             chosen.AddRange(permutation.data<long>().Take((int)Math.Min(quota[(positions.Key, task)], items.Length)).Select(j => (long)items[j]));
         }

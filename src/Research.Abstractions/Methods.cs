@@ -316,6 +316,12 @@ public sealed record TaskEndContext(
     /// are new tensors (views where possible) that the caller may dispose once read, as it may the logits.</summary>
     public Func<Tensor, Batch, (Tensor Logits, Tensor Targets)> Rows { get; init; } =
         (logits, batch) => (logits.alias(), batch.TargetsTensor.alias());
+
+    /// <summary>The trained model's representation of a batch's items: the input of the module the model kind names as its
+    /// representation point, the features the probes and <see cref="PredictContext.Representation"/> read, float32 [B, d] on
+    /// the CPU, in eval mode without autograd (iCaRL's herding reads it). Outside a run it refuses. (Contract 3.0.)</summary>
+    public Func<Batch, Tensor> Representation { get; init; } =
+        _ => throw new NotSupportedException("this task end has no model to read a representation from");
     /// <summary>The plugin's own log sink (<see cref="IRunLog"/>); discards outside a run.</summary>
     public IRunLog Log { get; init; } = IRunLog.None;
     /// <summary>The plugin's own requests to the run (<see cref="RunControl"/>); discards outside a run.</summary>

@@ -86,6 +86,7 @@ let main argv =
             CallbackTests.tests
             StructureHookTests.tests
             StructureHookTests.resumeTests
+            PredictorTests.tests
         ]
     let config = { defaultConfig with printer = printer defaultConfig.printer }
     // Plain output (no colours, no spinner) so logs and CI read cleanly and the last line is exact.

@@ -58,7 +58,7 @@ public sealed class PluginHost : IPluginOptions
     static readonly Dictionary<PluginRole, Type[]> RoleInterfaces = new()
     {
         [PluginRole.Schedule] = [typeof(ISchedule)],
-        [PluginRole.Method] = [typeof(IPenalty), typeof(ILossTerm), typeof(IStepObserver), typeof(IGradientHook), typeof(ITaskHooks), typeof(IDataRole), typeof(ICallback)],
+        [PluginRole.Method] = [typeof(IPenalty), typeof(ILossTerm), typeof(IStepObserver), typeof(IGradientHook), typeof(ITaskHooks), typeof(IDataRole), typeof(ICallback), typeof(IPredictor)],
         [PluginRole.ForgettingMetric] = [typeof(IForgettingMetric)],
     };
 
@@ -165,7 +165,7 @@ public sealed class PluginHost : IPluginOptions
             {
                 var foreign = type.GetInterfaces().FirstOrDefault(i => AllRoleInterfaces.Any(r => r.FullName == i.FullName));
                 if (foreign != null) { _problems.Add(new(path, ForeignContract(type, foreign)) { Declares = ForeignNames(type) }); found++; }
-                else if (attribute != null) { _problems.Add(new(path, $"{type.FullName} has [Plugin(\"{attribute.Name}\")] but implements none of ISchedule, IForgettingMetric or the method roles (IPenalty, ILossTerm, IStepObserver, IGradientHook, ITaskHooks, IDataRole, ICallback)")); found++; }
+                else if (attribute != null) { _problems.Add(new(path, $"{type.FullName} has [Plugin(\"{attribute.Name}\")] but implements none of ISchedule, IForgettingMetric or the method roles (IPenalty, ILossTerm, IStepObserver, IGradientHook, ITaskHooks, IDataRole, ICallback, IPredictor)")); found++; }
                 continue;
             }
             found++;
@@ -353,7 +353,7 @@ public sealed class PluginHost : IPluginOptions
         {
             (typeof(IPenalty), "penalty"), (typeof(ILossTerm), "loss term"), (typeof(IStepObserver), "step observer"),
             (typeof(IGradientHook), "gradient hook"), (typeof(ITaskHooks), "task hooks"), (typeof(IDataRole), "data"),
-            (typeof(ICallback), "callback"), (typeof(IStateful), "stateful"),
+            (typeof(ICallback), "callback"), (typeof(IPredictor), "predictor"), (typeof(IStateful), "stateful"),
         }.Where(r => r.Role.IsAssignableFrom(type)).Select(r => r.Name);
 
     public static string RoleName(PluginRole role) => role switch

@@ -38,14 +38,16 @@ public abstract class OutputTask
         return nn.functional.cross_entropy(rows.to(ScalarType.Float32), targets, ignore_index: Batch.IgnoreIndex, reduction: nn.Reduction.None);
     }
 
-    /// <summary>(Σℓ, correct, N) of a batch without gradients, for evaluation.</summary>
-    public (double LossSum, long Correct, long Items) Score(Tensor logits, Batch batch)
+    /// <summary>(Σℓ, correct, N) of a batch without gradients, for evaluation. A row's prediction is the arg-max of its
+    /// logits, or what <paramref name="predict"/> (rows, targets) → classes [n] says (a method's <see cref="IPredictor"/>);
+    /// the loss is the model's either way.</summary>
+    public (double LossSum, long Correct, long Items) Score(Tensor logits, Batch batch, Func<Tensor, Tensor, Tensor>? predict = null)
     {
         using var scope = NewDisposeScope();
         var (rows, targets) = Rows(Restrict(logits, batch), batch);
         var counted = targets.ne(Batch.IgnoreIndex);
         var loss = nn.functional.cross_entropy(rows.to(ScalarType.Float32), targets, ignore_index: Batch.IgnoreIndex, reduction: nn.Reduction.Sum);
-        return (loss.to_type(ScalarType.Float64).item<double>(), rows.argmax(-1).eq(targets).logical_and(counted).sum().item<long>(),
+        return (loss.to_type(ScalarType.Float64).item<double>(), (predict is null ? rows.argmax(-1) : predict(rows, targets)).eq(targets).logical_and(counted).sum().item<long>(),
             counted.sum().item<long>());
     }
 }

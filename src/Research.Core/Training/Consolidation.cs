@@ -25,7 +25,18 @@ public sealed class ConsolidationFactory : IRunObserverFactory
 /// </summary>
 sealed class Consolidation : IRunObserver
 {
+    /// <summary>Every method's task end but the predictor's, which ran before the row was evaluated
+    /// (<see cref="StudyMatrix.Evaluate"/>).</summary>
     public void TaskEnded(IRunLoop loop)
+    {
+        var predictor = loop.Run.Methods.Predictor;
+        var methods = predictor is null ? loop.Run.Methods.TaskHooks : loop.Run.Methods.TaskHooks.Where(m => m != predictor).ToList();
+        if (methods.Count > 0) loop.AddProbes(loop.Phase, TaskEnds(loop, methods));
+    }
+
+    /// <summary>The task-end hooks of <paramref name="methods"/> at the end of the loop's task; returns the probe rows they
+    /// added for the task's row of the record.</summary>
+    internal static Dictionary<string, double[]> TaskEnds(IRunLoop loop, IReadOnlyList<GuardedMethod> methods)
     {
         var run = loop.Run;
         var c = run.Config;
@@ -44,6 +55,7 @@ sealed class Consolidation : IRunObserver
         {
             TaskCount = run.Tasks.Count, TestData = j => TestData(run, j), AddedParameters = run.Added.Parameters,
             Rows = (logits, batch) => Rows(outputs, logits, batch),
+            Representation = b => RepresentationFeatures.Of(run.Model, [b], run.Precision, run.ModelPlan.Representation),
         };
         // Each method adds its rows under names no one else gave this task's record: the core's probes, the observers'
         // (which ran before), another method's.
@@ -52,13 +64,13 @@ sealed class Consolidation : IRunObserver
             [ProbeNames.RandomInitAccuracy] = "the core", [ProbeNames.ParameterChangeNorm] = "the core",
         };
         foreach (var name in loop.StudyRows.ElementAtOrDefault(phase)?.Probes?.Keys ?? Enumerable.Empty<string>()) taken[name] = "the core";
-        foreach (var m in run.Methods.TaskHooks)
+        foreach (var m in methods)
         {
             var failure = new System.Runtime.CompilerServices.StrongBox<PluginFailureException?>();
             m.TaskEnd(context with { AddProbe = m.ProbeAdder(phase, taken, probes, failure) });
             if (failure.Value is { } e) throw e;
         }
-        loop.AddProbes(phase, probes);
+        return probes;
     }
 
     /// <summary><c>study.consolidation_items</c> of the task's training items, drawn from (seed, "consolidation/task-i");

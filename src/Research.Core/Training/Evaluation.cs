@@ -27,26 +27,29 @@ public sealed record EvalResult(double Loss, double Accuracy, long Items, double
 
 public static class Evaluation
 {
-    /// <summary>Evaluates validation ("val"), test ("test", unless <paramref name="test"/> is false) and the extra named sets.</summary>
+    /// <summary>Evaluates validation ("val"), test ("test", unless <paramref name="test"/> is false) and the extra named sets,
+    /// each accuracy from <paramref name="prediction"/> when the run has a predictor.</summary>
     public static Dictionary<string, EvalResult> All(nn.Module<Tensor, Tensor> model, TaskData task,
         IReadOnlyList<(string Name, TensorDataset Data)> extra, int batchSize, PrecisionPolicy precision,
-        OutputTask? outputs = null, bool test = true)
+        OutputTask? outputs = null, bool test = true, Prediction? prediction = null)
     {
-        var results = new Dictionary<string, EvalResult> { ["val"] = Evaluation.Run(model, task.Validation, batchSize, precision, outputs) };
-        if (test) results["test"] = Evaluation.Run(model, task.Test, batchSize, precision, outputs);
+        var results = new Dictionary<string, EvalResult> { ["val"] = Evaluation.Run(model, task.Validation, batchSize, precision, outputs, prediction) };
+        if (test) results["test"] = Evaluation.Run(model, task.Test, batchSize, precision, outputs, prediction);
         // With study.eval_all_tasks the current task's validation split comes again as task{j}_val: the same tensors
         // give the same result, so it is copied, not computed twice (a quarter of a 2-task study's evaluation time).
         foreach (var (name, data) in extra)
             results[name] = ReferenceEquals(data, task.Validation) ? results["val"]
                 : test && ReferenceEquals(data, task.Test) ? results["test"]
-                : Evaluation.Run(model, data, batchSize, precision, outputs);
+                : Evaluation.Run(model, data, batchSize, precision, outputs, prediction);
         return results;
     }
 
     /// <summary>Evaluates without gradients, in eval mode, restoring the module's mode afterwards.</summary>
     /// <param name="task">How logits are scored (classification by default; task-incremental heads belong to the task).</param>
+    /// <param name="prediction">The run's predictor, which classifies in place of the model's arg-max (the loss stays the
+    /// model's); null: the arg-max.</param>
     public static EvalResult Run(nn.Module<Tensor, Tensor> model, TensorDataset data, int batchSize, PrecisionPolicy? precision = null,
-        OutputTask? task = null)
+        OutputTask? task = null, Prediction? prediction = null)
     {
         task ??= new ClassificationTask();
         var wasTraining = model.training;
@@ -58,7 +61,7 @@ public static class Evaluation
             foreach (var batch in data.InOrder(batchSize))
             {
                 using var scope = NewDisposeScope();
-                var (loss, right, n) = task.Score(ModelInput.Logits(model, batch, precision), batch);
+                var (loss, right, n) = task.Score(ModelInput.Logits(model, batch, precision), batch, prediction?.For(batch));
                 lossSum += loss; correct += right; items += n;
             }
             if (items == 0) return new EvalResult(double.NaN, double.NaN, 0);

@@ -33,7 +33,7 @@ public sealed class GuardedMethod
         _state = inner as IStateful;
         Penalty = inner as IPenalty; LossTerm = inner as ILossTerm; Observer = inner as IStepObserver;
         Hook = inner as IGradientHook; TaskHooks = inner as ITaskHooks; Data = inner as IDataRole;
-        Callback = inner as ICallback;
+        Callback = inner as ICallback; Predictor = inner as IPredictor;
         _implements = CallbackDispatch.Implemented(inner.GetType());
     }
 
@@ -47,6 +47,7 @@ public sealed class GuardedMethod
     internal ITaskHooks? TaskHooks { get; }
     internal IDataRole? Data { get; }
     internal ICallback? Callback { get; }
+    internal IPredictor? Predictor { get; }
     public bool IsStateful => _state != null;
 
     // The ICallback members the class implements (asked once), its own log and control (bound when its method set is
@@ -138,6 +139,29 @@ public sealed class GuardedMethod
         using var scope = NewDisposeScope();
         return tensors.All(g => isfinite(g).all().item<bool>());
     }
+    /// <summary>The predictor's classes for the rows of an evaluated batch, checked where the core receives them: int64 [n],
+    /// each a class of the rows' C, on the logits' device (a wrong one would otherwise count as a wrong prediction or fail
+    /// inside the accuracy's comparison, far from the plugin).</summary>
+    public Tensor Predict(PredictContext c)
+    {
+        const string member = nameof(IPredictor.Predict);
+        var p = Owned(member, c.Step, () => Predictor!.Predict(c with { Log = Log, Control = Control }), p => Predicted(p, c));
+        return p ?? throw Guard.Wrong(Descriptor, member, c.Step, "null", "a predictor returns the predicted class of every row");
+    }
+
+    void Predicted(Tensor p, PredictContext c)
+    {
+        const string member = nameof(IPredictor.Predict);
+        long n = c.Logits.shape[0], classes = c.Logits.shape[^1];
+        const string must = "the predicted class of every row of the logits: int64 [n] on their device";
+        if (p.dtype != ScalarType.Int64 || p.dim() != 1 || p.shape[0] != n)
+            throw Guard.Wrong(Descriptor, member, c.Step, Guard.Describe(p), $"{must} (n = {n})");
+        if (p.device_type != c.Logits.device_type || p.device_index != c.Logits.device_index)
+            throw Guard.Wrong(Descriptor, member, c.Step, $"predictions on {p.device}", $"{must} ({c.Logits.device})");
+        if (n > 0 && (p.min().item<long>() < 0 || p.max().item<long>() >= classes))
+            throw Guard.Wrong(Descriptor, member, c.Step, $"a class outside 0 … {classes - 1}", $"{must}, each a class of the {classes} the rows score");
+    }
+
     public void TaskStart(TaskStartContext c) => Owned(nameof(ITaskHooks.TaskStart), -1, () => { TaskHooks!.TaskStart(c with { Log = Log, Control = Control }); return (Tensor?)null; });
     public void TaskEnd(TaskEndContext c) => Owned(nameof(ITaskHooks.TaskEnd), -1, () => { TaskHooks!.TaskEnd(c with { Log = Log, Control = Control }); return (Tensor?)null; });
     public void Observe(Batch b, int task, long step, Generator random) =>
@@ -484,6 +508,11 @@ public sealed class MethodSet(IReadOnlyList<GuardedMethod> all)
     public IReadOnlyList<GuardedMethod> DataRoles { get; } = all.Where(m => m.Data != null).ToList();
     /// <summary>The callbacks by hook point, and the run's <see cref="RunSignals"/> every method logs and asks through.</summary>
     public CallbackDispatch Callbacks { get; } = new(all);
+    /// <summary>The methods that classify in their own way (<see cref="IPredictor"/>); a run has at most one, as
+    /// <see cref="RunBuilder"/> checks.</summary>
+    public IReadOnlyList<GuardedMethod> Predictors { get; } = all.Where(m => m.Predictor != null).ToList();
+    /// <summary>The run's predictor, which replaces the model's arg-max in every accuracy the core records; null: the arg-max.</summary>
+    public GuardedMethod? Predictor => Predictors.Count > 0 ? Predictors[0] : null;
     public RunSignals Signals => Callbacks.Signals;
     /// <summary>The data role that mixes memory items into the batches (mix ratio r &gt; 0; at most one per run, as
     /// <see cref="RunBuilder"/> checks), which is also the memory gradient hooks see.</summary>

@@ -415,7 +415,8 @@ public static class RunBuilder
     };
 
     /// <summary>The schedule and methods the config names, created by the plugin host and guarded. At most one data role
-    /// of a run mixes memory items into the batches (mix ratio r &gt; 0); others only keep memories of their own.</summary>
+    /// of a run mixes memory items into the batches (mix ratio r &gt; 0); others only keep memories of their own. At most one
+    /// method predicts (<see cref="IPredictor"/>).</summary>
     public static (GuardedSchedule Schedule, MethodSet Methods) Plugins(RunConfig c, PluginHost host)
     {
         var schedule = new GuardedSchedule(host.Create<ISchedule>(PluginRole.Schedule, c.Schedule, c.File), host.Find(PluginRole.Schedule, c.Schedule.Name),
@@ -426,6 +427,8 @@ public static class RunBuilder
         if (mixers.Count > 1)
             throw new ConfigException(c.File, "methods", $"{string.Join(" and ", mixers.Select(m => $"'{m.Name}'"))} both mix memory items into the batches (mix ratio > 0); a run mixes from one memory");
         foreach (var m in mixers) m.CheckReplay();
+        if (methods.Predictors.Count > 1)
+            throw new ConfigException(c.File, "methods", $"{string.Join(" and ", methods.Predictors.Select(m => $"'{m.Name}'"))} both predict the classes evaluation scores (IPredictor); a run has one classifier, so at most one method predicts");
         return (schedule, methods);
     }
 

@@ -1,3 +1,4 @@
+using Research.Abstractions;
 using Research.Core.Data;
 using Research.Core.Optim;
 using Research.Core.Tracking;
@@ -14,17 +15,22 @@ static class StudyMatrix
     /// every test split twice (NaN until then).</summary>
     public static double[] Baseline(RunComponents run) => run.EpochsOf(0) == 0
         ? Enumerable.Repeat(double.NaN, run.Tasks.Count).ToArray()
-        : run.Tasks.Select(t => Evaluation.Run(run.Model, t.Test, run.Config.Data.EvalBatchSize, run.Precision, run.Task).Accuracy).ToArray();
+        : run.Tasks.Select(t => Evaluation.Run(run.Model, t.Test, run.Config.Data.EvalBatchSize, run.Precision, run.Task, Prediction.Of(run, 0, 0)).Accuracy).ToArray();
 
     /// <summary>Row i of the study's matrices: the model after task i on every task's test and validation split, stored as
-    /// the study's cells (and TensorBoard scalars); returns the test accuracies and losses.</summary>
-    public static (double[] Accuracy, double[] Loss) Evaluate(RunComponents run, RunStore store, string runId, int phase, long step)
+    /// the study's cells (and TensorBoard scalars); returns the test accuracies and losses, and the probe rows of the
+    /// predictor's task end (null when none). A predictor's task end (<see cref="IPredictor"/>: iCaRL's exemplars of the
+    /// task's classes) comes first, since it is part of the classifier the row measures.</summary>
+    public static (double[] Accuracy, double[] Loss, Dictionary<string, double[]>? Probes) Evaluate(IRunLoop loop)
     {
+        var (run, store, runId, phase, step) = (loop.Run, loop.Store, loop.RunId, loop.Phase, loop.Step);
+        var probes = run.Methods.Predictor is { TaskHooks: not null } predictor ? Consolidation.TaskEnds(loop, [predictor]) : null;
+        var prediction = Prediction.Of(run, step, phase);
         int T = run.Tasks.Count;
         var (testAcc, testLoss) = (new double[T], new double[T]);
         for (int j = 0; j < T; j++)
         {
-            var results = Evaluation.All(run.Model, run.Tasks[j], [], run.Config.Data.EvalBatchSize, run.Precision, run.Task);
+            var results = Evaluation.All(run.Model, run.Tasks[j], [], run.Config.Data.EvalBatchSize, run.Precision, run.Task, prediction: prediction);
             foreach (var (split, e) in results)
             {
                 store.StudyCell(runId, phase, j, split, e.Loss, e.Accuracy);
@@ -33,7 +39,7 @@ static class StudyMatrix
             }
             (testAcc[j], testLoss[j]) = (results["test"].Accuracy, results["test"].Loss);
         }
-        return (testAcc, testLoss);
+        return (testAcc, testLoss, probes is { Count: > 0 } ? probes : null);
     }
 
     /// <summary>‖θ − θ_prev‖₂ over the trainable parameters (<see cref="Optimizer.DeltaSince"/>).</summary>

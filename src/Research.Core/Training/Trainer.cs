@@ -330,7 +330,7 @@ public static partial class Trainer
         {
             run.Methods.Callbacks.BeforeEvaluation(_epoch);
             var results = Evaluation.All(run.Model, data, _study && _c.Study.EvalAllTasks ? extra.Concat(EveryTask()).ToList() : extra,
-                _c.Data.EvalBatchSize, run.Precision, run.Task, test: !_study);
+                _c.Data.EvalBatchSize, run.Precision, run.Task, test: !_study, Prediction.Of(run, Step, _phase));
             StepLog.Evaluation(store, runId, Step, _epoch, PhaseName, results);
             _evaluations.Add(new SavedEvaluation(_phase, Step, _epoch, results.SelectMany(r => new[]
             {
@@ -367,11 +367,11 @@ public static partial class Trainer
         /// parameter change since the previous task, and the task-end weights (<c>tasks/task-i</c>).</summary>
         void EvaluateRow()
         {
-            var (testAcc, testLoss) = StudyMatrix.Evaluate(run, store, runId, _phase, Step);
+            var (testAcc, testLoss, probes) = StudyMatrix.Evaluate(this);
             if (_phase == 0 && run.EpochsOf(0) == 0) Array.Copy(testAcc, _progress!.RandomInit, testAcc.Length);
             var change = StudyMatrix.ChangeNorm(O, layout.TaskStartWeights(_phase));
             WeightFile.Save(ModelState(), layout.TaskEndWeights(_phase));
-            _progress!.Rows.Add(new StudyRow(testAcc, testLoss, change));
+            _progress!.Rows.Add(new StudyRow(testAcc, testLoss, change, probes));
             store.Heartbeat(runId);
             observer.Message($"after task {_phase} ({run.Tasks[_phase].Name}): test accuracy " +
                              string.Join("  ", testAcc.Select((a, j) => $"{j}:{a:F3}")) + $"   ‖Δθ‖ = {change:F3}");
@@ -403,7 +403,7 @@ public static partial class Trainer
             // resumed after its last evaluation has it stored already and only needs the values.
             if (_last.Count == 0 && !_study && _evaluations.Count == 0) Evaluate(run.Tasks[0]);
             else if (_last.Count == 0 && !_study)
-                _last = Evaluation.All(run.Model, run.Tasks[0], extra, _c.Data.EvalBatchSize, run.Precision, run.Task);
+                _last = Evaluation.All(run.Model, run.Tasks[0], extra, _c.Data.EvalBatchSize, run.Precision, run.Task, prediction: Prediction.Of(run, Step, _phase));
             if (!_study) Notify(o => o.TrainingEnded(this));
             run.Methods.Callbacks.RunEnd();
             var weights = Path.Combine(final, Checkpoint.Model);

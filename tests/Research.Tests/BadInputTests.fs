@@ -271,7 +271,7 @@ let tests =
         test "bench step --workloads with an unknown name exits 2 naming it and the workloads there are" {
             let dir = tempDir "bad-workloads"
             expectOneLine (research dir [ "bench"; "step"; "--workloads"; "gpt,resnet" ]) 2
-                "--workloads: unknown workload 'resnet' (known: gpt, gpt-8k, transformer, mlp, cnn, adamw)"
+                "--workloads: unknown workload 'resnet' (known: gpt, gpt-8k, transformer, mlp, cnn, transformer+ewc, mlp+ewc, adamw)"
         }
         test "a diverged fp32 run fails with one line (exit 1) and is recorded as failed" {
             let dir = tempDir "bad-diverged"

@@ -84,6 +84,7 @@ let main argv =
             ModelMetricTests.tests
             ReplayContractTests.tests
             CallbackTests.tests
+            LlamaTests.tests
         ]
     let config = { defaultConfig with printer = printer defaultConfig.printer }
     // Plain output (no colours, no spinner) so logs and CI read cleanly and the last line is exact.

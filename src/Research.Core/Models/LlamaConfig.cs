@@ -174,13 +174,14 @@ public sealed record LlamaConfig(long Vocab, long Hidden, long Intermediate, lon
             ["num_hidden_layers"] = Layers,
             ["num_attention_heads"] = Heads,
             ["num_key_value_heads"] = KvHeads,
-            ["head_dim"] = HeadWidth,
             ["hidden_act"] = "silu",
             ["rms_norm_eps"] = RmsNormEps,
             ["rope_theta"] = RopeTheta,
             ["max_position_embeddings"] = MaxPositions,
             ["tie_word_embeddings"] = TieWordEmbeddings,
         };
+        // Written only when set apart from d / H, so that a config read back is the same record.
+        if (HeadDim > 0) json["head_dim"] = HeadDim;
         if (type == "llama") { json["attention_bias"] = QkvBias; json["mlp_bias"] = MlpBias; }
         if (type == "qwen2") json["use_sliding_window"] = false;
         if (type == "mistral") json["sliding_window"] = SlidingWindow > 0 ? SlidingWindow : null;

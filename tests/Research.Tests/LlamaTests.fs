@@ -244,4 +244,68 @@ let private mechanismTests =
         }
     ]
 
-let tests = testList "llama" [ referenceTests; layoutTests; mechanismTests ]
+/// Hugging Face's config.json of three published models, shapes as they publish them (sizes only), and the parameter
+/// counts their model cards and `num_parameters()` give.
+let private publishedShapes =
+    [ "Llama-2-7B", 6_738_415_616L, """{"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 4096, "intermediate_size": 11008, "num_attention_heads": 32, "num_hidden_layers": 32, "num_key_value_heads": 32, "rms_norm_eps": 1e-05, "rope_theta": 10000.0, "max_position_embeddings": 4096, "tie_word_embeddings": false, "vocab_size": 32000, "hidden_act": "silu", "rope_scaling": null}"""
+      "Mistral-7B-v0.1", 7_241_732_096L, """{"architectures": ["MistralForCausalLM"], "model_type": "mistral", "hidden_size": 4096, "intermediate_size": 14336, "num_attention_heads": 32, "num_hidden_layers": 32, "num_key_value_heads": 8, "rms_norm_eps": 1e-05, "rope_theta": 10000.0, "max_position_embeddings": 32768, "sliding_window": 4096, "tie_word_embeddings": false, "vocab_size": 32000, "hidden_act": "silu"}"""
+      "Qwen2-0.5B", 494_032_768L, """{"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_size": 896, "intermediate_size": 4864, "num_attention_heads": 14, "num_hidden_layers": 24, "num_key_value_heads": 2, "rms_norm_eps": 1e-06, "rope_theta": 1000000.0, "max_position_embeddings": 131072, "sliding_window": 131072, "use_sliding_window": false, "tie_word_embeddings": true, "vocab_size": 151936, "hidden_act": "silu"}""" ]
+
+let private publishedTests =
+    testList "published shapes" [
+        test "config.json of Llama-2-7B, Mistral-7B and Qwen2-0.5B read to their published parameter counts (6,738,415,616; 7,241,732,096; 494,032,768)" {
+            let dir = tempDir "llama-shapes"
+            for name, count, json in publishedShapes do
+                let file = Path.Combine(dir, name + ".json")
+                File.WriteAllText(file, json)
+                let c = LlamaConfig.Read file
+                Expect.equal c.ParameterCount count (sprintf "%s: %O" name c)
+            let qwen = LlamaConfig.Read(Path.Combine(dir, "Qwen2-0.5B.json"))
+            Expect.equal (qwen.QkvBias, qwen.OutputBias, qwen.TieWordEmbeddings, qwen.SlidingWindow) (true, false, true, 0L) "Qwen2: biases on q/k/v, tied, window off"
+            let mistral = LlamaConfig.Read(Path.Combine(dir, "Mistral-7B-v0.1.json"))
+            Expect.equal (mistral.KvHeads, mistral.SlidingWindow) (8L, 4096L) "Mistral: 8 key/value heads, window 4096"
+        }
+    ]
+
+let private llamaConfig (dir: string) =
+    let path = Path.Combine(dir, "llama.toml")
+    File.WriteAllText(path, (File.ReadAllText(fortunesGptConfig dir "")).Replace("kind = \"gpt\"\nwidth = 64\nlayers = 2\nheads = 2", "kind = \"llama\"\nwidth = 64\nlayers = 2\nheads = 4\nkv_heads = 2\nintermediate = 160").Replace("name = \"gpt\"", "name = \"llama\""))
+    path
+
+let private runTests =
+    testList "run" [
+        test "[model] kind = \"llama\" trains on English fortunes (the loss falls by 0.5 nats in 30 steps), generate is greedy-deterministic, export writes Hugging Face's layout that evaluates as the checkpoint, memory --config counts its parameters" {
+            let dir = tempDir "llama-run"
+            let config = llamaConfig dir
+            Expect.stringContains (File.ReadAllText config) "kind = \"llama\"" "the config names the kind"
+            let r = research dir [ "train"; config ]
+            Expect.equal r.ExitCode 0 r.Err
+            let runDir = onlyRunDir dir
+            let losses = Research.Tests.TrainingTests.storeRows runDir "SELECT value FROM metrics WHERE key = 'train_loss' ORDER BY step" |> List.map (fun row -> Convert.ToDouble row[0])
+            Expect.isLessThan (List.last losses) (List.head losses - 0.5) "the loss falls by more than 0.5 nats per token"
+            let greedy () = research dir [ "generate"; runDir; "--prompt"; "Life is"; "--max-tokens"; "30"; "--greedy" ]
+            let g1, g2 = greedy (), greedy ()
+            Expect.equal g1.ExitCode 0 g1.Err
+            Expect.isTrue (g1.Out.StartsWith "Life is") g1.Out
+            Expect.equal g1.Out g2.Out "greedy decoding is deterministic"
+            Expect.stringContains g1.Err "llama d 64, 2 layers, 4 heads (2 key/value)" "the model generating"
+            let exported = Path.Combine(dir, "hf", "model.safetensors")
+            let e = research dir [ "export"; runDir; "-o"; exported ]
+            Expect.equal e.ExitCode 0 e.Err
+            Expect.contains (Research.Core.Checkpoints.SafetensorsCheck.Names exported) "model.layers.1.self_attn.k_proj.weight" "Hugging Face's names"
+            let hf = LlamaConfig.Read(Path.Combine(dir, "hf", "config.json"))
+            Expect.equal (hf.Hidden, hf.Layers, hf.Heads, hf.KvHeads, hf.Intermediate, hf.Vocab) (64L, 2L, 4L, 2L, 160L, 257L) "config.json beside it"
+            let final = Path.Combine(runDir, "checkpoints", "final")
+            let evalOurs = research dir [ "eval"; final ]
+            let evalExported = research dir [ "eval"; final; "--set"; sprintf "model.init_from=\"%s\"" (Path.Combine(dir, "hf")) ]
+            Expect.equal evalOurs.ExitCode 0 evalOurs.Err
+            Expect.equal evalExported.ExitCode 0 evalExported.Err
+            Expect.equal evalExported.Out.[evalExported.Out.IndexOf("  val")..] evalOurs.Out.[evalOurs.Out.IndexOf("  val")..] "the exported folder evaluates as the checkpoint"
+            let m = research dir [ "memory"; "--config"; config ]
+            Expect.equal m.ExitCode 0 m.Err
+            Expect.stringContains m.Out (sprintf "llama with %s parameters" (hf.ParameterCount.ToString("N0", Globalization.CultureInfo.InvariantCulture))) "the parameters of the model the config builds"
+            Expect.stringContains m.Out "estimated for 2 layers of width 64" "its activation shape"
+        }
+    ]
+
+let tests = testList "llama" [ referenceTests; layoutTests; mechanismTests; publishedTests; runTests ]

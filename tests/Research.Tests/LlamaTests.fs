@@ -239,7 +239,7 @@ let private mechanismTests =
             use b = kind.Create(options, context, new torch.Generator(5UL))
             for (n, pa), (_, pb) in List.zip (named a) (named b) do Expect.isTrue (bitwiseEqual pa pb) n
             Expect.isEmpty (kind.Check(options, context.Model, shape)) "no problems"
-            Expect.exists (kind.Check(LlamaOptions(Heads = 4, KvHeads = 3), context.Model, shape)) (fun e -> e.Message.Contains "num_key_value_heads 3 does not divide") "3 key/value heads for 4"
+            Expect.exists (kind.Check(LlamaOptions(Heads = 4, KvHeads = 3), context.Model, shape)) (fun e -> e.Key = "model.kv_heads" && e.Message.Contains "num_key_value_heads 3 does not divide") "3 key/value heads for 4, under model.kv_heads"
             Expect.exists (kind.Check(LlamaOptions(MaxPositions = 32), context.Model, shape)) (fun e -> e.Key = "model.max_positions") "fewer positions than the context"
         }
     ]

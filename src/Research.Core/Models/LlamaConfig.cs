@@ -68,7 +68,7 @@ public sealed record LlamaConfig(long Vocab, long Hidden, long Intermediate, lon
         else if (HeadDim <= 0 && Hidden % Heads != 0) yield return $"num_attention_heads {Heads} does not divide hidden_size {Hidden}";
         if (KvHeads < 1 || (Heads > 0 && Heads % KvHeads != 0))
             yield return $"num_key_value_heads {KvHeads} does not divide num_attention_heads {Heads} (each key/value head serves a group of query heads)";
-        if (HeadWidth % 2 != 0) yield return $"the head width {HeadWidth} is odd; rotary positions rotate pairs of dimensions";
+        if (HeadWidth % 2 != 0) yield return $"head_dim {HeadWidth} is odd; rotary positions rotate pairs of dimensions";
         if (RmsNormEps <= 0 || !double.IsFinite(RmsNormEps)) yield return $"rms_norm_eps {RmsNormEps} is not a positive number";
         if (RopeTheta <= 1 || !double.IsFinite(RopeTheta)) yield return $"rope_theta {RopeTheta} is not a number above 1";
         if (MaxPositions < 1) yield return $"max_position_embeddings {MaxPositions} is not positive";

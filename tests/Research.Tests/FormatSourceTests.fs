@@ -19,7 +19,7 @@ open TorchSharp
 
 let private keys = DataKeys("jsonl", [||], 0.1, 32, 256, 0)
 
-let private request (o: obj) = DataRequest(keys, o, 7L)
+let private request (o: obj) = DataRequest(keys, o, 7L, Stream = fun name -> Seeds.Generator(7L, name))
 
 let private write (path: string) (text: string) =
     File.WriteAllText(path, text, UTF8Encoding(false))
@@ -56,6 +56,28 @@ let private jsonLine (text: string) (label: string) =
     Text.Json.JsonSerializer.Serialize(dict [ "text", text; "label", label ])
 
 let private csvField (s: string) = "\"" + s.Replace("\"", "\"\"") + "\""
+
+let private imageFolder = DataSources.Get "image-folder"
+
+/// Runs a Python snippet with Debian's python3 and PIL (build.sh's test packages install python3-pil).
+let private pil (dir: string) (script: string) =
+    let r = runProcess dir "/usr/bin/python3" [ "-c"; "from PIL import Image\n" + script ]
+    if r.ExitCode <> 0 then failtestf "python3 with PIL failed (%d): %s" r.ExitCode r.Err
+
+/// Fashion-MNIST's first LIMIT items of each split as an image folder, by the export script.
+let private exportFashion (dir: string) (limit: int) =
+    let out = Path.Combine(dir, "fashion")
+    let r = runProcess repoRoot "bash" [ Path.Combine(repoRoot, "scripts", "export-formats.sh"); out; string limit; FashionMnist.ResolveDirectory "" ]
+    if r.ExitCode <> 0 then failtestf "export-formats.sh failed (%d): %s%s" r.ExitCode r.Out r.Err
+    out
+
+/// The message of the exception loading an image folder throws.
+let private imageRefusal (o: ImageFolderOptions) =
+    try
+        let s = imageFolder.Load(request o)
+        disposeSplits s
+        failtest "the bad input was read"
+    with :? InvalidDataException as e -> e.Message
 
 let tests =
     testList "formats" [
@@ -229,5 +251,98 @@ let tests =
             Expect.equal (List.ofSeq o.Record.Tasks) [ "classes 0-1"; "classes 2-3" ] "two tasks of two classes"
             Expect.equal (o.Record.Accuracy |> Array.map Array.length) [| 2; 2 |] "the task × task matrix"
             for i in 0 .. 1 do Expect.isGreaterThan (o.Record.Accuracy[i][i]) 0.9 (sprintf "task %d learned" i)
+        }
+        test "Fashion-MNIST exported to PNG by scripts/export-formats.sh (PIL) reads back bitwise as the built-in reader's tensors (first 300 of each split, in class-major order), with its mean and std; the classes are the folder names in order" {
+            let dir = tempDir "formats-fashion"
+            let root = exportFashion dir 300
+            let o = ImageFolderOptions(ImageRoot = root, Mean = [| float FashionMnist.PixelMean |], Std = [| float FashionMnist.PixelStd |])
+            let shape = imageFolder.Shape(request o)
+            Expect.equal (shape.Input, shape.Features, shape.Classes, shape.ImageSide, shape.ImageChannels) (InputKind.Images, 784L, 10, 28, 1) "the shape"
+            let struct (train, test) = FashionMnist.Load(FashionMnist.ResolveDirectory "")
+            let s = imageFolder.Load(request o)
+            for name, (expected: TensorDataset), (actual: Batch) in [ "train", train, s.Train; "test", test, s.Test ] do
+                let labels = expected.Targets.narrow(0, 0L, 300L).data<int64>().ToArray()
+                // The folder's order: by class, then by file name (the item's index): a stable sort by label.
+                let order = [| 0L .. 299L |] |> Array.toList |> List.sortBy (fun i -> labels[int i]) |> Array.ofList
+                use idx = torch.tensor(order)
+                use x = expected.Inputs.index_select(0L, idx)
+                use y = expected.Targets.index_select(0L, idx)
+                Expect.isTrue (sameTensor actual[Batch.Input] x) (name + ": input bitwise the IDX reader's")
+                Expect.isTrue (sameTensor actual[Batch.Targets] y) (name + ": labels")
+            train.Dispose(); test.Dispose(); disposeSplits s
+        }
+        test "RGB: PIL's pixels land channel-major (c·H·W + y·W + x) as value / 255 with mean 0 and std 1; measured normalisation gives the training split mean 0 and std 1 per channel (1e-5); a folder without train/test holds out ⌈0.2·n⌉ images of each class" {
+            let dir = tempDir "formats-rgb"
+            let root = Path.Combine(dir, "rgb")
+            pil dir (sprintf "import os\nfor c in ['a', 'b']:\n    os.makedirs(os.path.join(%A, c), exist_ok=True)\n    for i in range(5):\n        im = Image.new('RGB', (3, 2))\n        im.putdata([((10*i + x) %% 256, (40 + x*y + i) %% 256, (200 - i*x) %% 256) for y in range(2) for x in range(3)] if c == 'a' else [(i, 2*i, 3*i)] * 6)\n        im.save(os.path.join(%A, c, f'{i}.png'))\n" root root)
+            let o = ImageFolderOptions(ImageRoot = root, Color = "rgb", Mean = [| 0.0; 0.0; 0.0 |], Std = [| 1.0; 1.0; 1.0 |])
+            let s = imageFolder.Load(request o)
+            Expect.equal (s.Train.Size, s.Test.Size) (8L, 2L) "⌈0.2 · 5⌉ = 1 test image of each class"
+            let x = s.Train[Batch.Input]
+            Expect.equal x.shape [| 8L; 18L |] "[N, 3·2·3]"
+            // Every class-a training image is one of i = 0..4: find i from its red (0, 0) value, then check every pixel.
+            let ys = s.Train[Batch.Targets].data<int64>().ToArray()
+            for n in 0 .. 7 do
+                if ys[n] = 0L then
+                    let v (c: int) (y: int) (xx: int) = x[int64 n, int64 (c * 6 + y * 3 + xx)].item<float32>()
+                    let i = int (Math.Round(float (v 0 0 0) * 255.0)) / 10
+                    for y in 0 .. 1 do
+                        for xx in 0 .. 2 do
+                            let rgb = [| (10 * i + xx) % 256; (40 + xx * y + i) % 256; (200 - i * xx) % 256 |]
+                            for c in 0 .. 2 do Expect.equal (v c y xx) (float32 rgb[c] / 255.0f) (sprintf "image %d channel %d at (%d, %d)" i c y xx)
+            disposeSplits s
+            let measured = imageFolder.Load(request (ImageFolderOptions(ImageRoot = root, Color = "rgb")))
+            use perChannel = measured.Train[Batch.Input].to_type(torch.float64).view(8L, 3L, 6L).transpose(0L, 1L).reshape(3L, -1L)
+            for c in 0L .. 2L do
+                Expect.floatClose { absolute = 1e-5; relative = 0.0 } (perChannel[c].mean().item<float>()) 0.0 (sprintf "channel %d mean" c)
+                Expect.floatClose { absolute = 1e-5; relative = 0.0 } (perChannel[c].std(unbiased = false).item<float>()) 1.0 (sprintf "channel %d std" c)
+            disposeSplits measured
+        }
+        test "resize: a 4×4 grey image resized to [2, 2] is the mean of each 2×2 block (bilinear, align_corners false, at scale 2)" {
+            let dir = tempDir "formats-resize"
+            let root = Path.Combine(dir, "r")
+            pil dir (sprintf "import os\nfor c in ['a', 'b']:\n    os.makedirs(os.path.join(%A, 'train', c), exist_ok=True)\n    os.makedirs(os.path.join(%A, 'test', c), exist_ok=True)\n    im = Image.new('L', (4, 4))\n    im.putdata([16*y + 2*x for y in range(4) for x in range(4)])\n    im.save(os.path.join(%A, 'train', c, '0.png'))\n    im.save(os.path.join(%A, 'test', c, '0.png'))\n" root root root root)
+            let s = imageFolder.Load(request (ImageFolderOptions(ImageRoot = root, Resize = [| 2; 2 |], Mean = [| 0.0 |], Std = [| 1.0 |])))
+            let got = s.Train[Batch.Input].select(0L, 0L).data<float32>().ToArray()
+            // Block (by, bx) holds 16·y + 2·x for y ∈ {2by, 2by+1}, x ∈ {2bx, 2bx+1}: mean 16·(2by + 0.5) + 2·(2bx + 0.5).
+            let expected = [| for by in 0 .. 1 do for bx in 0 .. 1 do yield float32 (Math.Round(16.0 * (2.0 * float by + 0.5) + 2.0 * (2.0 * float bx + 0.5))) / 255.0f |]
+            Expect.equal got expected "the block means, rounded to bytes"
+            disposeSplits s
+        }
+        test "an image that cannot be decoded is refused naming its file" {
+            let dir = tempDir "formats-badimage"
+            let root = exportFashion dir 100
+            let bad = Directory.GetFiles(Path.Combine(root, "test"), "*.png", SearchOption.AllDirectories) |> Array.sort |> Array.head
+            File.WriteAllBytes(bad, Encoding.ASCII.GetBytes "this is not a PNG")
+            let m = imageRefusal (ImageFolderOptions(ImageRoot = root))
+            Expect.stringStarts m (bad + ": not an image StbImageSharp can decode") "the message names the file"
+            Expect.isFalse (m.Contains "\n") "one line"
+        }
+        test "an image of another size (no resize) and a class folder the training folder lacks are refused naming the file and the folder" {
+            let dir = tempDir "formats-badsize"
+            let root = exportFashion dir 100
+            let victim = Directory.GetFiles(Path.Combine(root, "test"), "*.png", SearchOption.AllDirectories) |> Array.sort |> Array.head
+            pil dir (sprintf "Image.new('L', (30, 28)).save(%A)\n" victim)
+            Expect.equal (imageRefusal (ImageFolderOptions(ImageRoot = root)))
+                (sprintf "%s: 30×28 pixels, the first training image is 28×28: set data.resize = [height, width]" victim) "the size"
+            File.Delete victim
+            let extra = Path.Combine(root, "test", "boots")
+            Directory.CreateDirectory extra |> ignore
+            Expect.equal (imageRefusal (ImageFolderOptions(ImageRoot = root)))
+                (sprintf "%s: class folder \"boots\" is not a class of the training folder (its classes: 0, 1, 2, 3, 4, 5, 6, 7, 8, 9)" extra) "the folder"
+        }
+        test "a 2-task split-class study on an image folder (Fashion-MNIST classes 0-3 exported by the script) trains by name ([data] dataset = \"image-folder\"): a 2 × 2 matrix, each task learned (R[i][i] > 0.8)" {
+            let dir = tempDir "formats-image-study"
+            let root = exportFashion dir 600
+            for split in [ "train"; "test" ] do
+                for c in 4 .. 9 do Directory.Delete(Path.Combine(root, split, string c), true)
+            let config =
+                write (Path.Combine(dir, "study.toml"))
+                    (sprintf "[run]\nname = \"images\"\nseed = 5\nthreads = 1\noutput_dir = \"%s\"\n[data]\ndataset = \"image-folder\"\nimage_root = \"%s\"\nbatch_size = 32\n[model]\nhidden = [64]\n[optimizer]\nlr = 0.003\n[train]\nepochs = 5\n[study]\nbenchmark = \"split-class\"\n"
+                        (Path.Combine(dir, "runs")) root)
+            let o = Trainer.Run(ConfigLoader.Load config, Research.Core.Plugins.PluginHost.Load([]), kind = RunKind.Study)
+            Expect.equal (List.ofSeq o.Record.Tasks) [ "classes 0-1"; "classes 2-3" ] "two tasks of two classes"
+            Expect.equal (o.Record.Accuracy |> Array.map Array.length) [| 2; 2 |] "the task × task matrix"
+            for i in 0 .. 1 do Expect.isGreaterThan (o.Record.Accuracy[i][i]) 0.8 (sprintf "task %d learned" i)
         }
     ]

@@ -47,6 +47,7 @@ let private refusal (source: IDataSource) (o: obj) =
 
 let private jsonl = DataSources.Get "jsonl"
 let private csv = DataSources.Get "csv"
+let private parquet = DataSources.Get "parquet"
 
 /// Text with what CSV must quote: commas, quotes, a line break; and non-ASCII.
 let private rows =
@@ -124,6 +125,35 @@ let tests =
                 if task = "classify" then
                     Expect.equal ((jsonl.Shape(request o)).Classes) ((fortunes.Shape(DataRequest(fk, fo, 7L))).Classes) "the same classes"
                 disposeSplits expected; disposeSplits actual
+        }
+        test "fortunes exported to Parquet (FormatExport, Parquet.Net) read back bitwise as the built-in reader's tensors: topic classification and causal language modelling, the validation split included" {
+            let dir = tempDir "formats-parquet"
+            let fortunes = DataSources.Get "fortunes" :?> FortuneSource
+            for task in [ "classify"; "causal-lm" ] do
+                let fo = FortuneOptions(Task = task, Context = 64)
+                let fk = DataKeys("fortunes", [||], 0.1, 32, 256, 0)
+                let struct (train, validation, test) = FormatExport.FortunesParquet(fortunes, fk, fo, 7L, Path.Combine(dir, task))
+                let o = TextFileOptions(TrainFile = train, TestFile = test, ValidationFile = validation, Objective = task, MaxTokens = 64)
+                let expected = fortunes.Load(DataRequest(fk, fo, 7L))
+                let actual = parquet.Load(request o)
+                sameBatch (task + " train") actual.Train expected.Train
+                sameBatch (task + " validation") actual.Validation expected.Validation
+                sameBatch (task + " test") actual.Test expected.Test
+                disposeSplits expected; disposeSplits actual
+        }
+        test "Parquet: a missing column, a null value and a file that is not Parquet are refused naming the file (and the row)" {
+            let dir = tempDir "formats-parquet-bad"
+            let p1 = Path.Combine(dir, "missing.parquet")
+            FormatExport.WriteParquet(p1, [| struct ("body", [| "a"; "b" |] :> Collections.Generic.IReadOnlyList<string>); struct ("label", [| "x"; "y" |]) |])
+            Expect.equal (refusal parquet (TextFileOptions(TrainFile = p1, TestFile = p1)))
+                (sprintf "%s: no column \"text\" (it has: body, label)" p1) "a missing column"
+            let p2 = Path.Combine(dir, "null.parquet")
+            FormatExport.WriteParquet(p2, [| struct ("text", [| "a"; null; "c" |] :> Collections.Generic.IReadOnlyList<string>); struct ("label", [| "x"; "y"; "z" |]) |])
+            Expect.equal (refusal parquet (TextFileOptions(TrainFile = p2, TestFile = p2)))
+                (sprintf "%s, row 2: column \"text\" is null" p2) "a null"
+            let p3 = write (Path.Combine(dir, "not.parquet")) "text,label\na,b\n"
+            Expect.stringStarts (refusal parquet (TextFileOptions(TrainFile = p3, TestFile = p3)))
+                (sprintf "%s: not a Parquet file Parquet.Net can read (" p3) "not Parquet"
         }
         test "instruction tuning: targets are −100 on the opening end-of-text, the prompt and padding, the ids elsewhere; the causal-LM loss (Σℓ / N) equals the mean cross-entropy over a hand-counted response-token mask (rel. 1e-6)" {
             let dir = tempDir "formats-instruct"

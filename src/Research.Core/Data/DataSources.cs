@@ -23,7 +23,7 @@ public static class DataSources
     /// <summary>The built-in sources that read a researcher's own files (issue 30), after <see cref="BuiltIn"/>. Kept apart
     /// from it: <see cref="BuiltIn"/> is release 2.2's datasets, whose keys the identity of a stored run restores
     /// (<see cref="Config.Release22Keys"/>); these are new, so their keys enter only the configs that name them.</summary>
-    public static readonly IReadOnlyList<IDataSource> FileFormats = [new JsonlSource(), new CsvSource(), new ImageFolderSource()];
+    public static readonly IReadOnlyList<IDataSource> FileFormats = [new JsonlSource(), new CsvSource(), new ParquetSource(), new ImageFolderSource()];
 
     static readonly object Gate = new();
     static IReadOnlyList<IDataSource> _all = [.. BuiltIn, .. FileFormats];

@@ -1,5 +1,7 @@
 using System.Text;
 using System.Text.Json;
+using Parquet;
+using Parquet.Schema;
 using Research.Abstractions;
 using Research.Core.Text;
 
@@ -30,5 +32,34 @@ public static class FormatExport
             return path;
         }
         return (Write("train.jsonl", split.Train), Write("validation.jsonl", split.Validation), Write("test.jsonl", split.Test));
+    }
+
+    /// <summary>The same split as <see cref="FortunesJsonl"/> as <c>train.parquet</c>, <c>validation.parquet</c> and
+    /// <c>test.parquet</c>: string columns <c>text</c> and <c>label</c>, one row group.</summary>
+    public static (string Train, string Validation, string Test) FortunesParquet(FortuneSource source, DataKeys keys, FortuneOptions options, long seed, string directory)
+    {
+        Directory.CreateDirectory(directory);
+        var split = source.Split(keys, options, seed);
+        string Write(string name, IReadOnlyList<TextEntry> entries)
+        {
+            var path = Path.Combine(directory, name);
+            WriteParquet(path, [("text", entries.Select(e => e.Text).ToList()), ("label", entries.Select(e => e.Topic).ToList())]);
+            return path;
+        }
+        return (Write("train.parquet", split.Train), Write("validation.parquet", split.Validation), Write("test.parquet", split.Test));
+    }
+
+    /// <summary>String columns of equal length as a Parquet file of one row group.</summary>
+    public static void WriteParquet(string path, IReadOnlyList<(string Name, IReadOnlyList<string> Values)> columns) =>
+        WriteParquetAsync(path, columns).GetAwaiter().GetResult();
+
+    static async Task WriteParquetAsync(string path, IReadOnlyList<(string Name, IReadOnlyList<string> Values)> columns)
+    {
+        var fields = columns.Select(c => new DataField<string>(c.Name)).ToList();
+        await using var stream = File.Create(path);
+        await using var writer = await ParquetWriter.CreateAsync(new ParquetSchema(fields), stream);
+        using var group = writer.CreateRowGroup();
+        for (int c = 0; c < columns.Count; c++)
+            await group.WriteAsync(fields[c], columns[c].Values.ToList());
     }
 }

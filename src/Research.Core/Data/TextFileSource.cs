@@ -6,7 +6,7 @@ using Research.Core.Text;
 namespace Research.Core.Data;
 
 /// <summary>
-/// [data] keys of the text-file sources (<c>jsonl</c>, <c>csv</c>). Their names differ from the fortune corpora's
+/// [data] keys of the text-file sources (<c>jsonl</c>, <c>csv</c>, <c>parquet</c>). Their names differ from the fortune corpora's
 /// (<c>text_tokenizer</c>, not <c>tokenizer</c>): a key is owned by the sources that declare it, and the keys of release
 /// 2.2's sources keep their meaning and their messages.
 /// </summary>
@@ -213,4 +213,14 @@ public sealed class CsvSource : TextFileSource
     public override string Name => "csv";
     public override string Summary => "text in CSV files with a header row (train_file, test_file): classification, causal language modelling or instruction tuning";
     protected override IReadOnlyList<TextRecord> ReadTable(string path, TextFileOptions o) => TextTables.ReadCsv(path, o.Columns);
+}
+
+/// <summary><c>parquet</c>: text in Parquet files, Hugging Face's format for published datasets (Parquet.Net): columns
+/// by name, strings (a label may be an integer column).</summary>
+public sealed class ParquetSource : TextFileSource
+{
+    public override string Name => "parquet";
+    public override string Summary => "text in Parquet files (train_file, test_file; columns by name): classification, causal language modelling or instruction tuning";
+    protected override IReadOnlyList<TextRecord> ReadTable(string path, TextFileOptions o) =>
+        TextTables.ReadParquet(path, o.Columns, o.Objective == "classify" ? new HashSet<string> { o.LabelColumn } : new HashSet<string>());
 }

@@ -1,6 +1,8 @@
 using System.Globalization;
 using System.Text.Json;
 using CsvHelper;
+using Parquet;
+using Parquet.Schema;
 using Research.Core.Files;
 
 namespace Research.Core.Data;
@@ -8,8 +10,11 @@ namespace Research.Core.Data;
 /// <summary>One record of a text table: the line it starts on (1-based) and the values of the columns asked for.</summary>
 public sealed record TextRecord(string File, int Line, IReadOnlyDictionary<string, string> Values)
 {
-    /// <summary>"FILE, line N": how every message about this record begins.</summary>
-    public string Where => TextTables.Where(File, Line);
+    /// <summary>What <see cref="Line"/> counts: a text file's lines, or a Parquet file's rows ("row").</summary>
+    public string Unit { get; init; } = "line";
+
+    /// <summary>"FILE, line N" (or "FILE, row N"): how every message about this record begins.</summary>
+    public string Where => $"{File}, {Unit} {Line}";
 
     public string this[string column] => Values[column];
 }
@@ -107,6 +112,96 @@ public static class TextTables
             throw new InvalidDataException($"{Where(path, (int)e.LineNumber)}: malformed CSV ({FirstLine(e.Message)})");
         }
         return records;
+    }
+
+    /// <summary>
+    /// The records of a Parquet file (Parquet.Net), row N counted from 1 over its row groups: each column must be a
+    /// top-level string column (a column in <paramref name="numbersToo"/> may be an integer column too); a null is
+    /// refused naming its row.
+    /// </summary>
+    public static IReadOnlyList<TextRecord> ReadParquet(string path, IReadOnlyList<string> columns, IReadOnlySet<string> numbersToo)
+    {
+        if (InputFile.Length(path) == 0) throw new InvalidDataException(File.Exists(path) ? $"{path} is empty" : $"{path} does not exist");
+        try { return ReadParquetAsync(path, columns, numbersToo).GetAwaiter().GetResult(); }
+        catch (Exception e) when (e is not (InvalidDataException or OutOfMemoryException or NotAFileException))
+        {
+            throw new InvalidDataException($"{path}: not a Parquet file Parquet.Net can read ({FirstLine(e.Message)})", e);
+        }
+    }
+
+    /// <summary>A string column: Parquet.Net 6 types a UTF-8 column as ReadOnlyMemory&lt;char&gt; (or string).</summary>
+    static bool IsText(DataField f) => f.ClrType == typeof(string) || f.ClrType == typeof(ReadOnlyMemory<char>);
+
+    static readonly Type[] IntegerTypes = [typeof(sbyte), typeof(byte), typeof(short), typeof(ushort), typeof(int), typeof(uint), typeof(long)];
+
+    static async Task<IReadOnlyList<TextRecord>> ReadParquetAsync(string path, IReadOnlyList<string> columns, IReadOnlySet<string> numbersToo)
+    {
+        await using var stream = File.OpenRead(path);
+        await using var reader = await ParquetReader.CreateAsync(stream);
+        var all = reader.Schema.GetDataFields();
+        var fields = columns.Select(c =>
+        {
+            var f = all.FirstOrDefault(f => f.Name == c && f.Path.ToList().Count == 1)
+                ?? throw new InvalidDataException($"{path}: no column \"{c}\" (it has: {string.Join(", ", all.Select(f => f.Path.ToString()))})");
+            var integer = numbersToo.Contains(c) && IntegerTypes.Contains(f.ClrType);
+            if (f.IsArray || (!IsText(f) && !integer))
+                throw new InvalidDataException($"{path}: column \"{c}\" holds {(f.IsArray ? "lists" : f.ClrType.Name)}, not strings{(numbersToo.Contains(c) ? " or integers" : "")}");
+            return f;
+        }).ToList();
+        var records = new List<TextRecord>();
+        var row = 0;
+        for (int g = 0; g < reader.RowGroupCount; g++)
+        {
+            using var group = reader.OpenRowGroupReader(g);
+            var n = checked((int)group.RowCount);
+            var values = new string[fields.Count][];
+            for (int c = 0; c < fields.Count; c++)
+            {
+                var f = fields[c];
+                string?[] text;
+                if (IsText(f))
+                {
+                    var buffer = new string?[n];
+                    await group.ReadAsync(f, buffer.AsMemory());
+                    text = buffer;
+                }
+                else
+                {
+                    // Integers widened to long: every type in IntegerTypes fits.
+                    var buffer = new long?[n];
+                    await ReadIntegers(group, f, buffer);
+                    text = buffer.Select(v => v?.ToString(CultureInfo.InvariantCulture)).ToArray();
+                }
+                var nul = Array.IndexOf(text, null);
+                if (nul >= 0) throw new InvalidDataException($"{path}, row {row + nul + 1}: column \"{f.Name}\" is null");
+                values[c] = text!;
+            }
+            for (int i = 0; i < n; i++)
+            {
+                var record = new Dictionary<string, string>(StringComparer.Ordinal);
+                for (int c = 0; c < fields.Count; c++) record[columns[c]] = values[c][i];
+                records.Add(new TextRecord(path, row + i + 1, record) { Unit = "row" });
+            }
+            row += n;
+        }
+        return records;
+    }
+
+    static async Task ReadIntegers(ParquetRowGroupReader group, DataField f, long?[] into)
+    {
+        async Task Read<T>(Func<T, long> widen) where T : struct
+        {
+            var buffer = new T?[into.Length];
+            await group.ReadAsync<T>(f, buffer.AsMemory());
+            for (int i = 0; i < into.Length; i++) into[i] = buffer[i] is { } v ? widen(v) : null;
+        }
+        if (f.ClrType == typeof(long)) await Read<long>(v => v);
+        else if (f.ClrType == typeof(int)) await Read<int>(v => v);
+        else if (f.ClrType == typeof(uint)) await Read<uint>(v => v);
+        else if (f.ClrType == typeof(short)) await Read<short>(v => v);
+        else if (f.ClrType == typeof(ushort)) await Read<ushort>(v => v);
+        else if (f.ClrType == typeof(byte)) await Read<byte>(v => v);
+        else await Read<sbyte>(v => v);
     }
 
     static string FirstLine(string message) => message.Split('\n', 2)[0].TrimEnd();

@@ -80,6 +80,11 @@ let private imageRefusal (o: ImageFolderOptions) =
         failtest "the bad input was read"
     with :? InvalidDataException as e -> e.Message
 
+/// The errors a config text gets when read, one line each ("file: key: message").
+let private configErrors (text: string) =
+    try ConfigLoader.Parse(text, "f.toml") |> ignore; []
+    with :? ConfigException as e -> e.Errors |> Seq.map string |> List.ofSeq
+
 let tests =
     testList "formats" [
         test "jsonl and csv of the same rows give bitwise the same tensors; labels as names are the training file's names in ordinal order (bird 0, cat 1, dog 2)" {
@@ -154,6 +159,17 @@ let tests =
             let p3 = write (Path.Combine(dir, "not.parquet")) "text,label\na,b\n"
             Expect.stringStarts (refusal parquet (TextFileOptions(TrainFile = p3, TestFile = p3)))
                 (sprintf "%s: not a Parquet file Parquet.Net can read (" p3) "not Parquet"
+        }
+        test "the file sources' keys are their own, and their rules name the key: train_file and test_file required, a key of jsonl on fashion-mnist refused naming its sources, mean without std, resize of one number" {
+            let errs = configErrors "[data]\ndataset = \"jsonl\"\n"
+            Expect.contains errs "f.toml: data.train_file: \"\" names no file; the training file is required" (sprintf "train_file in %A" errs)
+            Expect.contains errs "f.toml: data.test_file: \"\" names no file; the test file is required" "test_file"
+            Expect.contains (configErrors "[data]\ndataset = \"fashion-mnist\"\ntrain_file = \"a\"\n")
+                "f.toml: data.train_file: is a key of jsonl and csv and parquet, not of data.dataset \"fashion-mnist\"" "another source's key"
+            let images = configErrors "[data]\ndataset = \"image-folder\"\nimage_root = \"x\"\nmean = [0.5]\nresize = [28]\n"
+            Expect.contains images "f.toml: data.mean: [0.5] is given without std: give both, or neither (both measured on the training split)" (sprintf "mean alone in %A" images)
+            Expect.contains images "f.toml: data.resize: [28] has 1 numbers; it is [height, width]" "resize"
+            Expect.isEmpty (configErrors "[data]\ndataset = \"csv\"\ntrain_file = \"a.csv\"\ntest_file = \"b.csv\"\nobjective = \"instruct\"\n") "a valid csv section"
         }
         test "instruction tuning: targets are −100 on the opening end-of-text, the prompt and padding, the ids elsewhere; the causal-LM loss (Σℓ / N) equals the mean cross-entropy over a hand-counted response-token mask (rel. 1e-6)" {
             let dir = tempDir "formats-instruct"

@@ -32,11 +32,11 @@ public sealed record ImageFolderOptions : IValidatable
 
     public IEnumerable<OptionError> Validate()
     {
-        if (ImageRoot.Length == 0) yield return new("image_root", "is required: the folder of class folders");
+        if (ImageRoot.Length == 0) yield return new("image_root", "names no folder; the folder of class folders is required");
         if (Resize.Length is not (0 or 2)) yield return new("resize", $"has {Resize.Length} numbers; it is [height, width]");
         if (Mean.Length is not 0 && Mean.Length != Channels) yield return new("mean", $"has {Mean.Length} numbers; color \"{Color}\" has {Channels} channel(s)");
         if (Std.Length is not 0 && Std.Length != Channels) yield return new("std", $"has {Std.Length} numbers; color \"{Color}\" has {Channels} channel(s)");
-        if ((Mean.Length == 0) != (Std.Length == 0)) yield return new(Mean.Length == 0 ? "mean" : "std", "is given without the other: give both, or neither (measured on the training split)");
+        if ((Mean.Length == 0) != (Std.Length == 0)) yield return new(Mean.Length == 0 ? "std" : "mean", $"is given without {(Mean.Length == 0 ? "mean" : "std")}: give both, or neither (both measured on the training split)");
     }
 }
 

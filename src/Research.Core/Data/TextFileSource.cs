@@ -59,8 +59,8 @@ public sealed record TextFileOptions : IValidatable
 
     public IEnumerable<OptionError> Validate()
     {
-        if (TrainFile.Length == 0) yield return new("train_file", "is required: the path of the training file");
-        if (TestFile.Length == 0) yield return new("test_file", "is required: the path of the test file");
+        if (TrainFile.Length == 0) yield return new("train_file", "names no file; the training file is required");
+        if (TestFile.Length == 0) yield return new("test_file", "names no file; the test file is required");
         if (Objective == "classify" && TextColumn == LabelColumn) yield return new("label_column", $"\"{LabelColumn}\" is also text_column");
         if (Objective == "instruct" && PromptColumn == ResponseColumn) yield return new("response_column", $"\"{ResponseColumn}\" is also prompt_column");
     }

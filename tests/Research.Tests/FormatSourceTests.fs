@@ -85,6 +85,18 @@ let private configErrors (text: string) =
     try ConfigLoader.Parse(text, "f.toml") |> ignore; []
     with :? ConfigException as e -> e.Errors |> Seq.map string |> List.ofSeq
 
+/// A Parquet file of a string column "text" and an int32 column "label", written with Parquet.Net's column writer.
+let private writeIntLabels (path: string) (texts: string[]) (labels: int[]) =
+    let tf = Parquet.Schema.DataField<string>("text")
+    let lf = Parquet.Schema.DataField<int>("label")
+    use stream = File.Create path
+    let writer = Parquet.ParquetWriter.CreateAsync(Parquet.Schema.ParquetSchema([| tf :> Parquet.Schema.Field; lf :> Parquet.Schema.Field |]), stream).GetAwaiter().GetResult()
+    do
+        use group = writer.CreateRowGroup()
+        group.WriteAsync(tf, (texts :> Collections.Generic.IReadOnlyCollection<string>)).GetAwaiter().GetResult()
+        group.WriteAsync<int>(lf, ReadOnlyMemory<int>(labels)).GetAwaiter().GetResult()
+    writer.DisposeAsync().AsTask().Wait()
+
 let tests =
     testList "formats" [
         test "jsonl and csv of the same rows give bitwise the same tensors; labels as names are the training file's names in ordinal order (bird 0, cat 1, dog 2)" {
@@ -170,6 +182,19 @@ let tests =
             Expect.contains images "f.toml: data.mean: [0.5] is given without std: give both, or neither (both measured on the training split)" (sprintf "mean alone in %A" images)
             Expect.contains images "f.toml: data.resize: [28] has 1 numbers; it is [height, width]" "resize"
             Expect.isEmpty (configErrors "[data]\ndataset = \"csv\"\ntrain_file = \"a.csv\"\ntest_file = \"b.csv\"\nobjective = \"instruct\"\n") "a valid csv section"
+        }
+        test "Parquet: an int32 label column with labels = \"ids\" gives the ids themselves (C = 1 + the largest), the texts as JSONL's" {
+            let dir = tempDir "formats-parquet-ids"
+            let p = Path.Combine(dir, "ids.parquet")
+            writeIntLabels p [| "alpha"; "beta"; "gamma" |] [| 2; 0; 1 |]
+            let j = write (Path.Combine(dir, "ids.jsonl")) "{\"text\": \"alpha\", \"label\": 2}\n{\"text\": \"beta\", \"label\": 0}\n{\"text\": \"gamma\", \"label\": 1}\n"
+            let op = TextFileOptions(TrainFile = p, TestFile = p, Labels = "ids")
+            Expect.equal (parquet.Shape(request op)).Classes 3 "C"
+            let a = parquet.Load(request op)
+            let b = jsonl.Load(request (TextFileOptions(TrainFile = j, TestFile = j, Labels = "ids")))
+            Expect.equal (a.Train[Batch.Targets].data<int64>().ToArray()) [| 2L; 0L; 1L |] "the ids"
+            sameBatch "parquet vs jsonl" a.Train b.Train
+            disposeSplits a; disposeSplits b
         }
         test "instruction tuning: targets are −100 on the opening end-of-text, the prompt and padding, the ids elsewhere; the causal-LM loss (Σℓ / N) equals the mean cross-entropy over a hand-counted response-token mask (rel. 1e-6)" {
             let dir = tempDir "formats-instruct"

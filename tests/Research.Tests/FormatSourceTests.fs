@@ -196,6 +196,26 @@ let tests =
             sameBatch "parquet vs jsonl" a.Train b.Train
             disposeSplits a; disposeSplits b
         }
+        test "a causal-LM run on the fortunes exported to JSONL gives bitwise the final losses and bits per byte of the same run on the built-in fortunes source" {
+            let dir = tempDir "formats-same-run"
+            let fortunes = DataSources.Get "fortunes" :?> FortuneSource
+            let fo = FortuneOptions(Task = "causal-lm", Context = 32)
+            let fk = DataKeys("fortunes", [||], 0.02, 16, 256, 0)
+            let struct (train, validation, test) = FormatExport.FortunesJsonl(fortunes, fk, fo, 9L, Path.Combine(dir, "jsonl"))
+            let common = "[data]\nvalidation_fraction = 0.02\ntrain_limit = 96\nbatch_size = 16\neval_batch_size = 256\n[model]\nkind = \"gpt\"\nwidth = 16\nlayers = 1\nheads = 2\n[optimizer]\nlr = 0.003\n[train]\nepochs = 1\n"
+            let run (name: string) (data: string) =
+                let path = write (Path.Combine(dir, name + ".toml")) (sprintf "[run]\nname = \"%s\"\nseed = 9\nthreads = 1\noutput_dir = \"%s\"\n%s" name (Path.Combine(dir, name)) (common.Replace("[data]\n", "[data]\n" + data)))
+                Trainer.Run(ConfigLoader.Load path, Research.Core.Plugins.PluginHost.Load([]))
+            let a = run "builtin" "dataset = \"fortunes\"\ntask = \"causal-lm\"\ncontext = 32\n"
+            let b = run "jsonl" (sprintf "dataset = \"jsonl\"\nobjective = \"causal-lm\"\nmax_tokens = 32\ntrain_file = \"%s\"\nvalidation_file = \"%s\"\ntest_file = \"%s\"\n" train validation test)
+            Expect.containsAll a.Final.Keys [ "val"; "test" ] "the final evaluation's splits"
+            Expect.equal (set b.Final.Keys) (set a.Final.Keys) "the same splits"
+            for split in a.Final.Keys do
+                Expect.isGreaterThan a.Final[split].Items 0L (split + ": items")
+                Expect.equal (b.Final[split].Loss) (a.Final[split].Loss) (split + ": the loss, bitwise")
+                Expect.equal (b.Final[split].Items) (a.Final[split].Items) (split + ": the items")
+                Expect.equal (b.Final[split].BitsPerByte.ToString("R")) (a.Final[split].BitsPerByte.ToString("R")) (split + ": bits per byte")
+        }
         test "instruction tuning: targets are −100 on the opening end-of-text, the prompt and padding, the ids elsewhere; the causal-LM loss (Σℓ / N) equals the mean cross-entropy over a hand-counted response-token mask (rel. 1e-6)" {
             let dir = tempDir "formats-instruct"
             let pairs = [ "Q: two plus two?\nA: ", "four"; "Say hi: ", "hello there"; "x", "yz" ]

@@ -78,6 +78,7 @@ let main argv =
             DataRegistryTests.tests
             BadKeysTests.tests
             BadFilesTests.tests
+            FormatSourceTests.tests
             BadWeightsTests.tests
             BadStatusTests.tests
             ConventionTests.tests

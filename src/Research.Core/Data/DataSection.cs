@@ -13,7 +13,8 @@ public sealed record DataSection
 {
     /// <summary>The data source (<see cref="DataSources"/>): <c>fashion-mnist</c> (from <c>path</c>), <c>synthetic</c>
     /// (Gaussian class clusters, for tests), or text: <c>fortunes</c> (English) and <c>fortunes-de</c> (German), the
-    /// Debian packages' epigrams, cleaned and deduplicated; a source registered by the caller by its name.</summary>
+    /// Debian packages' epigrams, cleaned and deduplicated; your own files: <c>jsonl</c>, <c>csv</c> and <c>parquet</c> (text), <c>image-folder</c>; a source
+    /// registered by the caller by its name.</summary>
     public string Dataset { get; init; } = "fashion-mnist";
     /// <summary>Classes kept for training and evaluation; empty keeps all. Labels keep their original ids.</summary>
     [Option(Min = 0)]

@@ -20,8 +20,13 @@ public static class DataSources
     public static readonly IReadOnlyList<IDataSource> BuiltIn =
         [new FashionMnistSource(), new SyntheticSource(), new EnglishFortunes(), new GermanFortunes()];
 
+    /// <summary>The built-in sources that read a researcher's own files (issue 30), after <see cref="BuiltIn"/>. Kept apart
+    /// from it: <see cref="BuiltIn"/> is release 2.2's datasets, whose keys the identity of a stored run restores
+    /// (<see cref="Config.Release22Keys"/>); these are new, so their keys enter only the configs that name them.</summary>
+    public static readonly IReadOnlyList<IDataSource> FileFormats = [new JsonlSource(), new CsvSource(), new ParquetSource(), new ImageFolderSource()];
+
     static readonly object Gate = new();
-    static IReadOnlyList<IDataSource> _all = BuiltIn;
+    static IReadOnlyList<IDataSource> _all = [.. BuiltIn, .. FileFormats];
 
     /// <summary>Every source, the built-in ones first, then the registered ones in their order.</summary>
     public static IReadOnlyList<IDataSource> All => _all;
@@ -48,7 +53,7 @@ public static class DataSources
                 if (known.GetType() == source.GetType()) return;
                 // The same type loaded again (a plugin DLL read by another host in the same process): the first one serves,
                 // so every config bound in the process has options of the type its source reads.
-                if (!BuiltIn.Contains(known) && Registries.SameType(known.GetType(), source.GetType())) return;
+                if (!BuiltIn.Contains(known) && !FileFormats.Contains(known) && Registries.SameType(known.GetType(), source.GetType())) return;
                 throw new ArgumentException($"the data source '{source.Name}' is taken (by {known.GetType().FullName})", nameof(source));
             }
             _all = [.. _all, source];

@@ -62,8 +62,8 @@ public abstract class FortuneSource : DataSource<FortuneOptions>
 {
     /// <summary>The published model whose vocabulary <c>wordpiece</c> reads, and that vocabulary's size (the rows of its
     /// BERT's token embedding).</summary>
-    public const string MiniLm = "all-MiniLM-L6-v2";
-    public const int MiniLmVocabulary = 30_522;
+    public const string MiniLm = TextTokenizers.MiniLm;
+    public const int MiniLmVocabulary = TextTokenizers.MiniLmVocabulary;
 
     static readonly ConcurrentDictionary<string, TextCorpus> Corpora = new();
 
@@ -85,15 +85,8 @@ public abstract class FortuneSource : DataSource<FortuneOptions>
     public static IReadOnlyList<string> Topics(FortuneOptions o, TextCorpus corpus) =>
         o.Topics.Length > 0 ? o.Topics : corpus.TopicsWithAtLeast(o.MinTopicEntries);
 
-    /// <summary>A tokenizer's vocabulary size without building it (<c>gpt2-8192</c> may use fewer ids; the model has room for all).</summary>
-    public static int VocabularySize(string tokenizer) => tokenizer switch
-    {
-        "bytes" => ByteLevelTokenizer.FirstMergedId,
-        "gpt2" => Gpt2Tokenizer.Vocabulary,
-        "gpt2-8192" => RestrictedGpt2Tokenizer.DefaultMaxVocab,
-        "wordpiece" => MiniLmVocabulary,
-        _ => throw new ArgumentException($"unknown tokenizer '{tokenizer}'"),
-    };
+    /// <summary>A tokenizer's vocabulary size without building it (<see cref="TextTokenizers.VocabularySize"/>).</summary>
+    public static int VocabularySize(string tokenizer) => TextTokenizers.VocabularySize(tokenizer);
 
     /// <summary>The split of the corpus by entry, seeded by the run's seed; for classification restricted to its topics and
     /// stratified by topic (<see cref="TextCorpus.StratifiedSplit"/>).</summary>
@@ -113,14 +106,7 @@ public abstract class FortuneSource : DataSource<FortuneOptions>
     {
         if (request.Tokenizer is { } shared) return shared;
         var o = OptionsOf(request);
-        return o.Tokenizer switch
-        {
-            "bytes" => new ByteTokenizer(),
-            "gpt2" => Gpt2Tokenizer.Shared,
-            "gpt2-8192" => RestrictedGpt2Tokenizer.Train(Split(request.Data, o, request.Seed).Train.Select(e => e.Text)),
-            "wordpiece" => WordPieceTextTokenizer.FromVocabFile(request.PublishedFile(MiniLm, "vocab.txt")),
-            _ => throw new ArgumentException($"unknown tokenizer '{o.Tokenizer}'"),
-        };
+        return TextTokenizers.Build(o.Tokenizer, () => Split(request.Data, o, request.Seed).Train.Select(e => e.Text), request.PublishedFile);
     }
 
     protected override IEnumerable<OptionError> Validate(DataKeys d, FortuneOptions o)

@@ -89,6 +89,7 @@ let main argv =
             StructureHookTests.resumeTests
             PredictorTests.tests
             LlamaTests.tests
+            HfTokenizerTests.tests
         ]
     let config = { defaultConfig with printer = printer defaultConfig.printer }
     // Plain output (no colours, no spinner) so logs and CI read cleanly and the last line is exact.

@@ -65,6 +65,15 @@ let tests =
             Expect.equal textMismatch 0 "the transcription is of the same entries, in the same order (SHA-256 of each text)"
             Expect.equal idMismatch 0 $"entries whose ids differ from the reference ({first})"
             Expect.equal tokens 911_128 "tokens over the corpus, as make.py counted them"
+            let bytes = texts |> Array.sumBy (fun s -> Encoding.UTF8.GetByteCount s)
+            Expect.equal bytes 2_513_814 "UTF-8 bytes over the corpus (0.3624 tokens per byte, as docs/models-and-text.md says)"
+        }
+
+        test "the transcription check can fail: without its last merge (rank 1,999), the tokenizer gives other ids on some entries" {
+            let path = edited (fun n -> let m = n["model"]["merges"].AsArray() in m.RemoveAt(m.Count - 1))
+            let cut = HfBpeTokenizer.FromFile(path, config)
+            let differ = entries.Value |> Array.filter (fun s -> cut.Encode s <> plain.Value.Encode s) |> Array.length
+            Expect.isGreaterThan differ 0 "entries whose ids change when one merge is missing"
         }
 
         test "ids under tokenizer-split.json (Sequence[Split(Llama 3's regex), ByteLevel], NFC) have make.py's SHA-256 on every English fortune entry" {

@@ -113,6 +113,20 @@ let tests =
             Expect.throwsT<ArgumentOutOfRangeException> (fun () -> t.Decode [| 2259 |] |> ignore) "an id ≥ V is refused"
         }
 
+        test "the older schema (merges as \"a b\" strings, <|endoftext|> also in model.vocab, as GPT-2's file) gives the same ids on every English fortune entry" {
+            let path =
+                edited (fun n ->
+                    let merges = (n.["model"].["merges"]).AsArray()
+                    let strings = JsonArray()
+                    for m in merges do strings.Add(JsonValue.Create(sprintf "%s %s" (m.[0].GetValue<string>()) (m.[1].GetValue<string>())))
+                    n.["model"].["merges"] <- strings
+                    n.["model"].["vocab"].["<|endoftext|>"] <- JsonValue.Create 2256)
+            let old = HfBpeTokenizer.FromFile(path, config)
+            let differ = entries.Value |> Array.filter (fun s -> old.Encode s <> plain.Value.Encode s) |> Array.length
+            Expect.equal differ 0 "entries whose ids differ between the two schemas"
+            Expect.equal (old.Encode "a<|endoftext|>") [| 97; 2256 |] "the special token still cut out of text"
+        }
+
         test "unsupported tokenizer.json kinds are refused with one line naming the file and the field" {
             let cases: (string * (JsonNode -> unit)) list = [
                 "model.type", (fun n -> n["model"]["type"] <- JsonValue.Create "WordPiece")

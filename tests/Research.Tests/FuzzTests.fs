@@ -467,23 +467,25 @@ let private configCases (dir: string) (host: PluginHost) : Case list =
         for spec in OptionSchema.Of sectionType |> Seq.filter (fun s -> not s.IsTable) do
             let key = sprintf "%s.%s" section spec.Key
             let gen = validValue dir key spec
-            for i in 0 .. 5 do
+            // Four draws per key (two in the file, two as overrides, one of each through `study`): the suite's
+            // sequenced tail is this test, so each key gets fewer draws than 2.x's six, and still 1,000+ cases in all.
+            for i in 0 .. 3 do
                 let v = draw (seedOf key + uint64 i) gen
-                let command = if i = 3 || i = 5 then "study" else "train"
+                let command = if i % 2 = 1 then "study" else "train"
                 let expected =
                     crossField path key v
                     |> Option.orElse (if command = "study" then studyField path key v else None)
                     |> Option.defaultValue Accept
                 let literal = render v
                 let label = sprintf "%s = %s (%s)" key literal (if expected = Accept then "in the schema" else "in the schema; a documented rule refuses it")
-                // Four in the file, two as overrides; every third through `study`.
-                if i < 4 then add label command (renderDoc (setKey (headerOf section) spec.Key literal doc)) [] expected
+                if i < 2 then add label command (renderDoc (setKey (headerOf section) spec.Key literal doc)) [] expected
                 else add ("--set " + label) command text [ sprintf "%s=%s" key literal ] expected
+            // Each value outside the schema once, in the file or as an override by turns (the key decides which comes first).
             for j, (literal, why) in List.indexed (invalidLiterals spec) do
                 let label = sprintf "%s = %s (%s)" key literal why
                 let command = if j % 6 = 5 then "study" else "train"
-                add label command (renderDoc (setKey (headerOf section) spec.Key literal doc)) [] (refuse [ key ])
-                add ("--set " + label) command text [ sprintf "%s=%s" key literal ] (refuse [ key ])
+                if (j + int (seedOf key % 2UL)) % 2 = 0 then add label command (renderDoc (setKey (headerOf section) spec.Key literal doc)) [] (refuse [ key ])
+                else add ("--set " + label) command text [ sprintf "%s=%s" key literal ] (refuse [ key ])
         // The kind's options share the [model] table: its structure is checked once, with the section.
         if sectionType <> typeof<MlpOptions> then
             // Structure: an unknown key, a key in the wrong case, a key defined twice, the table written twice.
@@ -516,9 +518,9 @@ let private configCases (dir: string) (host: PluginHost) : Case list =
         for spec in OptionSchema.Of source.OptionsType do
             let key = sprintf "data.%s" spec.Key
             let gen = validValue dir key spec
-            for i in 0 .. 5 do
+            for i in 0 .. 3 do
                 let v = draw (seedOf key + uint64 i) gen
-                let command = if i = 3 || i = 5 then "study" else "train"
+                let command = if i % 2 = 1 then "study" else "train"
                 let expected =
                     if source.Name <> "synthetic" then refuse [ key; "is a key of" ]
                     else
@@ -527,13 +529,13 @@ let private configCases (dir: string) (host: PluginHost) : Case list =
                         |> Option.defaultValue Accept
                 let literal = render v
                 let label = sprintf "%s = %s (%s)" key literal (if expected = Accept then "in the schema" else "in the schema; a documented rule refuses it")
-                if i < 4 then add label command (renderDoc (setKey "[data]" spec.Key literal doc)) [] expected
+                if i < 2 then add label command (renderDoc (setKey "[data]" spec.Key literal doc)) [] expected
                 else add ("--set " + label) command text [ sprintf "%s=%s" key literal ] expected
             for j, (literal, why) in List.indexed (invalidLiterals spec) do
                 let label = sprintf "%s = %s (%s, data.dataset = \"%s\")" key literal why source.Name
                 let command = if j % 6 = 5 then "study" else "train"
-                add label command (renderDoc (setKey "[data]" spec.Key literal own)) [] (refuse [ key ])
-                add ("--set " + label) command (renderDoc own) [ sprintf "%s=%s" key literal ] (refuse [ key ])
+                if (j + int (seedOf key % 2UL)) % 2 = 0 then add label command (renderDoc (setKey "[data]" spec.Key literal own)) [] (refuse [ key ])
+                else add ("--set " + label) command (renderDoc own) [ sprintf "%s=%s" key literal ] (refuse [ key ])
     // The keys of the other model kinds, on the base's MLP: refused naming the key and the kinds that have it.
     let otherKinds = ModelKinds.BuiltIn |> Seq.filter (fun k -> k.Name <> "mlp")
     for spec in otherKinds |> Seq.collect (fun k -> OptionSchema.Of k.OptionsType) |> Seq.distinctBy (fun s -> s.Key) do

@@ -79,6 +79,7 @@ let main argv =
             BadKeysTests.tests
             BadFilesTests.tests
             FormatSourceTests.tests
+            ChatFormatTests.tests
             BadWeightsTests.tests
             BadStatusTests.tests
             ConventionTests.tests

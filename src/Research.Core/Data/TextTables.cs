@@ -36,9 +36,11 @@ public static class TextTables
 
     /// <summary>
     /// The records of a JSONL file: each non-blank line a JSON object holding every column. A text column's value must be
-    /// a JSON string; a column in <paramref name="numbersToo"/> (a label) may be a string or a number (kept as written).
+    /// a JSON string; a column in <paramref name="numbersToo"/> (a label) may be a string or a number (kept as written); a
+    /// column in <paramref name="json"/> (a chat's <c>messages</c>) may be any JSON value, kept as its JSON text for the
+    /// caller to read.
     /// </summary>
-    public static IReadOnlyList<TextRecord> ReadJsonl(string path, IReadOnlyList<string> columns, IReadOnlySet<string> numbersToo)
+    public static IReadOnlyList<TextRecord> ReadJsonl(string path, IReadOnlyList<string> columns, IReadOnlySet<string> numbersToo, IReadOnlySet<string>? json = null)
     {
         var text = InputFile.ReadUtf8(path, MaxBytes, "a JSONL file");
         var records = new List<TextRecord>();
@@ -62,6 +64,7 @@ public static class TextTables
                         throw new InvalidDataException($"{Where(path, line)}: no field \"{column}\" (it has: {string.Join(", ", doc.RootElement.EnumerateObject().Select(p => p.Name))})");
                     values[column] = v.ValueKind switch
                     {
+                        _ when json?.Contains(column) == true => v.GetRawText(),
                         JsonValueKind.String => v.GetString()!,
                         JsonValueKind.Number when numbersToo.Contains(column) => v.GetRawText(),
                         _ => throw new InvalidDataException($"{Where(path, line)}: field \"{column}\" is a JSON {Kind(v.ValueKind)}, not a string{(numbersToo.Contains(column) ? " or a number" : "")}"),

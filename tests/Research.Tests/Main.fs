@@ -80,6 +80,7 @@ let main argv =
             BadFilesTests.tests
             FormatSourceTests.tests
             ChatFormatTests.tests
+            ExportFortunesTests.tests
             BadWeightsTests.tests
             BadStatusTests.tests
             ConventionTests.tests

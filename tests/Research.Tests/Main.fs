@@ -81,6 +81,7 @@ let main argv =
             FormatSourceTests.tests
             ChatFormatTests.tests
             ExportFortunesTests.tests
+            ImageJpegTests.tests
             BadWeightsTests.tests
             BadStatusTests.tests
             ConventionTests.tests

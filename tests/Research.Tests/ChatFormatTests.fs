@@ -3,6 +3,7 @@
 /// into windows keeps exactly the counted tokens of the padded rows.
 module Research.Tests.ChatFormatTests
 
+open System
 open System.IO
 open System.Text
 open Expecto
@@ -139,5 +140,22 @@ let tests =
             Expect.isTrue (errs |> List.exists (fun e -> e.Contains "chat_template" && e.Contains "holds no {content}")) (sprintf "chat_template: %A" errs)
             let errs2 = configErrors "[data]\ndataset = \"jsonl\"\ntrain_file = \"a\"\ntest_file = \"b\"\npacking = true\n"
             Expect.isTrue (errs2 |> List.exists (fun e -> e.Contains "packing")) (sprintf "packing: %A" errs2)
+        }
+        test "chat from CSV and Parquet (the messages list as JSON text in a string column) gives bitwise the tensors of the same conversations in JSONL" {
+            let dir = tempDir "chat-csv-parquet"
+            let convs = [ [ "user", "hi, \"you\"?"; "assistant", "yes." ]; [ "system", "s"; "user", "and?"; "assistant", "no.\nbye" ] ]
+            let lists = convs |> List.map (fun turns -> Json.JsonSerializer.Serialize(turns |> List.map (fun (r, c) -> dict [ "role", r; "content", c ])))
+            let j = write (Path.Combine(dir, "c.jsonl")) (convs |> List.map chat |> String.concat "\n")
+            let c = write (Path.Combine(dir, "c.csv")) ("id,messages\n" + (lists |> List.mapi (fun i m -> sprintf "%d,\"%s\"" i (m.Replace("\"", "\"\""))) |> String.concat "\n") + "\n")
+            let p = Path.Combine(dir, "c.parquet")
+            FormatExport.WriteParquet(p, [| struct ("messages", (lists |> List.toArray :> Collections.Generic.IReadOnlyList<string>)) |])
+            let load (source: string) (file: string) = (DataSources.Get source).Load(request (TextFileOptions(TrainFile = file, TestFile = file, Objective = "chat")))
+            let a = load "jsonl" j
+            for source, file in [ "csv", c; "parquet", p ] do
+                let b = load source file
+                for k in [ Batch.InputIds; Batch.AttentionMask; Batch.Targets ] do
+                    Expect.isTrue (b.Train[k].shape = a.Train[k].shape && torch.eq(b.Train[k], a.Train[k]).all().item<bool>()) (sprintf "%s: %s bitwise equal" source k)
+                dispose b
+            dispose a
         }
     ]

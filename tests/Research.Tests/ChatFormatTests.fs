@@ -55,6 +55,14 @@ let private configErrors (text: string) =
     try ConfigLoader.Parse(text, "f.toml") |> ignore; []
     with :? ConfigException as e -> e.Errors |> Seq.map string |> List.ofSeq
 
+/// A message and a row of a chat dataset in Hugging Face's Parquet layout: messages a list of {role, content} structs.
+type ChatMessageRow() =
+    member val role = "" with get, set
+    member val content = "" with get, set
+
+type ChatRow() =
+    member val messages = Collections.Generic.List<ChatMessageRow>() with get, set
+
 let tests =
     testList "formats-chat" [
         test "chat: on a system + two user/assistant turns conversation the targets are the ids exactly on a hand-counted mask (the assistants' content and end of turn, the closing end-of-text) and −100 elsewhere; the loss Σℓ / N is the mean cross-entropy over that mask (rel. 1e-6)" {
@@ -141,7 +149,7 @@ let tests =
             let errs2 = configErrors "[data]\ndataset = \"jsonl\"\ntrain_file = \"a\"\ntest_file = \"b\"\npacking = true\n"
             Expect.isTrue (errs2 |> List.exists (fun e -> e.Contains "packing")) (sprintf "packing: %A" errs2)
         }
-        test "chat from CSV and Parquet (the messages list as JSON text in a string column) gives bitwise the tensors of the same conversations in JSONL" {
+        test "chat from CSV and Parquet (the messages list as JSON text in a string column, or Parquet's nested list of {role, content} structs) gives bitwise the tensors of the same conversations in JSONL" {
             let dir = tempDir "chat-csv-parquet"
             let convs = [ [ "user", "hi, \"you\"?"; "assistant", "yes." ]; [ "system", "s"; "user", "and?"; "assistant", "no.\nbye" ] ]
             let lists = convs |> List.map (fun turns -> Json.JsonSerializer.Serialize(turns |> List.map (fun (r, c) -> dict [ "role", r; "content", c ])))
@@ -151,7 +159,11 @@ let tests =
             FormatExport.WriteParquet(p, [| struct ("messages", (lists |> List.toArray :> Collections.Generic.IReadOnlyList<string>)) |])
             let load (source: string) (file: string) = (DataSources.Get source).Load(request (TextFileOptions(TrainFile = file, TestFile = file, Objective = "chat")))
             let a = load "jsonl" j
-            for source, file in [ "csv", c; "parquet", p ] do
+            // The nested layout, written by Parquet.Net's serializer from classes.
+            let nested = Path.Combine(dir, "nested.parquet")
+            let rows = convs |> List.map (fun turns -> ChatRow(messages = Collections.Generic.List(turns |> List.map (fun (r, c) -> ChatMessageRow(role = r, content = c)))))
+            Parquet.Serialization.ParquetSerializer.SerializeAsync(rows, nested).GetAwaiter().GetResult() |> ignore
+            for source, file in [ "csv", c; "parquet", p; "parquet", nested ] do
                 let b = load source file
                 for k in [ Batch.InputIds; Batch.AttentionMask; Batch.Targets ] do
                     Expect.isTrue (b.Train[k].shape = a.Train[k].shape && torch.eq(b.Train[k], a.Train[k]).all().item<bool>()) (sprintf "%s: %s bitwise equal" source k)

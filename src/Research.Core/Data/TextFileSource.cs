@@ -34,7 +34,7 @@ public sealed record TextFileOptions : IValidatable
     /// <summary>Instruction tuning: the column holding the response.</summary>
     public string ResponseColumn { get; init; } = "response";
     /// <summary>Chat: the column holding the messages, a list of <c>{"role": "system" | "user" | "assistant", "content":
-    /// TEXT}</c> (in CSV and Parquet: that list as JSON text in a string column).</summary>
+    /// TEXT}</c> (in CSV: that list as JSON text; in Parquet: a nested list of structs, or JSON text in a string column).</summary>
     public string MessagesColumn { get; init; } = "messages";
     /// <summary>Chat: how each message is written, <c>{role}</c> and <c>{content}</c> replaced (<see cref="ChatTemplate"/>);
     /// the text after <c>{content}</c> ends the turn and counts with an assistant's content.</summary>
@@ -245,5 +245,6 @@ public sealed class ParquetSource : TextFileSource
     public override string Name => "parquet";
     public override string Summary => "text in Parquet files (train_file, test_file; columns by name): classification, causal language modelling or instruction tuning";
     protected override IReadOnlyList<TextRecord> ReadTable(string path, TextFileOptions o) =>
-        TextTables.ReadParquet(path, o.Columns, o.Objective == "classify" ? new HashSet<string> { o.LabelColumn } : new HashSet<string>());
+        TextTables.ReadParquet(path, o.Columns, o.Objective == "classify" ? new HashSet<string> { o.LabelColumn } : new HashSet<string>(),
+            o.Objective == "chat" ? new HashSet<string> { o.MessagesColumn } : null);
 }

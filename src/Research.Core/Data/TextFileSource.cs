@@ -75,7 +75,7 @@ public sealed record TextFileOptions : IValidatable
         if (TestFile.Length == 0) yield return new("test_file", "names no file; the test file is required");
         if (Objective == "classify" && TextColumn == LabelColumn) yield return new("label_column", $"\"{LabelColumn}\" is also text_column");
         if (Objective == "instruct" && PromptColumn == ResponseColumn) yield return new("response_column", $"\"{ResponseColumn}\" is also prompt_column");
-        if (Text.ChatTemplate.Error(ChatTemplate) is { } template) yield return new("chat_template", $"{template}: a template writes each message's {{content}} once (default \"{Text.ChatTemplate.Default.Replace("\n", "\\n")}\")");
+        if (Objective == "chat" && Text.ChatTemplate.Error(ChatTemplate) is { } template) yield return new("chat_template", $"{template}: a template writes each message's {{content}} once (default \"{Text.ChatTemplate.Default.Replace("\n", "\\n")}\")");
         if (Packing && Objective is not ("instruct" or "chat")) yield return new("packing", $"packs the rows of instruct and chat; objective \"{Objective}\" has its own rows");
     }
 }

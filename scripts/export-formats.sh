@@ -6,9 +6,25 @@
 #   mean = [0.2860] and std = [0.3530] (Fashion-MNIST's reader's constants), the tensors are bitwise the built-in
 #   reader's, in class-major order.
 # Usage: scripts/export-formats.sh OUT [LIMIT] [FASHION_MNIST_DIR]   (LIMIT: the first N items of each split; 0: all)
-# The fortunes are written as JSONL by Research.Core.Data.FormatExport.FortunesJsonl (their split is the built-in
-# reader's, seeded, so it is computed by the same code); see docs/data-formats.md.
+#
+#        scripts/export-formats.sh fortunes OUT [--config FILE] [--set KEY=VALUE ...] [--format jsonl|parquet|both]
+# writes a fortune corpus's split as OUT/{train,validation,test}.{jsonl,parquet} with text and label (the topic) columns,
+# through `research export-fortunes` (Research.Core.Data.FormatExport: the split is the built-in reader's, seeded, so it
+# is computed by the same code); the split of the config's [data] and run.seed (default: dataset = "fortunes",
+# task = "classify", seed 0; e.g. --set data.task=\"causal-lm\"). Read back by the jsonl and parquet sources the tensors
+# are bitwise the built-in reader's. The research binary: $RESEARCH, else artifacts/bin/research.dll (./build.sh).
+# See docs/data-formats.md.
 set -euo pipefail
+if [ "${1:-}" = fortunes ]; then
+  shift
+  out=${1:?usage: scripts/export-formats.sh fortunes OUT [--config FILE] [--set KEY=VALUE ...] [--format jsonl|parquet|both]}
+  shift
+  if [ -n "${RESEARCH:-}" ]; then
+    exec "$RESEARCH" export-fortunes "$out" "$@"
+  fi
+  root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+  exec dotnet "$root/artifacts/bin/research.dll" export-fortunes "$out" "$@"
+fi
 out=${1:?usage: scripts/export-formats.sh OUT [LIMIT] [FASHION_MNIST_DIR]}
 limit=${2:-0}
 src=${3:-${FASHION_MNIST_DIR:-/usr/share/datasets/fashion-mnist}}

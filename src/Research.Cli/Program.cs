@@ -24,7 +24,7 @@ public static class Program
                      Cli.Group("plot", "Figures: schedules, sweeps, a study's matrix, metric curves",
                          Commands.PlotScheduleCommand(), SweepCommand.PlotCommand(), RunsCommand.PlotMatrixCommand(), RunsCommand.PlotCurvesCommand()),
                      RunsCommand.RunsGroup(), RunsCommand.MetricsCommand(), AnalyzeCommand.AnalyzeGroup(),
-                     MemoryCommand.Definition(), BenchCommand.BenchGroup()])
+                     MemoryCommand.Definition(), BenchCommand.BenchGroup(), ExportFortunesCommand.Definition()])
             root.Subcommands.Add(command);
         return root;
     }

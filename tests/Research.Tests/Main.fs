@@ -79,6 +79,9 @@ let main argv =
             BadKeysTests.tests
             BadFilesTests.tests
             FormatSourceTests.tests
+            ChatFormatTests.tests
+            ExportFortunesTests.tests
+            ImageJpegTests.tests
             BadWeightsTests.tests
             BadStatusTests.tests
             ConventionTests.tests

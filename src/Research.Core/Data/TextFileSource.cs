@@ -21,8 +21,9 @@ public sealed record TextFileOptions : IValidatable
     /// <summary>What the outputs predict: <c>classify</c> (a label per row, from <c>text_column</c> and <c>label_column</c>),
     /// <c>causal-lm</c> (every next token of <c>text_column</c>, rows joined by end-of-text and cut into windows of
     /// <c>max_tokens</c>), or <c>instruct</c> (<c>prompt_column</c> then <c>response_column</c>, one padded row per
-    /// record; the loss counts the response tokens only).</summary>
-    [Option(OneOf = ["classify", "causal-lm", "instruct"])]
+    /// record; the loss counts the response tokens only), or <c>chat</c> (<c>messages_column</c>, a list of
+    /// <c>{"role", "content"}</c> written with <c>chat_template</c>; the loss counts the assistant's turns only).</summary>
+    [Option(OneOf = ["classify", "causal-lm", "instruct", "chat"])]
     public string Objective { get; init; } = "classify";
     /// <summary>The column (JSON field) holding the text.</summary>
     public string TextColumn { get; init; } = "text";
@@ -32,6 +33,16 @@ public sealed record TextFileOptions : IValidatable
     public string PromptColumn { get; init; } = "prompt";
     /// <summary>Instruction tuning: the column holding the response.</summary>
     public string ResponseColumn { get; init; } = "response";
+    /// <summary>Chat: the column holding the messages, a list of <c>{"role": "system" | "user" | "assistant", "content":
+    /// TEXT}</c> (in CSV: that list as JSON text; in Parquet: a nested list of structs, or JSON text in a string column).</summary>
+    public string MessagesColumn { get; init; } = "messages";
+    /// <summary>Chat: how each message is written, <c>{role}</c> and <c>{content}</c> replaced (<see cref="ChatTemplate"/>);
+    /// the text after <c>{content}</c> ends the turn and counts with an assistant's content.</summary>
+    public string ChatTemplate { get; init; } = Text.ChatTemplate.Default;
+    /// <summary>Instruction tuning and chat: <c>false</c> — one right-padded row per record; <c>true</c> — the records
+    /// concatenated into windows of <c>max_tokens</c> (no padding but the last window's; attention is not blocked
+    /// between records, <see cref="InstructionRows"/>).</summary>
+    public bool Packing { get; init; }
     /// <summary>Classification: <c>names</c> — labels are class names; the classes are the training file's distinct
     /// names in ordinal order, class id = index (a label of another file that the training file lacks is refused);
     /// <c>ids</c> — labels are the class ids 0 … C − 1 themselves (integers; C = 1 + the largest id of the training
@@ -54,6 +65,7 @@ public sealed record TextFileOptions : IValidatable
     {
         "classify" => [TextColumn, LabelColumn],
         "instruct" => [PromptColumn, ResponseColumn],
+        "chat" => [MessagesColumn],
         _ => [TextColumn],
     };
 
@@ -63,6 +75,8 @@ public sealed record TextFileOptions : IValidatable
         if (TestFile.Length == 0) yield return new("test_file", "names no file; the test file is required");
         if (Objective == "classify" && TextColumn == LabelColumn) yield return new("label_column", $"\"{LabelColumn}\" is also text_column");
         if (Objective == "instruct" && PromptColumn == ResponseColumn) yield return new("response_column", $"\"{ResponseColumn}\" is also prompt_column");
+        if (Objective == "chat" && Text.ChatTemplate.Error(ChatTemplate) is { } template) yield return new("chat_template", $"{template}: a template writes each message's {{content}} once (default \"{Text.ChatTemplate.Default.Replace("\n", "\\n")}\")");
+        if (Packing && Objective is not ("instruct" or "chat")) yield return new("packing", $"packs the rows of instruct and chat; objective \"{Objective}\" has its own rows");
     }
 }
 
@@ -144,8 +158,12 @@ public abstract class TextFileSource : DataSource<TextFileOptions>
     }
 
     /// <summary>The texts the tokenizer is fitted to (<c>gpt2-8192</c>): the training file's.</summary>
-    IEnumerable<string> TrainingTexts(TextFileOptions o) => Records(o.TrainFile, o).SelectMany(r => o.Objective == "instruct"
-        ? new[] { r[o.PromptColumn], r[o.ResponseColumn] } : [r[o.TextColumn]]);
+    IEnumerable<string> TrainingTexts(TextFileOptions o) => Records(o.TrainFile, o).SelectMany(r => o.Objective switch
+    {
+        "instruct" => new[] { r[o.PromptColumn], r[o.ResponseColumn] },
+        "chat" => [new ChatTemplate(o.ChatTemplate).Text(ChatTemplate.Parse(r[o.MessagesColumn], o.MessagesColumn, r.Where))],
+        _ => [r[o.TextColumn]],
+    });
 
     public override ITextTokenizer Tokenizer(DataRequest request)
     {
@@ -168,8 +186,12 @@ public abstract class TextFileSource : DataSource<TextFileOptions>
                 case "causal-lm":
                     return FortuneSource.Windows(records.Select(r => new TextEntry(r[o.TextColumn], "")).ToList(), tokenizer, o.MaxTokens, o.MaxTokens - 1);
                 case "instruct":
-                    var rows = InstructionRows.Build(records.Select(r => new InstructionPair(r[o.PromptColumn], r[o.ResponseColumn], r.Where)).ToList(), tokenizer, o.MaxTokens);
+                    var rows = InstructionRows.Build(records.Select(r => new InstructionPair(r[o.PromptColumn], r[o.ResponseColumn], r.Where)).ToList(), tokenizer, o.MaxTokens, o.Packing);
                     return new TensorDataset(rows.ToBatch(), tokenizer.VocabSize, rows.Utf8Bytes);
+                case "chat":
+                    var template = new ChatTemplate(o.ChatTemplate);
+                    var chats = InstructionRows.Build(records.Select(r => template.Sequence(ChatTemplate.Parse(r[o.MessagesColumn], o.MessagesColumn, r.Where), tokenizer, r.Where)).ToList(), tokenizer, o.MaxTokens, o.Packing);
+                    return new TensorDataset(chats.ToBatch(), tokenizer.VocabSize, chats.Utf8Bytes);
                 default:
                     var entries = records.Select(r =>
                     {
@@ -204,7 +226,8 @@ public sealed class JsonlSource : TextFileSource
     public override string Name => "jsonl";
     public override string Summary => "text in JSON Lines files (train_file, test_file): classification, causal language modelling or instruction tuning";
     protected override IReadOnlyList<TextRecord> ReadTable(string path, TextFileOptions o) =>
-        TextTables.ReadJsonl(path, o.Columns, o.Objective == "classify" ? new HashSet<string> { o.LabelColumn } : new HashSet<string>());
+        TextTables.ReadJsonl(path, o.Columns, o.Objective == "classify" ? new HashSet<string> { o.LabelColumn } : new HashSet<string>(),
+            o.Objective == "chat" ? new HashSet<string> { o.MessagesColumn } : null);
 }
 
 /// <summary><c>csv</c>: text in CSV files with a header row (RFC 4180, CsvHelper).</summary>
@@ -222,5 +245,6 @@ public sealed class ParquetSource : TextFileSource
     public override string Name => "parquet";
     public override string Summary => "text in Parquet files (train_file, test_file; columns by name): classification, causal language modelling or instruction tuning";
     protected override IReadOnlyList<TextRecord> ReadTable(string path, TextFileOptions o) =>
-        TextTables.ReadParquet(path, o.Columns, o.Objective == "classify" ? new HashSet<string> { o.LabelColumn } : new HashSet<string>());
+        TextTables.ReadParquet(path, o.Columns, o.Objective == "classify" ? new HashSet<string> { o.LabelColumn } : new HashSet<string>(),
+            o.Objective == "chat" ? new HashSet<string> { o.MessagesColumn } : null);
 }

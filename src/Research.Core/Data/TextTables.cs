@@ -3,6 +3,7 @@ using System.Text.Json;
 using CsvHelper;
 using Parquet;
 using Parquet.Schema;
+using Parquet.Serialization;
 using Research.Core.Files;
 
 namespace Research.Core.Data;
@@ -36,9 +37,11 @@ public static class TextTables
 
     /// <summary>
     /// The records of a JSONL file: each non-blank line a JSON object holding every column. A text column's value must be
-    /// a JSON string; a column in <paramref name="numbersToo"/> (a label) may be a string or a number (kept as written).
+    /// a JSON string; a column in <paramref name="numbersToo"/> (a label) may be a string or a number (kept as written); a
+    /// column in <paramref name="json"/> (a chat's <c>messages</c>) may be any JSON value, kept as its JSON text for the
+    /// caller to read.
     /// </summary>
-    public static IReadOnlyList<TextRecord> ReadJsonl(string path, IReadOnlyList<string> columns, IReadOnlySet<string> numbersToo)
+    public static IReadOnlyList<TextRecord> ReadJsonl(string path, IReadOnlyList<string> columns, IReadOnlySet<string> numbersToo, IReadOnlySet<string>? json = null)
     {
         var text = InputFile.ReadUtf8(path, MaxBytes, "a JSONL file");
         var records = new List<TextRecord>();
@@ -62,6 +65,7 @@ public static class TextTables
                         throw new InvalidDataException($"{Where(path, line)}: no field \"{column}\" (it has: {string.Join(", ", doc.RootElement.EnumerateObject().Select(p => p.Name))})");
                     values[column] = v.ValueKind switch
                     {
+                        _ when json?.Contains(column) == true => v.GetRawText(),
                         JsonValueKind.String => v.GetString()!,
                         JsonValueKind.Number when numbersToo.Contains(column) => v.GetRawText(),
                         _ => throw new InvalidDataException($"{Where(path, line)}: field \"{column}\" is a JSON {Kind(v.ValueKind)}, not a string{(numbersToo.Contains(column) ? " or a number" : "")}"),
@@ -117,12 +121,13 @@ public static class TextTables
     /// <summary>
     /// The records of a Parquet file (Parquet.Net), row N counted from 1 over its row groups: each column must be a
     /// top-level string column (a column in <paramref name="numbersToo"/> may be an integer column too); a null is
-    /// refused naming its row.
+    /// refused naming its row. A column in <paramref name="json"/> (a chat's <c>messages</c>) may also be a nested column
+    /// (Hugging Face's list of {role, content} structs), kept as its JSON text.
     /// </summary>
-    public static IReadOnlyList<TextRecord> ReadParquet(string path, IReadOnlyList<string> columns, IReadOnlySet<string> numbersToo)
+    public static IReadOnlyList<TextRecord> ReadParquet(string path, IReadOnlyList<string> columns, IReadOnlySet<string> numbersToo, IReadOnlySet<string>? json = null)
     {
         if (InputFile.Length(path) == 0) throw new InvalidDataException(File.Exists(path) ? $"{path} is empty" : $"{path} does not exist");
-        try { return ReadParquetAsync(path, columns, numbersToo).GetAwaiter().GetResult(); }
+        try { return ReadParquetAsync(path, columns, numbersToo, json).GetAwaiter().GetResult(); }
         catch (Exception e) when (e is not (InvalidDataException or OutOfMemoryException or NotAFileException))
         {
             throw new InvalidDataException($"{path}: not a Parquet file Parquet.Net can read ({FirstLine(e.Message)})", e);
@@ -134,10 +139,12 @@ public static class TextTables
 
     static readonly Type[] IntegerTypes = [typeof(sbyte), typeof(byte), typeof(short), typeof(ushort), typeof(int), typeof(uint), typeof(long)];
 
-    static async Task<IReadOnlyList<TextRecord>> ReadParquetAsync(string path, IReadOnlyList<string> columns, IReadOnlySet<string> numbersToo)
+    static async Task<IReadOnlyList<TextRecord>> ReadParquetAsync(string path, IReadOnlyList<string> columns, IReadOnlySet<string> numbersToo, IReadOnlySet<string>? json)
     {
         await using var stream = File.OpenRead(path);
         await using var reader = await ParquetReader.CreateAsync(stream);
+        if (columns is [var only] && json?.Contains(only) == true && reader.Schema.Fields.FirstOrDefault(f => f.Name == only) is { } top && top is not DataField)
+            return await ReadNestedAsJson(path, only);
         var all = reader.Schema.GetDataFields();
         var fields = columns.Select(c =>
         {
@@ -186,6 +193,31 @@ public static class TextTables
         }
         return records;
     }
+
+    /// <summary>One nested column's rows as JSON text, through Parquet.Net's untyped reader (rows as dictionaries).</summary>
+    static async Task<IReadOnlyList<TextRecord>> ReadNestedAsJson(string path, string column)
+    {
+        await using var stream = File.OpenRead(path);
+        var rows = (await ParquetSerializer.DeserializeUntypedAsync(stream)).Data;
+        var records = new List<TextRecord>(rows.Count);
+        for (int i = 0; i < rows.Count; i++)
+        {
+            if (!rows[i].TryGetValue(column, out var value) || value is null)
+                throw new InvalidDataException($"{path}, row {i + 1}: column \"{column}\" is null");
+            records.Add(new TextRecord(path, i + 1, new Dictionary<string, string>(StringComparer.Ordinal) { [column] = JsonSerializer.Serialize(Plain(value)) }) { Unit = "row" });
+        }
+        return records;
+    }
+
+    /// <summary>An untyped Parquet value as plain strings, dictionaries and lists, for JSON.</summary>
+    static object? Plain(object? value) => value switch
+    {
+        null or string => value,
+        ReadOnlyMemory<char> m => m.ToString(),
+        System.Collections.IDictionary d => d.Keys.Cast<object>().ToDictionary(k => k.ToString()!, k => Plain(d[k])),
+        System.Collections.IEnumerable e => e.Cast<object?>().Select(Plain).ToList(),
+        _ => value,
+    };
 
     static async Task ReadIntegers(ParquetRowGroupReader group, DataField f, long?[] into)
     {

@@ -14,28 +14,15 @@ open Research.Core.Data
 open Research.Core.Tasks
 open Research.Core.Text
 open Research.Tests.TestSupport
+open Research.Tests.FormatSourceTests
 open TorchSharp
-
-let private keys = DataKeys("jsonl", [||], 0.1, 32, 256, 0)
-
-let private request (o: obj) = DataRequest(keys, o, 7L, Stream = fun name -> Seeds.Generator(7L, name))
-
-let private write (path: string) (text: string) =
-    File.WriteAllText(path, text, UTF8Encoding(false))
-    path
 
 let private jsonl = DataSources.Get "jsonl"
 
-let private dispose (s: DataSplits) =
-    s.Train.DisposeTensors(); s.Test.DisposeTensors()
-    if not (isNull s.Validation) then s.Validation.DisposeTensors()
+/// The message of a conversation file's refusal.
+let private refusal (o: obj) = FormatSourceTests.refusal jsonl o
 
-let private refusal (o: obj) =
-    try
-        let s = jsonl.Load(request o)
-        dispose s
-        failtest "the bad input was read"
-    with :? InvalidDataException as e -> e.Message
+let private dispose = disposeSplits
 
 /// One JSONL line of a conversation.
 let private chat (turns: (string * string) list) =
@@ -50,10 +37,6 @@ let private countedPairs (b: Batch) =
         if targets[k] <> Batch.IgnoreIndex then
             if k % t = 0 then failtestf "a counted target at a row's first position (%d), which the shifted loss never reads" k
             yield ids[k - 1], targets[k] ]
-
-let private configErrors (text: string) =
-    try ConfigLoader.Parse(text, "f.toml") |> ignore; []
-    with :? ConfigException as e -> e.Errors |> Seq.map string |> List.ofSeq
 
 /// A message and a row of a chat dataset in Hugging Face's Parquet layout: messages a list of {role, content} structs.
 type ChatMessageRow() =

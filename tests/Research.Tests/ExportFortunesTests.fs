@@ -11,14 +11,8 @@ open Research.Core.Data
 open Research.Tests.TestSupport
 open TorchSharp
 
-let private sameBatch (what: string) (a: Batch) (b: Batch) =
-    Expect.equal (set a.Keys) (set b.Keys) (what + ": the tensors' names")
-    for k in a.Keys do
-        Expect.isTrue (a[k].shape = b[k].shape && a[k].dtype = b[k].dtype && torch.eq(a[k], b[k]).all().item<bool>()) (sprintf "%s: %s bitwise equal" what k)
-
-let private dispose (s: DataSplits) =
-    s.Train.DisposeTensors(); s.Test.DisposeTensors()
-    if not (isNull s.Validation) then s.Validation.DisposeTensors()
+let private sameBatch = FormatSourceTests.sameBatch
+let private dispose = FormatSourceTests.disposeSplits
 
 let tests =
     testList "formats-export" [

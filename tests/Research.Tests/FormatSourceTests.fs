@@ -17,28 +17,28 @@ open Research.Core.Training
 open Research.Tests.TestSupport
 open TorchSharp
 
-let private keys = DataKeys("jsonl", [||], 0.1, 32, 256, 0)
+let keys = DataKeys("jsonl", [||], 0.1, 32, 256, 0)
 
-let private request (o: obj) = DataRequest(keys, o, 7L, Stream = fun name -> Seeds.Generator(7L, name))
+let request (o: obj) = DataRequest(keys, o, 7L, Stream = fun name -> Seeds.Generator(7L, name))
 
-let private write (path: string) (text: string) =
+let write (path: string) (text: string) =
     File.WriteAllText(path, text, UTF8Encoding(false))
     path
 
-let private sameTensor (a: torch.Tensor) (b: torch.Tensor) =
+let sameTensor (a: torch.Tensor) (b: torch.Tensor) =
     a.shape = b.shape && a.dtype = b.dtype && torch.eq(a, b).all().item<bool>()
 
 /// Every tensor of two splits equal, bitwise, and the same names.
-let private sameBatch (what: string) (a: Batch) (b: Batch) =
+let sameBatch (what: string) (a: Batch) (b: Batch) =
     Expect.equal (set a.Keys) (set b.Keys) (what + ": the tensors' names")
     for k in a.Keys do Expect.isTrue (sameTensor a[k] b[k]) (sprintf "%s: %s bitwise equal" what k)
 
-let private disposeSplits (s: DataSplits) =
+let disposeSplits (s: DataSplits) =
     s.Train.DisposeTensors(); s.Test.DisposeTensors()
     if not (isNull s.Validation) then s.Validation.DisposeTensors()
 
 /// The message of the exception a load throws.
-let private refusal (source: IDataSource) (o: obj) =
+let refusal (source: IDataSource) (o: obj) =
     try
         let s = source.Load(request o)
         disposeSplits s
@@ -61,8 +61,8 @@ let private csvField (s: string) = "\"" + s.Replace("\"", "\"\"") + "\""
 let private imageFolder = DataSources.Get "image-folder"
 
 /// Runs a Python snippet with Debian's python3 and PIL (build.sh's test packages install python3-pil).
-let private pil (dir: string) (script: string) =
-    let r = runProcess dir "/usr/bin/python3" [ "-c"; "from PIL import Image\n" + script ]
+let pil (dir: string) (script: string) =
+    let r = runProcess dir "/usr/bin/python3" [ "-c"; "from PIL import Image\nimport os\n" + script ]
     if r.ExitCode <> 0 then failtestf "python3 with PIL failed (%d): %s" r.ExitCode r.Err
 
 /// Fashion-MNIST's first LIMIT items of each split as an image folder, by the export script.
@@ -81,7 +81,7 @@ let private imageRefusal (o: ImageFolderOptions) =
     with :? InvalidDataException as e -> e.Message
 
 /// The errors a config text gets when read, one line each ("file: key: message").
-let private configErrors (text: string) =
+let configErrors (text: string) =
     try ConfigLoader.Parse(text, "f.toml") |> ignore; []
     with :? ConfigException as e -> e.Errors |> Seq.map string |> List.ofSeq
 

@@ -16,9 +16,7 @@ let private imageFolder = DataSources.Get "image-folder"
 let private request (o: obj) =
     DataRequest(DataKeys("image-folder", [||], 0.1, 32, 256, 0), o, 7L, Stream = fun name -> Seeds.Generator(7L, name))
 
-let private pil (dir: string) (script: string) =
-    let r = runProcess dir "/usr/bin/python3" [ "-c"; "from PIL import Image\nimport os\n" + script ]
-    if r.ExitCode <> 0 then failtestf "python3 with PIL failed (%d): %s" r.ExitCode r.Err
+let private pil = FormatSourceTests.pil
 
 /// The fixture: 30×22 images (not a multiple of the 8 or 16-pixel blocks) of smooth gradients and a sharp-edged square,
 /// in class folders a and b of train/ and test/, saved by PIL as JPEG (quality 90) in the given mode and subsampling, and

@@ -37,6 +37,12 @@ public sealed record FortuneOptions : IValidatable
     /// <c>validation_fraction</c> of the entries.</summary>
     [Option(Min = 0, Max = 1, MaxExclusive = true)]
     public double TestFraction { get; init; } = 0.1;
+    /// <summary>The seed of the split by entry (and of what is fitted to the training split: <c>gpt2-8192</c>'s
+    /// vocabulary); −1: the run's seed. Fixed, it keeps one split across a sweep's seeds, as a published dataset's splits
+    /// are fixed — so a file built from one split's training entries (an instruction set, say) holds no test entry of any
+    /// seed's run, while the model's initialisation and batch order still follow <c>run.seed</c>.</summary>
+    [Option(Min = -1, AddedIn = "3.0")]
+    public long SplitSeed { get; init; } = -1;
 
     /// <summary>The outputs predict the next token.</summary>
     public bool CausalLm => Task == "causal-lm";
@@ -88,11 +94,12 @@ public abstract class FortuneSource : DataSource<FortuneOptions>
     /// <summary>A tokenizer's vocabulary size without building it (<see cref="TextTokenizers.VocabularySize"/>).</summary>
     public static int VocabularySize(string tokenizer) => TextTokenizers.VocabularySize(tokenizer);
 
-    /// <summary>The split of the corpus by entry, seeded by the run's seed; for classification restricted to its topics and
+    /// <summary>The split of the corpus by entry, seeded by <c>split_seed</c> or else the run's seed; for classification restricted to its topics and
     /// stratified by topic (<see cref="TextCorpus.StratifiedSplit"/>).</summary>
     public TextSplit Split(DataKeys d, FortuneOptions o, long seed)
     {
         var corpus = Corpus(o);
+        if (o.SplitSeed >= 0) seed = o.SplitSeed;
         if (o.CausalLm) return corpus.Split(d.ValidationFraction, o.TestFraction, seed);
         return corpus.WithTopics(Topics(o, corpus).ToList()).StratifiedSplit(d.ValidationFraction, o.TestFraction, seed);
     }

@@ -47,6 +47,25 @@ let tests =
                     dispose actual
                 dispose expected
         }
+        test "data.split_seed fixes the split by entry across run seeds (causal-lm and classify), and −1 splits by the run's seed as before; the gpt2-8192 vocabulary fitted to it follows" {
+            let source = DataSources.Get "fortunes" :?> FortuneSource
+            let keys = DataKeys("fortunes", [||], 0.02, 16, 64, 0)
+            let texts (e: Research.Core.Text.TextEntry seq) = e |> Seq.map (fun x -> x.Text) |> Array.ofSeq
+            let splitOf (o: FortuneOptions) (seed: int64) =
+                let s = source.Split(keys, o, seed)
+                texts s.Train, texts s.Validation, texts s.Test
+            for task in [ "causal-lm"; "classify" ] do
+                let free = FortuneOptions(Task = task, TestFraction = 0.05)
+                let fixedAt0 = FortuneOptions(Task = task, TestFraction = 0.05, SplitSeed = 0L)
+                Expect.equal (splitOf fixedAt0 1L) (splitOf free 0L) (sprintf "%s: split_seed 0 under run seed 1 is run seed 0's split" task)
+                Expect.equal (splitOf fixedAt0 2L) (splitOf fixedAt0 1L) (sprintf "%s: the same split under run seeds 1 and 2" task)
+                Expect.notEqual (splitOf free 2L) (splitOf free 1L) (sprintf "%s: without split_seed the run seed moves the split (so the test can fail)" task)
+            let vocab (o: FortuneOptions) (seed: int64) =
+                let t = source.Tokenizer(DataRequest(keys, o, seed))
+                [| for e in (source.Split(keys, o, 0L)).Test |> Seq.truncate 50 -> t.Encode e.Text |]
+            let lm = FortuneOptions(Task = "causal-lm", Tokenizer = "gpt2-8192", TestFraction = 0.05, SplitSeed = 0L)
+            Expect.equal (vocab lm 2L) (vocab lm 1L) "gpt2-8192 fitted to the fixed split encodes alike under run seeds 1 and 2"
+        }
         test "export-fortunes refuses a config whose data is not a fortune corpus, in one line (exit 2)" {
             let dir = tempDir "export-fortunes-bad"
             let r = research dir [ "export-fortunes"; Path.Combine(dir, "out"); "--set"; "data.dataset=\"synthetic\"" ]

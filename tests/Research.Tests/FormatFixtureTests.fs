@@ -150,7 +150,7 @@ let private writeIdsParquet (path: string) (columns: (string * int64[][]) list) 
         [| for i in 0 .. n - 1 ->
             let d = Collections.Generic.Dictionary<string, obj>()
             for name, values in columns do
-                d[name] <- (if name = "labels" then box values[i] else box (values[i] |> Array.map int))
+                d[name] <- (if isNull values[i] then null elif name = "labels" then box values[i] else box (values[i] |> Array.map int))
             d :> Collections.Generic.IDictionary<string, obj> |]
     use stream = File.Create path
     Parquet.Serialization.ParquetSerializer.SerializeUntypedAsync(rows, schema, stream).GetAwaiter().GetResult()
@@ -197,6 +197,213 @@ let private tokenIdTests =
                 disposeSplits actual
             disposeSplits expected
         }
+
+        test "instruction pairs as token ids (input_ids with [EOT] prompt response [EOT], labels −100 on [EOT] and the prompt, Hugging Face's convention) in Parquet read back bitwise as the text path's prompt/response rows, padded and packed (fortunes: prompt = the topic, response = the fortune)" {
+            let dir = tempDir "fixtures-ids-instruct"
+            let files = fortunesExport (Path.Combine(dir, "text"))
+            let classify = TextFileOptions(TrainFile = files[0], TestFile = files[0])
+            let records = (jsonl :?> TextFileSource).Records(files[0], classify) |> Seq.truncate 300 |> List.ofSeq
+            let pairs = records |> List.map (fun r -> sprintf "Topic: %s\n" r["label"], r["text"])
+            let textFile = write (Path.Combine(dir, "sft.jsonl")) (pairs |> List.map (fun (p, r) -> Text.Json.JsonSerializer.Serialize(dict [ "prompt", p; "response", r ])) |> String.concat "\n")
+            let tokenizer = ByteTokenizer() :> ITextTokenizer
+            let eot = int64 tokenizer.EndOfTextId
+            let enc (s: string) = tokenizer.Encode s |> Array.map int64
+            let ids = pairs |> List.map (fun (p, r) -> Array.concat [ [| eot |]; enc p; enc r; [| eot |] ]) |> Array.ofList
+            let labels = pairs |> List.map (fun (p, r) -> Array.concat [ Array.create (1 + (enc p).Length) Batch.IgnoreIndex; enc r; [| eot |] ]) |> Array.ofList
+            let idFile = Path.Combine(dir, "sft.parquet")
+            writeIdsParquet idFile [ "input_ids", ids; "labels", labels ]
+            for packing in [ false; true ] do
+                let expected = jsonl.Load(request (TextFileOptions(TrainFile = textFile, TestFile = textFile, Objective = "instruct", MaxTokens = 96, Packing = packing)))
+                let actual = parquet.Load(request (TextFileOptions(TrainFile = idFile, TestFile = idFile, Objective = "instruct", MaxTokens = 96, Packing = packing, InputIdsColumn = "input_ids", LabelsColumn = "labels")))
+                Expect.isGreaterThan (expected.Train[Batch.InputIds].shape[0]) 10L "rows"
+                Expect.isTrue (labels |> Array.exists (fun l -> l.Length > 96)) "some rows are cut at max_tokens"
+                sameBatch (sprintf "packing %b" packing) actual.Train expected.Train
+                disposeSplits expected; disposeSplits actual
+        }
+
+        test "token ids refused naming the file and the row: an id outside the tokenizer's vocabulary, a label neither −100 nor its id, labels of another length, a null list; a column of strings as input_ids; a CSV source, classify, instruct without labels_column, gpt2-8192 (config errors)" {
+            let dir = tempDir "fixtures-ids-bad"
+            let p name = Path.Combine(dir, name)
+            writeIdsParquet (p "vocab.parquet") [ "input_ids", [| [| 1L; 2L |]; [| 3L; 257L; 4L |] |] ]
+            let lm file = TextFileOptions(TrainFile = file, TestFile = file, Objective = "causal-lm", InputIdsColumn = "input_ids")
+            Expect.equal (refusal parquet (lm (p "vocab.parquet"))) (sprintf "%s, row 2: input_ids[1] = 257 is not a token id of text_tokenizer \"bytes\" (0 … 256)" (p "vocab.parquet")) "an id beyond the vocabulary"
+            idsJsonl (p "negative.jsonl") [ "input_ids", [| [| 5L; -1L |] |] ] |> ignore
+            Expect.equal (refusal jsonl (lm (p "negative.jsonl"))) (sprintf "%s, line 1: input_ids[1] = -1 is not a token id of text_tokenizer \"bytes\" (0 … 256)" (p "negative.jsonl")) "a negative id (JSONL)"
+            let sft file = TextFileOptions(TrainFile = file, TestFile = file, Objective = "instruct", InputIdsColumn = "input_ids", LabelsColumn = "labels")
+            writeIdsParquet (p "label.parquet") [ "input_ids", [| [| 256L; 10L; 11L; 256L |]; [| 256L; 10L; 11L; 256L |] |]; "labels", [| [| -100L; -100L; 11L; 256L |]; [| -100L; -100L; 12L; 256L |] |] ]
+            Expect.equal (refusal parquet (sft (p "label.parquet"))) (sprintf "%s, row 2: labels[2] = 12, neither −100 (not counted) nor input_ids[2] = 11 (counted)" (p "label.parquet")) "a label that is another id"
+            writeIdsParquet (p "length.parquet") [ "input_ids", [| [| 256L; 10L; 11L; 256L |] |]; "labels", [| [| -100L; 11L; 256L |] |] ]
+            Expect.equal (refusal parquet (sft (p "length.parquet"))) (sprintf "%s, row 1: labels has 3 labels, input_ids 4 ids (one label per token)" (p "length.parquet")) "labels of another length"
+            writeIdsParquet (p "null.parquet") [ "input_ids", [| [| 1L |]; null |] ]
+            Expect.equal (refusal parquet (lm (p "null.parquet"))) (sprintf "%s, row 2: column \"input_ids\" is null" (p "null.parquet")) "a null list"
+            FormatExport.WriteParquet(p "strings.parquet", [| struct ("input_ids", [| "1 2 3" |] :> Collections.Generic.IReadOnlyList<string>) |])
+            Expect.equal (refusal parquet (lm (p "strings.parquet"))) (sprintf "%s: column \"input_ids\" holds strings, not lists of integers (token ids)" (p "strings.parquet")) "a string column"
+            write (p "text.jsonl") "{\"input_ids\": [1, 2.5]}\n" |> ignore
+            Expect.equal (refusal jsonl (lm (p "text.jsonl"))) (sprintf "%s, line 1: field \"input_ids\"[1] is 2.5, not an integer token id" (p "text.jsonl")) "a fraction in a JSON array"
+            let errors (extra: string) = configErrors ("[data]\ndataset = \"jsonl\"\ntrain_file = \"a\"\ntest_file = \"b\"\n" + extra)
+            let has (extra: string) (expected: string) = Expect.contains (errors extra) expected (sprintf "%s in %A" expected (errors extra))
+            has "objective = \"classify\"\ninput_ids_column = \"input_ids\"\n" "f.toml: data.input_ids_column: \"input_ids\" token ids are read for objective causal-lm and instruct, not \"classify\""
+            has "objective = \"instruct\"\ninput_ids_column = \"input_ids\"\n" "f.toml: data.labels_column: \"\" names no column: pre-tokenized instruct rows need their labels (−100 on the tokens that do not count) to know which tokens count"
+            has "objective = \"causal-lm\"\nlabels_column = \"labels\"\n" "f.toml: data.labels_column: \"labels\" is read with input_ids_column, for objective instruct"
+            has "objective = \"causal-lm\"\ninput_ids_column = \"input_ids\"\ntext_tokenizer = \"gpt2-8192\"\n" "f.toml: data.text_tokenizer: \"gpt2-8192\" is fitted to the training file's texts, and input_ids_column gives ids, not texts: name the tokenizer the ids are of"
+            Expect.isEmpty (errors "objective = \"instruct\"\ninput_ids_column = \"input_ids\"\nlabels_column = \"labels\"\n") "a valid pre-tokenized section"
+            let csvErrors = configErrors "[data]\ndataset = \"csv\"\ntrain_file = \"a\"\ntest_file = \"b\"\nobjective = \"causal-lm\"\ninput_ids_column = \"input_ids\"\n"
+            printfn "csv with input_ids_column: %A" csvErrors
+            Expect.exists csvErrors (fun e -> e.Contains "data.input_ids_column" && e.Contains "csv files hold no lists of token ids") (sprintf "csv refused: %A" csvErrors)
+        }
     ]
 
-let tests = testList "formats-fixtures" [ pandasTests; tokenIdTests ]
+let private host = lazy (Research.Core.Plugins.PluginHost.Load([]))
+
+let private identityTests =
+    testList "identity" [
+        test "the keys added here (input_ids_column, labels_column, image-folder's order) are left out of a run's identity at their defaults (a config that does not use them keeps its identity) and count when set" {
+            let identity (text: string) (drop: string list) =
+                let c = ResolvedConfig.Canonical(ConfigLoader.Parse(text, "c.toml"), host.Value, "train")
+                for key in drop do
+                    Expect.isTrue (c["data"].AsObject().ContainsKey key) (sprintf "the canonical config writes %s out" key)
+                    c["data"].AsObject().Remove key |> ignore
+                ResolvedConfig.Identity(c, host.Value)
+            let text = "[data]\ndataset = \"jsonl\"\ntrain_file = \"a.jsonl\"\ntest_file = \"b.jsonl\"\nobjective = \"instruct\"\n"
+            Expect.equal (identity text [ "input_ids_column"; "labels_column" ]) (identity text []) "jsonl: the identity of the config stored before the keys existed"
+            Expect.notEqual (identity (text + "input_ids_column = \"input_ids\"\nlabels_column = \"labels\"\n") []) (identity text []) "pre-tokenized rows are another run"
+            let images = "[data]\ndataset = \"image-folder\"\nimage_root = \"x\"\n"
+            Expect.equal (identity images [ "order" ]) (identity images []) "image-folder: the identity before order existed"
+            Expect.notEqual (identity (images + "order = \"name\"\n") []) (identity images []) "another order is another run"
+        }
+    ]
+
+
+
+// ---------------------------------------------------------------------------------------------------------------------
+// The Llama-family reference once more in numpy float64 (tests/Fixtures/llama-reference/reference_np.py).
+
+let private referenceDir = Path.Combine(repoRoot, "tests", "Fixtures", "llama-reference")
+let private referenceScript = Path.Combine(referenceDir, "reference_np.py")
+
+let private numpy (args: string list) =
+    let r = runProcessWith [ "OPENBLAS_NUM_THREADS", "1" ] referenceDir "/usr/bin/python3" (referenceScript :: args)
+    if r.ExitCode <> 0 then failtestf "reference_np.py %A failed (%d): %s" args r.ExitCode r.Err
+    r.Out
+
+let private maxAbs (t: torch.Tensor) = t.abs().max().to_type(torch.float64).item<float>()
+
+/// A tiny Llama-family model trained a few steps on English fortunes (bytes, 16-token windows), exported by
+/// `research export`; returns the run and the exported folder.
+let private trainAndExport (dir: string) (name: string) (modelKeys: string) =
+    let config =
+        write (Path.Combine(dir, name + ".toml"))
+            (sprintf "[run]\nname = \"%s\"\nseed = 11\nthreads = 1\noutput_dir = \"%s\"\n[data]\ndataset = \"fortunes\"\ntask = \"causal-lm\"\ntokenizer = \"bytes\"\ncontext = 16\nvalidation_fraction = 0.01\ntest_fraction = 0.01\ntrain_limit = 96\nbatch_size = 16\neval_batch_size = 256\n[model]\nkind = \"llama\"\nwidth = 32\nlayers = 2\nheads = 4\nkv_heads = 2\nintermediate = 48\nrope_theta = 500.0\n%s[optimizer]\nlr = 0.01\n[train]\nepochs = 1\n"
+                name (Path.Combine(dir, name)) modelKeys)
+    let outcome = Trainer.Run(ConfigLoader.Load config, host.Value)
+    let folder = Path.Combine(dir, name + "-hf")
+    let e = researchInProcess [ "export"; outcome.RunDir; "-o"; Path.Combine(folder, "model.safetensors") ]
+    Expect.equal e.ExitCode 0 (sprintf "research export: %s" e.Err)
+    outcome, folder
+
+let private numpyTests =
+    testList "numpy reference" [
+        for variant in [ "llama"; "qwen2" ] do
+            test (sprintf "%s: the numpy float64 reference gives the committed torch reference's logits on its checkpoint (within 1e-12·max|ref|): the same reference" variant) {
+                let out = numpy [ "--compare"; variant; Path.Combine(variant, "expected.safetensors") ]
+                let parts = out.Trim().Split(' ')
+                let error, scale = float parts[0], float parts[1]
+                printfn "numpy reference %s: max |numpy − torch| = %.3g, max |ref| = %.4g, relative %.3g" variant error scale (error / scale)
+                Expect.isGreaterThan scale 1.0 "the reference logits are not near zero"
+                Expect.isLessThanOrEqual error (1e-12 * scale) (sprintf "max |numpy − torch| = %.3g" error)
+            }
+        for name, keys, modelType, tied in
+            [ "llama-untied", "", "llama", false
+              "llama-tied", "tie_embeddings = true\n", "llama", true
+              "qwen2-untied", "qkv_bias = true\n", "qwen2", false
+              "qwen2-tied", "qkv_bias = true\ntie_embeddings = true\n", "qwen2", true ] do
+            test (sprintf "%s: a model trained here and written by research export is read by the numpy reference, whose float64 logits equal ours on the exported folder within 1e-10·max|ref|; the export holds the run's final weights bitwise" name) {
+                let dir = tempDir ("fixtures-export-" + name)
+                let outcome, folder = trainAndExport dir name keys
+                let config = Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(folder, "config.json")))
+                Expect.equal (config["model_type"].GetValue<string>()) modelType "model_type"
+                Expect.equal (config["tie_word_embeddings"].GetValue<bool>()) tied "tie_word_embeddings"
+                // The export is the checkpoint: every tensor of the file is the run's final weight of that name.
+                let exported = TorchSharp.PyBridge.Safetensors.LoadStateDict(Path.Combine(folder, "model.safetensors"))
+                let final = TorchSharp.PyBridge.Safetensors.LoadStateDict(outcome.WeightsPath)
+                Expect.equal (exported.ContainsKey "lm_head.weight") (not tied) "lm_head.weight written when untied only"
+                Expect.equal (exported.ContainsKey "model.layers.0.self_attn.q_proj.bias") (modelType = "qwen2") "q/k/v biases"
+                for kv in exported do
+                    let w = final.Keys |> Seq.tryFind (fun k -> k = kv.Key || k.EndsWith("." + kv.Key))
+                    Expect.isSome w (sprintf "%s is a weight of the run" kv.Key)
+                    Expect.isTrue (FormatSourceTests.sameTensor kv.Value final[w.Value]) (sprintf "%s bitwise the run's" kv.Key)
+                // Ours: the kind reads the exported folder (config.json and weights) into a float64 model.
+                let shape = DataShape("fortunes", InputKind.Tokens, 16L, 257, NextToken = true, Vocabulary = 257, Tokenizer = "bytes")
+                let context = ModelContext(ModelKeys("llama", 0, folder, true, Array.empty<string>), shape, ModelTarget(shape.Features, shape.Classes), folder, Weights = WeightFiles.Instance)
+                let kind = LlamaKind() :> ModelKind
+                let options = kind.Resolve(LlamaOptions(), context)
+                use model = kind.Create(options, context, new torch.Generator(1UL)) :?> Llama
+                model.``to``(torch.float64) |> ignore
+                kind.Load(model, options, context) |> ignore
+                use ids = torch.randint(0L, 257L, [| 3L; 16L |], dtype = torch.int64, generator = new torch.Generator(17UL))
+                use ours = (use _ = torch.no_grad() in model.forward ids)
+                let idsFile = Path.Combine(dir, "ids.safetensors")
+                Research.Core.Checkpoints.WeightFile.Save([ struct ("input_ids", ids) ], idsFile)
+                let logitsFile = Path.Combine(dir, "numpy-logits.safetensors")
+                numpy [ folder; idsFile; logitsFile ] |> ignore
+                let reference = TorchSharp.PyBridge.Safetensors.LoadStateDict(logitsFile)["logits"]
+                Expect.equal reference.dtype torch.float64 "the reference's logits in float64"
+                Expect.sequenceEqual reference.shape [| 3L; 16L; 257L |] "[B, T, V]"
+                let scale = maxAbs reference
+                let error = maxAbs (ours - reference)
+                printfn "numpy reference on our export %s: max |ours − numpy| = %.3g, max |ref| = %.4g, relative %.3g" name error scale (error / scale)
+                Expect.isGreaterThan scale 0.5 "the logits are not near zero"
+                Expect.isLessThanOrEqual error (1e-10 * scale) (sprintf "max |ours − numpy| = %.3g, max |ref| = %.3g" error scale)
+            }
+    ]
+
+// ---------------------------------------------------------------------------------------------------------------------
+// A study on Fashion-MNIST exported to an image folder gives the built-in reader's numbers.
+
+let private imageStudyTests =
+    testList "image-folder study" [
+        test "a 2-task split-class study (MLP, 500 training items, 2 epochs) on Fashion-MNIST exported to PNG by scripts/export-formats.sh gives bitwise the accuracy matrix and final weights of the same study on the built-in reader (order = \"name\"); in torchvision's class order it does not" {
+            let dir = tempDir "fixtures-image-study"
+            // A small Fashion-MNIST in its own IDX files (the first 500 training and 200 test items), read by both.
+            let small = Path.Combine(dir, "idx")
+            let script =
+                String.concat "\n" [
+                        "import gzip, os, struct, sys"
+                        "src, out = sys.argv[1], sys.argv[2]"
+                        "os.makedirs(out)"
+                        "for prefix, n in (('train', 500), ('t10k', 200)):"
+                        "    for kind, magic, size in (('images-idx3', 2051, 784), ('labels-idx1', 2049, 1)):"
+                        "        data = gzip.open(os.path.join(src, f'{prefix}-{kind}-ubyte.gz')).read()"
+                        "        rank = magic & 0xFF"
+                        "        dims = list(struct.unpack('>' + 'i' * rank, data[4:4 + 4 * rank]))"
+                        "        body = data[4 + 4 * rank:4 + 4 * rank + n * size]"
+                        "        dims[0] = n"
+                        "        with gzip.open(os.path.join(out, f'{prefix}-{kind}-ubyte.gz'), 'wb') as f:"
+                        "            f.write(struct.pack('>i', magic) + struct.pack('>' + 'i' * rank, *dims) + body)" ]
+            let r = runProcess dir "/usr/bin/python3" [ "-c"; script; FashionMnist.ResolveDirectory ""; small ]
+            Expect.equal r.ExitCode 0 r.Err
+            let root = Path.Combine(dir, "png")
+            let e = runProcess repoRoot "bash" [ Path.Combine(repoRoot, "scripts", "export-formats.sh"); root; "0"; small ]
+            Expect.equal e.ExitCode 0 (e.Out + e.Err)
+            let study (name: string) (data: string) =
+                let config =
+                    write (Path.Combine(dir, name + ".toml"))
+                        (sprintf "[run]\nname = \"%s\"\nseed = 5\nthreads = 1\noutput_dir = \"%s\"\n[data]\n%sbatch_size = 32\n[model]\nhidden = [32]\n[optimizer]\nlr = 0.003\n[train]\nepochs = 2\n[study]\nbenchmark = \"split-class\"\nclasses_per_task = 5\n"
+                            name (Path.Combine(dir, name)) data)
+                Trainer.Run(ConfigLoader.Load config, host.Value, kind = RunKind.Study)
+            let builtin = study "builtin" (sprintf "dataset = \"fashion-mnist\"\npath = \"%s\"\n" small)
+            let images = study "images" (sprintf "dataset = \"image-folder\"\nimage_root = \"%s\"\nmean = [0.2860]\nstd = [0.3530]\norder = \"name\"\n" root)
+            let classOrder = study "class-order" (sprintf "dataset = \"image-folder\"\nimage_root = \"%s\"\nmean = [0.2860]\nstd = [0.3530]\n" root)
+            Expect.equal (List.ofSeq builtin.Record.Tasks) [ "classes 0-4"; "classes 5-9" ] "two tasks of five classes"
+            printfn "image-folder study: built-in %A, image folder %A, class order %A" builtin.Record.Accuracy images.Record.Accuracy classOrder.Record.Accuracy
+            for i in 0 .. 1 do Expect.isGreaterThan (builtin.Record.Accuracy[i][i]) 0.5 (sprintf "task %d learned" i)
+            Expect.equal images.Record.Accuracy builtin.Record.Accuracy "the accuracy matrix, bitwise"
+            let a, b = TorchSharp.PyBridge.Safetensors.LoadStateDict(builtin.WeightsPath), TorchSharp.PyBridge.Safetensors.LoadStateDict(images.WeightsPath)
+            Expect.equal (set a.Keys) (set b.Keys) "the same weights"
+            for k in a.Keys do Expect.isTrue (FormatSourceTests.sameTensor a[k] b[k]) (sprintf "final %s bitwise" k)
+            let c = TorchSharp.PyBridge.Safetensors.LoadStateDict(classOrder.WeightsPath)
+            Expect.isFalse (a.Keys |> Seq.forall (fun k -> FormatSourceTests.sameTensor a[k] c[k])) "class-major order takes other items and batches: other weights"
+        }
+    ]
+
+let tests = testList "formats-fixtures" [ pandasTests; tokenIdTests; identityTests; numpyTests; imageStudyTests ]

@@ -93,15 +93,15 @@ public sealed record TextFileOptions : IValidatable
         if (Objective == "chat" && Text.ChatTemplate.Error(ChatTemplate) is { } template) yield return new("chat_template", $"{template}: a template writes each message's {{content}} once (default \"{Text.ChatTemplate.Default.Replace("\n", "\\n")}\")");
         if (Packing && Objective is not ("instruct" or "chat")) yield return new("packing", $"packs the rows of instruct and chat; objective \"{Objective}\" has its own rows");
         if (PreTokenized && Objective is not ("causal-lm" or "instruct"))
-            yield return new("input_ids_column", $"\"{InputIdsColumn}\": token ids are read for objective causal-lm and instruct, not \"{Objective}\"");
+            yield return new("input_ids_column", $"token ids are read for objective causal-lm and instruct, not \"{Objective}\"");
         if (PreTokenized && TextTokenizer == "gpt2-8192")
-            yield return new("text_tokenizer", "\"gpt2-8192\" is fitted to the training file's texts, and input_ids_column gives ids, not texts: name the tokenizer the ids are of");
+            yield return new("text_tokenizer", "is fitted to the training file's texts, and input_ids_column gives ids, not texts: name the tokenizer the ids are of");
         if (LabelsColumn.Length > 0 && (!PreTokenized || Objective != "instruct"))
-            yield return new("labels_column", $"\"{LabelsColumn}\": labels are read with input_ids_column for objective instruct");
+            yield return new("labels_column", "is read with input_ids_column, for objective instruct");
         if (PreTokenized && Objective == "instruct" && LabelsColumn.Length == 0)
-            yield return new("labels_column", "\"\": pre-tokenized instruct rows need their labels (−100 on the tokens that do not count) to know which tokens count");
+            yield return new("labels_column", "names no column: pre-tokenized instruct rows need their labels (−100 on the tokens that do not count) to know which tokens count");
         if (PreTokenized && LabelsColumn == InputIdsColumn)
-            yield return new("labels_column", $"\"{LabelsColumn}\" is also input_ids_column");
+            yield return new("labels_column", "is also input_ids_column");
     }
 }
 
@@ -155,7 +155,7 @@ public abstract class TextFileSource : DataSource<TextFileOptions>
     {
         if (d.Classes.Count > 0 && o.NextToken) yield return new("data.classes", $"selects classes of a classification; objective \"{o.Objective}\" predicts tokens");
         if (o.PreTokenized && !ReadsTokenIds)
-            yield return new("data.input_ids_column", $"\"{Name}\" files hold no lists of token ids: pre-tokenized rows are read from jsonl (a JSON array) or parquet (a list column)");
+            yield return new("data.input_ids_column", $"{Name} files hold no lists of token ids: pre-tokenized rows are read from jsonl (a JSON array) or parquet (a list column)");
     }
 
     /// <summary>Whether the format holds lists of token ids (<see cref="TextFileOptions.InputIdsColumn"/>).</summary>

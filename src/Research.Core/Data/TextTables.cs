@@ -113,6 +113,9 @@ public static class TextTables
         var text = InputFile.ReadUtf8(path, MaxBytes, "a CSV file");
         var options = new CsvReaderOptions
         {
+            // The comma always: CsvHelper detects the separator from the first lines when none is set, and takes a tab
+            // (or ; or |) inside an unquoted field of a one-column file for one (pandas quotes only what holds a comma).
+            Separator = ',',
             HasHeader = true, TrackLineNumbers = true, MalformedData = CsvMalformedDataHandling.Throw,
             FieldCountMismatch = CsvFieldCountHandling.Allow, FormatProvider = CultureInfo.InvariantCulture,
         };

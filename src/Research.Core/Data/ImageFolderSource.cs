@@ -49,7 +49,8 @@ public sealed record ImageFolderOptions : IValidatable
 
 /// <summary>
 /// <c>image-folder</c>: images in class folders, as torchvision's <c>ImageFolder</c> reads them — the classes are the
-/// training folder's sub-folder names in ordinal order (class id = index), each class's files in ordinal order, PNG and
+/// training folder's sub-folder names in ordinal order (class id = index), each class's files in ordinal order (or, with
+/// <see cref="ImageFolderOptions.Order"/> <c>name</c>, all files in the ordinal order of their names), PNG and
 /// JPEG (<c>.png</c>, <c>.jpg</c>, <c>.jpeg</c>, any case) decoded by StbImageSharp to 8-bit grey or RGB. Pixels are
 /// scaled to [0, 1] (÷ 255), normalised per channel ((x − mean) / std, given or measured on the training split) and
 /// flattened channel-major to <c>input</c> [N, C·H·W] float32, as Fashion-MNIST's reader does, so a grey 28×28 folder

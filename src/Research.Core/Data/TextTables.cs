@@ -21,7 +21,9 @@ public sealed record TextRecord(string File, int Line, IReadOnlyDictionary<strin
 
     /// <summary>The token-id columns asked for (a Parquet list of integers, a JSON array of integers), each a row's ids
     /// as written; empty when none was asked for.</summary>
-    public IReadOnlyDictionary<string, long[]> Ids { get; init; } = new Dictionary<string, long[]>();
+    public IReadOnlyDictionary<string, long[]> Ids { get; init; } = NoIds;
+
+    static readonly IReadOnlyDictionary<string, long[]> NoIds = new Dictionary<string, long[]>();
 }
 
 /// <summary>

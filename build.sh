@@ -18,18 +18,22 @@ build() {
 
 # What the demo and the tests read, each a check that holds when a Debian package's files are there: Fashion-MNIST
 # (the demo and the tests), the English and German fortunes (text tests), readelf (binutils: the native-library test),
-# the fonts and fontconfig the plots render with, and Python's PIL (python3-pil: PNG and JPEG fixtures written by a
-# library independent of the image-folder reader, scripts/export-formats.sh).
+# the fonts and fontconfig the plots render with, Python's PIL (python3-pil: PNG and JPEG fixtures written by a
+# library independent of the image-folder reader, scripts/export-formats.sh), and pandas (python3-pandas, which brings
+# python3-numpy: CSV and JSONL fixtures written by pandas, and the Llama-family reference in numpy float64,
+# tests/Fixtures/llama-reference/reference_np.py).
 has_fashion_mnist() { [ -f "${FASHION_MNIST_DIR:-/usr/share/datasets/fashion-mnist}/train-images-idx3-ubyte.gz" ]; }
 has_fortunes() { [ -f /usr/share/games/fortunes/computers ]; }
 has_fortunes_de() { [ -f /usr/share/games/fortunes/de/zitate ]; }
 has_pil() { /usr/bin/python3 -c 'import PIL' >/dev/null 2>&1; }
+has_pandas() { /usr/bin/python3 -c 'import pandas, numpy' >/dev/null 2>&1; }
 has_readelf() { command -v readelf >/dev/null 2>&1; }
 has_fonts() { [ -d /usr/share/fonts/truetype/dejavu ]; }
 has_fontconfig() { { ldconfig -p || /sbin/ldconfig -p; } 2>/dev/null | grep libfontconfig.so.1 >/dev/null; }
 demo_packages=(dataset-fashion-mnist:has_fashion_mnist)
 test_packages=(dataset-fashion-mnist:has_fashion_mnist fortunes:has_fortunes fortunes-de:has_fortunes_de
-               binutils:has_readelf fonts-dejavu-core:has_fonts libfontconfig1:has_fontconfig python3-pil:has_pil)
+               binutils:has_readelf fonts-dejavu-core:has_fonts libfontconfig1:has_fontconfig python3-pil:has_pil
+               python3-pandas:has_pandas)
 
 # ensure_packages WHAT PACKAGE:CHECK...: installs the packages whose check fails, quietly (sudo when not root).
 ensure_packages() {

@@ -4,7 +4,8 @@
 #   OUT/train/<label>/<index>.png and OUT/test/<label>/<index>.png, label 0–9, index the item's position in its IDX file
 #   (zero-padded, so the files' ordinal order is the file order). Read back by [data] dataset = "image-folder" with
 #   mean = [0.2860] and std = [0.3530] (Fashion-MNIST's reader's constants), the tensors are bitwise the built-in
-#   reader's, in class-major order.
+#   reader's, in class-major order; with order = "name" as well, in the IDX order, so that a run on the folder gives the
+#   built-in reader's numbers bitwise.
 # Usage: scripts/export-formats.sh OUT [LIMIT] [FASHION_MNIST_DIR]   (LIMIT: the first N items of each split; 0: all)
 #
 #        scripts/export-formats.sh fortunes OUT [--config FILE] [--set KEY=VALUE ...] [--format jsonl|parquet|both]

@@ -1,6 +1,6 @@
 /// The built-in sources on a researcher's own files (issue 30): JSONL and CSV text (classification, causal language
-/// modelling, instruction tuning). Every fixture is written by the test itself (Debian's python3-pandas is not among
-/// build.sh's test packages); the fortunes exported by FormatExport read back bitwise as the built-in reader's tensors.
+/// modelling, instruction tuning). Every fixture here is written by the test itself (pandas-written ones are in
+/// FormatFixtureTests); the fortunes exported by FormatExport read back bitwise as the built-in reader's tensors.
 module Research.Tests.FormatSourceTests
 
 open System

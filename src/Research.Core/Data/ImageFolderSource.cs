@@ -27,6 +27,13 @@ public sealed record ImageFolderOptions : IValidatable
     /// <summary>Without train/ and test/ folders: the share of each class's images held out as the test split (seeded).</summary>
     [Option(Min = 0, Max = 1, MinExclusive = true, MaxExclusive = true)]
     public double HoldoutFraction { get; init; } = 0.2;
+    /// <summary>The order of a split's images: <c>class</c> — class by class, each class's files in ordinal order
+    /// (torchvision's <c>ImageFolder</c>); <c>name</c> — all classes' files in the ordinal order of their file names (a
+    /// name in two classes: by class), which keeps the order of a dataset exported with its item index as the name
+    /// (<c>scripts/export-formats.sh</c>), so that <c>train_limit</c>, the validation holdout and the shuffles take the
+    /// items the built-in reader's run takes.</summary>
+    [Option(OneOf = ["class", "name"], AddedIn = "3.0")]
+    public string Order { get; init; } = "class";
 
     public int Channels => Color == "rgb" ? 3 : 1;
 
@@ -42,7 +49,8 @@ public sealed record ImageFolderOptions : IValidatable
 
 /// <summary>
 /// <c>image-folder</c>: images in class folders, as torchvision's <c>ImageFolder</c> reads them — the classes are the
-/// training folder's sub-folder names in ordinal order (class id = index), each class's files in ordinal order, PNG and
+/// training folder's sub-folder names in ordinal order (class id = index), each class's files in ordinal order (or, with
+/// <see cref="ImageFolderOptions.Order"/> <c>name</c>, all files in the ordinal order of their names), PNG and
 /// JPEG (<c>.png</c>, <c>.jpg</c>, <c>.jpeg</c>, any case) decoded by StbImageSharp to 8-bit grey or RGB. Pixels are
 /// scaled to [0, 1] (÷ 255), normalised per channel ((x − mean) / std, given or measured on the training split) and
 /// flattened channel-major to <c>input</c> [N, C·H·W] float32, as Fashion-MNIST's reader does, so a grey 28×28 folder
@@ -78,7 +86,7 @@ public sealed class ImageFolderSource : DataSource<ImageFolderOptions>
     }
 
     /// <summary>The images of a split folder: (file, class id), classes in order, files in ordinal order.</summary>
-    static List<(string File, int Label)> Files(string folder, IReadOnlyList<string> classes)
+    static List<(string File, int Label)> Files(string folder, IReadOnlyList<string> classes, string order = "class")
     {
         var known = classes.Select((c, i) => (c, i)).ToDictionary(p => p.c, p => p.i, StringComparer.Ordinal);
         foreach (var d in Directory.GetDirectories(folder).Select(Path.GetFileName))
@@ -92,7 +100,8 @@ public sealed class ImageFolderSource : DataSource<ImageFolderOptions>
             files.AddRange(Directory.GetFiles(dir).Where(f => Extensions.Contains(Path.GetExtension(f).ToLowerInvariant()))
                 .Order(StringComparer.Ordinal).Select(f => (f, c)));
         }
-        return files;
+        // A stable sort: files of equal names stay in class order.
+        return order == "name" ? [.. files.OrderBy(f => Path.GetFileName(f.Item1), StringComparer.Ordinal)] : files;
     }
 
     /// <summary>[H, W]: <c>resize</c>, or the first training image's size (read from its header).</summary>
@@ -186,9 +195,9 @@ public sealed class ImageFolderSource : DataSource<ImageFolderOptions>
         var classes = Classes(o);
         var (h, w) = Size(o);
         var (trainDir, valDir, testDir) = Layout(o);
-        var trainFiles = Files(trainDir, classes);
+        var trainFiles = Files(trainDir, classes, o.Order);
         List<(string File, int Label)> testFiles;
-        if (testDir is not null) testFiles = Files(testDir, classes);
+        if (testDir is not null) testFiles = Files(testDir, classes, o.Order);
         else
         {
             // Per class, a seeded permutation of its files; its first ⌈f·n⌉ are the test split (each class keeps its share).
@@ -210,7 +219,7 @@ public sealed class ImageFolderSource : DataSource<ImageFolderOptions>
         {
             parts.Add(Read(trainFiles, o, h, w));
             parts.Add(Read(testFiles, o, h, w));
-            if (valDir is not null) parts.Add(Read(Files(valDir, classes), o, h, w));
+            if (valDir is not null) parts.Add(Read(Files(valDir, classes, o.Order), o, h, w));
             var (mean, std) = o.Mean.Length > 0 ? (o.Mean, o.Std) : Measure(parts[0].Pixels, o.Channels);
             TensorDataset Make((Tensor Pixels, Tensor Labels) p)
             {

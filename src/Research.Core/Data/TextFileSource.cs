@@ -57,11 +57,26 @@ public sealed record TextFileOptions : IValidatable
     /// classifier reads, the longest prompt + response of instruction tuning (cut at the end).</summary>
     [Option(Min = 3, Max = 8192)]
     public int MaxTokens { get; init; } = 128;
+    /// <summary>Pre-tokenized rows (<c>causal-lm</c>, <c>instruct</c>): the column holding each row's token ids, a list of
+    /// integers (Parquet) or a JSON array (JSONL), as Hugging Face's tokenized datasets hold <c>input_ids</c>; the ids
+    /// are <c>text_tokenizer</c>'s and are read instead of text. Empty: text.</summary>
+    [Option(AddedIn = "3.0")]
+    public string InputIdsColumn { get; init; } = "";
+    /// <summary>Pre-tokenized <c>instruct</c> rows: the column holding each row's labels, Hugging Face's convention
+    /// (as long as the ids, unshifted; −100 on a token that does not count, such as the prompt's, else the id itself).</summary>
+    [Option(AddedIn = "3.0")]
+    public string LabelsColumn { get; init; } = "";
 
     public bool NextToken => Objective != "classify";
 
+    /// <summary>Rows are token ids (<see cref="InputIdsColumn"/>), not text.</summary>
+    public bool PreTokenized => InputIdsColumn.Length > 0;
+
+    /// <summary>The columns that hold token ids.</summary>
+    public IReadOnlySet<string> IdColumns => PreTokenized ? Columns.ToHashSet(StringComparer.Ordinal) : new HashSet<string>();
+
     /// <summary>The columns a record must hold.</summary>
-    public IReadOnlyList<string> Columns => Objective switch
+    public IReadOnlyList<string> Columns => PreTokenized ? (LabelsColumn.Length > 0 ? [InputIdsColumn, LabelsColumn] : [InputIdsColumn]) : Objective switch
     {
         "classify" => [TextColumn, LabelColumn],
         "instruct" => [PromptColumn, ResponseColumn],
@@ -77,6 +92,16 @@ public sealed record TextFileOptions : IValidatable
         if (Objective == "instruct" && PromptColumn == ResponseColumn) yield return new("response_column", $"\"{ResponseColumn}\" is also prompt_column");
         if (Objective == "chat" && Text.ChatTemplate.Error(ChatTemplate) is { } template) yield return new("chat_template", $"{template}: a template writes each message's {{content}} once (default \"{Text.ChatTemplate.Default.Replace("\n", "\\n")}\")");
         if (Packing && Objective is not ("instruct" or "chat")) yield return new("packing", $"packs the rows of instruct and chat; objective \"{Objective}\" has its own rows");
+        if (PreTokenized && Objective is not ("causal-lm" or "instruct"))
+            yield return new("input_ids_column", $"token ids are read for objective causal-lm and instruct, not \"{Objective}\"");
+        if (PreTokenized && TextTokenizer == "gpt2-8192")
+            yield return new("text_tokenizer", "is fitted to the training file's texts, and input_ids_column gives ids, not texts: name the tokenizer the ids are of");
+        if (LabelsColumn.Length > 0 && (!PreTokenized || Objective != "instruct"))
+            yield return new("labels_column", "is read with input_ids_column, for objective instruct");
+        if (PreTokenized && Objective == "instruct" && LabelsColumn.Length == 0)
+            yield return new("labels_column", "names no column: pre-tokenized instruct rows need their labels (−100 on the tokens that do not count) to know which tokens count");
+        if (PreTokenized && LabelsColumn == InputIdsColumn)
+            yield return new("labels_column", "is also input_ids_column");
     }
 }
 
@@ -98,7 +123,7 @@ public abstract class TextFileSource : DataSource<TextFileOptions>
     {
         if (!File.Exists(path)) throw new FileNotFoundException($"{path} does not exist (data.{(path == o.TrainFile ? "train_file" : path == o.TestFile ? "test_file" : "validation_file")}; a relative path is from the working directory)", path);
         var info = new FileInfo(path);
-        var key = $"{Name}\0{info.FullName}\0{info.Length}\0{info.LastWriteTimeUtc.Ticks}\0{o.Objective}\0{string.Join("\0", o.Columns)}";
+        var key = $"{Name}\0{info.FullName}\0{info.Length}\0{info.LastWriteTimeUtc.Ticks}\0{o.Objective}\0{o.PreTokenized}\0{string.Join("\0", o.Columns)}";
         return Tables.GetOrAdd(key, _ => ReadTable(path, o) is { Count: > 0 } records ? records
             : throw new InvalidDataException($"{path} holds no records"));
     }
@@ -129,7 +154,12 @@ public abstract class TextFileSource : DataSource<TextFileOptions>
     protected override IEnumerable<OptionError> Validate(DataKeys d, TextFileOptions o)
     {
         if (d.Classes.Count > 0 && o.NextToken) yield return new("data.classes", $"selects classes of a classification; objective \"{o.Objective}\" predicts tokens");
+        if (o.PreTokenized && !ReadsTokenIds)
+            yield return new("data.input_ids_column", $"{Name} files hold no lists of token ids: pre-tokenized rows are read from jsonl (a JSON array) or parquet (a list column)");
     }
+
+    /// <summary>Whether the format holds lists of token ids (<see cref="TextFileOptions.InputIdsColumn"/>).</summary>
+    protected virtual bool ReadsTokenIds => false;
 
     public override IEnumerable<OptionError> Check(DataRequest request)
     {
@@ -158,7 +188,7 @@ public abstract class TextFileSource : DataSource<TextFileOptions>
     }
 
     /// <summary>The texts the tokenizer is fitted to (<c>gpt2-8192</c>): the training file's.</summary>
-    IEnumerable<string> TrainingTexts(TextFileOptions o) => Records(o.TrainFile, o).SelectMany(r => o.Objective switch
+    IEnumerable<string> TrainingTexts(TextFileOptions o) => o.PreTokenized ? [] : Records(o.TrainFile, o).SelectMany(r => o.Objective switch
     {
         "instruct" => new[] { r[o.PromptColumn], r[o.ResponseColumn] },
         "chat" => [new ChatTemplate(o.ChatTemplate).Text(ChatTemplate.Parse(r[o.MessagesColumn], o.MessagesColumn, r.Where))],
@@ -181,6 +211,7 @@ public abstract class TextFileSource : DataSource<TextFileOptions>
         TensorDataset Make(string path)
         {
             var records = Records(path, o);
+            if (o.PreTokenized) return TokenIdRows.Dataset(records, o, tokenizer);
             switch (o.Objective)
             {
                 case "causal-lm":
@@ -225,9 +256,10 @@ public sealed class JsonlSource : TextFileSource
 {
     public override string Name => "jsonl";
     public override string Summary => "text in JSON Lines files (train_file, test_file): classification, causal language modelling or instruction tuning";
+    protected override bool ReadsTokenIds => true;
     protected override IReadOnlyList<TextRecord> ReadTable(string path, TextFileOptions o) =>
         TextTables.ReadJsonl(path, o.Columns, o.Objective == "classify" ? new HashSet<string> { o.LabelColumn } : new HashSet<string>(),
-            o.Objective == "chat" ? new HashSet<string> { o.MessagesColumn } : null);
+            o.Objective == "chat" ? new HashSet<string> { o.MessagesColumn } : null, o.IdColumns);
 }
 
 /// <summary><c>csv</c>: text in CSV files with a header row (RFC 4180, CsvHelper).</summary>
@@ -239,12 +271,13 @@ public sealed class CsvSource : TextFileSource
 }
 
 /// <summary><c>parquet</c>: text in Parquet files, Hugging Face's format for published datasets (Parquet.Net): columns
-/// by name, strings (a label may be an integer column).</summary>
+/// by name, strings (a label may be an integer column), or lists of integers for pre-tokenized rows.</summary>
 public sealed class ParquetSource : TextFileSource
 {
     public override string Name => "parquet";
     public override string Summary => "text in Parquet files (train_file, test_file; columns by name): classification, causal language modelling or instruction tuning";
+    protected override bool ReadsTokenIds => true;
     protected override IReadOnlyList<TextRecord> ReadTable(string path, TextFileOptions o) =>
         TextTables.ReadParquet(path, o.Columns, o.Objective == "classify" ? new HashSet<string> { o.LabelColumn } : new HashSet<string>(),
-            o.Objective == "chat" ? new HashSet<string> { o.MessagesColumn } : null);
+            o.Objective == "chat" ? new HashSet<string> { o.MessagesColumn } : null, o.IdColumns);
 }

@@ -18,6 +18,12 @@ public sealed record TextRecord(string File, int Line, IReadOnlyDictionary<strin
     public string Where => $"{File}, {Unit} {Line}";
 
     public string this[string column] => Values[column];
+
+    /// <summary>The token-id columns asked for (a Parquet list of integers, a JSON array of integers), each a row's ids
+    /// as written; empty when none was asked for.</summary>
+    public IReadOnlyDictionary<string, long[]> Ids { get; init; } = NoIds;
+
+    static readonly IReadOnlyDictionary<string, long[]> NoIds = new Dictionary<string, long[]>();
 }
 
 /// <summary>
@@ -39,9 +45,10 @@ public static class TextTables
     /// The records of a JSONL file: each non-blank line a JSON object holding every column. A text column's value must be
     /// a JSON string; a column in <paramref name="numbersToo"/> (a label) may be a string or a number (kept as written); a
     /// column in <paramref name="json"/> (a chat's <c>messages</c>) may be any JSON value, kept as its JSON text for the
-    /// caller to read.
+    /// caller to read. A column in <paramref name="ids"/> (pre-tokenized rows) must be an array of integers, kept in
+    /// <see cref="TextRecord.Ids"/>.
     /// </summary>
-    public static IReadOnlyList<TextRecord> ReadJsonl(string path, IReadOnlyList<string> columns, IReadOnlySet<string> numbersToo, IReadOnlySet<string>? json = null)
+    public static IReadOnlyList<TextRecord> ReadJsonl(string path, IReadOnlyList<string> columns, IReadOnlySet<string> numbersToo, IReadOnlySet<string>? json = null, IReadOnlySet<string>? ids = null)
     {
         var text = InputFile.ReadUtf8(path, MaxBytes, "a JSONL file");
         var records = new List<TextRecord>();
@@ -59,10 +66,16 @@ public static class TextTables
                 if (doc.RootElement.ValueKind != JsonValueKind.Object)
                     throw new InvalidDataException($"{Where(path, line)}: a JSON {Kind(doc.RootElement.ValueKind)}, not an object (each line of a JSONL file is one object)");
                 var values = new Dictionary<string, string>(StringComparer.Ordinal);
+                var tokenIds = new Dictionary<string, long[]>(StringComparer.Ordinal);
                 foreach (var column in columns)
                 {
                     if (!doc.RootElement.TryGetProperty(column, out var v))
                         throw new InvalidDataException($"{Where(path, line)}: no field \"{column}\" (it has: {string.Join(", ", doc.RootElement.EnumerateObject().Select(p => p.Name))})");
+                    if (ids?.Contains(column) == true)
+                    {
+                        tokenIds[column] = JsonIds(v, column, Where(path, line));
+                        continue;
+                    }
                     values[column] = v.ValueKind switch
                     {
                         _ when json?.Contains(column) == true => v.GetRawText(),
@@ -71,10 +84,26 @@ public static class TextTables
                         _ => throw new InvalidDataException($"{Where(path, line)}: field \"{column}\" is a JSON {Kind(v.ValueKind)}, not a string{(numbersToo.Contains(column) ? " or a number" : "")}"),
                     };
                 }
-                records.Add(new TextRecord(path, line, values));
+                records.Add(new TextRecord(path, line, values) { Ids = tokenIds });
             }
         }
         return records;
+    }
+
+    /// <summary>A JSON array of integers (token ids), refused otherwise naming the line.</summary>
+    static long[] JsonIds(JsonElement v, string column, string where)
+    {
+        if (v.ValueKind != JsonValueKind.Array)
+            throw new InvalidDataException($"{where}: field \"{column}\" is a JSON {Kind(v.ValueKind)}, not an array of token ids");
+        var result = new long[v.GetArrayLength()];
+        var i = 0;
+        foreach (var e in v.EnumerateArray())
+        {
+            if (e.ValueKind != JsonValueKind.Number || !e.TryGetInt64(out result[i]))
+                throw new InvalidDataException($"{where}: field \"{column}\"[{i}] is {(e.ValueKind == JsonValueKind.Number ? e.GetRawText() : "a JSON " + Kind(e.ValueKind))}, not an integer token id");
+            i++;
+        }
+        return result;
     }
 
     /// <summary>
@@ -86,6 +115,9 @@ public static class TextTables
         var text = InputFile.ReadUtf8(path, MaxBytes, "a CSV file");
         var options = new CsvReaderOptions
         {
+            // The comma always: CsvHelper detects the separator from the first lines when none is set, and takes a tab
+            // (or ; or |) inside an unquoted field of a one-column file for one (pandas quotes only what holds a comma).
+            Separator = ',',
             HasHeader = true, TrackLineNumbers = true, MalformedData = CsvMalformedDataHandling.Throw,
             FieldCountMismatch = CsvFieldCountHandling.Allow, FormatProvider = CultureInfo.InvariantCulture,
         };
@@ -122,12 +154,14 @@ public static class TextTables
     /// The records of a Parquet file (Parquet.Net), row N counted from 1 over its row groups: each column must be a
     /// top-level string column (a column in <paramref name="numbersToo"/> may be an integer column too); a null is
     /// refused naming its row. A column in <paramref name="json"/> (a chat's <c>messages</c>) may also be a nested column
-    /// (Hugging Face's list of {role, content} structs), kept as its JSON text.
+    /// (Hugging Face's list of {role, content} structs), kept as its JSON text. A column in <paramref name="ids"/>
+    /// (pre-tokenized rows: Hugging Face's <c>input_ids</c>, <c>labels</c>) must be a list of integers, kept in
+    /// <see cref="TextRecord.Ids"/>.
     /// </summary>
-    public static IReadOnlyList<TextRecord> ReadParquet(string path, IReadOnlyList<string> columns, IReadOnlySet<string> numbersToo, IReadOnlySet<string>? json = null)
+    public static IReadOnlyList<TextRecord> ReadParquet(string path, IReadOnlyList<string> columns, IReadOnlySet<string> numbersToo, IReadOnlySet<string>? json = null, IReadOnlySet<string>? ids = null)
     {
         if (InputFile.Length(path) == 0) throw new InvalidDataException(File.Exists(path) ? $"{path} is empty" : $"{path} does not exist");
-        try { return ReadParquetAsync(path, columns, numbersToo, json).GetAwaiter().GetResult(); }
+        try { return ReadParquetAsync(path, columns, numbersToo, json, ids).GetAwaiter().GetResult(); }
         catch (Exception e) when (e is not (InvalidDataException or OutOfMemoryException or NotAFileException))
         {
             throw new InvalidDataException($"{path}: not a Parquet file Parquet.Net can read ({FirstLine(e.Message)})", e);
@@ -139,10 +173,11 @@ public static class TextTables
 
     static readonly Type[] IntegerTypes = [typeof(sbyte), typeof(byte), typeof(short), typeof(ushort), typeof(int), typeof(uint), typeof(long)];
 
-    static async Task<IReadOnlyList<TextRecord>> ReadParquetAsync(string path, IReadOnlyList<string> columns, IReadOnlySet<string> numbersToo, IReadOnlySet<string>? json)
+    static async Task<IReadOnlyList<TextRecord>> ReadParquetAsync(string path, IReadOnlyList<string> columns, IReadOnlySet<string> numbersToo, IReadOnlySet<string>? json, IReadOnlySet<string>? ids)
     {
         await using var stream = File.OpenRead(path);
         await using var reader = await ParquetReader.CreateAsync(stream);
+        if (ids is { Count: > 0 }) return await ReadWithIds(path, reader.Schema, columns, ids);
         if (columns is [var only] && json?.Contains(only) == true && reader.Schema.Fields.FirstOrDefault(f => f.Name == only) is { } top && top is not DataField)
             return await ReadNestedAsJson(path, only);
         var all = reader.Schema.GetDataFields();
@@ -208,6 +243,56 @@ public static class TextTables
         }
         return records;
     }
+
+    /// <summary>
+    /// Rows holding token-id columns: each id column a list of integers (the 3-level LIST that pyarrow and Hugging Face's
+    /// datasets write, or a repeated integer column), the others strings, read through Parquet.Net's untyped reader
+    /// (rows as dictionaries, a list as an enumerable) so that both list layouts read alike.
+    /// </summary>
+    static async Task<IReadOnlyList<TextRecord>> ReadWithIds(string path, ParquetSchema schema, IReadOnlyList<string> columns, IReadOnlySet<string> ids)
+    {
+        foreach (var c in columns)
+        {
+            var f = schema.Fields.FirstOrDefault(f => f.Name == c)
+                ?? throw new InvalidDataException($"{path}: no column \"{c}\" (it has: {string.Join(", ", schema.Fields.Select(f => f.Name))})");
+            var ok = ids.Contains(c)
+                ? f is ListField { Item: DataField item } && IntegerTypes.Contains(item.ClrType) || f is DataField { IsArray: true } d && IntegerTypes.Contains(d.ClrType)
+                : f is DataField { IsArray: false } t && IsText(t);
+            if (!ok) throw new InvalidDataException($"{path}: column \"{c}\" holds {Describe(f)}, not {(ids.Contains(c) ? "lists of integers (token ids)" : "strings")}");
+        }
+        await using var stream = File.OpenRead(path);
+        var rows = (await ParquetSerializer.DeserializeUntypedAsync(stream)).Data;
+        var records = new List<TextRecord>(rows.Count);
+        for (int i = 0; i < rows.Count; i++)
+        {
+            var where = $"{path}, row {i + 1}";
+            var values = new Dictionary<string, string>(StringComparer.Ordinal);
+            var tokenIds = new Dictionary<string, long[]>(StringComparer.Ordinal);
+            foreach (var c in columns)
+            {
+                if (!rows[i].TryGetValue(c, out var value) || value is null) throw new InvalidDataException($"{where}: column \"{c}\" is null");
+                if (!ids.Contains(c)) { values[c] = Plain(value)!.ToString()!; continue; }
+                var list = new List<long>();
+                foreach (var e in (System.Collections.IEnumerable)value)
+                {
+                    if (e is null) throw new InvalidDataException($"{where}: column \"{c}\"[{list.Count}] is null");
+                    list.Add(Convert.ToInt64(e, CultureInfo.InvariantCulture));
+                }
+                tokenIds[c] = [.. list];
+            }
+            records.Add(new TextRecord(path, i + 1, values) { Unit = "row", Ids = tokenIds });
+        }
+        return records;
+    }
+
+    static string Describe(Field f) => f switch
+    {
+        ListField { Item: DataField item } => $"lists of {item.ClrType.Name}",
+        ListField => "lists of structs",
+        DataField { IsArray: true } d => $"lists of {d.ClrType.Name}",
+        DataField d => IsText(d) ? "strings" : d.ClrType.Name,
+        _ => f.SchemaType.ToString().ToLowerInvariant() + "s",
+    };
 
     /// <summary>An untyped Parquet value as plain strings, dictionaries and lists, for JSON.</summary>
     static object? Plain(object? value) => value switch

@@ -32,6 +32,21 @@ public sealed class TokenStream
         return new TokenStream([.. ids], n, bytes);
     }
 
+    /// <summary>Documents given as token ids (pre-tokenized rows), joined as <see cref="FromDocuments"/> joins texts. The
+    /// bytes behind them are unknown: <see cref="Utf8Bytes"/> is 0 (bits per byte not reported).</summary>
+    public static TokenStream FromTokenIds(IEnumerable<int[]> documents, ITextTokenizer tokenizer)
+    {
+        var ids = new List<int> { tokenizer.EndOfTextId };
+        int n = 0;
+        foreach (var d in documents)
+        {
+            ids.AddRange(d);
+            ids.Add(tokenizer.EndOfTextId);
+            n++;
+        }
+        return new TokenStream([.. ids], n, 0);
+    }
+
     public IReadOnlyList<int> Ids { get; }
     public int Documents { get; }
 

@@ -16,6 +16,9 @@ Run from this folder with Debian's python3-torch (1.13): `OPENBLAS_NUM_THREADS=1
 `/usr/bin/python3 make.py --check FOLDER VARIANT` reads a model folder another program wrote (config.json and
 model.safetensors), computes its logits on VARIANT's ids with this reference and prints the largest difference from
 VARIANT's expected logits: what `research`'s export is checked with.
+
+reference_np.py beside it is this forward once more in numpy float64 (no torch), which the tests run: on these
+checkpoints it gives these expected logits (tests "research.formats-fixtures").
 """
 import json
 import math

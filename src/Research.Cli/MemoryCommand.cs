@@ -186,11 +186,13 @@ public static class MemoryCommand
         Console.WriteLine(row, "Llama-2-7B", Gb(corrected.Weights), Gb(corrected.Gradients), Gb(corrected.MasterCopy),
             Gb(corrected.OptimizerMoments), Seed(Component.Activations), Approx(corrected.ModelState / GB + (activations ?? 0)));
 
-        var omitted = seed.OmittedFrom(corrected).Select(c => Omission(c.Kind, correctedPrecision, Gb(c.Bytes)));
+        // What the seed left out is counted at its own 7e9, the figure its row was computed from.
+        var atSeed = new MemoryEstimate(SeedChapter.Parameters, correctedPrecision, OptimizerState.Adam);
+        var omitted = seed.OmittedFrom(atSeed).Select(c => Omission(c.Kind, correctedPrecision, Gb(c.Bytes)));
         var terms = string.Join(" + ", corrected.Components.Where(c => c.BytesPerParameter > 0).Select(c => c.BytesPerParameter));
         Console.WriteLine($"The seed's {label} leaves out {string.Join(" and ", omitted)}: the model state is {terms} = "
-            + $"{corrected.ModelStateBytesPerParameter} B/param, {Gb(corrected.ModelState)} GB before activations for Llama-2-7B "
-            + $"({Gb(SeedChapter.Parameters * corrected.ModelStateBytesPerParameter)} GB at the seed's round 7e9; ZeRO, Rajbhandari et al. 2020).");
+            + $"{corrected.ModelStateBytesPerParameter} B/param, {Gb(atSeed.ModelState)} GB at the seed's 7e9 and {Gb(corrected.ModelState)} GB for "
+            + $"Llama-2-7B's {llama.ParameterCount.ToString("N0", Inv)} parameters, before activations (ZeRO, Rajbhandari et al. 2020).");
         if (precision == Precision.PureBf16)
         {
             var pure = new MemoryEstimate(llama.ParameterCount, Precision.PureBf16, OptimizerState.Adam);

@@ -84,10 +84,10 @@ let private oneLine (r: ProcessResult) (what: string) =
 
 let private runTests =
     testList "run" [
-        test "a tiny Llama folder with tokenizer.json trains 4 steps (4 pairs, batch 2, 2 epochs) on JSONL instruct data; its ids are HfBpeTokenizer's encoding ([eos] prompt response [eos], pad), and generate prints text decoded by it" {
-            let dir = tempDir "hf-run"
+        test "JSONL instruct data with text_tokenizer = \"tokenizer.json\" beside init_from: the ids are HfBpeTokenizer's encoding ([eos] prompt response [eos], then pad_token), exactly" {
+            let dir = tempDir "hf-ids"
             let folder = llamaFolder dir 2259L true
-            let config = runConfig dir folder ""
+            writeJsonl (Path.Combine(dir, "sft.jsonl")) |> ignore
             let tokenizer = HfBpeTokenizer.FromFolder folder
             Expect.equal tokenizer.VocabSize 2259 "the fixture's vocabulary"
             // The ids, exactly: the source loads them with init_from resolved as the run resolves it.
@@ -111,6 +111,12 @@ let private runTests =
                     Expect.isTrue (row[expected.Length ..] |> Array.forall ((=) pad)) $"row {i}: padded with pad_token")
             finally
                 Research.Tests.FormatSourceTests.disposeSplits splits
+        }
+
+        test "a tiny Llama folder with tokenizer.json trains 4 steps (4 pairs, batch 2, 2 epochs) on JSONL instruct data, generate prints text decoded by it, export writes the tokenizer beside the weights" {
+            let dir = tempDir "hf-run"
+            let folder = llamaFolder dir 2259L true
+            let config = runConfig dir folder ""
             let r = research dir [ "train"; config ]
             Expect.equal r.ExitCode 0 r.Err
             let runDir = onlyRunDir dir
@@ -244,8 +250,8 @@ let private memoryTests =
             let row = r.Out.Split('\n') |> Array.find (fun l -> l.TrimStart().StartsWith "Llama-2-7B")
             let cells = row.Split(' ', StringSplitOptions.RemoveEmptyEntries)
             Expect.equal cells[1..4] [| "13.5"; "13.5"; "27"; "53.9" |] "weights, gradients, fp32 master, AdamW moments (GB)"
-            Expect.stringContains r.Out "107.8 GB before activations for Llama-2-7B" "16 B/param × 6.74e9"
-            Expect.stringContains r.Out "112 GB at the seed's round 7e9" "and the seed's round figure beside it"
+            Expect.stringContains r.Out "112 GB at the seed's 7e9 and 107.8 GB for Llama-2-7B's 6,738,415,616 parameters" "16 B/param × 7e9 and × 6.74e9"
+            Expect.stringContains r.Out "leaves out the 28 GB fp32 master copy" "what the seed left out, at its own 7e9"
         }
 
         test "memory --config on a llama whose init_from is a Hugging Face folder uses the folder's config.json: its parameter count and its layers and width" {

@@ -36,6 +36,8 @@ public static class TextTokenizers
         }
         if (initFrom.Length == 0)
             throw new InvalidDataException($"tokenizer \"{HfJson}\" reads the tokenizer.json in the folder of model.init_from, and the run has no init_from: set data.tokenizer_file to the file");
+        if (!Directory.Exists(initFrom) && !File.Exists(initFrom))
+            throw new InvalidDataException($"model.init_from {initFrom} does not exist, so there is no tokenizer.json beside it (tokenizer \"{HfJson}\")");
         var folder = Directory.Exists(initFrom) ? initFrom : Path.GetDirectoryName(Path.GetFullPath(initFrom))!;
         var beside = Path.Combine(folder, HfJson);
         return File.Exists(beside) ? beside

@@ -154,6 +154,23 @@ let private runTests =
             Expect.stringContains none "data.tokenizer_file" "says which key gives the file"
         }
 
+        test "end of text is tokenizer_config.json's eos_token, else config.json's eos_token_id (the first of a list), else <|endoftext|>" {
+            let dir = tempDir "hf-eos"
+            File.Copy(Path.Combine(fixture, "tokenizer.json"), Path.Combine(dir, "tokenizer.json"))
+            let eos () = (HfBpeTokenizer.FromFolder dir).EndOfTextId
+            Expect.equal (eos ()) 2256 "neither file: the added token <|endoftext|>"
+            File.WriteAllText(Path.Combine(dir, "config.json"), """{"eos_token_id": 2258}""")
+            Expect.equal (eos ()) 2258 "config.json's eos_token_id"
+            File.WriteAllText(Path.Combine(dir, "config.json"), """{"eos_token_id": [2257, 2258]}""")
+            Expect.equal (eos ()) 2257 "the first of a list (Llama 3 Instruct's form)"
+            File.WriteAllText(Path.Combine(dir, "tokenizer_config.json"), """{"eos_token": "<|im_end|>"}""")
+            Expect.equal (eos ()) 2258 "tokenizer_config.json's eos_token comes first"
+            File.Delete(Path.Combine(dir, "tokenizer_config.json"))
+            File.WriteAllText(Path.Combine(dir, "config.json"), """{"eos_token_id": 5000}""")
+            let message = try HfBpeTokenizer.FromFolder dir |> ignore; "" with :? InvalidDataException as e -> e.Message
+            Expect.stringContains message "config.json: eos_token_id 5000 is not an id of" "an id beyond the tokenizer is refused naming the file"
+        }
+
         test "fortunes with tokenizer = \"tokenizer.json\" and tokenizer_file: the shape's vocabulary and the ids are the file's" {
             let o = FortuneOptions(Task = "causal-lm", Tokenizer = TextTokenizers.HfJson, TokenizerFile = fixture)
             let request = DataRequest(DataKeys("fortunes", [||], 0.1, 8, 8, 0), o, 1L)

@@ -222,7 +222,7 @@ public sealed class HfBpeTokenizer : ITextTokenizer
         int endOfText = eos != null ? IdOf(eos, "eos_token")
             : modelEos is { } me ? me
             : added.TryGetValue(ByteLevelTokenizer.EndOfTextText, out var e) ? e
-            : throw Refuse("added_tokens", $"holds no {ByteLevelTokenizer.EndOfTextText} and no tokenizer_config.json beside it names an eos_token: no end-of-text id");
+            : throw Refuse("added_tokens", $"holds no {ByteLevelTokenizer.EndOfTextText} and neither a tokenizer_config.json beside it names an eos_token nor a config.json an eos_token_id: no end-of-text id");
         var padId = pad != null ? IdOf(pad, "pad_token") : endOfText;
         IReadOnlyList<int> prefix = addBos && bos != null ? [IdOf(bos, "bos_token")] : [];
 

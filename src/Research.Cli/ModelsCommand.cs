@@ -76,24 +76,15 @@ static class ModelsCommand
         throw new UsageException($"{full} is neither a run folder (with config.toml) nor a checkpoint inside one (RUN/checkpoints/NAME)");
     }
 
-    /// <summary>A run's config with its checkpoint as the model's weights, loaded strictly. What the run read beside its
-    /// <c>init_from</c> (a Hugging Face folder) it keeps reading now that the weights come from the checkpoint: the
-    /// tokenizer.json (<c>tokenizer = "tokenizer.json"</c>), named by <c>data.tokenizer_file</c>, and a Llama's
-    /// config.json, as [model] keys.</summary>
+    /// <summary>A run's config with its checkpoint as the model's weights, loaded strictly, keeping what the run read beside
+    /// its original <c>init_from</c> (<see cref="CheckpointRebuild"/>).</summary>
     static RunConfig WithCheckpoint(string runDir, string checkpoint)
     {
         var file = Path.Combine(runDir, "config.toml");
         List<string> overrides = [$"model.init_from=\"{checkpoint}\"", "model.strict=true", "model.reinit=[]"];
-        var original = ConfigLoader.Load(file);
-        if (TokenizerJson(original) is { } json) overrides.Add($"data.tokenizer_file='{json}'");
-        if (original.Model.Kind == "llama" && LlamaConfig.ConfigFileFor(ModelFactory.InitPath(original.Model, original.File)) is { } hf)
-            overrides.AddRange(Research.Core.Models.Kinds.LlamaKind.Overrides(LlamaConfig.Read(hf), hf));
+        overrides.AddRange(CheckpointRebuild.Overrides(ConfigLoader.Load(file)));
         return ConfigLoader.Load(file, overrides);
     }
-
-    /// <summary>The tokenizer.json a config's text is tokenized with (the shape names its path), or null for another tokenizer.</summary>
-    static string? TokenizerJson(RunConfig config) =>
-        RunBuilder.Shape(config) is { IsText: true, Tokenizer: var t } && Path.IsPathRooted(t) && Path.GetFileName(t) == TextTokenizers.HfJson ? t : null;
 
     /// <summary>A run's language model — a gpt or a llama — with the checkpoint's weights (strict; the checkpoint's manifest is
     /// verified by the load).</summary>
@@ -144,7 +135,7 @@ static class ModelsCommand
                 LlamaLayout.Save(llama, output);
                 Console.WriteLine($"{Path.GetFullPath(output)}: {llama.Config} from {checkpoint}, in Hugging Face's layout (model.layers.{{i}}.*; config.json beside it)");
                 // The run's tokenizer.json (and its tokenizer_config.json) go beside the weights, so the folder is the whole model.
-                if (TokenizerJson(config) is { } json)
+                if (CheckpointRebuild.TokenizerJson(config) is { } json)
                 {
                     var folder = Path.GetDirectoryName(Path.GetFullPath(output))!;
                     foreach (var name in new[] { TextTokenizers.HfJson, "tokenizer_config.json" })

@@ -113,7 +113,7 @@ let private runTests =
                 Research.Tests.FormatSourceTests.disposeSplits splits
         }
 
-        test "a tiny Llama folder with tokenizer.json trains 4 steps (4 pairs, batch 2, 2 epochs) on JSONL instruct data, generate prints text decoded by it, export writes the tokenizer beside the weights" {
+        test "a tiny Llama folder with tokenizer.json trains 4 steps (4 pairs, batch 2, 2 epochs) on JSONL instruct data, generate prints text decoded by it, eval reads its checkpoint, export writes the tokenizer beside the weights" {
             let dir = tempDir "hf-run"
             let folder = llamaFolder dir 2259L true
             let config = runConfig dir folder ""
@@ -125,6 +125,10 @@ let private runTests =
             Expect.stringContains g.Err "tokenizer tokenizer.json" "generate names the tokenizer"
             Expect.isTrue (g.Out.StartsWith "Topic: food") g.Out
             Expect.isGreaterThan (g.Out.TrimEnd().Length) "Topic: food".Length "some text was generated and decoded"
+            // eval rebuilds the run around its checkpoint as generate does: the folder's tokenizer and shape are kept.
+            let ev = research dir [ "eval"; Path.Combine(runDir, "checkpoints", "final") ]
+            Expect.equal ev.ExitCode 0 ev.Err
+            Expect.stringContains ev.Out "test" "the test split evaluated"
             // Export writes the whole folder: weights, config.json and the run's tokenizer.
             let exported = Path.Combine(dir, "out", "model.safetensors")
             let e = research dir [ "export"; runDir; "-o"; exported ]

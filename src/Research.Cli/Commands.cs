@@ -94,7 +94,9 @@ static class Commands
         var runDir = Path.GetDirectoryName(Path.GetDirectoryName(checkpoint.TrimEnd('/')) ?? "");
         var configPath = a.One("--config") ?? (runDir is null ? null : Path.Combine(runDir, "config.toml"))
                          ?? throw new UsageException($"eval: {checkpoint} is not inside a run (RUN/checkpoints/NAME); give its config with --config");
-        var overrides = a.All("--set").Append($"model.init_from=\"{checkpoint}\"").Append("model.strict=true").Append("model.reinit=[]");
+        // What the run read beside its original init_from (a Hugging Face folder's tokenizer.json and config.json) it keeps.
+        var kept = CheckpointRebuild.Overrides(ConfigLoader.Load(configPath, a.All("--set")));
+        var overrides = a.All("--set").Append($"model.init_from=\"{checkpoint}\"").Append("model.strict=true").Append("model.reinit=[]").Concat(kept);
         var config = ConfigLoader.Load(configPath, overrides);
         var shape = RunBuilder.CheckModel(config, RunKind.Train);
         RunBuilder.CheckClasses(config, RunKind.Train, shape);

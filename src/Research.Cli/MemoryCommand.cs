@@ -59,6 +59,8 @@ public static class MemoryCommand
     {
         var config = Research.Core.Config.ConfigLoader.Load(path, overrides);
         var (model, policy, optimizer, table) = Research.Core.Training.RunBuilder.ModelState(config);
+        // The shape the run builds: a kind's options completed by the config.json beside init_from (a Hugging Face folder).
+        var plan = Research.Core.Models.ModelPlan.Of(config, Research.Core.Training.RunBuilder.Shape(config));
         using var _model = model;
         using var _optimizer = optimizer;
         long trainable = optimizer.Buffer.Count, frozen = model.parameters().Sum(p => p.numel()) - trainable;
@@ -67,6 +69,8 @@ public static class MemoryCommand
 
         Console.WriteLine($"{config.File}: {config.Model.Kind} with {trainable + frozen:N0} parameters ({trainable:N0} trainable), " +
                           $"precision {config.Precision.Mode}, optimizer {config.Optimizer.Name}");
+        if (Research.Core.Models.LlamaConfig.ConfigFileFor(plan.Context.InitPath) is { } hf && plan.Options is Research.Core.Models.Kinds.LlamaOptions llama)
+            Console.WriteLine($"  shape from {hf}: {llama.ConfigFor(plan.Context.Data)}");
         foreach (var line in table) Console.WriteLine("  " + line);
         Console.WriteLine();
         var rows = Tables.Create(new("component"), new("predicted B", true), new("allocated B", true), new("MB", true));
@@ -80,7 +84,7 @@ public static class MemoryCommand
         Row("total model state", predicted.Total, measured.Total);
         Tables.Write(rows);
         // A transformer kind says its shape: the activations of one micro-batch, estimated (they are not allocated here).
-        if (Research.Core.Models.ModelKinds.MemoryShape(config, Research.Core.Training.RunBuilder.Shape(config)) is { } shape)
+        if (Research.Core.Models.ModelKinds.MemoryShape(config, plan) is { } shape)
             Console.WriteLine($"activations of a micro-batch of {shape.Batch} × {shape.Sequence} tokens, estimated for {shape.Layers} layers of width " +
                               $"{shape.Hidden} (Korthikanti et al. 2022, 16-bit; fp32 about twice): {shape.ActivationBytes(recompute: false) / 1e6:F1} MB");
         Console.WriteLine(predicted == measured
@@ -163,28 +167,35 @@ public static class MemoryCommand
         var (seed, label, correctedPrecision) = precision == Precision.Fp32
             ? (SeedChapter.Fp32, "fp32 line", Precision.Fp32)
             : (SeedChapter.MixedPrecision, "mixed-precision row", Precision.MixedFp16);
-        var corrected = new MemoryEstimate(SeedChapter.Parameters, correctedPrecision, OptimizerState.Adam);
+        // The corrected row is a real 7B model, Llama-2-7B's shape counted by the llama kind (6,738,415,616 parameters),
+        // not the seed's round 7e9.
+        var llama = Research.Core.Models.LlamaConfig.Llama2_7B;
+        var corrected = new MemoryEstimate(llama.ParameterCount, correctedPrecision, OptimizerState.Adam);
         var activations = seed.Figures.TryGetValue(Component.Activations, out var act) ? act : (double?)null;
         string Approx(double v) => (activations is null ? "" : "~") + v.ToString("0.#", Inv);
 
         Console.WriteLine($"The seed chapter's 7B example ({label}, AdamW, GB){(activations is null ? "" : "; its activation figure is kept, it names no shape")}:");
-        Console.WriteLine($"  as given: {seed.AsGiven}");
+        Console.WriteLine($"  as given: {seed.AsGiven} (for {SeedChapter.Parameters.ToString("0.#e0", Inv)} parameters)");
+        Console.WriteLine($"  corrected: Llama-2-7B ({Research.Core.Models.LlamaConfig.Llama2_7BFile}: {llama})");
         const string row = "  {0,-14}{1,9}{2,11}{3,13}{4,11}{5,13}{6,9}";
         Console.WriteLine(row, "", "weights", "gradients", "fp32 master", "optimizer", "activations", "total");
         string Seed(Component k) => seed.Figures.TryGetValue(k, out var v) ? (k == Component.Activations ? "~" : "") + v.ToString("0.#", Inv) : "-";
         Console.WriteLine(row, "seed chapter", Seed(Component.Weights), Seed(Component.Gradients), Seed(Component.MasterCopy),
             Seed(Component.OptimizerMoments), Seed(Component.Activations), Approx(seed.Total));
         string Gb(double bytes) => (bytes / GB).ToString("0.#", Inv);
-        Console.WriteLine(row, "corrected", Gb(corrected.Weights), Gb(corrected.Gradients), Gb(corrected.MasterCopy),
+        Console.WriteLine(row, "Llama-2-7B", Gb(corrected.Weights), Gb(corrected.Gradients), Gb(corrected.MasterCopy),
             Gb(corrected.OptimizerMoments), Seed(Component.Activations), Approx(corrected.ModelState / GB + (activations ?? 0)));
 
-        var omitted = seed.OmittedFrom(corrected).Select(c => Omission(c.Kind, correctedPrecision, Gb(c.Bytes)));
+        // What the seed left out is counted at its own 7e9, the figure its row was computed from.
+        var atSeed = new MemoryEstimate(SeedChapter.Parameters, correctedPrecision, OptimizerState.Adam);
+        var omitted = seed.OmittedFrom(atSeed).Select(c => Omission(c.Kind, correctedPrecision, Gb(c.Bytes)));
         var terms = string.Join(" + ", corrected.Components.Where(c => c.BytesPerParameter > 0).Select(c => c.BytesPerParameter));
         Console.WriteLine($"The seed's {label} leaves out {string.Join(" and ", omitted)}: the model state is {terms} = "
-            + $"{corrected.ModelStateBytesPerParameter} B/param, {Gb(corrected.ModelState)} GB before activations (ZeRO, Rajbhandari et al. 2020).");
+            + $"{corrected.ModelStateBytesPerParameter} B/param, {Gb(atSeed.ModelState)} GB at the seed's 7e9 and {Gb(corrected.ModelState)} GB for "
+            + $"Llama-2-7B's {llama.ParameterCount.ToString("N0", Inv)} parameters, before activations (ZeRO, Rajbhandari et al. 2020).");
         if (precision == Precision.PureBf16)
         {
-            var pure = new MemoryEstimate(SeedChapter.Parameters, Precision.PureBf16, OptimizerState.Adam);
+            var pure = new MemoryEstimate(llama.ParameterCount, Precision.PureBf16, OptimizerState.Adam);
             Console.WriteLine($"pure-bf16 keeps no master copy, {pure.ModelStateBytesPerParameter} B/param = {Gb(pure.ModelState)} GB: the seed's model "
                 + "state, right only for pure 16-bit training, which loses small updates.");
         }

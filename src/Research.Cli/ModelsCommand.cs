@@ -76,9 +76,15 @@ static class ModelsCommand
         throw new UsageException($"{full} is neither a run folder (with config.toml) nor a checkpoint inside one (RUN/checkpoints/NAME)");
     }
 
-    /// <summary>A run's config with its checkpoint as the model's weights, loaded strictly.</summary>
-    static RunConfig WithCheckpoint(string runDir, string checkpoint) =>
-        ConfigLoader.Load(Path.Combine(runDir, "config.toml"), [$"model.init_from=\"{checkpoint}\"", "model.strict=true", "model.reinit=[]"]);
+    /// <summary>A run's config with its checkpoint as the model's weights, loaded strictly, keeping what the run read beside
+    /// its original <c>init_from</c> (<see cref="CheckpointRebuild"/>).</summary>
+    static RunConfig WithCheckpoint(string runDir, string checkpoint)
+    {
+        var file = Path.Combine(runDir, "config.toml");
+        List<string> overrides = [$"model.init_from=\"{checkpoint}\"", "model.strict=true", "model.reinit=[]"];
+        overrides.AddRange(CheckpointRebuild.Overrides(ConfigLoader.Load(file)));
+        return ConfigLoader.Load(file, overrides);
+    }
 
     /// <summary>A run's language model — a gpt or a llama — with the checkpoint's weights (strict; the checkpoint's manifest is
     /// verified by the load).</summary>
@@ -128,6 +134,15 @@ static class ModelsCommand
             case Llama llama:
                 LlamaLayout.Save(llama, output);
                 Console.WriteLine($"{Path.GetFullPath(output)}: {llama.Config} from {checkpoint}, in Hugging Face's layout (model.layers.{{i}}.*; config.json beside it)");
+                // The run's tokenizer.json (and its tokenizer_config.json) go beside the weights, so the folder is the whole model.
+                if (CheckpointRebuild.TokenizerJson(config) is { } json)
+                {
+                    var folder = Path.GetDirectoryName(Path.GetFullPath(output))!;
+                    foreach (var name in new[] { TextTokenizers.HfJson, "tokenizer_config.json" })
+                        if (File.Exists(Path.Combine(Path.GetDirectoryName(json)!, name)) && Path.GetFullPath(Path.Combine(folder, name)) != Path.GetFullPath(Path.Combine(Path.GetDirectoryName(json)!, name)))
+                            File.Copy(Path.Combine(Path.GetDirectoryName(json)!, name), Path.Combine(folder, name), overwrite: true);
+                    Console.WriteLine($"{Path.Combine(folder, TextTokenizers.HfJson)}: the run's tokenizer, copied from {json}");
+                }
                 break;
         }
         return 0;

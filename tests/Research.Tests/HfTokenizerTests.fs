@@ -131,7 +131,6 @@ let tests =
             let cases: (string * (JsonNode -> unit)) list = [
                 "model.type", (fun n -> n["model"]["type"] <- JsonValue.Create "WordPiece")
                 "model.type", (fun n -> n["model"]["type"] <- JsonValue.Create "Unigram")
-                "model.ignore_merges", (fun n -> n["model"]["ignore_merges"] <- JsonValue.Create true)
                 "model.byte_fallback", (fun n -> n["model"]["byte_fallback"] <- JsonValue.Create true)
                 "model.continuing_subword_prefix", (fun n -> n["model"]["continuing_subword_prefix"] <- JsonValue.Create "##")
                 "normalizer.type", (fun n -> n["normalizer"] <- JsonNode.Parse """{"type":"Lowercase"}""")

@@ -94,6 +94,7 @@ let main argv =
             LlamaTests.tests
             HfTokenizerTests.tests
             FormatFixtureTests.tests
+            HfRunTests.tests
         ]
     let config = { defaultConfig with printer = printer defaultConfig.printer }
     // Plain output (no colours, no spinner) so logs and CI read cleanly and the last line is exact.

@@ -178,7 +178,7 @@ let tests =
         test "a transformer kind's memory shape is its layers, width and heads on the data's context and batch; other kinds have none" {
             let shapeOf (text: string) =
                 let c = ConfigLoader.Parse(text, "m.toml")
-                ModelKinds.MemoryShape(c, RunBuilder.Shape c)
+                ModelKinds.MemoryShape(c, ModelPlan.Of(c, RunBuilder.Shape c))
             let gpt = shapeOf "[data]\ndataset = \"fortunes\"\ncontext = 64\nbatch_size = 8\n[model]\nkind = \"gpt\"\nwidth = 128\nlayers = 3\nheads = 8\n"
             Expect.equal gpt (TransformerShape(3L, 128L, 8L, 64L, 8L)) "gpt"
             let bert = shapeOf "[data]\ndataset = \"fortunes\"\ntokenizer = \"wordpiece\"\ncontext = 32\nbatch_size = 4\n[model]\nkind = \"bert\"\n"

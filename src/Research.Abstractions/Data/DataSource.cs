@@ -80,6 +80,11 @@ public sealed record DataRequest(DataKeys Data, object Options, long Seed)
     /// source's own).</summary>
     public ITextTokenizer? Tokenizer { get; init; }
 
+    /// <summary>The weights <c>model.init_from</c> names, resolved to a full path (a Hugging Face model folder or a file in
+    /// one; empty: none, or a published model's name): a text source reads the model's own <c>tokenizer.json</c> beside
+    /// them.</summary>
+    public string InitFrom { get; init; } = "";
+
     /// <summary>A generator of the named stream, derived from <see cref="Seed"/> (the same in every process and after a
     /// resume). Owned by the caller.</summary>
     public Func<string, TorchSharp.torch.Generator> Stream { get; init; } = name =>

@@ -35,10 +35,13 @@ public sealed record DataQuery(DataSection Data, long Seed)
     /// source's own).</summary>
     public ITextTokenizer? Tokenizer { get; init; }
 
+    /// <summary>The resolved <c>model.init_from</c> (<see cref="DataRequest.InitFrom"/>; empty: none).</summary>
+    public string InitFrom { get; init; } = "";
+
     /// <summary>The request the source receives.</summary>
     public DataRequest Request => new(Data.Keys, Data.Options, Seed)
     {
-        PublishedFile = PublishedFile, Tokenizer = Tokenizer, Stream = name => Seeds.Generator(Seed, name),
+        PublishedFile = PublishedFile, Tokenizer = Tokenizer, InitFrom = InitFrom, Stream = name => Seeds.Generator(Seed, name),
     };
 
     /// <summary>The same query for another source, with its options from the same [data] table.</summary>

@@ -15,10 +15,17 @@ public sealed record FortuneOptions : IValidatable
     [Option(OneOf = ["classify", "causal-lm"])]
     public string Task { get; init; } = "classify";
     /// <summary><c>bytes</c> (UTF-8 bytes, 257 ids), <c>gpt2</c> (GPT-2's byte-level BPE, 50,257 ids), <c>gpt2-8192</c>
-    /// (GPT-2's BPE restricted to the 8,192 ids most used by the training split, lossless byte fallback) or
-    /// <c>wordpiece</c> (MiniLM's uncased vocabulary: what a <c>bert</c> from all-MiniLM-L6-v2 reads).</summary>
-    [Option(OneOf = ["bytes", "gpt2", "gpt2-8192", "wordpiece"])]
+    /// (GPT-2's BPE restricted to the 8,192 ids most used by the training split, lossless byte fallback),
+    /// <c>wordpiece</c> (MiniLM's uncased vocabulary: what a <c>bert</c> from all-MiniLM-L6-v2 reads) or
+    /// <c>tokenizer.json</c> (a Hugging Face model's own byte-level BPE: <c>tokenizer_file</c>, else the one in the folder
+    /// of <c>model.init_from</c>).</summary>
+    [Option(OneOf = ["bytes", "gpt2", "gpt2-8192", "wordpiece", TextTokenizers.HfJson])]
     public string Tokenizer { get; init; } = "bytes";
+    /// <summary>With <c>tokenizer = "tokenizer.json"</c>: the file (or a folder holding it; tokenizer_config.json and
+    /// config.json beside it are read too). Empty: the tokenizer.json in the folder of <c>model.init_from</c>. A relative
+    /// path is from the working directory.</summary>
+    [Option(AddedIn = "3.0")]
+    public string TokenizerFile { get; init; } = "";
     /// <summary>Tokens per row — a causal LM's window T, or the longest text (in tokens, [CLS]/[SEP] included) a classifier reads.</summary>
     [Option(Min = 2, Max = 8192)]
     public int Context { get; init; } = 128;
@@ -53,6 +60,7 @@ public sealed record FortuneOptions : IValidatable
     public IEnumerable<OptionError> Validate()
     {
         if (Stride > Context - 1) yield return new("stride", $"is more than context − 1 = {Context - 1}: a window of {Context} tokens predicts {Context - 1}, so a larger stride would skip tokens");
+        if (TokenizerFile.Length > 0 && Tokenizer != TextTokenizers.HfJson) yield return new("tokenizer_file", $"names a tokenizer.json, and tokenizer is \"{Tokenizer}\": set tokenizer = \"{TextTokenizers.HfJson}\" to read it");
         if (Task == "classify" && Tokenizer == "wordpiece" && Context < 3) yield return new("context", "leaves no room for text between WordPiece's [CLS] and [SEP]");
     }
 }
@@ -94,6 +102,9 @@ public abstract class FortuneSource : DataSource<FortuneOptions>
     /// <summary>A tokenizer's vocabulary size without building it (<see cref="TextTokenizers.VocabularySize"/>).</summary>
     public static int VocabularySize(string tokenizer) => TextTokenizers.VocabularySize(tokenizer);
 
+    /// <summary>The tokenizer.json a request's <c>tokenizer = "tokenizer.json"</c> reads (<see cref="TextTokenizers.JsonPath"/>).</summary>
+    static Func<string> JsonPath(DataRequest request, FortuneOptions o) => () => TextTokenizers.JsonPath(o.TokenizerFile, request.InitFrom);
+
     /// <summary>The split of the corpus by entry, seeded by <c>split_seed</c> or else the run's seed; for classification restricted to its topics and
     /// stratified by topic (<see cref="TextCorpus.StratifiedSplit"/>).</summary>
     public TextSplit Split(DataKeys d, FortuneOptions o, long seed)
@@ -113,7 +124,7 @@ public abstract class FortuneSource : DataSource<FortuneOptions>
     {
         if (request.Tokenizer is { } shared) return shared;
         var o = OptionsOf(request);
-        return TextTokenizers.Build(o.Tokenizer, () => Split(request.Data, o, request.Seed).Train.Select(e => e.Text), request.PublishedFile);
+        return TextTokenizers.Build(o.Tokenizer, () => Split(request.Data, o, request.Seed).Train.Select(e => e.Text), request.PublishedFile, JsonPath(request, o));
     }
 
     protected override IEnumerable<OptionError> Validate(DataKeys d, FortuneOptions o)
@@ -160,9 +171,9 @@ public abstract class FortuneSource : DataSource<FortuneOptions>
     public override DataShape Shape(DataRequest request)
     {
         var o = OptionsOf(request);
-        var vocabulary = VocabularySize(o.Tokenizer);
+        var vocabulary = TextTokenizers.VocabularySize(o.Tokenizer, JsonPath(request, o));
         return new DataShape(Name, InputKind.Tokens, o.Context, o.CausalLm ? vocabulary : Topics(o, Corpus(o)).Count)
-            { NextToken = o.CausalLm, Tokenizer = o.Tokenizer, Vocabulary = vocabulary };
+            { NextToken = o.CausalLm, Tokenizer = TokenizerName(o.Tokenizer, JsonPath(request, o)), Vocabulary = vocabulary };
     }
 
     /// <summary>Split, tokenizer (or the request's: a study's tasks share [data]'s own), tensors.</summary>
@@ -188,6 +199,9 @@ public abstract class FortuneSource : DataSource<FortuneOptions>
             throw;
         }
     }
+
+    /// <summary>The tokenizer's name in a shape: the name, or for <c>tokenizer.json</c> the file's path (messages name it).</summary>
+    public static string TokenizerName(string tokenizer, Func<string> jsonPath) => tokenizer == TextTokenizers.HfJson ? jsonPath() : tokenizer;
 
     /// <summary>Entries as one stream (end-of-text between documents) in windows of T; the bytes behind the counted
     /// targets are the stream's (<see cref="TokenStream.Utf8Bytes"/>), for bits per byte.</summary>

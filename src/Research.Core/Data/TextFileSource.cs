@@ -50,9 +50,15 @@ public sealed record TextFileOptions : IValidatable
     [Option(OneOf = ["names", "ids"])]
     public string Labels { get; init; } = "names";
     /// <summary>The tokenizer, as the fortune corpora's <c>tokenizer</c>: <c>bytes</c>, <c>gpt2</c>, <c>gpt2-8192</c>
-    /// (fitted to the training file's texts) or <c>wordpiece</c>.</summary>
-    [Option(OneOf = ["bytes", "gpt2", "gpt2-8192", "wordpiece"])]
+    /// (fitted to the training file's texts), <c>wordpiece</c> or <c>tokenizer.json</c> (a Hugging Face model's own:
+    /// <c>tokenizer_file</c>, else the one in the folder of <c>model.init_from</c>).</summary>
+    [Option(OneOf = ["bytes", "gpt2", "gpt2-8192", "wordpiece", TextTokenizers.HfJson])]
     public string TextTokenizer { get; init; } = "bytes";
+    /// <summary>With <c>text_tokenizer = "tokenizer.json"</c>: the file (or a folder holding it; tokenizer_config.json and
+    /// config.json beside it are read too). Empty: the tokenizer.json in the folder of <c>model.init_from</c>. A relative
+    /// path is from the working directory.</summary>
+    [Option(AddedIn = "3.0")]
+    public string TokenizerFile { get; init; } = "";
     /// <summary>Tokens per row: a causal LM's window T (consecutive windows share one token), the longest text a
     /// classifier reads, the longest prompt + response of instruction tuning (cut at the end).</summary>
     [Option(Min = 3, Max = 8192)]
@@ -91,6 +97,7 @@ public sealed record TextFileOptions : IValidatable
         if (Objective == "classify" && TextColumn == LabelColumn) yield return new("label_column", $"\"{LabelColumn}\" is also text_column");
         if (Objective == "instruct" && PromptColumn == ResponseColumn) yield return new("response_column", $"\"{ResponseColumn}\" is also prompt_column");
         if (Objective == "chat" && Text.ChatTemplate.Error(ChatTemplate) is { } template) yield return new("chat_template", $"{template}: a template writes each message's {{content}} once (default \"{Text.ChatTemplate.Default.Replace("\n", "\\n")}\")");
+        if (TokenizerFile.Length > 0 && TextTokenizer != TextTokenizers.HfJson) yield return new("tokenizer_file", $"names a tokenizer.json, and text_tokenizer is \"{TextTokenizer}\": set text_tokenizer = \"{TextTokenizers.HfJson}\" to read it");
         if (Packing && Objective is not ("instruct" or "chat")) yield return new("packing", $"packs the rows of instruct and chat; objective \"{Objective}\" has its own rows");
         if (PreTokenized && Objective is not ("causal-lm" or "instruct"))
             yield return new("input_ids_column", $"token ids are read for objective causal-lm and instruct, not \"{Objective}\"");
@@ -182,10 +189,13 @@ public abstract class TextFileSource : DataSource<TextFileOptions>
     public override DataShape Shape(DataRequest request)
     {
         var o = OptionsOf(request);
-        var vocabulary = TextTokenizers.VocabularySize(o.TextTokenizer);
+        var vocabulary = TextTokenizers.VocabularySize(o.TextTokenizer, JsonPath(request, o));
         return new DataShape(Name, InputKind.Tokens, o.MaxTokens, o.NextToken ? vocabulary : Classes(o).Count)
-            { NextToken = o.NextToken, Tokenizer = o.TextTokenizer, Vocabulary = vocabulary };
+            { NextToken = o.NextToken, Tokenizer = FortuneSource.TokenizerName(o.TextTokenizer, JsonPath(request, o)), Vocabulary = vocabulary };
     }
+
+    /// <summary>The tokenizer.json <c>text_tokenizer = "tokenizer.json"</c> reads (<see cref="TextTokenizers.JsonPath"/>).</summary>
+    static Func<string> JsonPath(DataRequest request, TextFileOptions o) => () => TextTokenizers.JsonPath(o.TokenizerFile, request.InitFrom);
 
     /// <summary>The texts the tokenizer is fitted to (<c>gpt2-8192</c>): the training file's.</summary>
     IEnumerable<string> TrainingTexts(TextFileOptions o) => o.PreTokenized ? [] : Records(o.TrainFile, o).SelectMany(r => o.Objective switch
@@ -199,7 +209,7 @@ public abstract class TextFileSource : DataSource<TextFileOptions>
     {
         if (request.Tokenizer is { } shared) return shared;
         var o = OptionsOf(request);
-        return TextTokenizers.Build(o.TextTokenizer, () => TrainingTexts(o), request.PublishedFile);
+        return TextTokenizers.Build(o.TextTokenizer, () => TrainingTexts(o), request.PublishedFile, JsonPath(request, o));
     }
 
     public override DataSplits Load(DataRequest request)

@@ -96,10 +96,29 @@ public sealed record LlamaConfig(long Vocab, long Hidden, long Intermediate, lon
     /// <c>silu</c>, <c>rope_scaling</c> (Llama 3.1's long-context frequencies are not implemented), a missing size.
     /// </summary>
     /// <exception cref="InvalidDataException">The file is not such a config.</exception>
-    public static LlamaConfig Read(string file)
+    public static LlamaConfig Read(string file) => Parse(File.ReadAllText(file), file);
+
+    /// <summary>The repository's path of <see cref="Llama2_7B"/>'s config.json (embedded in this assembly from there).</summary>
+    public const string Llama2_7BFile = "experiments/configs/models/llama-2-7b/config.json";
+
+    /// <summary>Llama-2-7B's shape (d 4096, SwiGLU 11008, 32 layers, 32 heads and key/value heads, vocabulary 32,000,
+    /// untied): 6,738,415,616 parameters. The memory estimator's 7B row is this model; read from the config.json the
+    /// repository commits at <see cref="Llama2_7BFile"/>, embedded at build time.</summary>
+    public static LlamaConfig Llama2_7B => Llama2_7BConfig.Value;
+
+    static readonly Lazy<LlamaConfig> Llama2_7BConfig = new(() =>
+    {
+        using var stream = typeof(LlamaConfig).Assembly.GetManifestResourceStream("llama-2-7b.config.json")
+            ?? throw new InvalidOperationException($"{Llama2_7BFile} is not embedded in {typeof(LlamaConfig).Assembly.GetName().Name}");
+        using var reader = new StreamReader(stream);
+        return Parse(reader.ReadToEnd(), Llama2_7BFile);
+    });
+
+    /// <summary><see cref="Read"/> on the text of a config.json; <paramref name="file"/> names it in messages.</summary>
+    public static LlamaConfig Parse(string text, string file)
     {
         JsonObject json;
-        try { json = JsonNode.Parse(File.ReadAllText(file)) as JsonObject ?? throw new InvalidDataException($"{file}: not a JSON object"); }
+        try { json = JsonNode.Parse(text) as JsonObject ?? throw new InvalidDataException($"{file}: not a JSON object"); }
         catch (JsonException e) { throw new InvalidDataException($"{file}: not JSON ({e.Message})", e); }
         string? Text(string key) => json[key] is JsonValue v && v.TryGetValue<string>(out var s) ? s : null;
         long Long(string key, long? fallback = null)

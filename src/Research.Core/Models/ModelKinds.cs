@@ -72,6 +72,7 @@ public static class ModelKinds
             yield return new("model.init_from", $"\"{published}\" is a {Reading(published)?.Name ?? "model no kind reads"}, and model.kind is \"{model.Kind}\"");
     }
 
-    /// <summary>The activation-memory shape of a config's model, or null when its kind is not a transformer.</summary>
-    public static TransformerShape? MemoryShape(RunConfig c, DataShape shape) => Of(c.Model).MemoryShape(c.Model.Options, c.Model.Keys, shape, c.Data.BatchSize);
+    /// <summary>The activation-memory shape of a planned model: its options resolved against the <c>init_from</c> file (a
+    /// Llama's config.json), or null when its kind is not a transformer.</summary>
+    public static TransformerShape? MemoryShape(RunConfig c, ModelPlan plan) => plan.Kind.MemoryShape(plan.Options, c.Model.Keys, plan.Context.Data, c.Data.BatchSize);
 }

@@ -29,11 +29,17 @@ public sealed class HfBpeTokenizer : ITextTokenizer
 
     readonly BpeTokenizer _bpe;
     readonly bool _nfc;
+    readonly PreTokenizer _preTokenizer;
+    /// <summary>The model's vocabulary when <c>ignore_merges</c> is true (a word that is a token is that token); else null.</summary>
+    readonly IReadOnlyDictionary<string, int>? _wholeWords;
 
-    HfBpeTokenizer(BpeTokenizer bpe, bool nfc, int vocabSize, int endOfText, int pad, IReadOnlyList<int> prefix, IReadOnlyDictionary<string, int> added)
+    HfBpeTokenizer(BpeTokenizer bpe, bool nfc, PreTokenizer preTokenizer, IReadOnlyDictionary<string, int>? wholeWords, int vocabSize, int endOfText, int pad,
+        IReadOnlyList<int> prefix, IReadOnlyDictionary<string, int> added)
     {
         _bpe = bpe;
         _nfc = nfc;
+        _preTokenizer = preTokenizer;
+        _wholeWords = wholeWords;
         VocabSize = vocabSize;
         EndOfTextId = endOfText;
         PadId = pad;
@@ -54,7 +60,52 @@ public sealed class HfBpeTokenizer : ITextTokenizer
     /// <summary>The added tokens (special or not) and their ids.</summary>
     public IReadOnlyDictionary<string, int> AddedTokens { get; }
 
-    public int[] Encode(string text) => [.. _bpe.EncodeToIds(text)];
+    /// <summary>Whether the file sets <c>model.ignore_merges</c> (Llama 3): a pre-tokenized word that is itself in the
+    /// vocabulary is that one id, whatever the merges would make of it.</summary>
+    public bool IgnoresMerges => _wholeWords is not null;
+
+    /// <summary>
+    /// The ids of a text as Hugging Face's tokenizers computes them: normalize (NFC or nothing), cut out the added tokens and
+    /// split the rest with the pre-tokenizer's regex, then each word on its own: an added token is its id; with
+    /// <c>ignore_merges</c> a word whose byte-level form is in the vocabulary is that id (tokenizers' <c>BPE::tokenize</c>
+    /// looks the whole word up before merging); any other word is merged by rank (Microsoft.ML.Tokenizers' BPE, which has
+    /// no ignore_merges option in 2.0.1, given the single word with its own pre-tokenization and normalization off).
+    /// </summary>
+    public int[] Encode(string text)
+    {
+        if (_wholeWords is null) return [.. _bpe.EncodeToIds(text)];
+        var normalized = _nfc ? text.Normalize(NormalizationForm.FormC) : text;
+        var ids = new List<int>();
+        foreach (var (offset, length) in _preTokenizer.PreTokenize(normalized))
+        {
+            var word = normalized.Substring(offset, length);
+            if (AddedTokens.TryGetValue(word, out var id) || _wholeWords.TryGetValue(ByteLevelForm(word), out id)) ids.Add(id);
+            else ids.AddRange(_bpe.EncodeToIds(word, considerPreTokenization: false, considerNormalization: false));
+        }
+        return [.. ids];
+    }
+
+    /// <summary>GPT-2's <c>bytes_to_unicode</c> (openai/gpt-2 encoder.py): the printable bytes ! … ~, ¡ … ¬ and ® … ÿ stand
+    /// for themselves, the other 68 bytes for U+0100 onwards in byte order; a byte-level vocabulary spells its tokens so.</summary>
+    static readonly char[] ByteChars = BuildByteChars();
+
+    static char[] BuildByteChars()
+    {
+        var chars = new char[256];
+        var next = 256;
+        for (var b = 0; b < 256; b++)
+            chars[b] = b is >= '!' and <= '~' or >= 0xA1 and <= 0xAC or >= 0xAE and <= 0xFF ? (char)b : (char)next++;
+        return chars;
+    }
+
+    /// <summary>A word as a byte-level vocabulary spells it: each UTF-8 byte as its <see cref="ByteChars"/> character.</summary>
+    static string ByteLevelForm(string word)
+    {
+        var bytes = Encoding.UTF8.GetBytes(word);
+        var chars = new char[bytes.Length];
+        for (var i = 0; i < bytes.Length; i++) chars[i] = ByteChars[bytes[i]];
+        return new string(chars);
+    }
 
     public string Decode(IReadOnlyList<int> ids)
     {
@@ -63,16 +114,22 @@ public sealed class HfBpeTokenizer : ITextTokenizer
         return _bpe.Decode(ids, considerSpecialTokens: true);
     }
 
-    /// <summary>tokenizer.json in <paramref name="folder"/>, with tokenizer_config.json when it is there.</summary>
-    public static HfBpeTokenizer FromFolder(string folder)
+    /// <summary>tokenizer.json in <paramref name="folder"/>, with tokenizer_config.json and config.json when they are there.</summary>
+    public static HfBpeTokenizer FromFolder(string folder) => FromJson(Path.Combine(folder, "tokenizer.json"));
+
+    /// <summary>A tokenizer.json with the tokenizer_config.json and the model's config.json beside it, when they are there.</summary>
+    public static HfBpeTokenizer FromJson(string path)
     {
-        var config = Path.Combine(folder, "tokenizer_config.json");
-        return FromFile(Path.Combine(folder, "tokenizer.json"), File.Exists(config) ? config : null);
+        var folder = Path.GetDirectoryName(Path.GetFullPath(path))!;
+        string? Beside(string name) => Path.Combine(folder, name) is var f && File.Exists(f) ? f : null;
+        return FromFile(path, Beside("tokenizer_config.json"), Beside("config.json"));
     }
 
-    /// <summary>Reads a tokenizer.json (and optionally its tokenizer_config.json).</summary>
+    /// <summary>Reads a tokenizer.json (and optionally its tokenizer_config.json and the model's config.json). End of
+    /// text is tokenizer_config.json's eos_token, else config.json's eos_token_id (an integer, or the first of a list:
+    /// Llama 3 Instruct lists two), else the added token <c>&lt;|endoftext|&gt;</c>.</summary>
     /// <exception cref="InvalidDataException">One line naming the file and the field that cannot be honoured.</exception>
-    public static HfBpeTokenizer FromFile(string path, string? configPath = null)
+    public static HfBpeTokenizer FromFile(string path, string? configPath = null, string? modelConfigPath = null)
     {
         if (!Path.Exists(path)) throw new FileNotFoundException($"no tokenizer.json at {path}", path);
         using var doc = Parse(path);
@@ -87,9 +144,10 @@ public sealed class HfBpeTokenizer : ITextTokenizer
             throw Refuse("model.dropout", "is set; BPE dropout is for training, not for reading a model's ids");
         foreach (var field in new[] { "continuing_subword_prefix", "end_of_word_suffix" })
             if (Str(model, field) is { Length: > 0 } v) throw Refuse($"model.{field}", $"is {Show(v)}; byte-level BPE has none");
-        foreach (var field in new[] { "byte_fallback", "ignore_merges" })
-            if (model.TryGetProperty(field, out var f) && f.ValueKind == JsonValueKind.True)
-                throw Refuse($"model.{field}", "is true, which Microsoft.ML.Tokenizers 2.0.1's BpeTokenizer does not honour");
+        if (model.TryGetProperty("byte_fallback", out var fallback) && fallback.ValueKind == JsonValueKind.True)
+            throw Refuse("model.byte_fallback", "is true, which Microsoft.ML.Tokenizers 2.0.1's BpeTokenizer does not honour");
+        // Microsoft.ML.Tokenizers 2.0.1's BpeOptions has no ignore_merges: Encode applies it itself, word by word.
+        var ignoreMerges = model.TryGetProperty("ignore_merges", out var ignore) && ignore.ValueKind == JsonValueKind.True;
 
         var nfc = false;
         if (root.TryGetProperty("normalizer", out var normalizer) && normalizer.ValueKind != JsonValueKind.Null)
@@ -150,21 +208,34 @@ public sealed class HfBpeTokenizer : ITextTokenizer
             if (added.TryGetValue(token, out var id) || vocab.TryGetValue(token, out id)) return id;
             throw new InvalidDataException($"{configPath}: {field} {Show(token)} is not a token of {path}");
         }
+        int? modelEos = null;
+        if (eos == null && modelConfigPath != null)
+        {
+            using var mdoc = Parse(modelConfigPath);
+            var m = mdoc.RootElement;
+            var id = m.ValueKind != JsonValueKind.Object || !m.TryGetProperty("eos_token_id", out var v) ? (JsonElement?)null
+                : v.ValueKind == JsonValueKind.Array && v.GetArrayLength() > 0 ? v[0] : v;
+            if (id is { ValueKind: JsonValueKind.Number } n)
+                modelEos = n.TryGetInt32(out var k) && k >= 0 && k <= maxId ? k
+                    : throw new InvalidDataException($"{modelConfigPath}: eos_token_id {n} is not an id of {path} (0 … {maxId})");
+        }
         int endOfText = eos != null ? IdOf(eos, "eos_token")
+            : modelEos is { } me ? me
             : added.TryGetValue(ByteLevelTokenizer.EndOfTextText, out var e) ? e
-            : throw Refuse("added_tokens", $"holds no {ByteLevelTokenizer.EndOfTextText} and no tokenizer_config.json beside it names an eos_token: no end-of-text id");
+            : throw Refuse("added_tokens", $"holds no {ByteLevelTokenizer.EndOfTextText} and neither a tokenizer_config.json beside it names an eos_token nor a config.json an eos_token_id: no end-of-text id");
         var padId = pad != null ? IdOf(pad, "pad_token") : endOfText;
         IReadOnlyList<int> prefix = addBos && bos != null ? [IdOf(bos, "bos_token")] : [];
 
+        var preTokenizer = new RegexPreTokenizer(new Regex(pattern, RegexOptions.Compiled), added);
         var options = new BpeOptions(vocab)
         {
             Merges = merges,
             ByteLevel = true,
             SpecialTokens = added,
-            PreTokenizer = new RegexPreTokenizer(new Regex(pattern, RegexOptions.Compiled), added),
+            PreTokenizer = preTokenizer,
             Normalizer = nfc ? new NfcNormalizer() : null,
         };
-        return new HfBpeTokenizer(BpeTokenizer.Create(options), nfc, maxId + 1, endOfText, padId, prefix, added);
+        return new HfBpeTokenizer(BpeTokenizer.Create(options), nfc, preTokenizer, ignoreMerges ? vocab : null, maxId + 1, endOfText, padId, prefix, added);
     }
 
     /// <summary>The regex the pre-tokenizer splits with, or a refusal naming the field.</summary>

@@ -159,11 +159,16 @@ public static class RunBuilder
         }
     }
 
-    /// <summary>[data]'s own source and options, with the run's seed and its published models' folder.</summary>
+    /// <summary>[data]'s own source and options, with the run's seed, its published models' folder and the resolved
+    /// <c>model.init_from</c> (a published model's name is not resolved: it ships no tokenizer.json).</summary>
     public static DataQuery Data(RunConfig c)
     {
         var modelsDir = ModelFactory.ModelsDir(c.Model, c.File);
-        return new DataQuery(c.Data, c.Run.Seed) { PublishedFile = (model, file) => PublishedModels.Fetch(model, modelsDir).File(file) };
+        return new DataQuery(c.Data, c.Run.Seed)
+        {
+            PublishedFile = (model, file) => PublishedModels.Fetch(model, modelsDir).File(file),
+            InitFrom = ModelFactory.PublishedName(c.Model.InitFrom) is null ? ModelFactory.InitPath(c.Model, c.File) : "",
+        };
     }
 
     /// <summary>The shape of a config's data (<see cref="IDataSource.Shape"/>), without loading it.</summary>

@@ -101,6 +101,21 @@ public sealed class LlamaKind : ModelKind<LlamaOptions>
             yield return new(KeyOf.TryGetValue(problem.Split(' ')[0], out var key) ? "model." + key : "model", problem);
     }
 
+    /// <summary>
+    /// The [model] keys that build <paramref name="c"/>'s shape without its config.json, as <c>key=value</c> overrides: how a
+    /// run fine-tuned from a Hugging Face folder is rebuilt around one of its own checkpoints (which hold weights only).
+    /// Llama's <c>attention_bias</c> (a bias on o_proj too) and <c>mlp_bias</c> have no key and are refused.
+    /// </summary>
+    public static IReadOnlyList<string> Overrides(LlamaConfig c, string file)
+    {
+        if (c.OutputBias || c.MlpBias) throw new InvalidDataException($"{file}: attention_bias or mlp_bias: a checkpoint of this model cannot be rebuilt from [model] keys");
+        static string Real(double x) => x.ToString("R", System.Globalization.CultureInfo.InvariantCulture) is var t && (t.Contains('.') || t.Contains('E')) ? t : t + ".0";
+        return [$"model.vocab={c.Vocab}", $"model.width={c.Hidden}", $"model.intermediate={c.Intermediate}", $"model.layers={c.Layers}",
+            $"model.heads={c.Heads}", $"model.kv_heads={c.KvHeads}", $"model.head_dim={c.HeadDim}", $"model.max_positions={c.MaxPositions}",
+            $"model.rms_norm_eps={Real(c.RmsNormEps)}", $"model.rope_theta={Real(c.RopeTheta)}",
+            $"model.tie_embeddings={(c.TieWordEmbeddings ? "true" : "false")}", $"model.qkv_bias={(c.QkvBias ? "true" : "false")}"];
+    }
+
     /// <summary>The [model] key of each config.json key.</summary>
     static readonly Dictionary<string, string> KeyOf = new()
     {

@@ -95,7 +95,8 @@ let sweep =
     |> Sweep.summarize "loss-learned" None false
     |> Sweep.summarize "val_loss" None false
     |> Sweep.paired "loss-increase" "plain-large-lr"
+    // English validation perplexity against the step (the instruction set logs no perplexity: its loss is over response
+    // tokens, not a stream; its validation loss is in each run's evaluations).
     |> Sweep.curve "task0_val_perplexity"
-    |> Sweep.curve "task1_val_perplexity"
 
 exit (Sweep.run fsi.CommandLineArgs sweep)

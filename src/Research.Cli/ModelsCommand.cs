@@ -181,7 +181,7 @@ static class ModelsCommand
         var tokenizer = data.Source.Tokenizer(data.Request)!;
         // Training documents follow an end-of-text token, so a prompt does too: the model starts where a text starts.
         var ids = new List<long> { tokenizer.EndOfTextId };
-        ids.AddRange(tokenizer.Encode(TextCleaning.Clean(prompt)).Select(i => (long)i));
+        ids.AddRange(tokenizer.Encode(TextCleaning.Prompt(prompt)).Select(i => (long)i));
         using var generator = new Generator((ulong)a.Long("--seed"));
         Decoding decoding = greedy ? new Decoding.Greedy() : new Decoding.Sample(temperature, topK);
         Console.Error.WriteLine($"# {checkpoint}: {Describe(model)}, tokenizer {tokenizer.Name}, " +

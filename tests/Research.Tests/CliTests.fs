@@ -86,6 +86,13 @@ let tests =
             expectUsageError (researchInProcess [ "plot"; "schedule"; "cosine"; "--steps"; "0"; "--csv" ]) [ "--steps must be between 1 and 10000000, not 0" ]
             expectUsageError (researchInProcess [ "generate"; "run"; "--greedy"; "--top-k"; "5"; "--prompt"; "x" ]) [ "--greedy" ]
         }
+        test "generate's prompt is cleaned as the corpora are but keeps its trailing line breaks, spaces and tabs (an instruction prompt's separator), CRLF as LF" {
+            let p = Research.Core.Text.TextCleaning.Prompt
+            Expect.equal (p "Write a fortune about love.\n") "Write a fortune about love.\n" "the separator stays"
+            Expect.equal (p "Honor'\be de Balzac \t\r\n") "Honoré de Balzac \t\n" "cleaned body (overstrike), tail kept, CRLF as LF"
+            Expect.equal (p "a\x07b") "ab" "a control character is removed as from a fortune"
+            Expect.equal (p "") "" "empty"
+        }
         test "CSV holds any name (RFC 4180, read back by an independent reader): a schedule series, and runs export of a run named with a comma and quotes" {
             let tricky = [ "plain"; "a,b"; "say \"hi\""; "two\nlines"; " padded "; "-1" ]
             let text = Research.Core.Tracking.Csv.ToText([ "name"; "value" ], [ for t in tricky -> [ t; "1.5" ] ])

@@ -26,6 +26,19 @@ public static partial class TextCleaning
         return LeadingBlankLines().Replace(nfc.TrimEnd(), "");
     }
 
+    /// <summary>
+    /// A prompt to continue (<c>research generate</c>), cleaned as the corpora are (<see cref="Clean"/>: overstrikes, control characters, NFC),
+    /// but with its own trailing line breaks, spaces and tabs kept: a fortune ends without them, so cleaning strips them,
+    /// while an instruction set's prompt ends with the separator its response follows ("…about love.\n"), and a model
+    /// tuned on it answers after that separator — without it, it was never trained to go on (it ends the text).
+    /// </summary>
+    public static string Prompt(string prompt)
+    {
+        var body = prompt.TrimEnd();
+        var tail = prompt[body.Length..].Replace("\r\n", "\n").Where(c => c is '\n' or ' ' or '\t');
+        return Clean(body) + string.Concat(tail);
+    }
+
     [GeneratedRegex(@"\A(?:[ \t]*\n)+")]
     private static partial Regex LeadingBlankLines();
 

@@ -93,6 +93,7 @@ let main argv =
             PredictorTests.tests
             LlamaTests.tests
             HfTokenizerTests.tests
+            VlmTests.tests
         ]
     let config = { defaultConfig with printer = printer defaultConfig.printer }
     // Plain output (no colours, no spinner) so logs and CI read cleanly and the last line is exact.

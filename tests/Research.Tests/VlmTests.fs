@@ -8,11 +8,15 @@ open System.Collections.Generic
 open Expecto
 open TorchSharp
 open Research.Abstractions
+open Research.Core
 open Research.Core.Config
+open Research.Core.Data
 open Research.Core.Models
 open Research.Core.Models.Kinds
 open Research.Core.Optim
 open Research.Core.Tasks
+open Research.Core.Text
+open Research.Tests.TestSupport
 
 /// T, the caption tokens of a row (the begin id included).
 let private context = 12L
@@ -69,8 +73,86 @@ let private configErrors (model: string) =
     try ConfigLoader.Parse(text, "bad.toml") |> ignore; []
     with :? ConfigException as e -> e.Errors |> Seq.map string |> List.ofSeq
 
+/// Twenty labelled images (two of each class), as Fashion-MNIST's reader gives them: input [N, 784], targets [N].
+let private images () =
+    use g = new torch.Generator(11UL)
+    new TensorDataset(torch.randn([| 20L; 784L |], generator = g), torch.arange(20L).remainder(torch.tensor 10L), 10)
+
+let private captionOf (ids: int64[]) =
+    ByteTokenizer().Decode(ids |> Array.filter (fun i -> i < 256L) |> Array.map int)
+
+let private dataTests =
+    testList "captions" [
+        test "each caption is a phrasing of its own class (training: the first 8 phrasings, test: the held-out 2 only), and its word span is the class word" {
+            use data = images ()
+            let tokenizer = ByteTokenizer()
+            for first, last in [ 0, 8; 8, 10 ] do
+                use stream = Seeds.Generator(5L, "captions")
+                let items = FashionCaptionSource.Items(data, tokenizer, 64, first, last, stream)
+                let ids = items[Batch.InputIds]
+                let targets = items[Batch.Targets]
+                for i in 0 .. 19 do
+                    let row = ids[int64 i].data<int64>().ToArray()
+                    let at (name: string) = (items[name]).[int64 i].item<int64>()
+                    let label = at TensorDataset.Labels |> int
+                    Expect.equal label (i % 10) "labels are the images' classes"
+                    Expect.equal row[0] beginId "a row starts with the begin id"
+                    let text = captionOf row
+                    let possible =
+                        [ for p in first .. last - 1 do
+                            for a in 0 .. FashionCaptionSource.Adjectives.Count - 1 do
+                                let struct (before, word, after) = FashionCaptionSource.Caption(label, p, a)
+                                yield before + " " + word + after ]
+                    Expect.contains possible text $"row {i}: '{text}' is a phrasing in [{first}, {last}) of class {label}"
+                    let s, e = at FashionCaptionSource.WordStart, at FashionCaptionSource.WordEnd
+                    Expect.equal (captionOf row[int s .. int e - 1]) (" " + FashionCaptionSource.ClassWords[label]) "the word span"
+                    let length = (tokenizer.Encode text).Length + 2
+                    let counted = targets[int64 i].ne(torch.tensor Batch.IgnoreIndex).sum().item<int64>()
+                    Expect.equal counted (int64 length) "targets count the caption with its begin and end ids, not the padding"
+                items.DisposeTensors()
+        }
+        test "the same seed gives the same captions; another seed other phrasings" {
+            use data = images ()
+            let draw (seed: int64) =
+                use stream = Seeds.Generator(seed, "captions")
+                let items = FashionCaptionSource.Items(data, ByteTokenizer(), 64, 0, 8, stream)
+                let ids = items[Batch.InputIds].data<int64>().ToArray()
+                items.DisposeTensors()
+                ids
+            Expect.sequenceEqual (draw 1L) (draw 1L) "seeded"
+            Expect.notEqual (draw 1L) (draw 2L) "another seed"
+        }
+        test "data.classes picks caption items by their labels (targets are sequences), as for Fashion-MNIST" {
+            use data = images ()
+            use stream = Seeds.Generator(1L, "captions")
+            let items = FashionCaptionSource.Items(data, ByteTokenizer(), 64, 0, 8, stream)
+            use all = new TensorDataset(items, 10)
+            use first = all.WithClasses([| 0; 1; 2; 3; 4 |])
+            Expect.equal first.Count 10L "two images of each of classes 0–4"
+            Expect.isTrue (first.Tensors[TensorDataset.Labels].lt(torch.tensor 5L).all().item<bool>()) "only classes 0–4"
+            Expect.equal (List.ofArray first.Tensors[Batch.InputIds].shape) [ 10L; 64L ] "whole caption rows"
+        }
+        test "a bad caption config is one line naming the key: max_tokens too few for the longest caption, a class outside 0–9" {
+            let errors (data: string) =
+                let text = sprintf "[data]\ndataset = \"fashion-captions\"\n%s\n[model]\nkind = \"vlm\"\nencoder = \"cnn\"\n" data
+                let dir = tempDir "vlm-config"
+                let file = IO.Path.Combine(dir, "bad.toml")
+                IO.File.WriteAllText(file, text)
+                let r = research dir [ "train"; file; "--dry-run" ]
+                r.ExitCode, r.Err.Trim().Split('\n') |> List.ofArray
+            let code, lines = errors "max_tokens = 16"
+            Expect.notEqual code 0 "refused"
+            Expect.equal lines.Length 1 (sprintf "one line: %A" lines)
+            Expect.stringContains lines.Head "data.max_tokens: 16 is shorter than the longest caption row" "names the key"
+            let code, lines = errors "classes = [3, 12]"
+            Expect.notEqual code 0 "refused"
+            Expect.stringContains (String.Join("\n", lines)) "data.classes: [3, 12] names class 12" "names the key"
+        }
+    ]
+
 let tests =
     testList "vlm" [
+        dataTests
         test "each component's output: encoder [B, F], connector [B, P·d], prefix [B, P, d], caption logits [B, T, V], sequence [B, P + T, V]" {
             for encoder, lm, features in [ "cnn", "gpt", 128L; "cnn", "llama", 128L; "resnet", "gpt", 512L ] do
                 use model = create (options encoder lm) 1UL

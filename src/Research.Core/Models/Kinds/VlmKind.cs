@@ -41,7 +41,7 @@ public sealed record VlmOptions
     public ResNetOptions Resnet { get; init; } = new();
     /// <summary>The CNN encoder's keys (kind <c>cnn</c>: none).</summary>
     public CnnOptions Cnn { get; init; } = new();
-    /// <summary>The GPT's keys (kind <c>gpt</c>; its positions must cover P + data.context).</summary>
+    /// <summary>The GPT's keys (kind <c>gpt</c>; its positions must cover P + the caption tokens T).</summary>
     public GptOptions Gpt { get; init; } = new();
     /// <summary>The Llama's keys (kind <c>llama</c>).</summary>
     public LlamaOptions Llama { get; init; } = new();
@@ -57,7 +57,7 @@ public sealed record VlmOptions
 /// kind each check, resolve, create and load their own module from their sub-table, as they would as <c>[model]</c>; this
 /// kind only adds the connector and the names (<c>vision_encoder.</c>, <c>connector.</c>, <c>language_model.</c>). The
 /// data are images with captions (<c>fashion-captions</c>): the encoder sees the images as an image dataset of the same
-/// pixels, the language model a token dataset of P + data.context positions.
+/// pixels, the language model a token dataset of P + T positions.
 /// </summary>
 /// <remarks>
 /// The components' own <c>init_from</c> files are read when a model is created (after every value has been drawn from
@@ -208,7 +208,7 @@ public sealed class VlmKind : ModelKind<VlmOptions>
     public override IReadOnlyList<string> Blocks(VlmOptions o, ModelContext context) =>
         KindNamed(o.LanguageModel).Blocks(SubTable(o, KindNamed(o.LanguageModel)).Options, LanguageContext(o, context)).Select(b => "language_model." + b).ToList();
 
-    /// <summary>The language model's shape on P + data.context positions (the encoder's activations are left out).</summary>
+    /// <summary>The language model's shape on P + T positions (the encoder's activations are left out).</summary>
     public override TransformerShape? MemoryShape(VlmOptions o, ModelKeys model, DataShape data, int batchSize) =>
         data.Input == InputKind.ImagesAndTokens
             ? KindNamed(o.LanguageModel).MemoryShape(SubTable(o, KindNamed(o.LanguageModel)).Options,

@@ -11,6 +11,7 @@ open Research.Abstractions
 open Research.Core
 open Research.Core.Config
 open Research.Core.Data
+open Research.Core.Forgetting
 open Research.Core.Models
 open Research.Core.Models.Kinds
 open Research.Core.Optim
@@ -278,6 +279,21 @@ let tests =
                 let rounding = before[i].abs().max().item<float32>() |> float |> (*) 1.2e-7
                 Expect.isLessThanOrEqual (moved.sub(update).abs().max().item<float>()) (rounding + 1e-30) $"{slots[i].Name} moved by Δθ"
             for t in Array.append before grads do t.Dispose()
+            batch.DisposeTensors()
+        }
+        test "the Fisher runs on the VLM unchanged (its forward hooks' captures outlive the model's call): every parameter of the three components gets a finite, non-negative diagonal" {
+            use model = create (options "cnn" "gpt") 12UL
+            let batch = captionBatch 13UL
+            for kind in [ FisherKind.Empirical; FisherKind.Sampled ] do
+                use g = new torch.Generator(14UL)
+                use fisher = Fisher.Compute(model, [ batch ], kind, g, task = CausalLmTask())
+                let names = model.named_parameters() |> Seq.map (fun struct (n, _) -> n) |> Set.ofSeq
+                Expect.equal (Set.ofSeq fisher.Diagonal.Keys) names $"{kind}: every parameter"
+                for KeyValue(name, d) in fisher.Diagonal do
+                    Expect.isTrue (d.isfinite().all().item<bool>() && d.ge(torch.tensor 0.0f).all().item<bool>()) $"{kind} {name}: finite, ≥ 0"
+                for prefix in [ "vision_encoder."; "connector."; "language_model." ] do
+                    let total = fisher.Diagonal |> Seq.filter (fun kv -> kv.Key.StartsWith prefix) |> Seq.sumBy (fun kv -> kv.Value.sum().item<float32>() |> float)
+                    Expect.isGreaterThan total 0.0 $"{kind}: {prefix} has curvature"
             batch.DisposeTensors()
         }
         test "bad configs are refused in one line naming the key: unknown encoder, unknown language model, P = 0, data without captions" {

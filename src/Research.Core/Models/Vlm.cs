@@ -71,11 +71,11 @@ public sealed class Vlm : nn.Module<Tensor, Tensor>, IBatchModule
     }
 
     /// <summary>Logits [B, T, V] of the caption's positions (see the remarks).</summary>
-    public Tensor Logits(Tensor images, Tensor tokens)
-    {
-        using var scope = NewDisposeScope();
-        return SequenceLogits(images, tokens).narrow(1, PrefixTokens, tokens.shape[1]).MoveToOuterDisposeScope();
-    }
+    /// <remarks>No dispose scope of its own: what forward hooks keep of the layers' inputs (the Fisher's
+    /// <see cref="Forgetting.LinearCapture"/>, the probes) is made during this call and must outlive it, so the
+    /// intermediates belong to the caller's scope, as in every other model here.</remarks>
+    public Tensor Logits(Tensor images, Tensor tokens) =>
+        SequenceLogits(images, tokens).narrow(1, PrefixTokens, tokens.shape[1]);
 
     /// <summary>A batch's logits: <c>image</c> and <c>input_ids</c>.</summary>
     public Tensor Logits(Batch batch) => Logits(batch[Batch.Image], batch[Batch.InputIds]);

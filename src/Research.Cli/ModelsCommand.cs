@@ -1,5 +1,7 @@
 using System.CommandLine;
+using Research.Abstractions;
 using Research.Core.Checkpoints;
+using Research.Core.Data;
 using Research.Core.Config;
 using Research.Core.Files;
 using Research.Core.Models;
@@ -90,8 +92,8 @@ static class ModelsCommand
     /// verified by the load).</summary>
     static nn.Module<Tensor, Tensor> LoadLanguageModel(RunConfig config, string command)
     {
-        if (config.Model.Kind is not ("gpt" or "llama"))
-            throw new UsageException($"{command} reads a gpt or a llama; this run's model is \"{config.Model.Kind}\" ({config.File})");
+        if (config.Model.Kind is not ("gpt" or "llama") && !(command == "generate" && config.Model.Kind == "vlm"))
+            throw new UsageException($"{command} reads a gpt or a llama{(command == "generate" ? " (or a vlm)" : "")}; this run's model is \"{config.Model.Kind}\" ({config.File})");
         var shape = RunBuilder.CheckModel(config, RunKind.Train);
         var (model, _) = RunBuilder.Model(config, shape);
         return model;
@@ -101,6 +103,7 @@ static class ModelsCommand
     {
         Gpt g => g.Shape.ToString(),
         Llama l => l.Config.ToString(),
+        Vlm v => $"VLM, {v.PrefixTokens} prefix tokens, {Describe((nn.Module<Tensor, Tensor>)v.LanguageModel)}",
         _ => model.GetType().Name,
     };
 
@@ -152,9 +155,11 @@ static class ModelsCommand
     /// <c>research generate RUN_DIR|CHECKPOINT --prompt TEXT [--max-tokens N] [--greedy | --temperature T --top-k K]
     /// [--seed S] [--samples N] [--checkpoint NAME]</c>: continues the prompt with the run's GPT or Llama and its tokenizer.
     /// </summary>
-    public static Command GenerateCommand() => Cli.Command("generate", "Continue a prompt with a run's language model (gpt or llama) and its tokenizer", Generate,
+    public static Command GenerateCommand() => Cli.Command("generate", "Continue a prompt with a run's language model (gpt or llama) and its tokenizer, or caption an image with a run's vlm", Generate,
         RunOrCheckpoint(),
-        Cli.Value("--prompt", "TEXT", "The text to continue (it may be empty: --prompt \"\"); required"),
+        Cli.Value("--prompt", "TEXT", "The text to continue (it may be empty: --prompt \"\"); required, except for a vlm (default: empty)"),
+        Cli.Value("--image", "N|FILE", "vlm: the image to caption: an index into the run's test split, or a 28×28 grey PNG/JPEG file"),
+        Cli.Value("--captions", "N", "vlm: score the class word on the first N items of the run's test split (exact match, token accuracy), greedily"),
         Cli.Value("--max-tokens", "N", "Tokens to generate at most (1–100000)", "200"),
         Cli.Flag("--greedy", "Take the most likely token at each step (no sampling)"),
         Cli.Value("--temperature", "T", "Sampling temperature, > 0", "1.0"),
@@ -165,7 +170,7 @@ static class ModelsCommand
 
     static int Generate(Parsed a)
     {
-        var prompt = a.One("--prompt") ?? throw new UsageException("generate needs --prompt TEXT (it may be empty: --prompt \"\")");
+        var prompt = a.One("--prompt");
         int maxTokens = a.Int("--max-tokens", 1, 100_000), topK = a.Int("--top-k", 0, 1_000_000), samples = a.Int("--samples", 1, 1000);
         var temperature = a.Double("--temperature", 0, 100);
         var greedy = a.Flag("--greedy");
@@ -176,6 +181,10 @@ static class ModelsCommand
         if (!RunBuilder.Shape(config).NextToken)
             throw new UsageException($"generate continues text with a language model; this run's data \"{config.Data.Dataset}\" is not a causal-lm task ({config.File})");
         using var model = LoadLanguageModel(config, "generate");
+        if (model is Vlm vlm) return Caption(a, config, checkpoint, vlm, prompt ?? "", greedy, temperature, topK, samples, maxTokens);
+        if (a.Given("--image") || a.Given("--captions"))
+            throw new UsageException($"--image and --captions caption images with a vlm; this run's model is \"{config.Model.Kind}\"");
+        if (prompt is null) throw new UsageException("generate needs --prompt TEXT (it may be empty: --prompt \"\")");
         // The tokenizer is rebuilt from the config as the run built it (gpt2-8192 from the same seeded training split).
         var data = RunBuilder.Data(config);
         var tokenizer = data.Source.Tokenizer(data.Request)!;
@@ -193,6 +202,50 @@ static class ModelsCommand
             var text = tokenizer.Decode(output.Where(t => t != tokenizer.EndOfTextId).Select(t => (int)t).ToList());
             if (samples > 1) Console.WriteLine($"--- sample {s + 1}");
             Console.WriteLine(prompt + text);
+        }
+        return 0;
+    }
+
+    /// <summary>
+    /// <c>generate</c> for a vlm: with <c>--captions N</c>, the class-word metrics on the first N test items
+    /// (<see cref="CaptionMetrics"/>); else the caption of <c>--image</c> (a test item's index, or a file), continuing
+    /// <c>--prompt</c> after the image's prefix until the end id.
+    /// </summary>
+    static int Caption(Parsed a, RunConfig config, string checkpoint, Vlm model, string prompt, bool greedy, double temperature, int topK, int samples, int maxTokens)
+    {
+        var data = RunBuilder.Data(config);
+        var tokenizer = data.Source.Tokenizer(data.Request)!;
+        if (a.Given("--captions"))
+        {
+            var n = a.Int("--captions", 1, 1_000_000);
+            using var task = RunBuilder.SingleData(config);
+            var score = CaptionMetrics.Score(model, task.Test, n);
+            Console.WriteLine($"{checkpoint}: class word on {score.Items} test captions (classes {(config.Data.Classes.Length == 0 ? "all" : string.Join(", ", config.Data.Classes))}): " +
+                              $"exact match {score.ExactMatch:F4}, token accuracy {score.TokenAccuracy:F4} (greedy)");
+            return 0;
+        }
+        var which = a.One("--image") ?? throw new UsageException("generate with a vlm needs --image N (a test item) or --image FILE, or --captions N");
+        Tensor image;
+        if (long.TryParse(which, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var index))
+        {
+            using var task = RunBuilder.SingleData(config);
+            if (index >= task.Test.Count) throw new UsageException($"--image {index}: the test split has {task.Test.Count} items (0–{task.Test.Count - 1})");
+            image = task.Test.Tensors[Batch.Image].narrow(0, index, 1).clone();
+        }
+        else image = FashionCaptionSource.ReadImage(which);
+        using (image)
+        {
+            var ids = new List<long> { tokenizer.EndOfTextId };
+            ids.AddRange(tokenizer.Encode(prompt).Select(i => (long)i));
+            using var generator = new Generator((ulong)a.Long("--seed"));
+            Decoding decoding = greedy ? new Decoding.Greedy() : new Decoding.Sample(temperature, topK);
+            Console.Error.WriteLine($"# {checkpoint}: {Describe(model)}, image {which}, tokenizer {tokenizer.Name}, {(greedy ? "greedy" : $"sampling at temperature {temperature}")}");
+            for (int s = 0; s < samples; s++)
+            {
+                var output = model.Generate(image, ids, new GenerationOptions(maxTokens, decoding, tokenizer.EndOfTextId), greedy ? null : generator);
+                if (samples > 1) Console.WriteLine($"--- sample {s + 1}");
+                Console.WriteLine(prompt + tokenizer.Decode(output.Where(t => t != tokenizer.EndOfTextId).Select(t => (int)t).ToList()));
+            }
         }
         return 0;
     }

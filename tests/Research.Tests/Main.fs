@@ -95,6 +95,7 @@ let main argv =
             HfTokenizerTests.tests
             FormatFixtureTests.tests
             HfRunTests.tests
+            VlmTests.tests
         ]
     let config = { defaultConfig with printer = printer defaultConfig.printer }
     // Plain output (no colours, no spinner) so logs and CI read cleanly and the last line is exact.

@@ -127,7 +127,7 @@ let tests =
             Expect.equal (errorsOf "[model]\nwidth = 64\n") [ "kinds.toml: model.width: is a key of kind bert, gpt, llama and tiny-test, not of mlp" ] "width on the default mlp (the test's kind has one too)"
             Expect.equal (errorsOf "[model]\nkind = \"cnn\"\nimage_side = 96\n") [ "kinds.toml: model.image_side: is a key of kind resnet, not of cnn" ] "image_side on a cnn"
             Expect.equal (errorsOf "[model]\nkind = \"resnet\"\nimage_side = 100\n") [ "kinds.toml: model.image_side: 100 is not a multiple of 32 (the ResNet halves the side five times)" ] "the kind's own rule"
-            Expect.equal (errorsOf "[model]\nkind = \"transformer\"\n") [ "kinds.toml: model.kind: \"transformer\" is not a model kind (one of: bert, cnn, gpt, llama, mlp, resnet, tiny-test)" ] "an unknown kind, and the kinds there are"
+            Expect.equal (errorsOf "[model]\nkind = \"transformer\"\n") [ "kinds.toml: model.kind: \"transformer\" is not a model kind (one of: bert, cnn, gpt, llama, mlp, resnet, vlm, tiny-test)" ] "an unknown kind, and the kinds there are"
             Expect.isEmpty (errorsOf "[model]\nkind = \"gpt\"\nwidth = 64\nheads = 4\n") "a gpt's own keys"
             let both = errorsOf "[model]\nkind = \"gpt\"\noutputs = -1\nwidth = -2\n"
             Expect.equal both [ "kinds.toml: model.outputs: -1 must be in [0, 1000000]"; "kinds.toml: model.width: -2 must be in [0, 65536]" ]
@@ -136,7 +136,7 @@ let tests =
 
         test "the built-in kinds are the binder's: ModelKinds and ModelKindOptions name the same kinds, each with its options type, and no kind's key is a shared one" {
             let builtIn = [ for k in ModelKinds.BuiltIn -> k.Name, k.OptionsType ]
-            Expect.equal (builtIn |> List.map fst) [ "bert"; "cnn"; "gpt"; "llama"; "mlp"; "resnet" ] "the built-in kinds, by name"
+            Expect.equal (builtIn |> List.map fst) [ "bert"; "cnn"; "gpt"; "llama"; "mlp"; "resnet"; "vlm" ] "the built-in kinds, by name"
             for name, options in builtIn do
                 Expect.equal (ModelKindOptions.Find name) options (sprintf "%s: the options type the binder binds" name)
                 for spec in OptionSchema.Of options do

@@ -47,6 +47,11 @@ public sealed record ModelContext(ModelKeys Model, DataShape Data, ModelTarget T
     /// <summary>The core's weight files (by parameter name).</summary>
     public IWeightFiles Weights { get; init; } = NoWeightFiles.Instance;
 
+    /// <summary>Resolves another <c>init_from</c>-like value as <c>[model] init_from</c> is resolved (a published model's
+    /// weights, unpacked; else a path relative to the config file): a kind composed of other kinds loads each component
+    /// from its own file this way. By default a path relative to the working directory.</summary>
+    public Func<string, string> ResolveFile { get; init; } = Path.GetFullPath;
+
     sealed class NoWeightFiles : IWeightFiles
     {
         public static readonly NoWeightFiles Instance = new();

@@ -20,10 +20,11 @@ public static class DataSources
     public static readonly IReadOnlyList<IDataSource> BuiltIn =
         [new FashionMnistSource(), new SyntheticSource(), new EnglishFortunes(), new GermanFortunes()];
 
-    /// <summary>The built-in sources that read a researcher's own files (issue 30), after <see cref="BuiltIn"/>. Kept apart
+    /// <summary>The built-in sources that read a researcher's own files (issue 30), and the captions of a vision-language
+    /// model (issue 31), after <see cref="BuiltIn"/>. Kept apart
     /// from it: <see cref="BuiltIn"/> is release 2.2's datasets, whose keys the identity of a stored run restores
     /// (<see cref="Config.Release22Keys"/>); these are new, so their keys enter only the configs that name them.</summary>
-    public static readonly IReadOnlyList<IDataSource> FileFormats = [new JsonlSource(), new CsvSource(), new ParquetSource(), new ImageFolderSource()];
+    public static readonly IReadOnlyList<IDataSource> FileFormats = [new JsonlSource(), new CsvSource(), new ParquetSource(), new ImageFolderSource(), new FashionCaptionSource()];
 
     static readonly object Gate = new();
     static IReadOnlyList<IDataSource> _all = [.. BuiltIn, .. FileFormats];

@@ -59,13 +59,25 @@ public sealed class TensorDataset : IDisposable
         return Select(first);
     }
 
-    /// <summary>The items whose label is one of <paramref name="classes"/> (all when empty).</summary>
+    /// <summary>The name of each item's class [N] (int64) when its targets are a sequence (a caption of an image): what
+    /// <see cref="WithClasses"/> selects by there.</summary>
+    public const string Labels = "labels";
+
+    /// <summary>Each item's class [N]: the targets, or the <see cref="Labels"/> of items whose targets are sequences.</summary>
+    public Tensor ClassLabels => Targets.dim() == 1 ? Targets : _tensors.TryGetValue(Labels, out var l) ? l
+        : throw new InvalidOperationException($"classes pick items by their one label; these targets are sequences and there is no '{Labels}' tensor");
+
+    /// <summary>The name of <see cref="ClassLabels"/> among the tensors.</summary>
+    public string ClassLabelsName => Targets.dim() == 1 ? Batch.Targets : Labels;
+
+    /// <summary>The items whose label is one of <paramref name="classes"/> (all when empty): the targets [N], or the
+    /// <see cref="Labels"/> of items whose targets are sequences.</summary>
     public TensorDataset WithClasses(IReadOnlyCollection<int> classes)
     {
         if (classes.Count == 0) return Map((_, t) => t.clone(), Utf8Bytes);
-        if (Targets.dim() != 1) throw new InvalidOperationException("classes pick items by their one label; these targets are sequences");
+        var labels = ClassLabels;
         using var _ = NewDisposeScope();
-        var mask = isin(Targets, tensor(classes.Select(c => (long)c).ToArray()));
+        var mask = isin(labels, tensor(classes.Select(c => (long)c).ToArray()));
         return Select(nonzero(mask).squeeze(1));
     }
 

@@ -46,8 +46,26 @@ public static class Generation
         Generate(model, model.Config.Vocab, model.Config.SlidingWindow > 0 ? Math.Min(model.Config.MaxPositions, model.Config.SlidingWindow) : model.Config.MaxPositions,
             prompt, options, generator);
 
-    static long[] Generate(nn.Module<Tensor, Tensor> model, long vocab, long maxLen, IReadOnlyList<long> prompt, GenerationOptions options, Generator? generator)
+    /// <summary>
+    /// The same for a <see cref="Vlm"/>: the caption <paramref name="prompt"/> (which starts with the tokenizer's end-of-text
+    /// id, as the captions it was trained on do) continued after the prefix of <paramref name="image"/> ([1, 1, 28, 28] or
+    /// [1, 784], on the model's device), in windows of the language model's positions less the P prefix ones.
+    /// </summary>
+    public static long[] Generate(this Vlm model, Tensor image, IReadOnlyList<long> prompt, GenerationOptions options, Generator? generator = null)
     {
+        if (image.shape[0] != 1) throw new ArgumentException($"one image at a time, not a batch of {image.shape[0]}", nameof(image));
+        var lm = model.LanguageModel;
+        return Generate(model, EmbeddingRows(lm), lm.MaxPositions - model.PrefixTokens, prompt, options, generator,
+            window => model.Logits(image, window));
+    }
+
+    /// <summary>V of a language model: the rows of its token embedding (its first matrix parameter).</summary>
+    static long EmbeddingRows(IPrefixLanguageModel lm) => ((nn.Module<Tensor, Tensor>)lm).parameters().First(p => p.dim() == 2).shape[0];
+
+    static long[] Generate(nn.Module<Tensor, Tensor> model, long vocab, long maxLen, IReadOnlyList<long> prompt, GenerationOptions options, Generator? generator,
+        Func<Tensor, Tensor>? logits = null)
+    {
+        logits ??= model.forward;
         if (prompt.Count == 0) throw new ArgumentException("a prompt needs at least one token (GPT-2's texts start with <|endoftext|>, 50256)", nameof(prompt));
         foreach (var token in prompt)
             if (token < 0 || token >= vocab) throw new ArgumentException($"prompt token {token} is outside the vocabulary [0, {vocab})", nameof(prompt));
@@ -72,7 +90,7 @@ public static class Generation
                 using var scope = NewDisposeScope();
                 var start = Math.Max(0, tokens.Count - (int)maxLen);
                 var window = tensor(tokens.GetRange(start, tokens.Count - start).ToArray(), dtype: ScalarType.Int64, device: device).unsqueeze(0);
-                var scores = model.forward(window).select(0, 0).select(0, -1);
+                var scores = logits(window).select(0, 0).select(0, -1);
                 var next = Pick(scores, options.Decoding, generator);
                 tokens.Add(next);
                 output.Add(next);

@@ -72,7 +72,7 @@ public sealed record GptShape(long Vocab, long MaxLen, long Width, long Heads, l
 /// hidden state of each sequence's last token (the only position that has read the whole text under causal attention;
 /// Hugging Face's GPT2ForSequenceClassification pools the same way), found from the attention mask.
 /// </remarks>
-public sealed class Gpt : nn.Module<Tensor, Tensor>, IBatchModule
+public sealed class Gpt : nn.Module<Tensor, Tensor>, IBatchModule, IPrefixLanguageModel
 {
     readonly Embedding wte;
     readonly Embedding wpe;
@@ -144,13 +144,28 @@ public sealed class Gpt : nn.Module<Tensor, Tensor>, IBatchModule
     public Tensor Features(Tensor tokens)
     {
         if (tokens.dim() != 2) throw new ArgumentException($"a GPT reads token ids [B, T]; got a tensor of shape [{string.Join(", ", tokens.shape)}]");
-        var length = tokens.shape[1];
+        return FeaturesOfEmbeddings(wte.call(tokens));
+    }
+
+    /// <summary>The final hidden states [B, T, d] of input embeddings [B, T, d]: the positions wpe[0..T) are added to them
+    /// as to the token embeddings in <see cref="Features"/>.</summary>
+    public Tensor FeaturesOfEmbeddings(Tensor embeddings)
+    {
+        var length = embeddings.shape[1];
         if (length > Shape.MaxLen) throw new ArgumentException($"sequence length {length} exceeds the model's {Shape.MaxLen} positions");
-        using var positions = arange(length, dtype: ScalarType.Int64, device: tokens.device);
-        var x = nn.functional.dropout(wte.call(tokens).add(wpe.call(positions)), dropout, training);
+        using var positions = arange(length, dtype: ScalarType.Int64, device: embeddings.device);
+        var x = nn.functional.dropout(embeddings.add(wpe.call(positions)), dropout, training);
         foreach (var block in h) x = block.call(x);
         return ln_f.call(x);
     }
+
+    long IPrefixLanguageModel.Width => Shape.Width;
+    long IPrefixLanguageModel.MaxPositions => Shape.MaxLen;
+    Tensor IPrefixLanguageModel.EmbedTokens(Tensor tokens) => wte.call(tokens);
+
+    Tensor IPrefixLanguageModel.LogitsOfEmbeddings(Tensor embeddings) => head is null
+        ? nn.functional.linear(FeaturesOfEmbeddings(embeddings), wte.weight!)
+        : throw new InvalidOperationException($"this GPT classifies ({Classes} classes): only a language model continues a prefix");
 
     /// <summary>Logits [B, T, V] = LN_f(h)·wteᵀ; with a head, [B, classes] from each row's last position.</summary>
     public override Tensor forward(Tensor tokens) => head is null

@@ -20,7 +20,7 @@ namespace Research.Core.Models;
 /// <c>model.norm.weight</c>; <c>lm_head.weight</c> [V, d] when untied. With <c>classes</c> &gt; 0 the model classifies
 /// instead: a linear <c>head</c> on each sequence's last token's final hidden state (as <see cref="Gpt"/>), and no lm_head.
 /// </remarks>
-public sealed class Llama : nn.Module<Tensor, Tensor>, IBatchModule
+public sealed class Llama : nn.Module<Tensor, Tensor>, IBatchModule, IPrefixLanguageModel
 {
     readonly LlamaBody model;
     readonly Linear? lm_head;
@@ -72,6 +72,17 @@ public sealed class Llama : nn.Module<Tensor, Tensor>, IBatchModule
     /// <summary>The final hidden states RMSNorm(h) [B, T, d]: what the output projection reads.</summary>
     public Tensor Features(Tensor tokens) => model.call(tokens);
 
+    long IPrefixLanguageModel.Width => Config.Hidden;
+    long IPrefixLanguageModel.MaxPositions => Config.MaxPositions;
+    Tensor IPrefixLanguageModel.EmbedTokens(Tensor tokens) => model.Embed(tokens);
+
+    Tensor IPrefixLanguageModel.LogitsOfEmbeddings(Tensor embeddings)
+    {
+        if (head is not null) throw new InvalidOperationException($"this Llama classifies ({Classes} classes): only a language model continues a prefix");
+        var features = model.FeaturesOfEmbeddings(embeddings);
+        return lm_head is not null ? lm_head.call(features) : nn.functional.linear(features, model.EmbedTokens);
+    }
+
     /// <summary>Logits [B, T, V] (lm_head, or the token embedding when tied); with a head, [B, classes] from the last position.</summary>
     public override Tensor forward(Tensor tokens) =>
         head is not null ? head.call(Features(tokens).select(1, -1))
@@ -114,11 +125,19 @@ public sealed class LlamaBody : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor tokens)
     {
         if (tokens.dim() != 2) throw new ArgumentException($"a Llama reads token ids [B, T]; got a tensor of shape [{string.Join(", ", tokens.shape)}]");
-        var length = tokens.shape[1];
+        return FeaturesOfEmbeddings(embed_tokens.call(tokens));
+    }
+
+    /// <summary>The token embeddings [B, T, d] of ids [B, T].</summary>
+    public Tensor Embed(Tensor tokens) => embed_tokens.call(tokens);
+
+    /// <summary>RMSNorm(h) [B, T, d] of input embeddings [B, T, d], the rotary angles counted from the first of them.</summary>
+    public Tensor FeaturesOfEmbeddings(Tensor x)
+    {
+        var length = x.shape[1];
         if (length > config.MaxPositions) throw new ArgumentException($"sequence length {length} exceeds the model's {config.MaxPositions} positions (max_position_embeddings)");
         if (config.SlidingWindow > 0 && length > config.SlidingWindow)
             throw new ArgumentException($"sequence length {length} exceeds the sliding attention window {config.SlidingWindow}, which this model does not implement");
-        var x = embed_tokens.call(tokens);
         var (cos, sin) = Rotary.CosSin(length, config.HeadWidth, config.RopeTheta, x.dtype, x.device);
         foreach (var layer in layers) x = layer.call(x, cos, sin);
         return norm.call(x);

@@ -26,7 +26,11 @@ public sealed class ModelPlan
     {
         var kind = ModelKinds.Of(c.Model);
         var target = new ModelTarget(features > 0 ? features : shape.Features, shape.Classes);
-        var context = new ModelContext(c.Model.Keys, shape, target, ModelFactory.InitPath(c.Model, c.File)) { Weights = WeightFiles.Instance };
+        var context = new ModelContext(c.Model.Keys, shape, target, ModelFactory.InitPath(c.Model, c.File)) 
+        {
+            Weights = WeightFiles.Instance,
+            ResolveFile = value => ModelFactory.InitPath(c.Model with { InitFrom = value }, c.File),
+        };
         return new ModelPlan(kind, kind.Resolve(c.Model.Options, context), context);
     }
 

@@ -74,7 +74,8 @@ public sealed class RunProbes : IDisposable
             yield return new(c.File, "probes.linear_classes", $"selects classes of an image dataset; \"{shape.Source}\" is text");
         else if (p.LinearClasses.Length > 0 && shape.Classes is var n && p.LinearClasses.Any(k => k >= n))
             yield return new(c.File, "probes.linear_classes", $"[{string.Join(", ", p.LinearClasses)}] names a class the dataset does not have (classes 0–{n - 1})");
-        if (p.Any && shape.NextToken)
+        // Captions of images carry each item's class (labels), which the probes of the encoder's features read.
+        if (p.Any && shape.NextToken && shape.Input != InputKind.ImagesAndTokens)
             yield return new(c.File, "probes", "reads the input of a classifier's head; a causal language model has none (data.task = \"causal-lm\")");
     }
 
@@ -106,7 +107,7 @@ public sealed class RunProbes : IDisposable
         using var lookup = full(classes.Max() + 1, -1L, dtype: ScalarType.Int64);
         for (int i = 0; i < classes.Length; i++) lookup[classes[i]] = i;
         return new TensorDataset(d.Tensors.Select(kv => KeyValuePair.Create(kv.Key,
-            kv.Key == Batch.Targets ? lookup.index_select(0, kv.Value) : kv.Value.clone())), classes.Length);
+            kv.Key == d.ClassLabelsName ? lookup.index_select(0, kv.Value) : kv.Value.clone())), classes.Length);
     }
 
     /// <summary>The starting model's features and linear-probe accuracy: read from <paramref name="folder"/> (the run folder's <c>probes/</c>) when a
@@ -162,8 +163,8 @@ public sealed class RunProbes : IDisposable
         var d = _linear!;
         var clock = System.Diagnostics.Stopwatch.StartNew();
         using var scope = NewDisposeScope();
-        using var fit = LinearProbe.Fit(Features(model, d.Train), d.Train.Targets, Features(model, d.Validation), d.Validation.Targets, d.Train.NumClasses);
-        var accuracy = fit.Accuracy(Features(model, d.Test), d.Test.Targets);
+        using var fit = LinearProbe.Fit(Features(model, d.Train), d.Train.ClassLabels, Features(model, d.Validation), d.Validation.ClassLabels, d.Train.NumClasses);
+        var accuracy = fit.Accuracy(Features(model, d.Test), d.Test.ClassLabels);
         message($"linear probe on the {which} features ({d.Train.Count} items, {d.Train.NumClasses} classes): L2 {fit.L2:G2} chosen on " +
                 $"validation ({fit.ValidationAccuracy:F4}){(fit.Converged ? "" : $", NOT converged in {fit.Iterations} iterations")}; test accuracy {accuracy:F4} ({clock.Elapsed.TotalSeconds:F1} s)");
         return accuracy;

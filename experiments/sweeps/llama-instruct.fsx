@@ -11,7 +11,7 @@
 //
 //   research sweep experiments/sweeps/llama-instruct.fsx --parallel 2
 //
-// Before the trials the script writes the instruction set (once; a rerun finds it) under runs/sweeps/llama-instruct/
+// Before the trials the script writes the instruction set (once; a rerun finds it; not on a dry run) under runs/sweeps/llama-instruct/
 // data: `research export-fortunes` writes the pre-training's fixed split (data.split_seed = 0) as JSONL with each
 // entry's topic, and every entry becomes {"prompt": "Write a fortune about TOPIC.\n", "response": TEXT} — 2,400 of the
 // training entries (drawn with System.Random(0)), all of the validation and test entries. The English test split is
@@ -68,7 +68,8 @@ let writeInstructionSet () =
                 JsonSerializer.Serialize(dict [ "prompt", "Write a fortune about " + e.["label"] + ".\n"; "response", e.["text"] ])))
             File.Move(path + ".tmp", path, true)
 
-writeInstructionSet ()
+// A dry run (`research sweep … --dry-run`) writes nothing; its config checks do not read the files.
+if not (Sweep.isDryRun ()) then writeInstructionSet ()
 
 let study name = Arm.create name (config "llama-instruct.toml") |> Arm.from "pretrain"
 

@@ -18,7 +18,7 @@ exception SweepError of string list
 let private fail lines = raise (SweepError lines)
 
 /// Runs the script under `dotnet fsi` with RESEARCH_SWEEP_SPEC set; the script's `Sweep.run` writes its trials there.
-let specFromScript (script: string) : SweepSpec =
+let specFromScript (script: string) (dryRun: bool) : SweepSpec =
     if not (File.Exists script) then fail [ sprintf "%s: no such sweep script" script ]
     // `dotnet fsi` would wait for ever on a FIFO.
     InputFile.Require script
@@ -26,6 +26,7 @@ let specFromScript (script: string) : SweepSpec =
     try
         let psi = Diagnostics.ProcessStartInfo("dotnet", [ "fsi"; "--quiet"; script ], RedirectStandardOutput = true, RedirectStandardError = true)
         psi.Environment[Sweep.SpecVariable] <- file
+        if dryRun then psi.Environment[Sweep.DryRunVariable] <- "1"
         use p =
             try
                 match Diagnostics.Process.Start psi with
@@ -136,7 +137,7 @@ let summarize (name: string) (dir: string) (store: Store) (trials: Trial list) (
 let sweep (script: string) (executor: string) (parallelOpt: Nullable<int>) (retryFailed: bool) (outputOverride: string) (dryRun: bool) : int =
     try
         if executor <> "local" && executor <> "slurm" then fail [ sprintf "--executor must be local or slurm, not '%s'" executor ]
-        let spec = specFromScript script
+        let spec = specFromScript script dryRun
         // A trial of an earlier spec without its own command runs the sweep's.
         let spec =
             { spec with

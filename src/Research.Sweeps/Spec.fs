@@ -296,6 +296,15 @@ module Sweep =
     [<Literal>]
     let SpecVariable = "RESEARCH_SWEEP_SPEC"
 
+    /// The variable `research sweep --dry-run` sets while it reads a script.
+    [<Literal>]
+    let DryRunVariable = "RESEARCH_SWEEP_DRY_RUN"
+
+    /// True while `research sweep --dry-run` reads the script: a script that writes files its trials read (an
+    /// instruction set built from a corpus, say) skips that then, as a dry run writes nothing. Configs are checked
+    /// without reading data files, so its trials still check.
+    let isDryRun () = Environment.GetEnvironmentVariable DryRunVariable = "1"
+
     /// The end of every sweep script: `Sweep.run fsi.CommandLineArgs sweep`. Under `research sweep` it hands the
     /// trials over as JSON; run directly (`dotnet fsi SCRIPT.fsx --executor slurm`) it starts `research sweep` on
     /// itself with the same arguments, found beside this library. Returns the exit code for `exit`.

@@ -22,8 +22,31 @@ let printer (inner: TestPrinters) =
                 if s.ignored.IsEmpty then sprintf "%d passed, %d failed" s.passed.Length failed
                 else sprintf "%d passed, %d failed, %d skipped" s.passed.Length failed s.ignored.Length } }
 
+/// A shell starts a background job without job control (`./build.sh test &` inside a script or a subshell) with SIGINT
+/// and SIGQUIT ignored, and an ignored signal stays ignored across exec: every `research` the tests start would ignore
+/// Ctrl-C (.NET installs no handler over an inherited SIG_IGN), and the tests of its handling would fail for a reason
+/// outside the code. So an ignored SIGINT is set back to the default here, before any child starts.
+module private Signals =
+    open System.Runtime.InteropServices
+
+    [<DllImport("libc", SetLastError = true)>]
+    extern int sigaction(int signum, nativeint act, nativeint oldact)
+
+    [<DllImport("libc", SetLastError = true)>]
+    extern nativeint signal(int signum, nativeint handler)
+
+    let restoreIgnoredInterrupt () =
+        if OperatingSystem.IsLinux() then
+            // struct sigaction (glibc: 152 bytes on 64-bit), its first field the handler; SIGINT = 2, SIG_IGN = 1, SIG_DFL = 0.
+            let old = Marshal.AllocHGlobal 256
+            try
+                if sigaction (2, 0n, old) = 0 && Marshal.ReadIntPtr old = 1n then signal (2, 0n) |> ignore
+            finally
+                Marshal.FreeHGlobal old
+
 [<EntryPoint>]
 let main argv =
+    Signals.restoreIgnoredInterrupt ()
     // Before libtorch's first allocation, as the command line does (NativeAllocator says why).
     Research.Core.Memory.NativeAllocator.Configure() |> ignore
     let all =

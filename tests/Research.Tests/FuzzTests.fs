@@ -538,7 +538,9 @@ let private configCases (dir: string) (host: PluginHost) : Case list =
                 else add ("--set " + label) command (renderDoc own) [ sprintf "%s=%s" key literal ] (refuse [ key ])
     // The keys of the other model kinds, on the base's MLP: refused naming the key and the kinds that have it.
     let otherKinds = ModelKinds.BuiltIn |> Seq.filter (fun k -> k.Name <> "mlp")
-    for spec in otherKinds |> Seq.collect (fun k -> OptionSchema.Of k.OptionsType) |> Seq.distinctBy (fun s -> s.Key) do
+    // A composed kind's sub-tables (vlm's [model.resnet], [model.gpt], [model.llama]) hold the component kinds' keys,
+    // which this loop already refuses on an mlp as those kinds' own.
+    for spec in otherKinds |> Seq.collect (fun k -> OptionSchema.Of k.OptionsType) |> Seq.filter (fun s -> not s.IsTable) |> Seq.distinctBy (fun s -> s.Key) do
         let key = "model." + spec.Key
         let literal = render (draw (seedOf key) (validValue dir key spec))
         let owner = otherKinds |> Seq.find (fun k -> OptionSchema.Of k.OptionsType |> Seq.exists (fun o -> o.Key = spec.Key))

@@ -141,9 +141,10 @@ static class ModelsCommand
                 if (CheckpointRebuild.TokenizerJson(config) is { } json)
                 {
                     var folder = Path.GetDirectoryName(Path.GetFullPath(output))!;
+                    var from = Path.GetDirectoryName(Path.GetFullPath(json))!;
                     foreach (var name in new[] { TextTokenizers.HfJson, "tokenizer_config.json" })
-                        if (File.Exists(Path.Combine(Path.GetDirectoryName(json)!, name)) && Path.GetFullPath(Path.Combine(folder, name)) != Path.GetFullPath(Path.Combine(Path.GetDirectoryName(json)!, name)))
-                            File.Copy(Path.Combine(Path.GetDirectoryName(json)!, name), Path.Combine(folder, name), overwrite: true);
+                        if (File.Exists(Path.Combine(from, name)) && folder != from)
+                            File.Copy(Path.Combine(from, name), Path.Combine(folder, name), overwrite: true);
                     Console.WriteLine($"{Path.Combine(folder, TextTokenizers.HfJson)}: the run's tokenizer, copied from {json}");
                 }
                 break;

@@ -55,12 +55,9 @@ public static class Generation
     {
         if (image.shape[0] != 1) throw new ArgumentException($"one image at a time, not a batch of {image.shape[0]}", nameof(image));
         var lm = model.LanguageModel;
-        return Generate(model, EmbeddingRows(lm), lm.MaxPositions - model.PrefixTokens, prompt, options, generator,
+        return Generate(model, lm.Vocab, lm.MaxPositions - model.PrefixTokens, prompt, options, generator,
             window => model.Logits(image, window));
     }
-
-    /// <summary>V of a language model: the rows of its token embedding (its first matrix parameter).</summary>
-    static long EmbeddingRows(IPrefixLanguageModel lm) => ((nn.Module<Tensor, Tensor>)lm).parameters().First(p => p.dim() == 2).shape[0];
 
     static long[] Generate(nn.Module<Tensor, Tensor> model, long vocab, long maxLen, IReadOnlyList<long> prompt, GenerationOptions options, Generator? generator,
         Func<Tensor, Tensor>? logits = null)

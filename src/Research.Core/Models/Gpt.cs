@@ -160,6 +160,7 @@ public sealed class Gpt : nn.Module<Tensor, Tensor>, IBatchModule, IPrefixLangua
     }
 
     long IPrefixLanguageModel.Width => Shape.Width;
+    long IPrefixLanguageModel.Vocab => Shape.Vocab;
     long IPrefixLanguageModel.MaxPositions => Shape.MaxLen;
     Tensor IPrefixLanguageModel.EmbedTokens(Tensor tokens) => wte.call(tokens);
 

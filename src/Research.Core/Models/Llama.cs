@@ -73,6 +73,7 @@ public sealed class Llama : nn.Module<Tensor, Tensor>, IBatchModule, IPrefixLang
     public Tensor Features(Tensor tokens) => model.call(tokens);
 
     long IPrefixLanguageModel.Width => Config.Hidden;
+    long IPrefixLanguageModel.Vocab => Config.Vocab;
     long IPrefixLanguageModel.MaxPositions => Config.MaxPositions;
     Tensor IPrefixLanguageModel.EmbedTokens(Tensor tokens) => model.Embed(tokens);
 

@@ -12,6 +12,9 @@ public interface IPrefixLanguageModel
     /// <summary>d, the width of an embedding.</summary>
     long Width { get; }
 
+    /// <summary>V, the ids it reads and the logits it gives.</summary>
+    long Vocab { get; }
+
     /// <summary>Positions the model reads at most (prefix and tokens together).</summary>
     long MaxPositions { get; }
 

@@ -376,6 +376,18 @@ public sealed record ProbesSection : IValidatable
     /// choose its L2; it is scored on their test split.</summary>
     [Option(Min = 0)]
     public int LinearTrainLimit { get; init; } = 0;
+    /// <summary>A vision-language model's captions: the first N test items of each task whose class word it generates
+    /// greedily after the caption's words before it, scored by exact match and token accuracy (0: none).</summary>
+    [Option(Min = 0, Max = 1_000_000, AddedIn = "3.0")]
+    public int Captions { get; init; } = 0;
+    /// <summary>A run config (TOML, relative to this config's folder) whose <c>[data]</c> is causal-LM text of the run's
+    /// tokenizer: the language model alone (a VLM's, or the model itself) is scored on its test split when the run
+    /// starts and after each phase — what it forgot of its pre-training text (empty: none).</summary>
+    [Option(AddedIn = "3.0")]
+    public string Text { get; init; } = "";
+    /// <summary>Windows of that test split scored (0: all).</summary>
+    [Option(Min = 0, Max = 10_000_000, AddedIn = "3.0")]
+    public int TextItems { get; init; } = 0;
 
     /// <summary>Whether any probe is asked for.</summary>
     public bool Any => Cka || Similarity || LinearClasses.Length > 0;

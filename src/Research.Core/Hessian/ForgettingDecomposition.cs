@@ -26,6 +26,8 @@ namespace Research.Core.Hessian;
 /// eigen-directions carry (above 1 when the rest of the spectrum contributes negatively).</param>
 /// <param name="GroupQuadratic">½ Δθ_gᵀ(H_jΔθ)_g per parameter group g: sums to <see cref="Quadratic"/> (cross terms are
 /// split between the two groups they couple).</param>
+/// <remarks><see cref="GroupDeltaNormSquared"/>: ‖Δθ_g‖² per group, which sums to <see cref="DeltaNormSquared"/> — how far
+/// each component moved, beside what its move cost.</remarks>
 public sealed record DecompositionPoint(
     int Later, int Earlier, long Step, double Fraction,
     double DeltaNormSquared, double LossBefore, double LossAfter, double Measured, double MeasuredTest,
@@ -33,6 +35,8 @@ public sealed record DecompositionPoint(
     IReadOnlyDictionary<string, double> FisherQuadratic, IReadOnlyDictionary<string, double> GroupQuadratic)
 {
     public double Predicted => FirstOrder + Quadratic;
+
+    public IReadOnlyDictionary<string, double> GroupDeltaNormSquared { get; init; } = new Dictionary<string, double>();
 }
 
 /// <summary>
@@ -194,7 +198,10 @@ public sealed class ForgettingDecomposition(RunComponents run, RunLayout layout,
                     double fraction = step >= 0 ? (double)step / planned : 1.0;
                     result.Add(new DecompositionPoint(i, j, at, fraction, norm2, curvature.Loss, lossAfter, lossAfter - curvature.Loss,
                         TestLoss(modelP, j) - testBefore, first, quadratic,
-                        norm2 > 0 ? topNorm / norm2 : double.NaN, quadratic != 0 ? topQuadratic / quadratic : double.NaN, fisher, byGroup));
+                        norm2 > 0 ? topNorm / norm2 : double.NaN, quadratic != 0 ? topQuadratic / quadratic : double.NaN, fisher, byGroup)
+                    {
+                        GroupDeltaNormSquared = groups.ToDictionary(g => g.Key, g => (delta.square() * g.Value).sum().item<double>()),
+                    });
                 }
                 foreach (var g in groups.Values) g.Dispose();
             }
@@ -308,6 +315,8 @@ public static class DecompositionProbes
             row[ProbeNames.FisherQuadraticLossIncrease + "/" + variant] = Matrix(p => p.FisherQuadratic.GetValueOrDefault(variant, double.NaN));
         foreach (var group in points.SelectMany(p => p.GroupQuadratic.Keys).Distinct())
             row[ProbeNames.QuadraticLossIncrease + "/" + group] = Matrix(p => p.GroupQuadratic.GetValueOrDefault(group, double.NaN));
+        foreach (var group in points.SelectMany(p => p.GroupDeltaNormSquared.Keys).Distinct())
+            row[ProbeNames.DeltaNormSquared + "/" + group] = Matrix(p => p.GroupDeltaNormSquared.GetValueOrDefault(group, double.NaN));
 
         // The points inside task i, in step order per earlier task, its end last.
         var along = new Dictionary<string, Func<DecompositionPoint, double>>

@@ -15,12 +15,15 @@ public static class CheckpointRebuild
     /// <summary>
     /// The overrides that keep what <paramref name="original"/> read beside its <c>init_from</c>: the tokenizer.json its text
     /// was tokenized with (<c>tokenizer = "tokenizer.json"</c>; the shape names the file) as <c>data.tokenizer_file</c>, and
-    /// a Llama's config.json shape as [model] keys (<see cref="LlamaKind.Overrides"/>). Empty for any other run.
+    /// a Llama's config.json shape as [model] keys (<see cref="LlamaKind.Overrides"/>); and no <c>probes.text</c>. Empty for
+    /// any other run.
     /// </summary>
     public static IReadOnlyList<string> Overrides(RunConfig original)
     {
         var overrides = new List<string>();
         if (TokenizerJson(original) is { } json) overrides.Add($"data.tokenizer_file='{json}'");
+        // A rebuilt run scores no probes, and the text probe's config path is relative to where the run's config was.
+        if (original.Probes.Text.Length > 0) overrides.Add("probes.text=''");
         if (original.Model.Kind == "llama" && ModelFactory.PublishedName(original.Model.InitFrom) is null
             && LlamaConfig.ConfigFileFor(ModelFactory.InitPath(original.Model, original.File)) is { } hf)
             overrides.AddRange(LlamaKind.Overrides(LlamaConfig.Read(hf), hf));

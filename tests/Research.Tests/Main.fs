@@ -119,6 +119,7 @@ let main argv =
             FormatFixtureTests.tests
             HfRunTests.tests
             VlmTests.tests
+            VlmMemoryTests.tests
         ]
     let config = { defaultConfig with printer = printer defaultConfig.printer }
     // Plain output (no colours, no spinner) so logs and CI read cleanly and the last line is exact.

@@ -90,7 +90,65 @@ public static class MemoryCommand
         Console.WriteLine(predicted == measured
             ? "allocated = predicted, byte for byte (activations are not counted)"
             : "allocated differs from predicted: the memory model is out of date");
-        return predicted == measured ? 0 : 1;
+        var componentsAgree = PrintComponents(config, plan, model, optimizer, policy.Mode, measured);
+        return predicted == measured && componentsAgree ? 0 : 1;
+    }
+
+    /// <summary>
+    /// The same model state by component, when the model has components: those <c>[[optimizer.components]]</c> names
+    /// (and <c>other</c>), else a vision-language model's top-level modules. Each row predicted from the component's counts
+    /// and read off its own tensors and its slices of the optimizer's flat tensors; then each component's activations,
+    /// where a kind can estimate them. False when a component's bytes differ from its prediction or the components do not
+    /// add up to the whole model's.
+    /// </summary>
+    static bool PrintComponents(Research.Core.Config.RunConfig config, Research.Core.Models.ModelPlan plan, TorchSharp.torch.nn.Module model,
+        Research.Core.Optim.Optimizer optimizer, Research.Core.Precision.PrecisionMode mode, ModelMemory whole)
+    {
+        var rules = Research.Core.Training.RunBuilder.Plan(config.Optimizer).Components ?? [];
+        if (rules.Count == 0 && model is not Research.Core.Models.Vlm) return true;
+        var components = ComponentMemory.Of(model, optimizer, ComponentMemory.ComponentOf(rules), mode, config.Optimizer.Name, config.Optimizer.Momentum);
+        Console.WriteLine();
+        Console.WriteLine(rules.Count > 0 ? "by component ([[optimizer.components]]; bytes):" : "by component (the model's top-level modules; bytes):");
+        // fp32 keeps no master copy: its two columns would be zeros.
+        bool master = optimizer.HasMasterCopy;
+        var rows = Tables.Create([new("component"), new("parameters", true), new("trainable", true), new(""), new("weights", true), new("gradients", true),
+            .. master ? new Tables.Column[] { new("fp32 master weights", true), new("fp32 master gradients", true) } : [],
+            new("optimizer moments", true), new("total", true), new("MB", true)]);
+        string N(long v) => v.ToString("N0", Inv);
+        void Row(string name, string parameters, string trainable, string what, ModelMemory m) =>
+            Tables.Row(rows, [name, parameters, trainable, what, N(m.Weights), N(m.Gradients),
+                .. master ? new[] { N(m.MasterWeights), N(m.MasterGradients) } : [], N(m.Moments), N(m.Total), (m.Total / 1e6).ToString("F3", Inv)]);
+        foreach (var c in components)
+        {
+            Row(c.Name, N(c.Parameters), N(c.Trainable), "predicted", c.Predicted);
+            Row("", "", "", "allocated", c.Allocated);
+        }
+        var sum = ComponentMemory.Sum(components.Select(c => c.Allocated));
+        Row("sum", N(components.Sum(c => c.Parameters)), N(components.Sum(c => c.Trainable)), "allocated", sum);
+        Tables.Write(rows);
+
+        // Activations: the kind's transformer shape is the language model's (ModelKind.MemoryShape); no kind estimates
+        // a convolutional encoder's or the connector's, so they are said to be missing rather than guessed.
+        // It belongs to a component only when one component holds the language model's parameters and nothing else.
+        var shape = Research.Core.Models.ModelKinds.MemoryShape(config, plan);
+        var componentOf = ComponentMemory.ComponentOf(rules);
+        var names = model.named_parameters().Select(p => (p.name, Component: componentOf(p.name))).ToList();
+        var holders = names.Where(p => p.name.StartsWith("language_model.", StringComparison.Ordinal)).Select(p => p.Component).Distinct().ToList();
+        string? transformer = model is Research.Core.Models.Vlm && holders.Count == 1
+            && names.All(p => p.Component != holders[0] || p.name.StartsWith("language_model.", StringComparison.Ordinal)) ? holders[0] : null;
+        Console.WriteLine($"activations of a micro-batch of {config.Data.BatchSize}, by component (not allocated here):");
+        foreach (var c in components)
+            Console.WriteLine(c.Name == transformer && shape is { } s
+                ? $"  {c.Name}: {s.ActivationBytes(recompute: false) / 1e6:F1} MB, estimated for {s.Layers} layers of width {s.Hidden} on {s.Sequence} positions (Korthikanti et al. 2022, 16-bit)"
+                : $"  {c.Name}: not estimated{(shape is null || transformer is not null ? "" : model is Research.Core.Models.Vlm
+                    ? " (the estimate above is the language model's, which these components split)" : " (the estimate above is the whole model's)")}");
+
+        bool each = components.All(c => c.Predicted == c.Allocated), adds = sum == whole;
+        Console.WriteLine(each && adds
+            ? "each component: allocated = predicted, byte for byte; the components add up to the whole model's bytes"
+            : !each ? $"allocated differs from predicted for {string.Join(", ", components.Where(c => c.Predicted != c.Allocated).Select(c => c.Name))}: the memory model is out of date"
+            : "the components do not add up to the whole model's bytes: a parameter or a slice is counted twice or not at all");
+        return each && adds;
     }
 
     static T Lookup<T>(IReadOnlyDictionary<string, T> byName, string option, string name) =>

@@ -120,6 +120,7 @@ let main argv =
             HfRunTests.tests
             VlmTests.tests
             LanguageProbesTests.tests
+            VlmMemoryTests.tests
         ]
     let config = { defaultConfig with printer = printer defaultConfig.printer }
     // Plain output (no colours, no spinner) so logs and CI read cleanly and the last line is exact.

@@ -20,6 +20,14 @@ public static class ModelInput
     public static Tensor NativeLogits(nn.Module<Tensor, Tensor> model, Batch batch) => Call(model, batch, x => x);
 
     static Tensor Call(nn.Module<Tensor, Tensor> model, Batch batch, Func<Tensor, Tensor> input) =>
-        model is IBatchModule reader ? reader.Logits(batch)
+        model is IBatchModule reader ? reader.Logits(Cast(batch, input))
         : model.forward(batch.TryGetValue(Batch.Input, out var x) ? input(x) : batch[Batch.InputIds]);
+
+    /// <summary>The batch with the input cast applied to each tensor (it changes only floating-point ones, such as a VLM's
+    /// <c>image</c>, which a bf16 encoder's convolution refuses in fp32); the batch itself when nothing changes.</summary>
+    static Batch Cast(Batch batch, Func<Tensor, Tensor> input)
+    {
+        var cast = batch.Select(kv => KeyValuePair.Create(kv.Key, input(kv.Value))).ToList();
+        return cast.Zip(batch).All(p => ReferenceEquals(p.First.Value, p.Second.Value)) ? batch : new Batch(cast);
+    }
 }

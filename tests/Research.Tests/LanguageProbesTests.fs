@@ -58,14 +58,28 @@ let tests =
                 Expect.equal picks.Length 20 "one pick list per item"
                 for i in 0 .. 19 do Expect.sequenceEqual picks[i] one[i] $"item {i}, batches of {batch}"
             // The score counts what the picks say: a word is an exact match when all its tokens are the truth's.
-            let score = CaptionMetrics.Score(model, items, 20, 7)
+            let score = CaptionMetrics.Score(model, items, 20, ByteTokenizer(), 7)
             let truth i =
                 let s, e = t[FashionCaptionSource.WordStart].[int64 i].item<int64>(), t[FashionCaptionSource.WordEnd].[int64 i].item<int64>()
                 t[Batch.InputIds].[int64 i].data<int64>().ToArray().[int s .. int e - 1]
             let exact = [ 0 .. 19 ] |> List.filter (fun i -> one[i] = truth i) |> List.length
             let right = [ 0 .. 19 ] |> List.sumBy (fun i -> Array.zip one[i] (truth i) |> Array.filter (fun (a, b) -> a = b) |> Array.length)
             Expect.equal (score.Items, score.ExactMatches, score.CorrectTokens) (20L, int64 exact, int64 right) "the counts of the picks"
+            // The named class: the first class word of the 24 tokens it goes on to write, to its end id.
+            let named =
+                [ for i in 0L .. 19L ->
+                    let s = t[FashionCaptionSource.WordStart].[i].item<int64>()
+                    let prompt = t[Batch.InputIds].[i].data<int64>().ToArray().[.. int s - 1]
+                    use image = t[Batch.Image].narrow(0, i, 1L)
+                    let written = model.Generate(image, prompt, GenerationOptions(CaptionMetrics.Continuation, Decoding.Greedy())) |> Array.takeWhile (fun id -> id <> 256L)
+                    CaptionMetrics.FirstClass(ByteTokenizer().Decode(written |> Array.map int)) = int (t[TensorDataset.Labels].[i].item<int64>()) ]
+            Expect.equal score.NamedRight (named |> List.filter id |> List.length |> int64) "named: the first class word of each continuation"
             Expect.equal score.WordTokens (int64 ([ 0 .. 19 ] |> List.sumBy (fun i -> (truth i).Length))) "every class-word token"
+        }
+        test "the first class word named: whole words only, the longest at a place (t-shirt, not shirt), none in a word (bagel)" {
+            for text, expected in [ " grey coat, seen from the front", 4; " t-shirt", 0; " shirt", 6; " pair of trousers", 1
+                                    " old bagel", -1; "sandals and a bag", 8; "", -1; "a dress or a coat", 3; "ankle boot", 9 ] do
+                Expect.equal (CaptionMetrics.FirstClass text) expected $"'{text}'"
         }
         test "probes that a run cannot have are refused in one line naming the key: captions without a VLM, a missing text config, text of another tokenizer" {
             let dir = tempDir "language-probes-bad"

@@ -1,6 +1,7 @@
 using Research.Abstractions;
 using Research.Core.Data;
 using Research.Core.Precision;
+using Research.Core.Text;
 using static TorchSharp.torch;
 
 namespace Research.Core.Models;
@@ -11,10 +12,16 @@ namespace Research.Core.Models;
 /// <param name="ExactMatches">Captions whose every class-word token was generated right.</param>
 /// <param name="WordTokens">Class-word tokens over all captions.</param>
 /// <param name="CorrectTokens">Class-word tokens generated right (position by position).</param>
+/// <remarks><see cref="Named"/> is the looser reading of "names the class": the caption the model goes on to write
+/// (<see cref="CaptionMetrics.Continuation"/> tokens, to its end id) names the right class first — an adjective before
+/// the word ("it is a grey coat" where the truth is "it is a coat") is not an error there, as it is for the exact match.</remarks>
 public sealed record CaptionScore(long Items, long ExactMatches, long WordTokens, long CorrectTokens)
 {
+    /// <summary>Captions whose continuation's first class word is the image's.</summary>
+    public long NamedRight { get; init; }
     public double ExactMatch => Items == 0 ? double.NaN : (double)ExactMatches / Items;
     public double TokenAccuracy => WordTokens == 0 ? double.NaN : (double)CorrectTokens / WordTokens;
+    public double Named => Items == 0 ? double.NaN : (double)NamedRight / Items;
 }
 
 /// <summary>The caption metrics of <see cref="FashionCaptionSource"/> items.</summary>
@@ -33,29 +40,56 @@ public static class CaptionMetrics
     /// (<see cref="Generation.Generate(Vlm, Tensor, IReadOnlyList{long}, GenerationOptions, Generator?)"/>), with the
     /// image prefix computed once per batch instead of once per token.
     /// </remarks>
-    public static CaptionScore Score(Vlm model, TensorDataset items, int limit, int batchSize = 128, PrecisionPolicy? precision = null)
+    public static CaptionScore Score(Vlm model, TensorDataset items, int limit, ITextTokenizer tokenizer, int batchSize = 128, PrecisionPolicy? precision = null)
     {
-        var picks = ClassWordPicks(model, items, limit, batchSize, precision);
+        var picks = ClassWordPicks(model, items, limit, batchSize, precision, Continuation);
         var t = items.Tensors;
         var starts = t[FashionCaptionSource.WordStart].data<long>().ToArray();
         var ends = t[FashionCaptionSource.WordEnd].data<long>().ToArray();
         var ids = t[Batch.InputIds];
-        long exact = 0, tokens = 0, correct = 0;
+        var labels = t[TensorDataset.Labels].data<long>().ToArray();
+        long exact = 0, tokens = 0, correct = 0, named = 0;
         for (int i = 0; i < picks.Length; i++)
         {
+            var written = picks[i].TakeWhile(id => id != tokenizer.EndOfTextId).Select(id => (int)id).ToArray();
+            if (FirstClass(tokenizer.Decode(written)) == labels[i]) named++;
             using var row = ids[i];
             var truth = row.data<long>().ToArray()[(int)starts[i]..(int)ends[i]];
-            var right = truth.Where((token, k) => picks[i][k] == token).Count();
+            var right = truth.Where((token, k) => k < picks[i].Length && picks[i][k] == token).Count();
             tokens += truth.Length;
             correct += right;
             if (right == truth.Length) exact++;
         }
-        return new CaptionScore(picks.Length, exact, tokens, correct);
+        return new CaptionScore(picks.Length, exact, tokens, correct) { NamedRight = named };
+    }
+
+    /// <summary>Tokens generated after the prompt for <see cref="CaptionScore.Named"/>: room for an adjective and the longest
+    /// class word in bytes (" light" + " pair of trousers" = 23), the longest tokenization there is.</summary>
+    public const int Continuation = 24;
+
+    /// <summary>The class of the first class word that stands as a whole word in <paramref name="text"/> (after its start,
+    /// a space or punctuation; the longest where two start at one place), or −1.</summary>
+    public static int FirstClass(string text)
+    {
+        var words = FashionCaptionSource.ClassWords;
+        for (int at = 0; at < text.Length; at++)
+        {
+            if (at > 0 && char.IsLetterOrDigit(text[at - 1]) || at > 0 && text[at - 1] == '-') continue;
+            var found = -1;
+            for (int c = 0; c < words.Count; c++)
+                if (string.CompareOrdinal(text, at, words[c], 0, words[c].Length) == 0
+                    && (at + words[c].Length == text.Length || !char.IsLetterOrDigit(text[at + words[c].Length]))
+                    && (found < 0 || words[c].Length > words[found].Length))
+                    found = c;
+            if (found >= 0) return found;
+        }
+        return -1;
     }
 
     /// <summary>The tokens generated in place of each item's class word (as many as it has), by <see cref="Score"/>'s
     /// decoding.</summary>
-    public static long[][] ClassWordPicks(Vlm model, TensorDataset items, int limit, int batchSize = 128, PrecisionPolicy? precision = null)
+    /// <param name="continuation">Tokens generated per item at least (0: as many as its class word has).</param>
+    public static long[][] ClassWordPicks(Vlm model, TensorDataset items, int limit, int batchSize = 128, PrecisionPolicy? precision = null, int continuation = 0)
     {
         precision ??= PrecisionPolicy.Fp32;
         var t = items.Tensors;
@@ -76,7 +110,7 @@ public static class CaptionMetrics
                 using var scope = NewDisposeScope();
                 int b = Math.Min(batchSize, n - b0);
                 var s = starts[b0..(b0 + b)];
-                var len = Enumerable.Range(0, b).Select(i => (int)(ends[b0 + i] - s[i])).ToArray();
+                var len = Enumerable.Range(0, b).Select(i => Math.Max(continuation, (int)(ends[b0 + i] - s[i]))).ToArray();
                 int steps = len.Max();
                 // Positions read: up to s + steps − 2 for the longest word; a row holds max(s) + steps − 1 of them.
                 int width = (int)s.Max() + Math.Max(steps - 1, 0);

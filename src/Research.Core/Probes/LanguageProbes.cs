@@ -5,6 +5,7 @@ using Research.Core.Data;
 using Research.Core.Models;
 using Research.Core.Precision;
 using Research.Core.Tasks;
+using Research.Core.Text;
 using Research.Core.Training;
 using static TorchSharp.torch;
 
@@ -13,7 +14,7 @@ namespace Research.Core.Probes;
 /// <summary>
 /// <c>[probes] captions</c> and <c>[probes] text</c>: what a model that writes text still knows beside its training loss.
 /// <list type="bullet">
-/// <item><c>caption_exact_match</c>, <c>caption_token_accuracy</c> (a VLM): the class word generated for the first
+/// <item><c>caption_exact_match</c>, <c>caption_token_accuracy</c>, <c>caption_named</c> (a VLM): the class word generated for the first
 /// <c>captions</c> test items of each task (<see cref="CaptionMetrics"/>), after each of a study's tasks (a probe row of T
 /// values, one per task, and metrics <c>caption_exact_match/taskJ</c>) or at a single run's end (on its test split).</item>
 /// <item><c>text_loss</c>, <c>text_loss_increase</c>: the language model alone — a VLM's, or the model itself — scored in
@@ -73,14 +74,15 @@ public sealed class LanguageProbesFactory : IRunObserverFactory
             using var splits = RunBuilder.Data(config).Load();
             text = splits.Test.Take(p.TextItems);
         }
-        return new LanguageProbes(p.Captions, text, run.Config.Data.EvalBatchSize, run.Precision);
+        var tokenizer = p.Captions > 0 ? run.Data.Source.Tokenizer(run.Data.Request) : null;
+        return new LanguageProbes(p.Captions, tokenizer, text, run.Config.Data.EvalBatchSize, run.Precision);
     }
 }
 
 /// <summary>The observer of <see cref="LanguageProbesFactory"/>.</summary>
-sealed class LanguageProbes(int captions, TensorDataset? text, int batchSize, PrecisionPolicy precision) : IRunObserver
+sealed class LanguageProbes(int captions, ITextTokenizer? tokenizer, TensorDataset? text, int batchSize, PrecisionPolicy precision) : IRunObserver
 {
-    public const string CaptionExactMatch = "caption_exact_match", CaptionTokenAccuracy = "caption_token_accuracy",
+    public const string CaptionExactMatch = "caption_exact_match", CaptionTokenAccuracy = "caption_token_accuracy", CaptionNamed = "caption_named",
         TextLoss = "text_loss", TextLossIncrease = "text_loss_increase";
     const string StartFile = "text-start.safetensors", StartKey = "text_loss";
 
@@ -125,16 +127,19 @@ sealed class LanguageProbes(int captions, TensorDataset? text, int batchSize, Pr
         {
             var tasks = loop.Run.Tasks;
             // A study scores every task's test items (the matrix's row); a single run its own test split.
-            var scores = (study ? tasks : tasks.Take(1)).Select(t => CaptionMetrics.Score(vlm, t.Test, captions, batchSize, precision)).ToList();
+            var scores = (study ? tasks : tasks.Take(1)).Select(t => CaptionMetrics.Score(vlm, t.Test, captions, tokenizer!, batchSize, precision)).ToList();
             for (int j = 0; j < scores.Count; j++)
             {
                 var suffix = study ? $"/task{j}" : "";
                 loop.Store.Metric(loop.RunId, loop.Step, CaptionExactMatch + suffix, scores[j].ExactMatch);
                 loop.Store.Metric(loop.RunId, loop.Step, CaptionTokenAccuracy + suffix, scores[j].TokenAccuracy);
+                loop.Store.Metric(loop.RunId, loop.Step, CaptionNamed + suffix, scores[j].Named);
             }
             row[CaptionExactMatch] = scores.Select(s => s.ExactMatch).ToArray();
+            row[CaptionNamed] = scores.Select(s => s.Named).ToArray();
             row[CaptionTokenAccuracy] = scores.Select(s => s.TokenAccuracy).ToArray();
             said.Add("caption exact match " + string.Join(" ", scores.Select((s, j) => $"{j}:{s.ExactMatch:F3}")) +
+                     "  named " + string.Join(" ", scores.Select((s, j) => $"{j}:{s.Named:F3}")) +
                      "  token accuracy " + string.Join(" ", scores.Select((s, j) => $"{j}:{s.TokenAccuracy:F3}")));
         }
         if (text is not null)

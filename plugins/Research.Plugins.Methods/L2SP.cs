@@ -18,6 +18,10 @@ public sealed record L2SPOptions
     public double Alpha { get; init; } = 0.01;
     /// <summary><c>initial</c> or <c>previous-task</c>.</summary>
     public AnchorKind Anchor { get; init; } = AnchorKind.Initial;
+    /// <summary>A regular expression over parameter names: only the parameters it matches are pulled (a VLM's
+    /// <c>^language_model\.</c>); empty: every parameter.</summary>
+    [Option(Regex = true, AddedIn = "3.0")]
+    public string Match { get; init; } = "";
 }
 
 /// <summary>
@@ -32,10 +36,15 @@ public sealed record L2SPOptions
 public sealed class L2SP(L2SPOptions options) : IPenalty, ITaskHooks, IStateful
 {
     Dictionary<string, Tensor>? _anchor;
+    readonly System.Text.RegularExpressions.Regex? _match = options.Match.Length > 0 ? new(options.Match) : null;
+
+    /// <summary>The anchored parameters' detached copies: the penalty sums over the anchor's names only.</summary>
+    Dictionary<string, Tensor> Snapshot(IReadOnlyList<NamedParameter> parameters) =>
+        SquaredDistance.Snapshot(_match is null ? parameters : parameters.Where(p => _match.IsMatch(p.Name)).ToList());
 
     public Tensor? Penalty(PenaltyContext context)
     {
-        if (_anchor is null && options.Anchor == AnchorKind.Initial) _anchor = SquaredDistance.Snapshot(context.Parameters);
+        if (_anchor is null && options.Anchor == AnchorKind.Initial) _anchor = Snapshot(context.Parameters);
         if (_anchor is null || options.Alpha == 0) return null;
         return SquaredDistance.Sum(context.Parameters, _anchor).mul(options.Alpha / 2);
     }
@@ -43,7 +52,7 @@ public sealed class L2SP(L2SPOptions options) : IPenalty, ITaskHooks, IStateful
     public void TaskEnd(TaskEndContext context)
     {
         if (options.Anchor != AnchorKind.PreviousTask || context.IsLastTask) return;
-        _anchor = SquaredDistance.Snapshot(context.Parameters);
+        _anchor = Snapshot(context.Parameters);
     }
 
     public IReadOnlyDictionary<string, Tensor> StateDict() =>

@@ -8,6 +8,9 @@ open System
 /// The source arm of a trial, if it has one (specs of earlier versions carry null).
 let sourceArm (t: TrialSpec) = match t.From with | null | "" -> None | from -> Some from
 
+/// The key a dependent trial's source weights go to (`Arm.fromInto`; `model.init_from` by default).
+let fromKey (t: TrialSpec) = match t.FromKey with | null | "" -> "model.init_from" | key -> key
+
 /// For trials in the order of the sweep: the indices in an order where each source precedes its dependents, and for
 /// each trial the index of its source trial (the source arm's trial with the same seed). Error: the problems, a line
 /// each, naming the arms.
@@ -55,7 +58,7 @@ let plan (trials: TrialSpec[]) : Result<int list * int option[], string list> =
 /// `model.init_from` will name that trial's final weights. The path exists only once the source has run (its run
 /// folder is named by its start time) and would move with the sweep folder; the source's identity says what the
 /// weights are, so a source run with another config gives its dependents other identities.
-let identityOverride (sourceId: string) = "model.init_from=" + Toml.value ("sweep-trial:" + sourceId)
+let identityOverride (t: TrialSpec) (sourceId: string) = fromKey t + "=" + Toml.value ("sweep-trial:" + sourceId)
 
 /// The override a dependent trial runs with: its source's final weights.
-let runOverride (weights: string) = "model.init_from=" + Toml.value weights
+let runOverride (t: TrialSpec) (weights: string) = fromKey t + "=" + Toml.value weights

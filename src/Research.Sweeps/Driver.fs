@@ -171,7 +171,7 @@ let sweep (script: string) (executor: string) (parallelOpt: Nullable<int>) (retr
             let fromSource =
                 match sourceIndex[i] with
                 | None -> Some []
-                | Some s -> ids[s] |> Option.map (fun (sourceId, _) -> [ Dependencies.identityOverride sourceId ])
+                | Some s -> ids[s] |> Option.map (fun (sourceId, _) -> [ Dependencies.identityOverride t sourceId ])
             match fromSource with
             | None -> () // its source's config has an error, reported for the source
             | Some extra ->
@@ -420,7 +420,7 @@ let sweep (script: string) (executor: string) (parallelOpt: Nullable<int>) (retr
                       | None -> Ok []
                       | Some s ->
                           match finalWeights s with
-                          | Some w when File.Exists w -> Ok [ Dependencies.runOverride w ]
+                          | Some w when File.Exists w -> Ok [ Dependencies.runOverride t.Spec w ]
                           | Some w -> Error(sprintf "the final weights of its source trial %s are missing (%s)" s.Name w)
                           | None -> Error(sprintf "its source trial %s recorded no final checkpoint" s.Name)
                   match extra with

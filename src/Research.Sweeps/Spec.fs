@@ -29,7 +29,9 @@ type Arm =
       /// The command of this arm's trials when it is not the sweep's (`Arm.command`).
       Command: Command option
       /// The arm whose same-seed trial's final weights every trial starts from (`Arm.from`).
-      From: string option }
+      From: string option
+      /// The config key those weights go to (`Arm.fromInto`); None: `model.init_from`.
+      FromKey: string option }
 
 /// How a summary reads the trials: one metric, grouped by everything but the seed; plotted against an axis.
 type SummarySpec =
@@ -143,7 +145,7 @@ module Sample =
     let choice (xs: 'T list) (rng: Random) = xs.[rng.Next xs.Length]
 
 module Arm =
-    let create name config = { Name = name; Config = config; Overrides = []; Axes = []; Command = None; From = None }
+    let create name config = { Name = name; Config = config; Overrides = []; Axes = []; Command = None; From = None; FromKey = None }
     let set (key: string) (v: objnull) (arm: Arm) = { arm with Overrides = arm.Overrides @ [ key, Toml.value v ] }
     let axis (a: Axis) (arm: Arm) = { arm with Axes = arm.Axes @ [ a ] }
     /// Replaces the config's [[methods]] tables: `Arm.methods [ [ "name", box "ewc"; "lambda", box 30.0 ] ]`.
@@ -156,6 +158,9 @@ module Arm =
     /// seed); its trial's identity is part of this arm's trials' identities, so a source run again with another config
     /// runs its dependents again too.
     let from (source: string) (arm: Arm) = { arm with From = Some source }
+    /// As `from`, with the source's final weights given to another key than `model.init_from`: a part of the model
+    /// (`Arm.fromInto "lm" "model.language_model_init_from"` starts a VLM's language model from a pre-trained one).
+    let fromInto (source: string) (key: string) (arm: Arm) = { arm with From = Some source; FromKey = Some key }
 
 /// One trial as the driver receives it: the arm, a label per axis, the seed, the config and its overrides; its command
 /// and the arm it starts from (null: none). Specs written before arms had these read them as null: the sweep's command,
@@ -168,7 +173,9 @@ type TrialSpec =
       Config: string
       Overrides: string[]
       Command: string
-      From: string | null }
+      From: string | null
+      /// The key the source's weights go to (null: `model.init_from`).
+      FromKey: string | null }
 
 type SweepSpec =
     { Name: string
@@ -282,7 +289,8 @@ module Sweep =
                                [| for (k, v) in arm.Overrides @ List.collect (fun (_, l: Level) -> l.Overrides) combo do yield k + "=" + v
                                   yield sprintf "run.seed=%d" seed |]
                              Command = Command.name (defaultArg arm.Command s.Command)
-                             From = Option.toObj arm.From } |]
+                             From = Option.toObj arm.From
+                             FromKey = Option.toObj arm.FromKey } |]
         { Name = s.Name
           Command = Command.name s.Command
           Threads = s.Threads

@@ -59,7 +59,7 @@ type Store private (trials: TrialStore) =
               let e = r.Entry
               let spec =
                   { Arm = e.Arm; Labels = parse e.Labels; Numbers = parse e.Numbers; Seed = int e.Seed; Config = e.Config
-                    Overrides = parse e.Overrides; Command = (match e.Command with null -> command | c -> c); From = null }
+                    Overrides = parse e.Overrides; Command = (match e.Command with null -> command | c -> c); From = null; FromKey = null }
               { Id = e.Id; Spec = spec; Name = e.Name; Dir = Path.Combine(sweepDir, "trials", e.Id[..15])
                 State = r.State.State; Attempts = r.State.Attempts; ExitCode = Nullable(); Log = null; Executor = null; Job = null
                 Pid = Nullable() } ]

@@ -125,7 +125,7 @@ let tests =
             Expect.equal (listed dir runDir) "killed" "runs list: killed, though the recorded pid is alive"
             Expect.stringContains (shown runDir) "killed" "runs show: killed, though the recorded pid is alive"
             let spec : Research.Sweeps.TrialSpec =
-                { Arm = "a"; Labels = [||]; Numbers = [||]; Seed = 1; Config = ""; Overrides = [||]; Command = "train"; From = null }
+                { Arm = "a"; Labels = [||]; Numbers = [||]; Seed = 1; Config = ""; Overrides = [||]; Command = "train"; From = null; FromKey = null }
             let trial : Research.Sweeps.SweepStore.Trial =
                 { Id = "0123456789abcdef"; Spec = spec; Name = "a-s1"; Dir = Path.GetDirectoryName runDir; State = "running"; Attempts = 1
                   ExitCode = Nullable(); Log = null; Executor = null; Job = null; Pid = Nullable() }

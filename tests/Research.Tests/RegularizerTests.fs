@@ -122,6 +122,25 @@ let tests =
             for (p, a), g in Array.zip (Array.zip ps anchor) (gradOf moved ps) do
                 Expect.isTrue (close g ((p.Value.detach() - a).mul(torch.tensor (float32 alpha)))) "α(θ − θ⁰)"
 
+        test "l2-sp with match pulls only the parameters it names: R = α/2 ‖θ_b − θ⁰_b‖² after every parameter moves, and w's gradient is 0" {
+            use _ = torch.NewDisposeScope()
+            use gen = new torch.Generator(5UL)
+            let ps = parameters gen
+            let r = L2SP(L2SPOptions(Alpha = 2.0, Match = "^b$")) :> IPenalty
+            Expect.equal (r.Penalty(penaltyContext ps).item<float32>()) 0.0f "zero at θ⁰"
+            do
+                use _ = torch.no_grad()
+                for p in ps do p.Value.add_(torch.tensor 0.5f) |> ignore
+            let moved = r.Penalty(penaltyContext ps)
+            let bCount = ps |> Array.find (fun p -> p.Name = "b") |> fun p -> p.Value.numel() |> float
+            Expect.floatClose Accuracy.high (moved.item<float32>() |> float) (2.0 / 2.0 * bCount * 0.25) "α/2 · b's elements · 0.5²"
+            for p in ps do p.Value.grad <- null
+            moved.backward()
+            let w = ps |> Array.find (fun p -> p.Name = "w")
+            Expect.isTrue (isNull w.Value.grad || w.Value.grad.abs().sum().item<float32>() = 0.0f) "w is not pulled"
+            let b = ps |> Array.find (fun p -> p.Name = "b")
+            Expect.isTrue (close b.Value.grad (torch.ones_like(b.Value))) "∇_b R = α(θ_b − θ⁰_b) = 2 · 0.5"
+        }
         test "l2-sp with the previous-task anchor: no penalty during the first task, then anchored at the end of each task, and its anchor round-trips through its state" {
             use _ = torch.NewDisposeScope()
             use gen = new torch.Generator(3UL)

@@ -204,7 +204,7 @@ let tests =
             Expect.stringContains throwsLine "IndexOutOfRangeException" "runs show: the failed metric with its reason"
             // A sweep merging the run counts it and summarises the metrics that were computed.
             let spec : Research.Sweeps.TrialSpec =
-                { Arm = "a"; Labels = [||]; Numbers = [||]; Seed = 1; Config = ""; Overrides = [||]; Command = "study"; From = null }
+                { Arm = "a"; Labels = [||]; Numbers = [||]; Seed = 1; Config = ""; Overrides = [||]; Command = "study"; From = null; FromKey = null }
             let trial : Research.Sweeps.SweepStore.Trial =
                 { Id = "0123456789abcdef"; Spec = spec; Name = "a-s1"; Dir = Path.GetDirectoryName runDir; State = "running"; Attempts = 1
                   ExitCode = System.Nullable 1; Log = null; Executor = null; Job = null; Pid = System.Nullable() }

@@ -77,6 +77,22 @@ let tests =
                     [ "pre", 1, "train", null; "pre", 2, "train", null; "post", 1, "study", "pre"; "post", 2, "study", "pre" ] "per trial"
                 Expect.equal s.Command "study" "the sweep's command stays the default"
             }
+            test "Arm.fromInto gives the source's weights to its key, in the identity and in the run; Arm.from to model.init_from" {
+                let s =
+                    Sweep.create "d" Study
+                    |> Sweep.seeds [ 1 ]
+                    |> Sweep.arm (Arm.create "lm" "x.toml" |> Arm.command Train)
+                    |> Sweep.arm (Arm.create "vlm" "x.toml" |> Arm.fromInto "lm" "model.language_model_init_from")
+                    |> Sweep.arm (Arm.create "post" "x.toml" |> Arm.from "vlm")
+                    |> Sweep.expand
+                let byArm = dict [ for t in s.Trials -> t.Arm, t ]
+                Expect.equal (byArm["vlm"].From, Dependencies.fromKey byArm["vlm"]) ("lm", "model.language_model_init_from") "fromInto"
+                Expect.equal (Dependencies.fromKey byArm["post"]) "model.init_from" "from"
+                Expect.equal (Dependencies.runOverride byArm["vlm"] "/w/model.safetensors") "model.language_model_init_from=\"/w/model.safetensors\"" "the run's override"
+                Expect.stringStarts (Dependencies.identityOverride byArm["vlm"] "abc") "model.language_model_init_from=\"sweep-trial:abc" "the identity's"
+                let json = Text.Json.JsonSerializer.Serialize byArm["vlm"]
+                Expect.equal (Text.Json.JsonSerializer.Deserialize<TrialSpec> json).FromKey "model.language_model_init_from" "kept in the saved spec"
+            }
             test "the plan puts each source before its dependents and pairs trials by seed" {
                 match planOf [ Arm.create "post" "x.toml" |> Arm.from "pre"; Arm.create "pre" "x.toml"; Arm.create "other" "x.toml" ] with
                 | Ok(order, source) ->

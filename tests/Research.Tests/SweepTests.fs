@@ -335,7 +335,7 @@ let tests =
             }
             test "merging a trial whose attempt was killed between creating its store file and its tables (an empty run.sqlite) merges its other runs and skips that one" {
                 let dir = tempDir "sweep-merge-empty"
-                let spec = { Arm = "a"; Labels = [||]; Numbers = [||]; Seed = 1; Config = "c.toml"; Overrides = [||]; Command = "study"; From = null }
+                let spec = { Arm = "a"; Labels = [||]; Numbers = [||]; Seed = 1; Config = "c.toml"; Overrides = [||]; Command = "study"; From = null; FromKey = null }
                 let trial : SweepStore.Trial =
                     { Id = "fedcba9876543210"; Spec = spec; Name = "a-s1"; Dir = Path.Combine(dir, "trial"); State = "finished"; Attempts = 2
                       ExitCode = Nullable 0; Log = null; Executor = null; Job = null; Pid = Nullable() }
@@ -353,7 +353,7 @@ let tests =
             test "two attempts of one trial never run at once: the second finds the trial's lock held and exits 75" {
                 let dir = tempDir "sweep-lock"
                 let config = slowStudyConfig dir
-                let spec = { Arm = "a"; Labels = [||]; Numbers = [||]; Seed = 1; Config = config; Overrides = [| "run.seed=1"; "train.epochs=40" |]; Command = "study"; From = null }
+                let spec = { Arm = "a"; Labels = [||]; Numbers = [||]; Seed = 1; Config = config; Overrides = [| "run.seed=1"; "train.epochs=40" |]; Command = "study"; From = null; FromKey = null }
                 let trial : SweepStore.Trial =
                     { Id = "0123456789abcdef"; Spec = spec; Name = "a-s1"; Dir = Path.Combine(dir, "trial"); State = "pending"; Attempts = 0
                       ExitCode = Nullable(); Log = null; Executor = null; Job = null; Pid = Nullable() }

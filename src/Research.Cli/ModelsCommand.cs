@@ -222,7 +222,7 @@ static class ModelsCommand
             using var task = RunBuilder.SingleData(config);
             var score = CaptionMetrics.Score(model, task.Test, n, tokenizer);
             Console.WriteLine($"{checkpoint}: class word on {score.Items} test captions (classes {(config.Data.Classes.Length == 0 ? "all" : string.Join(", ", config.Data.Classes))}): " +
-                              $"exact match {score.ExactMatch:F4}, token accuracy {score.TokenAccuracy:F4}, named first {score.Named:F4} (greedy)");
+                              $"exact match {score.ExactMatch:F4}, token accuracy {score.TokenAccuracy:F4}, named first {score.Named:F4} (a wrong class {(double)(score.Items - score.NamedRight - score.NamedNone) / score.Items:F4}, none {(double)score.NamedNone / score.Items:F4}) (greedy)");
             return 0;
         }
         var which = a.One("--image") ?? throw new UsageException("generate with a vlm needs --image N (a test item) or --image FILE, or --captions N");

@@ -29,6 +29,14 @@ let tests =
                 Expect.equal [ for r in c.Methods -> r.Name, r.Options["lambda"] ] [ "ewc", box 3.0 ] c.File
             Expect.isEmpty (ConfigLoader.Parse("[[regularizers]]\nname = \"l2\"\n", "o.toml", [ "regularizers=[]" ])).Methods "cleared"
         }
+        test "optimizer.components as an array of inline tables (what a --set or a sweep writes) binds as [[optimizer.components]] tables" {
+            let tables = ConfigLoader.Parse("[[optimizer.components]]\nname = \"body\"\nmatch = \"^body\\\\.\"\nlr = 0.5\n[[optimizer.components]]\nname = \"head\"\nmatch = \"^head\\\\.\"\nfrozen = true\n", "tables.toml")
+            let overridden = ConfigLoader.Parse("", "o.toml", [ "optimizer.components=[{ name = \"body\", match = \"^body\\\\.\", lr = 0.5 }, { name = \"head\", match = \"^head\\\\.\", frozen = true }]" ])
+            for c in [ tables; overridden ] do
+                Expect.equal [ for x in c.Optimizer.Components -> x.Name, x.Match, x.Lr, x.Frozen ] [ "body", "^body\\.", 0.5, false; "head", "^head\\.", 0.0, true ] c.File
+            let errs = errorsOf "" [ "optimizer.components=[{ name = \"body\", lr = 0.5 }]" ]
+            Expect.isTrue (errs |> List.exists (fun e -> e.Contains "optimizer.components[0].match")) (sprintf "an inline table's missing key is named by its index: %A" errs)
+        }
         test "nan and ±inf are refused for every float option, of a section and of a plugin, naming the key and the file" {
             for text, key in [ "[optimizer]\nlr = nan\n", "optimizer.lr"; "[optimizer]\nclip_norm = inf\n", "optimizer.clip_norm"
                                "[data]\nvalidation_fraction = -inf\n", "data.validation_fraction" ] do

@@ -63,7 +63,15 @@ public static class OptionsBinder
                 prop.SetValue(instance, BindInto(prop.PropertyType, sub, file, path, [], errors));
                 continue;
             }
-            if (value is TomlTableArray tables && prop.PropertyType.IsArray && IsOptionsType(prop.PropertyType.GetElementType()!))
+            // An array of inline tables (`components = [{ name = "connector", … }]`, the only form an override on the command
+            // line or in a sweep can write) means the same as [[…]] tables, as it does for [[methods]].
+            var asTables = value as TomlTableArray;
+            if (value is TomlArray inline && inline.Count > 0 && inline.All(x => x is TomlTable))
+            {
+                asTables = [];
+                foreach (var t in inline) asTables.Add((TomlTable)t!);
+            }
+            if (asTables is { } tables && prop.PropertyType.IsArray && IsOptionsType(prop.PropertyType.GetElementType()!))
             {
                 var element = prop.PropertyType.GetElementType()!;
                 var items = Array.CreateInstance(element, tables.Count);

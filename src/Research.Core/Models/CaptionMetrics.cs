@@ -19,6 +19,8 @@ public sealed record CaptionScore(long Items, long ExactMatches, long WordTokens
 {
     /// <summary>Captions whose continuation's first class word is the image's.</summary>
     public long NamedRight { get; init; }
+    /// <summary>Captions whose continuation names no class at all (the rest of those not named right name a wrong one).</summary>
+    public long NamedNone { get; init; }
     public double ExactMatch => Items == 0 ? double.NaN : (double)ExactMatches / Items;
     public double TokenAccuracy => WordTokens == 0 ? double.NaN : (double)CorrectTokens / WordTokens;
     public double Named => Items == 0 ? double.NaN : (double)NamedRight / Items;
@@ -48,11 +50,13 @@ public static class CaptionMetrics
         var ends = t[FashionCaptionSource.WordEnd].data<long>().ToArray();
         var ids = t[Batch.InputIds];
         var labels = t[TensorDataset.Labels].data<long>().ToArray();
-        long exact = 0, tokens = 0, correct = 0, named = 0;
+        long exact = 0, tokens = 0, correct = 0, named = 0, none = 0;
         for (int i = 0; i < picks.Length; i++)
         {
             var written = picks[i].TakeWhile(id => id != tokenizer.EndOfTextId).Select(id => (int)id).ToArray();
-            if (FirstClass(tokenizer.Decode(written)) == labels[i]) named++;
+            var first = FirstClass(tokenizer.Decode(written));
+            if (first == labels[i]) named++;
+            else if (first < 0) none++;
             using var row = ids[i];
             var truth = row.data<long>().ToArray()[(int)starts[i]..(int)ends[i]];
             var right = truth.Where((token, k) => k < picks[i].Length && picks[i][k] == token).Count();
@@ -60,7 +64,7 @@ public static class CaptionMetrics
             correct += right;
             if (right == truth.Length) exact++;
         }
-        return new CaptionScore(picks.Length, exact, tokens, correct) { NamedRight = named };
+        return new CaptionScore(picks.Length, exact, tokens, correct) { NamedRight = named, NamedNone = none };
     }
 
     /// <summary>Tokens generated after the prompt for <see cref="CaptionScore.Named"/>: room for an adjective and the longest

@@ -82,7 +82,7 @@ public sealed class LanguageProbesFactory : IRunObserverFactory
 /// <summary>The observer of <see cref="LanguageProbesFactory"/>.</summary>
 sealed class LanguageProbes(int captions, ITextTokenizer? tokenizer, TensorDataset? text, int batchSize, PrecisionPolicy precision) : IRunObserver
 {
-    public const string CaptionExactMatch = "caption_exact_match", CaptionTokenAccuracy = "caption_token_accuracy", CaptionNamed = "caption_named",
+    public const string CaptionExactMatch = "caption_exact_match", CaptionTokenAccuracy = "caption_token_accuracy", CaptionNamed = "caption_named", CaptionNamedNone = "caption_named_none",
         TextLoss = "text_loss", TextLossIncrease = "text_loss_increase";
     const string StartFile = "text-start.safetensors", StartKey = "text_loss";
 
@@ -134,6 +134,7 @@ sealed class LanguageProbes(int captions, ITextTokenizer? tokenizer, TensorDatas
                 loop.Store.Metric(loop.RunId, loop.Step, CaptionExactMatch + suffix, scores[j].ExactMatch);
                 loop.Store.Metric(loop.RunId, loop.Step, CaptionTokenAccuracy + suffix, scores[j].TokenAccuracy);
                 loop.Store.Metric(loop.RunId, loop.Step, CaptionNamed + suffix, scores[j].Named);
+                loop.Store.Metric(loop.RunId, loop.Step, CaptionNamedNone + suffix, (double)scores[j].NamedNone / scores[j].Items);
             }
             row[CaptionExactMatch] = scores.Select(s => s.ExactMatch).ToArray();
             row[CaptionNamed] = scores.Select(s => s.Named).ToArray();

@@ -1,5 +1,5 @@
 // The seed chapter's per-component learning rates for fully fine-tuning a vision-language model, tested: a small VLM
-// (the published ImageNet ResNet-18 → a 2-layer MLP connector → a byte GPT pre-trained on English fortunes;
+// (the published ImageNet ResNet-18 → a 2-layer MLP connector → a byte Llama pre-trained on English fortunes;
 // experiments/configs/vlm/captions.toml) learns to caption Fashion-MNIST classes 0–4 (task A), then is fine-tuned on
 // the captions of classes 5–9 (task B) in six ways:
 //   - one-lr: one learning rate for everything, the language model's (5e-5);
@@ -15,8 +15,8 @@
 // probe of classes 0–4), ‖Δθ‖² and ½ΔθᵀH_AΔθ per component (the Hessian of task A's caption loss at the start of B).
 //
 // Per seed the arm "lm" pre-trains the language model (lm-pretrain.toml, 2 epochs) and the arm "A" trains the VLM on
-// classes 0–4 from it (one epoch of all 28,500 training captions at 10× the table: encoder 5e-5, connector 5e-3,
-// language model 5e-4); every task-B arm starts from the same seed's A. Three seeds, two threads per trial, one at a time:
+// classes 0–4 from it (one epoch of all 28,500 training captions: encoder 2e-4, connector 5e-3, language model 1e-4);
+// every task-B arm starts from the same seed's A. Three seeds, two threads per trial, one at a time:
 //
 //   research sweep experiments/sweeps/vlm-components.fsx
 #r "../../artifacts/bin/Research.Sweeps.dll"
@@ -56,7 +56,7 @@ let sweep =
         |> Arm.fromInto "lm" "model.language_model_init_from"
         |> Arm.set "data.classes" [ 0; 1; 2; 3; 4 ]
         |> Arm.set "data.train_limit" 0
-        |> Arm.set "optimizer.components" (components (Some 5e-5) (Some 5e-3) (Some 5e-4)))
+        |> Arm.set "optimizer.components" (components (Some 2e-4) (Some 5e-3) (Some 1e-4)))
     |> Sweep.arm (taskB "one-lr" (Some 5e-5) (Some 5e-5) (Some 5e-5))
     |> Sweep.arm (table "seed-table")
     |> Sweep.arm (taskB "frozen-encoder" None (Some 5e-4) (Some 5e-5))

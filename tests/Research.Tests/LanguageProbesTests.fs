@@ -100,7 +100,7 @@ let tests =
             Expect.stringContains line "bad.toml: probes.text: " "names the key"
             Expect.stringContains line "tokenized by gpt2" "and the tokenizers that differ"
         }
-        test "a VLM study records each task's caption scores (a row of 2 per task, and metrics caption_exact_match/taskJ) and the language model's text loss: the start's at step 0, text_loss_increase = text_loss − the start's (1e-12)" {
+        test "a VLM study records each task's caption scores (a row of 2 per task, and metrics caption_exact_match/taskJ) and the language model's text loss: the start's at step 0, text_loss_increase = text_loss − the start's (1e-12); research generate captions a test image and a PNG, and refuses an image of another size" {
             let dir = tempDir "language-probes-study"
             File.WriteAllText(Path.Combine(dir, "text.toml"),
                 "[data]\ndataset = \"fortunes\"\ntask = \"causal-lm\"\ntokenizer = \"bytes\"\ncontext = 32\nsplit_seed = 0\n[model]\nkind = \"gpt\"\n")
@@ -126,5 +126,19 @@ let tests =
             for (step, v), (_, loss) in List.zip increase (List.tail text) do
                 Expect.floatClose { absolute = 1e-12; relative = 0.0 } v (loss - snd text[0]) $"step {step}: the increase over the start"
             Expect.isGreaterThan (snd text[0]) 4.0 "an untrained language model is near ln 257 ≈ 5.5 nats per byte, not 0"
+            // research generate with an image of the test split, with a 28×28 PNG file, and a file of another size.
+            let generated = research dir [ "generate"; runDir; "--image"; "3"; "--greedy"; "--max-tokens"; "8" ]
+            Expect.equal generated.ExitCode 0 $"generate --image 3: {generated.Err}"
+            Expect.isNonEmpty (generated.Out.Trim()) "a caption is printed"
+            for side in [ 28; 20 ] do
+                let png = Path.Combine(dir, sprintf "grey%d.png" side)
+                let made = runProcess dir "/usr/bin/python3" [ "-c"; sprintf "from PIL import Image; Image.new('L', (%d, %d), 128).save('%s')" side side png ]
+                Expect.equal made.ExitCode 0 $"PIL wrote {png}: {made.Err}"
+            let fromFile = research dir [ "generate"; runDir; "--image"; Path.Combine(dir, "grey28.png"); "--greedy"; "--max-tokens"; "8" ]
+            Expect.equal fromFile.ExitCode 0 $"generate --image grey28.png: {fromFile.Err}"
+            let wrongSize = research dir [ "generate"; runDir; "--image"; Path.Combine(dir, "grey20.png"); "--greedy" ]
+            Expect.notEqual wrongSize.ExitCode 0 "a 20×20 image is refused"
+            Expect.stringContains wrongSize.Err "grey20.png: 20×20 pixels; the captions' images are 28×28" "naming the file and the size"
+            Expect.isFalse (wrongSize.Err.Contains "   at ") "no stack trace"
         }
     ]

@@ -7,7 +7,8 @@
 //   - frozen-encoder: the table with the vision encoder frozen;
 //   - connector-only: the connector alone trains (5e-4);
 //   - table-l2sp-lm: the table plus L2-SP (α = 1) pulling the language model toward its weights at the start of B;
-//   - table-replay: the table plus replay of task A's captions (a memory of 500; 8 of them added to each batch of 32).
+//   - table-replay: the table plus replay of task A's captions (a memory of 500 drawn per task — class-balanced
+//     selection needs class targets, and a caption's targets are tokens; 8 of them added to each batch of 32).
 // For each arm: the class word of held-out test captions on both halves (caption_named: the first class word the model
 // writes after the caption's words before it; caption_exact_match: the word in place, token for token), what the
 // language model forgot (text_loss_increase: its loss on the English fortunes' test split, nats per byte, over the start
@@ -62,7 +63,7 @@ let sweep =
     |> Sweep.arm (taskB "frozen-encoder" None (Some 5e-4) (Some 5e-5))
     |> Sweep.arm (taskB "connector-only" None (Some 5e-4) None)
     |> Sweep.arm (table "table-l2sp-lm" |> Arm.methods [ [ "name", box "l2-sp"; "alpha", box 1.0; "match", box "^language_model\\." ] ])
-    |> Sweep.arm (table "table-replay" |> Arm.methods [ [ "name", box "replay"; "budget", box 500; "mix_ratio", box 0.25 ] ])
+    |> Sweep.arm (table "table-replay" |> Arm.methods [ [ "name", box "replay"; "selection", box "task-balanced"; "budget", box 500; "mix_ratio", box 0.25 ] ])
     // Task A after A (the A arm's single run) and after B (the study arms' task 0), task B after B.
     |> Sweep.summarize "caption_named" None false
     |> Sweep.summarize "caption_exact_match" None false

@@ -118,7 +118,7 @@ let tests =
             Expect.equal ((at c "optimizer.components.1.lr").GetValue<float>()) 0.0 "a component's defaults"
             Expect.equal ((at c "schedule").ToJsonString()) """{"decay_fraction":0.1,"decay_shape":"cosine","decay_steps":0,"min_lr_ratio":0,"name":"warmup-stable-decay","warmup_ratio":0,"warmup_steps":10}""" "schedule bound, defaults filled in"
             Expect.equal ((at c "methods.0").ToJsonString()) """{"fisher":"exact","gamma":0.9,"lambda":30,"mode":"online","name":"ewc"}""" "ewc bound"
-            Expect.equal ((at c "methods.1").ToJsonString()) """{"alpha":0.01,"anchor":"previous-task","name":"l2-sp"}""" "enum in kebab case"
+            Expect.equal ((at c "methods.1").ToJsonString()) """{"alpha":0.01,"anchor":"previous-task","match":"","name":"l2-sp"}""" "enum in kebab case; a key added later (match) at its default"
             Expect.equal ((at c "methods.0.lambda").GetValue<float>()) 30.0 "an int bound to a double is a double"
         }
         testProperty "a default written out and left out give the same canonical config and identity (any subset of every section's keys and plugin options)" <|

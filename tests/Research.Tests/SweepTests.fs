@@ -140,10 +140,10 @@ let requireSlurm () =
 let tests =
     testList "sweeps" [
         test "every committed sweep script checks with --dry-run: each trial's config and plugin options are accepted (exit 0, its trials listed) and nothing is written" {
-            // ContinualLearning.fsx is the library cl-select and cl-reproduce load; cl-plot.fsx draws a summary.
+            // ContinualLearning.fsx is the library cl-select and cl-reproduce load; cl-plot.fsx and *-plot.fsx draw a summary.
             let scripts =
                 Directory.GetFiles(Path.Combine(repoRoot, "experiments", "sweeps"), "*.fsx")
-                |> Array.filter (fun f -> Path.GetFileName f <> "ContinualLearning.fsx" && Path.GetFileName f <> "cl-plot.fsx")
+                |> Array.filter (fun f -> Path.GetFileName f <> "ContinualLearning.fsx" && not (Path.GetFileName(f).EndsWith "-plot.fsx"))
                 |> Array.sort
             Expect.isGreaterThanOrEqual scripts.Length 8 "the committed sweeps"
             let dir = tempDir "sweep-dry-run"

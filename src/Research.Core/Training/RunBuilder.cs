@@ -137,7 +137,8 @@ public static class RunBuilder
                 ? new TaskHeads(tasks.Select(t => t.HeadClasses!).ToList(), numClasses) : null;
             var plan = ModelPlan.Of(c, shape, tasks[0].Train.Features);
             var (model, summary, precision) = PreparedModel(c, plan);
-            methods.TargetIds = heads is not null ? numClasses : plan.Context.Outputs;
+            // A next-token target is a token id (a caption's targets are tokens while its classes are the images').
+            methods.TargetIds = heads is not null ? numClasses : shape.NextToken && shape.Vocabulary > 0 ? (int)shape.Vocabulary : plan.Context.Outputs;
             var records = new[] { (PluginRole.Schedule, schedule.Descriptor) }
                 .Concat(methods.All.Select(m => (PluginRole.Method, m.Descriptor)))
                 .Concat(metrics.Select(m => (PluginRole.ForgettingMetric, m.Descriptor)))

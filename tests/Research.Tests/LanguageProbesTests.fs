@@ -100,12 +100,12 @@ let tests =
             Expect.stringContains line "bad.toml: probes.text: " "names the key"
             Expect.stringContains line "tokenized by gpt2" "and the tokenizers that differ"
         }
-        test "a VLM study records each task's caption scores (a row of 2 per task, and metrics caption_exact_match/taskJ) and the language model's text loss: the start's at step 0, text_loss_increase = text_loss − the start's (1e-12); research generate captions a test image and a PNG, and refuses an image of another size" {
+        test "a VLM study records each task's caption scores (a row of 2 per task, and metrics caption_exact_match/taskJ) and the language model's text loss: the start's at step 0, text_loss_increase = text_loss − the start's (1e-12); research generate captions a test image and a PNG, and refuses an image of another size (replay on: a replayed caption's targets are tokens, checked against the vocabulary)" {
             let dir = tempDir "language-probes-study"
             File.WriteAllText(Path.Combine(dir, "text.toml"),
                 "[data]\ndataset = \"fortunes\"\ntask = \"causal-lm\"\ntokenizer = \"bytes\"\ncontext = 32\nsplit_seed = 0\n[model]\nkind = \"gpt\"\n")
             let file = Path.Combine(dir, "study.toml")
-            File.WriteAllText(file, sprintf "[run]\nname = \"vlm-probes\"\nseed = 2\nthreads = 1\noutput_dir = \"%s\"\n[data]\ndataset = \"fashion-captions\"\ntrain_limit = 64\nbatch_size = 16\neval_batch_size = 64\n[model]\nkind = \"vlm\"\nencoder = \"cnn\"\nprefix_tokens = 2\n[model.gpt]\nwidth = 16\nlayers = 1\nheads = 2\n[train]\nepochs = 1\n[study]\nbenchmark = \"split-class\"\nclasses_per_task = 5\n[probes]\ncaptions = 12\ntext = \"text.toml\"\ntext_items = 8\n" (Path.Combine(dir, "runs").Replace("\\", "/")))
+            File.WriteAllText(file, sprintf "[run]\nname = \"vlm-probes\"\nseed = 2\nthreads = 1\noutput_dir = \"%s\"\n[data]\ndataset = \"fashion-captions\"\ntrain_limit = 64\nbatch_size = 16\neval_batch_size = 64\n[model]\nkind = \"vlm\"\nencoder = \"cnn\"\nprefix_tokens = 2\n[model.gpt]\nwidth = 16\nlayers = 1\nheads = 2\n[train]\nepochs = 1\n[study]\nbenchmark = \"split-class\"\nclasses_per_task = 5\n[probes]\ncaptions = 12\ntext = \"text.toml\"\ntext_items = 8\n[[methods]]\nname = \"replay\"\nselection = \"task-balanced\"\nbudget = 16\nmix_ratio = 0.25\n" (Path.Combine(dir, "runs").Replace("\\", "/")))
             let r = research dir [ "study"; file ]
             Expect.equal r.ExitCode 0 $"the study ran: {r.Err}"
             let runDir = Directory.GetDirectories(Path.Combine(dir, "runs")) |> Array.exactlyOne

@@ -348,6 +348,9 @@ let private crossField (path: string) (key: string) (v: obj) : Expected option =
         Some(refuse [ "probes.linear_classes"; "names a class twice" ])
     | "probes.linear_classes", (:? Array as a) when a |> Seq.cast<obj> |> Seq.exists (fun c -> Convert.ToInt64 c >= baseClasses) ->
         Some(refuse [ "probes.linear_classes"; "does not have" ])
+    // The caption and text probes read a model that writes text; the base is an MLP on synthetic data.
+    | "probes.captions", _ when n () > 0L -> Some(refuse [ "probes.captions"; "scores a vision-language model's captions" ])
+    | "probes.text", (:? string as s) when s <> "" -> Some(refuse [ "probes.text"; "scores a language model's text" ])
     // Errors about other files name those files (the weights, the plugin folder), not the config.
     | "model.init_from", (:? string as s) when s <> "" -> Some(Refuse [ s; "no weights" ])
     | "plugins.dirs", (:? Array as a) when a |> Seq.cast<string> |> Seq.exists (fun d -> not (Directory.Exists d)) ->
